@@ -1,0 +1,859 @@
+//! Configuration: the TOML file format (`raw`) turned into a validated
+//! [`Config`]. Loading is all-or-nothing: either every rule holds, or the
+//! caller gets every problem found, each with the file, the line, the key
+//! path and why the rule exists. The format is documented in
+//! `docs/configuration.md`; every bound enforced here is listed there.
+//!
+//! This module knows nothing about sockets or requests: it only produces
+//! plain values that `router`, `upstream` and `listener` build from.
+
+mod error;
+mod raw;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use regex::Regex;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+pub use error::{ConfigError, ConfigErrors, Problem};
+use raw::*;
+
+/// Bounds on values that come from the configuration file. They exist so a
+/// typo (an extra zero) cannot make the gateway allocate without limit.
+pub mod limits {
+    use std::time::Duration;
+
+    pub const MAX_WORKERS: usize = 256;
+    pub const MAX_CONNECTIONS: usize = 1_000_000;
+    /// hyper needs at least 8 KiB of read buffer to parse a request head.
+    pub const MIN_HEADER_BYTES: u64 = 8 * 1024;
+    pub const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+    pub const MAX_HEADERS: usize = 1_000;
+    pub const MIN_URI_BYTES: u64 = 64;
+    pub const MAX_ENDPOINTS: usize = 1_024;
+    pub const MAX_WEIGHT: u32 = 100;
+    pub const MAX_POOL_IDLE: usize = 10_000;
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3_600);
+    pub const MAX_NAME_LEN: usize = 64;
+    pub const MAX_ROUTES: usize = 10_000;
+    /// Compiled size limit of one `path_regex`, so a pathological pattern
+    /// cannot eat memory at load time.
+    pub const MAX_REGEX_BYTES: usize = 1024 * 1024;
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub admin: Option<AdminConfig>,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Worker threads, each with its own event loop and accept socket.
+    pub workers: usize,
+    pub drain_timeout: Duration,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub endpoints: Vec<EndpointConfig>,
+    pub balancer: BalancerKind,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub pool: PoolConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalancerKind {
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub upstream: String,
+    pub hosts: Vec<HostPattern>,
+    pub path: Option<PathMatch>,
+    pub methods: Vec<Method>,
+    pub headers: Vec<HeaderMatch>,
+    pub rewrite_prefix: Option<String>,
+    pub timeout: Option<Duration>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `api.example.com`, stored lower-case.
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`: any name with that suffix
+    /// and at least one more label in front.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub value: Option<HeaderValue>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                line: None,
+                key: String::new(),
+                problem: Problem::Invalid {
+                    field: "file",
+                    reason: format!("cannot read: {e}"),
+                },
+            }])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates configuration text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let mut v = Validator {
+            file: path.to_owned(),
+            text,
+            errors: Vec::new(),
+        };
+        let config = v.validate();
+        match config {
+            Some(c) if v.errors.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(v.errors)),
+        }
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+struct Validator<'a> {
+    file: PathBuf,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+/// Where in the file a value came from, for messages.
+#[derive(Clone)]
+struct At {
+    line: Option<usize>,
+    key: String,
+}
+
+impl Validator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn report(&mut self, at: &At, problem: Problem) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: at.line,
+            key: at.key.clone(),
+            problem,
+        });
+    }
+
+    /// Deserializes one table of the file on its own, so its errors carry
+    /// its line and key path and do not stop the rest from being checked.
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        table: &Spanned<toml::Table>,
+        key: String,
+    ) -> (Option<T>, At) {
+        let at = At {
+            line: Some(self.line_of(table.span().start)),
+            key,
+        };
+        match T::deserialize(toml::Value::Table(table.get_ref().clone())) {
+            Ok(v) => (Some(v), at),
+            Err(e) => {
+                let msg = e.message().trim().to_owned();
+                self.report(&at, Problem::Shape(msg));
+                (None, at)
+            }
+        }
+    }
+
+    fn validate(&mut self) -> Option<Config> {
+        let file: RawFile = match toml::from_str(self.text) {
+            Ok(f) => f,
+            Err(e) => {
+                let line = e.span().map(|s| self.line_of(s.start));
+                let at = At {
+                    line,
+                    key: String::new(),
+                };
+                self.report(&at, Problem::Syntax(e.message().trim().to_owned()));
+                return None;
+            }
+        };
+
+        let server = match &file.server {
+            Some(t) => {
+                let (raw, at) = self.section::<RawServer>(t, "server".into());
+                raw.map(|r| self.server(r, &at))
+            }
+            None => Some(self.server(RawServer::default(), &at_key("server"))),
+        };
+        let admin = match &file.admin {
+            Some(t) => {
+                let (raw, at) = self.section::<RawAdmin>(t, "admin".into());
+                raw.and_then(|r| self.admin(r, &at))
+            }
+            None => None,
+        };
+
+        let mut listeners = Vec::new();
+        let mut names = HashMap::new();
+        for (i, t) in file.listener.iter().enumerate() {
+            let (raw, at) = self.section::<RawListener>(t, format!("listener[{i}]"));
+            if let Some(l) = raw.and_then(|r| self.listener(i, r, &at)) {
+                self.unique("listener", &l.name, &at, &mut names);
+                listeners.push(l);
+            }
+        }
+        if file.listener.is_empty() {
+            self.report(&at_key("listener"), Problem::NoListener);
+        }
+
+        let mut upstreams = Vec::new();
+        let mut names = HashMap::new();
+        for (i, t) in file.upstream.iter().enumerate() {
+            let (raw, at) = self.section::<RawUpstream>(t, format!("upstream[{i}]"));
+            if let Some(u) = raw.and_then(|r| self.upstream(r, &at)) {
+                self.unique("upstream", &u.name, &at, &mut names);
+                upstreams.push(u);
+            }
+        }
+        let upstream_names: HashMap<String, usize> = names;
+
+        let mut routes = Vec::new();
+        let mut names = HashMap::new();
+        if file.route.len() > limits::MAX_ROUTES {
+            self.report(
+                &at_key("route"),
+                Problem::OutOfRange {
+                    field: "route",
+                    rule: format!("at most {} entries", limits::MAX_ROUTES),
+                },
+            );
+        }
+        for (i, t) in file.route.iter().enumerate() {
+            let (raw, at) = self.section::<RawRoute>(t, format!("route[{i}]"));
+            if let Some(r) = raw.and_then(|r| self.route(i, r, &at)) {
+                self.unique("route", &r.name, &at, &mut names);
+                if !upstream_names.contains_key(&r.upstream) {
+                    let at = At {
+                        key: format!("{}.upstream", at.key),
+                        ..at
+                    };
+                    self.report(
+                        &at,
+                        Problem::DanglingUpstream {
+                            name: r.upstream.clone(),
+                        },
+                    );
+                }
+                routes.push(r);
+            }
+        }
+
+        Some(Config {
+            path: self.file.clone(),
+            server: server?,
+            admin,
+            listeners,
+            upstreams,
+            routes,
+        })
+    }
+
+    fn unique(&mut self, what: &'static str, name: &str, at: &At, seen: &mut HashMap<String, usize>) {
+        let line = at.line.unwrap_or(0);
+        if let Some(first_line) = seen.get(name) {
+            let at = At {
+                key: format!("{}.name", at.key),
+                ..at.clone()
+            };
+            self.report(
+                &at,
+                Problem::DuplicateName {
+                    what,
+                    name: name.to_owned(),
+                    first_line: *first_line,
+                },
+            );
+        } else {
+            seen.insert(name.to_owned(), line);
+        }
+    }
+
+    fn name(&mut self, at: &At, name: &str) -> bool {
+        let ok = !name.is_empty()
+            && name.len() <= limits::MAX_NAME_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            self.report(
+                &field(at, "name"),
+                Problem::Invalid {
+                    field: "name",
+                    reason: format!(
+                        "`{name}` is not a valid name: use 1 to {} letters, digits, `-`, `_` or `.` so it can appear in logs and metrics unquoted",
+                        limits::MAX_NAME_LEN
+                    ),
+                },
+            );
+        }
+        ok
+    }
+
+    fn duration(
+        &mut self,
+        at: &At,
+        field_name: &'static str,
+        value: Option<Duration>,
+        default: Duration,
+    ) -> Duration {
+        let d = value.unwrap_or(default);
+        if d.is_zero() || d > limits::MAX_TIMEOUT {
+            self.report(
+                &field(at, field_name),
+                Problem::OutOfRange {
+                    field: field_name,
+                    rule: format!(
+                        "more than 0 and at most {}",
+                        humantime::format_duration(limits::MAX_TIMEOUT)
+                    ),
+                },
+            );
+        }
+        d
+    }
+
+    fn range<T: PartialOrd + Copy + std::fmt::Display>(
+        &mut self,
+        at: &At,
+        field_name: &'static str,
+        value: T,
+        min: T,
+        max: T,
+    ) -> T {
+        if value < min || value > max {
+            self.report(
+                &field(at, field_name),
+                Problem::OutOfRange {
+                    field: field_name,
+                    rule: format!("between {min} and {max}, not {value}"),
+                },
+            );
+        }
+        value
+    }
+
+    fn server(&mut self, raw: RawServer, at: &At) -> ServerConfig {
+        let workers = match raw.workers {
+            None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) => self.range(at, "workers", n, 1, limits::MAX_WORKERS),
+        };
+        ServerConfig {
+            workers,
+            drain_timeout: self.duration(
+                at,
+                "drain_timeout",
+                raw.drain_timeout,
+                Duration::from_secs(30),
+            ),
+            access_log: raw.access_log.unwrap_or(false),
+        }
+    }
+
+    fn admin(&mut self, raw: RawAdmin, at: &At) -> Option<AdminConfig> {
+        let address = raw.address.as_deref().unwrap_or("127.0.0.1:9901");
+        self.socket_addr(at, "address", address)
+            .map(|address| AdminConfig { address })
+    }
+
+    fn socket_addr(&mut self, at: &At, field_name: &'static str, s: &str) -> Option<SocketAddr> {
+        match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.report(
+                    &field(at, field_name),
+                    Problem::Invalid {
+                        field: field_name,
+                        reason: format!("`{s}` is not an IP address and port such as 0.0.0.0:8080"),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn listener(&mut self, i: usize, raw: RawListener, at: &At) -> Option<ListenerConfig> {
+        let name = raw.name.unwrap_or_else(|| format!("listener-{i}"));
+        self.name(at, &name);
+        let address = self.socket_addr(at, "address", &raw.address);
+        let max_header_bytes = self.range(
+            at,
+            "max_header_bytes",
+            raw.max_header_bytes.map_or(32 * 1024, |b| b.as_u64()),
+            limits::MIN_HEADER_BYTES,
+            limits::MAX_HEADER_BYTES,
+        );
+        let max_uri_bytes = raw.max_uri_bytes.map_or(8 * 1024, |b| b.as_u64());
+        let max_uri_bytes = self.range(
+            at,
+            "max_uri_bytes",
+            max_uri_bytes,
+            limits::MIN_URI_BYTES,
+            max_header_bytes,
+        );
+        let max_connections = raw.max_connections.unwrap_or(10_000);
+        let max_connections = self.range(
+            at,
+            "max_connections",
+            max_connections,
+            1,
+            limits::MAX_CONNECTIONS,
+        );
+        let max_headers = raw.max_headers.unwrap_or(100);
+        let max_headers = self.range(at, "max_headers", max_headers, 1, limits::MAX_HEADERS);
+        Some(ListenerConfig {
+            name,
+            address: address?,
+            max_connections,
+            header_read_timeout: self.duration(
+                at,
+                "header_read_timeout",
+                raw.header_read_timeout,
+                Duration::from_secs(10),
+            ),
+            idle_timeout: self.duration(
+                at,
+                "idle_timeout",
+                raw.idle_timeout,
+                Duration::from_secs(60),
+            ),
+            max_header_bytes: max_header_bytes as usize,
+            max_headers,
+            max_uri_bytes: max_uri_bytes as usize,
+            max_body_bytes: raw.max_body_bytes.map_or(10 * 1024 * 1024, |b| b.as_u64()),
+        })
+    }
+
+    fn upstream(&mut self, raw: RawUpstream, at: &At) -> Option<UpstreamConfig> {
+        let named = At {
+            key: format!("{} ({})", at.key, raw.name),
+            ..at.clone()
+        };
+        let at = &named;
+        self.name(at, &raw.name);
+        if raw.endpoints.is_empty() || raw.endpoints.len() > limits::MAX_ENDPOINTS {
+            self.report(
+                &field(at, "endpoints"),
+                Problem::OutOfRange {
+                    field: "endpoints",
+                    rule: format!("a list of 1 to {} endpoints", limits::MAX_ENDPOINTS),
+                },
+            );
+        }
+        let mut endpoints = Vec::new();
+        for (j, ep) in raw.endpoints.iter().enumerate() {
+            let ep_at = field(at, &format!("endpoints[{j}]"));
+            let weight = ep.weight.unwrap_or(1);
+            self.range(&ep_at, "weight", weight, 1, limits::MAX_WEIGHT);
+            match split_host_port(&ep.address) {
+                Some((host, port)) => endpoints.push(EndpointConfig { host, port, weight }),
+                None => self.report(
+                    &ep_at,
+                    Problem::Invalid {
+                        field: "address",
+                        reason: format!(
+                            "`{}` is not host:port (an IP address or DNS name, and a port from 1 to 65535)",
+                            ep.address
+                        ),
+                    },
+                ),
+            }
+        }
+        let balancer = match raw.balancer.as_deref().unwrap_or("round_robin") {
+            "round_robin" => BalancerKind::RoundRobin,
+            other => {
+                self.report(
+                    &field(at, "balancer"),
+                    Problem::Invalid {
+                        field: "balancer",
+                        reason: format!("unknown balancer `{other}`; known: round_robin"),
+                    },
+                );
+                BalancerKind::RoundRobin
+            }
+        };
+        let pool_raw = raw.pool.unwrap_or(RawPool {
+            max_idle: None,
+            idle_timeout: None,
+        });
+        let pool_at = field(at, "pool");
+        let max_idle = pool_raw.max_idle.unwrap_or(256);
+        let pool = PoolConfig {
+            max_idle: self.range(&pool_at, "max_idle", max_idle, 0, limits::MAX_POOL_IDLE),
+            idle_timeout: self.duration(
+                &pool_at,
+                "idle_timeout",
+                pool_raw.idle_timeout,
+                Duration::from_secs(60),
+            ),
+        };
+        Some(UpstreamConfig {
+            name: raw.name,
+            endpoints,
+            balancer,
+            connect_timeout: self.duration(
+                at,
+                "connect_timeout",
+                raw.connect_timeout,
+                Duration::from_secs(2),
+            ),
+            timeout: self.duration(at, "timeout", raw.timeout, Duration::from_secs(30)),
+            pool,
+        })
+    }
+
+    fn route(&mut self, i: usize, raw: RawRoute, at: &At) -> Option<RouteConfig> {
+        let name = raw.name.unwrap_or_else(|| format!("route-{i}"));
+        let named = At {
+            key: format!("{} ({name})", at.key),
+            ..at.clone()
+        };
+        let at = &named;
+        self.name(at, &name);
+
+        let mut hosts = Vec::new();
+        for h in &raw.hosts {
+            match host_pattern(h) {
+                Some(p) => hosts.push(p),
+                None => self.report(
+                    &field(at, "hosts"),
+                    Problem::Invalid {
+                        field: "hosts",
+                        reason: format!(
+                            "`{h}` is not a host name or `*.suffix` wildcard (letters, digits, `-` and `.`)"
+                        ),
+                    },
+                ),
+            }
+        }
+
+        let set = [&raw.path, &raw.path_prefix, &raw.path_regex]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if set > 1 {
+            self.report(at, Problem::ConflictingPathMatch);
+        }
+        let mut path = None;
+        for (field_name, value) in [("path", &raw.path), ("path_prefix", &raw.path_prefix)] {
+            if let Some(p) = value {
+                if !p.starts_with('/') {
+                    self.report(
+                        &field(at, field_name),
+                        Problem::Invalid {
+                            field: if field_name == "path" { "path" } else { "path_prefix" },
+                            reason: format!("`{p}` must start with `/`: request paths always do"),
+                        },
+                    );
+                }
+                path = Some(if field_name == "path" {
+                    PathMatch::Exact(p.clone())
+                } else {
+                    PathMatch::Prefix(p.clone())
+                });
+            }
+        }
+        if let Some(re) = &raw.path_regex {
+            match regex::RegexBuilder::new(re)
+                .size_limit(limits::MAX_REGEX_BYTES)
+                .build()
+            {
+                Ok(r) => path = Some(PathMatch::Regex(r)),
+                Err(e) => self.report(
+                    &field(at, "path_regex"),
+                    Problem::Invalid {
+                        field: "path_regex",
+                        reason: format!("not a valid regular expression: {e}"),
+                    },
+                ),
+            }
+        }
+
+        let mut methods = Vec::new();
+        for m in &raw.methods {
+            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => methods.push(m),
+                Err(_) => self.report(
+                    &field(at, "methods"),
+                    Problem::Invalid {
+                        field: "methods",
+                        reason: format!("`{m}` is not an HTTP method token"),
+                    },
+                ),
+            }
+        }
+
+        let mut headers = Vec::new();
+        for (j, h) in raw.headers.iter().enumerate() {
+            let h_at = field(at, &format!("headers[{j}]"));
+            let name = HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes());
+            let value = h.value.as_deref().map(HeaderValue::from_str).transpose();
+            match (name, value) {
+                (Ok(name), Ok(value)) => headers.push(HeaderMatch { name, value }),
+                (Err(_), _) => self.report(
+                    &h_at,
+                    Problem::Invalid {
+                        field: "name",
+                        reason: format!("`{}` is not a valid header name", h.name),
+                    },
+                ),
+                (_, Err(_)) => self.report(
+                    &h_at,
+                    Problem::Invalid {
+                        field: "value",
+                        reason: "header values must be visible ASCII or spaces".into(),
+                    },
+                ),
+            }
+        }
+
+        if let Some(r) = &raw.rewrite_prefix {
+            if raw.path_prefix.is_none() {
+                self.report(&field(at, "rewrite_prefix"), Problem::RewriteWithoutPrefix);
+            }
+            if !r.starts_with('/') {
+                self.report(
+                    &field(at, "rewrite_prefix"),
+                    Problem::Invalid {
+                        field: "rewrite_prefix",
+                        reason: format!("`{r}` must start with `/` so the rewritten path is valid"),
+                    },
+                );
+            }
+        }
+        let timeout = raw
+            .timeout
+            .map(|t| self.duration(at, "timeout", Some(t), t));
+
+        Some(RouteConfig {
+            name,
+            upstream: raw.upstream,
+            hosts,
+            path,
+            methods,
+            headers,
+            rewrite_prefix: raw.rewrite_prefix,
+            timeout,
+            max_body_bytes: raw.max_body_bytes.map(|b| b.as_u64()),
+        })
+    }
+}
+
+fn at_key(key: &str) -> At {
+    At {
+        line: None,
+        key: key.to_owned(),
+    }
+}
+
+fn field(at: &At, name: &str) -> At {
+    At {
+        line: at.line,
+        key: format!("{}.{name}", at.key),
+    }
+}
+
+/// `host:port`, `[v6]:port`; the host is an IP address or a DNS name.
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    valid.then(|| (host.to_ascii_lowercase(), port))
+}
+
+fn host_pattern(h: &str) -> Option<HostPattern> {
+    let h = h.to_ascii_lowercase();
+    let (wild, name) = match h.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, h.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return None;
+    }
+    Some(if wild {
+        HostPattern::Suffix(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(Path::new("test.toml"), s)
+    }
+
+    const GOOD: &str = r#"
+[[listener]]
+address = "127.0.0.1:0"
+
+[[upstream]]
+name = "app"
+endpoints = ["127.0.0.1:9000", { address = "localhost:9001", weight = 3 }]
+
+[[route]]
+name = "api"
+upstream = "app"
+hosts = ["api.example.com", "*.example.org"]
+path_prefix = "/api"
+rewrite_prefix = "/"
+"#;
+
+    #[test]
+    fn good_file_loads() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.upstreams[0].endpoints[1].host, "localhost");
+        assert_eq!(c.upstreams[0].endpoints[1].weight, 3);
+        assert_eq!(
+            c.routes[0].hosts[1],
+            HostPattern::Suffix(".example.org".into())
+        );
+    }
+
+    #[test]
+    fn typo_and_dangling_upstream_are_both_reported_with_lines() {
+        let text = GOOD.replace("upstream = \"app\"", "upstream = \"ap\"\nupstreem = 1");
+        let errs = parse(&text).unwrap_err().0;
+        let all = ConfigErrors(errs.clone()).to_string();
+        assert_eq!(errs.len(), 1, "{all}");
+        assert!(all.contains("unknown field `upstreem`"), "{all}");
+        assert!(all.contains("test.toml:10: route[0]"), "{all}");
+
+        // A second route with a dangling upstream is still checked.
+        let text = format!("{text}\n[[route]]\nname = \"b\"\nupstream = \"nope\"\n");
+        let all = parse(&text).unwrap_err().to_string();
+        assert!(all.contains("upstreem"), "{all}");
+        assert!(all.contains("upstream `nope` is not defined"), "{all}");
+        assert!(all.contains("route[1] (b).upstream"), "{all}");
+    }
+
+    #[test]
+    fn duplicates_and_ranges() {
+        let text = format!(
+            "{GOOD}\n[[upstream]]\nname = \"app\"\nendpoints = [\"x:0\"]\nconnect_timeout = \"0s\"\n"
+        );
+        let all = parse(&text).unwrap_err().to_string();
+        assert!(all.contains("duplicate upstream name `app`"), "{all}");
+        assert!(all.contains("endpoints[0]"), "{all}");
+        assert!(all.contains("connect_timeout"), "{all}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let all = parse("[[listener]]\naddress = \n").unwrap_err().to_string();
+        assert!(all.starts_with("test.toml:2"), "{all}");
+    }
+
+    #[test]
+    fn path_rules() {
+        let text = GOOD.replace("path_prefix = \"/api\"", "path = \"/a\"\npath_regex = \"(\"");
+        let all = parse(&text).unwrap_err().to_string();
+        assert!(all.contains("only one of `path`"), "{all}");
+        assert!(all.contains("path_regex"), "{all}");
+        assert!(all.contains("rewrite_prefix` needs `path_prefix`"), "{all}");
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(host_pattern("A.com"), Some(HostPattern::Exact("a.com".into())));
+        assert_eq!(host_pattern("*.a.com"), Some(HostPattern::Suffix(".a.com".into())));
+        assert_eq!(host_pattern("*"), None);
+        assert_eq!(host_pattern("a b"), None);
+        assert_eq!(split_host_port("[::1]:80"), Some(("::1".into(), 80)));
+        assert_eq!(split_host_port("svc.local:8080"), Some(("svc.local".into(), 8080)));
+        assert_eq!(split_host_port("svc.local"), None);
+    }
+}

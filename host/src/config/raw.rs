@@ -1,0 +1,143 @@
+//! The configuration file as written: serde structs that mirror the TOML
+//! one to one, with `deny_unknown_fields` everywhere so a typo is an error,
+//! not a silently ignored key. Nothing here checks meaning; `validate` does.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The top level. Each array element is kept as a spanned table and
+/// deserialized on its own, so that one bad route does not hide the
+/// problems of the next one and every error can name its line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    #[serde(default)]
+    pub server: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub admin: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub listener: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub upstream: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub route: Vec<Spanned<toml::Table>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub workers: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Option<String>,
+    pub address: String,
+    pub max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    pub max_header_bytes: Option<ByteSize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<ByteSize>,
+    pub max_body_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub endpoints: Vec<RawEndpoint>,
+    pub balancer: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub pool: Option<RawPool>,
+}
+
+/// An endpoint is either `"host:port"` or `{ address = "host:port", weight = 3 }`.
+#[derive(Debug)]
+pub struct RawEndpoint {
+    pub address: String,
+    pub weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for RawEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Weighted {
+            address: String,
+            weight: Option<u32>,
+        }
+        // Decide on the value's type ourselves: serde's untagged enums
+        // answer every mistake with "did not match any variant".
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(address) => Ok(RawEndpoint {
+                address,
+                weight: None,
+            }),
+            v @ toml::Value::Table(_) => {
+                let w = Weighted::deserialize(v).map_err(serde::de::Error::custom)?;
+                Ok(RawEndpoint {
+                    address: w.address,
+                    weight: w.weight,
+                })
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "an endpoint is \"host:port\" or {{ address = \"host:port\", weight = N }}, not a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub max_idle: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub path: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path_regex: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<RawHeaderMatch>,
+    pub rewrite_prefix: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub max_body_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMatch {
+    pub name: String,
+    pub value: Option<String>,
+}

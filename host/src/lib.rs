@@ -1,0 +1,16 @@
+//! Weir, a programmable edge gateway.
+//!
+//! This crate is the gateway: configuration, listeners, routing, the proxy
+//! pipeline and upstream pools. The `weir` binary (`main.rs`) is a thin
+//! command line over [`server::Gateway`]. See ARCHITECTURE.md at the
+//! repository root for how the pieces fit.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod listener;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod upstream;
+pub mod worker;

@@ -1,0 +1,258 @@
+//! Listening sockets and client connections: one `SO_REUSEPORT` socket per
+//! worker and listener, the accept loop with the listener's connection
+//! limit, and each connection's life: HTTP/1.1 or HTTP/2 (h2c prior
+//! knowledge) through hyper, the header read and idle timeouts, and
+//! graceful drain on shutdown. What happens to a request is `proxy`'s job.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::ListenerConfig;
+use crate::proxy::{self, ConnContext};
+use crate::router::Router;
+use crate::worker;
+
+/// HTTP/2 streams one client connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Pending connections the kernel queues per socket before accept.
+const BACKLOG: i32 = 1024;
+
+/// A listener's sockets, one per worker, all bound to the same address.
+#[derive(Debug)]
+pub struct Bound {
+    pub config: Arc<ListenerConfig>,
+    pub local_addr: SocketAddr,
+    pub sockets: Vec<std::net::TcpListener>,
+}
+
+/// Binds `workers` sockets to the listener's address. With port 0, the
+/// first socket picks the port and the others join it.
+pub fn bind(config: &ListenerConfig, workers: usize) -> io::Result<Bound> {
+    let mut sockets = Vec::with_capacity(workers);
+    let mut addr = config.address;
+    for _ in 0..workers.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_tcp_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(BACKLOG)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        sockets.push(l);
+    }
+    Ok(Bound {
+        config: Arc::new(config.clone()),
+        local_addr: addr,
+        sockets,
+    })
+}
+
+/// State all connections of one listener share, across workers.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Arc<ListenerConfig>,
+    pub router: Arc<ArcSwap<Router>>,
+    pub access_log: bool,
+    /// One permit per open connection: `max_connections` bounds them.
+    pub connections: Arc<Semaphore>,
+    /// Open connections, for the drain at shutdown.
+    pub open: Arc<AtomicUsize>,
+}
+
+fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes)
+        .max_headers(cfg.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.max_header_bytes as u32)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    b
+}
+
+/// Accepts connections on one worker's socket until shutdown.
+pub async fn accept_loop(
+    socket: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(socket) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listener = %shared.config.name, error = %e, "cannot register listener");
+            return;
+        }
+    };
+    let builder = Arc::new(http_builder(&shared.config));
+    loop {
+        // Take a connection slot before accepting: at the limit, clients
+        // wait in the kernel's backlog instead of being accepted unbounded.
+        let permit = tokio::select! {
+            p = shared.connections.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %shared.config.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        shared.open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            serve(stream, peer, &shared, &builder, shutdown).await;
+            shared.open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    builder: &auto::Builder<TokioExecutor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cx = Arc::new(ConnContext {
+        peer,
+        listener: shared.config.clone(),
+        router: shared.router.clone(),
+        access_log: shared.access_log,
+        last_activity: AtomicU64::new(worker::now_ms()),
+        in_flight: AtomicUsize::new(0),
+    });
+    let io = TokioIo::new(ActivityIo {
+        inner: stream,
+        cx: cx.clone(),
+    });
+    let svc_cx = cx.clone();
+    let svc = service_fn(move |req| proxy::handle(svc_cx.clone(), req));
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+
+    let idle_ms = shared.config.idle_timeout.as_millis() as u64;
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let idle_for = worker::now_ms().saturating_sub(cx.last_activity.load(Ordering::Relaxed));
+        let wait = Duration::from_millis(idle_ms.saturating_sub(idle_for).max(1));
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep(wait) => {
+                let idle_for = worker::now_ms().saturating_sub(cx.last_activity.load(Ordering::Relaxed));
+                if idle_for >= idle_ms && cx.in_flight.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(%peer, "closing idle client connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The client socket, stamping the connection's last activity on every
+/// successful read or write so the idle timeout sees real traffic.
+struct ActivityIo {
+    inner: TcpStream,
+    cx: Arc<ConnContext>,
+}
+
+impl ActivityIo {
+    fn touch(&self) {
+        self.cx
+            .last_activity
+            .store(worker::now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for ActivityIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for ActivityIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

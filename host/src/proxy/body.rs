@@ -1,0 +1,202 @@
+//! The two body types of the proxy. [`RequestBody`] carries the client's
+//! body upstream and enforces the route's size limit as bytes flow, so an
+//! oversized chunked upload is cut off without being held in memory.
+//! [`ResponseBody`] is either a small answer of our own or the upstream's
+//! streaming body; when the upstream body ends cleanly it hands its
+//! connection back to the pool. Neither ever buffers a whole body.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::upstream::{Connection, Upstream};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body grew past the route's `max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+/// The client's body on its way upstream.
+#[derive(Debug)]
+pub enum RequestBody {
+    Empty,
+    Stream {
+        inner: Incoming,
+        seen: u64,
+        limit: u64,
+    },
+}
+
+impl RequestBody {
+    pub fn limited(inner: Incoming, limit: u64) -> RequestBody {
+        if inner.is_end_stream() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Stream {
+                inner,
+                seen: 0,
+                limit,
+            }
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Stream { inner, seen, limit } => {
+                match std::task::ready!(Pin::new(inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            *seen += data.len() as u64;
+                            if *seen > *limit {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                                    limit: *limit,
+                                }))));
+                            }
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// Whether an error from sending upstream was our body limit tripping.
+pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// A connection waiting for its response body to end before it can be
+/// reused.
+pub struct Lease {
+    upstream: Arc<Upstream>,
+    endpoint: usize,
+    conn: Connection,
+}
+
+impl Lease {
+    pub fn new(upstream: Arc<Upstream>, endpoint: usize, conn: Connection) -> Lease {
+        Lease {
+            upstream,
+            endpoint,
+            conn,
+        }
+    }
+
+    fn release(self) {
+        self.upstream.give_back(self.endpoint, self.conn);
+    }
+}
+
+/// What the client receives.
+pub enum ResponseBody {
+    Full(Option<Bytes>),
+    Upstream {
+        inner: Incoming,
+        lease: Option<Lease>,
+    },
+}
+
+impl ResponseBody {
+    pub fn full(b: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Full(Some(b.into()))
+    }
+
+    pub fn empty() -> ResponseBody {
+        ResponseBody::Full(None)
+    }
+
+    /// Streams `inner`; the connection goes back to the pool once it ends.
+    pub fn upstream(inner: Incoming, lease: Option<Lease>) -> ResponseBody {
+        let mut lease = lease;
+        if inner.is_end_stream()
+            && let Some(l) = lease.take()
+        {
+            l.release();
+        }
+        ResponseBody::Upstream { inner, lease }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Upstream { inner, lease } => {
+                let frame = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
+                match &frame {
+                    Some(Ok(_)) if !inner.is_end_stream() => {}
+                    Some(Ok(_)) | None => {
+                        if let Some(l) = lease.take() {
+                            l.release();
+                        }
+                    }
+                    // A broken body means a broken connection: drop it.
+                    Some(Err(_)) => drop(lease.take()),
+                }
+                Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

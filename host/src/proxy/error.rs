@@ -1,0 +1,84 @@
+//! Why a request could not be proxied, where the fault lies, and the one
+//! mapping from error to HTTP status.
+
+use http::StatusCode;
+
+/// Whose fault an error is: it decides the log level and, later, metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    Client,
+    Upstream,
+    Plugin,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("request target is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("bad request framing: {0}")]
+    BadFraming(&'static str),
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("upstream `{upstream}` has no endpoint to send to")]
+    NoEndpoint { upstream: String },
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: crate::upstream::ConnectError,
+    },
+    #[error("{endpoint} did not answer within {timeout:?}")]
+    UpstreamTimeout {
+        endpoint: String,
+        timeout: std::time::Duration,
+    },
+    #[error("{endpoint} failed: {source}")]
+    Upstream {
+        endpoint: String,
+        source: hyper::Error,
+    },
+}
+
+impl ProxyError {
+    pub fn source_kind(&self) -> ErrorSource {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::UriTooLong { .. }
+            | ProxyError::BadFraming(_)
+            | ProxyError::BodyTooLarge { .. } => ErrorSource::Client,
+            ProxyError::NoEndpoint { .. }
+            | ProxyError::Connect { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::Upstream { .. } => ErrorSource::Upstream,
+        }
+    }
+
+    /// The status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::BadFraming(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect {
+                source: crate::upstream::ConnectError::Timeout(_),
+                ..
+            }
+            | ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Whether the client connection must close after the answer: when the
+    /// request's body was not (or cannot be) read to its end, the next bytes
+    /// on the connection are not a request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadFraming(_) | ProxyError::BodyTooLarge { .. } | ProxyError::UriTooLong { .. }
+        )
+    }
+}

@@ -1,0 +1,158 @@
+//! Header hygiene between client and upstream: hop-by-hop headers are
+//! removed in both directions (RFC 9110 section 7.6.1, including every
+//! header the `Connection` field lists), the `X-Forwarded-*` family and
+//! `Via` are set, and the request id is kept or made.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Longest request id accepted from a client; a longer one is replaced so a
+/// client cannot make every log line and upstream header arbitrarily big.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The fixed hop-by-hop set (RFC 9110 7.6.1 and the legacy ones proxies
+/// still see). `Upgrade` is handled by the caller for upgrade requests.
+fn remove_fixed_hop_by_hop(h: &mut HeaderMap) {
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TE);
+    h.remove(header::TRAILER);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::UPGRADE);
+    h.remove(header::PROXY_AUTHENTICATE);
+    h.remove(header::PROXY_AUTHORIZATION);
+}
+
+/// Removes every hop-by-hop header, including those `Connection` names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if h.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            h.remove(name);
+        }
+        h.remove(header::CONNECTION);
+    }
+    remove_fixed_hop_by_hop(h);
+}
+
+/// Whether `Connection` lists `token` (case-insensitive).
+pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn via_value(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => "1.0 weir",
+        Version::HTTP_2 => "2 weir",
+        Version::HTTP_3 => "3 weir",
+        _ => "1.1 weir",
+    }
+}
+
+/// Appends this hop to `Via`.
+pub fn append_via(h: &mut HeaderMap, version: Version) {
+    let ours = via_value(version);
+    let value = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {ours}")).ok(),
+        _ => None,
+    };
+    h.insert(
+        header::VIA,
+        value.unwrap_or(HeaderValue::from_static(ours)),
+    );
+}
+
+/// Sets `X-Forwarded-For` (appending the client address), `-Proto` and
+/// `-Host`. `host` is the request's original host as the client sent it.
+pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<HeaderValue>) {
+    let ip = client.to_string();
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    match host {
+        Some(v) => h.insert(X_FORWARDED_HOST.clone(), v),
+        None => h.remove(&X_FORWARDED_HOST),
+    };
+}
+
+/// The client's request id when it sent a sane one, or a new random one.
+pub fn request_id(h: &HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(&X_REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= MAX_REQUEST_ID_LEN
+    {
+        return v.clone();
+    }
+    let mut buf = [0u8; 32];
+    let n = fastrand::u128(..);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (i * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_listed_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_and_via_append() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("via", HeaderValue::from_static("1.1 edge"));
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some(HeaderValue::from_static("a.com")));
+        append_via(&mut h, Version::HTTP_11);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["via"], "1.1 edge, 1.1 weir");
+        assert_eq!(h["x-forwarded-host"], "a.com");
+    }
+
+    #[test]
+    fn request_ids() {
+        let mut h = HeaderMap::new();
+        let a = request_id(&h);
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, request_id(&h));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        assert_eq!(request_id(&h), "abc");
+        h.insert("x-request-id", HeaderValue::from_str(&"a".repeat(200)).unwrap());
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

@@ -1,0 +1,314 @@
+//! The request pipeline. [`handle`] holds the phase order of one request,
+//! so a reader sees its whole life in one place:
+//!
+//! ```text
+//! framing checks → route match → body limit → pick endpoint
+//!   → connection (pooled) → forward with deadline → response hygiene
+//! ```
+//!
+//! Errors from any phase become a [`ProxyError`], and `error.rs` alone maps
+//! them to statuses. Listening, balancing and pooling live elsewhere; this
+//! module only decides what happens to a request.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::config::ListenerConfig;
+use crate::router::{Route, Router};
+use body::{Lease, RequestBody, ResponseBody};
+pub use error::{ErrorSource, ProxyError};
+use headers::X_REQUEST_ID;
+
+/// What every request on one client connection shares.
+#[derive(Debug)]
+pub struct ConnContext {
+    pub peer: SocketAddr,
+    pub listener: Arc<ListenerConfig>,
+    pub router: Arc<ArcSwap<Router>>,
+    pub access_log: bool,
+    /// Milliseconds (see [`crate::clock`]) of the last read or write.
+    pub last_activity: AtomicU64,
+    /// Requests whose response head has not been produced yet.
+    pub in_flight: AtomicUsize,
+}
+
+/// Serves one request. Never fails: every error becomes a response.
+pub async fn handle(
+    cx: Arc<ConnContext>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    cx.in_flight.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let id = headers::request_id(req.headers());
+    let method = cx.access_log.then(|| (req.method().clone(), req.uri().clone()));
+
+    let mut resp = match forward(&cx, req, &id).await {
+        Ok(r) => r,
+        Err(e) => {
+            match e.source_kind() {
+                ErrorSource::Client => {
+                    tracing::debug!(request_id = ?id, peer = %cx.peer, error = %e, "request refused")
+                }
+                _ => tracing::warn!(request_id = ?id, error = %e, "request failed"),
+            }
+            error_response(&e)
+        }
+    };
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    if let Some((method, uri)) = method {
+        tracing::info!(
+            target: "weir::access",
+            request_id = ?id,
+            peer = %cx.peer,
+            %method,
+            %uri,
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+        );
+    }
+    cx.in_flight.fetch_sub(1, Ordering::Relaxed);
+    Ok(resp)
+}
+
+/// The phases, in order.
+async fn forward(
+    cx: &ConnContext,
+    req: Request<Incoming>,
+    id: &HeaderValue,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    check_framing(&parts, &cx.listener)?;
+
+    let router = cx.router.load_full();
+    let route = router.find(&parts).ok_or(ProxyError::NoRoute)?;
+    if content_length(&parts.headers).is_some_and(|n| n > route.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge {
+            limit: route.max_body_bytes,
+        });
+    }
+
+    let upgrade = take_upgrade(&mut parts);
+    prepare_upstream_request(&mut parts, route, cx.peer, id, upgrade.as_ref().map(|u| &u.protocol))?;
+
+    let upstream = route.upstream.clone();
+    let ep = upstream.pick().ok_or_else(|| ProxyError::NoEndpoint {
+        upstream: upstream.config.name.clone(),
+    })?;
+    let endpoint = || upstream.endpoints[ep].label.clone();
+    let deadline = tokio::time::Instant::now() + route.timeout;
+    let timed_out = || ProxyError::UpstreamTimeout {
+        endpoint: endpoint(),
+        timeout: route.timeout,
+    };
+
+    let connecting = match upgrade {
+        Some(_) => upstream.connect_for_upgrade(ep).await,
+        None => upstream.connect(ep).await,
+    };
+    let mut conn = connecting.map_err(|source| ProxyError::Connect {
+        endpoint: endpoint(),
+        source,
+    })?;
+
+    let req = Request::from_parts(parts, RequestBody::limited(body, route.max_body_bytes));
+    let mut resp = match tokio::time::timeout_at(deadline, conn.sender.send_request(req)).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(e)) if body::is_body_too_large(&e) => {
+            return Err(ProxyError::BodyTooLarge {
+                limit: route.max_body_bytes,
+            });
+        }
+        Ok(Err(source)) => {
+            return Err(ProxyError::Upstream {
+                endpoint: endpoint(),
+                source,
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+
+    if let Some(up) = upgrade
+        && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(tunnel(up.client, upstream_side));
+        let (mut rparts, _) = resp.into_parts();
+        // The 101 must keep Upgrade and Connection: they are the handshake.
+        let keep_upgrade = rparts.headers.remove(header::UPGRADE);
+        headers::strip_hop_by_hop(&mut rparts.headers);
+        if let Some(v) = keep_upgrade {
+            rparts.headers.insert(header::UPGRADE, v);
+        }
+        rparts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers::append_via(&mut rparts.headers, Version::HTTP_11);
+        return Ok(Response::from_parts(rparts, ResponseBody::empty()));
+    }
+
+    let (mut rparts, rbody) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut rparts.headers);
+    headers::append_via(&mut rparts.headers, Version::HTTP_11);
+    let lease = Lease::new(upstream, ep, conn);
+    Ok(Response::from_parts(
+        rparts,
+        ResponseBody::upstream(rbody, Some(lease)),
+    ))
+}
+
+/// Request smuggling and size checks that hyper leaves to us.
+fn check_framing(parts: &Parts, listener: &ListenerConfig) -> Result<(), ProxyError> {
+    let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    if target_len > listener.max_uri_bytes {
+        return Err(ProxyError::UriTooLong {
+            limit: listener.max_uri_bytes,
+        });
+    }
+    // RFC 9112 6.1: a message with both may be an attempt at request
+    // smuggling; a proxy must not forward it as is, so refuse it.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::BadFraming(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut lengths = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next()
+        && lengths.any(|v| v != first)
+    {
+        return Err(ProxyError::BadFraming("conflicting Content-Length values"));
+    }
+    Ok(())
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A client's protocol-upgrade request (WebSocket), taken out of the request.
+struct Upgrade {
+    protocol: HeaderValue,
+    client: hyper::upgrade::OnUpgrade,
+}
+
+fn take_upgrade(parts: &mut Parts) -> Option<Upgrade> {
+    if parts.version != Version::HTTP_11 || !headers::connection_has(&parts.headers, "upgrade") {
+        return None;
+    }
+    let protocol = parts.headers.get(header::UPGRADE)?.clone();
+    let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+    Some(Upgrade { protocol, client })
+}
+
+/// Rewrites the request in place into what the upstream receives.
+fn prepare_upstream_request(
+    parts: &mut Parts,
+    route: &Route,
+    peer: SocketAddr,
+    id: &HeaderValue,
+    upgrade: Option<&HeaderValue>,
+) -> Result<(), ProxyError> {
+    let host = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let client_version = parts.version;
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if client_version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
+    headers::set_forwarded(&mut parts.headers, peer.ip(), "http", host.clone());
+    headers::append_via(&mut parts.headers, client_version);
+    parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+    if let Some(h) = host
+        && !parts.headers.contains_key(header::HOST)
+    {
+        parts.headers.insert(header::HOST, h);
+    }
+    if let Some(protocol) = upgrade {
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+
+    let path = route.rewrite(parts.uri.path());
+    let target = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
+    };
+    parts.uri = Uri::try_from(target).map_err(|_| ProxyError::BadFraming("invalid request target"))?;
+    parts.version = Version::HTTP_11;
+    Ok(())
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 needs one
+/// (RFC 9113 8.2.3).
+fn join_cookies(h: &mut http::HeaderMap) {
+    let mut all = h.get_all(header::COOKIE).iter();
+    let (Some(_), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let joined: Vec<&[u8]> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        h.insert(header::COOKIE, v);
+    }
+}
+
+/// Copies bytes both ways between an upgraded client and upstream until
+/// either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+fn error_response(e: &ProxyError) -> Response<ResponseBody> {
+    let status = e.status();
+    let mut resp = Response::new(ResponseBody::full(format!(
+        "{}\n",
+        status.canonical_reason().unwrap_or("error")
+    )));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if e.closes_connection() {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}

@@ -1,0 +1,196 @@
+//! Putting a gateway together from a validated [`Config`]: resolve the
+//! upstreams, build the route table, bind the listeners, start one worker
+//! thread per core, and on SIGTERM or SIGINT drain and stop. This is the
+//! only place that knows the order of start-up and shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::{Config, UpstreamConfig};
+use crate::listener::{self, Bound, Shared};
+use crate::router::{Route, Router};
+use crate::upstream::Upstream;
+use crate::worker;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener `{name}`: cannot listen on {address}: {source}")]
+    Bind {
+        name: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("upstream `{upstream}`: cannot resolve `{endpoint}`: {reason}")]
+    Resolve {
+        upstream: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Resolves every endpoint of an upstream to one socket address.
+async fn resolve(cfg: &UpstreamConfig) -> Result<Vec<SocketAddr>, StartError> {
+    let mut out = Vec::with_capacity(cfg.endpoints.len());
+    for e in &cfg.endpoints {
+        let label = format!("{}:{}", e.host, e.port);
+        let err = |reason: String| StartError::Resolve {
+            upstream: cfg.name.clone(),
+            endpoint: label.clone(),
+            reason,
+        };
+        let mut addrs = tokio::net::lookup_host((e.host.as_str(), e.port))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        out.push(addrs.next().ok_or_else(|| err("no addresses".into()))?);
+    }
+    Ok(out)
+}
+
+/// Builds the route table, with its upstreams, from a configuration.
+pub async fn build_router(config: &Config) -> Result<Router, StartError> {
+    let mut upstreams = HashMap::new();
+    for u in &config.upstreams {
+        let addrs = resolve(u).await?;
+        upstreams.insert(
+            u.name.clone(),
+            Arc::new(Upstream::new(u.clone(), addrs, config.server.workers)),
+        );
+    }
+    // Routes apply on every listener; a route's body limit defaults to the
+    // smallest listener limit so no listener's promise is broken.
+    let default_body = config
+        .listeners
+        .iter()
+        .map(|l| l.max_body_bytes)
+        .min()
+        .unwrap_or(u64::MAX);
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| Route::new(r, upstreams[&r.upstream].clone(), default_body))
+        .collect();
+    Ok(Router::new(routes))
+}
+
+/// A running gateway's handles.
+pub struct Gateway {
+    pub listeners: Vec<(String, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds and starts serving. Returns once every listener is accepting.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let router = Arc::new(ArcSwap::from_pointee(build_router(&config).await?));
+        let workers = config.server.workers;
+        let mut bound: Vec<Bound> = Vec::new();
+        for l in &config.listeners {
+            let b = listener::bind(l, workers).map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                address: l.address,
+                source,
+            })?;
+            tracing::info!(listener = %l.name, address = %b.local_addr, "listening");
+            bound.push(b);
+        }
+        let listeners = bound
+            .iter()
+            .map(|b| (b.config.name.clone(), b.local_addr))
+            .collect();
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let open = Arc::new(AtomicUsize::new(0));
+        let shared: Vec<Arc<Shared>> = bound
+            .iter()
+            .map(|b| {
+                Arc::new(Shared {
+                    config: b.config.clone(),
+                    router: router.clone(),
+                    access_log: config.server.access_log,
+                    connections: Arc::new(Semaphore::new(b.config.max_connections)),
+                    open: open.clone(),
+                })
+            })
+            .collect();
+
+        // Hand worker i its socket of every listener.
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<Shared>)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for (b, s) in bound.into_iter().zip(&shared) {
+            for (i, sock) in b.sockets.into_iter().enumerate() {
+                per_worker[i].push((sock, s.clone()));
+            }
+        }
+
+        let drain = config.server.drain_timeout;
+        let mut handles = Vec::with_capacity(workers);
+        for (i, sockets) in per_worker.into_iter().enumerate() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(StartError::Runtime)?;
+            let rx = shutdown_rx.clone();
+            let open = open.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("weir-worker-{i}"))
+                .spawn(move || {
+                    worker::set_id(i);
+                    rt.block_on(run_worker(sockets, rx, open, drain));
+                })
+                .map_err(StartError::Runtime)?;
+            handles.push(h);
+        }
+        Ok(Gateway {
+            listeners,
+            shutdown,
+            workers: handles,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the drain
+    /// timeout, and waits for the workers to stop.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+    }
+}
+
+async fn run_worker(
+    sockets: Vec<(std::net::TcpListener, Arc<Shared>)>,
+    mut shutdown: watch::Receiver<bool>,
+    open: Arc<AtomicUsize>,
+    drain: Duration,
+) {
+    for (sock, shared) in sockets {
+        tokio::spawn(listener::accept_loop(sock, shared, shutdown.clone()));
+    }
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    // Connections were told to finish their current request and close;
+    // give them the drain timeout. `open` counts every worker's
+    // connections, so each worker waits until all are done (or time is up)
+    // and none stops early while its own tasks still run.
+    let deadline = tokio::time::Instant::now() + drain;
+    while open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = open.load(Ordering::Relaxed);
+    if left > 0 && worker::id() == 0 {
+        tracing::warn!(connections = left, "drain timeout reached; closing remaining connections");
+    }
+}

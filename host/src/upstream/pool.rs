@@ -1,0 +1,130 @@
+//! Keep-alive connections to one endpoint. Each worker thread has its own
+//! idle list, so checking a connection out or in never contends with
+//! another thread and a connection is always driven by the event loop of
+//! the thread that uses it. Connections are HTTP/1.1 (hyper's client
+//! connection), opened with a connect timeout and TCP_NODELAY.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::PoolConfig;
+use crate::proxy::body::RequestBody;
+use crate::worker;
+
+/// A connection ready to carry one request.
+pub struct Connection {
+    pub sender: http1::SendRequest<RequestBody>,
+    idle_since: Instant,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connect failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+#[derive(Debug)]
+pub(super) struct EndpointPool {
+    idle: Box<[Mutex<Vec<Connection>>]>,
+}
+
+impl EndpointPool {
+    pub(super) fn new(workers: usize, cfg: &PoolConfig) -> EndpointPool {
+        let lists = (0..workers.max(1))
+            .map(|_| Mutex::new(Vec::with_capacity(cfg.max_idle.min(64))))
+            .collect();
+        EndpointPool { idle: lists }
+    }
+
+    fn list(&self) -> &Mutex<Vec<Connection>> {
+        &self.idle[worker::id() % self.idle.len()]
+    }
+
+    pub(super) async fn checkout(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        cfg: &PoolConfig,
+    ) -> Result<Connection, ConnectError> {
+        loop {
+            // Most recently used first: it is the least likely to have been
+            // closed by the upstream's own idle timeout.
+            let conn = self.list().lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut conn) = conn else { break };
+            if conn.sender.is_closed() || conn.idle_since.elapsed() >= cfg.idle_timeout {
+                continue;
+            }
+            if conn.sender.ready().await.is_ok() {
+                return Ok(conn);
+            }
+        }
+        connect(addr, connect_timeout, false).await
+    }
+
+    pub(super) fn put(&self, mut conn: Connection, cfg: &PoolConfig) {
+        if conn.sender.is_closed() {
+            return;
+        }
+        conn.idle_since = Instant::now();
+        let mut list = self.list().lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() < cfg.max_idle {
+            list.push(conn);
+        }
+        // Expire from the cold end so a burst does not leave sockets open
+        // past the idle timeout for ever.
+        if list
+            .first()
+            .is_some_and(|c| c.idle_since.elapsed() >= cfg.idle_timeout)
+        {
+            list.retain(|c| c.idle_since.elapsed() < cfg.idle_timeout);
+        }
+    }
+}
+
+/// Opens a new HTTP/1.1 connection and starts driving it on this thread.
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    upgrades: bool,
+) -> Result<Connection, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))??;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    if upgrades {
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+    }
+    Ok(Connection {
+        sender,
+        idle_since: Instant::now(),
+    })
+}
