@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod listener;
+pub mod plugin;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -10,6 +10,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method};
 
 use crate::config::{HeaderMatch, HostPattern, PathMatch, RouteConfig};
+use crate::plugin::Chain;
 use crate::upstream::Upstream;
 
 /// A route ready to serve: its matcher and where it sends traffic.
@@ -24,12 +25,18 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     pub timeout: std::time::Duration,
     pub max_body_bytes: u64,
+    /// Plugins to run, global chain first; empty on most routes.
+    pub plugins: Arc<Chain>,
 }
 
 /// Routes in the order the configuration file lists them.
 #[derive(Debug, Default)]
 pub struct Router {
     routes: Vec<Route>,
+    /// Every upstream by name, for plugins that route to one.
+    upstreams: std::collections::HashMap<String, Arc<Upstream>>,
+    /// Caps on bodies buffered for body-phase plugins.
+    pub plugin_body_caps: (usize, usize),
 }
 
 impl Route {
@@ -44,7 +51,14 @@ impl Route {
             timeout: cfg.timeout.unwrap_or(upstream.config.timeout),
             max_body_bytes: cfg.max_body_bytes.unwrap_or(default_max_body),
             upstream,
+            plugins: Arc::default(),
         }
+    }
+
+    /// Attaches the route's plugin chain.
+    pub fn with_plugins(mut self, plugins: Arc<Chain>) -> Route {
+        self.plugins = plugins;
+        self
     }
 
     fn matches(&self, host: Option<&str>, method: &Method, path: &str, headers: &HeaderMap) -> bool {
@@ -96,7 +110,22 @@ impl Route {
 
 impl Router {
     pub fn new(routes: Vec<Route>) -> Router {
-        Router { routes }
+        Router {
+            routes,
+            upstreams: Default::default(),
+            plugin_body_caps: (0, 0),
+        }
+    }
+
+    /// Makes every upstream reachable by name (see [`Router::upstream`]).
+    pub fn with_upstreams(mut self, upstreams: std::collections::HashMap<String, Arc<Upstream>>) -> Router {
+        self.upstreams = upstreams;
+        self
+    }
+
+    /// An upstream by name, whether or not a route uses it.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
     }
 
     /// The first route that matches the request, in configuration order.

@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::{Config, UpstreamConfig};
 use crate::listener::{self, Bound, Shared};
+use crate::plugin::{Chain, PluginErrors, Plugins};
 use crate::router::{Route, Router};
 use crate::upstream::Upstream;
 use crate::worker;
@@ -35,6 +36,8 @@ pub enum StartError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{0}")]
+    Plugins(PluginErrors),
 }
 
 /// Resolves every endpoint of an upstream to one socket address.
@@ -55,8 +58,10 @@ async fn resolve(cfg: &UpstreamConfig) -> Result<Vec<SocketAddr>, StartError> {
     Ok(out)
 }
 
-/// Builds the route table, with its upstreams, from a configuration.
-pub async fn build_router(config: &Config) -> Result<Router, StartError> {
+/// Builds the route table, with its upstreams and each route's plugin
+/// chain (one per route of `config.routes`, as [`Plugins::load`] returns
+/// them; an empty slice means no plugins).
+pub async fn build_router(config: &Config, chains: &[Arc<Chain>]) -> Result<Router, StartError> {
     let mut upstreams = HashMap::new();
     for u in &config.upstreams {
         let addrs = resolve(u).await?;
@@ -76,14 +81,28 @@ pub async fn build_router(config: &Config) -> Result<Router, StartError> {
     let routes = config
         .routes
         .iter()
-        .map(|r| Route::new(r, upstreams[&r.upstream].clone(), default_body))
+        .enumerate()
+        .map(|(i, r)| {
+            let route = Route::new(r, upstreams[&r.upstream].clone(), default_body);
+            match chains.get(i) {
+                Some(c) => route.with_plugins(c.clone()),
+                None => route,
+            }
+        })
         .collect();
-    Ok(Router::new(routes))
+    let mut router = Router::new(routes).with_upstreams(upstreams);
+    router.plugin_body_caps = (
+        config.plugins.max_request_body_bytes,
+        config.plugins.max_response_body_bytes,
+    );
+    Ok(router)
 }
 
 /// A running gateway's handles.
 pub struct Gateway {
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The plugin registry (its engine, state and counters).
+    pub plugins: Arc<Plugins>,
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -91,7 +110,13 @@ pub struct Gateway {
 impl Gateway {
     /// Binds and starts serving. Returns once every listener is accepting.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let router = Arc::new(ArcSwap::from_pointee(build_router(&config).await?));
+        // Plugins compile before anything binds: a missing or invalid
+        // plugin stops start-up with the file and the reason.
+        let (plugins, chains) = Plugins::load(&config).map_err(StartError::Plugins)?;
+        if !plugins.names().is_empty() {
+            tracing::info!(plugins = ?plugins.names(), "plugins loaded");
+        }
+        let router = Arc::new(ArcSwap::from_pointee(build_router(&config, &chains).await?));
         let workers = config.server.workers;
         let mut bound: Vec<Bound> = Vec::new();
         for l in &config.listeners {
@@ -152,6 +177,7 @@ impl Gateway {
         }
         Ok(Gateway {
             listeners,
+            plugins: Arc::new(plugins),
             shutdown,
             workers: handles,
         })

@@ -10,7 +10,9 @@
 mod error;
 mod raw;
 
-use std::collections::HashMap;
+mod plugins;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +23,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 
 pub use error::{ConfigError, ConfigErrors, Problem};
+pub use plugins::{FailurePolicy, Isolation, PluginRef, PluginSettings, PluginsConfig};
 use raw::*;
 
 /// Bounds on values that come from the configuration file. They exist so a
@@ -55,6 +58,7 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub plugins: PluginsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +126,8 @@ pub struct RouteConfig {
     pub rewrite_prefix: Option<String>,
     pub timeout: Option<Duration>,
     pub max_body_bytes: Option<u64>,
+    /// This route's plugin chain; the global chain runs before it.
+    pub plugins: Vec<PluginRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,6 +324,8 @@ impl Validator<'_> {
             }
         }
 
+        let plugins = self.plugins(file.plugins.as_ref(), &file.plugin, &routes);
+
         Some(Config {
             path: self.file.clone(),
             server: server?,
@@ -325,6 +333,7 @@ impl Validator<'_> {
             listeners,
             upstreams,
             routes,
+            plugins,
         })
     }
 
@@ -703,6 +712,7 @@ impl Validator<'_> {
         let timeout = raw
             .timeout
             .map(|t| self.duration(at, "timeout", Some(t), t));
+        let plugins = self.plugin_refs(&field(at, "plugins"), &raw.plugins);
 
         Some(RouteConfig {
             name,
@@ -714,6 +724,7 @@ impl Validator<'_> {
             rewrite_prefix: raw.rewrite_prefix,
             timeout,
             max_body_bytes: raw.max_body_bytes.map(|b| b.as_u64()),
+            plugins,
         })
     }
 }

@@ -2,8 +2,10 @@
 //! so a reader sees its whole life in one place:
 //!
 //! ```text
-//! framing checks → route match → body limit → pick endpoint
-//!   → connection (pooled) → forward with deadline → response hygiene
+//! framing checks → route match → body limit → request plugins
+//!   → [request-body plugins] → pick endpoint → connection (pooled)
+//!   → forward with deadline → response hygiene → response plugins
+//!   → [response-body plugins] → (response sent) → log plugins
 //! ```
 //!
 //! Errors from any phase become a [`ProxyError`], and `error.rs` alone maps
@@ -13,6 +15,7 @@
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod plugins;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,7 +32,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::ListenerConfig;
 use crate::router::{Route, Router};
-use body::{Lease, RequestBody, ResponseBody};
+use body::{Lease, ResponseBody};
 pub use error::{ErrorSource, ProxyError};
 use headers::X_REQUEST_ID;
 
@@ -56,7 +59,8 @@ pub async fn handle(
     let id = headers::request_id(req.headers());
     let method = cx.access_log.then(|| (req.method().clone(), req.uri().clone()));
 
-    let mut resp = match forward(&cx, req, &id).await {
+    let mut plugins = plugins::Scope::default();
+    let mut resp = match forward(&cx, req, &id, &mut plugins).await {
         Ok(r) => r,
         Err(e) => {
             match e.source_kind() {
@@ -69,6 +73,7 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    plugins.log(resp.status().as_u16());
     if let Some((method, uri)) = method {
         tracing::info!(
             target: "weir::access",
@@ -89,6 +94,7 @@ async fn forward(
     cx: &ConnContext,
     req: Request<Incoming>,
     id: &HeaderValue,
+    plugins: &mut plugins::Scope,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     check_framing(&parts, &cx.listener)?;
@@ -104,7 +110,19 @@ async fn forward(
     let upgrade = take_upgrade(&mut parts);
     prepare_upstream_request(&mut parts, route, cx.peer, id, upgrade.as_ref().map(|u| &u.protocol))?;
 
-    let upstream = route.upstream.clone();
+    // Plugins see the request as it will be sent upstream.
+    plugins.start(route, cx.peer.ip(), id);
+    let steered = match plugins.on_request(&mut parts, &router)? {
+        plugins::Decision::Respond(resp) => return Ok(resp),
+        plugins::Decision::Forward(steered) => steered,
+    };
+    let caps = router.plugin_body_caps;
+    let body = match plugins.request_body(&mut parts, body, route, caps.0).await? {
+        Ok(body) => body,
+        Err(resp) => return Ok(resp),
+    };
+
+    let upstream = steered.unwrap_or_else(|| route.upstream.clone());
     let ep = upstream.pick().ok_or_else(|| ProxyError::NoEndpoint {
         upstream: upstream.config.name.clone(),
     })?;
@@ -124,7 +142,7 @@ async fn forward(
         source,
     })?;
 
-    let req = Request::from_parts(parts, RequestBody::limited(body, route.max_body_bytes));
+    let req = Request::from_parts(parts, body);
     let mut resp = match tokio::time::timeout_at(deadline, conn.sender.send_request(req)).await {
         Err(_) => return Err(timed_out()),
         Ok(Err(e)) if body::is_body_too_large(&e) => {
@@ -164,10 +182,8 @@ async fn forward(
     headers::strip_hop_by_hop(&mut rparts.headers);
     headers::append_via(&mut rparts.headers, Version::HTTP_11);
     let lease = Lease::new(upstream, ep, conn);
-    Ok(Response::from_parts(
-        rparts,
-        ResponseBody::upstream(rbody, Some(lease)),
-    ))
+    let resp = Response::from_parts(rparts, ResponseBody::upstream(rbody, Some(lease)));
+    plugins.on_response(resp, caps.1, route).await
 }
 
 /// Request smuggling and size checks that hyper leaves to us.
