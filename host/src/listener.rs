@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -150,6 +150,7 @@ async fn serve(
         access_log: shared.access_log,
         last_activity: AtomicU64::new(worker::now_ms()),
         in_flight: AtomicUsize::new(0),
+        spoke: AtomicBool::new(false),
     });
     let io = TokioIo::new(ActivityIo {
         inner: stream,
@@ -160,14 +161,25 @@ async fn serve(
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
 
+    // Until the first byte arrives the header read timeout applies (hyper's
+    // own timer only starts with the first byte, so a client that connects
+    // and says nothing would otherwise hold a slot for the idle timeout).
     let idle_ms = shared.config.idle_timeout.as_millis() as u64;
+    let silent_ms = shared.config.header_read_timeout.as_millis() as u64;
+    let limit = |cx: &ConnContext| {
+        if cx.spoke.load(Ordering::Relaxed) {
+            idle_ms
+        } else {
+            silent_ms
+        }
+    };
     let mut draining = *shutdown.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();
     }
     loop {
         let idle_for = worker::now_ms().saturating_sub(cx.last_activity.load(Ordering::Relaxed));
-        let wait = Duration::from_millis(idle_ms.saturating_sub(idle_for).max(1));
+        let wait = Duration::from_millis(limit(&cx).saturating_sub(idle_for).max(1));
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -181,7 +193,7 @@ async fn serve(
             }
             _ = tokio::time::sleep(wait) => {
                 let idle_for = worker::now_ms().saturating_sub(cx.last_activity.load(Ordering::Relaxed));
-                if idle_for >= idle_ms && cx.in_flight.load(Ordering::Relaxed) == 0 {
+                if idle_for >= limit(&cx) && cx.in_flight.load(Ordering::Relaxed) == 0 {
                     tracing::debug!(%peer, "closing idle client connection");
                     return;
                 }
@@ -211,9 +223,13 @@ impl AsyncRead for ActivityIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_ready() {
             self.touch();
+            if buf.filled().len() > before {
+                self.cx.spoke.store(true, Ordering::Relaxed);
+            }
         }
         r
     }
