@@ -98,6 +98,12 @@ async fn bad_input_table() {
             400,
             true,
         ),
+        (
+            "content-length and transfer-encoding",
+            b"POST /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            400,
+            true,
+        ),
         ("headers over the limit", big_header.into_bytes(), 431, true),
         ("uri over the limit", long_uri.into_bytes(), 414, true),
         (
@@ -127,6 +133,22 @@ async fn bad_input_table() {
             "{what}: slow answer"
         );
     }
+
+    // The smuggling pair is caught on a later request of a keep-alive
+    // connection too, with the headers in the other order.
+    let (text, closed) = exchange(
+        addr,
+        b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\nPOST /ok HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    let statuses: Vec<&str> = text.matches("HTTP/1.1 ").map(|_| "").collect();
+    assert_eq!(statuses.len(), 2, "{text}");
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    assert!(
+        text.contains("\r\n\r\nHTTP/1.1 400") || text.contains("HTTP/1.1 400 Bad Request"),
+        "{text}"
+    );
+    assert!(closed, "connection left open after a smuggling attempt");
 
     // A chunked body that grows past the limit is cut off with 413.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

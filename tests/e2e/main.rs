@@ -9,3 +9,4 @@ mod forwarding;
 mod routing;
 mod shutdown;
 mod streaming;
+mod timeouts;
