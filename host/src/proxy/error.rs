@@ -112,7 +112,10 @@ impl ProxyError {
             ProxyError::BadFraming(_)
                 | ProxyError::BodyTooLarge { .. }
                 | ProxyError::UriTooLong { .. }
+<<<<<<< HEAD
                 | ProxyError::BodyTimeout
+=======
+>>>>>>> main
         )
     }
 }
