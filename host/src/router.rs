@@ -124,7 +124,10 @@ impl Router {
     }
 
     /// Makes every upstream reachable by name (see [`Router::upstream`]).
-    pub fn with_upstreams(mut self, upstreams: std::collections::HashMap<String, Arc<Upstream>>) -> Router {
+    pub fn with_upstreams(
+        mut self,
+        upstreams: std::collections::HashMap<String, Arc<Upstream>>,
+    ) -> Router {
         self.upstreams = upstreams;
         self
     }

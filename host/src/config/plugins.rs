@@ -108,7 +108,10 @@ impl PluginsConfig {
     /// Every plugin named by a chain, each once, in first-use order.
     pub fn referenced<'a>(&'a self, routes: &'a [RouteConfig]) -> Vec<&'a str> {
         let mut out: Vec<&str> = Vec::new();
-        let all = self.global.iter().chain(routes.iter().flat_map(|r| r.plugins.iter()));
+        let all = self
+            .global
+            .iter()
+            .chain(routes.iter().flat_map(|r| r.plugins.iter()));
         for r in all {
             if !out.contains(&r.name.as_str()) {
                 out.push(&r.name);
@@ -138,7 +141,11 @@ impl Validator<'_> {
                 },
             ),
         };
-        let base = self.file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = self
+            .file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let dir = base.join(raw.dir.as_deref().unwrap_or("plugins"));
         let mut body = |name: &'static str, v: Option<bytesize::ByteSize>| {
             let v = v.map_or(limits::DEFAULT_BODY_BYTES, |b| b.as_u64());
@@ -203,7 +210,8 @@ impl Validator<'_> {
         let memory = raw.memory.map_or(limits::DEFAULT_MEMORY, |m| m.as_u64());
         let memory = self.range(at, "memory", memory, limits::MIN_MEMORY, limits::MAX_MEMORY);
         let max_instances = raw.max_instances.unwrap_or(d.max_instances);
-        let max_instances = self.range(at, "max_instances", max_instances, 1, limits::MAX_INSTANCES);
+        let max_instances =
+            self.range(at, "max_instances", max_instances, 1, limits::MAX_INSTANCES);
         let failure = match raw.failure.as_deref() {
             None | Some("closed") => FailurePolicy::Closed,
             Some("open") => FailurePolicy::Open,
@@ -309,7 +317,10 @@ plugins = [{{ name = "api-key", config = {{ keys = ["a", "b"], n = 2 }} }}]
         );
         let c = Config::parse(Path::new("/etc/weir/weir.toml"), &text).unwrap();
         assert_eq!(c.plugins.dir, Path::new("/etc/weir/wasm"));
-        assert_eq!(c.plugins.file("noop"), Path::new("/etc/weir/wasm/noop.wasm"));
+        assert_eq!(
+            c.plugins.file("noop"),
+            Path::new("/etc/weir/wasm/noop.wasm")
+        );
         assert_eq!(c.plugins.global[0].config, "{}");
         assert_eq!(c.routes[0].plugins[0].config, r#"{"keys":["a","b"],"n":2}"#);
         let s = c.plugins.settings("api-key");
@@ -339,9 +350,14 @@ upstream = "app"
 plugins = [{{ name = "../etc/passwd" }}, {{ name = "ok", confg = 1 }}]
 "#
         );
-        let all = Config::parse(Path::new("t.toml"), &text).unwrap_err().to_string();
+        let all = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
         assert!(all.contains("plugin.x") && all.contains("colour"), "{all}");
-        assert!(all.contains("plugin.y.failure") && all.contains("`maybe`"), "{all}");
+        assert!(
+            all.contains("plugin.y.failure") && all.contains("`maybe`"),
+            "{all}"
+        );
         assert!(all.contains("confg"), "{all}");
         assert!(all.contains("../etc/passwd"), "{all}");
     }

@@ -15,5 +15,6 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use exports::weir::plugin::guest::{Action, BodyAction, Capabilities};
-pub use weir::plugin::types::{BucketOutcome, LogLevel, ResponseParts};
+pub use weir::plugin::types::{
+    Action, BodyAction, BucketOutcome, Capabilities, LogLevel, ResponseParts,
+};

@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-use wasmtime_wasi::WasiView;
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-use wasmtime_wasi::random::WasiRandom;
+use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 
 use super::bindings;
 use super::host::StoreData;
@@ -87,9 +86,9 @@ impl Runtime {
         {
             use wasmtime_wasi::p2::bindings::{cli, clocks, random};
             let l = &mut linker;
-            random::random::add_to_linker::<StoreData, WasiRandom>(l, |t| &mut t.ctx().ctx.random)?;
-            random::insecure::add_to_linker::<StoreData, WasiRandom>(l, |t| &mut t.ctx().ctx.random)?;
-            random::insecure_seed::add_to_linker::<StoreData, WasiRandom>(l, |t| &mut t.ctx().ctx.random)?;
+            random::random::add_to_linker::<StoreData, WasiRandom>(l, |t| t.random())?;
+            random::insecure::add_to_linker::<StoreData, WasiRandom>(l, |t| t.random())?;
+            random::insecure_seed::add_to_linker::<StoreData, WasiRandom>(l, |t| t.random())?;
             clocks::wall_clock::add_to_linker::<StoreData, WasiClocks>(l, |t| t.clocks())?;
             cli::environment::add_to_linker::<StoreData, WasiCli>(l, |t| t.cli())?;
             cli::exit::add_to_linker::<StoreData, WasiCli>(l, |t| t.cli())?;
@@ -106,7 +105,11 @@ impl Runtime {
                 }
             })
             .map_err(|e| wasmtime::format_err!("cannot start the epoch ticker: {e}"))?;
-        Ok(Runtime { engine, linker, stop })
+        Ok(Runtime {
+            engine,
+            linker,
+            stop,
+        })
     }
 
     /// Epoch ticks for a CPU deadline: rounded up, plus the tick already

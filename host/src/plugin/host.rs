@@ -57,11 +57,16 @@ pub struct Context(Vec<(String, String)>);
 
 impl Context {
     fn get(&self, key: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 
     fn set(&mut self, key: String, value: String) -> Result<(), String> {
-        if key.len() > limits::MAX_CONTEXT_KEY_BYTES || value.len() > limits::MAX_CONTEXT_VALUE_BYTES {
+        if key.len() > limits::MAX_CONTEXT_KEY_BYTES
+            || value.len() > limits::MAX_CONTEXT_VALUE_BYTES
+        {
             return Err(format!(
                 "context keys are at most {} bytes and values at most {}",
                 limits::MAX_CONTEXT_KEY_BYTES,
@@ -170,10 +175,17 @@ fn reserved(name: &HeaderName) -> bool {
         || name == "proxy-connection"
 }
 
-fn header_pair(name: &str, value: &str, budget: &mut usize) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("`{}` is not a valid header name", name.escape_debug()))?;
+fn header_pair(
+    name: &str,
+    value: &str,
+    budget: &mut usize,
+) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{}` is not a valid header name", name.escape_debug()))?;
     if reserved(&name) {
-        return Err(format!("`{name}` is managed by the gateway and cannot be set by a plugin"));
+        return Err(format!(
+            "`{name}` is managed by the gateway and cannot be set by a plugin"
+        ));
     }
     if value.len() > limits::MAX_HEADER_VALUE_BYTES {
         return Err(format!(
@@ -190,17 +202,25 @@ fn header_pair(name: &str, value: &str, budget: &mut usize) -> Result<(HeaderNam
     }
     // HeaderValue refuses CR, LF, NUL and other control bytes, so nothing
     // a plugin writes can split a header line on the wire.
-    let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| "header values may not contain control characters (CR, LF, NUL)".to_string())?;
+    let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+        "header values may not contain control characters (CR, LF, NUL)".to_string()
+    })?;
     *budget -= cost;
     Ok((name, value))
 }
 
 /// Validates a response a plugin builds itself (status and headers).
-pub(crate) fn response_head(status: u16, headers: &[(String, String)]) -> Result<http::response::Parts, String> {
+pub(crate) fn response_head(
+    status: u16,
+    headers: &[(String, String)],
+) -> Result<http::response::Parts, String> {
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status_code(status)?;
     if headers.len() > limits::MAX_RESPONSE_HEADERS {
-        return Err(format!("at most {} response headers", limits::MAX_RESPONSE_HEADERS));
+        return Err(format!(
+            "at most {} response headers",
+            limits::MAX_RESPONSE_HEADERS
+        ));
     }
     let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
     for (n, v) in headers {
@@ -214,7 +234,9 @@ pub(crate) fn response_head(status: u16, headers: &[(String, String)]) -> Result
 pub(crate) fn status_code(status: u16) -> Result<StatusCode, String> {
     match StatusCode::from_u16(status) {
         Ok(s) if status >= 200 => Ok(s),
-        _ => Err(format!("status {status} is not a final HTTP status (200..=999)")),
+        _ => Err(format!(
+            "status {status} is not a final HTTP status (200..=999)"
+        )),
     }
 }
 
@@ -233,7 +255,13 @@ fn names(h: &HeaderMap) -> Vec<String> {
     h.keys().map(|k| k.as_str().to_owned()).collect()
 }
 
-fn set(h: &mut HeaderMap, budget: &mut usize, name: &str, value: &str, append: bool) -> Result<(), String> {
+fn set(
+    h: &mut HeaderMap,
+    budget: &mut usize,
+    name: &str,
+    value: &str,
+    append: bool,
+) -> Result<(), String> {
     let (n, v) = header_pair(name, value, budget)?;
     if append {
         h.append(n, v);
@@ -262,7 +290,10 @@ fn set_target(uri: &Uri, path: Option<&str>, query: Option<Option<&str>>) -> Res
         None => path.to_owned(),
     };
     if target.len() > limits::MAX_TARGET_BYTES {
-        return Err(format!("path and query are at most {} bytes", limits::MAX_TARGET_BYTES));
+        return Err(format!(
+            "path and query are at most {} bytes",
+            limits::MAX_TARGET_BYTES
+        ));
     }
     if path.contains(['?', '#']) || query.is_some_and(|q| q.contains('#')) {
         return Err("`?` and `#` cannot appear there".into());
@@ -283,31 +314,70 @@ impl whttp::HostRequest for StoreData {
     fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
         Ok(self.call.req.uri.path().to_owned())
     }
-    fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> wasmtime::Result<Result<(), String>> {
+    fn set_path(
+        &mut self,
+        _: Resource<RequestHandle>,
+        path: String,
+    ) -> wasmtime::Result<Result<(), String>> {
         Ok(set_target(&self.call.req.uri, Some(&path), None).map(|u| self.call.req.uri = u))
     }
     fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
         Ok(self.call.req.uri.query().map(str::to_owned))
     }
-    fn set_query(&mut self, _: Resource<RequestHandle>, query: Option<String>) -> wasmtime::Result<Result<(), String>> {
-        Ok(set_target(&self.call.req.uri, None, Some(query.as_deref())).map(|u| self.call.req.uri = u))
+    fn set_query(
+        &mut self,
+        _: Resource<RequestHandle>,
+        query: Option<String>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(set_target(&self.call.req.uri, None, Some(query.as_deref()))
+            .map(|u| self.call.req.uri = u))
     }
-    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<Option<String>> {
+    fn header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
         Ok(get(&self.call.req.headers, &name))
     }
-    fn header_all(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<Vec<String>> {
+    fn header_all(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
         Ok(get_all(&self.call.req.headers, &name))
     }
     fn header_names(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Vec<String>> {
         Ok(names(&self.call.req.headers))
     }
-    fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+    fn set_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
         let c = &mut self.call;
-        Ok(set(&mut c.req.headers, &mut c.header_budget, &name, &value, false))
+        Ok(set(
+            &mut c.req.headers,
+            &mut c.header_budget,
+            &name,
+            &value,
+            false,
+        ))
     }
-    fn add_header(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+    fn add_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
         let c = &mut self.call;
-        Ok(set(&mut c.req.headers, &mut c.header_budget, &name, &value, true))
+        Ok(set(
+            &mut c.req.headers,
+            &mut c.header_budget,
+            &name,
+            &value,
+            true,
+        ))
     }
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<()> {
         remove(&mut self.call.req.headers, &name);
@@ -329,25 +399,59 @@ impl whttp::HostResponse for StoreData {
     fn status(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<u16> {
         Ok(self.call.resp.status.as_u16())
     }
-    fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) -> wasmtime::Result<Result<(), String>> {
+    fn set_status(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        status: u16,
+    ) -> wasmtime::Result<Result<(), String>> {
         Ok(status_code(status).map(|s| self.call.resp.status = s))
     }
-    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<Option<String>> {
+    fn header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
         Ok(get(&self.call.resp.headers, &name))
     }
-    fn header_all(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<Vec<String>> {
+    fn header_all(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
         Ok(get_all(&self.call.resp.headers, &name))
     }
     fn header_names(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Vec<String>> {
         Ok(names(&self.call.resp.headers))
     }
-    fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+    fn set_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
         let c = &mut self.call;
-        Ok(set(&mut c.resp.headers, &mut c.header_budget, &name, &value, false))
+        Ok(set(
+            &mut c.resp.headers,
+            &mut c.header_budget,
+            &name,
+            &value,
+            false,
+        ))
     }
-    fn add_header(&mut self, _: Resource<ResponseHandle>, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+    fn add_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
         let c = &mut self.call;
-        Ok(set(&mut c.resp.headers, &mut c.header_budget, &name, &value, true))
+        Ok(set(
+            &mut c.resp.headers,
+            &mut c.header_budget,
+            &name,
+            &value,
+            true,
+        ))
     }
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<()> {
         remove(&mut self.call.resp.headers, &name);
@@ -371,11 +475,21 @@ impl host::Host for StoreData {
         }
         let (plugin, id) = (&*self.plugin, self.request_id());
         match level {
-            LogLevel::Trace => tracing::trace!(target: "weir::plugin", plugin, request_id = id, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "weir::plugin", plugin, request_id = id, "{message}"),
-            LogLevel::Info => tracing::info!(target: "weir::plugin", plugin, request_id = id, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "weir::plugin", plugin, request_id = id, "{message}"),
-            LogLevel::Error => tracing::error!(target: "weir::plugin", plugin, request_id = id, "{message}"),
+            LogLevel::Trace => {
+                tracing::trace!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
         }
         Ok(())
     }
@@ -388,7 +502,11 @@ impl host::Host for StoreData {
         // The contract gives this call no error channel; an oversized or
         // surplus entry is dropped and said so in the log.
         if let Err(e) = self.call.context.set(key, value) {
-            tracing::warn!(plugin = &*self.plugin, request_id = self.request_id(), "context-set refused: {e}");
+            tracing::warn!(
+                plugin = &*self.plugin,
+                request_id = self.request_id(),
+                "context-set refused: {e}"
+            );
         }
         Ok(())
     }
@@ -397,15 +515,26 @@ impl host::Host for StoreData {
         Ok(self.state.get(&key))
     }
 
-    fn state_set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.state.set(&key, &value, ttl_ms.map(Duration::from_millis)))
+    fn state_set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self
+            .state
+            .set(&key, &value, ttl_ms.map(Duration::from_millis)))
     }
 
     fn state_delete(&mut self, key: String) -> wasmtime::Result<bool> {
         Ok(self.state.delete(&key))
     }
 
-    fn state_increment(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64, String>> {
+    fn state_increment(
+        &mut self,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, String>> {
         Ok(self.state.increment(&key, delta))
     }
 
@@ -428,7 +557,11 @@ impl host::Host for StoreData {
 
     fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
         if let Err(e) = self.counters.add(&self.plugin, &name, delta) {
-            tracing::warn!(plugin = &*self.plugin, request_id = self.request_id(), "counter-add refused: {e}");
+            tracing::warn!(
+                plugin = &*self.plugin,
+                request_id = self.request_id(),
+                "counter-add refused: {e}"
+            );
         }
         Ok(())
     }
@@ -441,7 +574,8 @@ impl host::Host for StoreData {
 
     fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
         let mut buf = vec![0; len.min(limits::MAX_RANDOM_BYTES) as usize];
-        getrandom::fill(&mut buf).map_err(|e| wasmtime::format_err!("no system randomness: {e}"))?;
+        getrandom::fill(&mut buf)
+            .map_err(|e| wasmtime::format_err!("no system randomness: {e}"))?;
         Ok(buf)
     }
 }
@@ -472,7 +606,14 @@ mod tests {
             ok += 1;
         }
         assert_eq!(ok, limits::MAX_HEADER_BYTES_PER_CALL / (chunk.len() + 3));
-        assert!(header_pair("x-h", &"v".repeat(limits::MAX_HEADER_VALUE_BYTES + 1), &mut usize::MAX.clone()).is_err());
+        assert!(
+            header_pair(
+                "x-h",
+                &"v".repeat(limits::MAX_HEADER_VALUE_BYTES + 1),
+                &mut usize::MAX.clone()
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -498,6 +639,9 @@ mod tests {
         assert!(c.set("more".into(), "v".into()).is_err());
         c.set("0".into(), "replaced".into()).unwrap();
         assert_eq!(c.get("0").as_deref(), Some("replaced"));
-        assert!(c.set("k".into(), "v".repeat(limits::MAX_CONTEXT_VALUE_BYTES + 1)).is_err());
+        assert!(
+            c.set("k".into(), "v".repeat(limits::MAX_CONTEXT_VALUE_BYTES + 1))
+                .is_err()
+        );
     }
 }

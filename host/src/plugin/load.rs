@@ -69,22 +69,30 @@ impl std::fmt::Debug for Compiled {
 }
 
 /// Reads, checks and compiles one plugin file.
-pub fn compile(runtime: &Runtime, name: &str, path: &Path, settings: PluginSettings) -> Result<Compiled, PluginError> {
+pub fn compile(
+    runtime: &Runtime,
+    name: &str,
+    path: &Path,
+    settings: PluginSettings,
+) -> Result<Compiled, PluginError> {
     let fail = |reason: String| PluginError {
         name: name.to_owned(),
         path: path.to_owned(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read the plugin file: {e}")))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| fail(format!("cannot read the plugin file: {e}")))?;
     if meta.len() > MAX_PLUGIN_FILE_BYTES {
         return Err(fail(format!(
             "the file is {} bytes; plugins are at most {MAX_PLUGIN_FILE_BYTES}",
             meta.len()
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the plugin file: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(format!("cannot read the plugin file: {e}")))?;
     check_preamble(&bytes).map_err(fail)?;
-    let component = Component::new(&runtime.engine, &bytes).map_err(|e| fail(format!("not a valid component: {e:#}")))?;
+    let component = Component::new(&runtime.engine, &bytes)
+        .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
     check_contract(runtime, &component).map_err(fail)?;
 
     let mut linker = runtime.linker.clone();
@@ -96,7 +104,8 @@ pub fn compile(runtime: &Runtime, name: &str, path: &Path, settings: PluginSetti
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| fail(format!("cannot link: {e:#}")))?;
-    let pre = bindings::PluginPre::new(pre).map_err(|e| fail(format!("does not implement {CONTRACT}: {e:#}")))?;
+    let pre = bindings::PluginPre::new(pre)
+        .map_err(|e| fail(format!("does not implement {CONTRACT}: {e:#}")))?;
     Ok(Compiled {
         name: name.into(),
         path: path.to_owned(),
@@ -142,8 +151,11 @@ fn check_contract(runtime: &Runtime, component: &Component) -> Result<(), String
                     "imports {name}, but this gateway provides {CONTRACT}; rebuild it with a weir-sdk for {CONTRACT}"
                 ));
             }
-        } else if !name.starts_with("wasi:") || !matches!(item, ComponentItem::ComponentInstance(_)) {
-            return Err(format!("imports `{name}`, which the gateway does not provide"));
+        } else if !name.starts_with("wasi:") || !matches!(item, ComponentItem::ComponentInstance(_))
+        {
+            return Err(format!(
+                "imports `{name}`, which the gateway does not provide"
+            ));
         }
     }
     if !exports_guest {
@@ -166,8 +178,15 @@ mod tests {
     fn preamble_tells_modules_from_components() {
         let module = wat::parse_str("(module)").unwrap();
         let err = check_preamble(&module).unwrap_err();
-        assert!(err.contains("core WebAssembly module, not a component"), "{err}");
-        assert!(check_preamble(b"hello").unwrap_err().contains("not a WebAssembly file"));
+        assert!(
+            err.contains("core WebAssembly module, not a component"),
+            "{err}"
+        );
+        assert!(
+            check_preamble(b"hello")
+                .unwrap_err()
+                .contains("not a WebAssembly file")
+        );
         let component = wat::parse_str("(component)").unwrap();
         check_preamble(&component).unwrap();
     }

@@ -27,7 +27,9 @@ use crate::config::{Config, PluginRef};
 pub use engine::{Capacity, EPOCH_TICK, Runtime};
 pub use host::Context;
 pub use load::{CONTRACT, Compiled, MAX_PLUGIN_FILE_BYTES, PluginError, PluginErrors};
-pub use pool::{Action, BodyAction, Capabilities, Failure, FailureKind, Instance, Io, Respond, Slot};
+pub use pool::{
+    Action, BodyAction, Capabilities, Failure, FailureKind, Instance, Io, Respond, Slot,
+};
 use state::{Counters, Namespace};
 
 /// The plugins of one route, global chain first, in call order.
@@ -89,13 +91,24 @@ impl Plugins {
         // The pool holds every slot's instances twice over, so a hot swap
         // can run an old and a new version side by side.
         let mut distinct: Vec<&PluginRef> = Vec::new();
-        for r in pc.global.iter().chain(config.routes.iter().flat_map(|r| r.plugins.iter())) {
+        for r in pc
+            .global
+            .iter()
+            .chain(config.routes.iter().flat_map(|r| r.plugins.iter()))
+        {
             if !distinct.contains(&r) {
                 distinct.push(r);
             }
         }
-        let instances: usize = distinct.iter().map(|r| pc.settings(&r.name).max_instances).sum();
-        let max_memory = names.iter().map(|n| pc.settings(n).memory_bytes).max().unwrap_or(0);
+        let instances: usize = distinct
+            .iter()
+            .map(|r| pc.settings(&r.name).max_instances)
+            .sum();
+        let max_memory = names
+            .iter()
+            .map(|n| pc.settings(n).memory_bytes)
+            .max()
+            .unwrap_or(0);
         let capacity = Capacity {
             instances: (instances * 2).min(u32::MAX as usize) as u32,
             max_memory_bytes: max_memory,
@@ -114,8 +127,12 @@ impl Plugins {
         for name in &names {
             match load::compile(&runtime, name, &pc.file(name), pc.settings(name)) {
                 Ok(c) => {
-                    plugins.compiled.insert((*name).to_owned(), Arc::new(ArcSwap::from_pointee(c)));
-                    plugins.namespaces.insert((*name).to_owned(), Arc::default());
+                    plugins
+                        .compiled
+                        .insert((*name).to_owned(), Arc::new(ArcSwap::from_pointee(c)));
+                    plugins
+                        .namespaces
+                        .insert((*name).to_owned(), Arc::default());
                 }
                 Err(e) => errors.push(e),
             }
@@ -129,7 +146,10 @@ impl Plugins {
             match plugins.chain(pc.global.iter().chain(route.plugins.iter())) {
                 Ok(c) => chains.push(c),
                 Err(e) => {
-                    if !errors.iter().any(|x: &PluginError| x.to_string() == e.to_string()) {
+                    if !errors
+                        .iter()
+                        .any(|x: &PluginError| x.to_string() == e.to_string())
+                    {
                         errors.push(e);
                     }
                 }
@@ -141,7 +161,10 @@ impl Plugins {
         Ok((plugins, chains))
     }
 
-    fn chain<'a>(&mut self, refs: impl Iterator<Item = &'a PluginRef>) -> Result<Arc<Chain>, PluginError> {
+    fn chain<'a>(
+        &mut self,
+        refs: impl Iterator<Item = &'a PluginRef>,
+    ) -> Result<Arc<Chain>, PluginError> {
         let mut chain = Chain::default();
         for r in refs {
             let slot = match self.slots.get(r) {
@@ -152,7 +175,9 @@ impl Plugins {
                     let slot = Slot::new(
                         compiled,
                         r.config.clone(),
-                        self.runtime.clone().expect("a runtime exists when plugins do"),
+                        self.runtime
+                            .clone()
+                            .expect("a runtime exists when plugins do"),
                         self.namespaces[&r.name].clone(),
                         self.counters.clone(),
                         self.body_cap,

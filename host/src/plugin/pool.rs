@@ -161,7 +161,10 @@ impl Slot {
         let (first, caps) = slot.make()?;
         slot.caps = caps;
         if slot.isolation == Isolation::Pooled {
-            slot.idle.lock().unwrap_or_else(|p| p.into_inner()).push(first);
+            slot.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(first);
         }
         Ok(slot)
     }
@@ -246,8 +249,12 @@ impl Slot {
     }
 
     fn checkin(&self, inst: Instance) {
-        if self.isolation == Isolation::Pooled && Arc::ptr_eq(&inst.compiled, &self.compiled.load()) {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
+        if self.isolation == Isolation::Pooled && Arc::ptr_eq(&inst.compiled, &self.compiled.load())
+        {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(inst);
         }
     }
 
@@ -275,7 +282,10 @@ impl Slot {
                 Ok(v)
             }
             // A trapped instance may be in any state: drop it.
-            Err(e) => Err(self.fail(FailureKind::Trap(describe(&e, inst.compiled.settings.deadline)))),
+            Err(e) => Err(self.fail(FailureKind::Trap(describe(
+                &e,
+                inst.compiled.settings.deadline,
+            )))),
         }
     }
 
@@ -313,7 +323,11 @@ impl Slot {
         })
     }
 
-    pub fn on_response_body(&self, io: &mut Io<'_>, body: &[u8]) -> Result<Option<Vec<u8>>, Failure> {
+    pub fn on_response_body(
+        &self,
+        io: &mut Io<'_>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, Failure> {
         let replaced = self.call(io, |g, s| {
             g.weir_plugin_guest().call_on_response_body(
                 s,
@@ -344,7 +358,8 @@ impl Slot {
     }
 
     fn respond(&self, r: bindings::ResponseParts) -> Result<Respond, Failure> {
-        let head = host::response_head(r.status, &r.headers).map_err(|e| self.fail(FailureKind::Invalid(e)))?;
+        let head = host::response_head(r.status, &r.headers)
+            .map_err(|e| self.fail(FailureKind::Invalid(e)))?;
         let body = self.body(r.body)?;
         Ok(Respond { head, body })
     }

@@ -166,9 +166,16 @@ impl Namespace {
         }
     }
 
-    pub fn take(&self, key: &str, capacity: u64, refill_per_second: u64, cost: u64) -> Result<Bucket, String> {
+    pub fn take(
+        &self,
+        key: &str,
+        capacity: u64,
+        refill_per_second: u64,
+        cost: u64,
+    ) -> Result<Bucket, String> {
         check_key(key)?;
-        if capacity == 0 || capacity > limits::MAX_BUCKET || refill_per_second > limits::MAX_BUCKET {
+        if capacity == 0 || capacity > limits::MAX_BUCKET || refill_per_second > limits::MAX_BUCKET
+        {
             return Err(format!(
                 "bucket capacity must be 1 to {0} and refill at most {0} per second",
                 limits::MAX_BUCKET
@@ -292,7 +299,10 @@ impl Counters {
         }
         let mut n = self.per_plugin.entry(plugin.clone()).or_insert(0);
         if *n >= limits::MAX_COUNTERS {
-            return Err(format!("at most {} counters per plugin", limits::MAX_COUNTERS));
+            return Err(format!(
+                "at most {} counters per plugin",
+                limits::MAX_COUNTERS
+            ));
         }
         let mut fresh = false;
         self.map
@@ -313,7 +323,13 @@ impl Counters {
         let mut out: Vec<_> = self
             .map
             .iter()
-            .map(|e| (e.key().0.to_string(), e.key().1.clone(), e.value().load(Ordering::Relaxed)))
+            .map(|e| {
+                (
+                    e.key().0.to_string(),
+                    e.key().1.clone(),
+                    e.value().load(Ordering::Relaxed),
+                )
+            })
             .collect();
         out.sort();
         out
@@ -341,8 +357,14 @@ mod tests {
     #[test]
     fn bounds_hold() {
         let ns = Namespace::default();
-        assert!(ns.set(&"k".repeat(limits::MAX_KEY_BYTES + 1), b"", None).is_err());
-        assert!(ns.set("k", &vec![0; limits::MAX_VALUE_BYTES + 1], None).is_err());
+        assert!(
+            ns.set(&"k".repeat(limits::MAX_KEY_BYTES + 1), b"", None)
+                .is_err()
+        );
+        assert!(
+            ns.set("k", &vec![0; limits::MAX_VALUE_BYTES + 1], None)
+                .is_err()
+        );
         for i in 0..limits::MAX_KEYS {
             ns.set(&i.to_string(), b"", None).unwrap();
         }
@@ -377,7 +399,10 @@ mod tests {
         c.add(&b, "hits", 1).unwrap();
         assert_eq!(
             c.snapshot(),
-            vec![("a".into(), "hits".into(), 5), ("b".into(), "hits".into(), 1)]
+            vec![
+                ("a".into(), "hits".into(), 5),
+                ("b".into(), "hits".into(), 1)
+            ]
         );
     }
 }

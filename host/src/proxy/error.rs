@@ -53,7 +53,9 @@ pub enum ProxyError {
     },
     #[error("the request body was not received in time")]
     BodyTimeout,
-    #[error("the upstream response body is larger than the {limit}-byte cap of response-body plugins")]
+    #[error(
+        "the upstream response body is larger than the {limit}-byte cap of response-body plugins"
+    )]
     ResponseBodyTooLarge { limit: u64 },
     #[error("the upstream response body broke off")]
     ResponseBodyBroken,
@@ -108,14 +110,14 @@ impl ProxyError {
     /// on the connection are not a request.
     pub fn closes_connection(&self) -> bool {
         matches!(
-            self,
-            ProxyError::BadFraming(_)
-                | ProxyError::BodyTooLarge { .. }
-                | ProxyError::UriTooLong { .. }
-<<<<<<< HEAD
-                | ProxyError::BodyTimeout
-=======
->>>>>>> main
-        )
+                    self,
+                    ProxyError::BadFraming(_)
+                        | ProxyError::BodyTooLarge { .. }
+                        | ProxyError::UriTooLong { .. }
+        <<<<<<< HEAD
+                        | ProxyError::BodyTimeout
+        =======
+        >>>>>>> main
+                )
     }
 }

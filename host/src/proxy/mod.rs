@@ -135,7 +135,10 @@ async fn forward(
         plugins::Decision::Forward(steered) => steered,
     };
     let caps = router.plugin_body_caps;
-    let body = match plugins.request_body(&mut parts, body, route, caps.0).await? {
+    let body = match plugins
+        .request_body(&mut parts, body, route, caps.0)
+        .await?
+    {
         Ok(body) => body,
         Err(resp) => return Ok(resp),
     };

@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use super::body::{RequestBody, ResponseBody};
 use super::error::ProxyError;
 use crate::config::FailurePolicy;
-use crate::plugin::{self, Action, BodyAction, Chain, Context, Failure, FailureKind, Instance, Io, Slot};
+use crate::plugin::{Action, BodyAction, Chain, Context, Failure, FailureKind, Instance, Io, Slot};
 use crate::router::{Route, Router};
 use crate::upstream::Upstream;
 
@@ -118,14 +118,28 @@ impl Scope {
     }
 
     /// The request phase, in chain order.
-    pub fn on_request(&mut self, parts: &mut Parts, router: &Router) -> Result<Decision, ProxyError> {
+    pub fn on_request(
+        &mut self,
+        parts: &mut Parts,
+        router: &Router,
+    ) -> Result<Decision, ProxyError> {
         let Some(chain) = self.chain.clone() else {
             return Ok(Decision::Forward(None));
         };
-        let (id, ip) = (self.id.clone().unwrap_or(HeaderValue::from_static("")), self.client_ip.expect("set with the chain"));
+        let (id, ip) = (
+            self.id.clone().unwrap_or(HeaderValue::from_static("")),
+            self.client_ip.expect("set with the chain"),
+        );
         let mut steer = None;
         for (i, slot) in chain.slots.iter().enumerate() {
-            let mut io = Self::io(&id, ip, parts, None, &mut self.contexts[i], &mut self.held[i]);
+            let mut io = Self::io(
+                &id,
+                ip,
+                parts,
+                None,
+                &mut self.contexts[i],
+                &mut self.held[i],
+            );
             let r = slot.on_request(&mut io);
             self.ran = i + 1;
             match self.judge(slot, r)? {
@@ -146,7 +160,10 @@ impl Scope {
                     self.request = Some(copy_head(parts));
                     let mut head = r.head;
                     self.on_response_head(&mut head)?;
-                    return Ok(Decision::Respond(Response::from_parts(head, ResponseBody::full(r.body))));
+                    return Ok(Decision::Respond(Response::from_parts(
+                        head,
+                        ResponseBody::full(r.body),
+                    )));
                 }
             }
         }
@@ -169,20 +186,33 @@ impl Scope {
             _ => return Ok(Ok(RequestBody::limited(body, route.max_body_bytes))),
         };
         let limit = (cap as u64).min(route.max_body_bytes);
-        let collected = tokio::time::timeout(route.timeout, Limited::new(body, limit as usize).collect()).await;
+        let collected =
+            tokio::time::timeout(route.timeout, Limited::new(body, limit as usize).collect()).await;
         let mut bytes: Bytes = match collected {
             Err(_) => return Err(ProxyError::BodyTimeout),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(ProxyError::BodyTooLarge { limit }),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
             Ok(Err(_)) => return Err(ProxyError::BadFraming("the request body ended early")),
             Ok(Ok(c)) => c.to_bytes(),
         };
-        let (id, ip) = (self.id.clone().unwrap_or(HeaderValue::from_static("")), self.client_ip.expect("set with the chain"));
+        let (id, ip) = (
+            self.id.clone().unwrap_or(HeaderValue::from_static("")),
+            self.client_ip.expect("set with the chain"),
+        );
         let mut changed = false;
         for (i, slot) in chain.slots.iter().enumerate() {
             if !slot.caps.request_body {
                 continue;
             }
-            let mut io = Self::io(&id, ip, parts, None, &mut self.contexts[i], &mut self.held[i]);
+            let mut io = Self::io(
+                &id,
+                ip,
+                parts,
+                None,
+                &mut self.contexts[i],
+                &mut self.held[i],
+            );
             let r = slot.on_request_body(&mut io, &bytes);
             match self.judge(slot, r)? {
                 None | Some(BodyAction::Continue) => {}
@@ -199,7 +229,9 @@ impl Scope {
             }
         }
         if changed {
-            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         }
         if let Some(req) = &mut self.request {
             req.headers = parts.headers.clone();
@@ -224,7 +256,8 @@ impl Scope {
         if !chain.response_body {
             return Ok(Response::from_parts(head, body));
         }
-        let collected = tokio::time::timeout(route.timeout, Limited::new(body, cap).collect()).await;
+        let collected =
+            tokio::time::timeout(route.timeout, Limited::new(body, cap).collect()).await;
         let mut bytes: Bytes = match collected {
             Err(_) => return Err(ProxyError::BodyTimeout),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
@@ -233,14 +266,27 @@ impl Scope {
             Ok(Err(_)) => return Err(ProxyError::ResponseBodyBroken),
             Ok(Ok(c)) => c.to_bytes(),
         };
-        let (id, ip) = (self.id.clone().unwrap_or(HeaderValue::from_static("")), self.client_ip.expect("set with the chain"));
-        let mut req = self.request.take().unwrap_or_else(|| http::Request::new(()).into_parts().0);
+        let (id, ip) = (
+            self.id.clone().unwrap_or(HeaderValue::from_static("")),
+            self.client_ip.expect("set with the chain"),
+        );
+        let mut req = self
+            .request
+            .take()
+            .unwrap_or_else(|| http::Request::new(()).into_parts().0);
         for i in (0..self.ran).rev() {
             let slot = &chain.slots[i];
             if !slot.caps.response_body {
                 continue;
             }
-            let mut io = Self::io(&id, ip, &mut req, Some(&mut head), &mut self.contexts[i], &mut self.held[i]);
+            let mut io = Self::io(
+                &id,
+                ip,
+                &mut req,
+                Some(&mut head),
+                &mut self.contexts[i],
+                &mut self.held[i],
+            );
             let r = slot.on_response_body(&mut io, &bytes);
             match self.judge(slot, r) {
                 Ok(Some(Some(b))) => bytes = Bytes::from(b),
@@ -253,7 +299,8 @@ impl Scope {
         }
         self.request = Some(req);
         head.headers.remove(header::TRANSFER_ENCODING);
-        head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         Ok(Response::from_parts(head, ResponseBody::full(bytes)))
     }
 
@@ -262,12 +309,25 @@ impl Scope {
         let Some(chain) = self.chain.clone() else {
             return Ok(());
         };
-        let (id, ip) = (self.id.clone().unwrap_or(HeaderValue::from_static("")), self.client_ip.expect("set with the chain"));
-        let mut req = self.request.take().unwrap_or_else(|| http::Request::new(()).into_parts().0);
+        let (id, ip) = (
+            self.id.clone().unwrap_or(HeaderValue::from_static("")),
+            self.client_ip.expect("set with the chain"),
+        );
+        let mut req = self
+            .request
+            .take()
+            .unwrap_or_else(|| http::Request::new(()).into_parts().0);
         let mut result = Ok(());
         for i in (0..self.ran).rev() {
             let slot = &chain.slots[i];
-            let mut io = Self::io(&id, ip, &mut req, Some(head), &mut self.contexts[i], &mut self.held[i]);
+            let mut io = Self::io(
+                &id,
+                ip,
+                &mut req,
+                Some(head),
+                &mut self.contexts[i],
+                &mut self.held[i],
+            );
             let r = slot.on_response(&mut io);
             if let Err(e) = self.judge(slot, r) {
                 result = Err(e);
@@ -289,11 +349,24 @@ impl Scope {
         }
         tokio::spawn(async move {
             let mut this = self;
-            let (id, ip) = (this.id.clone().unwrap_or(HeaderValue::from_static("")), this.client_ip.expect("set with the chain"));
-            let mut req = this.request.take().unwrap_or_else(|| http::Request::new(()).into_parts().0);
+            let (id, ip) = (
+                this.id.clone().unwrap_or(HeaderValue::from_static("")),
+                this.client_ip.expect("set with the chain"),
+            );
+            let mut req = this
+                .request
+                .take()
+                .unwrap_or_else(|| http::Request::new(()).into_parts().0);
             for i in 0..this.ran {
                 let slot = &chain.slots[i];
-                let mut io = Self::io(&id, ip, &mut req, None, &mut this.contexts[i], &mut this.held[i]);
+                let mut io = Self::io(
+                    &id,
+                    ip,
+                    &mut req,
+                    None,
+                    &mut this.contexts[i],
+                    &mut this.held[i],
+                );
                 if let Err(f) = slot.on_log(&mut io, status) {
                     tracing::warn!(plugin = &*f.plugin, request_id = ?id, reason = %f.kind, "log phase failed");
                 }
@@ -301,6 +374,3 @@ impl Scope {
         });
     }
 }
-
-/// Re-exported for `mod.rs`: the plugin caps of the running registry.
-pub use plugin::Plugins;
