@@ -110,14 +110,11 @@ impl ProxyError {
     /// on the connection are not a request.
     pub fn closes_connection(&self) -> bool {
         matches!(
-                    self,
-                    ProxyError::BadFraming(_)
-                        | ProxyError::BodyTooLarge { .. }
-                        | ProxyError::UriTooLong { .. }
-        <<<<<<< HEAD
-                        | ProxyError::BodyTimeout
-        =======
-        >>>>>>> main
-                )
+            self,
+            ProxyError::BadFraming(_)
+                | ProxyError::BodyTooLarge { .. }
+                | ProxyError::UriTooLong { .. }
+                | ProxyError::BodyTimeout
+        )
     }
 }
