@@ -347,7 +347,11 @@ failure = "maybe"
 
 [[route]]
 upstream = "app"
-plugins = [{{ name = "../etc/passwd" }}, {{ name = "ok", confg = 1 }}]
+plugins = [{{ name = "../etc/passwd" }}]
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "ok", confg = 1 }}]
 "#
         );
         let all = Config::parse(Path::new("t.toml"), &text)

@@ -134,33 +134,36 @@ impl Namespace {
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
         check_key(key)?;
         let now = Instant::now();
+        let add = |v: &mut Value| match v {
+            Value::Counter(n) => {
+                *n = n.checked_add(delta).ok_or("counter overflow")?;
+                Ok(*n)
+            }
+            _ => Err(format!("key `{key}` does not hold a counter")),
+        };
         if let Some(mut slot) = self.map.get_mut(key)
             && slot.live(now)
         {
-            return match &mut slot.value {
-                Value::Counter(n) => {
-                    *n = n.checked_add(delta).ok_or("counter overflow")?;
-                    Ok(*n)
-                }
-                _ => Err(format!("key `{key}` does not hold a counter")),
-            };
+            return add(&mut slot.value);
         }
-        let slot = Slot {
+        let fresh = Slot {
             value: Value::Counter(delta),
             expires: None,
         };
-        // A race with another increment on a new key: fall back to the
-        // entry API, which holds the shard lock.
+        self.make_room(key, fresh.size(key), now)?;
+        // The entry holds the shard lock, so two increments of a new key
+        // cannot both create it. No other map call may happen under it.
         match self.map.entry(key.to_owned()) {
-            Entry::Occupied(mut e) if e.get().live(now) => match &mut e.get_mut().value {
-                Value::Counter(n) => {
-                    *n = n.checked_add(delta).ok_or("counter overflow")?;
-                    Ok(*n)
-                }
-                _ => Err(format!("key `{key}` does not hold a counter")),
-            },
-            _ => {
-                self.put(key, slot, now)?;
+            Entry::Occupied(mut e) if e.get().live(now) => add(&mut e.get_mut().value),
+            Entry::Occupied(mut e) => {
+                self.bytes.fetch_add(fresh.size(key), Ordering::Relaxed);
+                let old = e.insert(fresh);
+                self.bytes.fetch_sub(old.size(key), Ordering::Relaxed);
+                Ok(delta)
+            }
+            Entry::Vacant(v) => {
+                self.bytes.fetch_add(fresh.size(key), Ordering::Relaxed);
+                v.insert(fresh);
                 Ok(delta)
             }
         }
@@ -232,6 +235,17 @@ impl Namespace {
     /// Inserts or replaces a key within the namespace's bounds.
     fn put(&self, key: &str, slot: Slot, now: Instant) -> Result<(), String> {
         let size = slot.size(key);
+        self.make_room(key, size, now)?;
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        if let Some(old) = self.map.insert(key.to_owned(), slot) {
+            self.bytes.fetch_sub(old.size(key), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether `size` more bytes (and, for a new key, one more key) fit;
+    /// sweeps expired keys once before saying no. Keeps no lock.
+    fn make_room(&self, key: &str, size: usize, now: Instant) -> Result<(), String> {
         if !self.map.contains_key(key) && self.map.len() >= limits::MAX_KEYS {
             self.sweep(now);
             if self.map.len() >= limits::MAX_KEYS {
@@ -249,10 +263,6 @@ impl Namespace {
                     limits::MAX_BYTES
                 ));
             }
-        }
-        self.bytes.fetch_add(size, Ordering::Relaxed);
-        if let Some(old) = self.map.insert(key.to_owned(), slot) {
-            self.bytes.fetch_sub(old.size(key), Ordering::Relaxed);
         }
         Ok(())
     }
