@@ -151,7 +151,8 @@ fn check_contract(runtime: &Runtime, component: &Component) -> Result<(), String
                     "imports {name}, but this gateway provides {CONTRACT}; rebuild it with a weir-sdk for {CONTRACT}"
                 ));
             }
-        } else if !name.starts_with("wasi:") || !matches!(item.ty, ComponentItem::ComponentInstance(_))
+        } else if !name.starts_with("wasi:")
+            || !matches!(item.ty, ComponentItem::ComponentInstance(_))
         {
             return Err(format!(
                 "imports `{name}`, which the gateway does not provide"

@@ -123,9 +123,18 @@ fn describe(e: &wasmtime::Error, slot_deadline: std::time::Duration) -> String {
             other => other.to_string(),
         };
     }
-    let text = format!("{e:#}");
-    let mut line = text.lines().next().unwrap_or("").to_owned();
-    line.truncate(512);
+    let root = e.root_cause().to_string();
+    let mut line = root.lines().next().unwrap_or("").to_owned();
+    if line.contains("unknown import") {
+        line.push_str(
+            " (plugins have no stdio, filesystem or sockets; a panic writes its message to stderr)",
+        );
+    }
+    let mut cut = line.len().min(512);
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    line.truncate(cut);
     line
 }
 
