@@ -22,7 +22,11 @@ pub struct Route {
     headers: Vec<HeaderMatch>,
     rewrite_prefix: Option<String>,
     pub upstream: Arc<Upstream>,
+    /// The whole request until the response head, retries included.
     pub timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    /// Retries after the first try.
+    pub retry_attempts: u32,
     pub max_body_bytes: u64,
 }
 
@@ -42,12 +46,22 @@ impl Route {
             headers: cfg.headers.clone(),
             rewrite_prefix: cfg.rewrite_prefix.clone(),
             timeout: cfg.timeout.unwrap_or(upstream.config.timeout),
+            connect_timeout: cfg
+                .connect_timeout
+                .unwrap_or(upstream.config.connect_timeout),
+            retry_attempts: cfg.retry_attempts.unwrap_or(upstream.config.retry.attempts),
             max_body_bytes: cfg.max_body_bytes.unwrap_or(default_max_body),
             upstream,
         }
     }
 
-    fn matches(&self, host: Option<&str>, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    fn matches(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return false;
         }

@@ -39,6 +39,14 @@ pub enum ProxyError {
         endpoint: String,
         source: hyper::Error,
     },
+    /// A per-upstream limit is full; the request is refused at once
+    /// rather than queued.
+    #[error("upstream `{upstream}` is at its limit of {limit} {what}")]
+    Overloaded {
+        upstream: String,
+        what: &'static str,
+        limit: usize,
+    },
 }
 
 impl ProxyError {
@@ -51,7 +59,8 @@ impl ProxyError {
             ProxyError::NoEndpoint { .. }
             | ProxyError::Connect { .. }
             | ProxyError::UpstreamTimeout { .. }
-            | ProxyError::Upstream { .. } => ErrorSource::Upstream,
+            | ProxyError::Upstream { .. }
+            | ProxyError::Overloaded { .. } => ErrorSource::Upstream,
         }
     }
 
@@ -62,7 +71,9 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BadFraming(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect {
                 source: crate::upstream::ConnectError::Timeout(_),
                 ..
@@ -72,13 +83,29 @@ impl ProxyError {
         }
     }
 
+    /// A short reason safe to show the client (no names or addresses),
+    /// for answers whose status alone does not say what to do.
+    pub fn client_detail(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Overloaded {
+                what: "connections",
+                ..
+            } => Some("upstream connection limit reached"),
+            ProxyError::Overloaded { .. } => Some("upstream pending request limit reached"),
+            ProxyError::NoEndpoint { .. } => Some("no healthy upstream endpoint"),
+            _ => None,
+        }
+    }
+
     /// Whether the client connection must close after the answer: when the
     /// request's body was not (or cannot be) read to its end, the next bytes
     /// on the connection are not a request.
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadFraming(_) | ProxyError::BodyTooLarge { .. } | ProxyError::UriTooLong { .. }
+            ProxyError::BadFraming(_)
+                | ProxyError::BodyTooLarge { .. }
+                | ProxyError::UriTooLong { .. }
         )
     }
 }

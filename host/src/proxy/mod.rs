@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod error;
+mod forward;
 pub mod headers;
 
 use std::convert::Infallible;
@@ -29,7 +30,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::ListenerConfig;
 use crate::router::{Route, Router};
-use body::{Lease, RequestBody, ResponseBody};
+use body::{Lease, ResponseBody};
 pub use error::{ErrorSource, ProxyError};
 use headers::X_REQUEST_ID;
 
@@ -54,7 +55,9 @@ pub async fn handle(
     cx.in_flight.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let id = headers::request_id(req.headers());
-    let method = cx.access_log.then(|| (req.method().clone(), req.uri().clone()));
+    let method = cx
+        .access_log
+        .then(|| (req.method().clone(), req.uri().clone()));
 
     let mut resp = match forward(&cx, req, &id).await {
         Ok(r) => r,
@@ -102,44 +105,19 @@ async fn forward(
     }
 
     let upgrade = take_upgrade(&mut parts);
-    prepare_upstream_request(&mut parts, route, cx.peer, id, upgrade.as_ref().map(|u| &u.protocol))?;
+    prepare_upstream_request(
+        &mut parts,
+        route,
+        cx.peer,
+        id,
+        upgrade.as_ref().map(|u| &u.protocol),
+    )?;
 
-    let upstream = route.upstream.clone();
-    let ep = upstream.pick().ok_or_else(|| ProxyError::NoEndpoint {
-        upstream: upstream.config.name.clone(),
-    })?;
-    let endpoint = || upstream.endpoints[ep].label.clone();
-    let deadline = tokio::time::Instant::now() + route.timeout;
-    let timed_out = || ProxyError::UpstreamTimeout {
-        endpoint: endpoint(),
-        timeout: route.timeout,
-    };
-
-    let connecting = match upgrade {
-        Some(_) => upstream.connect_for_upgrade(ep).await,
-        None => upstream.connect(ep).await,
-    };
-    let mut conn = connecting.map_err(|source| ProxyError::Connect {
-        endpoint: endpoint(),
-        source,
-    })?;
-
-    let req = Request::from_parts(parts, RequestBody::limited(body, route.max_body_bytes));
-    let mut resp = match tokio::time::timeout_at(deadline, conn.sender.send_request(req)).await {
-        Err(_) => return Err(timed_out()),
-        Ok(Err(e)) if body::is_body_too_large(&e) => {
-            return Err(ProxyError::BodyTooLarge {
-                limit: route.max_body_bytes,
-            });
-        }
-        Ok(Err(source)) => {
-            return Err(ProxyError::Upstream {
-                endpoint: endpoint(),
-                source,
-            });
-        }
-        Ok(Ok(r)) => r,
-    };
+    let forward::Forwarded {
+        mut resp,
+        endpoint,
+        conn,
+    } = forward::send(route, cx.peer, parts, body, upgrade.is_some()).await?;
 
     if let Some(up) = upgrade
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -163,7 +141,7 @@ async fn forward(
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
     headers::append_via(&mut rparts.headers, Version::HTTP_11);
-    let lease = Lease::new(upstream, ep, conn);
+    let lease = Lease::new(endpoint, conn);
     Ok(Response::from_parts(
         rparts,
         ResponseBody::upstream(rbody, Some(lease)),
@@ -198,7 +176,12 @@ fn check_framing(parts: &Parts, listener: &ListenerConfig) -> Result<(), ProxyEr
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A client's protocol-upgrade request (WebSocket), taken out of the request.
@@ -256,7 +239,8 @@ fn prepare_upstream_request(
         Some(q) => format!("{path}?{q}"),
         None => path.into_owned(),
     };
-    parts.uri = Uri::try_from(target).map_err(|_| ProxyError::BadFraming("invalid request target"))?;
+    parts.uri =
+        Uri::try_from(target).map_err(|_| ProxyError::BadFraming("invalid request target"))?;
     parts.version = Version::HTTP_11;
     Ok(())
 }
@@ -297,10 +281,11 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 
 fn error_response(e: &ProxyError) -> Response<ResponseBody> {
     let status = e.status();
-    let mut resp = Response::new(ResponseBody::full(format!(
-        "{}\n",
-        status.canonical_reason().unwrap_or("error")
-    )));
+    let reason = status.canonical_reason().unwrap_or("error");
+    let mut resp = Response::new(ResponseBody::full(match e.client_detail() {
+        Some(detail) => format!("{reason}: {detail}\n"),
+        None => format!("{reason}\n"),
+    }));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
