@@ -7,16 +7,27 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::balancer::stable_hash;
 use super::pool::{ConnCounter, ConnectError, Connection, EndpointPool};
 use crate::config::{OutlierConfig, PoolConfig};
 
 /// How fast the latency estimate forgets a slow response: after this long
-/// without news its weight has fallen to 1/e (linkerd's default decay).
-const EWMA_DECAY_MS: f64 = 10_000.0;
+/// its weight has fallen to 1/e (linkerd's default decay), in microseconds.
+const EWMA_DECAY_US: f64 = 10_000_000.0;
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Microseconds since the first call: the one clock of the upstream
+/// module. Latency samples need better than milliseconds: at a thousand
+/// responses a second, millisecond stamps would say no time passed between
+/// samples and the average would never move.
+pub fn now_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -43,10 +54,10 @@ pub(super) struct EndpointState {
     pub outstanding: AtomicU32,
     /// Microseconds, as f64 bits.
     rtt_ewma: AtomicU64,
-    rtt_stamp_ms: AtomicU64,
+    rtt_stamp_us: AtomicU64,
     consecutive_5xx: AtomicU32,
     consecutive_connect_failures: AtomicU32,
-    /// `worker::now_ms` at which an ejection ends; 0 when not ejected.
+    /// When an ejection ends, in milliseconds of [`now_us`]; 0 when not ejected.
     pub ejected_until_ms: AtomicU64,
     ejections: AtomicU32,
     last_ejected_ms: AtomicU64,
@@ -117,11 +128,16 @@ impl Endpoint {
     /// since it was last fed, times the requests it would be queued behind,
     /// divided by weight. A fresh endpoint's estimate is zero, so it is
     /// tried at once and learns its real latency.
-    pub(super) fn cost(&self, now_ms: u64) -> f64 {
+    pub(super) fn cost(&self, now_us: u64) -> f64 {
         let s = &self.state;
         let rtt = f64::from_bits(s.rtt_ewma.load(Ordering::Relaxed));
-        let age = now_ms.saturating_sub(s.rtt_stamp_ms.load(Ordering::Relaxed)) as f64;
-        let decayed = rtt * (-age / EWMA_DECAY_MS).exp();
+        let age = now_us.saturating_sub(s.rtt_stamp_us.load(Ordering::Relaxed));
+        // Under a millisecond the decay is below 0.01%: skip the exp().
+        let decayed = if age < 1_000 {
+            rtt
+        } else {
+            rtt * (-(age as f64) / EWMA_DECAY_US).exp()
+        };
         let pending = f64::from(s.outstanding.load(Ordering::Relaxed)) + 1.0;
         (decayed + 1.0) * pending / f64::from(self.weight.max(1))
     }
@@ -129,15 +145,15 @@ impl Endpoint {
     /// Feeds a response time into the peak EWMA: a slower sample replaces
     /// the estimate at once, a faster one blends in with a weight that
     /// grows with the time since the last sample.
-    pub(super) fn record_rtt(&self, rtt: Duration, now_ms: u64) {
+    pub(super) fn record_rtt(&self, rtt: Duration, now_us: u64) {
         let s = &self.state;
         let sample = rtt.as_micros() as f64;
         let prev = f64::from_bits(s.rtt_ewma.load(Ordering::Relaxed));
-        let age = now_ms.saturating_sub(s.rtt_stamp_ms.swap(now_ms, Ordering::Relaxed)) as f64;
+        let age = now_us.saturating_sub(s.rtt_stamp_us.swap(now_us, Ordering::Relaxed)) as f64;
         let next = if sample > prev {
             sample
         } else {
-            let w = (-age / EWMA_DECAY_MS).exp();
+            let w = (-age / EWMA_DECAY_US).exp();
             prev * w + sample * (1.0 - w)
         };
         s.rtt_ewma.store(next.to_bits(), Ordering::Relaxed);
@@ -310,7 +326,15 @@ mod tests {
         let fast = e.cost(0);
         e.record_rtt(Duration::from_millis(50), 10);
         assert!(e.cost(10) > 40.0 * fast);
-        // Ten decay periods later the slow sample is forgotten.
-        assert!(e.cost(100_010) < fast);
+        // Fast samples a millisecond apart pull the estimate down slowly
+        // (time-based weights), but they do pull it.
+        let mut now = 10;
+        for _ in 0..2_000 {
+            now += 1_000;
+            e.record_rtt(Duration::from_millis(1), now);
+        }
+        assert!(e.cost(now) < 0.9 * 50_000.0);
+        // Ten decay periods without news and the slow past is forgotten.
+        assert!(e.cost(now + 100_000_000) < fast);
     }
 }

@@ -30,7 +30,6 @@ use arc_swap::ArcSwap;
 use http::request::Parts;
 
 use crate::config::{BalancerKind, HashKey, UpstreamConfig};
-use crate::worker;
 use balancer::{MAGLEV_SIZE, maglev, p2c, smooth_schedule, stable_hash};
 
 pub use balancer::{MAX_TRIES, Tried};
@@ -59,7 +58,8 @@ struct LiveSet {
     live: Vec<Arc<Endpoint>>,
     table: Table,
     panic: bool,
-    /// When the earliest passive ejection ends (`worker::now_ms`), so a
+    /// When the earliest passive ejection ends (milliseconds of
+    /// [`endpoint::now_us`]), so a
     /// pick knows to rebuild; `u64::MAX` when none is ejected.
     next_change_ms: u64,
 }
@@ -204,7 +204,8 @@ impl Upstream {
 
     /// Picks an endpoint not in `tried`, or `None` when there is none.
     pub fn pick(&self, hash: Option<u64>, tried: &Tried) -> Option<Arc<Endpoint>> {
-        let now = worker::now_ms();
+        let now_us = endpoint::now_us();
+        let now = now_us / 1000;
         let mut set = self.live.load();
         if now >= set.next_change_ms {
             self.refresh(false);
@@ -221,7 +222,7 @@ impl Upstream {
             }
             (BalancerKind::LeastRequest, _) => p2c(
                 live.len(),
-                |i| live[i].cost(now),
+                |i| live[i].cost(now_us),
                 excluded,
                 |n| fastrand::usize(..n),
             ),
@@ -237,13 +238,13 @@ impl Upstream {
     /// Reports how a try went: feeds passive health and, on success, the
     /// latency estimate.
     pub fn record(&self, ep: &Endpoint, outcome: Outcome, elapsed: Duration) {
-        let now = worker::now_ms();
+        let now_us = endpoint::now_us();
         if let Outcome::Status(_) = outcome
             && self.config.balancer == BalancerKind::LeastRequest
         {
-            ep.record_rtt(elapsed, now);
+            ep.record_rtt(elapsed, now_us);
         }
-        if ep.record_outcome(outcome, &self.config.outlier, now) {
+        if ep.record_outcome(outcome, &self.config.outlier, now_us / 1000) {
             self.refresh(true);
         }
     }
@@ -271,7 +272,7 @@ impl Upstream {
 
     /// Builds and publishes a live set; the caller holds `rebuild`.
     fn store(&self, all: Vec<Arc<Endpoint>>) {
-        let now = worker::now_ms();
+        let now = endpoint::now_us() / 1000;
         let available: Vec<Arc<Endpoint>> =
             all.iter().filter(|e| e.available(now)).cloned().collect();
         let panic = !all.is_empty()
