@@ -7,7 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
+pub mod control;
 pub mod framing;
 pub mod listener;
 pub mod proxy;
