@@ -6,21 +6,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState, Attempt, ConfigStatus};
 use crate::config::Config;
+use crate::deploy::{FileWatch, WatchError, watch_folder};
 use crate::server::{Gateway, StartError};
-
-/// How long the configuration file must be quiet before it is read, so an
-/// editor's or `cp`'s many writes become one reload.
-const SETTLE: Duration = Duration::from_millis(150);
 
 /// Why `weir run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +28,8 @@ pub enum RunError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot watch {path}: {reason}")]
-    Watch { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Watch(#[from] WatchError),
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -161,37 +155,27 @@ async fn reload(gateway: &mut Gateway, path: &Path, state: &AdminState, trigger:
     }
 }
 
-/// Watches the file's folder (editors and `mv` replace files, which a
-/// watch on the file itself would lose) and sends one message per settled
-/// change of the file.
-fn watch_file(
-    path: &Path,
-    tx: mpsc::UnboundedSender<()>,
-) -> Result<
-    notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
-    RunError,
-> {
-    let err = |reason: String| RunError::Watch {
-        path: path.to_owned(),
-        reason,
-    };
-    let abs = std::path::absolute(path).map_err(|e| err(e.to_string()))?;
+/// Sends one message per settled change of the configuration file.
+fn watch_file(path: &Path, tx: mpsc::UnboundedSender<()>) -> Result<FileWatch, RunError> {
+    let abs = std::path::absolute(path).map_err(|e| {
+        RunError::Watch(WatchError {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    })?;
     let dir = abs
         .parent()
         .map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from("."));
     let name = abs.file_name().map(|n| n.to_owned());
-    let mut debouncer = new_debouncer(SETTLE, move |events: DebounceEventResult| {
-        if let Ok(events) = events
-            && events.iter().any(|e| e.path.file_name() == name.as_deref())
-        {
-            let _ = tx.send(());
+    let (paths, mut changed) = mpsc::unbounded_channel();
+    let watch = watch_folder(&dir, move |p| p.file_name() == name.as_deref(), paths)?;
+    tokio::spawn(async move {
+        while changed.recv().await.is_some() {
+            if tx.send(()).is_err() {
+                break;
+            }
         }
-    })
-    .map_err(|e| err(e.to_string()))?;
-    debouncer
-        .watcher()
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|e| err(e.to_string()))?;
-    Ok(debouncer)
+    });
+    Ok(watch)
 }

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod deploy;
 pub mod framing;
 pub mod listener;
 pub mod proxy;
