@@ -9,6 +9,7 @@ mod balancing_health;
 mod balancing_retry;
 mod check;
 mod forwarding;
+mod reload;
 mod routing;
 mod shutdown;
 mod streaming;
