@@ -9,7 +9,9 @@
 //!   not, was not read;
 //! - a request that was sent and failed (connection reset, or a status in
 //!   `retry.statuses`): only when it is idempotent and has no body, since
-//!   Weir streams bodies and keeps no copy to replay.
+//!   Weir streams bodies and keeps no copy to replay, and only when
+//!   `retry.statuses` is not empty: that is when the request head is
+//!   copied before sending (one `HeaderMap` clone per such request).
 //!
 //! The deadline (`timeout`) covers every try and backoff together; a try
 //! that runs into it ends the request with 504, not with another try.
@@ -88,9 +90,11 @@ pub(super) async fn send(
     let hash = upstream.hash_of(&parts, peer);
     let body = RequestBody::limited(body, route.max_body_bytes);
     let retry = &upstream.config.retry;
-    // The headers are copied only when a status or reset retry could use
-    // them; connect retries need no copy.
+    // The head is copied only when status retries are configured and the
+    // request could be replayed; connect retries need no copy. The copy
+    // also serves a retry after a reset.
     let replay = (route.retry_attempts > 0
+        && !retry.statuses.is_empty()
         && !upgrade
         && matches!(body, RequestBody::Empty)
         && is_idempotent(&parts.method))
