@@ -1,6 +1,6 @@
 //! Measures what balancing adds to one request, without any I/O: admit
-//! against the pending limit, pick an endpoint, count it outstanding, and
-//! report the outcome (passive health and, for `least_request`, the
+//! against the pending limit, pick an endpoint, count it outstanding, time
+//! the try and report the outcome (passive health and, for `least_request`, the
 //! latency estimate), for each balancer, on one thread and on two threads
 //! picking from the same upstream at once (as two workers do).
 //!
@@ -44,11 +44,8 @@ fn run(up: &Upstream) -> Duration {
         let _pending = up.admit().expect("under the limit");
         let ep = up.pick(Some(u64::from(i)), &tried).expect("an endpoint");
         let out = Outstanding::new(ep);
-        up.record(
-            out.endpoint(),
-            Outcome::Status(200),
-            Duration::from_micros(300),
-        );
+        let try_started = up.try_started();
+        up.record(out.endpoint(), Outcome::Status(200), try_started);
     }
     started.elapsed()
 }

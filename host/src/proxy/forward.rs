@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
@@ -104,7 +104,9 @@ pub(super) async fn send(
         version: parts.version,
         headers: parts.headers.clone(),
     });
-    upstream.budget.record_request(worker::now_ms());
+    if route.retry_attempts > 0 {
+        upstream.budget.record_request(worker::now_ms());
+    }
 
     let mut tried = Tried::default();
     let mut req = Some(Request::from_parts(parts, body));
@@ -182,7 +184,7 @@ async fn attempt(
     let upstream = &route.upstream;
     let (connect_timeout, timeout) = (route.connect_timeout, route.timeout);
     let _outstanding = Outstanding::new(ep.clone());
-    let started = Instant::now();
+    let started = upstream.try_started();
     let timed_out = || ProxyError::UpstreamTimeout {
         endpoint: ep.label.clone(),
         timeout,
@@ -204,7 +206,7 @@ async fn attempt(
             });
         }
         Ok(Err(source)) => {
-            upstream.record(ep, Outcome::ConnectFailed, started.elapsed());
+            upstream.record(ep, Outcome::ConnectFailed, started);
             return Attempt::NotSent {
                 req,
                 error: ProxyError::Connect {
@@ -218,7 +220,7 @@ async fn attempt(
     };
     match tokio::time::timeout_at(deadline, conn.sender.try_send_request(req)).await {
         Err(_) => {
-            upstream.record(ep, Outcome::Failed, started.elapsed());
+            upstream.record(ep, Outcome::Failed, started);
             Attempt::Final(timed_out())
         }
         Ok(Err(mut e)) => {
@@ -238,18 +240,14 @@ async fn attempt(
                     limit: route.max_body_bytes,
                 });
             }
-            upstream.record(ep, Outcome::Failed, started.elapsed());
+            upstream.record(ep, Outcome::Failed, started);
             Attempt::Failed(ProxyError::Upstream {
                 endpoint: ep.label.clone(),
                 source,
             })
         }
         Ok(Ok(resp)) => {
-            upstream.record(
-                ep,
-                Outcome::Status(resp.status().as_u16()),
-                started.elapsed(),
-            );
+            upstream.record(ep, Outcome::Status(resp.status().as_u16()), started);
             Attempt::Answered(Forwarded {
                 resp,
                 endpoint: ep.clone(),

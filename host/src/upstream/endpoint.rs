@@ -132,11 +132,11 @@ impl Endpoint {
         let s = &self.state;
         let rtt = f64::from_bits(s.rtt_ewma.load(Ordering::Relaxed));
         let age = now_us.saturating_sub(s.rtt_stamp_us.load(Ordering::Relaxed));
-        // Under a millisecond the decay is below 0.01%: skip the exp().
+        // Under a millisecond the decay is below 0.01%: skip it.
         let decayed = if age < 1_000 {
             rtt
         } else {
-            rtt * (-(age as f64) / EWMA_DECAY_US).exp()
+            rtt * decay(age as f64)
         };
         let pending = f64::from(s.outstanding.load(Ordering::Relaxed)) + 1.0;
         (decayed + 1.0) * pending / f64::from(self.weight.max(1))
@@ -153,7 +153,7 @@ impl Endpoint {
         let next = if sample > prev {
             sample
         } else {
-            let w = (-age / EWMA_DECAY_US).exp();
+            let w = decay(age);
             prev * w + sample * (1.0 - w)
         };
         s.rtt_ewma.store(next.to_bits(), Ordering::Relaxed);
@@ -231,6 +231,18 @@ impl Endpoint {
     /// Ends a passive ejection early (an active check passed).
     pub(super) fn uneject(&self) -> bool {
         self.state.ejected_until_ms.swap(0, Ordering::Relaxed) != 0
+    }
+}
+
+/// The weight left to an estimate `age_us` old: e^(-age/decay). Ages are
+/// usually a tiny fraction of the decay time, where the first terms of
+/// the series are exact to 1e-9 and much cheaper than `exp`.
+fn decay(age_us: f64) -> f64 {
+    let x = age_us / EWMA_DECAY_US;
+    if x < 0.001 {
+        1.0 - x + x * x / 2.0
+    } else {
+        (-x).exp()
     }
 }
 
@@ -317,6 +329,14 @@ mod tests {
         assert!(!e.available(5));
         // Already ejected: another failure does not extend it.
         assert!(!e.record_outcome(Outcome::Status(500), &cfg, 6));
+    }
+
+    #[test]
+    fn decay_series_matches_exp() {
+        for age in [0.0, 1.0, 500.0, 9_999.0, 10_001.0, 1e6, 1e8] {
+            let exact = (-age / EWMA_DECAY_US).exp();
+            assert!((decay(age) - exact).abs() < 1e-9, "{age}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ use arc_swap::ArcSwap;
 use http::request::Parts;
 
 use crate::config::{BalancerKind, HashKey, UpstreamConfig};
+use crate::worker;
 use balancer::{MAGLEV_SIZE, maglev, p2c, smooth_schedule, stable_hash};
 
 pub use balancer::{MAX_TRIES, Tried};
@@ -46,7 +47,9 @@ pub struct Upstream {
     live: ArcSwap<LiveSet>,
     /// Serialises rebuilds of `live`; never taken by a pick.
     rebuild: Mutex<()>,
-    next: AtomicUsize,
+    /// Each worker's position in the round-robin schedule: one cache line
+    /// per worker, so round robin writes nothing another worker reads.
+    next: Box<[Position]>,
     pending: AtomicUsize,
     pub budget: RetryBudget,
 }
@@ -72,6 +75,14 @@ enum Table {
     /// Maglev slots, indexes into `live`.
     Maglev(Vec<u16>),
 }
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Position(AtomicUsize);
+
+/// When a try started, from [`Upstream::try_started`].
+#[derive(Debug, Clone, Copy)]
+pub struct TryStart(u64);
 
 /// The upstream refused the request before sending it: a limit is full.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +123,7 @@ impl Upstream {
                 next_change_ms: u64::MAX,
             }),
             rebuild: Mutex::new(()),
-            next: AtomicUsize::new(0),
+            next: (0..workers.max(1)).map(|_| Position::default()).collect(),
             pending: AtomicUsize::new(0),
         };
         let all = addrs
@@ -204,10 +215,16 @@ impl Upstream {
 
     /// Picks an endpoint not in `tried`, or `None` when there is none.
     pub fn pick(&self, hash: Option<u64>, tried: &Tried) -> Option<Arc<Endpoint>> {
-        let now_us = endpoint::now_us();
-        let now = now_us / 1000;
         let mut set = self.live.load();
-        if now >= set.next_change_ms {
+        let least_request = self.config.balancer == BalancerKind::LeastRequest;
+        // Reading the clock is most of a pick's cost: only least_request
+        // and a pending end of ejection need it.
+        let now_us = if least_request || set.next_change_ms != u64::MAX {
+            endpoint::now_us()
+        } else {
+            0
+        };
+        if now_us / 1000 >= set.next_change_ms {
             self.refresh(false);
             set = self.live.load();
         }
@@ -215,7 +232,11 @@ impl Upstream {
         let excluded = |i: usize| !tried.is_empty() && tried.contains(live[i].id);
         let i = match (&self.config.balancer, &set.table) {
             (BalancerKind::RoundRobin, Table::Schedule(s)) => {
-                scan(s, self.next.fetch_add(1, Ordering::Relaxed), excluded)
+                let w = worker::id() % self.next.len();
+                // Workers start spread over the schedule, not all at its head.
+                let start =
+                    self.next[w].0.fetch_add(1, Ordering::Relaxed) + w * s.len() / self.next.len();
+                scan(s, start, excluded)
             }
             (BalancerKind::Random, Table::Schedule(s)) if !s.is_empty() => {
                 scan(s, fastrand::usize(..s.len()), excluded)
@@ -235,14 +256,33 @@ impl Upstream {
         Some(live[i].clone())
     }
 
-    /// Reports how a try went: feeds passive health and, on success, the
-    /// latency estimate.
-    pub fn record(&self, ep: &Endpoint, outcome: Outcome, elapsed: Duration) {
-        let now_us = endpoint::now_us();
-        if let Outcome::Status(_) = outcome
-            && self.config.balancer == BalancerKind::LeastRequest
-        {
-            ep.record_rtt(elapsed, now_us);
+    /// Marks the start of a try, for [`Upstream::record`]: a timestamp
+    /// when the balancer learns latencies, 0 (no clock read) otherwise.
+    pub fn try_started(&self) -> TryStart {
+        TryStart(if self.config.balancer == BalancerKind::LeastRequest {
+            endpoint::now_us()
+        } else {
+            0
+        })
+    }
+
+    /// Reports how a try went: feeds passive health and, for
+    /// `least_request`, the latency estimate.
+    pub fn record(&self, ep: &Endpoint, outcome: Outcome, started: TryStart) {
+        let least_request = self.config.balancer == BalancerKind::LeastRequest;
+        let success = matches!(outcome, Outcome::Status(s) if s < 500);
+        // A success under another balancer needs no time: it only resets
+        // failure counts.
+        let now_us = if least_request || !success {
+            endpoint::now_us()
+        } else {
+            0
+        };
+        if least_request && let Outcome::Status(_) = outcome {
+            ep.record_rtt(
+                Duration::from_micros(now_us.saturating_sub(started.0)),
+                now_us,
+            );
         }
         if ep.record_outcome(outcome, &self.config.outlier, now_us / 1000) {
             self.refresh(true);
@@ -383,7 +423,7 @@ mod tests {
     fn eject(u: &Upstream, which: usize) {
         let ep = &u.endpoints()[which];
         for _ in 0..u.config.outlier.consecutive_connect_failures {
-            u.record(ep, Outcome::ConnectFailed, Duration::ZERO);
+            u.record(ep, Outcome::ConnectFailed, u.try_started());
         }
     }
 
