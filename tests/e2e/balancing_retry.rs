@@ -186,3 +186,21 @@ async fn the_connection_limit_answers_503_at_once() {
     gate.add_permits(1);
     assert_eq!(held.into_iter().next().unwrap().await.unwrap(), 200);
 }
+
+#[tokio::test]
+async fn a_route_can_turn_retries_off() {
+    let dead = closed_addr().await;
+    let live = Upstream::echo("live").await;
+    let config = format!(
+        "[server]\nworkers = 1\n\n[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n\n[[upstream]]\nname = \"app\"\n{}\noutlier = {{ consecutive_connect_failures = 0 }}\n\n[[route]]\nname = \"no-retry\"\nupstream = \"app\"\npath_prefix = \"/once\"\nretry_attempts = 0\n\n[[route]]\nupstream = \"app\"\n",
+        endpoints(&[(dead, 1), (live.addr, 1)])
+    );
+    let gw = Gateway::with_config(config).start();
+    let client = client();
+    // Round robin alternates between the dead and the live endpoint.
+    let retried = get_n(&client, &gw.url("/"), 10).await;
+    assert!(retried.iter().all(|s| *s == 200), "{retried:?}");
+    let once = get_n(&client, &gw.url("/once"), 10).await;
+    assert_eq!(once.iter().filter(|s| **s == 502).count(), 5, "{once:?}");
+    assert_eq!(once.iter().filter(|s| **s == 200).count(), 5, "{once:?}");
+}
