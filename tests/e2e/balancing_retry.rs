@@ -21,10 +21,12 @@ async fn a_retry_lands_on_a_different_endpoint() {
     let b = Scripted::start(200, Duration::ZERO).await;
     let c = Scripted::start(200, Duration::ZERO).await;
     let gw = Gateway::with_config(lb_config(&format!(
-        "{}\nbalancer = \"consistent_hash\"\nhash_key = \"header:x-request-id\"\noutlier = {{ consecutive_5xx = 0 }}\nretry = {{ attempts = 2, statuses = [503], backoff = \"1ms\", max_backoff = \"5ms\" }}",
+        "{}\nbalancer = \"consistent_hash\"\nhash_key = \"header:x-request-id\"\noutlier = {{ consecutive_5xx = 0 }}\nretry = {{ attempts = 2, statuses = [503], backoff = \"1ms\", max_backoff = \"5ms\", budget_ratio = 1.0 }}",
         endpoints(&[(failing.up.addr, 1), (b.up.addr, 1), (c.up.addr, 1)])
     )))
     .start();
+    // (The budget allows a retry per request here: a third of these
+    // requests need one, more than the default 20% budget would grant.)
     let client = client();
     for i in 0..60 {
         let id = format!("req-{i}");
