@@ -44,7 +44,7 @@ pub enum ProxyError {
     #[error("upstream `{upstream}` is at its limit of {limit} {what}")]
     Overloaded {
         upstream: String,
-        what: &'static str,
+        what: crate::upstream::Limit,
         limit: usize,
     },
 }
@@ -87,11 +87,10 @@ impl ProxyError {
     /// for answers whose status alone does not say what to do.
     pub fn client_detail(&self) -> Option<&'static str> {
         match self {
-            ProxyError::Overloaded {
-                what: "connections",
-                ..
-            } => Some("upstream connection limit reached"),
-            ProxyError::Overloaded { .. } => Some("upstream pending request limit reached"),
+            ProxyError::Overloaded { what, .. } => Some(match what {
+                crate::upstream::Limit::Connections => "upstream connection limit reached",
+                crate::upstream::Limit::PendingRequests => "upstream pending request limit reached",
+            }),
             ProxyError::NoEndpoint { .. } => Some("no healthy upstream endpoint"),
             _ => None,
         }

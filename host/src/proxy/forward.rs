@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use super::body::{self, RequestBody};
 use super::error::ProxyError;
 use crate::router::Route;
-use crate::upstream::{ConnectError, Connection, Endpoint, Outcome, Outstanding, Tried};
+use crate::upstream::{ConnectError, Connection, Endpoint, Limit, Outcome, Outstanding, Tried};
 use crate::worker;
 
 /// A response head from the upstream, with the connection it came on.
@@ -83,7 +83,7 @@ pub(super) async fn send(
     let upstream = &route.upstream;
     let _pending = upstream.admit().map_err(|o| ProxyError::Overloaded {
         upstream: upstream.config.name.clone(),
-        what: "pending requests",
+        what: Limit::PendingRequests,
         limit: o.limit,
     })?;
     let deadline = tokio::time::Instant::now() + route.timeout;
@@ -201,7 +201,7 @@ async fn attempt(
         Ok(Err(ConnectError::LimitReached { limit })) => {
             return Attempt::Final(ProxyError::Overloaded {
                 upstream: upstream.config.name.clone(),
-                what: "connections",
+                what: Limit::Connections,
                 limit,
             });
         }

@@ -84,6 +84,24 @@ struct Position(AtomicUsize);
 #[derive(Debug, Clone, Copy)]
 pub struct TryStart(u64);
 
+/// Which per-upstream limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_connections`
+    Connections,
+    /// `max_pending_requests`
+    PendingRequests,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::Connections => "open connections",
+            Limit::PendingRequests => "pending requests",
+        })
+    }
+}
+
 /// The upstream refused the request before sending it: a limit is full.
 #[derive(Debug, Clone, Copy)]
 pub struct Overloaded {
