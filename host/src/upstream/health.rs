@@ -33,14 +33,19 @@ pub(super) async fn run(up: Weak<Upstream>, cfg: Arc<HealthCheckConfig>) {
                 (ep, pass)
             });
         }
-        let mut changed = false;
         while let Some(done) = probes.join_next().await {
-            if let Ok((ep, pass)) = done {
-                changed |= apply(&up.config.name, &ep, pass, &cfg);
+            // Publish each change as soon as its verdict is in, not after
+            // the round's slowest probe, and log it once it is in effect.
+            if let Ok((ep, pass)) = done
+                && apply(&ep, pass, &cfg)
+            {
+                up.refresh(true);
+                if pass {
+                    tracing::info!(upstream = %up.config.name, endpoint = %ep.label, addr = %ep.addr, "endpoint healthy again");
+                } else {
+                    tracing::warn!(upstream = %up.config.name, endpoint = %ep.label, addr = %ep.addr, "endpoint failed its health checks");
+                }
             }
-        }
-        if changed {
-            up.refresh(true);
         }
     }
 }
@@ -71,7 +76,7 @@ async fn probe(ep: &Endpoint, cfg: &HealthCheckConfig) -> bool {
 
 /// Applies one verdict to the endpoint's streaks; true when the endpoint
 /// changed state and the live set must be rebuilt.
-fn apply(upstream: &str, ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> bool {
+fn apply(ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> bool {
     let s = &ep.state;
     if pass {
         s.probe_failures.store(0, Ordering::Relaxed);
@@ -82,7 +87,6 @@ fn apply(upstream: &str, ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> 
         if passes >= cfg.healthy_threshold && s.active_down.load(Ordering::Relaxed) {
             s.active_down.store(false, Ordering::Relaxed);
             ep.uneject();
-            tracing::info!(%upstream, endpoint = %ep.label, addr = %ep.addr, "endpoint healthy again");
             return true;
         }
         false
@@ -94,7 +98,6 @@ fn apply(upstream: &str, ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> 
             .saturating_add(1);
         if failures >= cfg.unhealthy_threshold && !s.active_down.load(Ordering::Relaxed) {
             s.active_down.store(true, Ordering::Relaxed);
-            tracing::warn!(%upstream, endpoint = %ep.label, addr = %ep.addr, "endpoint failed its health checks");
             return true;
         }
         false
@@ -135,7 +138,7 @@ mod tests {
         let verdicts = [
             false, false, true, false, false, false, false, true, true, true,
         ];
-        let flips: Vec<bool> = verdicts.iter().map(|p| apply("u", &ep, *p, &cfg)).collect();
+        let flips: Vec<bool> = verdicts.iter().map(|p| apply(&ep, *p, &cfg)).collect();
         assert_eq!(
             flips,
             [
