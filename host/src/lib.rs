@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod framing;
 pub mod listener;
 pub mod proxy;
 pub mod router;

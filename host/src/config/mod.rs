@@ -304,7 +304,7 @@ impl Validator<'_> {
                 self.unique("route", &r.name, &at, &mut names);
                 if !upstream_names.contains_key(&r.upstream) {
                     let at = At {
-                        key: format!("{}.upstream", at.key),
+                        key: format!("{} ({}).upstream", at.key, r.name),
                         ..at
                     };
                     self.report(
@@ -328,7 +328,13 @@ impl Validator<'_> {
         })
     }
 
-    fn unique(&mut self, what: &'static str, name: &str, at: &At, seen: &mut HashMap<String, usize>) {
+    fn unique(
+        &mut self,
+        what: &'static str,
+        name: &str,
+        at: &At,
+        seen: &mut HashMap<String, usize>,
+    ) {
         let line = at.line.unwrap_or(0);
         if let Some(first_line) = seen.get(name) {
             let at = At {
@@ -620,7 +626,11 @@ impl Validator<'_> {
                     self.report(
                         &field(at, field_name),
                         Problem::Invalid {
-                            field: if field_name == "path" { "path" } else { "path_prefix" },
+                            field: if field_name == "path" {
+                                "path"
+                            } else {
+                                "path_prefix"
+                            },
                             reason: format!("`{p}` must start with `/`: request paths always do"),
                         },
                     );
@@ -810,7 +820,7 @@ rewrite_prefix = "/"
         let all = ConfigErrors(errs.clone()).to_string();
         assert_eq!(errs.len(), 1, "{all}");
         assert!(all.contains("unknown field `upstreem`"), "{all}");
-        assert!(all.contains("test.toml:10: route[0]"), "{all}");
+        assert!(all.contains("test.toml:9: route[0]"), "{all}");
 
         // A second route with a dangling upstream is still checked.
         let text = format!("{text}\n[[route]]\nname = \"b\"\nupstream = \"nope\"\n");
@@ -839,7 +849,10 @@ rewrite_prefix = "/"
 
     #[test]
     fn path_rules() {
-        let text = GOOD.replace("path_prefix = \"/api\"", "path = \"/a\"\npath_regex = \"(\"");
+        let text = GOOD.replace(
+            "path_prefix = \"/api\"",
+            "path = \"/a\"\npath_regex = \"(\"",
+        );
         let all = parse(&text).unwrap_err().to_string();
         assert!(all.contains("only one of `path`"), "{all}");
         assert!(all.contains("path_regex"), "{all}");
@@ -848,12 +861,21 @@ rewrite_prefix = "/"
 
     #[test]
     fn host_patterns() {
-        assert_eq!(host_pattern("A.com"), Some(HostPattern::Exact("a.com".into())));
-        assert_eq!(host_pattern("*.a.com"), Some(HostPattern::Suffix(".a.com".into())));
+        assert_eq!(
+            host_pattern("A.com"),
+            Some(HostPattern::Exact("a.com".into()))
+        );
+        assert_eq!(
+            host_pattern("*.a.com"),
+            Some(HostPattern::Suffix(".a.com".into()))
+        );
         assert_eq!(host_pattern("*"), None);
         assert_eq!(host_pattern("a b"), None);
         assert_eq!(split_host_port("[::1]:80"), Some(("::1".into(), 80)));
-        assert_eq!(split_host_port("svc.local:8080"), Some(("svc.local".into(), 8080)));
+        assert_eq!(
+            split_host_port("svc.local:8080"),
+            Some(("svc.local".into(), 8080))
+        );
         assert_eq!(split_host_port("svc.local"), None);
     }
 }
