@@ -211,24 +211,44 @@ def established_to(port):
     return n
 
 
-def http_get(port, headers=(), timeout=1.0, whole=False):
+def http_get(port, headers=(), timeout=1.0, whole=False, path="/"):
     """One request on a fresh connection: the status code (None if there
-    was no answer), or with `whole` the status and the body."""
+    was no answer), or with `whole` the status, the head and the body."""
+    data = b""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             extra = "".join(f"{h}\r\n" for h in headers)
-            s.sendall(f"GET / HTTP/1.1\r\nHost: bench\r\n{extra}Connection: close\r\n\r\n".encode())
-            data = b""
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{extra}"
+                      "Connection: close\r\n\r\n".encode())
             while whole or b"\r\n" not in data:
                 chunk = s.recv(65536)
                 if not chunk:
                     break
                 data += chunk
     except OSError:
-        return (None, b"") if whole else None
+        if not whole or not data:
+            return (None, "", b"") if whole else None
     m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
     status = int(m.group(1)) if m else None
-    return (status, data.partition(b"\r\n\r\n")[2]) if whole else status
+    if not whole:
+        return status
+    head, _, body = data.partition(b"\r\n\r\n")
+    return status, head.decode("latin-1").lower(), body
+
+
+def check_behaviour(server, checks):
+    """Requests that show a proxy does the job it is measured doing:
+    (headers, path, status, text the body must contain, response header
+    that must be present). Raises on the first mismatch."""
+    for headers, path, status, text, header in checks:
+        got, head, body = http_get(server.port, headers, whole=True, path=path)
+        what = f"{server.name}: GET {path} with {headers or 'no extra headers'}"
+        if got != status:
+            raise BenchError(f"{what} answered {got}, expected {status}")
+        if text is not None and text.encode() not in body:
+            raise BenchError(f"{what}: body {body[:200]!r} lacks {text!r}")
+        if header is not None and f"\r\n{header}:" not in head:
+            raise BenchError(f"{what}: no {header} header in the answer")
 
 
 def wait_200(port, deadline, headers=(), proc=None, pause=0.0002):
@@ -425,15 +445,21 @@ def plugin_targets(bench):
     ready, skipped = [], []
     for sc in configs.plugin_scenarios():
         name = f"weir+{sc['id']}"
-        wasm = configs.find_plugin(REPO, sc["names"])
+        wasm = configs.find_plugin(REPO, sc["files"])
         if wasm is None:
             skipped.append({"group": "plugin", "target": name,
                             "reason": "skipped: plugin runtime not available (no "
-                                      f"{configs.PLUGIN_DIR}/{sc['names'][0]}.wasm)"})
+                                      f"{configs.PLUGIN_DIR}/{sc['files'][0]}.wasm)"})
             continue
         port = free_port()
         d = bench.dir(name)
-        conf = configs.weir_plugin_config(port, bench.upstream.port, sc["id"], wasm, sc["config"])
+        # Each scenario gets a folder with just its plugin, under the
+        # plugin's own name (cargo's file name has `_` for `-`).
+        plugin_dir = os.path.join(d, "plugins")
+        os.makedirs(plugin_dir, exist_ok=True)
+        shutil.copyfile(wasm, os.path.join(plugin_dir, f"{sc['id']}.wasm"))
+        conf = configs.weir_plugin_config(port, bench.upstream.port, plugin_dir, sc["id"],
+                                          sc["config"])
         try:
             weir_check(d, conf)
         except BenchError as e:
@@ -442,7 +468,7 @@ def plugin_targets(bench):
                             "reason": "skipped: plugin runtime not available "
                                       f"(weir check refused the plugin config: {first.strip()})"})
             continue
-        ready.append((name, conf, port, sc["headers"]))
+        ready.append((name, conf, port, sc["headers"], sc["checks"]))
     return ready, skipped
 
 
@@ -453,26 +479,37 @@ def throughput_phase(bench, results, log):
     servers["weir"] = bench.start_proxy("weir", "weir")
     servers["nginx"] = bench.start_proxy("nginx", "nginx")
     servers["haproxy"] = bench.start_proxy("haproxy", "haproxy")
-    key_header = [f"{configs.API_KEY_HEADER}: {configs.API_KEYS[-1]}"]
+    key_header = [f"{configs.API_KEY_HEADER}: {configs.BENCH_KEY}"]
     servers["nginx+lua-api-key"] = bench.start_proxy("nginx+lua-api-key", "nginx", lua=True,
                                                      headers=key_header)
     # Every proxy really forwards to the upstream...
     for name, srv in servers.items():
-        status, body = http_get(srv.port, srv.headers, whole=True)
+        status, _, body = http_get(srv.port, srv.headers, whole=True)
         if status != 200 or body != configs.UPSTREAM_BODY.encode():
             raise BenchError(f"{name} answered {status} {body[:80]!r}, not the upstream's body")
-    # ...and the Lua check really refuses a request without a key.
-    if http_get(servers["nginx+lua-api-key"].port) != 401:
-        raise BenchError("nginx+lua-api-key answered a request without key with something else than 401")
+    # ...and the Lua check does what Weir's api-key plugin does.
+    check_behaviour(servers["nginx+lua-api-key"], [
+        ([], "/", 401, None, None),
+        (key_header, configs.ECHO_PATH, 200,
+         f"x-consumer={configs.API_KEYS[configs.BENCH_KEY]} x-api-key=\n", None)])
 
     ready, skipped = plugin_targets(bench)
     results["skipped"].extend(skipped)
-    for name, conf, port, headers in ready:
+    for name, conf, port, headers, checks in ready:
         try:
             servers[name] = bench.start(name, "weir", conf, port, headers=headers)
         except BenchError as e:
             results["skipped"].append({"group": "plugin", "target": name,
                                        "reason": f"skipped: plugin runtime not available ({e})"})
+            continue
+        try:
+            check_behaviour(servers[name], checks)
+        except BenchError as e:
+            # The runtime is there but the plugin does not do its job:
+            # that is a failure to show, not a skip.
+            results["skipped"].append({"group": "plugin", "target": name,
+                                       "reason": f"FAILED set-up check, not measured: {e}"})
+            bench.procs.stop(servers.pop(name).proc)
 
     plan = [("plain", t, False) for t in ("direct", "weir", "nginx", "haproxy")]
     plan += [("plugin", name, False) for name, *_ in ready if name in servers]
@@ -846,7 +883,7 @@ def render(results, markdown=False):
     rows = []
     for r in s["idle"]:
         if not r["growth_kib"]:
-            rows.append([r["target"], "FAILED: " + (r["failures"][0][:120] if r["failures"] else "not run"),
+            rows.append([r["target"], ("FAILED: " + r["failures"][0][:120]) if r["failures"] else "not run",
                          "", "", ""])
             continue
         rows.append([r["target"], fmt_spread(r["rss_before_kib"], 1 / 1024, 1, " MiB"),
@@ -864,7 +901,7 @@ def render(results, markdown=False):
             rows.append([r["target"], fmt_spread(r["ms"], 1, 1, " ms"),
                          fmt_spread(r["cpu_ms"], 1, 1, " ms")])
         else:
-            rows.append([r["target"], "FAILED: " + (r["failures"][0] if r["failures"] else "not run"), ""])
+            rows.append([r["target"], ("FAILED: " + r["failures"][0]) if r["failures"] else "not run", ""])
     table(["proxy", "wall time", "CPU time of the process until then"], rows)
 
     title("6. Hot deploy")

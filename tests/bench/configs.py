@@ -24,10 +24,15 @@ import os
 # The upstream's answer: small, fixed, with a Content-Length.
 UPSTREAM_BODY = "hello from the upstream\n"
 
-# API keys known to the api-key check (Weir plugin and nginx Lua alike);
-# the benchmark sends the last one so a lookup is a real lookup.
-API_KEYS = [f"bench-key-{i:02d}-0123456789abcdef" for i in range(10)]
+# API keys known to the api-key check (Weir plugin and nginx Lua alike),
+# each naming its consumer; the benchmark sends the last one.
+API_KEYS = {f"bench-key-{i:02d}-0123456789abcdef": f"consumer-{i:02d}" for i in range(10)}
+BENCH_KEY = list(API_KEYS)[-1]
 API_KEY_HEADER = "x-api-key"
+CONSUMER_HEADER = "x-consumer"
+
+# Upstream path that echoes the headers the checks look at.
+ECHO_PATH = "/bench-echo"
 
 JWT_SECRET = "weir-bench-secret-0123456789abcdef"
 
@@ -71,6 +76,11 @@ http {{
         location / {{
             return 200 "{UPSTREAM_BODY.strip()}\\n";
         }}
+        # For the set-up checks only (never benchmarked): shows which of
+        # the headers plugins add or remove reached the upstream.
+        location = {ECHO_PATH} {{
+            return 200 "x-bench=$http_x_bench x-remove-me=$http_x_remove_me x-consumer=$http_x_consumer x-api-key=$http_x_api_key\\n";
+        }}
     }}
 }}
 """
@@ -84,9 +94,10 @@ def proxy_nginx(workdir, port, upstream_port, api_key_lua=False):
     if api_key_lua:
         modules = ("/usr/lib/nginx/modules/ndk_http_module.so",
                    "/usr/lib/nginx/modules/ngx_http_lua_module.so")
-        keys = ", ".join(f'["{k}"] = true' for k in API_KEYS)
-        # The table is built once at start-up; each request does one
-        # header read and one table lookup, as a real key check would.
+        keys = ", ".join(f'["{k}"] = "{c}"' for k, c in API_KEYS.items())
+        # The table is built once at start-up. Each request: one header
+        # read, one table lookup, 401 if unknown; like Weir's api-key
+        # plugin, a known key is removed and its consumer forwarded.
         init = f"""
     init_by_lua_block {{
         api_keys = {{ {keys} }}
@@ -94,10 +105,12 @@ def proxy_nginx(workdir, port, upstream_port, api_key_lua=False):
 """
         access = f"""
             access_by_lua_block {{
-                local key = ngx.var.http_{API_KEY_HEADER.replace('-', '_')}
-                if key == nil or not api_keys[key] then
+                local consumer = api_keys[ngx.var.http_{API_KEY_HEADER.replace('-', '_')} or ""]
+                if consumer == nil then
                     return ngx.exit(401)
                 end
+                ngx.req.clear_header("{API_KEY_HEADER}")
+                ngx.req.set_header("{CONSUMER_HEADER}", consumer)
             }}
 """
     return _nginx_prelude(workdir, 30000, modules) + f"""
@@ -214,60 +227,86 @@ def jwt_hs256(secret, claims):
 # checker's first error, never measured.
 # ---------------------------------------------------------------------------
 
-# Where the first-party plugins are built (plugins/ is its own workspace).
+# Where the first-party plugins are built (plugins/ is its own workspace;
+# run.sh builds it when it exists).
 PLUGIN_DIR = "plugins/target/wasm32-wasip2/release"
 
 
 def plugin_scenarios():
-    """The plugin scenarios: id, plugin names to look for (the first file
-    that exists wins; cargo writes `api_key.wasm` for crate `api-key`), the
-    plugin's JSON configuration, and the extra request headers wrk sends."""
+    """The plugin scenarios: id (also the plugin's name in Weir's
+    configuration), file names to look for (cargo writes `api_key.wasm` for
+    crate `api-key`), the plugin's configuration (keys from each plugin's
+    README), the headers wrk sends, and checks run before measuring:
+    (extra request headers, path, expected status, text the answer must
+    contain, response header that must be present)."""
     far_future = 4_102_444_800  # 2100-01-01
     token = jwt_hs256(JWT_SECRET, {"sub": "bench", "iss": "weir-bench", "exp": far_future})
+    key = [f"{API_KEY_HEADER}: {BENCH_KEY}"]
+    bearer = [f"Authorization: Bearer {token}"]
     return [
-        {"id": "noop", "names": ["noop", "no-op", "no_op"],
-         "config": {}, "headers": []},
-        {"id": "header-rewrite", "names": ["header-rewrite", "header_rewrite", "headers"],
-         "config": {"request": {"set": {"x-bench": "1"}, "remove": ["x-remove-me"]},
-                    "response": {"set": {"x-served-by": "weir"}, "remove": ["server"]}},
-         "headers": ["X-Remove-Me: 1"]},
-        {"id": "api-key", "names": ["api-key", "api_key"],
-         "config": {"header": API_KEY_HEADER, "keys": API_KEYS},
-         "headers": [f"{API_KEY_HEADER}: {API_KEYS[-1]}"]},
-        {"id": "jwt-auth", "names": ["jwt-auth", "jwt_auth"],
-         "config": {"algorithms": ["HS256"], "secret": JWT_SECRET, "issuer": "weir-bench"},
-         "headers": [f"Authorization: Bearer {token}"]},
-        {"id": "rate-limit", "names": ["rate-limit", "rate_limit"],
+        {"id": "noop", "files": ["noop"], "config": None, "headers": [],
+         "checks": []},
+        {"id": "header-rewrite", "files": ["header_rewrite", "header-rewrite"],
+         "config": {"set_name": "x-bench", "set_value": "1", "remove": "x-remove-me"},
+         "headers": ["X-Remove-Me: 1"],
+         "checks": [(["X-Remove-Me: 1"], ECHO_PATH, 200, "x-bench=1 x-remove-me= ", None)]},
+        {"id": "api-key", "files": ["api_key", "api-key"],
+         "config": {"keys": API_KEYS},
+         "headers": key,
+         "checks": [([], "/", 401, None, None),
+                    (key, ECHO_PATH, 200, f"x-consumer={API_KEYS[BENCH_KEY]} x-api-key=\n", None)]},
+        {"id": "jwt-auth", "files": ["jwt_auth", "jwt-auth"],
+         "config": {"hs256_secret": JWT_SECRET, "issuer": "weir-bench"},
+         "headers": bearer,
+         "checks": [([], "/", 401, None, None), (bearer, "/", 200, None, None)]},
+        {"id": "rate-limit", "files": ["rate_limit", "rate-limit"],
          # Far above anything one core can serve: it must never reject.
-         "config": {"requests_per_second": 100_000_000, "burst": 100_000_000, "key": "global"},
-         "headers": []},
+         "config": {"capacity": 1_000_000_000, "refill_per_second": 1_000_000_000, "key": "ip"},
+         "headers": [],
+         "checks": [([], "/", 200, None, "ratelimit-limit")]},
     ]
 
 
-def find_plugin(repo, names):
-    for n in names:
+def find_plugin(repo, files):
+    for n in files:
         p = os.path.join(repo, PLUGIN_DIR, f"{n}.wasm")
         if os.path.isfile(p):
             return p
     return None
 
 
-def weir_plugin_config(port, upstream_port, plugin_name, wasm_path, plugin_config):
-    """Weir with one plugin on its only route. THE FORMAT IS A GUESS until
-    the plugin runtime lands: a `[[plugin]]` table naming the Wasm file and
-    its JSON configuration, and the route listing it in `plugins`."""
-    # A JSON string literal is also a valid TOML basic string.
-    cfg = json.dumps(json.dumps(plugin_config))
+def toml_value(v):
+    """A Python value as a TOML inline value (JSON strings are valid TOML
+    basic strings)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+def weir_plugin_config(port, upstream_port, plugin_dir, plugin_name, plugin_config):
+    """Weir with one plugin on its only route, in the format of
+    docs/plugins.md on the plugin-host branch: `[plugins] dir` holds
+    `NAME.wasm`, and a route's `plugins` lists `{ name, config }` entries.
+    The driver copies the built file to `plugin_dir/NAME.wasm`."""
+    entry = {"name": plugin_name}
+    if plugin_config is not None:
+        entry["config"] = plugin_config
     return weir_base(port, upstream_port) + f"""
-[[plugin]]
-name = "{plugin_name}"
-path = "{wasm_path}"
-config = {cfg}
+[plugins]
+dir = {json.dumps(plugin_dir)}
 
 [[route]]
 name = "all"
 upstream = "origin"
-plugins = ["{plugin_name}"]
+plugins = [{toml_value(entry)}]
 """
 
 # ==========  END OF WEIR PLUGIN SCENARIOS  ==================================

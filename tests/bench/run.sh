@@ -5,8 +5,8 @@
 #   tests/bench/run.sh --quick    # 1 round, short runs, < 2 minutes
 #
 # Installs nginx, HAProxy, wrk and the nginx Lua module when one is missing
-# (apt-get, needs root), builds Weir in release mode, then hands over to
-# bench.py. Any other argument is passed to bench.py (see --help there).
+# (apt-get, needs root), builds Weir in release mode (and the plugins in
+# plugins/, when that folder exists), then hands over to bench.py. Any other argument is passed to bench.py (see --help there).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,6 +26,16 @@ fi
 
 echo "bench: cargo build --release -p weir" >&2
 (cd "$repo" && cargo build --release -p weir)
+
+# The first-party plugins, for the plugin scenarios. Without them (or
+# without a plugin runtime in Weir) those scenarios are reported as skipped.
+if [ -f "$repo/plugins/Cargo.toml" ]; then
+    echo "bench: cargo build --release --target wasm32-wasip2 (plugins/)" >&2
+    if ! (rustup target add wasm32-wasip2 >/dev/null &&
+        cd "$repo/plugins" && cargo build --release --target wasm32-wasip2); then
+        echo "bench: building the plugins failed; their scenarios will be skipped" >&2
+    fi
+fi
 
 # 10,000 idle client connections need more than the usual 1024 files.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
