@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod check;
 mod forwarding;
+mod reload;
 mod routing;
 mod shutdown;
 mod streaming;
