@@ -37,6 +37,8 @@ use headers::X_REQUEST_ID;
 #[derive(Debug)]
 pub struct ConnContext {
     pub peer: SocketAddr,
+    /// `peer`'s IP as a header value, made once for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
     pub listener: Arc<ListenerConfig>,
     pub router: Arc<ArcSwap<Router>>,
     pub access_log: bool,
@@ -117,7 +119,7 @@ async fn forward(
     prepare_upstream_request(
         &mut parts,
         route,
-        cx.peer,
+        &cx.peer_ip,
         id,
         upgrade.as_ref().map(|u| &u.protocol),
     )?;
@@ -255,7 +257,7 @@ fn take_upgrade(parts: &mut Parts) -> Option<Upgrade> {
 fn prepare_upstream_request(
     parts: &mut Parts,
     route: &Route,
-    peer: SocketAddr,
+    peer_ip: &HeaderValue,
     id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
 ) -> Result<(), ProxyError> {
@@ -271,7 +273,7 @@ fn prepare_upstream_request(
     if client_version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
-    headers::set_forwarded(&mut parts.headers, peer.ip(), "http", host.clone());
+    headers::set_forwarded(&mut parts.headers, peer_ip, "http", host.clone());
     headers::append_via(&mut parts.headers, client_version);
     parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
     if let Some(h) = host
