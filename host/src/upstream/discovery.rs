@@ -4,7 +4,9 @@
 //! address, so endpoints that stay keep their pools, latency estimates and
 //! health, and only those that appear or vanish change. A name that fails
 //! to resolve later keeps its previous endpoints: a resolver hiccup must
-//! not empty an upstream.
+//! not empty an upstream. An upstream never has more than
+//! `limits::MAX_ENDPOINTS` (1,024) endpoints, however many addresses its
+//! names give.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{Endpoint, Upstream};
-use crate::config::{EndpointConfig, UpstreamConfig};
+use crate::config::{EndpointConfig, UpstreamConfig, limits};
 
 /// At most this many addresses are taken from one DNS answer.
 pub const MAX_ADDRS_PER_NAME: usize = 64;
@@ -35,7 +37,17 @@ pub async fn resolve(cfg: &UpstreamConfig) -> Result<Vec<(usize, SocketAddr)>, R
         })?;
         out.extend(addrs.into_iter().map(|a| (i, a)));
     }
+    cap(&cfg.name, &mut out);
     Ok(out)
+}
+
+/// Keeps an upstream at [`limits::MAX_ENDPOINTS`] endpoints however many
+/// addresses its names resolve to: balancer tables are sized for it.
+fn cap(upstream: &str, resolved: &mut Vec<(usize, SocketAddr)>) {
+    if resolved.len() > limits::MAX_ENDPOINTS {
+        tracing::warn!(%upstream, resolved = resolved.len(), kept = limits::MAX_ENDPOINTS, "too many addresses; keeping the first ones");
+        resolved.truncate(limits::MAX_ENDPOINTS);
+    }
 }
 
 async fn resolve_one(e: &EndpointConfig) -> Result<Vec<SocketAddr>, String> {
@@ -108,6 +120,7 @@ async fn refresh(
             }
         }
     }
+    cap(&up.config.name, &mut resolved);
     let next = merge(&current, &resolved, |i, a| up.make_endpoint(i, a));
     // DNS answers come in any order: only a change of the set counts.
     let same =
