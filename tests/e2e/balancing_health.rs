@@ -171,3 +171,54 @@ async fn stopping_one_of_two_endpoints_under_load_costs_clients_nothing() {
     assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors");
     assert!(a.count() >= 500);
 }
+
+/// An upstream whose health endpoint fails while it serves traffic fine.
+async fn sick_but_serving() -> Upstream {
+    Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let status = if req.uri().path() == "/healthz" {
+            500
+        } else {
+            200
+        };
+        http::Response::builder()
+            .status(status)
+            .body(crate::support::upstream::full("x"))
+            .unwrap()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn panic_mode_serves_from_all_when_too_few_are_healthy() {
+    for (threshold, want) in [(50, OK), (0, 503)] {
+        let (a, b) = (sick_but_serving().await, sick_but_serving().await);
+        let gw = Gateway::with_config(lb_config(&format!(
+            "{}\npanic_threshold = {threshold}\nhealth_check = {{ path = \"/healthz\", interval = \"100ms\", unhealthy_threshold = 1 }}",
+            endpoints(&[(a.addr, 1), (b.addr, 1)])
+        )))
+        .start();
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                gw.logs()
+                    .iter()
+                    .filter(|l| l.contains("endpoint failed its health checks"))
+                    .count()
+                    == 2
+            })
+            .await
+        );
+        let client = client();
+        let r = get(&client, &gw.url("/"), &[]).await;
+        assert_eq!(
+            r.status,
+            want,
+            "panic_threshold = {threshold}: {}",
+            r.text()
+        );
+        if want == 503 {
+            assert!(r.text().contains("no healthy upstream endpoint"));
+        } else {
+            assert!(logged(&gw, "panic mode"));
+        }
+    }
+}
