@@ -34,7 +34,9 @@ async fn killed_endpoint_is_ejected_by_active_checks_and_returns_when_restarted(
             .iter()
             .all(|s| *s == OK)
     );
-    assert_eq!(served(&b), 5);
+    // Round robin alternates on each worker: b gets half, give or take
+    // one per worker the client's connections landed on.
+    assert!((4..=6).contains(&served(&b)), "b served {}", served(&b));
     // The checker probes `path`.
     assert!(eventually(Duration::from_secs(5), || async { probed(&b) > 0 }).await);
 
@@ -82,10 +84,10 @@ async fn killed_endpoint_is_ejected_by_active_checks_and_returns_when_restarted(
     );
     let statuses = get_n(&client, &gw.url("/"), 20).await;
     assert!(statuses.iter().all(|s| *s == OK));
-    assert_eq!(
-        seen.load(Ordering::Relaxed),
-        10,
-        "traffic did not return evenly"
+    let back = seen.load(Ordering::Relaxed);
+    assert!(
+        (9..=11).contains(&back),
+        "traffic did not return evenly: {back} of 20"
     );
 }
 
