@@ -33,14 +33,18 @@ pub(super) async fn run(up: Weak<Upstream>, cfg: Arc<HealthCheckConfig>) {
                 (ep, pass)
             });
         }
-        let mut changed = false;
         while let Some(done) = probes.join_next().await {
-            if let Ok((ep, pass)) = done {
-                changed |= apply(&up.config.name, &ep, pass, &cfg);
+            let Ok((ep, pass)) = done else { continue };
+            // Rebuild the live set as soon as one endpoint flips, before
+            // saying so: the log line is a promise that traffic moved.
+            if let Some(up_now) = apply(&ep, pass, &cfg) {
+                up.refresh(true);
+                if up_now {
+                    tracing::info!(upstream = %up.config.name, endpoint = %ep.label, addr = %ep.addr, "endpoint healthy again");
+                } else {
+                    tracing::warn!(upstream = %up.config.name, endpoint = %ep.label, addr = %ep.addr, "endpoint failed its health checks");
+                }
             }
-        }
-        if changed {
-            up.refresh(true);
         }
     }
 }
@@ -69,9 +73,9 @@ async fn probe(ep: &Endpoint, cfg: &HealthCheckConfig) -> bool {
     }
 }
 
-/// Applies one verdict to the endpoint's streaks; true when the endpoint
-/// changed state and the live set must be rebuilt.
-fn apply(upstream: &str, ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> bool {
+/// Applies one verdict to the endpoint's streaks. Returns the endpoint's
+/// new state when it flipped (`true`: healthy again), `None` otherwise.
+fn apply(ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> Option<bool> {
     let s = &ep.state;
     if pass {
         s.probe_failures.store(0, Ordering::Relaxed);
@@ -82,10 +86,8 @@ fn apply(upstream: &str, ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> 
         if passes >= cfg.healthy_threshold && s.active_down.load(Ordering::Relaxed) {
             s.active_down.store(false, Ordering::Relaxed);
             ep.uneject();
-            tracing::info!(%upstream, endpoint = %ep.label, addr = %ep.addr, "endpoint healthy again");
-            return true;
+            return Some(true);
         }
-        false
     } else {
         s.probe_passes.store(0, Ordering::Relaxed);
         let failures = s
@@ -94,11 +96,10 @@ fn apply(upstream: &str, ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> 
             .saturating_add(1);
         if failures >= cfg.unhealthy_threshold && !s.active_down.load(Ordering::Relaxed) {
             s.active_down.store(true, Ordering::Relaxed);
-            tracing::warn!(%upstream, endpoint = %ep.label, addr = %ep.addr, "endpoint failed its health checks");
-            return true;
+            return Some(false);
         }
-        false
     }
+    None
 }
 
 #[cfg(test)]
@@ -135,13 +136,9 @@ mod tests {
         let verdicts = [
             false, false, true, false, false, false, false, true, true, true,
         ];
-        let flips: Vec<bool> = verdicts.iter().map(|p| apply("u", &ep, *p, &cfg)).collect();
-        assert_eq!(
-            flips,
-            [
-                false, false, false, false, false, true, false, false, true, false
-            ]
-        );
+        let flips: Vec<Option<bool>> = verdicts.iter().map(|p| apply(&ep, *p, &cfg)).collect();
+        let (n, down, up) = (None, Some(false), Some(true));
+        assert_eq!(flips, [n, n, n, n, n, down, n, n, up, n]);
         assert!(!ep.state.active_down.load(Ordering::Relaxed));
     }
 }
