@@ -258,13 +258,17 @@ fn prepare_upstream_request(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
+    // Origin-form and unchanged (the common case): keep the parsed URI.
     let path = route.rewrite(parts.uri.path());
-    let target = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.into_owned(),
-    };
-    parts.uri =
-        Uri::try_from(target).map_err(|_| ProxyError::BadFraming("invalid request target"))?;
+    let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+    if !origin_form || matches!(path, std::borrow::Cow::Owned(_)) {
+        let target = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.into_owned(),
+        };
+        parts.uri =
+            Uri::try_from(target).map_err(|_| ProxyError::BadFraming("invalid request target"))?;
+    }
     parts.version = Version::HTTP_11;
     Ok(())
 }

@@ -34,12 +34,13 @@ pub(super) async fn run(up: Weak<Upstream>, cfg: Arc<HealthCheckConfig>) {
             });
         }
         while let Some(done) = probes.join_next().await {
-            let Ok((ep, pass)) = done else { continue };
-            // Rebuild the live set as soon as one endpoint flips, before
-            // saying so: the log line is a promise that traffic moved.
-            if let Some(up_now) = apply(&ep, pass, &cfg) {
+            // Publish each change as soon as its verdict is in, not after
+            // the round's slowest probe, and log it once it is in effect.
+            if let Ok((ep, pass)) = done
+                && apply(&ep, pass, &cfg)
+            {
                 up.refresh(true);
-                if up_now {
+                if pass {
                     tracing::info!(upstream = %up.config.name, endpoint = %ep.label, addr = %ep.addr, "endpoint healthy again");
                 } else {
                     tracing::warn!(upstream = %up.config.name, endpoint = %ep.label, addr = %ep.addr, "endpoint failed its health checks");
@@ -73,9 +74,9 @@ async fn probe(ep: &Endpoint, cfg: &HealthCheckConfig) -> bool {
     }
 }
 
-/// Applies one verdict to the endpoint's streaks. Returns the endpoint's
-/// new state when it flipped (`true`: healthy again), `None` otherwise.
-fn apply(ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> Option<bool> {
+/// Applies one verdict to the endpoint's streaks; true when the endpoint
+/// changed state and the live set must be rebuilt.
+fn apply(ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> bool {
     let s = &ep.state;
     if pass {
         s.probe_failures.store(0, Ordering::Relaxed);
@@ -86,8 +87,9 @@ fn apply(ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> Option<bool> {
         if passes >= cfg.healthy_threshold && s.active_down.load(Ordering::Relaxed) {
             s.active_down.store(false, Ordering::Relaxed);
             ep.uneject();
-            return Some(true);
+            return true;
         }
+        false
     } else {
         s.probe_passes.store(0, Ordering::Relaxed);
         let failures = s
@@ -96,10 +98,10 @@ fn apply(ep: &Endpoint, pass: bool, cfg: &HealthCheckConfig) -> Option<bool> {
             .saturating_add(1);
         if failures >= cfg.unhealthy_threshold && !s.active_down.load(Ordering::Relaxed) {
             s.active_down.store(true, Ordering::Relaxed);
-            return Some(false);
+            return true;
         }
+        false
     }
-    None
 }
 
 #[cfg(test)]
@@ -136,9 +138,13 @@ mod tests {
         let verdicts = [
             false, false, true, false, false, false, false, true, true, true,
         ];
-        let flips: Vec<Option<bool>> = verdicts.iter().map(|p| apply(&ep, *p, &cfg)).collect();
-        let (n, down, up) = (None, Some(false), Some(true));
-        assert_eq!(flips, [n, n, n, n, n, down, n, n, up, n]);
+        let flips: Vec<bool> = verdicts.iter().map(|p| apply(&ep, *p, &cfg)).collect();
+        assert_eq!(
+            flips,
+            [
+                false, false, false, false, false, true, false, false, true, false
+            ]
+        );
         assert!(!ep.state.active_down.load(Ordering::Relaxed));
     }
 }
