@@ -90,7 +90,8 @@ fn main() -> ExitCode {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let config = Config::load(&path)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

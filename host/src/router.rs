@@ -47,7 +47,13 @@ impl Route {
         }
     }
 
-    fn matches(&self, host: Option<&str>, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    fn matches(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return false;
         }

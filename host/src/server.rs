@@ -191,6 +191,9 @@ async fn run_worker(
     }
     let left = open.load(Ordering::Relaxed);
     if left > 0 && worker::id() == 0 {
-        tracing::warn!(connections = left, "drain timeout reached; closing remaining connections");
+        tracing::warn!(
+            connections = left,
+            "drain timeout reached; closing remaining connections"
+        );
     }
 }

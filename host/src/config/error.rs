@@ -12,9 +12,13 @@ pub enum Problem {
     Syntax(String),
     #[error("{0}")]
     Shape(String),
-    #[error("upstream `{name}` is not defined: every route must name an [[upstream]] by its `name`")]
+    #[error(
+        "upstream `{name}` is not defined: every route must name an [[upstream]] by its `name`"
+    )]
     DanglingUpstream { name: String },
-    #[error("duplicate {what} name `{name}` (first used on line {first_line}): names must be unique so routes and logs can refer to them")]
+    #[error(
+        "duplicate {what} name `{name}` (first used on line {first_line}): names must be unique so routes and logs can refer to them"
+    )]
     DuplicateName {
         what: &'static str,
         name: String,
@@ -24,9 +28,13 @@ pub enum Problem {
     OutOfRange { field: &'static str, rule: String },
     #[error("`{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
-    #[error("no [[listener]] is defined: the gateway needs at least one address to accept traffic on")]
+    #[error(
+        "no [[listener]] is defined: the gateway needs at least one address to accept traffic on"
+    )]
     NoListener,
-    #[error("only one of `path`, `path_prefix` and `path_regex` may be set: a route matches paths one way")]
+    #[error(
+        "only one of `path`, `path_prefix` and `path_regex` may be set: a route matches paths one way"
+    )]
     ConflictingPathMatch,
     #[error("`rewrite_prefix` needs `path_prefix`: it replaces the matched prefix")]
     RewriteWithoutPrefix,

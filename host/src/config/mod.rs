@@ -328,7 +328,13 @@ impl Validator<'_> {
         })
     }
 
-    fn unique(&mut self, what: &'static str, name: &str, at: &At, seen: &mut HashMap<String, usize>) {
+    fn unique(
+        &mut self,
+        what: &'static str,
+        name: &str,
+        at: &At,
+        seen: &mut HashMap<String, usize>,
+    ) {
         let line = at.line.unwrap_or(0);
         if let Some(first_line) = seen.get(name) {
             let at = At {
@@ -620,7 +626,11 @@ impl Validator<'_> {
                     self.report(
                         &field(at, field_name),
                         Problem::Invalid {
-                            field: if field_name == "path" { "path" } else { "path_prefix" },
+                            field: if field_name == "path" {
+                                "path"
+                            } else {
+                                "path_prefix"
+                            },
                             reason: format!("`{p}` must start with `/`: request paths always do"),
                         },
                     );
@@ -839,7 +849,10 @@ rewrite_prefix = "/"
 
     #[test]
     fn path_rules() {
-        let text = GOOD.replace("path_prefix = \"/api\"", "path = \"/a\"\npath_regex = \"(\"");
+        let text = GOOD.replace(
+            "path_prefix = \"/api\"",
+            "path = \"/a\"\npath_regex = \"(\"",
+        );
         let all = parse(&text).unwrap_err().to_string();
         assert!(all.contains("only one of `path`"), "{all}");
         assert!(all.contains("path_regex"), "{all}");
@@ -848,12 +861,21 @@ rewrite_prefix = "/"
 
     #[test]
     fn host_patterns() {
-        assert_eq!(host_pattern("A.com"), Some(HostPattern::Exact("a.com".into())));
-        assert_eq!(host_pattern("*.a.com"), Some(HostPattern::Suffix(".a.com".into())));
+        assert_eq!(
+            host_pattern("A.com"),
+            Some(HostPattern::Exact("a.com".into()))
+        );
+        assert_eq!(
+            host_pattern("*.a.com"),
+            Some(HostPattern::Suffix(".a.com".into()))
+        );
         assert_eq!(host_pattern("*"), None);
         assert_eq!(host_pattern("a b"), None);
         assert_eq!(split_host_port("[::1]:80"), Some(("::1".into(), 80)));
-        assert_eq!(split_host_port("svc.local:8080"), Some(("svc.local".into(), 8080)));
+        assert_eq!(
+            split_host_port("svc.local:8080"),
+            Some(("svc.local".into(), 8080))
+        );
         assert_eq!(split_host_port("svc.local"), None);
     }
 }

@@ -78,7 +78,9 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadFraming(_) | ProxyError::BodyTooLarge { .. } | ProxyError::UriTooLong { .. }
+            ProxyError::BadFraming(_)
+                | ProxyError::BodyTooLarge { .. }
+                | ProxyError::UriTooLong { .. }
         )
     }
 }

@@ -5,8 +5,8 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -75,15 +75,17 @@ pub fn append_via(h: &mut HeaderMap, version: Version) {
         Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {ours}")).ok(),
         _ => None,
     };
-    h.insert(
-        header::VIA,
-        value.unwrap_or(HeaderValue::from_static(ours)),
-    );
+    h.insert(header::VIA, value.unwrap_or(HeaderValue::from_static(ours)));
 }
 
 /// Sets `X-Forwarded-For` (appending the client address), `-Proto` and
 /// `-Host`. `host` is the request's original host as the client sent it.
-pub fn set_forwarded(h: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<HeaderValue>) {
+pub fn set_forwarded(
+    h: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
     let ip = client.to_string();
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
@@ -123,7 +125,10 @@ mod tests {
     #[test]
     fn connection_listed_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
@@ -137,7 +142,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("via", HeaderValue::from_static("1.1 edge"));
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some(HeaderValue::from_static("a.com")));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            "http",
+            Some(HeaderValue::from_static("a.com")),
+        );
         append_via(&mut h, Version::HTTP_11);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["via"], "1.1 edge, 1.1 weir");
@@ -152,7 +162,10 @@ mod tests {
         assert_ne!(a, request_id(&h));
         h.insert("x-request-id", HeaderValue::from_static("abc"));
         assert_eq!(request_id(&h), "abc");
-        h.insert("x-request-id", HeaderValue::from_str(&"a".repeat(200)).unwrap());
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_str(&"a".repeat(200)).unwrap(),
+        );
         assert_eq!(request_id(&h).len(), 32);
     }
 }

@@ -54,7 +54,9 @@ pub async fn handle(
     cx.in_flight.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let id = headers::request_id(req.headers());
-    let method = cx.access_log.then(|| (req.method().clone(), req.uri().clone()));
+    let method = cx
+        .access_log
+        .then(|| (req.method().clone(), req.uri().clone()));
 
     let mut resp = match forward(&cx, req, &id).await {
         Ok(r) => r,
@@ -102,7 +104,13 @@ async fn forward(
     }
 
     let upgrade = take_upgrade(&mut parts);
-    prepare_upstream_request(&mut parts, route, cx.peer, id, upgrade.as_ref().map(|u| &u.protocol))?;
+    prepare_upstream_request(
+        &mut parts,
+        route,
+        cx.peer,
+        id,
+        upgrade.as_ref().map(|u| &u.protocol),
+    )?;
 
     let upstream = route.upstream.clone();
     let ep = upstream.pick().ok_or_else(|| ProxyError::NoEndpoint {
@@ -198,7 +206,12 @@ fn check_framing(parts: &Parts, listener: &ListenerConfig) -> Result<(), ProxyEr
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A client's protocol-upgrade request (WebSocket), taken out of the request.
@@ -256,7 +269,8 @@ fn prepare_upstream_request(
         Some(q) => format!("{path}?{q}"),
         None => path.into_owned(),
     };
-    parts.uri = Uri::try_from(target).map_err(|_| ProxyError::BadFraming("invalid request target"))?;
+    parts.uri =
+        Uri::try_from(target).map_err(|_| ProxyError::BadFraming("invalid request target"))?;
     parts.version = Version::HTTP_11;
     Ok(())
 }

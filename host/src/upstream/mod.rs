@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn smooth_schedule_interleaves() {
-        assert_eq!(smooth_weighted_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(
+            smooth_weighted_schedule(&[5, 1, 1]),
+            vec![0, 0, 1, 0, 2, 0, 0]
+        );
         assert_eq!(smooth_weighted_schedule(&[1, 1]), vec![0, 1]);
         assert!(smooth_weighted_schedule(&[]).is_empty());
     }
@@ -122,7 +125,10 @@ mod tests {
         let w = [3, 7, 1, 9];
         let s = smooth_weighted_schedule(&w);
         for (i, weight) in w.iter().enumerate() {
-            assert_eq!(s.iter().filter(|x| **x as usize == i).count(), *weight as usize);
+            assert_eq!(
+                s.iter().filter(|x| **x as usize == i).count(),
+                *weight as usize
+            );
         }
     }
 }

@@ -1,0 +1,58 @@
+//! An ordered, case-insensitive header list with the gateway's validation,
+//! used by the test host for requests, responses and replies.
+
+use super::validate;
+
+/// Header pairs with lower-case names, in insertion order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        self.iter_named(name).next().map(str::to_owned)
+    }
+
+    pub(crate) fn get_all(&self, name: &str) -> Vec<String> {
+        self.iter_named(name).map(str::to_owned).collect()
+    }
+
+    fn iter_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (name, _) in &self.0 {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    pub(crate) fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        validate::header_name(name)?;
+        validate::header_value(name, value)?;
+        self.remove(name);
+        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+
+    pub(crate) fn add(&mut self, name: &str, value: &str) -> Result<(), String> {
+        validate::header_name(name)?;
+        validate::header_value(name, value)?;
+        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    pub(crate) fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
