@@ -96,6 +96,7 @@ pub mod state;
 #[cfg(not(target_family = "wasm"))]
 pub mod testing;
 pub mod time;
+pub mod validate;
 
 pub use action::{Action, BodyAction, Reply};
 pub use http::{Request, Response};

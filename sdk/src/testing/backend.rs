@@ -10,9 +10,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::headers::Headers;
-use super::validate;
 use crate::log::Level;
 use crate::state::BucketOutcome;
+use crate::validate;
 
 /// The default clock of a test environment: 2023-11-14T22:13:20Z. Fixed, so
 /// tests involving time are deterministic until they move the clock.

@@ -1,7 +1,7 @@
 //! An ordered, case-insensitive header list with the gateway's validation,
 //! used by the test host for requests, responses and replies.
 
-use super::validate;
+use crate::validate;
 
 /// Header pairs with lower-case names, in insertion order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -39,7 +39,6 @@
 
 pub(crate) mod backend;
 mod headers;
-mod validate;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -49,6 +48,7 @@ pub use self::backend::LogLine;
 use self::backend::{Env, RequestState, ResponseState, install};
 use self::headers::Headers;
 use crate::plugin::instantiate;
+use crate::validate;
 use crate::{Action, BodyAction, Capabilities, Plugin, Reply, Request, Response};
 
 /// A request to play through a plugin, with the upstream's scripted answer.
@@ -930,3 +930,6 @@ pub fn with_response<R>(response: TestResponse, f: impl FnOnce(&mut Response<'_>
     let mut state = response.state;
     f(&mut Response::new(&mut state))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,10 +1,19 @@
-//! The checks the gateway applies to what a plugin writes, repeated by the
-//! test host so that a plugin which would be refused in production fails
-//! its native tests too: header names are RFC 9110 tokens, header values
-//! carry no control characters but tab (so no CR, LF or NUL), paths start
-//! with `/` and, like queries, hold no whitespace, controls or `#`.
+//! The checks the gateway applies to what a plugin writes: header names are
+//! RFC 9110 tokens, header values carry no control characters but tab (so
+//! no CR, LF or NUL), paths start with `/` and, like queries, hold no
+//! whitespace, controls or `#`. The test host applies them to every write;
+//! plugins use them to refuse a bad configuration at deploy time rather than
+//! fail on every request.
 
-pub(crate) fn header_name(name: &str) -> Result<(), String> {
+/// Checks a header name (an RFC 9110 token).
+///
+/// # Example
+///
+/// ```
+/// assert!(weir_sdk::validate::header_name("x-consumer").is_ok());
+/// assert!(weir_sdk::validate::header_name("x consumer").is_err());
+/// ```
+pub fn header_name(name: &str) -> Result<(), String> {
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(is_tchar) {
         return Err(format!("invalid header name {name:?}"));
@@ -12,7 +21,15 @@ pub(crate) fn header_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn header_value(name: &str, value: &str) -> Result<(), String> {
+/// Checks a header value (`name` only labels the error).
+///
+/// # Example
+///
+/// ```
+/// assert!(weir_sdk::validate::header_value("x-a", "ok").is_ok());
+/// assert!(weir_sdk::validate::header_value("x-a", "a\r\nb").is_err());
+/// ```
+pub fn header_value(name: &str, value: &str) -> Result<(), String> {
     if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(format!(
             "invalid value for header {name:?}: control character"
@@ -33,18 +50,42 @@ fn uri_part(what: &str, text: &str, extra_forbidden: &[u8]) -> Result<(), String
     Ok(())
 }
 
-pub(crate) fn path(path: &str) -> Result<(), String> {
+/// Checks a path for [`Request::set_path`](crate::Request::set_path).
+///
+/// # Example
+///
+/// ```
+/// assert!(weir_sdk::validate::path("/v2/users").is_ok());
+/// assert!(weir_sdk::validate::path("v2/users").is_err());
+/// ```
+pub fn path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("invalid path {path:?}: must start with '/'"));
     }
     uri_part("path", path, b"?")
 }
 
-pub(crate) fn query(query: &str) -> Result<(), String> {
+/// Checks a raw query string (without `?`).
+///
+/// # Example
+///
+/// ```
+/// assert!(weir_sdk::validate::query("a=1&b=2").is_ok());
+/// assert!(weir_sdk::validate::query("a=1#x").is_err());
+/// ```
+pub fn query(query: &str) -> Result<(), String> {
     uri_part("query", query, b"")
 }
 
-pub(crate) fn status(status: u16) -> Result<(), String> {
+/// Checks a status code (100..=999).
+///
+/// # Example
+///
+/// ```
+/// assert!(weir_sdk::validate::status(200).is_ok());
+/// assert!(weir_sdk::validate::status(1000).is_err());
+/// ```
+pub fn status(status: u16) -> Result<(), String> {
     if !(100..=999).contains(&status) {
         return Err(format!("invalid status {status}: must be 100..=999"));
     }
