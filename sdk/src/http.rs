@@ -127,6 +127,37 @@ impl<'a> Request<'a> {
         })
     }
 
+    /// Removes every pair of the query whose (percent-decoded) name is
+    /// `name`, keeping the others in order; `true` if any was removed. A
+    /// query left empty is removed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/s?a=1&token=x&b=2&tok%65n=y"), |req| {
+    /// assert_eq!(req.remove_query_param("token"), Ok(true));
+    /// assert_eq!(req.query().as_deref(), Some("a=1&b=2"));
+    /// assert_eq!(req.remove_query_param("token"), Ok(false));
+    /// # });
+    /// ```
+    pub fn remove_query_param(&mut self, name: &str) -> Result<bool, String> {
+        let Some(query) = self.query() else {
+            return Ok(false);
+        };
+        let pairs: Vec<&str> = query.split('&').collect();
+        let kept: Vec<&str> = pairs
+            .iter()
+            .copied()
+            .filter(|pair| percent_decode(pair.split_once('=').map_or(*pair, |(key, _)| key)) != name)
+            .collect();
+        if kept.len() == pairs.len() {
+            return Ok(false);
+        }
+        let kept = kept.join("&");
+        self.set_query((!kept.is_empty()).then_some(kept.as_str()))?;
+        Ok(true)
+    }
+
     /// The first value of a header; `None` if absent or not UTF-8.
     ///
     /// # Example
