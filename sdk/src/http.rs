@@ -148,7 +148,9 @@ impl<'a> Request<'a> {
         let kept: Vec<&str> = pairs
             .iter()
             .copied()
-            .filter(|pair| percent_decode(pair.split_once('=').map_or(*pair, |(key, _)| key)) != name)
+            .filter(|pair| {
+                percent_decode(pair.split_once('=').map_or(*pair, |(key, _)| key)) != name
+            })
             .collect();
         if kept.len() == pairs.len() {
             return Ok(false);

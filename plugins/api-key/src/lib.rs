@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use subtle::{ConstantTimeEq, ConditionallySelectable};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use weir_sdk::{Action, Plugin, Request, validate};
 
 /// The longest key accepted, in configuration and on requests (bytes).
@@ -101,7 +101,9 @@ impl Plugin for ApiKey {
             }
             (Source::Query, Some(name)) => {
                 if name.is_empty() || name.contains(['&', '=', '#']) {
-                    return Err(format!("name: {name:?} is not a usable query parameter name"));
+                    return Err(format!(
+                        "name: {name:?} is not a usable query parameter name"
+                    ));
                 }
                 name
             }
@@ -123,7 +125,8 @@ impl Plugin for ApiKey {
             return Err("realm: must not contain '\"' or '\\'".to_owned());
         }
         let challenge = format!("ApiKey realm=\"{}\"", config.realm);
-        validate::header_value("www-authenticate", &challenge).map_err(|e| format!("realm: {e}"))?;
+        validate::header_value("www-authenticate", &challenge)
+            .map_err(|e| format!("realm: {e}"))?;
         Ok(Self {
             keys,
             source: config.source,

@@ -16,7 +16,10 @@ fn keys() -> Value {
 fn assert_denied(exchange: &Exchange, reason: &str) {
     assert_eq!(exchange.status(), 401);
     assert!(exchange.upstream_request().is_none());
-    assert_eq!(exchange.header("www-authenticate"), Some("ApiKey realm=\"weir\""));
+    assert_eq!(
+        exchange.header("www-authenticate"),
+        Some("ApiKey realm=\"weir\"")
+    );
     assert_eq!(exchange.body_text(), format!("{{\"error\":\"{reason}\"}}"));
 }
 
@@ -77,7 +80,10 @@ fn client_cannot_spoof_the_consumer_header() {
             .header("x-api-key", "k-alice-123"),
     );
     assert_eq!(
-        exchange.upstream_request().unwrap().header_all("x-consumer"),
+        exchange
+            .upstream_request()
+            .unwrap()
+            .header_all("x-consumer"),
         ["alice"]
     );
 }
@@ -124,7 +130,10 @@ fn configurable_names_and_keeping_the_key() {
     assert_eq!(upstream.header("x-client"), Some("alice"));
     assert_eq!(upstream.header("authorization-key"), Some("k-alice-123"));
     let denied = host.run(TestRequest::get("/"));
-    assert_eq!(denied.header("www-authenticate"), Some("ApiKey realm=\"shop\""));
+    assert_eq!(
+        denied.header("www-authenticate"),
+        Some("ApiKey realm=\"shop\"")
+    );
 }
 
 #[test]
@@ -134,15 +143,29 @@ fn invalid_configurations_are_refused_with_the_key_named() {
         (json!({ "keys": {} }), "keys: at least one"),
         (json!({ "keys": { "": "x" } }), "keys: every key"),
         (json!({ "keys": keys(), "name": "bad header" }), "name:"),
-        (json!({ "keys": keys(), "source": "cookie" }), "unknown variant `cookie`"),
-        (json!({ "keys": keys(), "consumer_header": "" }), "consumer_header:"),
+        (
+            json!({ "keys": keys(), "source": "cookie" }),
+            "unknown variant `cookie`",
+        ),
+        (
+            json!({ "keys": keys(), "consumer_header": "" }),
+            "consumer_header:",
+        ),
         (json!({ "keys": { "k": "line\nbreak" } }), "keys: consumer"),
         (json!({ "keys": keys(), "realm": "a\"b" }), "realm:"),
-        (json!({ "keys": keys(), "source": "query", "name": "a&b" }), "name:"),
-        (json!({ "keys": keys(), "nmae": "x" }), "unknown field `nmae`"),
+        (
+            json!({ "keys": keys(), "source": "query", "name": "a&b" }),
+            "name:",
+        ),
+        (
+            json!({ "keys": keys(), "nmae": "x" }),
+            "unknown field `nmae`",
+        ),
     ];
     for (config, expected) in cases {
-        let err = TestHost::<ApiKey>::new(config.clone()).err().unwrap_or_else(|| panic!("accepted {config}"));
+        let err = TestHost::<ApiKey>::new(config.clone())
+            .err()
+            .unwrap_or_else(|| panic!("accepted {config}"));
         assert!(err.contains(expected), "{config}: {err}");
     }
 }
