@@ -152,7 +152,7 @@ macro_rules! export {
         #[cfg(target_family = "wasm")]
         const _: () = {
             type __WeirGuest = $crate::__private::Guest<$plugin>;
-    $crate::__export_plugin!(__WeirGuest with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin!(__WeirGuest with_types_in $crate::bindings);
         };
     };
 }
