@@ -1,7 +1,8 @@
 //! What the request phases answer: [`Action`] for `on_request`,
 //! [`BodyAction`] for `on_request_body`, and [`Reply`], the response a plugin
 //! builds to answer the client itself. The host validates a reply (status
-//! 100..=999, header names and values) before anything reaches the wire.
+//! 200..=999, at most 100 headers, names and values as in
+//! [`validate`](crate::validate)) before anything reaches the wire.
 
 /// The answer of [`Plugin::on_request`](crate::Plugin::on_request).
 ///
@@ -115,7 +116,7 @@ pub struct Reply {
 
 impl Reply {
     /// A reply with this status, no headers and an empty body. The host
-    /// refuses a status outside 100..=999 (the plugin call fails).
+    /// refuses a status outside 200..=999 (the plugin call fails).
     ///
     /// # Example
     ///

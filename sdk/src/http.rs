@@ -2,7 +2,8 @@
 //! host keeps in its own memory. Each call reads or writes one item through
 //! the host, so a plugin that looks at one header pays for one header.
 //! Header names are case-insensitive; setters return the host's validation
-//! error instead of letting an invalid value reach the wire.
+//! error (see [`validate`](crate::validate)) instead of letting an invalid
+//! value reach the wire; removing a gateway-managed header has no effect.
 
 use crate::backend::{RequestRef, ResponseRef};
 
@@ -307,7 +308,7 @@ impl<'a> Response<'a> {
         self.inner.status()
     }
 
-    /// Replaces the status code (100..=999).
+    /// Replaces the status code (a final status, 200..=999).
     ///
     /// # Example
     ///

@@ -1,19 +1,62 @@
-//! The checks the gateway applies to what a plugin writes: header names are
-//! RFC 9110 tokens, header values carry no control characters but tab (so
-//! no CR, LF or NUL), paths start with `/` and, like queries, hold no
-//! whitespace, controls or `#`. The test host applies them to every write;
-//! plugins use them to refuse a bad configuration at deploy time rather than
-//! fail on every request.
+//! The checks the gateway applies to what a plugin writes, and their bounds:
+//! header names are RFC 9110 tokens and not one of the hop-by-hop or framing
+//! headers the gateway manages ([`RESERVED_HEADERS`]); header values carry
+//! no control characters but tab (so no CR, LF or NUL) and are at most
+//! [`MAX_HEADER_VALUE_BYTES`]; paths start with `/`, and paths and queries
+//! hold no whitespace, controls or `#` and together are at most
+//! [`MAX_TARGET_BYTES`]; a status is final (200..=999: a 1xx cannot end a
+//! response). The test host applies them to every write; plugins use them
+//! to refuse a bad configuration at deploy time rather than fail on every
+//! request.
 
-/// Checks a header name (an RFC 9110 token).
+/// Headers the gateway manages itself; a plugin cannot set them (and
+/// removing them has no effect). Content-Length is fixed by the host when a
+/// body phase replaces a body.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The longest header value a plugin may write, in bytes.
+pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
+
+/// The longest path plus query a plugin may write, in bytes.
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+
+/// The most headers in a reply a plugin builds.
+pub const MAX_REPLY_HEADERS: usize = 100;
+
+/// Checks a header name a plugin wants to write: an RFC 9110 token, not
+/// one of [`RESERVED_HEADERS`].
 ///
 /// # Example
 ///
 /// ```
 /// assert!(weir_sdk::validate::header_name("x-consumer").is_ok());
 /// assert!(weir_sdk::validate::header_name("x consumer").is_err());
+/// assert!(weir_sdk::validate::header_name("Content-Length").is_err());
 /// ```
 pub fn header_name(name: &str) -> Result<(), String> {
+    header_syntax(name)?;
+    if RESERVED_HEADERS
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+    {
+        return Err(format!(
+            "header {name:?} is managed by the gateway and cannot be set by a plugin"
+        ));
+    }
+    Ok(())
+}
+
+/// Only the token syntax: what a header received from a client may be named.
+pub(crate) fn header_syntax(name: &str) -> Result<(), String> {
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(is_tchar) {
         return Err(format!("invalid header name {name:?}"));
@@ -30,6 +73,11 @@ pub fn header_name(name: &str) -> Result<(), String> {
 /// assert!(weir_sdk::validate::header_value("x-a", "a\r\nb").is_err());
 /// ```
 pub fn header_value(name: &str, value: &str) -> Result<(), String> {
+    if value.len() > MAX_HEADER_VALUE_BYTES {
+        return Err(format!(
+            "value for header {name:?} is over {MAX_HEADER_VALUE_BYTES} bytes"
+        ));
+    }
     if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(format!(
             "invalid value for header {name:?}: control character"
@@ -39,6 +87,9 @@ pub fn header_value(name: &str, value: &str) -> Result<(), String> {
 }
 
 fn uri_part(what: &str, text: &str, extra_forbidden: &[u8]) -> Result<(), String> {
+    if text.len() > MAX_TARGET_BYTES {
+        return Err(format!("{what} is over {MAX_TARGET_BYTES} bytes"));
+    }
     if let Some(b) = text
         .bytes()
         .find(|&b| b <= b' ' || b == 0x7f || b == b'#' || extra_forbidden.contains(&b))
@@ -77,17 +128,30 @@ pub fn query(query: &str) -> Result<(), String> {
     uri_part("query", query, b"")
 }
 
-/// Checks a status code (100..=999).
+/// Checks that a path and query together stay within [`MAX_TARGET_BYTES`].
+pub(crate) fn target(path: &str, query: Option<&str>) -> Result<(), String> {
+    let len = path.len() + query.map_or(0, |q| q.len() + 1);
+    if len > MAX_TARGET_BYTES {
+        return Err(format!("path and query are over {MAX_TARGET_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+/// Checks a status a plugin sets or replies with: a final status,
+/// 200..=999 (a 1xx cannot end a response).
 ///
 /// # Example
 ///
 /// ```
 /// assert!(weir_sdk::validate::status(200).is_ok());
+/// assert!(weir_sdk::validate::status(101).is_err());
 /// assert!(weir_sdk::validate::status(1000).is_err());
 /// ```
 pub fn status(status: u16) -> Result<(), String> {
-    if !(100..=999).contains(&status) {
-        return Err(format!("invalid status {status}: must be 100..=999"));
+    if !(200..=999).contains(&status) {
+        return Err(format!(
+            "invalid status {status}: must be a final status, 200..=999"
+        ));
     }
     Ok(())
 }
@@ -102,10 +166,14 @@ mod tests {
         assert!(header_name("").is_err());
         assert!(header_name("bad name").is_err());
         assert!(header_name("bad:name").is_err());
+        assert!(header_name("Transfer-Encoding").is_err());
+        assert!(header_syntax("transfer-encoding").is_ok());
         assert!(header_value("a", "tab\tok é").is_ok());
         assert!(header_value("a", "cr\r").is_err());
         assert!(header_value("a", "lf\n").is_err());
         assert!(header_value("a", "nul\0").is_err());
+        assert!(header_value("a", &"v".repeat(MAX_HEADER_VALUE_BYTES)).is_ok());
+        assert!(header_value("a", &"v".repeat(MAX_HEADER_VALUE_BYTES + 1)).is_err());
     }
 
     #[test]
@@ -117,6 +185,10 @@ mod tests {
         assert!(path("/a#b").is_err());
         assert!(query("a=1&b=/x?").is_ok());
         assert!(query("a=1#frag").is_err());
-        assert!(status(99).is_err() && status(1000).is_err() && status(204).is_ok());
+        let long = format!("/{}", "p".repeat(MAX_TARGET_BYTES));
+        assert!(path(&long).is_err());
+        assert!(target("/p", Some(&"q".repeat(MAX_TARGET_BYTES - 3))).is_ok());
+        assert!(target("/p", Some(&"q".repeat(MAX_TARGET_BYTES - 2))).is_err());
+        assert!(status(199).is_err() && status(1000).is_err() && status(204).is_ok());
     }
 }

@@ -18,6 +18,26 @@ use crate::validate;
 /// tests involving time are deterministic until they move the clock.
 pub(crate) const DEFAULT_NOW_MS: u64 = 1_700_000_000_000;
 
+/// The gateway's bounds on shared state and request context, mirrored.
+pub(crate) mod limits {
+    pub(crate) const MAX_STATE_KEY_BYTES: usize = 256;
+    pub(crate) const MAX_STATE_VALUE_BYTES: usize = 64 * 1024;
+    pub(crate) const MAX_BUCKET: u64 = 1_000_000_000;
+    pub(crate) const MAX_CONTEXT_ENTRIES: usize = 32;
+    pub(crate) const MAX_CONTEXT_KEY_BYTES: usize = 256;
+    pub(crate) const MAX_CONTEXT_VALUE_BYTES: usize = 4 * 1024;
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    if key.len() > limits::MAX_STATE_KEY_BYTES {
+        return Err(format!(
+            "state keys are at most {} bytes",
+            limits::MAX_STATE_KEY_BYTES
+        ));
+    }
+    Ok(())
+}
+
 /// One line a plugin logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
@@ -89,7 +109,8 @@ impl Env {
         );
     }
 
-    /// A continuous-refill token bucket, created full.
+    /// A continuous-refill token bucket, created full. A cost above the
+    /// capacity can never be met: refused, retry after `u64::MAX` ms.
     fn take(
         &self,
         key: &str,
@@ -97,12 +118,11 @@ impl Env {
         refill: u64,
         cost: u64,
     ) -> Result<BucketOutcome, String> {
-        if capacity == 0 {
-            return Err("token bucket capacity must be at least 1".to_owned());
-        }
-        if cost > capacity {
+        check_key(key)?;
+        if capacity == 0 || capacity > limits::MAX_BUCKET || refill > limits::MAX_BUCKET {
             return Err(format!(
-                "cost {cost} exceeds the bucket capacity {capacity}"
+                "bucket capacity must be 1 to {0} and refill at most {0} per second",
+                limits::MAX_BUCKET
             ));
         }
         let now = self.now_ms.get();
@@ -126,7 +146,7 @@ impl Env {
             });
         }
         let missing = need - bucket.milli_tokens;
-        let retry_after_ms = if refill == 0 {
+        let retry_after_ms = if refill == 0 || cost > capacity {
             u64::MAX
         } else {
             u64::try_from(missing.div_ceil(u128::from(refill))).unwrap_or(u64::MAX)
@@ -191,11 +211,34 @@ pub(crate) fn context_get(key: &str) -> Option<String> {
     with_env(|env| env.context.borrow().get(key).cloned())
 }
 
+/// As in the gateway, an entry over the bounds is dropped and logged (the
+/// contract gives `context-set` no error channel).
 pub(crate) fn context_set(key: &str, value: &str) {
     with_env(|env| {
-        env.context
-            .borrow_mut()
-            .insert(key.to_owned(), value.to_owned())
+        let mut context = env.context.borrow_mut();
+        let refusal = if key.len() > limits::MAX_CONTEXT_KEY_BYTES
+            || value.len() > limits::MAX_CONTEXT_VALUE_BYTES
+        {
+            Some(format!(
+                "context keys are at most {} bytes and values at most {}",
+                limits::MAX_CONTEXT_KEY_BYTES,
+                limits::MAX_CONTEXT_VALUE_BYTES
+            ))
+        } else if !context.contains_key(key) && context.len() >= limits::MAX_CONTEXT_ENTRIES {
+            Some(format!(
+                "at most {} context entries per plugin per request",
+                limits::MAX_CONTEXT_ENTRIES
+            ))
+        } else {
+            context.insert(key.to_owned(), value.to_owned());
+            None
+        };
+        if let Some(refusal) = refusal {
+            env.logs.borrow_mut().push(LogLine {
+                level: Level::Warn,
+                message: format!("context-set refused: {refusal}"),
+            });
+        }
     });
 }
 
@@ -204,6 +247,13 @@ pub(crate) fn state_get(key: &str) -> Option<Vec<u8>> {
 }
 
 pub(crate) fn state_set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), String> {
+    check_key(key)?;
+    if value.len() > limits::MAX_STATE_VALUE_BYTES {
+        return Err(format!(
+            "state values are at most {} bytes",
+            limits::MAX_STATE_VALUE_BYTES
+        ));
+    }
     with_env(|env| env.state_set(key, value, ttl_ms));
     Ok(())
 }
@@ -213,6 +263,7 @@ pub(crate) fn state_delete(key: &str) -> bool {
 }
 
 pub(crate) fn state_increment(key: &str, delta: i64) -> Result<i64, String> {
+    check_key(key)?;
     with_env(|env| {
         let mut numbers = env.numbers.borrow_mut();
         let value = numbers.entry(key.to_owned()).or_insert(0);
@@ -279,6 +330,7 @@ impl RequestState {
     }
     pub(crate) fn set_path(&mut self, path: &str) -> Result<(), String> {
         validate::path(path)?;
+        validate::target(path, self.query.as_deref())?;
         self.path = path.to_owned();
         Ok(())
     }
@@ -289,6 +341,7 @@ impl RequestState {
         if let Some(query) = query {
             validate::query(query)?;
         }
+        validate::target(&self.path, query)?;
         self.query = query.map(str::to_owned);
         Ok(())
     }

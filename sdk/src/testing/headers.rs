@@ -1,5 +1,6 @@
-//! An ordered, case-insensitive header list with the gateway's validation,
-//! used by the test host for requests, responses and replies.
+//! An ordered, case-insensitive header list with the gateway's validation
+//! of plugin writes, used by the test host for requests, responses and
+//! replies.
 
 use crate::validate;
 
@@ -36,7 +37,7 @@ impl Headers {
     pub(crate) fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
         validate::header_name(name)?;
         validate::header_value(name, value)?;
-        self.remove(name);
+        self.remove_unchecked(name);
         self.0.push((name.to_ascii_lowercase(), value.to_owned()));
         Ok(())
     }
@@ -48,8 +49,30 @@ impl Headers {
         Ok(())
     }
 
+    /// Removing a reserved header has no effect, as in the gateway.
     pub(crate) fn remove(&mut self, name: &str) {
+        if validate::header_name(name).is_ok() {
+            self.remove_unchecked(name);
+        }
+    }
+
+    fn remove_unchecked(&mut self, name: &str) {
         self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    /// What a client or upstream sent, or what the host itself writes
+    /// (Content-Length): syntax checks only.
+    pub(crate) fn add_received(&mut self, name: &str, value: &str) -> Result<(), String> {
+        validate::header_syntax(name)?;
+        validate::header_value(name, value)?;
+        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+
+    /// The host's own write of a header it manages.
+    pub(crate) fn set_by_host(&mut self, name: &str, value: &str) {
+        self.remove_unchecked(name);
+        self.0.push((name.to_owned(), value.to_owned()));
     }
 
     pub(crate) fn pairs(&self) -> &[(String, String)] {

@@ -9,10 +9,11 @@
 //! [`Exchange`]: what the upstream received and what the client got.
 //!
 //! The test host applies the gateway's validation to what the plugin writes
-//! (header names and values, paths, statuses): setters return the same
-//! errors, and a reply the gateway would refuse fails the test with a
-//! panic. It does not enforce the gateway's per-call limits (CPU deadline,
-//! memory cap, state size bounds).
+//! (header names and values, reserved headers, paths, statuses, the bounds
+//! of [`crate::validate`], state and context sizes): setters return the
+//! same errors, and a reply the gateway would refuse fails the test with a
+//! panic. It does not model the CPU deadline, the memory cap or the
+//! per-call header byte budget.
 //!
 //! # Example
 //!
@@ -93,6 +94,7 @@ impl TestRequest {
             None => (target, None),
         };
         validate::path(path).unwrap_or_else(|e| panic!("TestRequest: {e}"));
+        validate::target(path, query.as_deref()).unwrap_or_else(|e| panic!("TestRequest: {e}"));
         if let Some(query) = &query {
             validate::query(query).unwrap_or_else(|e| panic!("TestRequest: {e}"));
         }
@@ -149,7 +151,7 @@ impl TestRequest {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.state
             .headers
-            .add(name, value)
+            .add_received(name, value)
             .unwrap_or_else(|e| panic!("TestRequest: {e}"));
         self
     }
@@ -240,7 +242,10 @@ impl TestResponse {
     ///
     /// If the status is outside 100..=999: a bug in the test.
     pub fn new(status: u16) -> Self {
-        validate::status(status).unwrap_or_else(|e| panic!("TestResponse: {e}"));
+        assert!(
+            (100..=999).contains(&status),
+            "TestResponse: status {status} outside 100..=999"
+        );
         Self {
             state: ResponseState {
                 status,
@@ -265,7 +270,7 @@ impl TestResponse {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.state
             .headers
-            .add(name, value)
+            .add_received(name, value)
             .unwrap_or_else(|e| panic!("TestResponse: {e}"));
         self
     }
@@ -706,8 +711,7 @@ impl<P: Plugin> TestHost<P> {
                 BodyAction::Replace(replacement) => {
                     body = replacement;
                     req.headers
-                        .set("content-length", &body.len().to_string())
-                        .expect("a decimal length is a valid header value");
+                        .set_by_host("content-length", &body.len().to_string());
                 }
                 BodyAction::Respond(answer) => reply = Some(answer),
             }
@@ -738,8 +742,7 @@ impl<P: Plugin> TestHost<P> {
                     ) {
                         resp_body = replacement;
                         resp.headers
-                            .set("content-length", &resp_body.len().to_string())
-                            .expect("a decimal length is a valid header value");
+                            .set_by_host("content-length", &resp_body.len().to_string());
                     }
                 }
                 (resp.status, resp.headers, resp_body, Some(forwarded))
@@ -890,6 +893,11 @@ impl<P: Plugin> TestHost<P> {
 /// the plugin under test.
 fn checked_reply(reply: &Reply) -> (u16, Headers) {
     validate::status(reply.status()).unwrap_or_else(|e| panic!("the plugin's reply: {e}"));
+    assert!(
+        reply.headers().len() <= validate::MAX_REPLY_HEADERS,
+        "the plugin's reply: more than {} headers",
+        validate::MAX_REPLY_HEADERS
+    );
     let mut headers = Headers::default();
     for (name, value) in reply.headers() {
         headers

@@ -176,9 +176,17 @@ fn token_bucket_refills_with_the_clock_and_reports_retry_after() {
     // Refill never exceeds capacity.
     host.advance(Duration::from_secs(3600));
     assert_eq!(take_tokens("k", bucket, 1).unwrap().remaining, 1);
-    // Keys are independent; impossible costs are errors.
+    // Keys are independent; a cost above the capacity never passes.
     assert_eq!(take_tokens("other", bucket, 2).unwrap().remaining, 0);
-    assert!(take_tokens("k", bucket, 3).is_err());
+    let impossible = take_tokens("k", bucket, 3).unwrap();
+    assert!(!impossible.allowed);
+    assert_eq!(impossible.retry_after, Duration::from_millis(u64::MAX));
+    let zero = Bucket {
+        capacity: 0,
+        refill_per_second: 1,
+    };
+    assert!(take_tokens("k", zero, 1).is_err());
+    assert!(take_tokens(&"k".repeat(257), bucket, 1).is_err());
 }
 
 #[test]
@@ -202,4 +210,32 @@ fn random_bytes_are_chunked_to_the_host_limit_and_deterministic_per_seed() {
     host.seed_random(1);
     assert_eq!(crate::random::bytes(3000), first);
     assert_eq!(first.len(), 3000);
+}
+
+#[test]
+fn gateway_managed_headers_cannot_be_written_by_plugins() {
+    super::with_request(TestRequest::get("/").header("content-length", "3"), |req| {
+        assert!(req.set_header("content-length", "9").is_err());
+        assert!(req.add_header("Transfer-Encoding", "chunked").is_err());
+        req.remove_header("content-length");
+        assert_eq!(req.header("content-length").as_deref(), Some("3"));
+    });
+}
+
+#[test]
+fn context_and_state_bounds_match_the_gateway() {
+    let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let _current = super::install(&host.env);
+    for i in 0..40 {
+        crate::context::set(&format!("k{i}"), "v");
+    }
+    assert_eq!(crate::context::get("k31").as_deref(), Some("v"));
+    assert_eq!(crate::context::get("k32"), None);
+    assert!(
+        host.logs()
+            .iter()
+            .any(|l| l.message.contains("at most 32 context entries"))
+    );
+    assert!(crate::state::set("k", &vec![0; 64 * 1024 + 1], None).is_err());
+    assert!(crate::state::set("k", &vec![0; 64 * 1024], None).is_ok());
 }
