@@ -97,10 +97,10 @@ fn check_claims(claims: &Map<String, Value>, rules: &Rules, now_secs: u64) -> Re
             return Err("token not yet valid");
         }
     }
-    if let Some(issuer) = &rules.issuer {
-        if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
-            return Err("wrong issuer");
-        }
+    if let Some(issuer) = &rules.issuer
+        && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+    {
+        return Err("wrong issuer");
     }
     if let Some(audience) = &rules.audience {
         // RFC 7519 §4.1.3: aud is a string or an array of strings.

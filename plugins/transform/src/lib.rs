@@ -48,13 +48,13 @@ impl Plugin for Transform {
         if let Some(rewrite) = &self.path {
             let path = req.path();
             let rewritten = rewrite.apply(&path);
-            if rewritten != path {
-                if let Err(e) = req.set_path(&rewritten) {
-                    // A replacement template can build an invalid path from
-                    // a client's input; refuse rather than forward garbage.
-                    weir_sdk::log::warn(&format!("path rewrite of {path:?} refused: {e}"));
-                    return Action::respond(400).body("invalid rewritten path").into();
-                }
+            if rewritten != path
+                && let Err(e) = req.set_path(&rewritten)
+            {
+                // A replacement template can build an invalid path from a
+                // client's input; refuse rather than forward garbage.
+                weir_sdk::log::warn(&format!("path rewrite of {path:?} refused: {e}"));
+                return Action::respond(400).body("invalid rewritten path").into();
             }
         }
         self.request_headers.apply(req);

@@ -90,6 +90,27 @@ fn path_is_rewritten_with_capture_groups_and_query_kept() {
 }
 
 #[test]
+fn path_patterns_may_use_perl_classes_and_case_insensitivity() {
+    // The slimmed regex build keeps `\d`/`\w` and `(?i)`; this guards that.
+    let mut host = host(
+        json!({ "path": { "pattern": "(?i)^/API/(\\w+)/(\\d+)$", "replacement": "/$1?id=$2" } }),
+    );
+    let exchange = host.run(TestRequest::get("/api/orders/7"));
+    assert_eq!(
+        exchange.status(),
+        400,
+        "`?` in a path is refused, not forwarded"
+    );
+    let mut host = host_with_path("(?i)^/API/(\\w+)/(\\d+)$", "/$1/$2");
+    let exchange = host.run(TestRequest::get("/api/orders/7"));
+    assert_eq!(exchange.upstream_request().unwrap().path(), "/orders/7");
+}
+
+fn host_with_path(pattern: &str, replacement: &str) -> TestHost<Transform> {
+    host(json!({ "path": { "pattern": pattern, "replacement": replacement } }))
+}
+
+#[test]
 fn a_rewrite_producing_an_invalid_path_is_refused() {
     let mut host = host(json!({ "path": { "pattern": "^/(.*)$", "replacement": "$1" } }));
     let exchange = host.run(TestRequest::get("/x"));
