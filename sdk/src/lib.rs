@@ -117,6 +117,12 @@ pub mod bindings {
     });
 }
 
+/// Compiles the Rust examples of `sdk/README.md` as doctests, so the guide
+/// cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Items the [`export!`] macro needs to name from the plugin's crate.
 #[doc(hidden)]
 pub mod __private {
