@@ -7,7 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
+pub mod control;
+pub mod deploy;
+pub mod framing;
 pub mod listener;
 pub mod proxy;
 pub mod router;

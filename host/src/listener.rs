@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::ListenerConfig;
+use crate::framing::FramingWatch;
 use crate::proxy::{self, ConnContext};
 use crate::router::Router;
 use crate::worker;
@@ -79,7 +80,10 @@ fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
+        // hyper restarts this timer whenever it waits for a head, idle
+        // keep-alive time included; the listener's watchdog enforces the
+        // real limits, so hyper's is only a backstop past both.
+        .header_read_timeout(cfg.idle_timeout + cfg.header_read_timeout)
         .max_buf_size(cfg.max_header_bytes)
         .max_headers(cfg.max_headers)
         .keep_alive(true);
@@ -150,24 +154,45 @@ async fn serve(
         access_log: shared.access_log,
         last_activity: AtomicU64::new(worker::now_ms()),
         in_flight: AtomicUsize::new(0),
+        spoke: AtomicBool::new(false),
+        head_started: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        smuggled: AtomicU64::new(0),
     });
     let io = TokioIo::new(ActivityIo {
         inner: stream,
         cx: cx.clone(),
+        framing: FramingWatch::new(shared.config.max_header_bytes),
     });
     let svc_cx = cx.clone();
     let svc = service_fn(move |req| proxy::handle(svc_cx.clone(), req));
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
 
+    // Three clocks decide when a quiet connection is closed:
+    // - a new connection that has sent nothing: `header_read_timeout`
+    //   (hyper's own timer only starts with the first byte);
+    // - a request head that started arriving and is not complete:
+    //   `header_read_timeout` from its first byte (slow-header clients);
+    // - no request in flight and no bytes moving: `idle_timeout`.
     let idle_ms = shared.config.idle_timeout.as_millis() as u64;
+    let head_ms = shared.config.header_read_timeout.as_millis() as u64;
+    let deadline = |cx: &ConnContext| {
+        let head = cx.head_started.load(Ordering::Relaxed);
+        if head != 0 {
+            head + head_ms
+        } else if !cx.spoke.load(Ordering::Relaxed) {
+            cx.last_activity.load(Ordering::Relaxed) + head_ms
+        } else {
+            cx.last_activity.load(Ordering::Relaxed) + idle_ms
+        }
+    };
     let mut draining = *shutdown.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let idle_for = worker::now_ms().saturating_sub(cx.last_activity.load(Ordering::Relaxed));
-        let wait = Duration::from_millis(idle_ms.saturating_sub(idle_for).max(1));
+        let wait = Duration::from_millis(deadline(&cx).saturating_sub(worker::now_ms()).max(1));
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -180,9 +205,8 @@ async fn serve(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep(wait) => {
-                let idle_for = worker::now_ms().saturating_sub(cx.last_activity.load(Ordering::Relaxed));
-                if idle_for >= idle_ms && cx.in_flight.load(Ordering::Relaxed) == 0 {
-                    tracing::debug!(%peer, "closing idle client connection");
+                if worker::now_ms() >= deadline(&cx) && cx.in_flight.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(%peer, "closing quiet client connection");
                     return;
                 }
             }
@@ -191,10 +215,12 @@ async fn serve(
 }
 
 /// The client socket, stamping the connection's last activity on every
-/// successful read or write so the idle timeout sees real traffic.
+/// successful read or write so the idle timeout sees real traffic, and
+/// showing every byte read to the framing watcher.
 struct ActivityIo {
     inner: TcpStream,
     cx: Arc<ConnContext>,
+    framing: FramingWatch,
 }
 
 impl ActivityIo {
@@ -211,9 +237,26 @@ impl AsyncRead for ActivityIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_ready() {
             self.touch();
+            if buf.filled().len() > before {
+                self.cx.spoke.store(true, Ordering::Relaxed);
+                let this = &mut *self;
+                if let Some(n) = this.framing.feed(&buf.filled()[before..]) {
+                    this.cx.smuggled.store(n, Ordering::Relaxed);
+                }
+                let started = this.cx.head_started.load(Ordering::Relaxed);
+                match (this.framing.in_partial_head(), started) {
+                    (true, 0) => this
+                        .cx
+                        .head_started
+                        .store(worker::now_ms(), Ordering::Relaxed),
+                    (false, s) if s != 0 => this.cx.head_started.store(0, Ordering::Relaxed),
+                    _ => {}
+                }
+            }
         }
         r
     }

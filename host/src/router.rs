@@ -26,10 +26,13 @@ pub struct Route {
     pub max_body_bytes: u64,
 }
 
-/// Routes in the order the configuration file lists them.
+/// Routes in the order the configuration file lists them, and the
+/// upstreams they use (kept by name so a reload can reuse unchanged ones
+/// with their pools and state).
 #[derive(Debug, Default)]
 pub struct Router {
     routes: Vec<Route>,
+    upstreams: std::collections::HashMap<String, Arc<Upstream>>,
 }
 
 impl Route {
@@ -101,8 +104,16 @@ impl Route {
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>) -> Router {
-        Router { routes }
+    pub fn new(
+        routes: Vec<Route>,
+        upstreams: std::collections::HashMap<String, Arc<Upstream>>,
+    ) -> Router {
+        Router { routes, upstreams }
+    }
+
+    /// An upstream by name.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
     }
 
     /// The first route that matches the request, in configuration order.

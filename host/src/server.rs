@@ -55,10 +55,21 @@ async fn resolve(cfg: &UpstreamConfig) -> Result<Vec<SocketAddr>, StartError> {
     Ok(out)
 }
 
-/// Builds the route table, with its upstreams, from a configuration.
-pub async fn build_router(config: &Config) -> Result<Router, StartError> {
+/// Builds the route table, with its upstreams, from a configuration. An
+/// upstream whose configuration is unchanged from `previous` is reused as
+/// is, keeping its connection pools and balancer state.
+pub async fn build_router(
+    config: &Config,
+    previous: Option<&Router>,
+) -> Result<Router, StartError> {
     let mut upstreams = HashMap::new();
     for u in &config.upstreams {
+        if let Some(old) = previous.and_then(|p| p.upstream(&u.name))
+            && old.config == *u
+        {
+            upstreams.insert(u.name.clone(), old.clone());
+            continue;
+        }
         let addrs = resolve(u).await?;
         upstreams.insert(
             u.name.clone(),
@@ -78,12 +89,16 @@ pub async fn build_router(config: &Config) -> Result<Router, StartError> {
         .iter()
         .map(|r| Route::new(r, upstreams[&r.upstream].clone(), default_body))
         .collect();
-    Ok(Router::new(routes))
+    Ok(Router::new(routes, upstreams))
 }
 
 /// A running gateway's handles.
 pub struct Gateway {
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The route table every worker reads; swapped whole on reload.
+    pub router: Arc<ArcSwap<Router>>,
+    /// The configuration serving now.
+    pub config: Config,
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -91,7 +106,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds and starts serving. Returns once every listener is accepting.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let router = Arc::new(ArcSwap::from_pointee(build_router(&config).await?));
+        let router = Arc::new(ArcSwap::from_pointee(build_router(&config, None).await?));
         let workers = config.server.workers;
         let mut bound: Vec<Bound> = Vec::new();
         for l in &config.listeners {
@@ -152,9 +167,39 @@ impl Gateway {
         }
         Ok(Gateway {
             listeners,
+            router,
+            config,
             shutdown,
             workers: handles,
         })
+    }
+
+    /// Swaps in a new, already validated configuration: routes, upstreams
+    /// and their settings change at once for new requests; requests in
+    /// flight finish on the table they started with. Settings that need a
+    /// restart (listeners, workers, admin address) are kept as they are and
+    /// named in the returned list.
+    pub async fn reload(&mut self, config: Config) -> Result<Vec<String>, StartError> {
+        let mut needs_restart = Vec::new();
+        if self.config.listeners != config.listeners {
+            needs_restart.push("[[listener]]".to_owned());
+        }
+        if self.config.server.workers != config.server.workers {
+            needs_restart.push("server.workers".to_owned());
+        }
+        if self.config.admin.as_ref().map(|a| a.address) != config.admin.as_ref().map(|a| a.address)
+        {
+            needs_restart.push("admin.address".to_owned());
+        }
+        let mut config = config;
+        // Listener limits and worker count stay those the sockets run with.
+        config.listeners = self.config.listeners.clone();
+        config.server.workers = self.config.server.workers;
+        let current = self.router.load_full();
+        let router = build_router(&config, Some(&current)).await?;
+        self.router.store(Arc::new(router));
+        self.config = config;
+        Ok(needs_restart)
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain

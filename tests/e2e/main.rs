@@ -1,1 +1,13 @@
-//! placeholder
+//! End-to-end tests: the real `weir` binary, real upstream servers on
+//! port 0, real sockets. Each file is one area of behaviour.
+
+mod support;
+
+mod bad_input;
+mod check;
+mod forwarding;
+mod reload;
+mod routing;
+mod shutdown;
+mod streaming;
+mod timeouts;

@@ -57,7 +57,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Worker threads, each with its own event loop and accept socket.
     pub workers: usize,
@@ -65,12 +65,12 @@ pub struct ServerConfig {
     pub access_log: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub address: SocketAddr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
@@ -304,7 +304,7 @@ impl Validator<'_> {
                 self.unique("route", &r.name, &at, &mut names);
                 if !upstream_names.contains_key(&r.upstream) {
                     let at = At {
-                        key: format!("{}.upstream", at.key),
+                        key: format!("{} ({}).upstream", at.key, r.name),
                         ..at
                     };
                     self.report(
@@ -820,7 +820,7 @@ rewrite_prefix = "/"
         let all = ConfigErrors(errs.clone()).to_string();
         assert_eq!(errs.len(), 1, "{all}");
         assert!(all.contains("unknown field `upstreem`"), "{all}");
-        assert!(all.contains("test.toml:10: route[0]"), "{all}");
+        assert!(all.contains("test.toml:9: route[0]"), "{all}");
 
         // A second route with a dangling upstream is still checked.
         let text = format!("{text}\n[[route]]\nname = \"b\"\nupstream = \"nope\"\n");

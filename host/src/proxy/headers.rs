@@ -19,21 +19,38 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// client cannot make every log line and upstream header arbitrarily big.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The fixed hop-by-hop set (RFC 9110 7.6.1 and the legacy ones proxies
-/// still see). `Upgrade` is handled by the caller for upgrade requests.
-fn remove_fixed_hop_by_hop(h: &mut HeaderMap) {
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TE);
-    h.remove(header::TRAILER);
-    h.remove(header::TRANSFER_ENCODING);
-    h.remove(header::UPGRADE);
-    h.remove(header::PROXY_AUTHENTICATE);
-    h.remove(header::PROXY_AUTHORIZATION);
+/// Whether a header is hop-by-hop by definition (RFC 9110 7.6.1, plus the
+/// legacy ones proxies still see). Standard names compare as enum values,
+/// so this costs no hashing.
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Removes every hop-by-hop header, including those `Connection` names.
+/// One pass over the names finds them; most requests carry none besides
+/// `Connection`, so usually nothing else is touched.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let mut found: [Option<HeaderName>; 4] = Default::default();
+    let mut more: Vec<HeaderName> = Vec::new();
+    for name in h.keys() {
+        if is_fixed_hop_by_hop(name) {
+            match found.iter_mut().find(|f| f.is_none()) {
+                Some(slot) => *slot = Some(name.clone()),
+                None => more.push(name.clone()),
+            }
+        }
+    }
+    if found[0].is_none() {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
@@ -45,9 +62,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         for name in listed {
             h.remove(name);
         }
-        h.remove(header::CONNECTION);
     }
-    remove_fixed_hop_by_hop(h);
+    for name in found.into_iter().flatten().chain(more) {
+        h.remove(name);
+    }
 }
 
 /// Whether `Connection` lists `token` (case-insensitive).

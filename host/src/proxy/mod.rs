@@ -17,7 +17,7 @@ pub mod headers;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -44,6 +44,16 @@ pub struct ConnContext {
     pub last_activity: AtomicU64,
     /// Requests whose response head has not been produced yet.
     pub in_flight: AtomicUsize,
+    /// Whether the client has sent any byte yet.
+    pub spoke: AtomicBool,
+    /// When (ms) the first bytes of a still incomplete request head
+    /// arrived; 0 when no head is half-read.
+    pub head_started: AtomicU64,
+    /// HTTP/1 requests seen on this connection so far.
+    pub requests: AtomicU64,
+    /// Ordinal of a request whose head carried both `Content-Length` and
+    /// `Transfer-Encoding` (0: none), from [`crate::framing`].
+    pub smuggled: AtomicU64,
 }
 
 /// Serves one request. Never fails: every error becomes a response.
@@ -93,7 +103,7 @@ async fn forward(
     id: &HeaderValue,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    check_framing(&parts, &cx.listener)?;
+    check_framing(&parts, cx)?;
 
     let router = cx.router.load_full();
     let route = router.find(&parts).ok_or(ProxyError::NoRoute)?;
@@ -179,7 +189,20 @@ async fn forward(
 }
 
 /// Request smuggling and size checks that hyper leaves to us.
-fn check_framing(parts: &Parts, listener: &ListenerConfig) -> Result<(), ProxyError> {
+fn check_framing(parts: &Parts, cx: &ConnContext) -> Result<(), ProxyError> {
+    if parts.version < Version::HTTP_2 {
+        let ordinal = cx.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        // RFC 9112 6.1: a message with both may be an attempt at request
+        // smuggling; hyper already dropped Content-Length, so the framing
+        // watcher tells us. Refuse rather than guess which one the next
+        // hop would believe.
+        if cx.smuggled.load(Ordering::Relaxed) == ordinal {
+            return Err(ProxyError::BadFraming(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+    }
+    let listener = &cx.listener;
     let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
         + parts.uri.authority().map_or(0, |a| a.as_str().len());
     if target_len > listener.max_uri_bytes {
@@ -187,8 +210,7 @@ fn check_framing(parts: &Parts, listener: &ListenerConfig) -> Result<(), ProxyEr
             limit: listener.max_uri_bytes,
         });
     }
-    // RFC 9112 6.1: a message with both may be an attempt at request
-    // smuggling; a proxy must not forward it as is, so refuse it.
+    // hyper never lets both through, but an HTTP/2 client could send both.
     if parts.headers.contains_key(header::TRANSFER_ENCODING)
         && parts.headers.contains_key(header::CONTENT_LENGTH)
     {

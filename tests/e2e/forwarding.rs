@@ -1,0 +1,145 @@
+//! Forwarding behaviour: header hygiene in both directions, forwarded
+//! headers, request ids, HTTP/2 (h2c) clients and WebSocket upgrades.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::Response;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::upstream::full;
+use crate::support::*;
+
+const ONE_ROUTE: &str = "[[route]]\nname = \"all\"\nupstream = \"app\"\n";
+
+#[tokio::test]
+async fn request_headers_are_cleaned_and_forwarded_headers_set() {
+    let up = Upstream::echo("app").await;
+    let gw = Gateway::with_config(config("", &[("app", up.addr)], ONE_ROUTE)).start();
+    let c = client();
+    let r = get(
+        &c,
+        &gw.url("/x"),
+        &[
+            ("host", "app.test"),
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "must not pass"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-kept", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h = &r.json()["headers"];
+    for gone in ["x-secret", "keep-alive", "proxy-connection", "te"] {
+        assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h}");
+    }
+    // Hyper's client may add its own `connection: keep-alive`? It must not
+    // carry the client's list.
+    assert!(
+        h.get("connection")
+            .is_none_or(|v| !v.as_str().unwrap().contains("X-Secret")),
+        "{h}"
+    );
+    assert_eq!(h["x-kept"], "yes");
+    assert_eq!(h["host"], "app.test");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "app.test");
+    assert_eq!(h["via"], "1.1 weir");
+
+    // A request id was generated, sent upstream, and returned.
+    let id = h["x-request-id"].as_str().unwrap();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(r.header("x-request-id"), Some(id));
+    assert_eq!(r.header("via"), Some("1.1 weir"));
+
+    // A client's own request id is kept end to end.
+    let r = get(&c, &gw.url("/x"), &[("x-request-id", "client-id-42")]).await;
+    assert_eq!(r.json()["headers"]["x-request-id"], "client-id-42");
+    assert_eq!(r.header("x-request-id"), Some("client-id-42"));
+}
+
+#[tokio::test]
+async fn response_hop_by_hop_headers_are_removed() {
+    let up = Upstream::start(|_req| async {
+        Response::builder()
+            .header("connection", "x-up-secret")
+            .header("x-up-secret", "1")
+            .header("keep-alive", "timeout=3")
+            .header("x-up-kept", "1")
+            .body(full("hi"))
+            .unwrap()
+    })
+    .await;
+    let gw = Gateway::with_config(config("", &[("app", up.addr)], ONE_ROUTE)).start();
+    // Raw bytes, so no client library hides what the gateway wrote.
+    let text = raw(
+        gw.addr(),
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let head = text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert_eq!(raw_status(&text), Some(200), "{text}");
+    assert!(!head.contains("x-up-secret"), "{head}");
+    assert!(!head.contains("keep-alive"), "{head}");
+    assert!(head.contains("x-up-kept: 1"), "{head}");
+    assert!(head.contains("via: 1.1 weir"), "{head}");
+    assert!(head.contains("x-request-id: "), "{head}");
+    assert!(text.ends_with("hi"), "{text}");
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_clients_are_served() {
+    let up = Upstream::echo("app").await;
+    let gw = Gateway::with_config(config("", &[("app", up.addr)], ONE_ROUTE)).start();
+    let c = h2c_client();
+    for _ in 0..3 {
+        let r = get(
+            &c,
+            &gw.url("/h2?x=1"),
+            &[("cookie", "a=1"), ("cookie", "b=2")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.version, http::Version::HTTP_2);
+        let j = r.json();
+        assert_eq!(j["target"], "/h2?x=1");
+        assert_eq!(j["headers"]["via"], "2 weir");
+        assert_eq!(j["headers"]["cookie"], "a=1; b=2");
+        assert!(r.header("x-request-id").is_some());
+    }
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_gateway() {
+    let up = Upstream::websocket_echo().await;
+    let gw = Gateway::with_config(config(
+        "",
+        &[("ws", up.addr)],
+        "[[route]]\nupstream = \"ws\"\n",
+    ))
+    .start();
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr()))
+        .await
+        .expect("websocket handshake through weir");
+    assert_eq!(resp.status(), 101);
+    assert!(resp.headers().contains_key("x-request-id"));
+    ws.send(Message::text("hello")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert_eq!(echoed.unwrap().unwrap(), Message::text("hello"));
+    let big = vec![7u8; 200 * 1024];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert_eq!(echoed.unwrap().unwrap().into_data().as_ref(), &big[..]);
+    ws.close(None).await.unwrap();
+}

@@ -1,0 +1,331 @@
+//! Test harness: the real `weir` binary as a child process, real upstream
+//! HTTP servers on port 0, an HTTP client, a raw TCP client for malformed
+//! input, and a bounded `eventually` for asynchronous outcomes.
+
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use upstream::Upstream;
+
+/// Path of the gateway binary Cargo built for these tests.
+pub fn weir_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+/// The repository root (for `examples/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// Listener name → bound address, from the `listening` log lines.
+    pub listeners: HashMap<String, SocketAddr>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// A configuration: TOML text written to `weir.toml` in a fresh temporary
+/// folder (files the config refers to can be put there with `file`).
+pub struct GatewayBuilder {
+    config: String,
+    files: Vec<(String, Vec<u8>)>,
+    args: Vec<String>,
+}
+
+impl GatewayBuilder {
+    pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((name.to_owned(), contents.into()));
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_owned());
+        self
+    }
+
+    /// Starts the gateway and waits (bounded) until every listener is up.
+    pub fn start(self) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, contents) in &self.files {
+            let p = dir.path().join(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(p, contents).unwrap();
+        }
+        let config = dir.path().join("weir.toml");
+        std::fs::write(&config, &self.config).unwrap();
+        let expected = self.config.matches("[[listener]]").count()
+            + usize::from(self.config.contains("[admin]"));
+
+        let mut child = Command::new(weir_bin())
+            .args(["--log-format", "json", "--log-level", "debug"])
+            .args(&self.args)
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weir");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                        && v["message"] == "listening"
+                    {
+                        let name = v["listener"].as_str().unwrap_or("").to_owned();
+                        let addr: SocketAddr = v["address"].as_str().unwrap().parse().unwrap();
+                        let _ = tx.send((name, addr));
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut listeners = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while listeners.len() < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((name, addr)) => {
+                    listeners.insert(name, addr);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    panic!(
+                        "gateway did not start (exit {status:?}); logs:\n{}",
+                        logs.lock().unwrap().join("\n")
+                    );
+                }
+            }
+        }
+        Gateway {
+            child: Some(child),
+            dir,
+            listeners,
+            logs,
+        }
+    }
+}
+
+impl Gateway {
+    pub fn with_config(config: impl Into<String>) -> GatewayBuilder {
+        GatewayBuilder {
+            config: config.into(),
+            files: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    /// The address of the only (or the named) listener.
+    pub fn addr(&self) -> SocketAddr {
+        assert_eq!(self.listeners.len(), 1, "use listener(name)");
+        *self.listeners.values().next().unwrap()
+    }
+
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners[name]
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr(), path)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Every log line so far (JSON, one object per line).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// A field of /proc/PID/status in KiB, e.g. `VmRSS` or `VmHWM`.
+    pub fn proc_status_kb(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                panic!("gateway did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` until it returns true, for at most `within`.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// An HTTP/1.1 keep-alive client.
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 client with prior knowledge (h2c).
+pub fn h2c_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A response read to its end.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends a request and reads the whole response.
+pub async fn send(client: &HttpClient, req: http::Request<Full<Bytes>>) -> Reply {
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+        version: parts.version,
+    }
+}
+
+/// GET with extra headers.
+pub async fn get(client: &HttpClient, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = http::Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(client, b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Writes raw bytes on a fresh TCP connection and reads until the peer
+/// closes (or `within` passes). Returns what was read.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], within: Duration) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in raw HTTP/1.1 text.
+pub fn raw_status(resp: &str) -> Option<u16> {
+    resp.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// A configuration with one listener (`listener_extra` lines added to it),
+/// one upstream per `(name, address)` and the given route blocks.
+pub fn config(listener_extra: &str, upstreams: &[(&str, SocketAddr)], routes: &str) -> String {
+    let mut s = format!(
+        "[server]\nworkers = 2\ndrain_timeout = \"10s\"\n\n[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n{listener_extra}\n"
+    );
+    for (name, addr) in upstreams {
+        s.push_str(&format!(
+            "\n[[upstream]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\nconnect_timeout = \"1s\"\n"
+        ));
+    }
+    s.push('\n');
+    s.push_str(routes);
+    s
+}
