@@ -83,6 +83,7 @@
 //! no WebAssembly involved and the plugin's code is the same in both builds.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 mod action;
 mod backend;

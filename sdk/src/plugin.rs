@@ -33,16 +33,34 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// No optional phase.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert!(!weir_sdk::Capabilities::NONE.request_body);
+    /// ```
     pub const NONE: Self = Self {
         request_body: false,
         response_body: false,
     };
     /// Only [`Plugin::on_request_body`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert!(weir_sdk::Capabilities::REQUEST_BODY.request_body);
+    /// ```
     pub const REQUEST_BODY: Self = Self {
         request_body: true,
         response_body: false,
     };
     /// Only [`Plugin::on_response_body`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert!(weir_sdk::Capabilities::RESPONSE_BODY.response_body);
+    /// ```
     pub const RESPONSE_BODY: Self = Self {
         request_body: false,
         response_body: true,

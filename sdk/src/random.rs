@@ -4,6 +4,13 @@
 use crate::backend;
 
 /// The most bytes the host hands out per call.
+///
+/// # Example
+///
+/// ```
+/// // `bytes` splits larger requests into several host calls.
+/// assert_eq!(weir_sdk::random::bytes(weir_sdk::random::MAX_BYTES + 1).len(), 1025);
+/// ```
 pub const MAX_BYTES: usize = 1024;
 
 /// `len` random bytes.

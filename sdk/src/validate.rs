@@ -12,6 +12,12 @@
 /// Headers the gateway manages itself; a plugin cannot set them (and
 /// removing them has no effect). Content-Length is fixed by the host when a
 /// body phase replaces a body.
+///
+/// # Example
+///
+/// ```
+/// assert!(weir_sdk::validate::RESERVED_HEADERS.contains(&"transfer-encoding"));
+/// ```
 pub const RESERVED_HEADERS: &[&str] = &[
     "connection",
     "content-length",
@@ -24,12 +30,32 @@ pub const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// The longest header value a plugin may write, in bytes.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::validate::{header_value, MAX_HEADER_VALUE_BYTES};
+/// assert!(header_value("x", &"v".repeat(MAX_HEADER_VALUE_BYTES + 1)).is_err());
+/// ```
 pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
 
 /// The longest path plus query a plugin may write, in bytes.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::validate::{path, MAX_TARGET_BYTES};
+/// assert!(path(&format!("/{}", "a".repeat(MAX_TARGET_BYTES))).is_err());
+/// ```
 pub const MAX_TARGET_BYTES: usize = 8 * 1024;
 
 /// The most headers in a reply a plugin builds.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(weir_sdk::validate::MAX_REPLY_HEADERS, 100);
+/// ```
 pub const MAX_REPLY_HEADERS: usize = 100;
 
 /// Checks a header name a plugin wants to write: an RFC 9110 token, not

@@ -39,6 +39,25 @@ fn check_key(key: &str) -> Result<(), String> {
 }
 
 /// One line a plugin logged.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::log::Level;
+/// use weir_sdk::testing::TestHost;
+///
+/// struct Hello;
+/// impl weir_sdk::Plugin for Hello {
+///     type Config = serde::de::IgnoredAny;
+///     fn new(_: Self::Config) -> Result<Self, String> {
+///         weir_sdk::log::warn("hello");
+///         Ok(Hello)
+///     }
+/// }
+/// let host = TestHost::<Hello>::new(serde_json::json!({})).unwrap();
+/// let line = &host.logs()[0];
+/// assert_eq!((line.level, line.message.as_str()), (Level::Warn, "hello"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     /// Its severity.
