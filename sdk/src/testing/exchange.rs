@@ -17,15 +17,15 @@ use super::headers::Headers;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// [`Plugin::on_request`].
+    /// [`Plugin::on_request`](crate::Plugin::on_request).
     Request,
-    /// [`Plugin::on_request_body`].
+    /// [`Plugin::on_request_body`](crate::Plugin::on_request_body).
     RequestBody,
-    /// [`Plugin::on_response`].
+    /// [`Plugin::on_response`](crate::Plugin::on_response).
     Response,
-    /// [`Plugin::on_response_body`].
+    /// [`Plugin::on_response_body`](crate::Plugin::on_response_body).
     ResponseBody,
-    /// [`Plugin::on_log`].
+    /// [`Plugin::on_log`](crate::Plugin::on_log).
     Log,
 }
 
@@ -117,7 +117,7 @@ pub(super) fn first<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The outcome of [`TestHost::run`]: what the client received, what the
+/// The outcome of [`TestHost::run`](super::TestHost::run): what the client received, what the
 /// upstream received, and how the plugin decided.
 ///
 /// # Example
@@ -211,7 +211,8 @@ impl Exchange {
         self.responded_by_plugin
     }
 
-    /// The upstream the plugin routed to with [`Action::route_to`], if it did.
+    /// The upstream the plugin routed to with
+    /// [`Action::route_to`](crate::Action::route_to), if it did.
     ///
     /// # Example
     ///
