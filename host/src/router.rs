@@ -22,7 +22,11 @@ pub struct Route {
     headers: Vec<HeaderMatch>,
     rewrite_prefix: Option<String>,
     pub upstream: Arc<Upstream>,
+    /// The whole request until the response head, retries included.
     pub timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    /// Retries after the first try.
+    pub retry_attempts: u32,
     pub max_body_bytes: u64,
 }
 
@@ -33,6 +37,9 @@ pub struct Route {
 pub struct Router {
     routes: Vec<Route>,
     upstreams: std::collections::HashMap<String, Arc<Upstream>>,
+    /// Whether any route matches on host: if none does, requests skip
+    /// working out their host.
+    uses_hosts: bool,
 }
 
 impl Route {
@@ -45,6 +52,10 @@ impl Route {
             headers: cfg.headers.clone(),
             rewrite_prefix: cfg.rewrite_prefix.clone(),
             timeout: cfg.timeout.unwrap_or(upstream.config.timeout),
+            connect_timeout: cfg
+                .connect_timeout
+                .unwrap_or(upstream.config.connect_timeout),
+            retry_attempts: cfg.retry_attempts.unwrap_or(upstream.config.retry.attempts),
             max_body_bytes: cfg.max_body_bytes.unwrap_or(default_max_body),
             upstream,
         }
@@ -108,7 +119,12 @@ impl Router {
         routes: Vec<Route>,
         upstreams: std::collections::HashMap<String, Arc<Upstream>>,
     ) -> Router {
-        Router { routes, upstreams }
+        let uses_hosts = routes.iter().any(|r| !r.hosts.is_empty());
+        Router {
+            routes,
+            upstreams,
+            uses_hosts,
+        }
     }
 
     /// An upstream by name.
@@ -118,7 +134,11 @@ impl Router {
 
     /// The first route that matches the request, in configuration order.
     pub fn find(&self, req: &Parts) -> Option<&Route> {
-        let host = request_host(req);
+        let host = if self.uses_hosts {
+            request_host(req)
+        } else {
+            None
+        };
         let host = host.as_deref();
         let path = req.uri.path();
         self.routes

@@ -12,10 +12,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::{Config, UpstreamConfig};
+use crate::config::Config;
 use crate::listener::{self, Bound, Shared};
 use crate::router::{Route, Router};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, discovery};
 use crate::worker;
 
 /// Why the gateway could not start.
@@ -37,27 +37,11 @@ pub enum StartError {
     Runtime(std::io::Error),
 }
 
-/// Resolves every endpoint of an upstream to one socket address.
-async fn resolve(cfg: &UpstreamConfig) -> Result<Vec<SocketAddr>, StartError> {
-    let mut out = Vec::with_capacity(cfg.endpoints.len());
-    for e in &cfg.endpoints {
-        let label = format!("{}:{}", e.host, e.port);
-        let err = |reason: String| StartError::Resolve {
-            upstream: cfg.name.clone(),
-            endpoint: label.clone(),
-            reason,
-        };
-        let mut addrs = tokio::net::lookup_host((e.host.as_str(), e.port))
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        out.push(addrs.next().ok_or_else(|| err("no addresses".into()))?);
-    }
-    Ok(out)
-}
-
 /// Builds the route table, with its upstreams, from a configuration. An
 /// upstream whose configuration is unchanged from `previous` is reused as
-/// is, keeping its connection pools and balancer state.
+/// is, keeping its connection pools, balancer and health state (and its
+/// background health checks and DNS refresh, which end when the last
+/// route table holding it is dropped).
 pub async fn build_router(
     config: &Config,
     previous: Option<&Router>,
@@ -70,11 +54,16 @@ pub async fn build_router(
             upstreams.insert(u.name.clone(), old.clone());
             continue;
         }
-        let addrs = resolve(u).await?;
-        upstreams.insert(
-            u.name.clone(),
-            Arc::new(Upstream::new(u.clone(), addrs, config.server.workers)),
-        );
+        let addrs = discovery::resolve(u)
+            .await
+            .map_err(|e| StartError::Resolve {
+                upstream: u.name.clone(),
+                endpoint: e.endpoint,
+                reason: e.reason,
+            })?;
+        let upstream = Arc::new(Upstream::new(u.clone(), &addrs, config.server.workers));
+        upstream.spawn_background();
+        upstreams.insert(u.name.clone(), upstream);
     }
     // Routes apply on every listener; a route's body limit defaults to the
     // smallest listener limit so no listener's promise is broken.

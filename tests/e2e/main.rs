@@ -4,6 +4,9 @@
 mod support;
 
 mod bad_input;
+mod balancing;
+mod balancing_health;
+mod balancing_retry;
 mod check;
 mod forwarding;
 mod reload;

@@ -39,6 +39,14 @@ pub enum ProxyError {
         endpoint: String,
         source: hyper::Error,
     },
+    /// A per-upstream limit is full; the request is refused at once
+    /// rather than queued.
+    #[error("upstream `{upstream}` is at its limit of {limit} {what}")]
+    Overloaded {
+        upstream: String,
+        what: crate::upstream::Limit,
+        limit: usize,
+    },
 }
 
 impl ProxyError {
@@ -51,7 +59,8 @@ impl ProxyError {
             ProxyError::NoEndpoint { .. }
             | ProxyError::Connect { .. }
             | ProxyError::UpstreamTimeout { .. }
-            | ProxyError::Upstream { .. } => ErrorSource::Upstream,
+            | ProxyError::Upstream { .. }
+            | ProxyError::Overloaded { .. } => ErrorSource::Upstream,
         }
     }
 
@@ -62,13 +71,28 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BadFraming(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect {
                 source: crate::upstream::ConnectError::Timeout(_),
                 ..
             }
             | ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// A short reason safe to show the client (no names or addresses),
+    /// for answers whose status alone does not say what to do.
+    pub fn client_detail(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Overloaded { what, .. } => Some(match what {
+                crate::upstream::Limit::Connections => "upstream connection limit reached",
+                crate::upstream::Limit::PendingRequests => "upstream pending request limit reached",
+            }),
+            ProxyError::NoEndpoint { .. } => Some("no healthy upstream endpoint"),
+            _ => None,
         }
     }
 

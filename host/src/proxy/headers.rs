@@ -97,26 +97,38 @@ pub fn append_via(h: &mut HeaderMap, version: Version) {
 }
 
 /// Sets `X-Forwarded-For` (appending the client address), `-Proto` and
-/// `-Host`. `host` is the request's original host as the client sent it.
+/// `-Host`. `client` is the peer address as a header value, made once per
+/// connection; `host` is the request's original host as the client sent it.
 pub fn set_forwarded(
     h: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let ip = client.to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    let appended = match h.get(&X_FORWARDED_FOR) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => None,
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    h.insert(
+        X_FORWARDED_FOR.clone(),
+        appended.unwrap_or_else(|| client.clone()),
+    );
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match host {
         Some(v) => h.insert(X_FORWARDED_HOST.clone(), v),
         None => h.remove(&X_FORWARDED_HOST),
     };
+}
+
+/// The peer address as a header value, for [`set_forwarded`].
+pub fn peer_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
 /// The client's request id when it sent a sane one, or a new random one.
@@ -162,7 +174,7 @@ mod tests {
         h.insert("via", HeaderValue::from_static("1.1 edge"));
         set_forwarded(
             &mut h,
-            "127.0.0.1".parse().unwrap(),
+            &peer_value("127.0.0.1".parse().unwrap()),
             "http",
             Some(HeaderValue::from_static("a.com")),
         );
