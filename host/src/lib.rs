@@ -7,7 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
+pub mod control;
+pub mod deploy;
 pub mod framing;
 pub mod listener;
 pub mod plugin;

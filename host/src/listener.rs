@@ -149,6 +149,7 @@ async fn serve(
 ) {
     let cx = Arc::new(ConnContext {
         peer,
+        peer_ip: crate::proxy::headers::peer_value(peer.ip()),
         listener: shared.config.clone(),
         router: shared.router.clone(),
         access_log: shared.access_log,
@@ -194,6 +195,9 @@ async fn serve(
     loop {
         let wait = Duration::from_millis(deadline(&cx).saturating_sub(worker::now_ms()).max(1));
         tokio::select! {
+            // The connection first: it is what wakes this task nearly
+            // every time, and a fixed order skips the random draw.
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");

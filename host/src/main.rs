@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use weir::config::Config;
-use weir::server::Gateway;
 
 /// Weir: a programmable edge gateway.
 ///
@@ -35,6 +34,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the configuration until SIGTERM or SIGINT, then drain and exit.
+    /// SIGHUP, or saving the configuration file, reloads it: a valid file
+    /// is swapped in without dropping requests, an invalid one is reported
+    /// and the running configuration stays.
     Run {
         /// Configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
@@ -110,24 +112,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the control runtime")?;
-    rt.block_on(async move {
-        let gateway = Gateway::start(config).await?;
-        wait_for_stop_signal().await?;
-        tracing::info!("shutting down: draining in-flight requests");
-        gateway.shutdown().await;
-        tracing::info!("stopped");
-        Ok(())
-    })
-}
-
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    rt.block_on(weir::control::run(config, path))?;
     Ok(())
 }
 

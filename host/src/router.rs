@@ -23,19 +23,27 @@ pub struct Route {
     headers: Vec<HeaderMatch>,
     rewrite_prefix: Option<String>,
     pub upstream: Arc<Upstream>,
+    /// The whole request until the response head, retries included.
     pub timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    /// Retries after the first try.
+    pub retry_attempts: u32,
     pub max_body_bytes: u64,
     /// Plugins to run, global chain first; empty on most routes.
     pub plugins: Arc<Chain>,
 }
 
-/// Routes in the order the configuration file lists them.
+/// Routes in the order the configuration file lists them, and the
+/// upstreams they use (kept by name so a reload can reuse unchanged ones
+/// with their pools and state).
 #[derive(Debug, Default)]
 pub struct Router {
     routes: Vec<Route>,
-    /// Every upstream by name, for plugins that route to one.
     upstreams: std::collections::HashMap<String, Arc<Upstream>>,
-    /// Caps on bodies buffered for body-phase plugins.
+    /// Whether any route matches on host: if none does, requests skip
+    /// working out their host.
+    uses_hosts: bool,
+    /// Caps on bodies buffered for body-phase plugins (request, response).
     pub plugin_body_caps: (usize, usize),
 }
 
@@ -49,6 +57,10 @@ impl Route {
             headers: cfg.headers.clone(),
             rewrite_prefix: cfg.rewrite_prefix.clone(),
             timeout: cfg.timeout.unwrap_or(upstream.config.timeout),
+            connect_timeout: cfg
+                .connect_timeout
+                .unwrap_or(upstream.config.connect_timeout),
+            retry_attempts: cfg.retry_attempts.unwrap_or(upstream.config.retry.attempts),
             max_body_bytes: cfg.max_body_bytes.unwrap_or(default_max_body),
             upstream,
             plugins: Arc::default(),
@@ -115,31 +127,31 @@ impl Route {
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>) -> Router {
+    pub fn new(
+        routes: Vec<Route>,
+        upstreams: std::collections::HashMap<String, Arc<Upstream>>,
+    ) -> Router {
+        let uses_hosts = routes.iter().any(|r| !r.hosts.is_empty());
         Router {
             routes,
-            upstreams: Default::default(),
+            upstreams,
+            uses_hosts,
             plugin_body_caps: (0, 0),
         }
     }
 
-    /// Makes every upstream reachable by name (see [`Router::upstream`]).
-    pub fn with_upstreams(
-        mut self,
-        upstreams: std::collections::HashMap<String, Arc<Upstream>>,
-    ) -> Router {
-        self.upstreams = upstreams;
-        self
-    }
-
-    /// An upstream by name, whether or not a route uses it.
+    /// An upstream by name.
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.get(name)
     }
 
     /// The first route that matches the request, in configuration order.
     pub fn find(&self, req: &Parts) -> Option<&Route> {
-        let host = request_host(req);
+        let host = if self.uses_hosts {
+            request_host(req)
+        } else {
+            None
+        };
         let host = host.as_deref();
         let path = req.uri.path();
         self.routes

@@ -12,11 +12,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::{Config, UpstreamConfig};
+use crate::config::Config;
 use crate::listener::{self, Bound, Shared};
 use crate::plugin::{Chain, PluginErrors, Plugins};
 use crate::router::{Route, Router};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, discovery};
 use crate::worker;
 
 /// Why the gateway could not start.
@@ -40,35 +40,36 @@ pub enum StartError {
     Plugins(PluginErrors),
 }
 
-/// Resolves every endpoint of an upstream to one socket address.
-async fn resolve(cfg: &UpstreamConfig) -> Result<Vec<SocketAddr>, StartError> {
-    let mut out = Vec::with_capacity(cfg.endpoints.len());
-    for e in &cfg.endpoints {
-        let label = format!("{}:{}", e.host, e.port);
-        let err = |reason: String| StartError::Resolve {
-            upstream: cfg.name.clone(),
-            endpoint: label.clone(),
-            reason,
-        };
-        let mut addrs = tokio::net::lookup_host((e.host.as_str(), e.port))
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        out.push(addrs.next().ok_or_else(|| err("no addresses".into()))?);
-    }
-    Ok(out)
-}
-
-/// Builds the route table, with its upstreams and each route's plugin
-/// chain (one per route of `config.routes`, as [`Plugins::load`] returns
-/// them; an empty slice means no plugins).
-pub async fn build_router(config: &Config, chains: &[Arc<Chain>]) -> Result<Router, StartError> {
+/// Builds the route table, with its upstreams, from a configuration. An
+/// upstream whose configuration is unchanged from `previous` is reused as
+/// is, keeping its connection pools, balancer and health state (and its
+/// background health checks and DNS refresh, which end when the last
+/// route table holding it is dropped). `chains` holds each route's plugin
+/// chain, one per route of `config.routes` as [`Plugins::load`] returns
+/// them; an empty slice means no plugins.
+pub async fn build_router(
+    config: &Config,
+    previous: Option<&Router>,
+    chains: &[Arc<Chain>],
+) -> Result<Router, StartError> {
     let mut upstreams = HashMap::new();
     for u in &config.upstreams {
-        let addrs = resolve(u).await?;
-        upstreams.insert(
-            u.name.clone(),
-            Arc::new(Upstream::new(u.clone(), addrs, config.server.workers)),
-        );
+        if let Some(old) = previous.and_then(|p| p.upstream(&u.name))
+            && old.config == *u
+        {
+            upstreams.insert(u.name.clone(), old.clone());
+            continue;
+        }
+        let addrs = discovery::resolve(u)
+            .await
+            .map_err(|e| StartError::Resolve {
+                upstream: u.name.clone(),
+                endpoint: e.endpoint,
+                reason: e.reason,
+            })?;
+        let upstream = Arc::new(Upstream::new(u.clone(), &addrs, config.server.workers));
+        upstream.spawn_background();
+        upstreams.insert(u.name.clone(), upstream);
     }
     // Routes apply on every listener; a route's body limit defaults to the
     // smallest listener limit so no listener's promise is broken.
@@ -90,7 +91,7 @@ pub async fn build_router(config: &Config, chains: &[Arc<Chain>]) -> Result<Rout
             }
         })
         .collect();
-    let mut router = Router::new(routes).with_upstreams(upstreams);
+    let mut router = Router::new(routes, upstreams);
     router.plugin_body_caps = (
         config.plugins.max_request_body_bytes,
         config.plugins.max_response_body_bytes,
@@ -101,6 +102,10 @@ pub async fn build_router(config: &Config, chains: &[Arc<Chain>]) -> Result<Rout
 /// A running gateway's handles.
 pub struct Gateway {
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The route table every worker reads; swapped whole on reload.
+    pub router: Arc<ArcSwap<Router>>,
+    /// The configuration serving now.
+    pub config: Config,
     /// The plugin registry (its engine, state and counters).
     pub plugins: Arc<Plugins>,
     shutdown: watch::Sender<bool>,
@@ -116,7 +121,9 @@ impl Gateway {
         if !plugins.names().is_empty() {
             tracing::info!(plugins = ?plugins.names(), "plugins loaded");
         }
-        let router = Arc::new(ArcSwap::from_pointee(build_router(&config, &chains).await?));
+        let router = Arc::new(ArcSwap::from_pointee(
+            build_router(&config, None, &chains).await?,
+        ));
         let workers = config.server.workers;
         let mut bound: Vec<Bound> = Vec::new();
         for l in &config.listeners {
@@ -177,10 +184,45 @@ impl Gateway {
         }
         Ok(Gateway {
             listeners,
+            router,
+            config,
             plugins: Arc::new(plugins),
             shutdown,
             workers: handles,
         })
+    }
+
+    /// Swaps in a new, already validated configuration: routes, upstreams
+    /// and their settings change at once for new requests; requests in
+    /// flight finish on the table they started with. Settings that need a
+    /// restart (listeners, workers, admin address) are kept as they are and
+    /// named in the returned list.
+    pub async fn reload(&mut self, config: Config) -> Result<Vec<String>, StartError> {
+        let mut needs_restart = Vec::new();
+        if self.config.listeners != config.listeners {
+            needs_restart.push("[[listener]]".to_owned());
+        }
+        if self.config.server.workers != config.server.workers {
+            needs_restart.push("server.workers".to_owned());
+        }
+        if self.config.admin.as_ref().map(|a| a.address) != config.admin.as_ref().map(|a| a.address)
+        {
+            needs_restart.push("admin.address".to_owned());
+        }
+        let mut config = config;
+        // Listener limits and worker count stay those the sockets run with.
+        config.listeners = self.config.listeners.clone();
+        config.server.workers = self.config.server.workers;
+        let current = self.router.load_full();
+        // Plugins are compiled and initialised anew for the new chains;
+        // requests in flight finish on the old ones. Shared plugin state
+        // starts empty (hot deploy of plugins will keep it).
+        let (plugins, chains) = Plugins::load(&config).map_err(StartError::Plugins)?;
+        let router = build_router(&config, Some(&current), &chains).await?;
+        self.router.store(Arc::new(router));
+        self.plugins = Arc::new(plugins);
+        self.config = config;
+        Ok(needs_restart)
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain

@@ -4,11 +4,15 @@
 mod support;
 
 mod bad_input;
+mod balancing;
+mod balancing_health;
+mod balancing_retry;
 mod check;
 mod forwarding;
 mod plugins;
 mod plugins_hostile;
 mod plugins_support;
+mod reload;
 mod routing;
 mod shutdown;
 mod streaming;

@@ -9,6 +9,7 @@
 
 mod error;
 mod raw;
+mod upstream;
 
 mod plugins;
 
@@ -25,6 +26,7 @@ use toml::Spanned;
 pub use error::{ConfigError, ConfigErrors, Problem};
 pub use plugins::{FailurePolicy, Isolation, PluginRef, PluginSettings, PluginsConfig};
 use raw::*;
+pub use upstream::*;
 
 /// Bounds on values that come from the configuration file. They exist so a
 /// typo (an extra zero) cannot make the gateway allocate without limit.
@@ -44,6 +46,18 @@ pub mod limits {
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(3_600);
     pub const MAX_NAME_LEN: usize = 64;
     pub const MAX_ROUTES: usize = 10_000;
+    /// Retries after the first try of one request.
+    pub const MAX_RETRY_ATTEMPTS: u32 = 5;
+    pub const MAX_UPSTREAM_CONNECTIONS: usize = 1_000_000;
+    pub const MAX_PENDING_REQUESTS: usize = 1_000_000;
+    /// Health-check and outlier thresholds.
+    pub const MAX_THRESHOLD: u32 = 100;
+    /// Health checks more often than this would be load, not checks.
+    pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(50);
+    /// DNS names are not re-resolved more often than this.
+    pub const MIN_DNS_REFRESH: Duration = Duration::from_secs(1);
+    pub const MAX_HEALTH_PATH_BYTES: usize = 1024;
+    pub const MAX_RETRY_FLOOR_PER_SECOND: u32 = 10_000;
     /// Compiled size limit of one `path_regex`, so a pathological pattern
     /// cannot eat memory at load time.
     pub const MAX_REGEX_BYTES: usize = 1024 * 1024;
@@ -61,7 +75,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Worker threads, each with its own event loop and accept socket.
     pub workers: usize,
@@ -69,12 +83,12 @@ pub struct ServerConfig {
     pub access_log: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub address: SocketAddr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
@@ -87,34 +101,6 @@ pub struct ListenerConfig {
     pub max_body_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamConfig {
-    pub name: String,
-    pub endpoints: Vec<EndpointConfig>,
-    pub balancer: BalancerKind,
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
-    pub pool: PoolConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointConfig {
-    pub host: String,
-    pub port: u16,
-    pub weight: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalancerKind {
-    RoundRobin,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolConfig {
-    pub max_idle: usize,
-    pub idle_timeout: Duration,
-}
-
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
@@ -124,7 +110,12 @@ pub struct RouteConfig {
     pub methods: Vec<Method>,
     pub headers: Vec<HeaderMatch>,
     pub rewrite_prefix: Option<String>,
+    /// Overrides the upstream's `timeout` (the whole request, retries included).
     pub timeout: Option<Duration>,
+    /// Overrides the upstream's `connect_timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// Overrides the upstream's `retry.attempts`.
+    pub retry_attempts: Option<u32>,
     pub max_body_bytes: Option<u64>,
     /// This route's plugin chain; the global chain runs before it.
     pub plugins: Vec<PluginRef>,
@@ -518,84 +509,6 @@ impl Validator<'_> {
         })
     }
 
-    fn upstream(&mut self, raw: RawUpstream, at: &At) -> Option<UpstreamConfig> {
-        let named = At {
-            key: format!("{} ({})", at.key, raw.name),
-            ..at.clone()
-        };
-        let at = &named;
-        self.name(at, &raw.name);
-        if raw.endpoints.is_empty() || raw.endpoints.len() > limits::MAX_ENDPOINTS {
-            self.report(
-                &field(at, "endpoints"),
-                Problem::OutOfRange {
-                    field: "endpoints",
-                    rule: format!("a list of 1 to {} endpoints", limits::MAX_ENDPOINTS),
-                },
-            );
-        }
-        let mut endpoints = Vec::new();
-        for (j, ep) in raw.endpoints.iter().enumerate() {
-            let ep_at = field(at, &format!("endpoints[{j}]"));
-            let weight = ep.weight.unwrap_or(1);
-            self.range(&ep_at, "weight", weight, 1, limits::MAX_WEIGHT);
-            match split_host_port(&ep.address) {
-                Some((host, port)) => endpoints.push(EndpointConfig { host, port, weight }),
-                None => self.report(
-                    &ep_at,
-                    Problem::Invalid {
-                        field: "address",
-                        reason: format!(
-                            "`{}` is not host:port (an IP address or DNS name, and a port from 1 to 65535)",
-                            ep.address
-                        ),
-                    },
-                ),
-            }
-        }
-        let balancer = match raw.balancer.as_deref().unwrap_or("round_robin") {
-            "round_robin" => BalancerKind::RoundRobin,
-            other => {
-                self.report(
-                    &field(at, "balancer"),
-                    Problem::Invalid {
-                        field: "balancer",
-                        reason: format!("unknown balancer `{other}`; known: round_robin"),
-                    },
-                );
-                BalancerKind::RoundRobin
-            }
-        };
-        let pool_raw = raw.pool.unwrap_or(RawPool {
-            max_idle: None,
-            idle_timeout: None,
-        });
-        let pool_at = field(at, "pool");
-        let max_idle = pool_raw.max_idle.unwrap_or(256);
-        let pool = PoolConfig {
-            max_idle: self.range(&pool_at, "max_idle", max_idle, 0, limits::MAX_POOL_IDLE),
-            idle_timeout: self.duration(
-                &pool_at,
-                "idle_timeout",
-                pool_raw.idle_timeout,
-                Duration::from_secs(60),
-            ),
-        };
-        Some(UpstreamConfig {
-            name: raw.name,
-            endpoints,
-            balancer,
-            connect_timeout: self.duration(
-                at,
-                "connect_timeout",
-                raw.connect_timeout,
-                Duration::from_secs(2),
-            ),
-            timeout: self.duration(at, "timeout", raw.timeout, Duration::from_secs(30)),
-            pool,
-        })
-    }
-
     fn route(&mut self, i: usize, raw: RawRoute, at: &At) -> Option<RouteConfig> {
         let name = raw.name.unwrap_or_else(|| format!("route-{i}"));
         let named = At {
@@ -733,6 +646,12 @@ impl Validator<'_> {
             headers,
             rewrite_prefix: raw.rewrite_prefix,
             timeout,
+            connect_timeout: raw
+                .connect_timeout
+                .map(|t| self.duration(at, "connect_timeout", Some(t), t)),
+            retry_attempts: raw
+                .retry_attempts
+                .map(|n| self.range(at, "retry_attempts", n, 0, limits::MAX_RETRY_ATTEMPTS)),
             max_body_bytes: raw.max_body_bytes.map(|b| b.as_u64()),
             plugins,
         })

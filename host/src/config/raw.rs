@@ -73,6 +73,85 @@ pub struct RawUpstream {
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     pub pool: Option<RawPool>,
+    pub hash_key: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub dns_refresh: Option<Duration>,
+    pub panic_threshold: Option<u32>,
+    pub max_connections: Option<usize>,
+    pub max_pending_requests: Option<usize>,
+    pub health_check: Option<RawHealthCheck>,
+    pub outlier: Option<RawOutlier>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: String,
+    pub host: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    #[serde(default)]
+    pub expected_statuses: Vec<RawStatusRange>,
+}
+
+/// A status is `200` or a range `"200-299"`.
+#[derive(Debug)]
+pub struct RawStatusRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl<'de> Deserialize<'de> for RawStatusRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bad = |what: String| {
+            serde::de::Error::custom(format!(
+                "a status is a number such as 200 or a range such as \"200-299\", not {what}"
+            ))
+        };
+        match toml::Value::deserialize(d)? {
+            toml::Value::Integer(n) => {
+                let n = u16::try_from(n).map_err(|_| bad(n.to_string()))?;
+                Ok(RawStatusRange { from: n, to: n })
+            }
+            toml::Value::String(s) => {
+                let (a, b) = s.split_once('-').unwrap_or((&s, &s));
+                match (a.trim().parse(), b.trim().parse()) {
+                    (Ok(from), Ok(to)) => Ok(RawStatusRange { from, to }),
+                    _ => Err(bad(format!("`{s}`"))),
+                }
+            }
+            other => Err(bad(format!("a {}", other.type_str()))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_5xx: Option<u32>,
+    pub consecutive_connect_failures: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub base_ejection: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_ejection: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<u32>,
+    pub statuses: Option<Vec<u16>>,
+    #[serde(default, with = "humantime_serde")]
+    pub backoff: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_backoff: Option<Duration>,
+    pub budget_ratio: Option<f64>,
+    pub budget_min_per_second: Option<u32>,
 }
 
 /// An endpoint is either `"host:port"` or `{ address = "host:port", weight = 3 }`.
@@ -137,6 +216,9 @@ pub struct RawRoute {
     pub rewrite_prefix: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    pub retry_attempts: Option<u32>,
     pub max_body_bytes: Option<ByteSize>,
     #[serde(default)]
     pub plugins: Vec<RawPluginRef>,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::upstream::{Connection, Upstream};
+use crate::upstream::{Connection, Endpoint};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -125,22 +125,17 @@ pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
 /// A connection waiting for its response body to end before it can be
 /// reused.
 pub struct Lease {
-    upstream: Arc<Upstream>,
-    endpoint: usize,
+    endpoint: Arc<Endpoint>,
     conn: Connection,
 }
 
 impl Lease {
-    pub fn new(upstream: Arc<Upstream>, endpoint: usize, conn: Connection) -> Lease {
-        Lease {
-            upstream,
-            endpoint,
-            conn,
-        }
+    pub fn new(endpoint: Arc<Endpoint>, conn: Connection) -> Lease {
+        Lease { endpoint, conn }
     }
 
     fn release(self) {
-        self.upstream.give_back(self.endpoint, self.conn);
+        self.endpoint.give_back(self.conn);
     }
 }
 

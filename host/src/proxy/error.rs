@@ -59,6 +59,14 @@ pub enum ProxyError {
     ResponseBodyTooLarge { limit: u64 },
     #[error("the upstream response body broke off")]
     ResponseBodyBroken,
+    /// A per-upstream limit is full; the request is refused at once
+    /// rather than queued.
+    #[error("upstream `{upstream}` is at its limit of {limit} {what}")]
+    Overloaded {
+        upstream: String,
+        what: crate::upstream::Limit,
+        limit: usize,
+    },
 }
 
 impl ProxyError {
@@ -76,7 +84,8 @@ impl ProxyError {
             ProxyError::NoEndpoint { .. }
             | ProxyError::Connect { .. }
             | ProxyError::UpstreamTimeout { .. }
-            | ProxyError::Upstream { .. } => ErrorSource::Upstream,
+            | ProxyError::Upstream { .. }
+            | ProxyError::Overloaded { .. } => ErrorSource::Upstream,
         }
     }
 
@@ -87,7 +96,9 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BadFraming(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect {
                 source: crate::upstream::ConnectError::Timeout(_),
                 ..
@@ -102,6 +113,19 @@ impl ProxyError {
             ProxyError::ResponseBodyTooLarge { .. } | ProxyError::ResponseBodyBroken => {
                 StatusCode::BAD_GATEWAY
             }
+        }
+    }
+
+    /// A short reason safe to show the client (no names or addresses),
+    /// for answers whose status alone does not say what to do.
+    pub fn client_detail(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Overloaded { what, .. } => Some(match what {
+                crate::upstream::Limit::Connections => "upstream connection limit reached",
+                crate::upstream::Limit::PendingRequests => "upstream pending request limit reached",
+            }),
+            ProxyError::NoEndpoint { .. } => Some("no healthy upstream endpoint"),
+            _ => None,
         }
     }
 

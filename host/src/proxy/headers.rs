@@ -19,21 +19,38 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// client cannot make every log line and upstream header arbitrarily big.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The fixed hop-by-hop set (RFC 9110 7.6.1 and the legacy ones proxies
-/// still see). `Upgrade` is handled by the caller for upgrade requests.
-fn remove_fixed_hop_by_hop(h: &mut HeaderMap) {
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TE);
-    h.remove(header::TRAILER);
-    h.remove(header::TRANSFER_ENCODING);
-    h.remove(header::UPGRADE);
-    h.remove(header::PROXY_AUTHENTICATE);
-    h.remove(header::PROXY_AUTHORIZATION);
+/// Whether a header is hop-by-hop by definition (RFC 9110 7.6.1, plus the
+/// legacy ones proxies still see). Standard names compare as enum values,
+/// so this costs no hashing.
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Removes every hop-by-hop header, including those `Connection` names.
+/// One pass over the names finds them; most requests carry none besides
+/// `Connection`, so usually nothing else is touched.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let mut found: [Option<HeaderName>; 4] = Default::default();
+    let mut more: Vec<HeaderName> = Vec::new();
+    for name in h.keys() {
+        if is_fixed_hop_by_hop(name) {
+            match found.iter_mut().find(|f| f.is_none()) {
+                Some(slot) => *slot = Some(name.clone()),
+                None => more.push(name.clone()),
+            }
+        }
+    }
+    if found[0].is_none() {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
@@ -45,9 +62,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         for name in listed {
             h.remove(name);
         }
-        h.remove(header::CONNECTION);
     }
-    remove_fixed_hop_by_hop(h);
+    for name in found.into_iter().flatten().chain(more) {
+        h.remove(name);
+    }
 }
 
 /// Whether `Connection` lists `token` (case-insensitive).
@@ -79,26 +97,38 @@ pub fn append_via(h: &mut HeaderMap, version: Version) {
 }
 
 /// Sets `X-Forwarded-For` (appending the client address), `-Proto` and
-/// `-Host`. `host` is the request's original host as the client sent it.
+/// `-Host`. `client` is the peer address as a header value, made once per
+/// connection; `host` is the request's original host as the client sent it.
 pub fn set_forwarded(
     h: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let ip = client.to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    let appended = match h.get(&X_FORWARDED_FOR) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => None,
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    h.insert(
+        X_FORWARDED_FOR.clone(),
+        appended.unwrap_or_else(|| client.clone()),
+    );
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match host {
         Some(v) => h.insert(X_FORWARDED_HOST.clone(), v),
         None => h.remove(&X_FORWARDED_HOST),
     };
+}
+
+/// The peer address as a header value, for [`set_forwarded`].
+pub fn peer_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
 /// The client's request id when it sent a sane one, or a new random one.
@@ -144,7 +174,7 @@ mod tests {
         h.insert("via", HeaderValue::from_static("1.1 edge"));
         set_forwarded(
             &mut h,
-            "127.0.0.1".parse().unwrap(),
+            &peer_value("127.0.0.1".parse().unwrap()),
             "http",
             Some(HeaderValue::from_static("a.com")),
         );

@@ -14,6 +14,7 @@
 
 pub mod body;
 pub mod error;
+mod forward;
 pub mod headers;
 pub mod plugins;
 
@@ -40,6 +41,8 @@ use headers::X_REQUEST_ID;
 #[derive(Debug)]
 pub struct ConnContext {
     pub peer: SocketAddr,
+    /// `peer`'s IP as a header value, made once for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
     pub listener: Arc<ListenerConfig>,
     pub router: Arc<ArcSwap<Router>>,
     pub access_log: bool,
@@ -123,7 +126,7 @@ async fn forward(
     prepare_upstream_request(
         &mut parts,
         route,
-        cx.peer,
+        &cx.peer_ip,
         id,
         upgrade.as_ref().map(|u| &u.protocol),
     )?;
@@ -144,41 +147,11 @@ async fn forward(
     };
 
     let upstream = steered.unwrap_or_else(|| route.upstream.clone());
-    let ep = upstream.pick().ok_or_else(|| ProxyError::NoEndpoint {
-        upstream: upstream.config.name.clone(),
-    })?;
-    let endpoint = || upstream.endpoints[ep].label.clone();
-    let deadline = tokio::time::Instant::now() + route.timeout;
-    let timed_out = || ProxyError::UpstreamTimeout {
-        endpoint: endpoint(),
-        timeout: route.timeout,
-    };
-
-    let connecting = match upgrade {
-        Some(_) => upstream.connect_for_upgrade(ep).await,
-        None => upstream.connect(ep).await,
-    };
-    let mut conn = connecting.map_err(|source| ProxyError::Connect {
-        endpoint: endpoint(),
-        source,
-    })?;
-
-    let req = Request::from_parts(parts, body);
-    let mut resp = match tokio::time::timeout_at(deadline, conn.sender.send_request(req)).await {
-        Err(_) => return Err(timed_out()),
-        Ok(Err(e)) if body::is_body_too_large(&e) => {
-            return Err(ProxyError::BodyTooLarge {
-                limit: route.max_body_bytes,
-            });
-        }
-        Ok(Err(source)) => {
-            return Err(ProxyError::Upstream {
-                endpoint: endpoint(),
-                source,
-            });
-        }
-        Ok(Ok(r)) => r,
-    };
+    let forward::Forwarded {
+        mut resp,
+        endpoint,
+        conn,
+    } = forward::send(route, &upstream, cx.peer, parts, body, upgrade.is_some()).await?;
 
     if let Some(up) = upgrade
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -202,7 +175,7 @@ async fn forward(
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
     headers::append_via(&mut rparts.headers, Version::HTTP_11);
-    let lease = Lease::new(upstream, ep, conn);
+    let lease = Lease::new(endpoint, conn);
     let resp = Response::from_parts(rparts, ResponseBody::upstream(rbody, Some(lease)));
     plugins.on_response(resp, caps.1, route).await
 }
@@ -274,7 +247,7 @@ fn take_upgrade(parts: &mut Parts) -> Option<Upgrade> {
 fn prepare_upstream_request(
     parts: &mut Parts,
     route: &Route,
-    peer: SocketAddr,
+    peer_ip: &HeaderValue,
     id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
 ) -> Result<(), ProxyError> {
@@ -290,7 +263,7 @@ fn prepare_upstream_request(
     if client_version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
-    headers::set_forwarded(&mut parts.headers, peer.ip(), "http", host.clone());
+    headers::set_forwarded(&mut parts.headers, peer_ip, "http", host.clone());
     headers::append_via(&mut parts.headers, client_version);
     parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
     if let Some(h) = host
@@ -305,13 +278,17 @@ fn prepare_upstream_request(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
+    // Origin-form and unchanged (the common case): keep the parsed URI.
     let path = route.rewrite(parts.uri.path());
-    let target = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.into_owned(),
-    };
-    parts.uri =
-        Uri::try_from(target).map_err(|_| ProxyError::BadFraming("invalid request target"))?;
+    let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+    if !origin_form || matches!(path, std::borrow::Cow::Owned(_)) {
+        let target = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.into_owned(),
+        };
+        parts.uri =
+            Uri::try_from(target).map_err(|_| ProxyError::BadFraming("invalid request target"))?;
+    }
     parts.version = Version::HTTP_11;
     Ok(())
 }
@@ -352,10 +329,11 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 
 fn error_response(e: &ProxyError) -> Response<ResponseBody> {
     let status = e.status();
-    let mut resp = Response::new(ResponseBody::full(format!(
-        "{}\n",
-        status.canonical_reason().unwrap_or("error")
-    )));
+    let reason = status.canonical_reason().unwrap_or("error");
+    let mut resp = Response::new(ResponseBody::full(match e.client_detail() {
+        Some(detail) => format!("{reason}: {detail}\n"),
+        None => format!("{reason}\n"),
+    }));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(

@@ -1,134 +1,564 @@
 //! Upstreams: a named set of endpoints, the balancer that picks one for a
-//! request, and the keep-alive connection pool to each endpoint. The proxy
-//! asks an [`Upstream`] for an endpoint and a ready connection; it never
-//! opens sockets itself.
+//! request, their health, the retry budget, the limits on connections and
+//! pending requests, and the keep-alive pool to each endpoint. The proxy
+//! asks an [`Upstream`] for an endpoint and a ready connection and reports
+//! back how the try went; it never opens sockets itself.
+//!
+//! The endpoints the balancer may use (the *live set*) are an immutable
+//! snapshot behind an `ArcSwap`, with the balancer's table (a smooth
+//! weighted schedule or a Maglev table) precomputed for exactly those
+//! endpoints. A pick loads the snapshot and indexes it: no lock and no
+//! allocation. The snapshot is rebuilt, under a mutex only writers take,
+//! when health changes (an ejection starts or ends, an active check flips)
+//! or discovery changes the endpoints; per-endpoint state lives in the
+//! `Arc<Endpoint>`s, so an endpoint that stays keeps its pool, latency
+//! estimate and health across rebuilds.
 
+mod balancer;
+mod budget;
+pub mod discovery;
+mod endpoint;
+mod health;
 mod pool;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::config::UpstreamConfig;
+use arc_swap::ArcSwap;
+use http::request::Parts;
 
+use crate::config::{BalancerKind, HashKey, UpstreamConfig};
+use crate::worker;
+use balancer::{MAGLEV_SIZE, maglev, p2c, smooth_schedule, stable_hash};
+
+pub use balancer::{MAX_TRIES, Tried};
+pub use budget::RetryBudget;
+pub use endpoint::{Endpoint, Outcome, Outstanding};
 pub use pool::{ConnectError, Connection};
-
-/// One address traffic can be sent to.
-#[derive(Debug)]
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    /// As written in the configuration (`host:port`), for logs.
-    pub label: String,
-    pub weight: u32,
-    pool: pool::EndpointPool,
-}
 
 /// A named group of endpoints with its balancing state.
 #[derive(Debug)]
 pub struct Upstream {
     pub config: UpstreamConfig,
-    pub endpoints: Vec<Endpoint>,
-    /// Smooth weighted round-robin order, precomputed: index `i` of the
-    /// rotation is the endpoint to use for the i-th pick.
-    schedule: Vec<u32>,
-    next: AtomicUsize,
+    workers: usize,
+    connections: pool::ConnCounter,
+    live: ArcSwap<LiveSet>,
+    /// Serialises rebuilds of `live`; never taken by a pick.
+    rebuild: Mutex<()>,
+    /// Each worker's position in the round-robin schedule: one cache line
+    /// per worker, so round robin writes nothing another worker reads.
+    next: Box<[Position]>,
+    pending: AtomicUsize,
+    pub budget: RetryBudget,
+}
+
+#[derive(Debug)]
+struct LiveSet {
+    all: Vec<Arc<Endpoint>>,
+    /// The available endpoints, or all of them in panic mode.
+    live: Vec<Arc<Endpoint>>,
+    table: Table,
+    panic: bool,
+    /// When the earliest passive ejection ends (milliseconds of
+    /// [`endpoint::now_us`]), so a
+    /// pick knows to rebuild; `u64::MAX` when none is ejected.
+    next_change_ms: u64,
+}
+
+#[derive(Debug)]
+enum Table {
+    None,
+    /// Indexes into `live`, each appearing `weight` times, interleaved.
+    Schedule(Vec<u32>),
+    /// Maglev slots, indexes into `live`.
+    Maglev(Vec<u16>),
+}
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Position(AtomicUsize);
+
+/// When a try started, from [`Upstream::try_started`].
+#[derive(Debug, Clone, Copy)]
+pub struct TryStart(u64);
+
+/// Which per-upstream limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_connections`
+    Connections,
+    /// `max_pending_requests`
+    PendingRequests,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::Connections => "open connections",
+            Limit::PendingRequests => "pending requests",
+        })
+    }
+}
+
+/// The upstream refused the request before sending it: a limit is full.
+#[derive(Debug, Clone, Copy)]
+pub struct Overloaded {
+    pub limit: usize,
+}
+
+/// A request counted against `max_pending_requests` until dropped.
+#[derive(Debug)]
+pub struct Pending<'a>(&'a AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Upstream {
-    /// Builds an upstream from resolved addresses, one per configured
-    /// endpoint in order. `workers` sizes the per-worker connection pools.
-    pub fn new(config: UpstreamConfig, addrs: Vec<SocketAddr>, workers: usize) -> Upstream {
-        let endpoints: Vec<Endpoint> = config
+    /// Builds an upstream from resolved addresses: pairs of configuration
+    /// entry index and address (a DNS name may give several). `workers`
+    /// sizes the per-worker connection pools. Call
+    /// [`Upstream::spawn_background`] to start health checks and discovery.
+    pub fn new(config: UpstreamConfig, addrs: &[(usize, SocketAddr)], workers: usize) -> Upstream {
+        let connections = pool::ConnCounter::new(config.max_connections);
+        let up = Upstream {
+            budget: RetryBudget::new(
+                config.retry.budget_per_mille,
+                config.retry.budget_min_per_second,
+            ),
+            config,
+            workers,
+            connections,
+            live: ArcSwap::from_pointee(LiveSet {
+                all: Vec::new(),
+                live: Vec::new(),
+                table: Table::None,
+                panic: false,
+                next_change_ms: u64::MAX,
+            }),
+            rebuild: Mutex::new(()),
+            next: (0..workers.max(1)).map(|_| Position::default()).collect(),
+            pending: AtomicUsize::new(0),
+        };
+        let all = addrs
+            .iter()
+            .map(|(i, a)| up.make_endpoint(*i, *a))
+            .collect();
+        up.set_endpoints(all);
+        up
+    }
+
+    fn make_endpoint(&self, source: usize, addr: SocketAddr) -> Arc<Endpoint> {
+        let e = &self.config.endpoints[source];
+        Arc::new(Endpoint::new(
+            addr,
+            format!("{}:{}", e.host, e.port),
+            source,
+            e.weight,
+            self.workers,
+            &self.config.pool,
+            self.connections.clone(),
+        ))
+    }
+
+    /// Starts the active health checker (when configured) and DNS
+    /// re-resolution (when an endpoint is a name) on the current runtime.
+    /// Both hold only a weak reference and stop when the upstream is gone.
+    pub fn spawn_background(self: &Arc<Self>) {
+        if let Some(hc) = &self.config.health_check {
+            tokio::spawn(health::run(Arc::downgrade(self), Arc::new(hc.clone())));
+        }
+        if self
+            .config
             .endpoints
             .iter()
-            .zip(addrs)
-            .map(|(e, addr)| Endpoint {
-                addr,
-                label: format!("{}:{}", e.host, e.port),
-                weight: e.weight,
-                pool: pool::EndpointPool::new(workers, &config.pool),
-            })
-            .collect();
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
-        Upstream {
-            schedule: smooth_weighted_schedule(&weights),
-            endpoints,
-            config,
-            next: AtomicUsize::new(0),
+            .any(|e| e.host.parse::<IpAddr>().is_err())
+        {
+            tokio::spawn(discovery::run(
+                Arc::downgrade(self),
+                self.config.dns_refresh,
+            ));
         }
     }
 
-    /// Picks the endpoint for the next request.
-    pub fn pick(&self) -> Option<usize> {
-        if self.schedule.is_empty() {
+    /// Every known endpoint, healthy or not.
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.live.load().all.clone()
+    }
+
+    /// Whether too few endpoints are healthy and all are used.
+    pub fn in_panic(&self) -> bool {
+        self.live.load().panic
+    }
+
+    /// Counts a request against `max_pending_requests`, or refuses it.
+    pub fn admit(&self) -> Result<Pending<'_>, Overloaded> {
+        let limit = self.config.max_pending_requests;
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(Overloaded { limit });
+        }
+        Ok(Pending(&self.pending))
+    }
+
+    /// The request's hash for `consistent_hash`; `None` for other
+    /// balancers, or when the request lacks the key (it is then balanced
+    /// at random).
+    pub fn hash_of(&self, parts: &Parts, peer: SocketAddr) -> Option<u64> {
+        let BalancerKind::ConsistentHash(key) = &self.config.balancer else {
             return None;
+        };
+        match key {
+            HashKey::ClientIp => Some(match peer.ip() {
+                IpAddr::V4(ip) => stable_hash(&ip.octets()),
+                IpAddr::V6(ip) => stable_hash(&ip.octets()),
+            }),
+            HashKey::Header(name) => parts.headers.get(name).map(|v| stable_hash(v.as_bytes())),
+            HashKey::Cookie(name) => parts
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+                .find_map(|pair| {
+                    let pair = pair.trim_ascii_start();
+                    let value = pair.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+                    Some(stable_hash(value.trim_ascii_end()))
+                }),
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        Some(self.schedule[i] as usize)
     }
 
-    /// A connection to endpoint `ep`, reused from the pool when one is idle.
-    pub async fn connect(&self, ep: usize) -> Result<Connection, ConnectError> {
-        let e = &self.endpoints[ep];
-        e.pool
-            .checkout(e.addr, self.config.connect_timeout, &self.config.pool)
-            .await
+    /// Picks an endpoint not in `tried`, or `None` when there is none.
+    pub fn pick(&self, hash: Option<u64>, tried: &Tried) -> Option<Arc<Endpoint>> {
+        let mut set = self.live.load();
+        let least_request = self.config.balancer == BalancerKind::LeastRequest;
+        // Reading the clock is most of a pick's cost: only least_request
+        // and a pending end of ejection need it.
+        let now_us = if least_request || set.next_change_ms != u64::MAX {
+            endpoint::now_us()
+        } else {
+            0
+        };
+        if now_us / 1000 >= set.next_change_ms {
+            self.refresh(false);
+            set = self.live.load();
+        }
+        let live = &set.live;
+        let excluded = |i: usize| !tried.is_empty() && tried.contains(live[i].id);
+        let i = match (&self.config.balancer, &set.table) {
+            (BalancerKind::RoundRobin, Table::Schedule(s)) => {
+                let w = worker::id() % self.next.len();
+                // Workers start spread over the schedule, not all at its head.
+                let start =
+                    self.next[w].0.fetch_add(1, Ordering::Relaxed) + w * s.len() / self.next.len();
+                scan(s, start, excluded)
+            }
+            (BalancerKind::Random, Table::Schedule(s)) if !s.is_empty() => {
+                scan(s, fastrand::usize(..s.len()), excluded)
+            }
+            (BalancerKind::LeastRequest, _) => p2c(
+                live.len(),
+                |i| live[i].cost(now_us),
+                excluded,
+                |n| fastrand::usize(..n),
+            ),
+            (BalancerKind::ConsistentHash(_), Table::Maglev(t)) if !t.is_empty() => {
+                let h = hash.unwrap_or_else(|| fastrand::u64(..));
+                scan(t, (h % t.len() as u64) as usize, excluded)
+            }
+            _ => None,
+        }?;
+        Some(live[i].clone())
     }
 
-    /// A fresh connection that is never pooled, for protocol upgrades.
-    pub async fn connect_for_upgrade(&self, ep: usize) -> Result<Connection, ConnectError> {
-        let e = &self.endpoints[ep];
-        pool::connect(e.addr, self.config.connect_timeout, true).await
+    /// Marks the start of a try, for [`Upstream::record`]: a timestamp
+    /// when the balancer learns latencies, 0 (no clock read) otherwise.
+    pub fn try_started(&self) -> TryStart {
+        TryStart(if self.config.balancer == BalancerKind::LeastRequest {
+            endpoint::now_us()
+        } else {
+            0
+        })
     }
 
-    /// Hands a connection whose response finished back to its pool.
-    pub fn give_back(&self, ep: usize, conn: Connection) {
-        self.endpoints[ep].pool.put(conn, &self.config.pool);
+    /// Reports how a try went: feeds passive health and, for
+    /// `least_request`, the latency estimate.
+    pub fn record(&self, ep: &Endpoint, outcome: Outcome, started: TryStart) {
+        let least_request = self.config.balancer == BalancerKind::LeastRequest;
+        let success = matches!(outcome, Outcome::Status(s) if s < 500);
+        // A success under another balancer needs no time: it only resets
+        // failure counts.
+        let now_us = if least_request || !success {
+            endpoint::now_us()
+        } else {
+            0
+        };
+        if least_request && let Outcome::Status(_) = outcome {
+            ep.record_rtt(
+                Duration::from_micros(now_us.saturating_sub(started.0)),
+                now_us,
+            );
+        }
+        if ep.record_outcome(outcome, &self.config.outlier, now_us / 1000) {
+            self.refresh(true);
+        }
+    }
+
+    /// Rebuilds the live set from the endpoints' current health. `wait`
+    /// false skips the rebuild when another thread is already at it.
+    fn refresh(&self, wait: bool) {
+        let _guard = if wait {
+            self.rebuild.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.rebuild.try_lock() {
+                Ok(g) => g,
+                Err(_) => return,
+            }
+        };
+        let all = self.live.load().all.clone();
+        self.store(all);
+    }
+
+    /// Replaces the endpoint set (discovery) and rebuilds the live set.
+    fn set_endpoints(&self, all: Vec<Arc<Endpoint>>) {
+        let _guard = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        self.store(all);
+    }
+
+    /// Builds and publishes a live set; the caller holds `rebuild`.
+    fn store(&self, all: Vec<Arc<Endpoint>>) {
+        let now = endpoint::now_us() / 1000;
+        let available: Vec<Arc<Endpoint>> =
+            all.iter().filter(|e| e.available(now)).cloned().collect();
+        let panic = !all.is_empty()
+            && available.len() * 100 < self.config.panic_threshold as usize * all.len();
+        let was_panic = self.live.load().panic;
+        if panic != was_panic {
+            if panic {
+                tracing::warn!(
+                    upstream = %self.config.name,
+                    healthy = available.len(),
+                    total = all.len(),
+                    "too few healthy endpoints: balancing over all of them (panic mode)"
+                );
+            } else {
+                tracing::info!(upstream = %self.config.name, "enough healthy endpoints again: panic mode over");
+            }
+        }
+        let live = if panic { all.clone() } else { available };
+        let weights: Vec<u32> = live.iter().map(|e| e.weight).collect();
+        let table = match &self.config.balancer {
+            BalancerKind::RoundRobin | BalancerKind::Random => {
+                Table::Schedule(smooth_schedule(&weights))
+            }
+            BalancerKind::ConsistentHash(_) => {
+                let keys: Vec<u64> = live.iter().map(|e| e.key).collect();
+                Table::Maglev(maglev(&keys, &weights, MAGLEV_SIZE))
+            }
+            BalancerKind::LeastRequest => Table::None,
+        };
+        let next_change_ms = all
+            .iter()
+            .map(|e| e.state.ejected_until_ms.load(Ordering::Relaxed))
+            .filter(|t| *t > now)
+            .min()
+            .unwrap_or(u64::MAX);
+        self.live.store(Arc::new(LiveSet {
+            all,
+            live,
+            table,
+            panic,
+            next_change_ms,
+        }));
     }
 }
 
-/// The order nginx's smooth weighted round robin produces, computed once:
-/// weights 5,1,1 give a a b a c a a rather than a a a a a b c.
-fn smooth_weighted_schedule(weights: &[u32]) -> Vec<u32> {
-    let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for (i, w) in weights.iter().enumerate() {
-            current[i] += i64::from(*w);
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total;
-        out.push(best as u32);
-    }
-    out
+/// The first entry of a rotation, from `start`, whose endpoint is not
+/// excluded. Without exclusions this is one index operation.
+fn scan<T: Copy + TryInto<usize>>(
+    table: &[T],
+    start: usize,
+    excluded: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let n = table.len();
+    (0..n)
+        .filter_map(|k| table[(start + k) % n].try_into().ok())
+        .find(|i| !excluded(*i))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::HashMap;
 
-    #[test]
-    fn smooth_schedule_interleaves() {
-        assert_eq!(
-            smooth_weighted_schedule(&[5, 1, 1]),
-            vec![0, 0, 1, 0, 2, 0, 0]
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn upstream(balancer: &str, weights: &[u32], extra: &str) -> Upstream {
+        let eps: Vec<String> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("{{ address = \"127.0.0.{}:80\", weight = {w} }}", i + 1))
+            .collect();
+        let text = format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n[[upstream]]\nname = \"u\"\nendpoints = [{}]\nbalancer = \"{balancer}\"\n{extra}\n",
+            eps.join(", ")
         );
-        assert_eq!(smooth_weighted_schedule(&[1, 1]), vec![0, 1]);
-        assert!(smooth_weighted_schedule(&[]).is_empty());
+        let c = Config::parse(std::path::Path::new("t.toml"), &text).unwrap();
+        let cfg = c.upstreams[0].clone();
+        let addrs: Vec<(usize, SocketAddr)> = cfg
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, format!("{}:{}", e.host, e.port).parse().unwrap()))
+            .collect();
+        Upstream::new(cfg, &addrs, 1)
+    }
+
+    fn counts(u: &Upstream, n: usize, hash: impl Fn(usize) -> Option<u64>) -> HashMap<u32, usize> {
+        let mut m = HashMap::new();
+        for i in 0..n {
+            let ep = u.pick(hash(i), &Tried::default()).unwrap();
+            *m.entry(
+                ep.addr
+                    .ip()
+                    .to_string()
+                    .rsplit('.')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            )
+            .or_default() += 1;
+        }
+        m
+    }
+
+    fn eject(u: &Upstream, which: usize) {
+        let ep = &u.endpoints()[which];
+        for _ in 0..u.config.outlier.consecutive_connect_failures {
+            u.record(ep, Outcome::ConnectFailed, u.try_started());
+        }
     }
 
     #[test]
-    fn schedule_honours_weights() {
-        let w = [3, 7, 1, 9];
-        let s = smooth_weighted_schedule(&w);
-        for (i, weight) in w.iter().enumerate() {
-            assert_eq!(
-                s.iter().filter(|x| **x as usize == i).count(),
-                *weight as usize
-            );
+    fn round_robin_skips_ejected_and_keeps_weights_among_the_rest() {
+        let u = upstream("round_robin", &[1, 2, 3], "panic_threshold = 0");
+        eject(&u, 0);
+        let c = counts(&u, 500, |_| None);
+        assert_eq!(c.get(&1), None);
+        assert_eq!(c[&2], 200);
+        assert_eq!(c[&3], 300);
+    }
+
+    #[test]
+    fn panic_mode_uses_everyone() {
+        let u = upstream("round_robin", &[1, 1, 1, 1], "panic_threshold = 60");
+        eject(&u, 0);
+        assert!(!u.in_panic());
+        eject(&u, 1);
+        assert!(u.in_panic());
+        assert_eq!(counts(&u, 400, |_| None).len(), 4);
+    }
+
+    #[test]
+    fn everything_ejected_without_panic_means_no_endpoint() {
+        let u = upstream("least_request", &[1], "panic_threshold = 0");
+        eject(&u, 0);
+        assert!(u.pick(None, &Tried::default()).is_none());
+    }
+
+    #[test]
+    fn retries_go_elsewhere_and_run_out() {
+        for b in ["round_robin", "random", "least_request", "consistent_hash"] {
+            let u = upstream(b, &[1, 5, 1], "");
+            let mut tried = Tried::default();
+            let mut seen = Vec::new();
+            while let Some(ep) = u.pick(Some(42), &tried) {
+                assert!(!seen.contains(&ep.id), "{b} picked {} twice", ep.addr);
+                seen.push(ep.id);
+                tried.push(ep.id);
+            }
+            assert_eq!(seen.len(), 3, "{b}");
+        }
+    }
+
+    #[test]
+    fn hash_key_from_cookie_and_header() {
+        let u = upstream("consistent_hash", &[1, 1], "hash_key = \"cookie:sid\"");
+        let peer: SocketAddr = "10.0.0.1:5".parse().unwrap();
+        let req = |c: &str| {
+            http::Request::get("/")
+                .header("cookie", c)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let a = u.hash_of(&req("a=1; sid=xyz"), peer);
+        assert_eq!(a, Some(stable_hash(b"xyz")));
+        assert_eq!(u.hash_of(&req("sid=xyz;b=2"), peer), a);
+        assert_eq!(u.hash_of(&req("sidx=xyz"), peer), None);
+        let u = upstream("consistent_hash", &[1, 1], "hash_key = \"header:x-user\"");
+        let parts = http::Request::get("/")
+            .header("x-user", "ann")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(u.hash_of(&parts, peer), Some(stable_hash(b"ann")));
+    }
+
+    #[test]
+    fn pending_limit_refuses_at_once() {
+        let u = upstream("round_robin", &[1], "max_pending_requests = 2");
+        let a = u.admit().unwrap();
+        let _b = u.admit().unwrap();
+        assert_eq!(u.admit().unwrap_err().limit, 2);
+        drop(a);
+        assert!(u.admit().is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn weighted_picks_within_tolerance(weights in prop::collection::vec(1u32..=10, 1..8), random in any::<bool>()) {
+            let u = upstream(if random { "random" } else { "round_robin" }, &weights, "");
+            let total: u32 = weights.iter().sum();
+            let n = 4000;
+            let c = counts(&u, n, |_| None);
+            for (i, w) in weights.iter().enumerate() {
+                let got = c.get(&(i as u32 + 1)).copied().unwrap_or(0) as f64 / n as f64;
+                let want = f64::from(*w) / f64::from(total);
+                // Round robin is exact over whole rotations; random gets
+                // binomial noise (well under 4 sigma at n = 4000).
+                let tol = if random { 0.04 } else { 0.01 };
+                prop_assert!((got - want).abs() <= tol, "endpoint {i}: {got} vs {want}");
+            }
+        }
+
+        #[test]
+        fn same_key_same_endpoint(keys in prop::collection::vec(any::<u64>(), 1..50), n in 1usize..8) {
+            let u = upstream("consistent_hash", &vec![1; n], "");
+            for k in keys {
+                let a = u.pick(Some(k), &Tried::default()).unwrap();
+                let b = u.pick(Some(k), &Tried::default()).unwrap();
+                prop_assert_eq!(a.id, b.id);
+            }
+        }
+
+        #[test]
+        fn single_and_empty_sets_do_not_panic(b in prop::sample::select(vec!["round_robin", "random", "least_request", "consistent_hash"]), key in any::<u64>()) {
+            let u = upstream(b, &[1], "panic_threshold = 0");
+            let one = u.pick(Some(key), &Tried::default()).unwrap();
+            let mut tried = Tried::default();
+            tried.push(one.id);
+            prop_assert!(u.pick(Some(key), &tried).is_none());
+            eject(&u, 0);
+            prop_assert!(u.pick(Some(key), &Tried::default()).is_none());
         }
     }
 }

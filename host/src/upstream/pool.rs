@@ -2,10 +2,13 @@
 //! idle list, so checking a connection out or in never contends with
 //! another thread and a connection is always driven by the event loop of
 //! the thread that uses it. Connections are HTTP/1.1 (hyper's client
-//! connection), opened with a connect timeout and TCP_NODELAY.
+//! connection), opened with a connect timeout and TCP_NODELAY. Every open
+//! connection of an upstream holds one unit of its [`ConnCounter`], so the
+//! upstream's `max_connections` bounds pooled and busy ones together.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
@@ -20,6 +23,41 @@ use crate::worker;
 pub struct Connection {
     pub sender: http1::SendRequest<RequestBody>,
     idle_since: Instant,
+    _slot: Option<ConnSlot>,
+}
+
+/// Open connections of one upstream, against its limit.
+#[derive(Debug, Clone)]
+pub struct ConnCounter {
+    open: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// One unit of a [`ConnCounter`], given back when the connection drops.
+#[derive(Debug)]
+struct ConnSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ConnCounter {
+    pub fn new(limit: usize) -> ConnCounter {
+        ConnCounter {
+            open: Arc::new(AtomicUsize::new(0)),
+            limit,
+        }
+    }
+
+    fn acquire(&self) -> Result<ConnSlot, ConnectError> {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= self.limit {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return Err(ConnectError::LimitReached { limit: self.limit });
+        }
+        Ok(ConnSlot(self.open.clone()))
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -37,19 +75,29 @@ pub enum ConnectError {
     Io(#[from] std::io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
+    /// Not a failure of the endpoint: the upstream's `max_connections`
+    /// are all open.
+    #[error("the upstream's limit of {limit} open connections is reached")]
+    LimitReached { limit: usize },
 }
 
 #[derive(Debug)]
 pub(super) struct EndpointPool {
     idle: Box<[Mutex<Vec<Connection>>]>,
+    cfg: PoolConfig,
+    counter: ConnCounter,
 }
 
 impl EndpointPool {
-    pub(super) fn new(workers: usize, cfg: &PoolConfig) -> EndpointPool {
+    pub(super) fn new(workers: usize, cfg: &PoolConfig, counter: ConnCounter) -> EndpointPool {
         let lists = (0..workers.max(1))
             .map(|_| Mutex::new(Vec::with_capacity(cfg.max_idle.min(64))))
             .collect();
-        EndpointPool { idle: lists }
+        EndpointPool {
+            idle: lists,
+            cfg: cfg.clone(),
+            counter,
+        }
     }
 
     fn list(&self) -> &Mutex<Vec<Connection>> {
@@ -60,8 +108,8 @@ impl EndpointPool {
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
-        cfg: &PoolConfig,
     ) -> Result<Connection, ConnectError> {
+        let cfg = &self.cfg;
         loop {
             // Most recently used first: it is the least likely to have been
             // closed by the upstream's own idle timeout.
@@ -74,10 +122,26 @@ impl EndpointPool {
                 return Ok(conn);
             }
         }
-        connect(addr, connect_timeout, false).await
+        let slot = self.counter.acquire()?;
+        let mut conn = connect(addr, connect_timeout, false).await?;
+        conn._slot = Some(slot);
+        Ok(conn)
     }
 
-    pub(super) fn put(&self, mut conn: Connection, cfg: &PoolConfig) {
+    /// A fresh connection that is never pooled, for protocol upgrades.
+    pub(super) async fn connect_for_upgrade(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<Connection, ConnectError> {
+        let slot = self.counter.acquire()?;
+        let mut conn = connect(addr, connect_timeout, true).await?;
+        conn._slot = Some(slot);
+        Ok(conn)
+    }
+
+    pub(super) fn put(&self, mut conn: Connection) {
+        let cfg = &self.cfg;
         if conn.sender.is_closed() {
             return;
         }
@@ -126,5 +190,6 @@ pub(crate) async fn connect(
     Ok(Connection {
         sender,
         idle_since: Instant::now(),
+        _slot: None,
     })
 }

@@ -73,7 +73,8 @@ impl GatewayBuilder {
         }
         let config = dir.path().join("weir.toml");
         std::fs::write(&config, &self.config).unwrap();
-        let expected = self.config.matches("[[listener]]").count();
+        let expected = self.config.matches("[[listener]]").count()
+            + usize::from(self.config.contains("[admin]"));
 
         let mut child = Command::new(weir_bin())
             .args(["--log-format", "json", "--log-level", "debug"])

@@ -1,0 +1,585 @@
+//! The `[[upstream]]` section: endpoints, the balancing policy, health
+//! checks, outlier ejection, retries, limits and the connection pool,
+//! validated into [`UpstreamConfig`]. Defaults and bounds are listed in
+//! `docs/upstreams.md`; this file is the one place that enforces them.
+
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::raw::{RawHealthCheck, RawOutlier, RawPool, RawRetry, RawUpstream};
+use super::{At, Problem, Validator, field, limits, split_host_port};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub endpoints: Vec<EndpointConfig>,
+    pub balancer: BalancerKind,
+    pub connect_timeout: Duration,
+    /// The whole request until the response head, retries included.
+    pub timeout: Duration,
+    pub pool: PoolConfig,
+    /// How often DNS-named endpoints are resolved again.
+    pub dns_refresh: Duration,
+    /// Percent of endpoints that must be healthy; below it the balancer
+    /// uses every endpoint, healthy or not.
+    pub panic_threshold: u32,
+    /// Open connections to all endpoints together.
+    pub max_connections: usize,
+    /// Requests sent (or being sent) and waiting for a response head.
+    pub max_pending_requests: usize,
+    pub health_check: Option<HealthCheckConfig>,
+    pub outlier: OutlierConfig,
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BalancerKind {
+    RoundRobin,
+    LeastRequest,
+    ConsistentHash(HashKey),
+    Random,
+}
+
+/// What a consistent-hash balancer hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Header(HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    /// `Host` header of the probe; the endpoint's configured host when unset.
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes that bring an unhealthy endpoint back.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a healthy endpoint out.
+    pub unhealthy_threshold: u32,
+    /// Inclusive ranges of statuses that count as a pass.
+    pub expected_statuses: Vec<(u16, u16)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierConfig {
+    /// 0 disables this trigger.
+    pub consecutive_5xx: u32,
+    /// 0 disables this trigger.
+    pub consecutive_connect_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Retries after the first try; 0 disables retries.
+    pub attempts: u32,
+    /// Statuses that make an idempotent, bodiless request try again.
+    pub statuses: Vec<u16>,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retries allowed per 1,000 requests.
+    pub budget_per_mille: u32,
+    /// Retries always allowed per second, whatever the ratio says.
+    pub budget_min_per_second: u32,
+}
+
+impl Validator<'_> {
+    pub(super) fn upstream(&mut self, raw: RawUpstream, at: &At) -> Option<UpstreamConfig> {
+        let named = At {
+            key: format!("{} ({})", at.key, raw.name),
+            ..at.clone()
+        };
+        let at = &named;
+        self.name(at, &raw.name);
+        if raw.endpoints.is_empty() || raw.endpoints.len() > limits::MAX_ENDPOINTS {
+            self.report(
+                &field(at, "endpoints"),
+                Problem::OutOfRange {
+                    field: "endpoints",
+                    rule: format!("a list of 1 to {} endpoints", limits::MAX_ENDPOINTS),
+                },
+            );
+        }
+        let mut endpoints = Vec::new();
+        for (j, ep) in raw.endpoints.iter().enumerate() {
+            let ep_at = field(at, &format!("endpoints[{j}]"));
+            let weight = ep.weight.unwrap_or(1);
+            self.range(&ep_at, "weight", weight, 1, limits::MAX_WEIGHT);
+            match split_host_port(&ep.address) {
+                Some((host, port)) => endpoints.push(EndpointConfig { host, port, weight }),
+                None => self.report(
+                    &ep_at,
+                    Problem::Invalid {
+                        field: "address",
+                        reason: format!(
+                            "`{}` is not host:port (an IP address or DNS name, and a port from 1 to 65535)",
+                            ep.address
+                        ),
+                    },
+                ),
+            }
+        }
+        let balancer = self.balancer(at, raw.balancer.as_deref(), raw.hash_key.as_deref());
+        let pool = self.pool(&field(at, "pool"), raw.pool);
+        let panic_threshold = self.range(
+            at,
+            "panic_threshold",
+            raw.panic_threshold.unwrap_or(50),
+            0,
+            100,
+        );
+        let max_connections = self.range(
+            at,
+            "max_connections",
+            raw.max_connections.unwrap_or(10_000),
+            1,
+            limits::MAX_UPSTREAM_CONNECTIONS,
+        );
+        let max_pending_requests = self.range(
+            at,
+            "max_pending_requests",
+            raw.max_pending_requests.unwrap_or(10_000),
+            1,
+            limits::MAX_PENDING_REQUESTS,
+        );
+        let dns_refresh =
+            self.duration(at, "dns_refresh", raw.dns_refresh, Duration::from_secs(30));
+        if dns_refresh < limits::MIN_DNS_REFRESH {
+            self.report(
+                &field(at, "dns_refresh"),
+                Problem::OutOfRange {
+                    field: "dns_refresh",
+                    rule: "at least 1s, so a resolver is not queried in a loop".into(),
+                },
+            );
+        }
+        let health_check = raw
+            .health_check
+            .map(|h| self.health_check(&field(at, "health_check"), h));
+        let outlier = self.outlier(&field(at, "outlier"), raw.outlier);
+        let retry = self.retry(&field(at, "retry"), raw.retry);
+        Some(UpstreamConfig {
+            name: raw.name,
+            endpoints,
+            balancer,
+            connect_timeout: self.duration(
+                at,
+                "connect_timeout",
+                raw.connect_timeout,
+                Duration::from_secs(2),
+            ),
+            timeout: self.duration(at, "timeout", raw.timeout, Duration::from_secs(30)),
+            pool,
+            dns_refresh,
+            panic_threshold,
+            max_connections,
+            max_pending_requests,
+            health_check,
+            outlier,
+            retry,
+        })
+    }
+
+    fn balancer(&mut self, at: &At, kind: Option<&str>, hash_key: Option<&str>) -> BalancerKind {
+        let kind = match kind.unwrap_or("round_robin") {
+            "round_robin" => BalancerKind::RoundRobin,
+            "least_request" => BalancerKind::LeastRequest,
+            "random" => BalancerKind::Random,
+            "consistent_hash" => {
+                BalancerKind::ConsistentHash(self.hash_key(at, hash_key.unwrap_or("client_ip")))
+            }
+            other => {
+                self.report(
+                    &field(at, "balancer"),
+                    Problem::Invalid {
+                        field: "balancer",
+                        reason: format!(
+                            "unknown balancer `{other}`; known: round_robin, least_request, consistent_hash, random"
+                        ),
+                    },
+                );
+                BalancerKind::RoundRobin
+            }
+        };
+        if hash_key.is_some() && !matches!(kind, BalancerKind::ConsistentHash(_)) {
+            self.report(
+                &field(at, "hash_key"),
+                Problem::Invalid {
+                    field: "hash_key",
+                    reason: "only `balancer = \"consistent_hash\"` uses a hash key".into(),
+                },
+            );
+        }
+        kind
+    }
+
+    fn hash_key(&mut self, at: &At, s: &str) -> HashKey {
+        let key = match s.split_once(':') {
+            None if s == "client_ip" => Some(HashKey::ClientIp),
+            Some(("header", name)) => HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .ok()
+                .map(HashKey::Header),
+            Some(("cookie", name))
+                if !name.is_empty()
+                    && name.len() <= 256
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b)) =>
+            {
+                Some(HashKey::Cookie(name.to_owned()))
+            }
+            _ => None,
+        };
+        key.unwrap_or_else(|| {
+            self.report(
+                &field(at, "hash_key"),
+                Problem::Invalid {
+                    field: "hash_key",
+                    reason: format!(
+                        "`{s}` is not a hash key: use `client_ip`, `header:NAME` or `cookie:NAME`"
+                    ),
+                },
+            );
+            HashKey::ClientIp
+        })
+    }
+
+    fn pool(&mut self, at: &At, raw: Option<RawPool>) -> PoolConfig {
+        let raw = raw.unwrap_or(RawPool {
+            max_idle: None,
+            idle_timeout: None,
+        });
+        PoolConfig {
+            max_idle: self.range(
+                at,
+                "max_idle",
+                raw.max_idle.unwrap_or(256),
+                0,
+                limits::MAX_POOL_IDLE,
+            ),
+            idle_timeout: self.duration(
+                at,
+                "idle_timeout",
+                raw.idle_timeout,
+                Duration::from_secs(60),
+            ),
+        }
+    }
+
+    fn health_check(&mut self, at: &At, raw: RawHealthCheck) -> HealthCheckConfig {
+        if !raw.path.starts_with('/')
+            || raw.path.len() > limits::MAX_HEALTH_PATH_BYTES
+            || http::uri::PathAndQuery::try_from(raw.path.as_str()).is_err()
+        {
+            self.report(
+                &field(at, "path"),
+                Problem::Invalid {
+                    field: "path",
+                    reason: format!(
+                        "`{}` must be a request path starting with `/`, at most {} bytes",
+                        raw.path,
+                        limits::MAX_HEALTH_PATH_BYTES
+                    ),
+                },
+            );
+        }
+        if let Some(h) = &raw.host
+            && http::HeaderValue::from_str(h).is_err()
+        {
+            self.report(
+                &field(at, "host"),
+                Problem::Invalid {
+                    field: "host",
+                    reason: "must be a valid Host header value".into(),
+                },
+            );
+        }
+        let interval = self.duration(at, "interval", raw.interval, Duration::from_secs(5));
+        if interval < limits::MIN_HEALTH_INTERVAL {
+            self.report(
+                &field(at, "interval"),
+                Problem::OutOfRange {
+                    field: "interval",
+                    rule: "at least 50ms, so checks stay checks and not load".into(),
+                },
+            );
+        }
+        let timeout = self.duration(at, "timeout", raw.timeout, Duration::from_secs(1));
+        let healthy_threshold = self.range(
+            at,
+            "healthy_threshold",
+            raw.healthy_threshold.unwrap_or(2),
+            1,
+            limits::MAX_THRESHOLD,
+        );
+        let unhealthy_threshold = self.range(
+            at,
+            "unhealthy_threshold",
+            raw.unhealthy_threshold.unwrap_or(3),
+            1,
+            limits::MAX_THRESHOLD,
+        );
+        let mut expected_statuses = Vec::new();
+        for r in &raw.expected_statuses {
+            if !(100..=599).contains(&r.from) || !(100..=599).contains(&r.to) || r.from > r.to {
+                self.report(
+                    &field(at, "expected_statuses"),
+                    Problem::OutOfRange {
+                        field: "expected_statuses",
+                        rule: format!(
+                            "statuses from 100 to 599, low to high, not {}-{}",
+                            r.from, r.to
+                        ),
+                    },
+                );
+            }
+            expected_statuses.push((r.from, r.to));
+        }
+        if expected_statuses.is_empty() {
+            expected_statuses.push((200, 299));
+        }
+        HealthCheckConfig {
+            path: raw.path,
+            host: raw.host,
+            interval,
+            timeout,
+            healthy_threshold,
+            unhealthy_threshold,
+            expected_statuses,
+        }
+    }
+
+    fn outlier(&mut self, at: &At, raw: Option<RawOutlier>) -> OutlierConfig {
+        let raw = raw.unwrap_or(RawOutlier {
+            consecutive_5xx: None,
+            consecutive_connect_failures: None,
+            base_ejection: None,
+            max_ejection: None,
+        });
+        let base_ejection = self.duration(
+            at,
+            "base_ejection",
+            raw.base_ejection,
+            Duration::from_secs(10),
+        );
+        let max_ejection = self.duration(
+            at,
+            "max_ejection",
+            raw.max_ejection,
+            Duration::from_secs(300),
+        );
+        if max_ejection < base_ejection {
+            self.report(
+                &field(at, "max_ejection"),
+                Problem::OutOfRange {
+                    field: "max_ejection",
+                    rule: "at least `base_ejection`: it caps the growing ejection time".into(),
+                },
+            );
+        }
+        OutlierConfig {
+            consecutive_5xx: self.range(
+                at,
+                "consecutive_5xx",
+                raw.consecutive_5xx.unwrap_or(5),
+                0,
+                limits::MAX_THRESHOLD,
+            ),
+            consecutive_connect_failures: self.range(
+                at,
+                "consecutive_connect_failures",
+                raw.consecutive_connect_failures.unwrap_or(3),
+                0,
+                limits::MAX_THRESHOLD,
+            ),
+            base_ejection,
+            max_ejection,
+        }
+    }
+
+    fn retry(&mut self, at: &At, raw: Option<RawRetry>) -> RetryConfig {
+        let raw = raw.unwrap_or(RawRetry {
+            attempts: None,
+            statuses: None,
+            backoff: None,
+            max_backoff: None,
+            budget_ratio: None,
+            budget_min_per_second: None,
+        });
+        let statuses = raw.statuses.unwrap_or_else(|| vec![502, 503, 504]);
+        for s in &statuses {
+            if !(100..=599).contains(s) {
+                self.report(
+                    &field(at, "statuses"),
+                    Problem::OutOfRange {
+                        field: "statuses",
+                        rule: format!("HTTP statuses from 100 to 599, not {s}"),
+                    },
+                );
+            }
+        }
+        let backoff = self.duration(at, "backoff", raw.backoff, Duration::from_millis(10));
+        let max_backoff = self.duration(
+            at,
+            "max_backoff",
+            raw.max_backoff,
+            Duration::from_millis(250),
+        );
+        if max_backoff < backoff {
+            self.report(
+                &field(at, "max_backoff"),
+                Problem::OutOfRange {
+                    field: "max_backoff",
+                    rule: "at least `backoff`: it caps the growing backoff".into(),
+                },
+            );
+        }
+        let ratio = raw.budget_ratio.unwrap_or(0.2);
+        if !(0.0..=1.0).contains(&ratio) {
+            self.report(
+                &field(at, "budget_ratio"),
+                Problem::OutOfRange {
+                    field: "budget_ratio",
+                    rule: format!(
+                        "between 0 and 1 (retries per request), not {ratio}: more than one retry per request multiplies an outage"
+                    ),
+                },
+            );
+        }
+        RetryConfig {
+            attempts: self.range(
+                at,
+                "attempts",
+                raw.attempts.unwrap_or(2),
+                0,
+                limits::MAX_RETRY_ATTEMPTS,
+            ),
+            statuses,
+            backoff,
+            max_backoff,
+            budget_per_mille: (ratio.clamp(0.0, 1.0) * 1000.0).round() as u32,
+            budget_min_per_second: self.range(
+                at,
+                "budget_min_per_second",
+                raw.budget_min_per_second.unwrap_or(10),
+                0,
+                limits::MAX_RETRY_FLOOR_PER_SECOND,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Config;
+    use super::*;
+
+    const BASE: &str = "[[listener]]\naddress = \"127.0.0.1:0\"\n\n";
+
+    fn parse(s: &str) -> Result<Config, String> {
+        Config::parse(Path::new("t.toml"), &format!("{BASE}{s}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn everything_configurable_loads() {
+        let c = parse(
+            r#"
+[[upstream]]
+name = "app"
+endpoints = ["127.0.0.1:1", "127.0.0.1:2"]
+balancer = "consistent_hash"
+hash_key = "cookie:session"
+panic_threshold = 30
+max_connections = 50
+max_pending_requests = 20
+dns_refresh = "10s"
+health_check = { path = "/healthz", interval = "1s", timeout = "200ms", healthy_threshold = 1, unhealthy_threshold = 2, expected_statuses = [200, "300-302"] }
+outlier = { consecutive_5xx = 0, consecutive_connect_failures = 2, base_ejection = "1s", max_ejection = "1m" }
+retry = { attempts = 3, statuses = [503], backoff = "5ms", max_backoff = "50ms", budget_ratio = 0.1, budget_min_per_second = 0 }
+"#,
+        )
+        .unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(
+            u.balancer,
+            BalancerKind::ConsistentHash(HashKey::Cookie("session".into()))
+        );
+        assert_eq!(u.panic_threshold, 30);
+        let h = u.health_check.as_ref().unwrap();
+        assert_eq!(h.expected_statuses, vec![(200, 200), (300, 302)]);
+        assert_eq!(u.outlier.consecutive_5xx, 0);
+        assert_eq!(u.retry.budget_per_mille, 100);
+        assert_eq!(u.retry.statuses, vec![503]);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let all = parse(
+            r#"
+[[upstream]]
+name = "app"
+endpoints = ["127.0.0.1:1"]
+balancer = "fastest"
+hash_key = "query:x"
+panic_threshold = 101
+health_check = { path = "healthz", interval = "1ms", expected_statuses = ["299-200"] }
+retry = { attempts = 9, budget_ratio = 3.0, statuses = [700] }
+outlier = { base_ejection = "1m", max_ejection = "1s" }
+"#,
+        )
+        .unwrap_err();
+        for needle in [
+            "unknown balancer `fastest`",
+            "hash_key",
+            "panic_threshold",
+            "health_check.path",
+            "health_check.interval",
+            "expected_statuses",
+            "retry.attempts",
+            "retry.budget_ratio",
+            "retry.statuses",
+            "outlier.max_ejection",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        assert!(all.contains("t.toml:5: upstream[0] (app)"), "{all}");
+    }
+
+    #[test]
+    fn hash_keys() {
+        for (s, want) in [
+            ("client_ip", HashKey::ClientIp),
+            (
+                "header:X-User",
+                HashKey::Header(HeaderName::from_static("x-user")),
+            ),
+            ("cookie:sid", HashKey::Cookie("sid".into())),
+        ] {
+            let c = parse(&format!(
+                "[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\nbalancer = \"consistent_hash\"\nhash_key = \"{s}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.upstreams[0].balancer, BalancerKind::ConsistentHash(want));
+        }
+    }
+}

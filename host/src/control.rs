@@ -1,0 +1,181 @@
+//! The control thread of `weir run`: starts the gateway and the admin
+//! listener, then waits for what changes its life: SIGTERM or SIGINT
+//! (drain and stop), SIGHUP or an edit of the configuration file (reload).
+//! A reload is validated exactly as `weir check` would; a bad file is
+//! reported (log and admin view) and the running configuration stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::admin::{self, AdminState, Attempt, ConfigStatus};
+use crate::config::Config;
+use crate::deploy::{FileWatch, WatchError, watch_folder};
+use crate::server::{Gateway, StartError};
+
+/// Why `weir run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+    #[error("admin listener: cannot listen on {address}: {source}")]
+    Admin {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
+    // Handlers first: a signal that arrives during start-up must not hit
+    // the default action (SIGHUP would kill the process).
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
+    // Watch before serving, so no edit made once the gateway is up is lost.
+    let (changes, mut changed) = mpsc::unbounded_channel();
+    let _watcher = watch_file(&path, changes)?;
+    let sha = std::fs::read(&path)
+        .map(|b| sha256_hex(&b))
+        .unwrap_or_default();
+    let admin_addr = config.admin.as_ref().map(|a| a.address);
+    let mut gateway = Gateway::start(config).await?;
+
+    let state = Arc::new(AdminState {
+        config: Mutex::new(ConfigStatus {
+            path: path.display().to_string(),
+            sha256: sha.clone(),
+            applied_at: admin::now_rfc3339(),
+            last_attempt: Some(Attempt {
+                at: admin::now_rfc3339(),
+                trigger: "startup".into(),
+                outcome: "applied",
+                errors: Vec::new(),
+                needs_restart: Vec::new(),
+                sha256: Some(sha),
+            }),
+        }),
+    });
+    let admin_task = match admin_addr {
+        Some(address) => {
+            let l = admin::bind(address)
+                .await
+                .map_err(|source| RunError::Admin { address, source })?;
+            let bound = l.local_addr().unwrap_or(address);
+            tracing::info!(listener = "admin", address = %bound, "listening");
+            Some(tokio::spawn(admin::serve(l, state.clone())))
+        }
+        None => None,
+    };
+
+    loop {
+        let trigger = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => "sighup",
+            Some(()) = changed.recv() => "file-change",
+        };
+        reload(&mut gateway, &path, &state, trigger).await;
+    }
+
+    tracing::info!("shutting down: draining in-flight requests");
+    if let Some(t) = admin_task {
+        t.abort();
+    }
+    gateway.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Validates the file and swaps it in, or reports why not.
+async fn reload(gateway: &mut Gateway, path: &Path, state: &AdminState, trigger: &str) {
+    let bytes = std::fs::read(path);
+    let sha = bytes.as_ref().ok().map(|b| sha256_hex(b));
+    let current_sha = state
+        .config
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .sha256
+        .clone();
+    if trigger == "file-change" && sha.as_deref() == Some(current_sha.as_str()) {
+        // Touched but not changed (or a second event for one edit).
+        return;
+    }
+    let mut attempt = Attempt {
+        at: admin::now_rfc3339(),
+        trigger: trigger.to_owned(),
+        outcome: "rejected",
+        errors: Vec::new(),
+        needs_restart: Vec::new(),
+        sha256: sha.clone(),
+    };
+    let result = match Config::load(path) {
+        Err(errors) => Err(errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()),
+        Ok(config) => gateway
+            .reload(config)
+            .await
+            .map_err(|e| vec![e.to_string()]),
+    };
+    match result {
+        Ok(needs_restart) => {
+            attempt.outcome = "applied";
+            attempt.needs_restart = needs_restart.clone();
+            tracing::info!(trigger, sha256 = ?sha, "configuration reloaded");
+            if !needs_restart.is_empty() {
+                tracing::warn!(settings = ?needs_restart, "changed settings take effect only after a restart");
+            }
+            let mut status = state.config.lock().unwrap_or_else(|e| e.into_inner());
+            status.sha256 = sha.unwrap_or_default();
+            status.applied_at = attempt.at.clone();
+            status.last_attempt = Some(attempt);
+        }
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!(trigger, error = %e, "configuration reload refused; the running configuration stays");
+            }
+            attempt.errors = errors;
+            state
+                .config
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last_attempt = Some(attempt);
+        }
+    }
+}
+
+/// Sends one message per settled change of the configuration file.
+fn watch_file(path: &Path, tx: mpsc::UnboundedSender<()>) -> Result<FileWatch, RunError> {
+    let abs = std::path::absolute(path).map_err(|e| {
+        RunError::Watch(WatchError {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    })?;
+    let dir = abs
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let name = abs.file_name().map(|n| n.to_owned());
+    let (paths, mut changed) = mpsc::unbounded_channel();
+    let watch = watch_folder(&dir, move |p| p.file_name() == name.as_deref(), paths)?;
+    tokio::spawn(async move {
+        while changed.recv().await.is_some() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(watch)
+}

@@ -1,0 +1,302 @@
+//! Forwarding one request to its route's upstream: admit it against the
+//! pending limit, pick an endpoint, get a connection, send, and retry when
+//! that is safe, always on an endpoint not tried yet, with backoff, within
+//! the request's deadline and the upstream's retry budget.
+//!
+//! What may be retried:
+//! - a request that never left (connect failure, or a pooled connection
+//!   found closed as it was used): always, because its body, streaming or
+//!   not, was not read;
+//! - a request that was sent and failed (connection reset, or a status in
+//!   `retry.statuses`): only when it is idempotent and has no body, since
+//!   Weir streams bodies and keeps no copy to replay, and only when
+//!   `retry.statuses` is not empty: that is when the request head is
+//!   copied before sending (one `HeaderMap` clone per such request).
+//!
+//! The deadline (`timeout`) covers every try and backoff together; a try
+//! that runs into it ends the request with 504, not with another try.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::{self, RequestBody};
+use super::error::ProxyError;
+use crate::router::Route;
+use crate::upstream::{
+    ConnectError, Connection, Endpoint, Limit, Outcome, Outstanding, Tried, Upstream,
+};
+use crate::worker;
+
+/// A response head from the upstream, with the connection it came on.
+pub(super) struct Forwarded {
+    pub resp: Response<Incoming>,
+    pub endpoint: Arc<Endpoint>,
+    pub conn: Connection,
+}
+
+/// How one try ended.
+enum Attempt {
+    Answered(Forwarded),
+    /// The request never left; it comes back untouched. `stale` when the
+    /// endpoint was reached but a pooled connection had just closed.
+    NotSent {
+        req: Request<RequestBody>,
+        error: ProxyError,
+        stale: bool,
+    },
+    /// Sent, then failed: only a replayable request may try again.
+    Failed(ProxyError),
+    /// Nothing more to try: deadline, body limit, connection limit.
+    Final(ProxyError),
+}
+
+/// What is needed to send a bodiless request again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Sends the request to `upstream` (the route's, or one a plugin chose),
+/// with retries, under `route`'s deadline and limits.
+pub(super) async fn send(
+    route: &Route,
+    upstream: &Arc<Upstream>,
+    peer: SocketAddr,
+    parts: Parts,
+    body: RequestBody,
+    upgrade: bool,
+) -> Result<Forwarded, ProxyError> {
+    let _pending = upstream.admit().map_err(|o| ProxyError::Overloaded {
+        upstream: upstream.config.name.clone(),
+        what: Limit::PendingRequests,
+        limit: o.limit,
+    })?;
+    let deadline = tokio::time::Instant::now() + route.timeout;
+    let hash = upstream.hash_of(&parts, peer);
+    let retry = &upstream.config.retry;
+    // The head is copied only when status retries are configured and the
+    // request could be replayed; connect retries need no copy. The copy
+    // also serves a retry after a reset.
+    let replay = (route.retry_attempts > 0
+        && !retry.statuses.is_empty()
+        && !upgrade
+        && matches!(body, RequestBody::Empty)
+        && is_idempotent(&parts.method))
+    .then(|| Replay {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+    });
+    if route.retry_attempts > 0 {
+        upstream.budget.record_request(worker::now_ms());
+    }
+
+    let mut tried = Tried::default();
+    let mut req = Some(Request::from_parts(parts, body));
+    let mut retries = 0;
+    let mut ep = upstream
+        .pick(hash, &tried)
+        .ok_or_else(|| ProxyError::NoEndpoint {
+            upstream: upstream.config.name.clone(),
+        })?;
+    loop {
+        tried.push(ep.id);
+        let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else {
+            unreachable!("a try is only repeated with the request back or a replay copy");
+        };
+        let outcome = attempt(route, upstream, &ep, request, deadline, upgrade).await;
+        let (may_retry, stale) = match &outcome {
+            Attempt::Answered(f) => (
+                replay.is_some() && retry.statuses.contains(&f.resp.status().as_u16()),
+                false,
+            ),
+            Attempt::NotSent { stale, .. } => (true, *stale),
+            Attempt::Failed(_) => (replay.is_some(), false),
+            Attempt::Final(_) => (false, false),
+        };
+        let next = if may_retry && retries < route.retry_attempts {
+            // A closed pooled connection says nothing about the endpoint:
+            // with nowhere else to go, it may be tried again afresh.
+            upstream
+                .pick(hash, &tried)
+                .or_else(|| stale.then(|| ep.clone()))
+                .filter(|_| upstream.budget.try_retry(worker::now_ms()))
+        } else {
+            None
+        };
+        let Some(next) = next else {
+            return match outcome {
+                Attempt::Answered(f) => Ok(f),
+                Attempt::NotSent { error, .. } | Attempt::Failed(error) | Attempt::Final(error) => {
+                    Err(error)
+                }
+            };
+        };
+        retries += 1;
+        match outcome {
+            Attempt::NotSent {
+                req: back, error, ..
+            } => {
+                tracing::debug!(endpoint = %ep.label, %error, retry = retries, "retrying elsewhere");
+                req = Some(back);
+            }
+            Attempt::Failed(error) => {
+                tracing::debug!(endpoint = %ep.label, %error, retry = retries, "retrying elsewhere");
+            }
+            Attempt::Answered(f) => {
+                tracing::debug!(endpoint = %ep.label, status = f.resp.status().as_u16(), retry = retries, "retrying elsewhere");
+            }
+            Attempt::Final(_) => unreachable!("final outcomes are not retried"),
+        }
+        if !stale {
+            let wait = backoff(retries, retry.backoff, retry.max_backoff);
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + wait)).await;
+        }
+        ep = next;
+    }
+}
+
+/// One try on one endpoint.
+async fn attempt(
+    route: &Route,
+    upstream: &Upstream,
+    ep: &Arc<Endpoint>,
+    req: Request<RequestBody>,
+    deadline: tokio::time::Instant,
+    upgrade: bool,
+) -> Attempt {
+    let (connect_timeout, timeout) = (route.connect_timeout, route.timeout);
+    let _outstanding = Outstanding::new(ep.clone());
+    let started = upstream.try_started();
+    let timed_out = || ProxyError::UpstreamTimeout {
+        endpoint: ep.label.clone(),
+        timeout,
+    };
+    let connecting = async {
+        if upgrade {
+            ep.connect_for_upgrade(connect_timeout).await
+        } else {
+            ep.checkout(connect_timeout).await
+        }
+    };
+    let mut conn = match tokio::time::timeout_at(deadline, connecting).await {
+        Err(_) => return Attempt::Final(timed_out()),
+        Ok(Err(ConnectError::LimitReached { limit })) => {
+            return Attempt::Final(ProxyError::Overloaded {
+                upstream: upstream.config.name.clone(),
+                what: Limit::Connections,
+                limit,
+            });
+        }
+        Ok(Err(source)) => {
+            upstream.record(ep, Outcome::ConnectFailed, started);
+            return Attempt::NotSent {
+                req,
+                error: ProxyError::Connect {
+                    endpoint: ep.label.clone(),
+                    source,
+                },
+                stale: false,
+            };
+        }
+        Ok(Ok(c)) => c,
+    };
+    match tokio::time::timeout_at(deadline, conn.sender.try_send_request(req)).await {
+        Err(_) => {
+            upstream.record(ep, Outcome::Failed, started);
+            Attempt::Final(timed_out())
+        }
+        Ok(Err(mut e)) => {
+            if let Some(req) = e.take_message() {
+                return Attempt::NotSent {
+                    req,
+                    error: ProxyError::Upstream {
+                        endpoint: ep.label.clone(),
+                        source: e.into_error(),
+                    },
+                    stale: true,
+                };
+            }
+            let source = e.into_error();
+            if body::is_body_too_large(&source) {
+                return Attempt::Final(ProxyError::BodyTooLarge {
+                    limit: route.max_body_bytes,
+                });
+            }
+            upstream.record(ep, Outcome::Failed, started);
+            Attempt::Failed(ProxyError::Upstream {
+                endpoint: ep.label.clone(),
+                source,
+            })
+        }
+        Ok(Ok(resp)) => {
+            upstream.record(ep, Outcome::Status(resp.status().as_u16()), started);
+            Attempt::Answered(Forwarded {
+                resp,
+                endpoint: ep.clone(),
+                conn,
+            })
+        }
+    }
+}
+
+/// RFC 9110 9.2.2: methods whose repetition has the effect of one request.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Exponential backoff for the n-th retry (1-based), capped, with jitter
+/// over its upper half so retries from many clients do not line up.
+fn backoff(n: u32, base: Duration, max: Duration) -> Duration {
+    let full = base.saturating_mul(1 << (n - 1).min(16)).min(max);
+    let half = full / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(10);
+        let max = Duration::from_millis(50);
+        for _ in 0..100 {
+            let b1 = backoff(1, base, max);
+            assert!(b1 >= Duration::from_millis(5) && b1 <= base);
+            let b3 = backoff(3, base, max);
+            assert!(b3 >= Duration::from_millis(20) && b3 <= Duration::from_millis(40));
+            assert!(backoff(30, base, max) <= max);
+        }
+    }
+
+    #[test]
+    fn only_safe_methods_are_replayed() {
+        assert!(is_idempotent(&Method::GET));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+}

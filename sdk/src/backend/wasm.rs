@@ -1,0 +1,163 @@
+//! The Wasm side of the seam: host services are the generated imports of
+//! `weir:plugin/host`, and [`Guest`] implements the generated `guest` export
+//! for any [`Plugin`], keeping the one instance a component holds.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use crate::bindings::exports::weir::plugin::guest;
+use crate::bindings::weir::plugin::{host, http, types};
+use crate::log::Level;
+use crate::plugin::{Capabilities, Plugin, instantiate};
+use crate::state::BucketOutcome;
+use crate::{Action, BodyAction, Reply, Request, Response};
+
+pub(crate) type RequestRef<'a> = &'a http::Request;
+pub(crate) type ResponseRef<'a> = &'a http::Response;
+
+pub(crate) fn log(level: Level, message: &str) {
+    let level = match level {
+        Level::Trace => types::LogLevel::Trace,
+        Level::Debug => types::LogLevel::Debug,
+        Level::Info => types::LogLevel::Info,
+        Level::Warn => types::LogLevel::Warn,
+        Level::Error => types::LogLevel::Error,
+    };
+    host::log(level, message)
+}
+
+pub(crate) fn context_get(key: &str) -> Option<String> {
+    host::context_get(key)
+}
+
+pub(crate) fn context_set(key: &str, value: &str) {
+    host::context_set(key, value)
+}
+
+pub(crate) fn state_get(key: &str) -> Option<Vec<u8>> {
+    host::state_get(key)
+}
+
+pub(crate) fn state_set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), String> {
+    host::state_set(key, value, ttl_ms)
+}
+
+pub(crate) fn state_delete(key: &str) -> bool {
+    host::state_delete(key)
+}
+
+pub(crate) fn state_increment(key: &str, delta: i64) -> Result<i64, String> {
+    host::state_increment(key, delta)
+}
+
+pub(crate) fn token_bucket_take(
+    key: &str,
+    capacity: u64,
+    refill_per_second: u64,
+    cost: u64,
+) -> Result<BucketOutcome, String> {
+    host::token_bucket_take(key, capacity, refill_per_second, cost).map(|outcome| BucketOutcome {
+        allowed: outcome.allowed,
+        remaining: outcome.remaining,
+        retry_after: std::time::Duration::from_millis(outcome.retry_after_ms),
+    })
+}
+
+pub(crate) fn counter_add(name: &str, delta: u64) {
+    host::counter_add(name, delta)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    host::now_ms()
+}
+
+pub(crate) fn random_bytes(len: u32) -> Vec<u8> {
+    host::random_bytes(len)
+}
+
+thread_local! {
+    // The component's one plugin instance. Wasm components are single
+    // threaded and the host never re-enters a guest, so a RefCell suffices;
+    // it is `dyn Any` because a static cannot be generic over the plugin type.
+    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the instance `init` created. A phase before `init` is a
+/// host bug; panicking traps the call, and the host discards the instance.
+fn with_plugin<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
+    INSTANCE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let plugin = slot
+            .as_mut()
+            .and_then(|any| any.downcast_mut::<P>())
+            .expect("weir-sdk: a phase ran before a successful init");
+        f(plugin)
+    })
+}
+
+fn reply_parts(reply: Reply) -> types::ResponseParts {
+    let (status, headers, body) = reply.into_parts();
+    types::ResponseParts {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The generated `guest` export for the plugin `P`; named by
+/// [`export!`](crate::export).
+pub struct Guest<P>(PhantomData<P>);
+
+impl<P: Plugin> guest::Guest for Guest<P> {
+    fn init(config: String) -> Result<types::Capabilities, String> {
+        let plugin = instantiate::<P>(&config)?;
+        let Capabilities {
+            request_body,
+            response_body,
+        } = plugin.capabilities();
+        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(plugin)));
+        let mut flags = types::Capabilities::empty();
+        if request_body {
+            flags |= types::Capabilities::REQUEST_BODY;
+        }
+        if response_body {
+            flags |= types::Capabilities::RESPONSE_BODY;
+        }
+        Ok(flags)
+    }
+
+    fn on_request(req: &http::Request) -> types::Action {
+        match with_plugin::<P, _>(|p| p.on_request(&mut Request::new(req))) {
+            Action::Continue => types::Action::Continue,
+            Action::Respond(reply) => types::Action::Respond(reply_parts(reply)),
+            Action::RouteTo(upstream) => types::Action::RouteTo(upstream),
+        }
+    }
+
+    fn on_request_body(req: &http::Request, body: Vec<u8>) -> types::BodyAction {
+        match with_plugin::<P, _>(|p| p.on_request_body(&mut Request::new(req), body)) {
+            BodyAction::Continue => types::BodyAction::Continue,
+            BodyAction::Replace(body) => types::BodyAction::Replace(body),
+            BodyAction::Respond(reply) => types::BodyAction::Respond(reply_parts(reply)),
+        }
+    }
+
+    fn on_response(req: &http::Request, resp: &http::Response) {
+        with_plugin::<P, _>(|p| p.on_response(&Request::new(req), &mut Response::new(resp)))
+    }
+
+    fn on_response_body(
+        req: &http::Request,
+        resp: &http::Response,
+        body: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        with_plugin::<P, _>(|p| {
+            p.on_response_body(&Request::new(req), &mut Response::new(resp), body)
+        })
+    }
+
+    fn on_log(req: &http::Request, status: u16) {
+        with_plugin::<P, _>(|p| p.on_log(&Request::new(req), status))
+    }
+}

@@ -1,0 +1,166 @@
+//! The Weir plugin SDK: write a gateway plugin as a plain Rust type.
+//!
+//! A plugin is a type that implements [`Plugin`]; [`export!`] turns it into
+//! the `guest` interface of the `weir:plugin@0.1.0` WebAssembly component
+//! (the contract in `sdk/wit/weir.wit`). The SDK owns the translation between
+//! that contract and ordinary Rust types: [`Request`] and [`Response`] wrap
+//! the host's resources, [`Action`] and [`BodyAction`] are what the phases
+//! answer, and the modules [`context`], [`state`], [`log`], [`metrics`],
+//! [`time`] and [`random`] are the host's services. It does not own anything
+//! the gateway decides: limits, failure policy, instance pooling and the
+//! order of plugins in a chain are the host's.
+//!
+//! # Lifecycle
+//!
+//! ```text
+//!   instance created ──► Plugin::new(config)          once; Err rejects the deployment
+//!                              │
+//!          ┌───────────────────┘   then for every request the instance serves:
+//!          ▼
+//!    on_request ──► Action::Respond ─────────────────────────────┐
+//!          │        Action::Continue / Action::route_to(..)      │
+//!          ▼                                                     │
+//!    [on_request_body] ──► BodyAction::Respond ─────────────────►│
+//!          │                                                     │
+//!          ▼                                                     │
+//!      (upstream)                                                │
+//!          │                                                     │
+//!          ▼                                                     │
+//!    on_response ──► [on_response_body] ──► response sent ◄──────┘
+//!                                               │
+//!                                               ▼
+//!                                            on_log            off the critical path
+//! ```
+//!
+//! Phases in brackets run only when [`Plugin::capabilities`] asks for them.
+//! A short-circuit answer (`Respond`) skips the upstream and this plugin's
+//! response phases; `on_log` still runs.
+//!
+//! # Example
+//!
+//! ```
+//! use weir_sdk::{Action, Plugin, Request};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config {
+//!     header: String,
+//! }
+//!
+//! /// Refuses requests that lack a configured header.
+//! struct RequireHeader {
+//!     header: String,
+//! }
+//!
+//! impl Plugin for RequireHeader {
+//!     type Config = Config;
+//!
+//!     fn new(config: Config) -> Result<Self, String> {
+//!         Ok(Self { header: config.header })
+//!     }
+//!
+//!     fn on_request(&mut self, req: &mut Request<'_>) -> Action {
+//!         match req.header(&self.header) {
+//!             Some(_) => Action::Continue,
+//!             None => Action::respond(400).body("missing header").into(),
+//!         }
+//!     }
+//! }
+//!
+//! weir_sdk::export!(RequireHeader);
+//!
+//! // The same code runs natively under the test host:
+//! use weir_sdk::testing::{TestHost, TestRequest};
+//! let mut host = TestHost::<RequireHeader>::new(serde_json::json!({ "header": "x-team" })).unwrap();
+//! assert_eq!(host.run(TestRequest::get("/")).status(), 400);
+//! assert_eq!(host.run(TestRequest::get("/").header("x-team", "a")).status(), 200);
+//! ```
+//!
+//! # Native tests
+//!
+//! Every host call goes through one internal seam: on `target_family =
+//! "wasm"` it is the generated WIT import; on every other target it is the
+//! in-memory host of the `testing` module (compiled for native targets
+//! only), so `cargo test` runs a plugin's phases with no WebAssembly
+//! involved, and the plugin's code is the same in both builds.
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod action;
+mod backend;
+pub mod context;
+mod http;
+pub mod log;
+pub mod metrics;
+mod plugin;
+pub mod random;
+pub mod state;
+#[cfg(not(target_family = "wasm"))]
+pub mod testing;
+pub mod time;
+pub mod validate;
+
+pub use action::{Action, BodyAction, Reply};
+pub use http::{Request, Response};
+pub use plugin::{Capabilities, Plugin};
+
+/// The bindings `wit-bindgen` generates from `sdk/wit/weir.wit`. Not part of
+/// the API: plugins use the types above; [`export!`] refers to this module.
+#[cfg(target_family = "wasm")]
+#[doc(hidden)]
+#[allow(unsafe_code, missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin",
+        default_bindings_module: "weir_sdk::bindings",
+    });
+}
+
+/// Compiles the Rust examples of `sdk/README.md` as doctests, so the guide
+/// cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// Items the [`export!`] macro needs to name from the plugin's crate.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(target_family = "wasm")]
+    pub use crate::backend::wasm::Guest;
+}
+
+/// Exports a [`Plugin`] as the component's `guest` interface.
+///
+/// Use it once per plugin crate, at the top level. On Wasm targets it
+/// generates the component's exports; on native targets it expands to
+/// nothing, so the same source builds for `cargo test`.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::Plugin;
+///
+/// struct Noop;
+///
+/// impl Plugin for Noop {
+///     type Config = serde::de::IgnoredAny;
+///     fn new(_: Self::Config) -> Result<Self, String> {
+///         Ok(Noop)
+///     }
+/// }
+///
+/// weir_sdk::export!(Noop);
+/// ```
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        #[cfg(target_family = "wasm")]
+        const _: () = {
+            type __WeirGuest = $crate::__private::Guest<$plugin>;
+    $crate::bindings::__export_plugin!(__WeirGuest with_types_in $crate::bindings);
+        };
+    };
+}

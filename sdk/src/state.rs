@@ -1,0 +1,118 @@
+//! Shared state: values, counters and token buckets kept by the host across
+//! requests and across every instance of this plugin (never visible to
+//! another plugin). Errors are the host's refusals (e.g. a value or key over
+//! its size bound) as text.
+
+use std::time::Duration;
+
+use crate::backend;
+
+/// Reads a value.
+///
+/// # Example
+///
+/// ```
+/// weir_sdk::state::set("greeting", b"hello", None).unwrap();
+/// assert_eq!(weir_sdk::state::get("greeting").as_deref(), Some(&b"hello"[..]));
+/// ```
+pub fn get(key: &str) -> Option<Vec<u8>> {
+    backend::state_get(key)
+}
+
+/// Sets a value; with `ttl` it expires after that long (millisecond
+/// precision).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+///
+/// weir_sdk::state::set("session", b"ada", Some(Duration::from_secs(60))).unwrap();
+/// ```
+pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), String> {
+    let ttl_ms = ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    backend::state_set(key, value, ttl_ms)
+}
+
+/// Deletes a key; `true` if it existed.
+///
+/// # Example
+///
+/// ```
+/// weir_sdk::state::set("k", b"v", None).unwrap();
+/// assert!(weir_sdk::state::delete("k"));
+/// assert!(!weir_sdk::state::delete("k"));
+/// ```
+pub fn delete(key: &str) -> bool {
+    backend::state_delete(key)
+}
+
+/// Atomically adds `delta` to a counter (created at 0) and returns the new
+/// value.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(weir_sdk::state::increment("hits", 2), Ok(2));
+/// assert_eq!(weir_sdk::state::increment("hits", -1), Ok(1));
+/// ```
+pub fn increment(key: &str, delta: i64) -> Result<i64, String> {
+    backend::state_increment(key, delta)
+}
+
+/// The shape of a token bucket: how many tokens it holds when full and how
+/// many it regains per second.
+///
+/// # Example
+///
+/// ```
+/// let bucket = weir_sdk::state::Bucket { capacity: 10, refill_per_second: 5 };
+/// # let _ = bucket;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Tokens in a full bucket (the burst size).
+    pub capacity: u64,
+    /// Tokens added per second, up to `capacity`.
+    pub refill_per_second: u64,
+}
+
+/// The answer of [`take_tokens`].
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::state::{take_tokens, Bucket};
+///
+/// let outcome = take_tokens("client-1", Bucket { capacity: 1, refill_per_second: 1 }, 1).unwrap();
+/// assert!(outcome.allowed);
+/// assert_eq!(outcome.remaining, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketOutcome {
+    /// Whether the tokens were taken.
+    pub allowed: bool,
+    /// Whole tokens left after this take.
+    pub remaining: u64,
+    /// When refused: how long until enough tokens are available.
+    pub retry_after: Duration,
+}
+
+/// Atomically takes `cost` tokens from the bucket `key`, which the host
+/// creates full and refills continuously.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::state::{take_tokens, Bucket};
+///
+/// let bucket = Bucket { capacity: 2, refill_per_second: 1 };
+/// assert!(take_tokens("ip:192.0.2.1", bucket, 1).unwrap().allowed);
+/// assert!(take_tokens("ip:192.0.2.1", bucket, 1).unwrap().allowed);
+/// let refused = take_tokens("ip:192.0.2.1", bucket, 1).unwrap();
+/// assert!(!refused.allowed);
+/// assert_eq!(refused.retry_after.as_secs(), 1);
+/// ```
+pub fn take_tokens(key: &str, bucket: Bucket, cost: u64) -> Result<BucketOutcome, String> {
+    backend::token_bucket_take(key, bucket.capacity, bucket.refill_per_second, cost)
+}

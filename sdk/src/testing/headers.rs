@@ -1,0 +1,81 @@
+//! An ordered, case-insensitive header list with the gateway's validation
+//! of plugin writes, used by the test host for requests, responses and
+//! replies.
+
+use crate::validate;
+
+/// Header pairs with lower-case names, in insertion order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        self.iter_named(name).next().map(str::to_owned)
+    }
+
+    pub(crate) fn get_all(&self, name: &str) -> Vec<String> {
+        self.iter_named(name).map(str::to_owned).collect()
+    }
+
+    fn iter_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (name, _) in &self.0 {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    pub(crate) fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        validate::header_name(name)?;
+        validate::header_value(name, value)?;
+        self.remove_unchecked(name);
+        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+
+    pub(crate) fn add(&mut self, name: &str, value: &str) -> Result<(), String> {
+        validate::header_name(name)?;
+        validate::header_value(name, value)?;
+        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+
+    /// Removing a reserved header has no effect, as in the gateway.
+    pub(crate) fn remove(&mut self, name: &str) {
+        if validate::header_name(name).is_ok() {
+            self.remove_unchecked(name);
+        }
+    }
+
+    fn remove_unchecked(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    /// What a client or upstream sent, or what the host itself writes
+    /// (Content-Length): syntax checks only.
+    pub(crate) fn add_received(&mut self, name: &str, value: &str) -> Result<(), String> {
+        validate::header_syntax(name)?;
+        validate::header_value(name, value)?;
+        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+
+    /// The host's own write of a header it manages.
+    pub(crate) fn set_by_host(&mut self, name: &str, value: &str) {
+        self.remove_unchecked(name);
+        self.0.push((name.to_owned(), value.to_owned()));
+    }
+
+    pub(crate) fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}

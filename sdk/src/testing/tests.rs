@@ -1,0 +1,241 @@
+//! Tests of the test host itself: it must model the gateway faithfully, or
+//! plugin tests built on it prove nothing.
+
+use std::time::Duration;
+
+use super::{Phase, TestHost, TestRequest, TestResponse};
+use crate::state::{Bucket, take_tokens};
+use crate::{Action, BodyAction, Capabilities, Plugin, Request, Response};
+
+/// Exercises every phase: uppercases the request body, tags the response,
+/// replaces the response body, records the logged status.
+struct AllPhases;
+
+impl Plugin for AllPhases {
+    type Config = serde::de::IgnoredAny;
+
+    fn new(_: Self::Config) -> Result<Self, String> {
+        Ok(AllPhases)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::REQUEST_BODY | Capabilities::RESPONSE_BODY
+    }
+
+    fn on_request(&mut self, req: &mut Request<'_>) -> Action {
+        crate::context::set("seen", &req.path());
+        if req.header("x-deny").is_some() {
+            return Action::respond(401)
+                .header("www-authenticate", "Test")
+                .into();
+        }
+        Action::Continue
+    }
+
+    fn on_request_body(&mut self, req: &mut Request<'_>, body: Vec<u8>) -> BodyAction {
+        if body == b"refuse" {
+            return Action::respond(400).body("refused").into();
+        }
+        req.set_header("x-body-seen", "1").unwrap();
+        BodyAction::Replace(body.to_ascii_uppercase())
+    }
+
+    fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) {
+        let seen = crate::context::get("seen").unwrap_or_default();
+        resp.set_header("x-seen", &seen).unwrap();
+    }
+
+    fn on_response_body(
+        &mut self,
+        _: &Request<'_>,
+        _: &mut Response<'_>,
+        body: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        Some([b"wrapped:".as_slice(), &body].concat())
+    }
+
+    fn on_log(&mut self, _: &Request<'_>, status: u16) {
+        crate::log::info(&format!("status {status}"));
+    }
+}
+
+#[test]
+fn full_lifecycle_runs_every_phase_in_order_and_applies_replacements() {
+    let mut host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let exchange = host.run(
+        TestRequest::post("/a")
+            .body("hello")
+            .upstream(TestResponse::new(201).body("up")),
+    );
+    assert_eq!(
+        exchange.phases(),
+        [
+            Phase::Request,
+            Phase::RequestBody,
+            Phase::Response,
+            Phase::ResponseBody,
+            Phase::Log
+        ]
+    );
+    let upstream = exchange.upstream_request().unwrap();
+    assert_eq!(upstream.body(), b"HELLO");
+    assert_eq!(upstream.header("content-length"), Some("5"));
+    assert_eq!(upstream.header("x-body-seen"), Some("1"));
+    assert_eq!(exchange.status(), 201);
+    assert_eq!(exchange.header("x-seen"), Some("/a"));
+    assert_eq!(exchange.body(), b"wrapped:up");
+    assert_eq!(exchange.header("content-length"), Some("10"));
+    assert_eq!(host.logs().last().unwrap().message, "status 201");
+}
+
+#[test]
+fn short_circuit_skips_upstream_and_response_phases_but_logs() {
+    let mut host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let exchange = host.run(TestRequest::get("/").header("x-deny", "1"));
+    assert!(exchange.responded_by_plugin());
+    assert_eq!(exchange.status(), 401);
+    assert_eq!(exchange.header("www-authenticate"), Some("Test"));
+    assert_eq!(exchange.phases(), [Phase::Request, Phase::Log]);
+    assert_eq!(host.logs().last().unwrap().message, "status 401");
+
+    let refused = host.run(TestRequest::post("/").body("refuse"));
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.body_text(), "refused");
+    assert!(refused.upstream_request().is_none());
+}
+
+#[test]
+fn context_is_reset_between_requests() {
+    let mut host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    assert_eq!(
+        host.run(TestRequest::get("/one")).context("seen"),
+        Some("/one")
+    );
+    let second = host.run(TestRequest::get("/two").header("x-deny", "1"));
+    assert_eq!(second.context("seen"), Some("/two"));
+}
+
+#[test]
+#[should_panic(expected = "invalid status 42")]
+fn a_reply_the_gateway_would_refuse_fails_the_test() {
+    struct Bad;
+    impl Plugin for Bad {
+        type Config = serde::de::IgnoredAny;
+        fn new(_: Self::Config) -> Result<Self, String> {
+            Ok(Bad)
+        }
+        fn on_request(&mut self, _: &mut Request<'_>) -> Action {
+            Action::respond(42).into()
+        }
+    }
+    TestHost::<Bad>::new(serde_json::json!({}))
+        .unwrap()
+        .run(TestRequest::get("/"));
+}
+
+#[test]
+fn configuration_errors_name_the_problem() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Config {
+        #[allow(dead_code)]
+        limit: u32,
+    }
+    struct Strict;
+    impl Plugin for Strict {
+        type Config = Config;
+        fn new(_: Config) -> Result<Self, String> {
+            Ok(Strict)
+        }
+    }
+    let err = TestHost::<Strict>::new(serde_json::json!({ "limt": 1 }))
+        .err()
+        .unwrap();
+    assert!(err.contains("unknown field `limt`"), "{err}");
+    let err = TestHost::<Strict>::from_json("").err().unwrap();
+    assert!(err.contains("missing field `limit`"), "{err}");
+}
+
+#[test]
+fn token_bucket_refills_with_the_clock_and_reports_retry_after() {
+    let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let _current = super::install(&host.env);
+    let bucket = Bucket {
+        capacity: 2,
+        refill_per_second: 4,
+    };
+    assert_eq!(take_tokens("k", bucket, 1).unwrap().remaining, 1);
+    assert_eq!(take_tokens("k", bucket, 1).unwrap().remaining, 0);
+    let refused = take_tokens("k", bucket, 1).unwrap();
+    assert!(!refused.allowed);
+    assert_eq!(refused.retry_after, Duration::from_millis(250));
+    host.advance(Duration::from_millis(249));
+    assert!(!take_tokens("k", bucket, 1).unwrap().allowed);
+    host.advance(Duration::from_millis(1));
+    assert!(take_tokens("k", bucket, 1).unwrap().allowed);
+    // Refill never exceeds capacity.
+    host.advance(Duration::from_secs(3600));
+    assert_eq!(take_tokens("k", bucket, 1).unwrap().remaining, 1);
+    // Keys are independent; a cost above the capacity never passes.
+    assert_eq!(take_tokens("other", bucket, 2).unwrap().remaining, 0);
+    let impossible = take_tokens("k", bucket, 3).unwrap();
+    assert!(!impossible.allowed);
+    assert_eq!(impossible.retry_after, Duration::from_millis(u64::MAX));
+    let zero = Bucket {
+        capacity: 0,
+        refill_per_second: 1,
+    };
+    assert!(take_tokens("k", zero, 1).is_err());
+    assert!(take_tokens(&"k".repeat(257), bucket, 1).is_err());
+}
+
+#[test]
+fn state_values_expire_with_the_clock() {
+    let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let _current = super::install(&host.env);
+    crate::state::set("k", b"v", Some(Duration::from_secs(10))).unwrap();
+    host.advance(Duration::from_millis(9_999));
+    assert_eq!(crate::state::get("k").as_deref(), Some(&b"v"[..]));
+    host.advance(Duration::from_millis(1));
+    assert_eq!(crate::state::get("k"), None);
+    assert_eq!(host.state("k"), None);
+}
+
+#[test]
+fn random_bytes_are_chunked_to_the_host_limit_and_deterministic_per_seed() {
+    let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let _current = super::install(&host.env);
+    host.seed_random(1);
+    let first = crate::random::bytes(3000);
+    host.seed_random(1);
+    assert_eq!(crate::random::bytes(3000), first);
+    assert_eq!(first.len(), 3000);
+}
+
+#[test]
+fn gateway_managed_headers_cannot_be_written_by_plugins() {
+    super::with_request(TestRequest::get("/").header("content-length", "3"), |req| {
+        assert!(req.set_header("content-length", "9").is_err());
+        assert!(req.add_header("Transfer-Encoding", "chunked").is_err());
+        req.remove_header("content-length");
+        assert_eq!(req.header("content-length").as_deref(), Some("3"));
+    });
+}
+
+#[test]
+fn context_and_state_bounds_match_the_gateway() {
+    let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let _current = super::install(&host.env);
+    for i in 0..40 {
+        crate::context::set(&format!("k{i}"), "v");
+    }
+    assert_eq!(crate::context::get("k31").as_deref(), Some("v"));
+    assert_eq!(crate::context::get("k32"), None);
+    assert!(
+        host.logs()
+            .iter()
+            .any(|l| l.message.contains("at most 32 context entries"))
+    );
+    assert!(crate::state::set("k", &vec![0; 64 * 1024 + 1], None).is_err());
+    assert!(crate::state::set("k", &vec![0; 64 * 1024], None).is_ok());
+}

@@ -1,0 +1,1054 @@
+#!/usr/bin/env python3
+"""Weir side by side with nginx and HAProxy. Run through tests/bench/run.sh,
+which installs the tools and builds Weir first; see tests/bench/README.md.
+
+Layout of one run:
+  CPU 1: the proxy under test, alone (one worker thread or process);
+  CPU 0: wrk, the upstream nginx and this driver.
+Every process is started here, in its own session, its pid written to
+$BENCH_PIDFILE (run.sh's trap kills those ids if this script dies), and
+stopped at the end. Every wait is bounded.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import configs
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+WEIR = os.path.join(REPO, "target", "release", "weir")
+LUA = os.path.join(HERE, "report.lua")
+IDLE = os.path.join(HERE, "idle_conns.py")
+
+LOAD_CPU = 0   # wrk, the upstream, this driver
+PROXY_CPU = 1  # the proxy under test, alone
+
+MODES = {
+    # seconds per measured run, warm-up seconds, rounds, start-up samples
+    # per proxy and round, wrk connections
+    "quick": dict(duration=3, warmup=1, rounds=1, startup_samples=3, conns=50,
+                  idle_conns=10_000, budget=150),
+    "full": dict(duration=8, warmup=2, rounds=3, startup_samples=5, conns=50,
+                 idle_conns=10_000, budget=900),
+}
+
+NOT_BUILT_HOT_DEPLOY = "skipped: hot deploy is not built yet"
+
+
+class BenchError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------
+
+class Procs:
+    """Every process the benchmark starts, so that all of them are stopped."""
+
+    def __init__(self, pidfile):
+        self.live = []
+        self.pidfile = pidfile
+
+    def start(self, argv, cpu, log_path, stdin=subprocess.DEVNULL, stdout=None):
+        log = open(log_path, "ab")
+        # Pin the child as `taskset -c CPU` would, without an extra exec in
+        # front of it: the driver moves itself to CPU for the spawn (the
+        # child inherits the affinity) and comes back. A preexec_fn would
+        # do the same but force a full fork of this Python process, which
+        # costs milliseconds of the start-up figure.
+        home = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu})
+        try:
+            p = subprocess.Popen(argv, stdin=stdin, stdout=stdout or log, stderr=log,
+                                 start_new_session=True)
+        finally:
+            os.sched_setaffinity(0, home)
+            log.close()
+        self.live.append(p)
+        self._write_pidfile()
+        return p
+
+    def _write_pidfile(self):
+        # Only live ids, so the trap never signals a recycled pid.
+        if self.pidfile:
+            with open(self.pidfile, "w") as f:
+                f.write("".join(f"{p.pid}\n" for p in self.live))
+
+    def stop(self, p, grace=5.0):
+        """SIGTERM to the process group (nginx master and workers alike),
+        SIGKILL after `grace` seconds."""
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(grace)
+        # Children left in the group (an nginx worker whose master died).
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if p in self.live:
+            self.live.remove(p)
+            self._write_pidfile()
+
+    def stop_all(self):
+        for p in list(reversed(self.live)):
+            self.stop(p, grace=3.0)
+
+
+_ports = set()
+
+
+def free_port():
+    """A port the kernel says is free now, never handed out twice per run."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports:
+            _ports.add(port)
+            return port
+    raise BenchError("no free port")
+
+
+def tree(pid):
+    """`pid` and all its descendants (nginx master and worker)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_ns(pids):
+    """Nanoseconds on CPU so far, summed over every thread of `pids`
+    (first field of /proc/PID/task/TID/schedstat)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cpus_allowed(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def established_to(port):
+    """Established TCP connections whose local port is `port` (the proxy's
+    side of its client connections)."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "01" and int(fields[1].split(":")[1], 16) == port:
+                        n += 1
+        except OSError:
+            pass
+    return n
+
+
+def http_get(port, headers=(), timeout=1.0, whole=False, path="/"):
+    """One request on a fresh connection: the status code (None if there
+    was no answer), or with `whole` the status, the head and the body."""
+    data = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            extra = "".join(f"{h}\r\n" for h in headers)
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{extra}"
+                      "Connection: close\r\n\r\n".encode())
+            while whole or b"\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        if not whole or not data:
+            return (None, "", b"") if whole else None
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    status = int(m.group(1)) if m else None
+    if not whole:
+        return status
+    head, _, body = data.partition(b"\r\n\r\n")
+    return status, head.decode("latin-1").lower(), body
+
+
+def check_behaviour(server, checks):
+    """Requests that show a proxy does the job it is measured doing:
+    (headers, path, status, text the body must contain, response header
+    that must be present). Raises on the first mismatch."""
+    for headers, path, status, text, header in checks:
+        got, head, body = http_get(server.port, headers, whole=True, path=path)
+        what = f"{server.name}: GET {path} with {headers or 'no extra headers'}"
+        if got != status:
+            raise BenchError(f"{what} answered {got}, expected {status}")
+        if text is not None and text.encode() not in body:
+            raise BenchError(f"{what}: body {body[:200]!r} lacks {text!r}")
+        if header is not None and f"\r\n{header}:" not in head:
+            raise BenchError(f"{what}: no {header} header in the answer")
+
+
+def wait_200(port, deadline, headers=(), proc=None, pause=0.0002):
+    """Polls tightly until a request through `port` answers 200."""
+    while time.monotonic() < deadline:
+        if http_get(port, headers) == 200:
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(pause)
+    return False
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, name, port, proc, log, headers=()):
+        self.name, self.port, self.proc, self.log = name, port, proc, log
+        self.headers = list(headers)
+
+    def pids(self):
+        return tree(self.proc.pid)
+
+
+class Bench:
+    def __init__(self, args, mode, workdir, procs):
+        self.args, self.mode, self.workdir, self.procs = args, mode, workdir, procs
+        self.upstream = None
+
+    def dir(self, name):
+        d = os.path.join(self.workdir, name)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def argv_for(self, kind, d, conf_text):
+        """Writes the configuration and returns the command line."""
+        if kind == "nginx":
+            conf = os.path.join(d, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(conf_text)
+            return ["nginx", "-p", d, "-e", os.path.join(d, "error.log"),
+                    "-c", conf, "-g", "daemon off;"]
+        if kind == "haproxy":
+            conf = os.path.join(d, "haproxy.cfg")
+            with open(conf, "w") as f:
+                f.write(conf_text)
+            return ["haproxy", "-f", conf, "-db"]
+        if kind == "weir":
+            conf = os.path.join(d, "weir.toml")
+            with open(conf, "w") as f:
+                f.write(conf_text)
+            return [WEIR, "run", "-c", conf]
+        raise ValueError(kind)
+
+    def start(self, name, kind, conf_text, port, cpu=PROXY_CPU, headers=(), ready_s=10.0):
+        d = self.dir(name)
+        argv = self.argv_for(kind, d, conf_text)
+        log = os.path.join(d, "stderr.log")
+        proc = self.procs.start(argv, cpu, log)
+        if not wait_200(port, time.monotonic() + ready_s, headers, proc, pause=0.005):
+            self.procs.stop(proc)
+            raise BenchError(f"{name} did not answer 200 on port {port} within "
+                             f"{ready_s}s; its log:\n{tail(log)}"
+                             f"{tail(os.path.join(d, 'error.log'))}")
+        pinned = cpus_allowed(proc.pid)
+        if pinned != str(cpu):
+            self.procs.stop(proc)
+            raise BenchError(f"{name} runs on CPUs {pinned}, not {cpu}")
+        return Server(name, port, proc, log, headers)
+
+    def start_upstream(self):
+        port = free_port()
+        d = self.dir("upstream")
+        self.upstream = self.start("upstream", "nginx", configs.upstream_nginx(d, port),
+                                   port, cpu=LOAD_CPU)
+        return self.upstream
+
+    def proxy_conf(self, kind, port, **kw):
+        up = self.upstream.port
+        if kind == "weir":
+            return configs.weir_plain(port, up)
+        if kind == "nginx":
+            return configs.proxy_nginx(self.dir(kw["name"]), port, up,
+                                       api_key_lua=kw.get("lua", False))
+        if kind == "haproxy":
+            return configs.haproxy(self.dir(kw["name"]), port, up)
+        raise ValueError(kind)
+
+    def start_proxy(self, name, kind, lua=False, headers=()):
+        port = free_port()
+        conf = self.proxy_conf(kind, port, name=name, lua=lua)
+        if kind == "weir":
+            weir_check(self.dir(name), conf)
+        return self.start(name, kind, conf, port, headers=headers)
+
+    # ---- wrk ------------------------------------------------------------
+
+    def wrk(self, port, seconds, headers=(), close=False):
+        argv = ["wrk", "-t1", f"-c{self.mode['conns']}", f"-d{seconds}s",
+                "--timeout", "5s", "--latency", "-s", LUA]
+        for h in headers:
+            argv += ["-H", h]
+        if close:
+            argv += ["-H", "Connection: close"]
+        argv.append(f"http://127.0.0.1:{port}/")
+        try:
+            # The driver runs on LOAD_CPU; wrk inherits it.
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"wrk did not finish within {seconds + 30}s")
+        m = re.search(r"^BENCH_JSON (.*)$", r.stdout, re.M)
+        if r.returncode != 0 or not m:
+            raise BenchError(f"wrk failed (exit {r.returncode}): {r.stdout[-800:]} {r.stderr[-800:]}")
+        out = json.loads(m.group(1))
+        out["latency_distribution"] = parse_latency_distribution(r.stdout)
+        return out
+
+    def measure(self, server, close=False):
+        """Warm-up, then one measured wrk run with CPU deltas of the proxy
+        (all its processes and threads) and of the upstream."""
+        m = self.mode
+        warm = self.wrk(server.port, m["warmup"], server.headers, close)
+        proxy_pids = server.pids() if server is not self.upstream else []
+        up_pids = self.upstream.pids()
+        c0, u0 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        w = self.wrk(server.port, m["duration"], server.headers, close)
+        c1, u1 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        n = w["requests"]
+        errors = sum(w["errors"].values())
+        run = {
+            "requests": n,
+            "rps": n / (w["duration_us"] / 1e6) if w["duration_us"] else 0.0,
+            "p50_us": w["latency_us"]["p50"],
+            "p99_us": w["latency_us"]["p99"],
+            "proxy_cpu_ns": c1 - c0 if proxy_pids else None,
+            "proxy_cpu_us_per_req": (c1 - c0) / 1000 / n if proxy_pids and n else None,
+            "upstream_cpu_ns": u1 - u0,
+            "upstream_cpu_us_per_req": (u1 - u0) / 1000 / n if n else None,
+            "proxy_pids": proxy_pids,
+            "wrk": w,
+            "warmup": {"requests": warm["requests"], "non2xx": warm["non2xx"],
+                       "errors": warm["errors"]},
+        }
+        problems = []
+        if n == 0:
+            problems.append("no requests completed")
+        if w["non2xx"]:
+            problems.append(f"{w['non2xx']} non-2xx responses (first: {w['first_non2xx_status']})")
+        if errors:
+            problems.append(f"socket errors {w['errors']}")
+        if warm["non2xx"] or sum(warm["errors"].values()):
+            problems.append(f"warm-up had {warm['non2xx']} non-2xx and errors {warm['errors']}")
+        if server.proc.poll() is not None:
+            problems.append(f"{server.name} exited during the run")
+        run["status"] = "failed: " + "; ".join(problems) if problems else "ok"
+        return run
+
+
+def parse_latency_distribution(text):
+    """The `--latency` table of wrk, in microseconds: {"50": 123.0, ...}."""
+    scale = {"us": 1.0, "ms": 1000.0, "s": 1e6, "m": 60e6}
+    out = {}
+    for pct, val, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M):
+        out[pct] = float(val) * scale[unit]
+    return out
+
+
+def weir_check(d, conf_text):
+    """`weir check -c FILE`; raises with its output when it refuses."""
+    path = os.path.join(d, "weir.toml")
+    with open(path, "w") as f:
+        f.write(conf_text)
+    r = subprocess.run([WEIR, "check", "-c", path], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise BenchError(f"weir check refused {path}:\n{r.stdout}{r.stderr}")
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+# --------------------------------------------------------------------------
+
+def plugin_targets(bench):
+    """Weir plugin scenarios that can run, and the reasons for the others."""
+    ready, skipped = [], []
+    for sc in configs.plugin_scenarios():
+        name = f"weir+{sc['id']}"
+        wasm = configs.find_plugin(REPO, sc["files"])
+        if wasm is None:
+            skipped.append({"group": "plugin", "target": name,
+                            "reason": "skipped: plugin runtime not available (no "
+                                      f"{configs.PLUGIN_DIR}/{sc['files'][0]}.wasm)"})
+            continue
+        port = free_port()
+        d = bench.dir(name)
+        # Each scenario gets a folder with just its plugin, under the
+        # plugin's own name (cargo's file name has `_` for `-`).
+        plugin_dir = os.path.join(d, "plugins")
+        os.makedirs(plugin_dir, exist_ok=True)
+        shutil.copyfile(wasm, os.path.join(plugin_dir, f"{sc['id']}.wasm"))
+        conf = configs.weir_plugin_config(port, bench.upstream.port, plugin_dir, sc["id"],
+                                          sc["config"])
+        try:
+            weir_check(d, conf)
+        except BenchError as e:
+            first = next((ln for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+            skipped.append({"group": "plugin", "target": name,
+                            "reason": "skipped: plugin runtime not available "
+                                      f"(weir check refused the plugin config: {first.strip()})"})
+            continue
+        ready.append((name, conf, port, sc["headers"], sc["checks"]))
+    return ready, skipped
+
+
+def throughput_phase(bench, results, log):
+    m = bench.mode
+    up = bench.upstream
+    servers = {"direct": up}
+    servers["weir"] = bench.start_proxy("weir", "weir")
+    servers["nginx"] = bench.start_proxy("nginx", "nginx")
+    servers["haproxy"] = bench.start_proxy("haproxy", "haproxy")
+    key_header = [f"{configs.API_KEY_HEADER}: {configs.BENCH_KEY}"]
+    servers["nginx+lua-api-key"] = bench.start_proxy("nginx+lua-api-key", "nginx", lua=True,
+                                                     headers=key_header)
+    # Every proxy really forwards to the upstream...
+    for name, srv in servers.items():
+        status, _, body = http_get(srv.port, srv.headers, whole=True)
+        if status != 200 or body != configs.UPSTREAM_BODY.encode():
+            raise BenchError(f"{name} answered {status} {body[:80]!r}, not the upstream's body")
+    # ...and the Lua check does what Weir's api-key plugin does.
+    check_behaviour(servers["nginx+lua-api-key"], [
+        ([], "/", 401, None, None),
+        (key_header, configs.ECHO_PATH, 200,
+         f"x-consumer={configs.API_KEYS[configs.BENCH_KEY]} x-api-key=\n", None)])
+
+    ready, skipped = plugin_targets(bench)
+    results["skipped"].extend(skipped)
+    for name, conf, port, headers, checks in ready:
+        try:
+            servers[name] = bench.start(name, "weir", conf, port, headers=headers)
+        except BenchError as e:
+            results["skipped"].append({"group": "plugin", "target": name,
+                                       "reason": f"skipped: plugin runtime not available ({e})"})
+            continue
+        try:
+            check_behaviour(servers[name], checks)
+        except BenchError as e:
+            # The runtime is there but the plugin does not do its job:
+            # that is a failure to show, not a skip.
+            results["skipped"].append({"group": "plugin", "target": name,
+                                       "reason": f"FAILED set-up check, not measured: {e}"})
+            bench.procs.stop(servers.pop(name).proc)
+
+    plan = [("plain", t, False) for t in ("direct", "weir", "nginx", "haproxy")]
+    plan += [("plugin", name, False) for name, *_ in ready if name in servers]
+    plan += [("plugin", "nginx+lua-api-key", False)]
+    plan += [("close", t, True) for t in ("direct", "weir", "nginx", "haproxy")]
+
+    for rnd in range(1, m["rounds"] + 1):
+        for group, target, close in plan:
+            t0 = time.monotonic()
+            try:
+                run = bench.measure(servers[target], close=close)
+            except BenchError as e:
+                run = {"status": f"failed: {e}"}
+            run.update(round=rnd, group=group, target=target)
+            results["runs"].append(run)
+            log(f"  round {rnd} {group:<6} {target:<22} {fmt_run(run)}  ({time.monotonic() - t0:.1f}s)")
+
+    for name, s in servers.items():
+        if s is not up:
+            bench.procs.stop(s.proc)
+
+
+def fmt_run(run):
+    if run["status"] != "ok":
+        return run["status"][:200]
+    cpu = run["proxy_cpu_us_per_req"]
+    return (f"{run['rps']:>9.0f} req/s  p50 {run['p50_us'] / 1000:.2f} ms  "
+            f"p99 {run['p99_us'] / 1000:.2f} ms  "
+            f"cpu {'-' if cpu is None else f'{cpu:.2f} us/req'}")
+
+
+def idle_phase(bench, results, log):
+    m = bench.mode
+    for rnd in range(1, m["rounds"] + 1):
+        for kind in ("weir", "nginx", "haproxy"):
+            name = f"idle-{kind}-{rnd}"
+            rec = {"round": rnd, "target": kind, "connections": m["idle_conns"]}
+            server = None
+            client = None
+            try:
+                server = bench.start_proxy(name, kind)
+                # Warm the process once, as a serving proxy would be.
+                bench.wrk(server.port, 1)
+                time.sleep(0.5)
+                pids = server.pids()
+                rec["rss_before_kib"] = rss_kib(pids)
+                client = bench.procs.start(
+                    [sys.executable, IDLE, "--port", str(server.port), "-n", str(m["idle_conns"]),
+                     "--hold", "120"],
+                    LOAD_CPU, os.path.join(bench.dir(name), "idle-client.log"),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                line = read_line(client, 90)
+                stats = json.loads(line)
+                time.sleep(1.0)
+                rec["rss_after_kib"] = rss_kib(pids)
+                rec["established"] = established_to(server.port)
+                rec["client"] = stats
+                rec["growth_kib"] = rec["rss_after_kib"] - rec["rss_before_kib"]
+                rec["bytes_per_conn"] = rec["growth_kib"] * 1024 / max(stats["ok"], 1)
+                bad = []
+                if stats["failed"] or stats["non200"]:
+                    bad.append(f"{stats['failed']} connections failed, {stats['non200']} non-200 "
+                               f"({stats.get('first_error', '')})")
+                if rec["established"] < stats["ok"]:
+                    bad.append(f"only {rec['established']} of {stats['ok']} connections still open")
+                rec["status"] = "failed: " + "; ".join(bad) if bad else "ok"
+            except (BenchError, ValueError, KeyError) as e:
+                rec["status"] = f"failed: {e}"
+            finally:
+                if client is not None:
+                    try:
+                        client.stdin.close()
+                    except OSError:
+                        pass
+                    bench.procs.stop(client)
+                if server is not None:
+                    bench.procs.stop(server.proc)
+            results["idle"].append(rec)
+            if rec["status"] == "ok":
+                log(f"  round {rnd} idle   {kind:<8} RSS {rec['rss_before_kib']} -> "
+                    f"{rec['rss_after_kib']} KiB (+{rec['growth_kib']} KiB, "
+                    f"{rec['bytes_per_conn']:.0f} B/conn), {rec['established']} open")
+            else:
+                log(f"  round {rnd} idle   {kind:<8} {rec['status']}")
+
+
+def read_line(proc, timeout):
+    """One line from a child's stdout, bounded in time."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or not sel.select(left):
+            raise BenchError(f"no answer within {timeout}s")
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            raise BenchError("child exited without answering")
+        buf += chunk
+    return buf.split(b"\n", 1)[0].decode()
+
+
+def startup_phase(bench, results, log):
+    """Time from spawning the proxy to the first 200 through it."""
+    m = bench.mode
+    for rnd in range(1, m["rounds"] + 1):
+        for sample in range(1, m["startup_samples"] + 1):
+            for kind in ("weir", "nginx", "haproxy"):
+                name = f"start-{kind}-{rnd}-{sample}"
+                port = free_port()
+                conf = bench.proxy_conf(kind, port, name=name)
+                if kind == "weir":
+                    weir_check(bench.dir(name), conf)
+                d = bench.dir(name)
+                argv = bench.argv_for(kind, d, conf)
+                t0 = time.monotonic()
+                proc = bench.procs.start(argv, PROXY_CPU, os.path.join(d, "stderr.log"))
+                ok = wait_200(port, t0 + 10.0, proc=proc)
+                ms = (time.monotonic() - t0) * 1000
+                # CPU the proxy spent to get there: less noisy than wall
+                # time on a shared machine.
+                cpu_ms = cpu_ns(tree(proc.pid)) / 1e6
+                bench.procs.stop(proc)
+                rec = {"round": rnd, "sample": sample, "target": kind,
+                       "ms": ms if ok else None, "cpu_ms": cpu_ms if ok else None,
+                       "status": "ok" if ok else "failed: no 200 within 10 s"}
+                results["startup"].append(rec)
+            # What spawning alone costs: the same spawn of `sleep`, whose
+            # CPU time once it sleeps is fork + exec + a tiny program.
+            proc = bench.procs.start(["sleep", "30"], PROXY_CPU, os.devnull)
+            time.sleep(0.05)
+            results["startup"].append({"round": rnd, "sample": sample, "target": "spawn-baseline",
+                                       "ms": None, "cpu_ms": cpu_ns([proc.pid]) / 1e6,
+                                       "status": "ok"})
+            bench.procs.stop(proc)
+        done = [r for r in results["startup"] if r["round"] == rnd]
+        log(f"  round {rnd} start-up " + "  ".join(
+            f"{k} {statistics.median([r['ms'] for r in done if r['target'] == k and r['ms']]):.1f} ms"
+            for k in ("weir", "nginx", "haproxy")
+            if any(r["ms"] for r in done if r["target"] == k)))
+
+
+# --------------------------------------------------------------------------
+# Summary and goals
+# --------------------------------------------------------------------------
+
+def spread(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+BASELINE = {"plain": ("plain", "nginx"), "plugin": ("plain", "nginx"), "close": ("close", "nginx")}
+
+
+def summarize(results):
+    runs = [r for r in results["runs"] if r["status"] == "ok"]
+
+    def get(group, target, rnd):
+        return next((r for r in runs if r["group"] == group and r["target"] == target
+                     and r["round"] == rnd), None)
+
+    rows = []
+    seen = []
+    for r in results["runs"]:
+        key = (r["group"], r["target"])
+        if key not in seen:
+            seen.append(key)
+    for group, target in seen:
+        mine = [r for r in runs if r["group"] == group and r["target"] == target]
+        all_runs = [r for r in results["runs"] if r["group"] == group and r["target"] == target]
+        row = {"group": group, "target": target, "ok_runs": len(mine), "runs": len(all_runs),
+               "failures": [r["status"] for r in all_runs if r["status"] != "ok"]}
+        for f in ("rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req"):
+            row[f] = spread([r[f] for r in mine])
+        base = BASELINE[group]
+        for f in ("rps", "proxy_cpu_us_per_req"):
+            ratios = []
+            for r in mine:
+                b = get(*base, r["round"])
+                if b and b[f] and r[f] is not None:
+                    ratios.append(r[f] / b[f])
+            row[f"{f}_vs_nginx"] = spread(ratios)
+        # Cost of a plugin over plain Weir in the same round.
+        if group == "plugin" and target.startswith("weir+"):
+            deltas = []
+            for r in mine:
+                b = get("plain", "weir", r["round"])
+                if b:
+                    deltas.append(r["proxy_cpu_us_per_req"] - b["proxy_cpu_us_per_req"])
+            row["cpu_delta_vs_weir_plain_us"] = spread(deltas)
+        rows.append(row)
+    for s in results["skipped"]:
+        rows.append({"group": s["group"], "target": s["target"], "skipped": s["reason"]})
+
+    idle = []
+    for kind in ("weir", "nginx", "haproxy"):
+        mine = [r for r in results["idle"] if r["target"] == kind and r["status"] == "ok"]
+        failures = [r["status"] for r in results["idle"] if r["target"] == kind and r["status"] != "ok"]
+        ratios = []
+        for r in mine:
+            b = next((x for x in results["idle"] if x["target"] == "nginx" and x["round"] == r["round"]
+                      and x["status"] == "ok"), None)
+            if b and b["growth_kib"] > 0:
+                ratios.append(r["growth_kib"] / b["growth_kib"])
+        idle.append({"target": kind, "growth_kib": spread([r["growth_kib"] for r in mine]),
+                     "bytes_per_conn": spread([r["bytes_per_conn"] for r in mine]),
+                     "rss_before_kib": spread([r["rss_before_kib"] for r in mine]),
+                     "growth_vs_nginx": spread(ratios), "failures": failures})
+
+    startup = []
+    for kind in ("weir", "nginx", "haproxy", "spawn-baseline"):
+        mine = [r for r in results["startup"] if r["target"] == kind and r["status"] == "ok"]
+        failures = [r["status"] for r in results["startup"] if r["target"] == kind and r["status"] != "ok"]
+        startup.append({"target": kind, "ms": spread([r["ms"] for r in mine]),
+                        "cpu_ms": spread([r["cpu_ms"] for r in mine]), "failures": failures})
+
+    results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
+                          "hot_deploy": NOT_BUILT_HOT_DEPLOY}
+    results["goals"] = goals(results["summary"])
+
+
+def goals(summary):
+    rows = {(r["group"], r["target"]): r for r in summary["throughput"]}
+
+    def med(row, field):
+        if row is None or row.get("skipped") or not row.get(field):
+            return None
+        return row[field]["median"]
+
+    out = []
+
+    def goal(text, value, ok, fmt, why_missing):
+        if value is None:
+            out.append({"goal": text, "status": "not measured", "detail": why_missing})
+        else:
+            out.append({"goal": text, "status": "met" if ok(value) else "not met",
+                        "detail": fmt(value)})
+
+    weir = rows.get(("plain", "weir"))
+    ratio = med(weir, "proxy_cpu_us_per_req_vs_nginx")
+    goal("plain proxying: Weir CPU/request <= 1.0x nginx", ratio, lambda v: v <= 1.0,
+         lambda v: f"median ratio {v:.2f}x", "no successful plain runs")
+    goal("stretch: plain proxying Weir CPU/request <= 0.9x nginx", ratio, lambda v: v <= 0.9,
+         lambda v: f"median ratio {v:.2f}x", "no successful plain runs")
+    goal("plain proxying: Weir req/s >= nginx", med(weir, "rps_vs_nginx"), lambda v: v >= 1.0,
+         lambda v: f"median ratio {v:.2f}x", "no successful plain runs")
+
+    def plugin_goal(pid, limit):
+        row = rows.get(("plugin", f"weir+{pid}"))
+        why = row["skipped"] if row and row.get("skipped") else "no successful runs"
+        goal(f"{pid} plugin: <= +{limit} us CPU/request over Weir plain",
+             med(row, "cpu_delta_vs_weir_plain_us"), lambda v: v <= limit,
+             lambda v: f"median delta {v:+.2f} us/request", why)
+
+    plugin_goal("noop", 0.5)
+    plugin_goal("header-rewrite", 1.0)
+
+    api = rows.get(("plugin", "weir+api-key"))
+    lua = rows.get(("plugin", "nginx+lua-api-key"))
+    a, b = med(api, "proxy_cpu_us_per_req"), med(lua, "proxy_cpu_us_per_req")
+    why = api["skipped"] if api and api.get("skipped") else "no successful runs"
+    goal("api-key in Weir cheaper (CPU/request) than the Lua check in nginx",
+         (a / b) if a is not None and b else None, lambda v: v < 1.0,
+         lambda v: f"Weir {a:.2f} vs nginx+Lua {b:.2f} us/request ({v:.2f}x)", why)
+
+    idle = {r["target"]: r for r in summary["idle"]}
+    w, n = idle["weir"]["growth_kib"], idle["nginx"]["growth_kib"]
+    goal("10,000 idle connections: Weir RSS growth <= nginx",
+         (w["median"], n["median"]) if w and n else None, lambda v: v[0] <= v[1],
+         lambda v: f"Weir +{v[0] / 1024:.1f} MiB vs nginx +{v[1] / 1024:.1f} MiB",
+         "idle runs failed")
+    st = {r["target"]: r for r in summary["startup"]}
+    goal("start-up to first proxied response <= 10 ms (no plugins)",
+         st["weir"]["ms"]["median"] if st["weir"]["ms"] else None, lambda v: v <= 10.0,
+         lambda v: f"Weir median {v:.1f} ms", "start-up runs failed")
+    return out
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+def fmt_spread(s, scale=1.0, digits=0, unit=""):
+    if not s:
+        return "-"
+    m, lo, hi = s["median"] * scale, s["min"] * scale, s["max"] * scale
+    if s["n"] == 1:
+        return f"{m:.{digits}f}{unit}"
+    return f"{m:.{digits}f}{unit} [{lo:.{digits}f}-{hi:.{digits}f}]"
+
+
+def fmt_ratio(s):
+    if not s:
+        return "-"
+    if s["n"] == 1:
+        return f"{s['median']:.2f}x"
+    return f"{s['median']:.2f}x [{s['min']:.2f}-{s['max']:.2f}]"
+
+
+GROUP_TITLES = {
+    "plain": "1. Plain proxying, keep-alive (wrk -c{c}, {d}s per run)",
+    "plugin": "2. Plugins (Weir) and the API-key check in Lua (nginx), keep-alive",
+    "close": "3. Connection: close clients (accept + connect cost)",
+}
+
+
+def render(results, markdown=False):
+    s = results["summary"]
+    m = results["meta"]["mode"]
+    lines = []
+
+    def table(header, rows):
+        if markdown:
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "|".join(" --- " for _ in header) + "|")
+            for r in rows:
+                lines.append("| " + " | ".join(r) + " |")
+        else:
+            widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+            fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+            lines.append(fmt.format(*header))
+            lines.append(fmt.format(*("-" * w for w in widths)))
+            for r in rows:
+                lines.append(fmt.format(*r))
+        lines.append("")
+
+    def title(t):
+        lines.append(f"### {t}" if markdown else t)
+        lines.append("")
+
+    n_rounds = m["rounds"]
+    lines.append(("" if markdown else "") +
+                 f"Median of {n_rounds} round(s) [min-max]; ratios are to nginx in the same round "
+                 "(plain nginx for plugin rows). CPU is the proxy's own CPU time per request "
+                 "(all its threads/processes, from schedstat).")
+    lines.append("")
+    for group in ("plain", "plugin", "close"):
+        title(GROUP_TITLES[group].format(c=m["conns"], d=m["duration"]))
+        header = ["proxy", "req/s", "req/s vs nginx", "p50 ms", "p99 ms",
+                  "CPU us/req", "CPU vs nginx", "upstream CPU us/req"]
+        if group == "plugin":
+            header.append("CPU delta vs Weir plain")
+        rows = []
+        for r in s["throughput"]:
+            if r["group"] != group:
+                continue
+            if r.get("skipped"):
+                row = [r["target"], r["skipped"]] + [""] * (len(header) - 2)
+            elif not r["ok_runs"]:
+                row = [r["target"], "FAILED: " + r["failures"][0][:120]] + [""] * (len(header) - 2)
+            else:
+                row = [r["target"] + ("" if not r["failures"] else f" ({len(r['failures'])} failed)"),
+                       fmt_spread(r["rps"]), fmt_ratio(r["rps_vs_nginx"]),
+                       fmt_spread(r["p50_us"], 1e-3, 2), fmt_spread(r["p99_us"], 1e-3, 2),
+                       fmt_spread(r["proxy_cpu_us_per_req"], 1, 2),
+                       fmt_ratio(r["proxy_cpu_us_per_req_vs_nginx"]),
+                       fmt_spread(r["upstream_cpu_us_per_req"], 1, 2)]
+                if group == "plugin":
+                    d = r.get("cpu_delta_vs_weir_plain_us")
+                    row.append("-" if not d else
+                               (f"{d['median']:+.2f} us" if d["n"] == 1 else
+                                f"{d['median']:+.2f} us [{d['min']:+.2f}..{d['max']:+.2f}]"))
+            rows.append(row)
+        table(header, rows)
+
+    title(f"4. {results['meta']['mode']['idle_conns']:,} idle keep-alive client connections: RSS growth")
+    rows = []
+    for r in s["idle"]:
+        if not r["growth_kib"]:
+            rows.append([r["target"], ("FAILED: " + r["failures"][0][:120]) if r["failures"] else "not run",
+                         "", "", ""])
+            continue
+        rows.append([r["target"], fmt_spread(r["rss_before_kib"], 1 / 1024, 1, " MiB"),
+                     fmt_spread(r["growth_kib"], 1 / 1024, 1, " MiB"),
+                     fmt_spread(r["bytes_per_conn"], 1, 0, " B"), fmt_ratio(r["growth_vs_nginx"])])
+    table(["proxy", "RSS before", "RSS growth", "per connection", "growth vs nginx"], rows)
+
+    title("5. Start-up: spawn to first proxied 200")
+    rows = []
+    for r in s["startup"]:
+        if r["target"] == "spawn-baseline":
+            rows.append(["spawn+exec of /bin/sleep (baseline)", "-",
+                         fmt_spread(r["cpu_ms"], 1, 1, " ms")])
+        elif r["ms"]:
+            rows.append([r["target"], fmt_spread(r["ms"], 1, 1, " ms"),
+                         fmt_spread(r["cpu_ms"], 1, 1, " ms")])
+        else:
+            rows.append([r["target"], ("FAILED: " + r["failures"][0]) if r["failures"] else "not run", ""])
+    table(["proxy", "wall time", "CPU time of the process until then"], rows)
+
+    title("6. Hot deploy")
+    lines.append(NOT_BUILT_HOT_DEPLOY)
+    lines.append("")
+
+    title("Goals (Weir vs nginx, same run)")
+    table(["goal", "status", "detail"],
+          [[g["goal"], g["status"], g["detail"]] for g in results["goals"]])
+    return "\n".join(lines)
+
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f.readline().split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"nproc": os.cpu_count(), "cpu_model": model, "mem_total": mem,
+            "kernel": platform.release(), "loadavg_at_start": load}
+
+
+def versions():
+    out = {}
+    for name, argv in (("nginx", ["nginx", "-v"]), ("haproxy", ["haproxy", "-v"]),
+                       ("wrk", ["wrk", "-v"]), ("weir", [WEIR, "--version"])):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            out[name] = (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            out[name] = "?"
+    try:
+        out["weir_commit"] = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"],
+                                            capture_output=True, text=True,
+                                            timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return out
+
+
+# --------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one round, short runs (< 2 minutes)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
+    ap.add_argument("--only", default="throughput,idle,startup",
+                    help="comma-separated phases to run (throughput, idle, startup)")
+    ap.add_argument("--keep-workdir", action="store_true",
+                    help="keep the generated configurations and logs")
+    args = ap.parse_args()
+    mode_name = "quick" if args.quick else "full"
+    mode = dict(MODES[mode_name], name=mode_name)
+    phases = set(args.only.split(","))
+
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("bench: needs at least 2 CPUs (one for the proxy, one for load and upstream)")
+    for tool in ("nginx", "haproxy", "wrk"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: `{tool}` not found; run tests/bench/run.sh, which installs it")
+    if not os.access(WEIR, os.X_OK):
+        sys.exit(f"bench: {WEIR} missing; run tests/bench/run.sh, which builds it")
+
+    # Children inherit these: 10,000 idle connections need the file limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    os.sched_setaffinity(0, {LOAD_CPU})
+
+    started = time.monotonic()
+
+    def log(msg):
+        print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
+
+    def on_alarm(signum, frame):
+        raise BenchError(f"time budget of {mode['budget']}s exceeded")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(mode["budget"])
+
+    workdir = tempfile.mkdtemp(prefix="weir-bench-")
+    procs = Procs(os.environ.get("BENCH_PIDFILE"))
+    results = {
+        "meta": {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "command": " ".join(["tests/bench/run.sh"] + sys.argv[1:]),
+            "mode": mode, "machine": machine(), "versions": versions(),
+            "open_files_limit": hard,
+            "layout": {"proxy_cpu": PROXY_CPU, "load_and_upstream_cpu": LOAD_CPU},
+            "status": "running",
+        },
+        "runs": [], "skipped": [], "idle": [], "startup": [],
+    }
+    bench = Bench(args, mode, workdir, procs)
+    try:
+        log(f"mode {mode_name}: {mode['rounds']} round(s), {mode['duration']}s runs; "
+            f"workdir {workdir}")
+        bench.start_upstream()
+        if "throughput" in phases:
+            log("throughput: plain, plugins, Connection: close")
+            throughput_phase(bench, results, log)
+        if "idle" in phases:
+            log(f"idle: {mode['idle_conns']} keep-alive connections per proxy")
+            idle_phase(bench, results, log)
+        if "startup" in phases:
+            log("start-up to first proxied response")
+            startup_phase(bench, results, log)
+        results["meta"]["status"] = "complete"
+    except (BenchError, KeyboardInterrupt) as e:
+        results["meta"]["status"] = f"aborted: {e!r}"
+        log(f"ABORTED: {e}")
+    finally:
+        signal.alarm(0)
+        procs.stop_all()
+        if not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+
+    summarize(results)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    md = os.path.splitext(args.out)[0] + ".md"
+    with open(md, "w") as f:
+        f.write(render(results, markdown=True) + "\n")
+    print()
+    print(render(results))
+    print(f"raw figures: {args.out}\nmarkdown tables: {md}")
+    return 0 if results["meta"]["status"] == "complete" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

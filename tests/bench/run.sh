@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Weir side by side with nginx and HAProxy, one command:
+#
+#   tests/bench/run.sh            # full: 3 rounds, ~10 minutes
+#   tests/bench/run.sh --quick    # 1 round, short runs, < 2 minutes
+#
+# Installs nginx, HAProxy, wrk and the nginx Lua module when one is missing
+# (apt-get, needs root), builds Weir in release mode (and the plugins in
+# plugins/, when that folder exists), then hands over to bench.py. Any other argument is passed to bench.py (see --help there).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+
+need_install=0
+for tool in nginx haproxy wrk python3; do
+    command -v "$tool" >/dev/null 2>&1 || need_install=1
+done
+[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_install=1
+if [ "$need_install" = 1 ]; then
+    echo "bench: installing nginx-light haproxy wrk libnginx-mod-http-lua" >&2
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        nginx-light haproxy wrk libnginx-mod-http-lua python3
+fi
+
+echo "bench: cargo build --release -p weir" >&2
+(cd "$repo" && cargo build --release -p weir)
+
+# The first-party plugins, for the plugin scenarios. Without them (or
+# without a plugin runtime in Weir) those scenarios are reported as skipped.
+if [ -f "$repo/plugins/Cargo.toml" ]; then
+    echo "bench: cargo build --release --target wasm32-wasip2 (plugins/)" >&2
+    if ! (rustup target add wasm32-wasip2 >/dev/null &&
+        cd "$repo/plugins" && cargo build --release --target wasm32-wasip2); then
+        echo "bench: building the plugins failed; their scenarios will be skipped" >&2
+    fi
+fi
+
+# 10,000 idle client connections need more than the usual 1024 files.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# bench.py writes the id of every process it starts here; if it dies
+# without stopping them, the trap does, by id.
+pidfile="$(mktemp -t weir-bench-pids.XXXXXX)"
+cleanup() {
+    if [ -s "$pidfile" ]; then
+        while read -r pid; do
+            kill -KILL -- "-$pid" 2>/dev/null || true
+        done <"$pidfile"
+    fi
+    rm -f "$pidfile"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+BENCH_PIDFILE="$pidfile" python3 "$here/bench.py" "$@"

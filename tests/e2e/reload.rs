@@ -1,0 +1,177 @@
+//! Configuration reload: edits of the file (and SIGHUP) swap routes and
+//! upstreams under load without a failed request; an invalid edit is
+//! refused, reported in `/admin/config`, and the old configuration keeps
+//! serving.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::*;
+
+const ADMIN: &str = "\n[admin]\naddress = \"127.0.0.1:0\"\n";
+
+fn routed_to(name: &str, a: std::net::SocketAddr, b: std::net::SocketAddr) -> String {
+    config(
+        "",
+        &[("a", a), ("b", b)],
+        &format!("[[route]]\nname = \"all\"\nupstream = \"{name}\"\n{ADMIN}"),
+    )
+}
+
+async fn admin_config(gw: &Gateway) -> serde_json::Value {
+    let url = format!("http://{}/admin/config", gw.listener("admin"));
+    get(&client(), &url, &[]).await.json()
+}
+
+/// Replaces the file the way deploy tools do: write aside, then rename.
+fn replace(gw: &Gateway, text: &str) {
+    let tmp = gw.dir().join("weir.toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, gw.dir().join("weir.toml")).unwrap();
+}
+
+#[tokio::test]
+async fn reloads_under_load_without_failed_requests() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let gw = Gateway::with_config(routed_to("a", a.addr, b.addr)).start();
+    let url = format!("http://{}/x", gw.listener("main"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let last_server = Arc::new(Mutex::new(String::new()));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, last, url) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            last_server.clone(),
+            url.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::get(&url).body(Default::default()).unwrap();
+                match c.request(req).await {
+                    Ok(resp) if resp.status() == 200 => {
+                        use http_body_util::BodyExt;
+                        let body = resp.into_body().collect().await.unwrap().to_bytes();
+                        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        *last.lock().unwrap() = j["server"].as_str().unwrap().to_owned();
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(resp) => failed
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {}", resp.status())),
+                    Err(e) => failed.lock().unwrap().push(e.to_string()),
+                }
+            }
+        }));
+    }
+
+    for round in 0..10 {
+        let target = if round % 2 == 0 { "b" } else { "a" };
+        replace(&gw, &routed_to(target, a.addr, b.addr));
+        let seen = eventually(Duration::from_secs(10), || {
+            let last = last_server.clone();
+            async move { *last.lock().unwrap() == target }
+        })
+        .await;
+        assert!(
+            seen,
+            "round {round}: traffic never moved to {target}; logs:\n{}",
+            gw.logs()
+                .iter()
+                .filter(|l| !l.contains("DEBUG"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let failed = failed.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "{} failed requests: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "too little load: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    let status = admin_config(&gw).await;
+    assert_eq!(status["last_attempt"]["outcome"], "applied", "{status}");
+    assert_eq!(status["last_attempt"]["trigger"], "file-change", "{status}");
+}
+
+#[tokio::test]
+async fn invalid_edit_is_refused_and_reported() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let gw = Gateway::with_config(routed_to("a", a.addr, b.addr)).start();
+    let url = format!("http://{}/x", gw.listener("main"));
+    let before = admin_config(&gw).await;
+
+    let broken =
+        routed_to("a", a.addr, b.addr).replace("name = \"all\"", "name = \"all\"\nupstrem = \"b\"");
+    replace(&gw, &broken);
+    let reported = eventually(Duration::from_secs(10), || async {
+        admin_config(&gw).await["last_attempt"]["outcome"] == "rejected"
+    })
+    .await;
+    assert!(reported, "the invalid edit was never reported");
+    let status = admin_config(&gw).await;
+    let errors = status["last_attempt"]["errors"].to_string();
+    assert!(errors.contains("unknown field `upstrem`"), "{status}");
+    assert!(errors.contains("weir.toml:"), "{status}");
+    // The serving configuration did not change.
+    assert_eq!(status["sha256"], before["sha256"]);
+    let r = get(&client(), &url, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["server"], "a");
+    // The log line may still be on its way through the pipe.
+    let logged = eventually(Duration::from_secs(5), || async {
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("configuration reload refused"))
+    })
+    .await;
+    assert!(logged, "the refused reload was not logged");
+}
+
+#[tokio::test]
+async fn sighup_reloads() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let gw = Gateway::with_config(routed_to("a", a.addr, b.addr)).start();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        admin_config(&gw).await["last_attempt"]["trigger"] == "sighup"
+    })
+    .await;
+    assert!(reloaded, "SIGHUP did not reload");
+    assert_eq!(
+        admin_config(&gw).await["last_attempt"]["outcome"],
+        "applied"
+    );
+    let health = get(
+        &client(),
+        &format!("http://{}/healthz", gw.listener("admin")),
+        &[],
+    )
+    .await;
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+}
