@@ -206,3 +206,77 @@ impl Plugins {
         v
     }
 }
+
+/// Cost of plugin calls, printed, not asserted (timing assertions are
+/// flaky by nature): `cargo test -p weir --lib plugin::measure -- --ignored
+/// --nocapture` after the e2e tests built the fixtures.
+#[cfg(test)]
+mod measure {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+    use std::time::Instant;
+
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn slot_for(fixture: &str, config: &str) -> Option<(Plugins, Arc<Chain>)> {
+        let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/fixture-plugins/wasm32-wasip2/release")
+            .join(format!("fixture_{fixture}.wasm"));
+        let dir =
+            std::env::temp_dir().join(format!("weir-measure-{}-{fixture}", std::process::id()));
+        std::fs::create_dir_all(dir.join("plugins")).ok()?;
+        std::fs::copy(&built, dir.join("plugins/p.wasm")).ok()?;
+        let text = format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:9\"]\n[[route]]\nupstream = \"a\"\nplugins = [{{ name = \"p\", config = {config} }}]\n"
+        );
+        let config = Config::parse(&dir.join("weir.toml"), &text).unwrap();
+        let (plugins, chains) = Plugins::load(&config).unwrap();
+        Some((plugins, chains[0].clone()))
+    }
+
+    #[test]
+    #[ignore = "measurement; prints numbers"]
+    fn per_call_cost() {
+        for (fixture, config, what) in [
+            ("hostile", "{ mode = \"none\" }", "no-op on-request"),
+            (
+                "basic",
+                "{ tag = \"t\" }",
+                "basic on-request (log, context, state, 6 header edits)",
+            ),
+        ] {
+            let Some((_plugins, chain)) = slot_for(fixture, config) else {
+                eprintln!("fixtures not built; run the e2e plugin tests first");
+                return;
+            };
+            let slot = &chain.slots[0];
+            let id = HeaderValue::from_static("measure");
+            let mut context = Context::default();
+            let mut held = None;
+            let n = 20_000;
+            let mut parts = http::Request::get("/x")
+                .header("host", "a")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            let started = Instant::now();
+            for _ in 0..n {
+                let mut io = Io {
+                    req: &mut parts,
+                    resp: None,
+                    context: &mut context,
+                    id: &id,
+                    client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    held: &mut held,
+                };
+                slot.on_request(&mut io).unwrap();
+                parts.headers.remove("x-fx-order");
+            }
+            let per = started.elapsed() / n;
+            eprintln!("{what}: {per:?} per call ({n} calls)");
+        }
+    }
+}
