@@ -208,8 +208,11 @@ impl Plugins {
 }
 
 /// Cost of plugin calls, printed, not asserted (timing assertions are
-/// flaky by nature): `cargo test -p weir --lib plugin::measure -- --ignored
-/// --nocapture` after the e2e tests built the fixtures.
+/// flaky by nature): `cargo test -p weir --lib plugin::measure --
+/// --ignored --nocapture` after the e2e tests built the fixtures (and, for
+/// the bundled plugins, `cargo build --release --target wasm32-wasip2
+/// --target-dir ../target/bundled` in plugins/). Files not built are
+/// skipped.
 #[cfg(test)]
 mod measure {
     use std::net::{IpAddr, Ipv4Addr};
@@ -220,12 +223,12 @@ mod measure {
 
     use super::*;
 
-    fn slot_for(fixture: &str, config: &str) -> Option<(Plugins, Arc<Chain>)> {
+    fn slot_for(file: &str, config: &str) -> Option<(Plugins, Arc<Chain>)> {
         let built = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/fixture-plugins/wasm32-wasip2/release")
-            .join(format!("fixture_{fixture}.wasm"));
-        let dir =
-            std::env::temp_dir().join(format!("weir-measure-{}-{fixture}", std::process::id()));
+            .join("../target")
+            .join(file);
+        let tag = file.replace('/', "-");
+        let dir = std::env::temp_dir().join(format!("weir-measure-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(dir.join("plugins")).ok()?;
         std::fs::copy(&built, dir.join("plugins/p.wasm")).ok()?;
         let text = format!(
@@ -239,17 +242,34 @@ mod measure {
     #[test]
     #[ignore = "measurement; prints numbers"]
     fn per_call_cost() {
-        for (fixture, config, what) in [
-            ("hostile", "{ mode = \"none\" }", "no-op on-request"),
+        let fixtures = "fixture-plugins/wasm32-wasip2/release";
+        let bundled = "bundled/wasm32-wasip2/release";
+        let cases = [
             (
-                "basic",
-                "{ tag = \"t\" }",
-                "basic on-request (log, context, state, 6 header edits)",
+                format!("{fixtures}/fixture_hostile.wasm"),
+                "{ mode = \"none\" }",
+                "fixture no-op",
             ),
-        ] {
-            let Some((_plugins, chain)) = slot_for(fixture, config) else {
-                eprintln!("fixtures not built; run the e2e plugin tests first");
-                return;
+            (
+                format!("{bundled}/noop.wasm"),
+                "{}",
+                "bundled noop (weir-sdk)",
+            ),
+            (
+                format!("{bundled}/header_rewrite.wasm"),
+                "{}",
+                "bundled header-rewrite (weir-sdk)",
+            ),
+            (
+                format!("{fixtures}/fixture_basic.wasm"),
+                "{ tag = \"t\" }",
+                "fixture basic (log, context, state, random, 6 header edits)",
+            ),
+        ];
+        for (file, config, what) in cases {
+            let Some((_plugins, chain)) = slot_for(&file, config) else {
+                eprintln!("{file} not built; skipped");
+                continue;
             };
             let slot = &chain.slots[0];
             let id = HeaderValue::from_static("measure");
@@ -276,7 +296,7 @@ mod measure {
                 parts.headers.remove("x-fx-order");
             }
             let per = started.elapsed() / n;
-            eprintln!("{what}: {per:?} per call ({n} calls)");
+            eprintln!("{what}: on-request {per:?} per call ({n} calls)");
         }
     }
 }
