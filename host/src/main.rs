@@ -12,6 +12,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use weir::config::Config;
 
+/// mimalloc: a proxy allocates and frees many small, short-lived buffers
+/// per request, which it serves with fewer instructions than glibc's
+/// allocator (measured with callgrind, see tests/bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Weir: a programmable edge gateway.
 ///
 /// Weir accepts HTTP traffic, matches each request to a route from its

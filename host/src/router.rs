@@ -37,6 +37,9 @@ pub struct Route {
 pub struct Router {
     routes: Vec<Route>,
     upstreams: std::collections::HashMap<String, Arc<Upstream>>,
+    /// Whether any route matches on host: if none does, requests skip
+    /// working out their host.
+    uses_hosts: bool,
 }
 
 impl Route {
@@ -116,7 +119,12 @@ impl Router {
         routes: Vec<Route>,
         upstreams: std::collections::HashMap<String, Arc<Upstream>>,
     ) -> Router {
-        Router { routes, upstreams }
+        let uses_hosts = routes.iter().any(|r| !r.hosts.is_empty());
+        Router {
+            routes,
+            upstreams,
+            uses_hosts,
+        }
     }
 
     /// An upstream by name.
@@ -126,7 +134,11 @@ impl Router {
 
     /// The first route that matches the request, in configuration order.
     pub fn find(&self, req: &Parts) -> Option<&Route> {
-        let host = request_host(req);
+        let host = if self.uses_hosts {
+            request_host(req)
+        } else {
+            None
+        };
         let host = host.as_deref();
         let path = req.uri.path();
         self.routes

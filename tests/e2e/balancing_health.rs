@@ -34,7 +34,9 @@ async fn killed_endpoint_is_ejected_by_active_checks_and_returns_when_restarted(
             .iter()
             .all(|s| *s == OK)
     );
-    assert_eq!(served(&b), 5);
+    // Round robin alternates on each worker: b gets half, give or take
+    // one per worker the client's connections landed on.
+    assert!((4..=6).contains(&served(&b)), "b served {}", served(&b));
     // The checker probes `path`.
     assert!(eventually(Duration::from_secs(5), || async { probed(&b) > 0 }).await);
 
@@ -82,10 +84,10 @@ async fn killed_endpoint_is_ejected_by_active_checks_and_returns_when_restarted(
     );
     let statuses = get_n(&client, &gw.url("/"), 20).await;
     assert!(statuses.iter().all(|s| *s == OK));
-    assert_eq!(
-        seen.load(Ordering::Relaxed),
-        10,
-        "traffic did not return evenly"
+    let back = seen.load(Ordering::Relaxed);
+    assert!(
+        (9..=11).contains(&back),
+        "traffic did not return evenly: {back} of 20"
     );
 }
 
@@ -170,4 +172,55 @@ async fn stopping_one_of_two_endpoints_under_load_costs_clients_nothing() {
     }
     assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors");
     assert!(a.count() >= 500);
+}
+
+/// An upstream whose health endpoint fails while it serves traffic fine.
+async fn sick_but_serving() -> Upstream {
+    Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let status = if req.uri().path() == "/healthz" {
+            500
+        } else {
+            200
+        };
+        http::Response::builder()
+            .status(status)
+            .body(crate::support::upstream::full("x"))
+            .unwrap()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn panic_mode_serves_from_all_when_too_few_are_healthy() {
+    for (threshold, want) in [(50, OK), (0, 503)] {
+        let (a, b) = (sick_but_serving().await, sick_but_serving().await);
+        let gw = Gateway::with_config(lb_config(&format!(
+            "{}\npanic_threshold = {threshold}\nhealth_check = {{ path = \"/healthz\", interval = \"100ms\", unhealthy_threshold = 1 }}",
+            endpoints(&[(a.addr, 1), (b.addr, 1)])
+        )))
+        .start();
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                gw.logs()
+                    .iter()
+                    .filter(|l| l.contains("endpoint failed its health checks"))
+                    .count()
+                    == 2
+            })
+            .await
+        );
+        let client = client();
+        let r = get(&client, &gw.url("/"), &[]).await;
+        assert_eq!(
+            r.status,
+            want,
+            "panic_threshold = {threshold}: {}",
+            r.text()
+        );
+        if want == 503 {
+            assert!(r.text().contains("no healthy upstream endpoint"));
+        } else {
+            assert!(logged(&gw, "panic mode"));
+        }
+    }
 }

@@ -138,11 +138,14 @@ async fn invalid_edit_is_refused_and_reported() {
     let r = get(&client(), &url, &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["server"], "a");
-    assert!(
+    // The log line may still be on its way through the pipe.
+    let logged = eventually(Duration::from_secs(5), || async {
         gw.logs()
             .iter()
             .any(|l| l.contains("configuration reload refused"))
-    );
+    })
+    .await;
+    assert!(logged, "the refused reload was not logged");
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@
 //! address, so endpoints that stay keep their pools, latency estimates and
 //! health, and only those that appear or vanish change. A name that fails
 //! to resolve later keeps its previous endpoints: a resolver hiccup must
-//! not empty an upstream.
+//! not empty an upstream. An upstream never has more than
+//! `limits::MAX_ENDPOINTS` (1,024) endpoints, however many addresses its
+//! names give.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{Endpoint, Upstream};
-use crate::config::{EndpointConfig, UpstreamConfig};
+use crate::config::{EndpointConfig, UpstreamConfig, limits};
 
 /// At most this many addresses are taken from one DNS answer.
 pub const MAX_ADDRS_PER_NAME: usize = 64;
@@ -35,7 +37,17 @@ pub async fn resolve(cfg: &UpstreamConfig) -> Result<Vec<(usize, SocketAddr)>, R
         })?;
         out.extend(addrs.into_iter().map(|a| (i, a)));
     }
+    cap(&cfg.name, &mut out);
     Ok(out)
+}
+
+/// Keeps an upstream at [`limits::MAX_ENDPOINTS`] endpoints however many
+/// addresses its names resolve to: balancer tables are sized for it.
+fn cap(upstream: &str, resolved: &mut Vec<(usize, SocketAddr)>) {
+    if resolved.len() > limits::MAX_ENDPOINTS {
+        tracing::warn!(%upstream, resolved = resolved.len(), kept = limits::MAX_ENDPOINTS, "too many addresses; keeping the first ones");
+        resolved.truncate(limits::MAX_ENDPOINTS);
+    }
 }
 
 async fn resolve_one(e: &EndpointConfig) -> Result<Vec<SocketAddr>, String> {
@@ -82,30 +94,42 @@ pub(super) async fn run(up: Weak<Upstream>, every: Duration) {
     loop {
         tick.tick().await;
         let Some(up) = up.upgrade() else { return };
-        let current = up.endpoints();
-        let mut resolved = Vec::with_capacity(current.len());
-        for (i, e) in up.config.endpoints.iter().enumerate() {
-            match resolve_one(e).await {
-                Ok(addrs) => resolved.extend(addrs.into_iter().map(|a| (i, a))),
-                Err(reason) => {
-                    tracing::warn!(upstream = %up.config.name, endpoint = %format!("{}:{}", e.host, e.port), %reason, "re-resolving failed; keeping the previous addresses");
-                    resolved.extend(
-                        current
-                            .iter()
-                            .filter(|c| c.source == i)
-                            .map(|c| (i, c.addr)),
-                    );
-                }
+        refresh(&up, resolve_one).await;
+    }
+}
+
+/// One round of re-resolution with `resolve`; true when the endpoint set
+/// changed.
+async fn refresh(
+    up: &Upstream,
+    resolve: impl AsyncFn(&EndpointConfig) -> Result<Vec<SocketAddr>, String>,
+) -> bool {
+    let current = up.endpoints();
+    let mut resolved = Vec::with_capacity(current.len());
+    for (i, e) in up.config.endpoints.iter().enumerate() {
+        match resolve(e).await {
+            Ok(addrs) => resolved.extend(addrs.into_iter().map(|a| (i, a))),
+            Err(reason) => {
+                tracing::warn!(upstream = %up.config.name, endpoint = %format!("{}:{}", e.host, e.port), %reason, "re-resolving failed; keeping the previous addresses");
+                resolved.extend(
+                    current
+                        .iter()
+                        .filter(|c| c.source == i)
+                        .map(|c| (i, c.addr)),
+                );
             }
         }
-        let next = merge(&current, &resolved, |i, a| up.make_endpoint(i, a));
-        let same =
-            next.len() == current.len() && next.iter().zip(&current).all(|(a, b)| a.id == b.id);
-        if !same {
-            tracing::info!(upstream = %up.config.name, before = current.len(), after = next.len(), "endpoints changed");
-            up.set_endpoints(next);
-        }
     }
+    cap(&up.config.name, &mut resolved);
+    let next = merge(&current, &resolved, |i, a| up.make_endpoint(i, a));
+    // DNS answers come in any order: only a change of the set counts.
+    let same =
+        next.len() == current.len() && next.iter().all(|a| current.iter().any(|b| a.id == b.id));
+    if !same {
+        tracing::info!(upstream = %up.config.name, before = current.len(), after = next.len(), "endpoints changed");
+        up.set_endpoints(next);
+    }
+    !same
 }
 
 #[cfg(test)]
@@ -114,6 +138,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+    use crate::upstream::Tried;
 
     #[tokio::test]
     async fn merge_keeps_state_of_endpoints_that_stay() {
@@ -145,5 +170,63 @@ mod tests {
         assert_eq!(next[1].addr, c);
         up.set_endpoints(next);
         assert_eq!(up.endpoints().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn refresh_follows_dns_and_survives_its_failures() {
+        let text = "[[listener]]\naddress = \"127.0.0.1:0\"\n[[upstream]]\nname = \"u\"\nendpoints = [\"svc.test:80\", \"10.0.0.9:80\"]\n";
+        let cfg = Config::parse(std::path::Path::new("t.toml"), text)
+            .unwrap()
+            .upstreams[0]
+            .clone();
+        let ip = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let fixed = ip("10.0.0.9:80");
+        let up = Upstream::new(
+            cfg,
+            &[(0, ip("10.1.0.1:80")), (0, ip("10.1.0.2:80")), (1, fixed)],
+            1,
+        );
+        let first = up.endpoints();
+
+        // The name now answers with one old and one new address.
+        let answer = |addrs: &'static [&'static str]| {
+            async move |e: &EndpointConfig| -> Result<Vec<SocketAddr>, String> {
+                if e.host == "svc.test" {
+                    Ok(addrs.iter().map(|a| a.parse().unwrap()).collect())
+                } else {
+                    resolve_one(e).await
+                }
+            }
+        };
+        assert!(refresh(&up, answer(&["10.1.0.2:80", "10.1.0.3:80"])).await);
+        let second = up.endpoints();
+        let addrs: Vec<SocketAddr> = second.iter().map(|e| e.addr).collect();
+        assert_eq!(addrs, vec![ip("10.1.0.2:80"), ip("10.1.0.3:80"), fixed]);
+        assert_eq!(
+            second[0].id, first[1].id,
+            "a kept address keeps its endpoint"
+        );
+        assert_eq!(second[2].id, first[2].id);
+        // The live set follows: round robin reaches the new address.
+        let picked: Vec<SocketAddr> = (0..3)
+            .map(|_| up.pick(None, &Tried::default()).unwrap().addr)
+            .collect();
+        assert!(picked.contains(&ip("10.1.0.3:80")) && !picked.contains(&ip("10.1.0.1:80")));
+
+        // The same addresses in another order change nothing.
+        assert!(!refresh(&up, answer(&["10.1.0.3:80", "10.1.0.2:80"])).await);
+
+        // A failing resolver keeps what the name had.
+        let failing = async |e: &EndpointConfig| -> Result<Vec<SocketAddr>, String> {
+            if e.host == "svc.test" {
+                Err("SERVFAIL".into())
+            } else {
+                resolve_one(e).await
+            }
+        };
+        let before: Vec<u64> = up.endpoints().iter().map(|e| e.id).collect();
+        refresh(&up, failing).await;
+        let after: Vec<u64> = up.endpoints().iter().map(|e| e.id).collect();
+        assert_eq!(before, after);
     }
 }
