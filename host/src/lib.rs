@@ -13,6 +13,7 @@ pub mod control;
 pub mod deploy;
 pub mod framing;
 pub mod listener;
+pub mod plugin;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -64,16 +64,29 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} listeners, {} upstreams, {} routes)",
-                    config.display(),
-                    c.listeners.len(),
-                    c.upstreams.len(),
-                    c.routes.len()
-                );
-                ExitCode::SUCCESS
-            }
+            // Plugins are compiled and initialised with their
+            // configurations, so a plugin that would fail start-up fails
+            // the check.
+            Ok(c) => match weir::plugin::Plugins::load(&c) {
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("error: {e}");
+                    }
+                    eprintln!("{}: {} problem(s) found", config.display(), errors.0.len());
+                    ExitCode::FAILURE
+                }
+                Ok((plugins, _)) => {
+                    println!(
+                        "{}: ok ({} listeners, {} upstreams, {} routes, {} plugins)",
+                        config.display(),
+                        c.listeners.len(),
+                        c.upstreams.len(),
+                        c.routes.len(),
+                        plugins.names().len()
+                    );
+                    ExitCode::SUCCESS
+                }
+            },
             Err(errors) => {
                 for e in &errors.0 {
                     eprintln!("error: {e}");

@@ -10,6 +10,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method};
 
 use crate::config::{HeaderMatch, HostPattern, PathMatch, RouteConfig};
+use crate::plugin::Chain;
 use crate::upstream::Upstream;
 
 /// A route ready to serve: its matcher and where it sends traffic.
@@ -28,6 +29,8 @@ pub struct Route {
     /// Retries after the first try.
     pub retry_attempts: u32,
     pub max_body_bytes: u64,
+    /// Plugins to run, global chain first; empty on most routes.
+    pub plugins: Arc<Chain>,
 }
 
 /// Routes in the order the configuration file lists them, and the
@@ -40,6 +43,8 @@ pub struct Router {
     /// Whether any route matches on host: if none does, requests skip
     /// working out their host.
     uses_hosts: bool,
+    /// Caps on bodies buffered for body-phase plugins (request, response).
+    pub plugin_body_caps: (usize, usize),
 }
 
 impl Route {
@@ -58,7 +63,14 @@ impl Route {
             retry_attempts: cfg.retry_attempts.unwrap_or(upstream.config.retry.attempts),
             max_body_bytes: cfg.max_body_bytes.unwrap_or(default_max_body),
             upstream,
+            plugins: Arc::default(),
         }
+    }
+
+    /// Attaches the route's plugin chain.
+    pub fn with_plugins(mut self, plugins: Arc<Chain>) -> Route {
+        self.plugins = plugins;
+        self
     }
 
     fn matches(
@@ -124,6 +136,7 @@ impl Router {
             routes,
             upstreams,
             uses_hosts,
+            plugin_body_caps: (0, 0),
         }
     }
 

@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::listener::{self, Bound, Shared};
+use crate::plugin::{Chain, PluginErrors, Plugins};
 use crate::router::{Route, Router};
 use crate::upstream::{Upstream, discovery};
 use crate::worker;
@@ -35,16 +36,21 @@ pub enum StartError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{0}")]
+    Plugins(PluginErrors),
 }
 
 /// Builds the route table, with its upstreams, from a configuration. An
 /// upstream whose configuration is unchanged from `previous` is reused as
 /// is, keeping its connection pools, balancer and health state (and its
 /// background health checks and DNS refresh, which end when the last
-/// route table holding it is dropped).
+/// route table holding it is dropped). `chains` holds each route's plugin
+/// chain, one per route of `config.routes` as [`Plugins::load`] returns
+/// them; an empty slice means no plugins.
 pub async fn build_router(
     config: &Config,
     previous: Option<&Router>,
+    chains: &[Arc<Chain>],
 ) -> Result<Router, StartError> {
     let mut upstreams = HashMap::new();
     for u in &config.upstreams {
@@ -76,9 +82,21 @@ pub async fn build_router(
     let routes = config
         .routes
         .iter()
-        .map(|r| Route::new(r, upstreams[&r.upstream].clone(), default_body))
+        .enumerate()
+        .map(|(i, r)| {
+            let route = Route::new(r, upstreams[&r.upstream].clone(), default_body);
+            match chains.get(i) {
+                Some(c) => route.with_plugins(c.clone()),
+                None => route,
+            }
+        })
         .collect();
-    Ok(Router::new(routes, upstreams))
+    let mut router = Router::new(routes, upstreams);
+    router.plugin_body_caps = (
+        config.plugins.max_request_body_bytes,
+        config.plugins.max_response_body_bytes,
+    );
+    Ok(router)
 }
 
 /// A running gateway's handles.
@@ -88,6 +106,8 @@ pub struct Gateway {
     pub router: Arc<ArcSwap<Router>>,
     /// The configuration serving now.
     pub config: Config,
+    /// The plugin registry (its engine, state and counters).
+    pub plugins: Arc<Plugins>,
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -95,7 +115,15 @@ pub struct Gateway {
 impl Gateway {
     /// Binds and starts serving. Returns once every listener is accepting.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let router = Arc::new(ArcSwap::from_pointee(build_router(&config, None).await?));
+        // Plugins compile before anything binds: a missing or invalid
+        // plugin stops start-up with the file and the reason.
+        let (plugins, chains) = Plugins::load(&config).map_err(StartError::Plugins)?;
+        if !plugins.names().is_empty() {
+            tracing::info!(plugins = ?plugins.names(), "plugins loaded");
+        }
+        let router = Arc::new(ArcSwap::from_pointee(
+            build_router(&config, None, &chains).await?,
+        ));
         let workers = config.server.workers;
         let mut bound: Vec<Bound> = Vec::new();
         for l in &config.listeners {
@@ -158,6 +186,7 @@ impl Gateway {
             listeners,
             router,
             config,
+            plugins: Arc::new(plugins),
             shutdown,
             workers: handles,
         })
@@ -185,8 +214,13 @@ impl Gateway {
         config.listeners = self.config.listeners.clone();
         config.server.workers = self.config.server.workers;
         let current = self.router.load_full();
-        let router = build_router(&config, Some(&current)).await?;
+        // Plugins are compiled and initialised anew for the new chains;
+        // requests in flight finish on the old ones. Shared plugin state
+        // starts empty (hot deploy of plugins will keep it).
+        let (plugins, chains) = Plugins::load(&config).map_err(StartError::Plugins)?;
+        let router = build_router(&config, Some(&current), &chains).await?;
         self.router.store(Arc::new(router));
+        self.plugins = Arc::new(plugins);
         self.config = config;
         Ok(needs_restart)
     }

@@ -11,6 +11,8 @@ mod error;
 mod raw;
 mod upstream;
 
+mod plugins;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 
 pub use error::{ConfigError, ConfigErrors, Problem};
+pub use plugins::{FailurePolicy, Isolation, PluginRef, PluginSettings, PluginsConfig};
 use raw::*;
 pub use upstream::*;
 
@@ -69,6 +72,7 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub plugins: PluginsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +117,8 @@ pub struct RouteConfig {
     /// Overrides the upstream's `retry.attempts`.
     pub retry_attempts: Option<u32>,
     pub max_body_bytes: Option<u64>,
+    /// This route's plugin chain; the global chain runs before it.
+    pub plugins: Vec<PluginRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,6 +315,8 @@ impl Validator<'_> {
             }
         }
 
+        let plugins = self.plugins(file.plugins.as_ref(), &file.plugin, &routes);
+
         Some(Config {
             path: self.file.clone(),
             server: server?,
@@ -316,6 +324,7 @@ impl Validator<'_> {
             listeners,
             upstreams,
             routes,
+            plugins,
         })
     }
 
@@ -626,6 +635,7 @@ impl Validator<'_> {
         let timeout = raw
             .timeout
             .map(|t| self.duration(at, "timeout", Some(t), t));
+        let plugins = self.plugin_refs(&field(at, "plugins"), &raw.plugins);
 
         Some(RouteConfig {
             name,
@@ -643,6 +653,7 @@ impl Validator<'_> {
                 .retry_attempts
                 .map(|n| self.range(at, "retry_attempts", n, 0, limits::MAX_RETRY_ATTEMPTS)),
             max_body_bytes: raw.max_body_bytes.map(|b| b.as_u64()),
+            plugins,
         })
     }
 }

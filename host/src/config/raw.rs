@@ -24,6 +24,11 @@ pub struct RawFile {
     pub upstream: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     pub route: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub plugins: Option<Spanned<toml::Table>>,
+    /// `[plugin.NAME]` tables: per-plugin limits and failure policy.
+    #[serde(default)]
+    pub plugin: std::collections::BTreeMap<String, Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,6 +220,39 @@ pub struct RawRoute {
     pub connect_timeout: Option<Duration>,
     pub retry_attempts: Option<u32>,
     pub max_body_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub plugins: Vec<RawPluginRef>,
+}
+
+/// `[plugins]`: where plugin files live and the chain every route runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugins {
+    pub dir: Option<String>,
+    pub max_request_body_bytes: Option<ByteSize>,
+    pub max_response_body_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub global: Vec<RawPluginRef>,
+}
+
+/// `[plugin.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginSettings {
+    #[serde(default, with = "humantime_serde")]
+    pub deadline: Option<Duration>,
+    pub memory: Option<ByteSize>,
+    pub max_instances: Option<usize>,
+    pub failure: Option<String>,
+    pub isolation: Option<String>,
+}
+
+/// `{ name = "api-key", config = { ... } }` in a chain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginRef {
+    pub name: String,
+    pub config: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,8 @@ pub struct BodyTooLarge {
 #[derive(Debug)]
 pub enum RequestBody {
     Empty,
+    /// A body buffered for request-body plugins, sent whole.
+    Full(Option<Bytes>),
     Stream {
         inner: Incoming,
         seen: u64,
@@ -49,6 +51,16 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    pub fn full(b: Bytes) -> RequestBody {
+        if b.is_empty() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Full(Some(b))
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -59,6 +71,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Stream { inner, seen, limit } => {
                 match std::task::ready!(Pin::new(inner).poll_frame(cx)) {
                     Some(Ok(frame)) => {
@@ -82,6 +95,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
+            RequestBody::Full(b) => b.is_none(),
             RequestBody::Stream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -89,6 +103,8 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Full(None) => SizeHint::with_exact(0),
+            RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RequestBody::Stream { inner, .. } => inner.size_hint(),
         }
     }

@@ -39,6 +39,26 @@ pub enum ProxyError {
         endpoint: String,
         source: hyper::Error,
     },
+    /// A plugin with `failure = "closed"` failed (trap, deadline, memory
+    /// cap, invalid answer, or every instance busy).
+    #[error("{failure}")]
+    Plugin {
+        failure: crate::plugin::Failure,
+        busy: bool,
+    },
+    #[error("plugin `{plugin}` routed to upstream `{name}`, which is not defined")]
+    UnknownUpstream {
+        plugin: std::sync::Arc<str>,
+        name: String,
+    },
+    #[error("the request body was not received in time")]
+    BodyTimeout,
+    #[error(
+        "the upstream response body is larger than the {limit}-byte cap of response-body plugins"
+    )]
+    ResponseBodyTooLarge { limit: u64 },
+    #[error("the upstream response body broke off")]
+    ResponseBodyBroken,
     /// A per-upstream limit is full; the request is refused at once
     /// rather than queued.
     #[error("upstream `{upstream}` is at its limit of {limit} {what}")]
@@ -55,7 +75,12 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::UriTooLong { .. }
             | ProxyError::BadFraming(_)
-            | ProxyError::BodyTooLarge { .. } => ErrorSource::Client,
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyTimeout => ErrorSource::Client,
+            ProxyError::Plugin { .. } | ProxyError::UnknownUpstream { .. } => ErrorSource::Plugin,
+            ProxyError::ResponseBodyTooLarge { .. } | ProxyError::ResponseBodyBroken => {
+                ErrorSource::Upstream
+            }
             ProxyError::NoEndpoint { .. }
             | ProxyError::Connect { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -80,6 +105,14 @@ impl ProxyError {
             }
             | ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Plugin { busy: true, .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Plugin { busy: false, .. } | ProxyError::UnknownUpstream { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ResponseBodyTooLarge { .. } | ProxyError::ResponseBodyBroken => {
+                StatusCode::BAD_GATEWAY
+            }
         }
     }
 
@@ -105,6 +138,7 @@ impl ProxyError {
             ProxyError::BadFraming(_)
                 | ProxyError::BodyTooLarge { .. }
                 | ProxyError::UriTooLong { .. }
+                | ProxyError::BodyTimeout
         )
     }
 }

@@ -27,7 +27,9 @@ use hyper::body::Incoming;
 use super::body::{self, RequestBody};
 use super::error::ProxyError;
 use crate::router::Route;
-use crate::upstream::{ConnectError, Connection, Endpoint, Limit, Outcome, Outstanding, Tried};
+use crate::upstream::{
+    ConnectError, Connection, Endpoint, Limit, Outcome, Outstanding, Tried, Upstream,
+};
 use crate::worker;
 
 /// A response head from the upstream, with the connection it came on.
@@ -72,15 +74,16 @@ impl Replay {
     }
 }
 
-/// Sends the request to `route`'s upstream, with retries.
+/// Sends the request to `upstream` (the route's, or one a plugin chose),
+/// with retries, under `route`'s deadline and limits.
 pub(super) async fn send(
     route: &Route,
+    upstream: &Arc<Upstream>,
     peer: SocketAddr,
     parts: Parts,
-    body: Incoming,
+    body: RequestBody,
     upgrade: bool,
 ) -> Result<Forwarded, ProxyError> {
-    let upstream = &route.upstream;
     let _pending = upstream.admit().map_err(|o| ProxyError::Overloaded {
         upstream: upstream.config.name.clone(),
         what: Limit::PendingRequests,
@@ -88,7 +91,6 @@ pub(super) async fn send(
     })?;
     let deadline = tokio::time::Instant::now() + route.timeout;
     let hash = upstream.hash_of(&parts, peer);
-    let body = RequestBody::limited(body, route.max_body_bytes);
     let retry = &upstream.config.retry;
     // The head is copied only when status retries are configured and the
     // request could be replayed; connect retries need no copy. The copy
@@ -121,7 +123,7 @@ pub(super) async fn send(
         let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else {
             unreachable!("a try is only repeated with the request back or a replay copy");
         };
-        let outcome = attempt(route, &ep, request, deadline, upgrade).await;
+        let outcome = attempt(route, upstream, &ep, request, deadline, upgrade).await;
         let (may_retry, stale) = match &outcome {
             Attempt::Answered(f) => (
                 replay.is_some() && retry.statuses.contains(&f.resp.status().as_u16()),
@@ -176,12 +178,12 @@ pub(super) async fn send(
 /// One try on one endpoint.
 async fn attempt(
     route: &Route,
+    upstream: &Upstream,
     ep: &Arc<Endpoint>,
     req: Request<RequestBody>,
     deadline: tokio::time::Instant,
     upgrade: bool,
 ) -> Attempt {
-    let upstream = &route.upstream;
     let (connect_timeout, timeout) = (route.connect_timeout, route.timeout);
     let _outstanding = Outstanding::new(ep.clone());
     let started = upstream.try_started();

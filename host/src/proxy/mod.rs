@@ -2,8 +2,10 @@
 //! so a reader sees its whole life in one place:
 //!
 //! ```text
-//! framing checks → route match → body limit → pick endpoint
-//!   → connection (pooled) → forward with deadline → response hygiene
+//! framing checks → route match → body limit → request plugins
+//!   → [request-body plugins] → pick endpoint → connection (pooled)
+//!   → forward with deadline → response hygiene → response plugins
+//!   → [response-body plugins] → (response sent) → log plugins
 //! ```
 //!
 //! Errors from any phase become a [`ProxyError`], and `error.rs` alone maps
@@ -14,6 +16,7 @@ pub mod body;
 pub mod error;
 mod forward;
 pub mod headers;
+pub mod plugins;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -71,7 +74,8 @@ pub async fn handle(
         .access_log
         .then(|| (req.method().clone(), req.uri().clone()));
 
-    let mut resp = match forward(&cx, req, &id).await {
+    let mut plugins = plugins::Scope::default();
+    let mut resp = match forward(&cx, req, &id, &mut plugins).await {
         Ok(r) => r,
         Err(e) => {
             match e.source_kind() {
@@ -84,6 +88,7 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    plugins.log(resp.status().as_u16());
     if let Some((method, uri)) = method {
         tracing::info!(
             target: "weir::access",
@@ -104,6 +109,7 @@ async fn forward(
     cx: &ConnContext,
     req: Request<Incoming>,
     id: &HeaderValue,
+    plugins: &mut plugins::Scope,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     check_framing(&parts, cx)?;
@@ -125,11 +131,27 @@ async fn forward(
         upgrade.as_ref().map(|u| &u.protocol),
     )?;
 
+    // Plugins see the request as it will be sent upstream.
+    plugins.start(route, cx.peer.ip(), id);
+    let steered = match plugins.on_request(&mut parts, &router)? {
+        plugins::Decision::Respond(resp) => return Ok(resp),
+        plugins::Decision::Forward(steered) => steered,
+    };
+    let caps = router.plugin_body_caps;
+    let body = match plugins
+        .request_body(&mut parts, body, route, caps.0)
+        .await?
+    {
+        Ok(body) => body,
+        Err(resp) => return Ok(resp),
+    };
+
+    let upstream = steered.unwrap_or_else(|| route.upstream.clone());
     let forward::Forwarded {
         mut resp,
         endpoint,
         conn,
-    } = forward::send(route, cx.peer, parts, body, upgrade.is_some()).await?;
+    } = forward::send(route, &upstream, cx.peer, parts, body, upgrade.is_some()).await?;
 
     if let Some(up) = upgrade
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -154,10 +176,8 @@ async fn forward(
     headers::strip_hop_by_hop(&mut rparts.headers);
     headers::append_via(&mut rparts.headers, Version::HTTP_11);
     let lease = Lease::new(endpoint, conn);
-    Ok(Response::from_parts(
-        rparts,
-        ResponseBody::upstream(rbody, Some(lease)),
-    ))
+    let resp = Response::from_parts(rparts, ResponseBody::upstream(rbody, Some(lease)));
+    plugins.on_response(resp, caps.1, route).await
 }
 
 /// Request smuggling and size checks that hyper leaves to us.

@@ -1,0 +1,368 @@
+//! The plugin sections of the configuration: `[plugins]` (the folder, the
+//! body caps and the global chain), `[plugin.NAME]` (per-plugin limits and
+//! failure policy) and the `plugins = [...]` chain on a `[[route]]`. Only
+//! the file format and its bounds live here; whether `NAME.wasm` exists and
+//! is a valid plugin is checked by `crate::plugin` when it compiles it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawPluginRef, RawPluginSettings, RawPlugins};
+use super::{At, Problem, RouteConfig, Validator, field};
+
+/// Bounds and defaults of the plugin settings (docs/plugins.md lists them).
+pub mod limits {
+    use std::time::Duration;
+
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(10);
+    pub const MIN_DEADLINE: Duration = Duration::from_millis(1);
+    pub const MAX_DEADLINE: Duration = Duration::from_secs(10);
+    pub const DEFAULT_MEMORY: u64 = 32 * 1024 * 1024;
+    /// A Rust plugin needs its 1 MiB shadow stack plus data.
+    pub const MIN_MEMORY: u64 = 2 * 1024 * 1024;
+    pub const MAX_MEMORY: u64 = 1024 * 1024 * 1024;
+    pub const DEFAULT_MAX_INSTANCES: usize = 16;
+    pub const MAX_INSTANCES: usize = 1024;
+    pub const DEFAULT_BODY_BYTES: u64 = 1024 * 1024;
+    pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+    /// Entries in one chain (the global chain plus a route's).
+    pub const MAX_CHAIN: usize = 16;
+    /// A plugin's configuration, as JSON text.
+    pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+}
+
+/// What a plugin does when a call fails (trap, deadline, memory cap,
+/// invalid answer, no free instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// The request fails: 500, or 503 when every instance is busy.
+    Closed,
+    /// The plugin is skipped for that call and the skip is logged.
+    Open,
+}
+
+/// How instances are shared between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Instances are reused across requests (the default; fastest).
+    Pooled,
+    /// Each request gets a fresh instance, dropped after its log phase.
+    Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSettings {
+    /// CPU time one call may take.
+    pub deadline: Duration,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// Instances alive at once, per configuration of the plugin.
+    pub max_instances: usize,
+    pub failure: FailurePolicy,
+    pub isolation: Isolation,
+}
+
+impl Default for PluginSettings {
+    fn default() -> PluginSettings {
+        PluginSettings {
+            deadline: limits::DEFAULT_DEADLINE,
+            memory_bytes: limits::DEFAULT_MEMORY as usize,
+            max_instances: limits::DEFAULT_MAX_INSTANCES,
+            failure: FailurePolicy::Closed,
+            isolation: Isolation::Pooled,
+        }
+    }
+}
+
+/// One entry of a chain: a plugin by name, and its configuration as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PluginRef {
+    pub name: String,
+    pub config: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    /// The plugin folder, resolved against the configuration file's folder.
+    pub dir: PathBuf,
+    pub max_request_body_bytes: usize,
+    pub max_response_body_bytes: usize,
+    /// Runs before every route's own chain.
+    pub global: Vec<PluginRef>,
+    /// Settings of the plugins that have a `[plugin.NAME]` table.
+    pub settings: BTreeMap<String, PluginSettings>,
+}
+
+impl PluginsConfig {
+    pub fn settings(&self, name: &str) -> PluginSettings {
+        self.settings.get(name).cloned().unwrap_or_default()
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.wasm"))
+    }
+
+    /// Every plugin named by a chain, each once, in first-use order.
+    pub fn referenced<'a>(&'a self, routes: &'a [RouteConfig]) -> Vec<&'a str> {
+        let mut out: Vec<&str> = Vec::new();
+        let all = self
+            .global
+            .iter()
+            .chain(routes.iter().flat_map(|r| r.plugins.iter()));
+        for r in all {
+            if !out.contains(&r.name.as_str()) {
+                out.push(&r.name);
+            }
+        }
+        out
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn plugins(
+        &mut self,
+        raw: Option<&Spanned<toml::Table>>,
+        settings: &BTreeMap<String, Spanned<toml::Table>>,
+        routes: &[RouteConfig],
+    ) -> PluginsConfig {
+        let (raw, at) = match raw {
+            Some(t) => {
+                let (raw, at) = self.section::<RawPlugins>(t, "plugins".into());
+                (raw.unwrap_or_default(), at)
+            }
+            None => (
+                RawPlugins::default(),
+                At {
+                    line: None,
+                    key: "plugins".into(),
+                },
+            ),
+        };
+        let base = self
+            .file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let dir = base.join(raw.dir.as_deref().unwrap_or("plugins"));
+        let mut body = |name: &'static str, v: Option<bytesize::ByteSize>| {
+            let v = v.map_or(limits::DEFAULT_BODY_BYTES, |b| b.as_u64());
+            self.range(&at, name, v, 1, limits::MAX_BODY_BYTES) as usize
+        };
+        let max_request_body_bytes = body("max_request_body_bytes", raw.max_request_body_bytes);
+        let max_response_body_bytes = body("max_response_body_bytes", raw.max_response_body_bytes);
+        let global = self.plugin_refs(&field(&at, "global"), &raw.global);
+
+        let mut table = BTreeMap::new();
+        for (name, t) in settings {
+            let (raw, at) = self.section::<RawPluginSettings>(t, format!("plugin.{name}"));
+            if !self.name(&at, name) {
+                continue;
+            }
+            if let Some(raw) = raw {
+                table.insert(name.clone(), self.plugin_settings(raw, &at));
+            }
+        }
+        for r in routes {
+            if global.len() + r.plugins.len() > limits::MAX_CHAIN {
+                self.report(
+                    &At {
+                        line: None,
+                        key: format!("route ({}).plugins", r.name),
+                    },
+                    Problem::OutOfRange {
+                        field: "plugins",
+                        rule: format!(
+                            "at most {} entries together with the global chain",
+                            limits::MAX_CHAIN
+                        ),
+                    },
+                );
+            }
+        }
+        PluginsConfig {
+            dir,
+            max_request_body_bytes,
+            max_response_body_bytes,
+            global,
+            settings: table,
+        }
+    }
+
+    fn plugin_settings(&mut self, raw: RawPluginSettings, at: &At) -> PluginSettings {
+        let d = PluginSettings::default();
+        let deadline = raw.deadline.unwrap_or(d.deadline);
+        if deadline < limits::MIN_DEADLINE || deadline > limits::MAX_DEADLINE {
+            self.report(
+                &field(at, "deadline"),
+                Problem::OutOfRange {
+                    field: "deadline",
+                    rule: format!(
+                        "between {:?} and {:?}: a call blocks its worker for up to this long",
+                        limits::MIN_DEADLINE,
+                        limits::MAX_DEADLINE
+                    ),
+                },
+            );
+        }
+        let memory = raw.memory.map_or(limits::DEFAULT_MEMORY, |m| m.as_u64());
+        let memory = self.range(at, "memory", memory, limits::MIN_MEMORY, limits::MAX_MEMORY);
+        let max_instances = raw.max_instances.unwrap_or(d.max_instances);
+        let max_instances =
+            self.range(at, "max_instances", max_instances, 1, limits::MAX_INSTANCES);
+        let failure = match raw.failure.as_deref() {
+            None | Some("closed") => FailurePolicy::Closed,
+            Some("open") => FailurePolicy::Open,
+            Some(other) => {
+                self.report(
+                    &field(at, "failure"),
+                    Problem::Invalid {
+                        field: "failure",
+                        reason: format!("`{other}` is neither `closed` (fail the request) nor `open` (skip the plugin)"),
+                    },
+                );
+                FailurePolicy::Closed
+            }
+        };
+        let isolation = match raw.isolation.as_deref() {
+            None | Some("pooled") => Isolation::Pooled,
+            Some("request") => Isolation::Request,
+            Some(other) => {
+                self.report(
+                    &field(at, "isolation"),
+                    Problem::Invalid {
+                        field: "isolation",
+                        reason: format!("`{other}` is neither `pooled` nor `request`"),
+                    },
+                );
+                Isolation::Pooled
+            }
+        };
+        PluginSettings {
+            deadline,
+            memory_bytes: memory as usize,
+            max_instances,
+            failure,
+            isolation,
+        }
+    }
+
+    pub(super) fn plugin_refs(&mut self, at: &At, raw: &[RawPluginRef]) -> Vec<PluginRef> {
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let at = At {
+                line: at.line,
+                key: format!("{}[{i}]", at.key),
+            };
+            if !self.name(&at, &r.name) {
+                continue;
+            }
+            let config = match &r.config {
+                None => "{}".to_owned(),
+                Some(v) => serde_json::to_string(v).unwrap_or_else(|_| "{}".into()),
+            };
+            if config.len() > limits::MAX_CONFIG_BYTES {
+                self.report(
+                    &field(&at, "config"),
+                    Problem::OutOfRange {
+                        field: "config",
+                        rule: format!("at most {} bytes as JSON", limits::MAX_CONFIG_BYTES),
+                    },
+                );
+                continue;
+            }
+            out.push(PluginRef {
+                name: r.name.clone(),
+                config,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+[[listener]]
+address = "127.0.0.1:0"
+
+[[upstream]]
+name = "app"
+endpoints = ["127.0.0.1:9000"]
+"#;
+
+    #[test]
+    fn chains_settings_and_defaults() {
+        let text = format!(
+            r#"{BASE}
+[plugins]
+dir = "wasm"
+global = [{{ name = "noop" }}]
+
+[plugin.api-key]
+deadline = "5ms"
+memory = "8MiB"
+failure = "open"
+isolation = "request"
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "api-key", config = {{ keys = ["a", "b"], n = 2 }} }}]
+"#
+        );
+        let c = Config::parse(Path::new("/etc/weir/weir.toml"), &text).unwrap();
+        assert_eq!(c.plugins.dir, Path::new("/etc/weir/wasm"));
+        assert_eq!(
+            c.plugins.file("noop"),
+            Path::new("/etc/weir/wasm/noop.wasm")
+        );
+        assert_eq!(c.plugins.global[0].config, "{}");
+        assert_eq!(c.routes[0].plugins[0].config, r#"{"keys":["a","b"],"n":2}"#);
+        let s = c.plugins.settings("api-key");
+        assert_eq!(s.deadline, Duration::from_millis(5));
+        assert_eq!(s.memory_bytes, 8 * 1024 * 1024);
+        assert_eq!(s.failure, FailurePolicy::Open);
+        assert_eq!(s.isolation, Isolation::Request);
+        assert_eq!(c.plugins.settings("noop"), PluginSettings::default());
+        assert_eq!(c.plugins.referenced(&c.routes), vec!["noop", "api-key"]);
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let text = format!(
+            r#"{BASE}
+[plugin.x]
+deadline = "0ms"
+memory = "10GiB"
+failure = "maybe"
+colour = 1
+
+[plugin.y]
+failure = "maybe"
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "../etc/passwd" }}]
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "ok", confg = 1 }}]
+"#
+        );
+        let all = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains("plugin.x") && all.contains("colour"), "{all}");
+        assert!(
+            all.contains("plugin.y.failure") && all.contains("`maybe`"),
+            "{all}"
+        );
+        assert!(all.contains("confg"), "{all}");
+        assert!(all.contains("../etc/passwd"), "{all}");
+    }
+}

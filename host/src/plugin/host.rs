@@ -1,0 +1,647 @@
+//! The host functions a plugin calls, and the per-store data they work on.
+//! A store serves one call at a time; for the length of a call the
+//! pipeline lends it the request (and response) head by swapping it into
+//! [`Call`], so headers never leave host memory and a plugin that reads one
+//! header pays for one header. Everything a plugin hands in is validated
+//! here before it can reach the wire or a shared structure (bounds in
+//! [`limits`]).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{StatusCode, Uri};
+use wasmtime::StoreLimits;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::weir::plugin::{host, http as whttp, types};
+use super::bindings::{BucketOutcome, LogLevel};
+use super::state::{Counters, Namespace};
+
+/// Bounds on what a plugin may hand the host in one call.
+pub mod limits {
+    /// Longest log message; longer ones are cut (and marked so).
+    pub const MAX_LOG_BYTES: usize = 4 * 1024;
+    /// Request-scoped context: entries per plugin per request, key and
+    /// value sizes.
+    pub const MAX_CONTEXT_ENTRIES: usize = 32;
+    pub const MAX_CONTEXT_KEY_BYTES: usize = 256;
+    pub const MAX_CONTEXT_VALUE_BYTES: usize = 4 * 1024;
+    /// Header names and values one call may set or add, in bytes, and the
+    /// longest single value.
+    pub const MAX_HEADER_BYTES_PER_CALL: usize = 64 * 1024;
+    pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
+    /// Header fields a plugin's own response may carry.
+    pub const MAX_RESPONSE_HEADERS: usize = 100;
+    /// Longest path plus query a plugin may set.
+    pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+    /// Most random bytes per call (the contract says so too).
+    pub const MAX_RANDOM_BYTES: u32 = 1024;
+}
+
+/// The `request` resource: the handle only names the head lent to the
+/// store for this call.
+pub struct RequestHandle;
+/// The `response` resource, likewise.
+pub struct ResponseHandle;
+
+pub(crate) const REQUEST_REP: u32 = 0;
+pub(crate) const RESPONSE_REP: u32 = 1;
+
+/// Request-scoped context of one plugin: small string pairs.
+#[derive(Debug, Default, Clone)]
+pub struct Context(Vec<(String, String)>);
+
+impl Context {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn set(&mut self, key: String, value: String) -> Result<(), String> {
+        if key.len() > limits::MAX_CONTEXT_KEY_BYTES
+            || value.len() > limits::MAX_CONTEXT_VALUE_BYTES
+        {
+            return Err(format!(
+                "context keys are at most {} bytes and values at most {}",
+                limits::MAX_CONTEXT_KEY_BYTES,
+                limits::MAX_CONTEXT_VALUE_BYTES
+            ));
+        }
+        if let Some(slot) = self.0.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = value;
+            return Ok(());
+        }
+        if self.0.len() >= limits::MAX_CONTEXT_ENTRIES {
+            return Err(format!(
+                "at most {} context entries per plugin per request",
+                limits::MAX_CONTEXT_ENTRIES
+            ));
+        }
+        self.0.push((key, value));
+        Ok(())
+    }
+}
+
+/// What the pipeline lends a store for one call.
+pub struct Call {
+    pub req: http::request::Parts,
+    pub resp: http::response::Parts,
+    pub context: Context,
+    pub id: HeaderValue,
+    pub client_ip: IpAddr,
+    /// Header bytes this call may still set or add.
+    pub header_budget: usize,
+}
+
+impl Default for Call {
+    fn default() -> Call {
+        Call {
+            req: http::Request::new(()).into_parts().0,
+            resp: http::Response::new(()).into_parts().0,
+            context: Context::default(),
+            id: HeaderValue::from_static(""),
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            header_budget: limits::MAX_HEADER_BYTES_PER_CALL,
+        }
+    }
+}
+
+/// The data of one plugin store.
+pub struct StoreData {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) state: Arc<Namespace>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) limits: StoreLimits,
+    pub(crate) call: Call,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl StoreData {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        state: Arc<Namespace>,
+        counters: Arc<Counters>,
+        limits: StoreLimits,
+    ) -> StoreData {
+        StoreData {
+            plugin,
+            state,
+            counters,
+            limits,
+            call: Call::default(),
+            // No preopens, no environment, no arguments, no inherited
+            // stdio, no network: only what `super::engine` links is
+            // reachable, and that reads none of these anyway.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        }
+    }
+
+    fn request_id(&self) -> &str {
+        self.call.id.to_str().unwrap_or("")
+    }
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Header names a plugin may not set: they frame the message or belong to
+/// one hop, and letting a plugin choose them would allow request smuggling
+/// or response splitting through framing rather than through bytes.
+fn reserved(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+    ]
+    .contains(name)
+        || name == "keep-alive"
+        || name == "proxy-connection"
+}
+
+fn header_pair(
+    name: &str,
+    value: &str,
+    budget: &mut usize,
+) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{}` is not a valid header name", name.escape_debug()))?;
+    if reserved(&name) {
+        return Err(format!(
+            "`{name}` is managed by the gateway and cannot be set by a plugin"
+        ));
+    }
+    if value.len() > limits::MAX_HEADER_VALUE_BYTES {
+        return Err(format!(
+            "header values are at most {} bytes",
+            limits::MAX_HEADER_VALUE_BYTES
+        ));
+    }
+    let cost = name.as_str().len() + value.len();
+    if cost > *budget {
+        return Err(format!(
+            "a plugin may set at most {} header bytes per call",
+            limits::MAX_HEADER_BYTES_PER_CALL
+        ));
+    }
+    // HeaderValue refuses CR, LF, NUL and other control bytes, so nothing
+    // a plugin writes can split a header line on the wire.
+    let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+        "header values may not contain control characters (CR, LF, NUL)".to_string()
+    })?;
+    *budget -= cost;
+    Ok((name, value))
+}
+
+/// Validates a response a plugin builds itself (status and headers).
+pub(crate) fn response_head(
+    status: u16,
+    headers: &[(String, String)],
+) -> Result<http::response::Parts, String> {
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status_code(status)?;
+    if headers.len() > limits::MAX_RESPONSE_HEADERS {
+        return Err(format!(
+            "at most {} response headers",
+            limits::MAX_RESPONSE_HEADERS
+        ));
+    }
+    let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+    for (n, v) in headers {
+        let (n, v) = header_pair(n, v, &mut budget)?;
+        parts.headers.append(n, v);
+    }
+    Ok(parts)
+}
+
+/// A final status a plugin may choose: 1xx cannot end a response.
+pub(crate) fn status_code(status: u16) -> Result<StatusCode, String> {
+    match StatusCode::from_u16(status) {
+        Ok(s) if status >= 200 => Ok(s),
+        _ => Err(format!(
+            "status {status} is not a final HTTP status (200..=999)"
+        )),
+    }
+}
+
+fn get(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)?.to_str().ok().map(str::to_owned)
+}
+
+fn get_all(h: &HeaderMap, name: &str) -> Vec<String> {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+fn names(h: &HeaderMap) -> Vec<String> {
+    h.keys().map(|k| k.as_str().to_owned()).collect()
+}
+
+fn set(
+    h: &mut HeaderMap,
+    budget: &mut usize,
+    name: &str,
+    value: &str,
+    append: bool,
+) -> Result<(), String> {
+    let (n, v) = header_pair(name, value, budget)?;
+    if append {
+        h.append(n, v);
+    } else {
+        h.insert(n, v);
+    }
+    Ok(())
+}
+
+fn remove(h: &mut HeaderMap, name: &str) {
+    if let Ok(n) = HeaderName::from_bytes(name.as_bytes())
+        && !reserved(&n)
+    {
+        h.remove(n);
+    }
+}
+
+fn set_target(uri: &Uri, path: Option<&str>, query: Option<Option<&str>>) -> Result<Uri, String> {
+    let path = path.unwrap_or(uri.path());
+    let query = query.unwrap_or(uri.query());
+    if !path.starts_with('/') {
+        return Err("the path must start with `/`".into());
+    }
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    if target.len() > limits::MAX_TARGET_BYTES {
+        return Err(format!(
+            "path and query are at most {} bytes",
+            limits::MAX_TARGET_BYTES
+        ));
+    }
+    if path.contains(['?', '#']) || query.is_some_and(|q| q.contains('#')) {
+        return Err("`?` and `#` cannot appear there".into());
+    }
+    let pq = PathAndQuery::try_from(target).map_err(|e| format!("invalid request target: {e}"))?;
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq);
+    Uri::from_parts(parts).map_err(|e| format!("invalid request target: {e}"))
+}
+
+impl whttp::Host for StoreData {}
+impl types::Host for StoreData {}
+
+impl whttp::HostRequest for StoreData {
+    fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.call.req.method.as_str().to_owned())
+    }
+    fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.call.req.uri.path().to_owned())
+    }
+    fn set_path(
+        &mut self,
+        _: Resource<RequestHandle>,
+        path: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(set_target(&self.call.req.uri, Some(&path), None).map(|u| self.call.req.uri = u))
+    }
+    fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self.call.req.uri.query().map(str::to_owned))
+    }
+    fn set_query(
+        &mut self,
+        _: Resource<RequestHandle>,
+        query: Option<String>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(set_target(&self.call.req.uri, None, Some(query.as_deref()))
+            .map(|u| self.call.req.uri = u))
+    }
+    fn header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(get(&self.call.req.headers, &name))
+    }
+    fn header_all(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        Ok(get_all(&self.call.req.headers, &name))
+    }
+    fn header_names(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Vec<String>> {
+        Ok(names(&self.call.req.headers))
+    }
+    fn set_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let c = &mut self.call;
+        Ok(set(
+            &mut c.req.headers,
+            &mut c.header_budget,
+            &name,
+            &value,
+            false,
+        ))
+    }
+    fn add_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let c = &mut self.call;
+        Ok(set(
+            &mut c.req.headers,
+            &mut c.header_budget,
+            &name,
+            &value,
+            true,
+        ))
+    }
+    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<()> {
+        remove(&mut self.call.req.headers, &name);
+        Ok(())
+    }
+    fn client_ip(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.call.client_ip.to_string())
+    }
+    fn id(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request_id().to_owned())
+    }
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        // Plugins only ever borrow the request; the head is the pipeline's.
+        Ok(())
+    }
+}
+
+impl whttp::HostResponse for StoreData {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<u16> {
+        Ok(self.call.resp.status.as_u16())
+    }
+    fn set_status(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        status: u16,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(status_code(status).map(|s| self.call.resp.status = s))
+    }
+    fn header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(get(&self.call.resp.headers, &name))
+    }
+    fn header_all(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        Ok(get_all(&self.call.resp.headers, &name))
+    }
+    fn header_names(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Vec<String>> {
+        Ok(names(&self.call.resp.headers))
+    }
+    fn set_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let c = &mut self.call;
+        Ok(set(
+            &mut c.resp.headers,
+            &mut c.header_budget,
+            &name,
+            &value,
+            false,
+        ))
+    }
+    fn add_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let c = &mut self.call;
+        Ok(set(
+            &mut c.resp.headers,
+            &mut c.header_budget,
+            &name,
+            &value,
+            true,
+        ))
+    }
+    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<()> {
+        remove(&mut self.call.resp.headers, &name);
+        Ok(())
+    }
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl host::Host for StoreData {
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > limits::MAX_LOG_BYTES {
+            let mut cut = limits::MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let (plugin, id) = (&*self.plugin, self.request_id());
+        match level {
+            LogLevel::Trace => {
+                tracing::trace!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "weir::plugin", plugin, request_id = id, "{message}")
+            }
+        }
+        Ok(())
+    }
+
+    fn context_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.call.context.get(&key))
+    }
+
+    fn context_set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        // The contract gives this call no error channel; an oversized or
+        // surplus entry is dropped and said so in the log.
+        if let Err(e) = self.call.context.set(key, value) {
+            tracing::warn!(
+                plugin = &*self.plugin,
+                request_id = self.request_id(),
+                "context-set refused: {e}"
+            );
+        }
+        Ok(())
+    }
+
+    fn state_get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.state.get(&key))
+    }
+
+    fn state_set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self
+            .state
+            .set(&key, &value, ttl_ms.map(Duration::from_millis)))
+    }
+
+    fn state_delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        Ok(self.state.delete(&key))
+    }
+
+    fn state_increment(
+        &mut self,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, String>> {
+        Ok(self.state.increment(&key, delta))
+    }
+
+    fn token_bucket_take(
+        &mut self,
+        key: String,
+        capacity: u64,
+        refill_per_second: u64,
+        cost: u64,
+    ) -> wasmtime::Result<Result<BucketOutcome, String>> {
+        Ok(self
+            .state
+            .take(&key, capacity, refill_per_second, cost)
+            .map(|b| BucketOutcome {
+                allowed: b.allowed,
+                remaining: b.remaining,
+                retry_after_ms: b.retry_after_ms,
+            }))
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+        if let Err(e) = self.counters.add(&self.plugin, &name, delta) {
+            tracing::warn!(
+                plugin = &*self.plugin,
+                request_id = self.request_id(),
+                "counter-add refused: {e}"
+            );
+        }
+        Ok(())
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64))
+    }
+
+    fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+        let mut buf = vec![0; len.min(limits::MAX_RANDOM_BYTES) as usize];
+        getrandom::fill(&mut buf)
+            .map_err(|e| wasmtime::format_err!("no system randomness: {e}"))?;
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_cannot_split_lines() {
+        let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+        assert!(header_pair("x-a", "ok\r\ninjected: 1", &mut budget).is_err());
+        assert!(header_pair("x-a", "a\0b", &mut budget).is_err());
+        assert!(header_pair("x-a\r\nb", "1", &mut budget).is_err());
+        assert!(header_pair("content-length", "1", &mut budget).is_err());
+        assert!(header_pair("Transfer-Encoding", "chunked", &mut budget).is_err());
+        let (n, v) = header_pair("X-Fine", "caf\u{e9}", &mut budget).unwrap();
+        assert_eq!(n, "x-fine");
+        assert_eq!(v.as_bytes(), "caf\u{e9}".as_bytes());
+    }
+
+    #[test]
+    fn header_budget_is_per_call() {
+        let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+        let chunk = "v".repeat(limits::MAX_HEADER_VALUE_BYTES);
+        let mut ok = 0;
+        while header_pair("x-h", &chunk, &mut budget).is_ok() {
+            ok += 1;
+        }
+        assert_eq!(ok, limits::MAX_HEADER_BYTES_PER_CALL / (chunk.len() + 3));
+        assert!(
+            header_pair(
+                "x-h",
+                &"v".repeat(limits::MAX_HEADER_VALUE_BYTES + 1),
+                &mut usize::MAX.clone()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn statuses_and_targets() {
+        assert!(status_code(42).is_err());
+        assert!(status_code(101).is_err());
+        assert!(status_code(1000).is_err());
+        assert_eq!(status_code(418).unwrap(), StatusCode::IM_A_TEAPOT);
+        let uri: Uri = "/a/b?x=1".parse().unwrap();
+        assert_eq!(set_target(&uri, Some("/c"), None).unwrap(), "/c?x=1");
+        assert_eq!(set_target(&uri, None, Some(None)).unwrap(), "/a/b");
+        assert!(set_target(&uri, Some("c"), None).is_err());
+        assert!(set_target(&uri, Some("/c?y"), None).is_err());
+        assert!(set_target(&uri, Some("/c d"), None).is_err());
+    }
+
+    #[test]
+    fn context_is_bounded() {
+        let mut c = Context::default();
+        for i in 0..limits::MAX_CONTEXT_ENTRIES {
+            c.set(i.to_string(), "v".into()).unwrap();
+        }
+        assert!(c.set("more".into(), "v".into()).is_err());
+        c.set("0".into(), "replaced".into()).unwrap();
+        assert_eq!(c.get("0").as_deref(), Some("replaced"));
+        assert!(
+            c.set("k".into(), "v".repeat(limits::MAX_CONTEXT_VALUE_BYTES + 1))
+                .is_err()
+        );
+    }
+}

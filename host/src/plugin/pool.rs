@@ -1,0 +1,412 @@
+//! Instances of one plugin with one configuration (a [`Slot`]): made from
+//! the pre-instantiated component, initialised with the configuration,
+//! pooled and reused across requests. A call checks an instance out,
+//! lends it the request head, runs under the CPU deadline, and returns it;
+//! an instance whose call trapped is dropped, never reused. With
+//! `isolation = "request"` the pipeline keeps one fresh instance for the
+//! whole request and drops it afterwards.
+//!
+//! Stores are made only when an instance is made, never per call: a pooled
+//! call costs a mutex pop/push, a few swaps and the Wasm call itself.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use wasmtime::component::Resource;
+use wasmtime::{Store, StoreLimitsBuilder};
+
+use super::bindings;
+use super::engine::Runtime;
+use super::host::{self, Context, REQUEST_REP, RESPONSE_REP, StoreData};
+use super::load::Compiled;
+use super::state::{Counters, Namespace};
+use crate::config::{FailurePolicy, Isolation};
+
+/// What a plugin asked for in `init`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub request_body: bool,
+    pub response_body: bool,
+}
+
+/// Why a plugin call did not produce an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FailureKind {
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("all {0} instances are busy")]
+    Busy(usize),
+    #[error("answered with something invalid: {0}")]
+    Invalid(String),
+    #[error("init refused its configuration: {0}")]
+    Init(String),
+}
+
+/// A failed plugin call, with the plugin's name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("plugin `{plugin}` {kind}")]
+pub struct Failure {
+    pub plugin: Arc<str>,
+    pub kind: FailureKind,
+}
+
+/// One instance and its store.
+pub struct Instance {
+    store: Store<StoreData>,
+    guest: bindings::Plugin,
+    compiled: Arc<Compiled>,
+    _live: Live,
+}
+
+/// Counts an instance against its slot's `max_instances` while it exists.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// What the pipeline lends a plugin for one call.
+pub struct Io<'a> {
+    pub req: &'a mut http::request::Parts,
+    pub resp: Option<&'a mut http::response::Parts>,
+    pub context: &'a mut Context,
+    pub id: &'a HeaderValue,
+    pub client_ip: IpAddr,
+    /// The instance this request holds (request isolation only).
+    pub held: &'a mut Option<Instance>,
+}
+
+/// A plugin with one configuration, and its instances.
+pub struct Slot {
+    pub name: Arc<str>,
+    config: String,
+    /// Shared with the registry: a later hot deploy swaps in a new version
+    /// here; instances of an older version are dropped when returned.
+    compiled: Arc<ArcSwap<Compiled>>,
+    runtime: Arc<Runtime>,
+    state: Arc<Namespace>,
+    counters: Arc<Counters>,
+    pub caps: Capabilities,
+    pub failure: FailurePolicy,
+    pub isolation: Isolation,
+    /// Largest body a plugin may hand back (replace or respond).
+    pub body_cap: usize,
+    ticks: u64,
+    max_instances: usize,
+    idle: Mutex<Vec<Instance>>,
+    live: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("name", &self.name)
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Our reading of a trap, for logs: short and without Wasm backtraces.
+fn describe(e: &wasmtime::Error, slot_deadline: std::time::Duration) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::Interrupt => format!("exceeded its CPU deadline of {slot_deadline:?}"),
+            wasmtime::Trap::StackOverflow => "overflowed its stack".into(),
+            wasmtime::Trap::UnreachableCodeReached => {
+                "reached `unreachable` (a panic or abort in the plugin)".into()
+            }
+            other => other.to_string(),
+        };
+    }
+    let root = e.root_cause().to_string();
+    let mut line = root.lines().next().unwrap_or("").to_owned();
+    if line.contains("unknown import") {
+        line.push_str(
+            " (plugins have no stdio, filesystem or sockets; a panic writes its message to stderr)",
+        );
+    }
+    let mut cut = line.len().min(512);
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    line.truncate(cut);
+    line
+}
+
+impl Slot {
+    /// Makes the slot and its first instance, which runs `init` with the
+    /// configuration: a plugin that refuses its configuration fails here.
+    pub(crate) fn new(
+        compiled: Arc<ArcSwap<Compiled>>,
+        config: String,
+        runtime: Arc<Runtime>,
+        state: Arc<Namespace>,
+        counters: Arc<Counters>,
+        body_cap: usize,
+    ) -> Result<Slot, Failure> {
+        let c = compiled.load_full();
+        let s = &c.settings;
+        let mut slot = Slot {
+            name: c.name.clone(),
+            config,
+            runtime,
+            state,
+            counters,
+            caps: Capabilities::default(),
+            failure: s.failure,
+            isolation: s.isolation,
+            body_cap,
+            ticks: Runtime::deadline_ticks(s.deadline),
+            max_instances: s.max_instances,
+            idle: Mutex::new(Vec::new()),
+            live: Arc::new(AtomicUsize::new(0)),
+            compiled,
+        };
+        let (first, caps) = slot.make()?;
+        slot.caps = caps;
+        if slot.isolation == Isolation::Pooled {
+            slot.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(first);
+        }
+        Ok(slot)
+    }
+
+    fn fail(&self, kind: FailureKind) -> Failure {
+        Failure {
+            plugin: self.name.clone(),
+            kind,
+        }
+    }
+
+    /// A new instance, initialised. Counts against `max_instances`.
+    fn make(&self) -> Result<(Instance, Capabilities), Failure> {
+        let reserved = self
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_instances).then_some(n + 1)
+            })
+            .is_ok();
+        if !reserved {
+            return Err(self.fail(FailureKind::Busy(self.max_instances)));
+        }
+        let live = Live(self.live.clone());
+        let compiled = self.compiled.load_full();
+        let s = &compiled.settings;
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(s.memory_bytes)
+            .instances(32)
+            .tables(16)
+            .memories(4)
+            .table_elements(100_000)
+            // A plugin that cannot grow its memory traps at once instead
+            // of limping on with a failed allocation.
+            .trap_on_grow_failure(true)
+            .build();
+        let data = StoreData::new(
+            self.name.clone(),
+            self.state.clone(),
+            self.counters.clone(),
+            limits,
+        );
+        let mut store = Store::new(&self.runtime.engine, data);
+        store.limiter(|d| &mut d.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.ticks);
+        let trap = |e: wasmtime::Error| self.fail(FailureKind::Trap(describe(&e, s.deadline)));
+        let guest = compiled.pre.instantiate(&mut store).map_err(trap)?;
+        store.set_epoch_deadline(self.ticks);
+        let caps = guest
+            .weir_plugin_guest()
+            .call_init(&mut store, &self.config)
+            .map_err(trap)?
+            .map_err(|msg| {
+                let mut msg = msg;
+                msg.truncate(1024);
+                self.fail(FailureKind::Init(msg))
+            })?;
+        let caps = Capabilities {
+            request_body: caps.contains(bindings::Capabilities::REQUEST_BODY),
+            response_body: caps.contains(bindings::Capabilities::RESPONSE_BODY),
+        };
+        let inst = Instance {
+            store,
+            guest,
+            compiled: compiled.clone(),
+            _live: live,
+        };
+        Ok((inst, caps))
+    }
+
+    fn checkout(&self) -> Result<Instance, Failure> {
+        if self.isolation == Isolation::Pooled {
+            let current = self.compiled.load();
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(inst) = idle.pop() {
+                if Arc::ptr_eq(&inst.compiled, &current) {
+                    return Ok(inst);
+                }
+            }
+        }
+        self.make().map(|(inst, _)| inst)
+    }
+
+    fn checkin(&self, inst: Instance) {
+        if self.isolation == Isolation::Pooled && Arc::ptr_eq(&inst.compiled, &self.compiled.load())
+        {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(inst);
+        }
+    }
+
+    /// Runs one phase call with the pipeline's request (and response)
+    /// lent to the store, under the CPU deadline.
+    fn call<R>(
+        &self,
+        io: &mut Io<'_>,
+        f: impl FnOnce(&bindings::Plugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let mut inst = match io.held.take() {
+            Some(i) => i,
+            None => self.checkout()?,
+        };
+        lend(&mut inst.store, io);
+        inst.store.set_epoch_deadline(self.ticks);
+        let result = f(&inst.guest, &mut inst.store);
+        lend(&mut inst.store, io);
+        match result {
+            Ok(v) => {
+                match self.isolation {
+                    Isolation::Request => *io.held = Some(inst),
+                    Isolation::Pooled => self.checkin(inst),
+                }
+                Ok(v)
+            }
+            // A trapped instance may be in any state: drop it.
+            Err(e) => Err(self.fail(FailureKind::Trap(describe(
+                &e,
+                inst.compiled.settings.deadline,
+            )))),
+        }
+    }
+
+    pub fn on_request(&self, io: &mut Io<'_>) -> Result<Action, Failure> {
+        let action = self.call(io, |g, s| {
+            g.weir_plugin_guest()
+                .call_on_request(s, Resource::new_borrow(REQUEST_REP))
+        })?;
+        match action {
+            bindings::Action::Continue => Ok(Action::Continue),
+            bindings::Action::RouteTo(name) => Ok(Action::RouteTo(name)),
+            bindings::Action::Respond(r) => self.respond(r).map(Action::Respond),
+        }
+    }
+
+    pub fn on_request_body(&self, io: &mut Io<'_>, body: &[u8]) -> Result<BodyAction, Failure> {
+        let action = self.call(io, |g, s| {
+            g.weir_plugin_guest()
+                .call_on_request_body(s, Resource::new_borrow(REQUEST_REP), body)
+        })?;
+        match action {
+            bindings::BodyAction::Continue => Ok(BodyAction::Continue),
+            bindings::BodyAction::Replace(b) => self.body(b).map(BodyAction::Replace),
+            bindings::BodyAction::Respond(r) => self.respond(r).map(BodyAction::Respond),
+        }
+    }
+
+    pub fn on_response(&self, io: &mut Io<'_>) -> Result<(), Failure> {
+        self.call(io, |g, s| {
+            g.weir_plugin_guest().call_on_response(
+                s,
+                Resource::new_borrow(REQUEST_REP),
+                Resource::new_borrow(RESPONSE_REP),
+            )
+        })
+    }
+
+    pub fn on_response_body(
+        &self,
+        io: &mut Io<'_>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        let replaced = self.call(io, |g, s| {
+            g.weir_plugin_guest().call_on_response_body(
+                s,
+                Resource::new_borrow(REQUEST_REP),
+                Resource::new_borrow(RESPONSE_REP),
+                body,
+            )
+        })?;
+        replaced.map(|b| self.body(b)).transpose()
+    }
+
+    pub fn on_log(&self, io: &mut Io<'_>, status: u16) -> Result<(), Failure> {
+        self.call(io, |g, s| {
+            g.weir_plugin_guest()
+                .call_on_log(s, Resource::new_borrow(REQUEST_REP), status)
+        })
+    }
+
+    fn body(&self, b: Vec<u8>) -> Result<Vec<u8>, Failure> {
+        if b.len() > self.body_cap {
+            return Err(self.fail(FailureKind::Invalid(format!(
+                "a body of {} bytes; the cap is {}",
+                b.len(),
+                self.body_cap
+            ))));
+        }
+        Ok(b)
+    }
+
+    fn respond(&self, r: bindings::ResponseParts) -> Result<Respond, Failure> {
+        let head = host::response_head(r.status, &r.headers)
+            .map_err(|e| self.fail(FailureKind::Invalid(e)))?;
+        let body = self.body(r.body)?;
+        Ok(Respond { head, body })
+    }
+}
+
+/// Swaps the pipeline's request, response and context with the store's:
+/// called before a call to lend them and after it to take them back.
+fn lend(store: &mut Store<StoreData>, io: &mut Io<'_>) {
+    let call = &mut store.data_mut().call;
+    std::mem::swap(&mut call.req, io.req);
+    if let Some(resp) = io.resp.as_deref_mut() {
+        std::mem::swap(&mut call.resp, resp);
+    }
+    std::mem::swap(&mut call.context, io.context);
+    call.id = io.id.clone();
+    call.client_ip = io.client_ip;
+    call.header_budget = host::limits::MAX_HEADER_BYTES_PER_CALL;
+}
+
+/// A response a plugin built, validated.
+#[derive(Debug)]
+pub struct Respond {
+    pub head: http::response::Parts,
+    pub body: Vec<u8>,
+}
+
+/// The request phase's answer.
+#[derive(Debug)]
+pub enum Action {
+    Continue,
+    Respond(Respond),
+    RouteTo(String),
+}
+
+/// The request-body phase's answer.
+#[derive(Debug)]
+pub enum BodyAction {
+    Continue,
+    Replace(Vec<u8>),
+    Respond(Respond),
+}

@@ -1,0 +1,376 @@
+//! The plugin phases of one request. `forward` (in `mod.rs`) decides when
+//! each runs; this file runs a chain for one phase: the request phase in
+//! chain order (global chain first), the opt-in body phases on bodies
+//! buffered up to a cap, the response phase in reverse order, and the log
+//! phase spawned after the response is handed to the connection, off the
+//! critical path. A [`Scope`] carries what lives from the request to the
+//! log phase: each plugin's request-scoped context, the request head the
+//! later phases read, and (with request isolation) the instances held.
+//!
+//! A failing plugin either fails the request (`failure = "closed"`: 500,
+//! or 503 when all its instances are busy) or is skipped for that call
+//! (`failure = "open"`), and the skip is logged with the request id.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Response, response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::body::{RequestBody, ResponseBody};
+use super::error::ProxyError;
+use crate::config::FailurePolicy;
+use crate::plugin::{Action, BodyAction, Chain, Context, Failure, FailureKind, Instance, Io, Slot};
+use crate::router::{Route, Router};
+use crate::upstream::Upstream;
+
+/// What the request phase decided.
+pub enum Decision {
+    /// Forward, to this upstream instead of the route's when set.
+    Forward(Option<Arc<Upstream>>),
+    /// A plugin answered; send this to the client.
+    Respond(Response<ResponseBody>),
+}
+
+/// One request's plugin state, from the request phase to the log phase.
+/// Empty (and free) on routes without plugins.
+#[derive(Default)]
+pub struct Scope {
+    chain: Option<Arc<Chain>>,
+    contexts: Vec<Context>,
+    held: Vec<Option<Instance>>,
+    id: Option<HeaderValue>,
+    client_ip: Option<IpAddr>,
+    /// Plugins whose request phase ran: the response phase runs for these.
+    ran: usize,
+    /// The request head as forwarded, for the response and log phases.
+    request: Option<Parts>,
+}
+
+/// A copy of a request head without its extensions (which are not Clone
+/// and which plugins cannot see).
+fn copy_head(p: &Parts) -> Parts {
+    let mut out = http::Request::new(()).into_parts().0;
+    out.method = p.method.clone();
+    out.uri = p.uri.clone();
+    out.version = p.version;
+    out.headers = p.headers.clone();
+    out
+}
+
+impl Scope {
+    /// Prepares the scope for a route's chain.
+    pub fn start(&mut self, route: &Route, client_ip: IpAddr, id: &HeaderValue) {
+        let chain = &route.plugins;
+        if chain.is_empty() {
+            return;
+        }
+        let n = chain.slots.len();
+        self.contexts = vec![Context::default(); n];
+        self.held = (0..n).map(|_| None).collect();
+        self.id = Some(id.clone());
+        self.client_ip = Some(client_ip);
+        self.chain = Some(chain.clone());
+    }
+
+    fn io<'a>(
+        id: &'a HeaderValue,
+        client_ip: IpAddr,
+        req: &'a mut Parts,
+        resp: Option<&'a mut response::Parts>,
+        context: &'a mut Context,
+        held: &'a mut Option<Instance>,
+    ) -> Io<'a> {
+        Io {
+            req,
+            resp,
+            context,
+            id,
+            client_ip,
+            held,
+        }
+    }
+
+    /// Applies a slot's failure policy: `Ok(None)` means skip the plugin.
+    fn judge<T>(&self, slot: &Slot, r: Result<T, Failure>) -> Result<Option<T>, ProxyError> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(f) => match slot.failure {
+                FailurePolicy::Open => {
+                    tracing::warn!(
+                        plugin = &*f.plugin,
+                        request_id = ?self.id,
+                        reason = %f.kind,
+                        "plugin skipped (failure = \"open\")"
+                    );
+                    Ok(None)
+                }
+                FailurePolicy::Closed => Err(ProxyError::Plugin {
+                    busy: matches!(f.kind, FailureKind::Busy(_)),
+                    failure: f,
+                }),
+            },
+        }
+    }
+
+    /// The request phase, in chain order.
+    pub fn on_request(
+        &mut self,
+        parts: &mut Parts,
+        router: &Router,
+    ) -> Result<Decision, ProxyError> {
+        let Some(chain) = self.chain.clone() else {
+            return Ok(Decision::Forward(None));
+        };
+        let (id, ip) = (
+            self.id.clone().unwrap_or(HeaderValue::from_static("")),
+            self.client_ip.expect("set with the chain"),
+        );
+        let mut steer = None;
+        for (i, slot) in chain.slots.iter().enumerate() {
+            let mut io = Self::io(
+                &id,
+                ip,
+                parts,
+                None,
+                &mut self.contexts[i],
+                &mut self.held[i],
+            );
+            let r = slot.on_request(&mut io);
+            self.ran = i + 1;
+            match self.judge(slot, r)? {
+                None | Some(Action::Continue) => {}
+                Some(Action::RouteTo(name)) => match router.upstream(&name) {
+                    Some(u) => steer = Some(u.clone()),
+                    None => {
+                        return Err(ProxyError::UnknownUpstream {
+                            plugin: slot.name.clone(),
+                            name: name.chars().take(128).collect(),
+                        });
+                    }
+                },
+                Some(Action::Respond(r)) => {
+                    // Plugins before this one still see the answer in
+                    // their response phase, as they would an upstream's.
+                    self.ran = i;
+                    self.request = Some(copy_head(parts));
+                    let mut head = r.head;
+                    self.on_response_head(&mut head)?;
+                    return Ok(Decision::Respond(Response::from_parts(
+                        head,
+                        ResponseBody::full(r.body),
+                    )));
+                }
+            }
+        }
+        self.request = Some(copy_head(parts));
+        Ok(Decision::Forward(steer))
+    }
+
+    /// The request-body phase when a plugin asked for it: the body is
+    /// buffered up to the smaller of the plugin cap and the route's limit
+    /// (413 past it). Otherwise the body streams through untouched.
+    pub async fn request_body(
+        &mut self,
+        parts: &mut Parts,
+        body: Incoming,
+        route: &Route,
+        cap: usize,
+    ) -> Result<Result<RequestBody, Response<ResponseBody>>, ProxyError> {
+        let chain = match &self.chain {
+            Some(c) if c.request_body => c.clone(),
+            _ => return Ok(Ok(RequestBody::limited(body, route.max_body_bytes))),
+        };
+        let limit = (cap as u64).min(route.max_body_bytes);
+        let collected =
+            tokio::time::timeout(route.timeout, Limited::new(body, limit as usize).collect()).await;
+        let mut bytes: Bytes = match collected {
+            Err(_) => return Err(ProxyError::BodyTimeout),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+            Ok(Err(_)) => return Err(ProxyError::BadFraming("the request body ended early")),
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        let (id, ip) = (
+            self.id.clone().unwrap_or(HeaderValue::from_static("")),
+            self.client_ip.expect("set with the chain"),
+        );
+        let mut changed = false;
+        for (i, slot) in chain.slots.iter().enumerate() {
+            if !slot.caps.request_body {
+                continue;
+            }
+            let mut io = Self::io(
+                &id,
+                ip,
+                parts,
+                None,
+                &mut self.contexts[i],
+                &mut self.held[i],
+            );
+            let r = slot.on_request_body(&mut io, &bytes);
+            match self.judge(slot, r)? {
+                None | Some(BodyAction::Continue) => {}
+                Some(BodyAction::Replace(b)) => {
+                    bytes = Bytes::from(b);
+                    changed = true;
+                }
+                Some(BodyAction::Respond(r)) => {
+                    self.ran = i;
+                    let mut head = r.head;
+                    self.on_response_head(&mut head)?;
+                    return Ok(Err(Response::from_parts(head, ResponseBody::full(r.body))));
+                }
+            }
+        }
+        if changed {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        }
+        if let Some(req) = &mut self.request {
+            req.headers = parts.headers.clone();
+        }
+        Ok(Ok(RequestBody::full(bytes)))
+    }
+
+    /// The response phase in reverse chain order, then the response-body
+    /// phase when a plugin asked for it (buffered up to `cap`; 502 past
+    /// it, as the upstream's answer cannot be passed on whole).
+    pub async fn on_response(
+        &mut self,
+        resp: Response<ResponseBody>,
+        cap: usize,
+        route: &Route,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let Some(chain) = self.chain.clone() else {
+            return Ok(resp);
+        };
+        let (mut head, body) = resp.into_parts();
+        self.on_response_head(&mut head)?;
+        if !chain.response_body {
+            return Ok(Response::from_parts(head, body));
+        }
+        let collected =
+            tokio::time::timeout(route.timeout, Limited::new(body, cap).collect()).await;
+        let mut bytes: Bytes = match collected {
+            Err(_) => return Err(ProxyError::BodyTimeout),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ProxyError::ResponseBodyTooLarge { limit: cap as u64 });
+            }
+            Ok(Err(_)) => return Err(ProxyError::ResponseBodyBroken),
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        let (id, ip) = (
+            self.id.clone().unwrap_or(HeaderValue::from_static("")),
+            self.client_ip.expect("set with the chain"),
+        );
+        let mut req = self
+            .request
+            .take()
+            .unwrap_or_else(|| http::Request::new(()).into_parts().0);
+        for i in (0..self.ran).rev() {
+            let slot = &chain.slots[i];
+            if !slot.caps.response_body {
+                continue;
+            }
+            let mut io = Self::io(
+                &id,
+                ip,
+                &mut req,
+                Some(&mut head),
+                &mut self.contexts[i],
+                &mut self.held[i],
+            );
+            let r = slot.on_response_body(&mut io, &bytes);
+            match self.judge(slot, r) {
+                Ok(Some(Some(b))) => bytes = Bytes::from(b),
+                Ok(_) => {}
+                Err(e) => {
+                    self.request = Some(req);
+                    return Err(e);
+                }
+            }
+        }
+        self.request = Some(req);
+        head.headers.remove(header::TRANSFER_ENCODING);
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        Ok(Response::from_parts(head, ResponseBody::full(bytes)))
+    }
+
+    /// Response phase over a head, reverse chain order.
+    fn on_response_head(&mut self, head: &mut response::Parts) -> Result<(), ProxyError> {
+        let Some(chain) = self.chain.clone() else {
+            return Ok(());
+        };
+        let (id, ip) = (
+            self.id.clone().unwrap_or(HeaderValue::from_static("")),
+            self.client_ip.expect("set with the chain"),
+        );
+        let mut req = self
+            .request
+            .take()
+            .unwrap_or_else(|| http::Request::new(()).into_parts().0);
+        let mut result = Ok(());
+        for i in (0..self.ran).rev() {
+            let slot = &chain.slots[i];
+            let mut io = Self::io(
+                &id,
+                ip,
+                &mut req,
+                Some(head),
+                &mut self.contexts[i],
+                &mut self.held[i],
+            );
+            let r = slot.on_response(&mut io);
+            if let Err(e) = self.judge(slot, r) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.request = Some(req);
+        result
+    }
+
+    /// The log phase, spawned so the response does not wait for it. Runs
+    /// for every plugin whose request phase ran, in chain order.
+    pub fn log(self, status: u16) {
+        let Some(chain) = self.chain.clone() else {
+            return;
+        };
+        if self.ran == 0 || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut this = self;
+            let (id, ip) = (
+                this.id.clone().unwrap_or(HeaderValue::from_static("")),
+                this.client_ip.expect("set with the chain"),
+            );
+            let mut req = this
+                .request
+                .take()
+                .unwrap_or_else(|| http::Request::new(()).into_parts().0);
+            for i in 0..this.ran {
+                let slot = &chain.slots[i];
+                let mut io = Self::io(
+                    &id,
+                    ip,
+                    &mut req,
+                    None,
+                    &mut this.contexts[i],
+                    &mut this.held[i],
+                );
+                if let Err(f) = slot.on_log(&mut io, status) {
+                    tracing::warn!(plugin = &*f.plugin, request_id = ?id, reason = %f.kind, "log phase failed");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,205 @@
+//! Hostile plugins through the real gateway: each misbehaviour is stopped
+//! by the limit meant for it, fails only its own request (500, logged with
+//! plugin, request id and reason), and leaves the gateway serving other
+//! routes. Failing open skips the plugin instead.
+
+use std::time::Duration;
+
+use crate::plugins_support::*;
+use crate::support::upstream::Upstream;
+use crate::support::*;
+
+fn hostile_config(app: std::net::SocketAddr) -> String {
+    let mut routes = String::from(
+        r#"
+[plugin.hostile]
+deadline = "50ms"
+memory = "16MiB"
+max_instances = 8
+
+# Header tests move 10 MB through the plugin; a loaded machine must not
+# turn them into deadline failures.
+[plugin.roomy]
+deadline = "2s"
+memory = "64MiB"
+
+[plugin.lenient]
+failure = "open"
+
+[[route]]
+name = "plain"
+upstream = "app"
+path = "/plain"
+
+[[route]]
+name = "lenient"
+upstream = "app"
+path = "/lenient"
+plugins = [{ name = "lenient", config = { mode = "panic" } }]
+"#,
+    );
+    let modes = [
+        ("hostile", "loop"),
+        ("hostile", "bomb"),
+        ("hostile", "recurse"),
+        ("hostile", "panic"),
+        ("roomy", "crlf"),
+        ("roomy", "big"),
+        ("roomy", "respond-crlf"),
+        ("roomy", "bad-status"),
+    ];
+    for (plugin, mode) in modes {
+        routes.push_str(&format!(
+            "\n[[route]]\nname = \"{mode}\"\nupstream = \"app\"\npath = \"/{mode}\"\nplugins = [{{ name = \"{plugin}\", config = {{ mode = \"{mode}\" }} }}]\n"
+        ));
+    }
+    config("", &[("app", app)], &routes)
+}
+
+async fn start() -> (Upstream, Gateway) {
+    let app = Upstream::echo("app").await;
+    let gw = with_plugins(
+        Gateway::with_config(hostile_config(app.addr)),
+        &[
+            ("hostile", "hostile"),
+            ("roomy", "hostile"),
+            ("lenient", "hostile"),
+        ],
+    )
+    .start();
+    (app, gw)
+}
+
+/// Fails with 500, and the log names the plugin, the request id and `reason`.
+async fn fails_with(gw: &Gateway, c: &HttpClient, path: &str, reason: &str) {
+    fails_in(gw, c, path, "hostile", reason).await
+}
+
+async fn fails_in(gw: &Gateway, c: &HttpClient, path: &str, plugin: &str, reason: &str) {
+    let r = get(c, &gw.url(path), &[]).await;
+    assert_eq!(r.status, 500, "{path}: {}", r.text());
+    let id = r.header("x-request-id").unwrap().to_owned();
+    let logged = eventually(Duration::from_secs(5), || async {
+        !log_lines_with(gw, &[&format!("plugin `{plugin}`"), &id, reason]).is_empty()
+    })
+    .await;
+    assert!(
+        logged,
+        "{path}: no log line with the plugin, request id {id} and `{reason}`:\n{}",
+        gw.logs().join("\n")
+    );
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_stopped_at_its_deadline_while_other_routes_serve() {
+    let (_app, gw) = start().await;
+    let c = client();
+    let plain = tokio::spawn({
+        let url = gw.url("/plain");
+        async move {
+            let c = client();
+            let mut ok = 0;
+            for _ in 0..40 {
+                if get(&c, &url, &[]).await.status == 200 {
+                    ok += 1;
+                }
+            }
+            ok
+        }
+    });
+    for _ in 0..5 {
+        fails_with(&gw, &c, "/loop", "exceeded its CPU deadline of 50ms").await;
+    }
+    assert_eq!(plain.await.unwrap(), 40, "the plain route kept serving");
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_stopped_at_the_cap_and_memory_is_returned() {
+    let (_app, mut gw) = start().await;
+    let c = client();
+    for _ in 0..10 {
+        fails_with(&gw, &c, "/bomb", "trapped").await;
+    }
+    assert!(gw.alive());
+    // Ten bombs of a 16 MiB cap each, and their instances dropped: the
+    // process stays far below what they tried to take.
+    let rss_kb = gw.proc_status_kb("VmRSS");
+    assert!(rss_kb < 300 * 1024, "RSS {rss_kb} KiB");
+    assert_eq!(get(&c, &gw.url("/plain"), &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn recursion_and_panics_trap_without_hurting_the_process() {
+    let (_app, mut gw) = start().await;
+    let c = client();
+    fails_with(&gw, &c, "/recurse", "overflowed its stack").await;
+    // A panic traps (its message cannot even reach stderr: plugins have
+    // no stdio).
+    fails_with(&gw, &c, "/panic", "trapped").await;
+    fails_with(&gw, &c, "/recurse", "overflowed its stack").await;
+    assert!(gw.alive());
+    assert_eq!(get(&c, &gw.url("/plain"), &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn header_injection_and_oversized_headers_never_reach_the_wire() {
+    let (app, gw) = start().await;
+    let c = client();
+
+    let r = get(&c, &gw.url("/crlf"), &[]).await;
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    assert_eq!(
+        seen["headers"]["x-hostile-result"],
+        "refused,refused,refused"
+    );
+    for h in app.seen.lock().unwrap().iter() {
+        assert!(!h.headers.contains_key("injected"));
+        assert!(!h.headers.contains_key("x-evil"));
+        assert!(!h.headers.contains_key("x-nul"));
+    }
+
+    // 10 MB in one value is refused; so is everything past the per-call
+    // budget (four 15 KiB values fit in 64 KiB, a fifth does not).
+    let r = get(&c, &gw.url("/big"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-hostile-result"], "refused,4");
+    let last = app.seen.lock().unwrap().last().cloned().unwrap();
+    assert!(!last.headers.contains_key("x-huge"));
+    assert!(last.headers.contains_key("x-many-3"));
+    assert!(!last.headers.contains_key("x-many-4"));
+
+    // A plugin's own response is validated too.
+    let raw_resp = raw(
+        gw.addr(),
+        b"GET /respond-crlf HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(raw_status(&raw_resp), Some(500), "{raw_resp}");
+    assert!(
+        !raw_resp.to_ascii_lowercase().contains("injected"),
+        "{raw_resp}"
+    );
+    assert!(!raw_resp.contains("should never be sent"), "{raw_resp}");
+    fails_in(&gw, &c, "/bad-status", "roomy", "not a final HTTP status").await;
+}
+
+#[tokio::test]
+async fn failing_open_skips_the_plugin_and_says_so() {
+    let (app, gw) = start().await;
+    let c = client();
+    let before = app.count();
+    let r = get(&c, &gw.url("/lenient"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(app.count(), before + 1);
+    let id = r.header("x-request-id").unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !log_lines_with(&gw, &["plugin skipped", "lenient", &id]).is_empty()
+        })
+        .await,
+        "{}",
+        gw.logs().join("\n")
+    );
+}

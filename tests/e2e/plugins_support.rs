@@ -1,0 +1,129 @@
+//! Helpers for the plugin tests: the fixture plugins of
+//! tests/fixtures/plugins, built once per test run for wasm32-wasip2 (a
+//! `OnceLock` runs cargo the first time a test asks), and a gateway
+//! configuration with a plugin folder holding copies of them under the
+//! names a test chooses.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::support::{Gateway, GatewayBuilder};
+
+/// The built fixtures, by crate name: `basic`, `hostile`, `wrongver`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = root.join("target").join("fixture-plugins");
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .current_dir(root.join("tests/fixtures/plugins"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .expect("run cargo to build the fixture plugins");
+        assert!(
+            out.status.success(),
+            "building tests/fixtures/plugins failed (is the wasm32-wasip2 target installed?):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("wasm32-wasip2").join("release")
+    });
+    let path = dir.join(format!("fixture_{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A core Wasm module (not a component), as a plugin file must not be.
+pub fn core_module() -> Vec<u8> {
+    wat::parse_str("(module (func (export \"on-request\")))").unwrap()
+}
+
+/// Adds `plugins/NAME.wasm` files (name, fixture crate) to a gateway.
+pub fn with_plugins(mut b: GatewayBuilder, plugins: &[(&str, &str)]) -> GatewayBuilder {
+    for (name, fixture_name) in plugins {
+        b = b.file(&format!("plugins/{name}.wasm"), fixture(fixture_name));
+    }
+    b
+}
+
+/// Runs `weir check` on a configuration with the given plugin files.
+pub fn check(config: &str, files: &[(String, Vec<u8>)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(crate::support::weir_bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Starts `weir run` expecting it to fail; returns its stderr.
+pub fn run_fails(config: &str, files: &[(String, Vec<u8>)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(crate::support::weir_bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "weir run should have failed");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("weir run did not fail within 30s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+/// Log lines (JSON) that contain every one of `needles`.
+pub fn log_lines_with(gw: &Gateway, needles: &[&str]) -> Vec<String> {
+    gw.logs()
+        .into_iter()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .collect()
+}
