@@ -17,6 +17,7 @@ import argparse
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,7 @@ def main():
             print()
     finally:
         procs.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
