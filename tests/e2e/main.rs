@@ -7,6 +7,7 @@ mod bad_input;
 mod balancing;
 mod balancing_health;
 mod balancing_retry;
+mod bundled_plugins;
 mod check;
 mod forwarding;
 mod plugins;

@@ -44,6 +44,18 @@ pub struct Capacity {
     pub max_memory_bytes: usize,
 }
 
+/// The WASI interfaces plugins may call (any 0.2.x version): hash-map
+/// seeds, wall-clock time, an empty environment, exit. Every other WASI
+/// import is linked to a trap (`load`).
+pub(super) const PROVIDED_WASI: &[&str] = &[
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:clocks/wall-clock",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+];
+
 /// The engine, its linker and its epoch ticker.
 pub struct Runtime {
     pub(crate) engine: Engine,

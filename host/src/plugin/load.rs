@@ -98,8 +98,7 @@ pub fn compile(
     let mut linker = runtime.linker.clone();
     // WASI imports beyond the few `engine` links become functions that
     // trap when called: the plugin loads, but cannot reach the system.
-    linker
-        .define_unknown_imports_as_traps(&component)
+    stub_other_wasi(&mut linker, runtime, &component)
         .map_err(|e| fail(format!("cannot link: {e:#}")))?;
     let pre = linker
         .instantiate_pre(&component)
@@ -161,6 +160,50 @@ fn check_contract(runtime: &Runtime, component: &Component) -> Result<(), String
     }
     if !exports_guest {
         return Err(format!("does not export weir:plugin/guest from {CONTRACT}"));
+    }
+    Ok(())
+}
+
+/// Links every WASI interface the component imports and `engine` does not
+/// provide to functions that trap when called. wasmtime's own
+/// `define_unknown_imports_as_traps` matches names exactly, so a plugin
+/// importing `wasi:random/insecure-seed@0.2.6` would get a trap in front
+/// of the `@0.2.12` implementation the linker already holds (semver
+/// matching only applies to names the linker lacks); interfaces are
+/// therefore compared without their version here.
+fn stub_other_wasi(
+    linker: &mut wasmtime::component::Linker<StoreData>,
+    runtime: &Runtime,
+    component: &Component,
+) -> wasmtime::Result<()> {
+    let ty = component.component_type();
+    for (name, item) in ty.imports(&runtime.engine) {
+        let interface = name.split_once('@').map_or(name, |(i, _)| i);
+        if !name.starts_with("wasi:") || super::engine::PROVIDED_WASI.contains(&interface) {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        let mut stub = linker.instance(name)?;
+        for (export, export_ty) in instance.exports(&runtime.engine) {
+            match export_ty.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let what = format!("{name}#{export}");
+                    stub.func_new(export, move |_, _, _, _| {
+                        wasmtime::bail!("`{what}` is not available to plugins")
+                    })?;
+                }
+                ComponentItem::Resource(_) => {
+                    stub.resource(
+                        export,
+                        wasmtime::component::ResourceType::host::<()>(),
+                        |_, _| Ok(()),
+                    )?;
+                }
+                _ => {}
+            }
+        }
     }
     Ok(())
 }
