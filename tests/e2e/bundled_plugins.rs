@@ -19,7 +19,7 @@ use crate::support::upstream::full;
 use crate::support::*;
 
 /// A bundled plugin's release build, by its route name (`api-key`).
-fn bundled(name: &str) -> Vec<u8> {
+pub fn bundled(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

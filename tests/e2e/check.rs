@@ -22,6 +22,32 @@ fn every_example_configuration_passes_check() {
     toml_files(&repo_root().join("examples"), &mut files);
     assert!(!files.is_empty(), "no example configurations found");
     for f in files {
+        // A configuration with plugins is checked beside freshly built
+        // bundled plugins, in the folder it names (`plugins.d`), laid out
+        // as its README tells an operator to.
+        let text = std::fs::read_to_string(&f).unwrap();
+        let staged = tempfile::tempdir().unwrap();
+        let f = if text.contains("[plugins]") {
+            let dir = staged.path().join("plugins.d");
+            std::fs::create_dir_all(&dir).unwrap();
+            for p in [
+                "api-key",
+                "jwt-auth",
+                "rate-limit",
+                "transform",
+                "canary",
+                "noop",
+                "header-rewrite",
+            ] {
+                let wasm = crate::bundled_plugins::bundled(p);
+                std::fs::write(dir.join(format!("{p}.wasm")), wasm).unwrap();
+            }
+            let copy = staged.path().join("weir.toml");
+            std::fs::write(&copy, &text).unwrap();
+            copy
+        } else {
+            f
+        };
         let out = Command::new(weir_bin())
             .arg("check")
             .arg("-c")
