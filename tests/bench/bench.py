@@ -511,7 +511,19 @@ def throughput_phase(bench, results, log):
                                        "reason": f"FAILED set-up check, not measured: {e}"})
             bench.procs.stop(servers.pop(name).proc)
 
+    # Balancer cost: the same two endpoints under round_robin and
+    # least_request (issue 3: least_request may cost at most 5 % more).
+    balancers = []
+    for policy in ("round_robin", "least_request"):
+        name = f"weir-2ep-{policy}"
+        port = free_port()
+        conf = configs.weir_two_endpoints(port, up.port, policy)
+        weir_check(bench.dir(name), conf)
+        servers[name] = bench.start(name, "weir", conf, port)
+        balancers.append(name)
+
     plan = [("plain", t, False) for t in ("direct", "weir", "nginx", "haproxy")]
+    plan += [("balancer", t, False) for t in balancers]
     plan += [("plugin", name, False) for name, *_ in ready if name in servers]
     plan += [("plugin", "nginx+lua-api-key", False)]
     plan += [("close", t, True) for t in ("direct", "weir", "nginx", "haproxy")]
@@ -665,7 +677,8 @@ def spread(xs):
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
-BASELINE = {"plain": ("plain", "nginx"), "plugin": ("plain", "nginx"), "close": ("close", "nginx")}
+BASELINE = {"plain": ("plain", "nginx"), "plugin": ("plain", "nginx"), "close": ("close", "nginx"),
+            "balancer": ("plain", "nginx")}
 
 
 def summarize(results):
@@ -704,6 +717,14 @@ def summarize(results):
                 if b:
                     deltas.append(r["proxy_cpu_us_per_req"] - b["proxy_cpu_us_per_req"])
             row["cpu_delta_vs_weir_plain_us"] = spread(deltas)
+        # A policy's cost against round_robin over the same endpoints.
+        if group == "balancer":
+            ratios = []
+            for r in mine:
+                b = get("balancer", "weir-2ep-round_robin", r["round"])
+                if b and b["proxy_cpu_us_per_req"]:
+                    ratios.append(r["proxy_cpu_us_per_req"] / b["proxy_cpu_us_per_req"])
+            row["cpu_vs_round_robin"] = spread(ratios)
         rows.append(row)
     for s in results["skipped"]:
         rows.append({"group": s["group"], "target": s["target"], "skipped": s["reason"]})
@@ -817,6 +838,7 @@ GROUP_TITLES = {
     "plain": "1. Plain proxying, keep-alive (wrk -c{c}, {d}s per run)",
     "plugin": "2. Plugins (Weir) and the API-key check in Lua (nginx), keep-alive",
     "close": "3. Connection: close clients (accept + connect cost)",
+    "balancer": "1b. Balancer cost: Weir over two endpoints, round_robin vs least_request, keep-alive",
 }
 
 
@@ -850,12 +872,14 @@ def render(results, markdown=False):
                  "(plain nginx for plugin rows). CPU is the proxy's own CPU time per request "
                  "(all its threads/processes, from schedstat).")
     lines.append("")
-    for group in ("plain", "plugin", "close"):
+    for group in ("plain", "balancer", "plugin", "close"):
         title(GROUP_TITLES[group].format(c=m["conns"], d=m["duration"]))
         header = ["proxy", "req/s", "req/s vs nginx", "p50 ms", "p99 ms",
                   "CPU us/req", "CPU vs nginx", "upstream CPU us/req"]
         if group == "plugin":
             header.append("CPU delta vs Weir plain")
+        if group == "balancer":
+            header.append("CPU vs round_robin")
         rows = []
         for r in s["throughput"]:
             if r["group"] != group:
@@ -876,6 +900,8 @@ def render(results, markdown=False):
                     row.append("-" if not d else
                                (f"{d['median']:+.2f} us" if d["n"] == 1 else
                                 f"{d['median']:+.2f} us [{d['min']:+.2f}..{d['max']:+.2f}]"))
+                if group == "balancer":
+                    row.append(fmt_ratio(r.get("cpu_vs_round_robin")))
             rows.append(row)
         table(header, rows)
 
