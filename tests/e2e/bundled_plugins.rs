@@ -3,8 +3,7 @@
 //! gateway with real upstreams: api-key, jwt-auth, rate-limit, transform,
 //! canary, and noop with header-rewrite chained.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
@@ -15,36 +14,14 @@ use http::Response;
 use http_body_util::{BodyExt, Full};
 use sha2::Sha256;
 
+use crate::plugins_support::build_wasm_workspace;
 use crate::support::upstream::full;
 use crate::support::*;
 
 /// A bundled plugin's release build, by its route name (`api-key`).
 pub fn bundled(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = root.join("target").join("bundled-plugins");
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .current_dir(root.join("plugins"))
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .expect("run cargo to build plugins/");
-        assert!(
-            out.status.success(),
-            "building plugins/ failed (is the wasm32-wasip2 target installed?):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("wasm32-wasip2").join("release")
-    });
+    let dir = BUILT.get_or_init(|| build_wasm_workspace("plugins", "bundled-plugins"));
     let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -12,33 +12,39 @@ use std::sync::OnceLock;
 
 use crate::support::{Gateway, GatewayBuilder};
 
+/// Builds a plugin workspace of this repository (`tests/fixtures/plugins`,
+/// `plugins`) once for wasm32-wasip2 in release mode into its own target
+/// folder, and returns the folder holding the `.wasm` files.
+pub fn build_wasm_workspace(workspace: &str, target_name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target").join(target_name);
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .current_dir(root.join(workspace))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .expect("run cargo to build plugins");
+    assert!(
+        out.status.success(),
+        "building {workspace} failed (is the wasm32-wasip2 target installed?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("wasm32-wasip2").join("release")
+}
+
 /// The built fixtures, by crate name: `basic`, `hostile`, `wrongver`.
 pub fn fixture(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = root.join("target").join("fixture-plugins");
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .current_dir(root.join("tests/fixtures/plugins"))
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .expect("run cargo to build the fixture plugins");
-        assert!(
-            out.status.success(),
-            "building tests/fixtures/plugins failed (is the wasm32-wasip2 target installed?):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("wasm32-wasip2").join("release")
-    });
+    let dir =
+        BUILT.get_or_init(|| build_wasm_workspace("tests/fixtures/plugins", "fixture-plugins"));
     let path = dir.join(format!("fixture_{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
