@@ -5,7 +5,6 @@
 //! other modules update them.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -92,11 +91,6 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
             drop(permit);
         });
     }
-}
-
-/// Binds the admin address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {

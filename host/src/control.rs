@@ -70,7 +70,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
     });
     let admin_task = match admin_addr {
         Some(address) => {
-            let l = admin::bind(address)
+            let l = tokio::net::TcpListener::bind(address)
                 .await
                 .map_err(|source| RunError::Admin { address, source })?;
             let bound = l.local_addr().unwrap_or(address);
@@ -85,7 +85,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => "sighup",
-            Some(()) = changed.recv() => "file-change",
+            Some(_) = changed.recv() => "file-change",
         };
         reload(&mut gateway, &path, &state, trigger).await;
     }
@@ -155,8 +155,8 @@ async fn reload(gateway: &mut Gateway, path: &Path, state: &AdminState, trigger:
     }
 }
 
-/// Sends one message per settled change of the configuration file.
-fn watch_file(path: &Path, tx: mpsc::UnboundedSender<()>) -> Result<FileWatch, RunError> {
+/// Sends the path once per settled change of the configuration file.
+fn watch_file(path: &Path, tx: mpsc::UnboundedSender<PathBuf>) -> Result<FileWatch, RunError> {
     let abs = std::path::absolute(path).map_err(|e| {
         RunError::Watch(WatchError {
             path: path.to_owned(),
@@ -168,14 +168,9 @@ fn watch_file(path: &Path, tx: mpsc::UnboundedSender<()>) -> Result<FileWatch, R
         .map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from("."));
     let name = abs.file_name().map(|n| n.to_owned());
-    let (paths, mut changed) = mpsc::unbounded_channel();
-    let watch = watch_folder(&dir, move |p| p.file_name() == name.as_deref(), paths)?;
-    tokio::spawn(async move {
-        while changed.recv().await.is_some() {
-            if tx.send(()).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(watch)
+    Ok(watch_folder(
+        &dir,
+        move |p| p.file_name() == name.as_deref(),
+        tx,
+    )?)
 }

@@ -158,10 +158,6 @@ impl Router {
             .iter()
             .find(|r| r.matches(host, &req.method, path, &req.headers))
     }
-
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
 }
 
 /// A path prefix match is on whole path segments: `/api`

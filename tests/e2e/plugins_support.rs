@@ -62,8 +62,9 @@ pub fn with_plugins(mut b: GatewayBuilder, plugins: &[(&str, &str)]) -> GatewayB
     b
 }
 
-/// Runs `weir check` on a configuration with the given plugin files.
-pub fn check(config: &str, files: &[(String, Vec<u8>)]) -> (bool, String) {
+/// Writes a configuration and its plugin files into a fresh folder; the
+/// folder lives as long as the returned guard.
+fn stage(config: &str, files: &[(String, Vec<u8>)]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in files {
         let p = dir.path().join(name);
@@ -72,6 +73,12 @@ pub fn check(config: &str, files: &[(String, Vec<u8>)]) -> (bool, String) {
     }
     let path = dir.path().join("weir.toml");
     std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+/// Runs `weir check` on a configuration with the given plugin files.
+pub fn check(config: &str, files: &[(String, Vec<u8>)]) -> (bool, String) {
+    let (_dir, path) = stage(config, files);
     let out = Command::new(crate::support::weir_bin())
         .args(["check", "-c"])
         .arg(&path)
@@ -87,14 +94,7 @@ pub fn check(config: &str, files: &[(String, Vec<u8>)]) -> (bool, String) {
 
 /// Starts `weir run` expecting it to fail; returns its stderr.
 pub fn run_fails(config: &str, files: &[(String, Vec<u8>)]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in files {
-        let p = dir.path().join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, bytes).unwrap();
-    }
-    let path = dir.path().join("weir.toml");
-    std::fs::write(&path, config).unwrap();
+    let (_dir, path) = stage(config, files);
     let mut child = Command::new(crate::support::weir_bin())
         .args(["run", "-c"])
         .arg(&path)

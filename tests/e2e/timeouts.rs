@@ -10,8 +10,8 @@ use crate::support::*;
 
 const LISTENER: &str = "header_read_timeout = \"400ms\"\nidle_timeout = \"1500ms\"\n";
 
-#[tokio::test]
-async fn slow_header_client_is_cut_off() {
+/// An echo upstream behind a gateway with the short timeouts above.
+async fn echo_behind_gateway() -> (Upstream, Gateway) {
     let up = Upstream::echo("app").await;
     let gw = Gateway::with_config(config(
         LISTENER,
@@ -19,6 +19,12 @@ async fn slow_header_client_is_cut_off() {
         "[[route]]\nupstream = \"app\"\n",
     ))
     .start();
+    (up, gw)
+}
+
+#[tokio::test]
+async fn slow_header_client_is_cut_off() {
+    let (up, gw) = echo_behind_gateway().await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap();
     let started = Instant::now();
@@ -48,13 +54,7 @@ async fn slow_header_client_is_cut_off() {
 
 #[tokio::test]
 async fn idle_keep_alive_outlives_the_header_timeout_then_closes() {
-    let up = Upstream::echo("app").await;
-    let gw = Gateway::with_config(config(
-        LISTENER,
-        &[("app", up.addr)],
-        "[[route]]\nupstream = \"app\"\n",
-    ))
-    .start();
+    let (up, gw) = echo_behind_gateway().await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     let req = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     let mut buf = vec![0u8; 4096];
