@@ -1,8 +1,9 @@
 //! The admin listener: a small HTTP/1.1 server for operators, on loopback
-//! by default, separate from traffic listeners. It answers `GET /healthz`
-//! and `GET /admin/config` (what configuration serves and how the last
-//! reload went) as JSON. It owns the status records those views show;
-//! other modules update them.
+//! by default, separate from traffic listeners. It answers `GET /healthz`,
+//! `GET /admin/config` (what configuration serves and how the last reload
+//! went) and `GET /admin/plugins` (which version of each plugin serves and
+//! how the last deployment of its file went) as JSON. It owns the status
+//! records those views show; `control` updates them.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -41,7 +42,7 @@ pub struct Attempt {
 }
 
 /// What the admin views show about configuration.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ConfigStatus {
     pub path: String,
     /// sha256 of the file serving now.
@@ -51,14 +52,116 @@ pub struct ConfigStatus {
     pub last_attempt: Option<Attempt>,
 }
 
+/// One attempt to put a plugin file in service.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginAttempt {
+    /// RFC 3339 time of the attempt.
+    pub at: String,
+    /// What started it: `startup`, `file-change` or `config-reload`.
+    pub trigger: &'static str,
+    /// sha256 of the file as read, when it could be read.
+    pub sha256: Option<String>,
+    /// `deployed`; `rejected` (nothing changed); `removed` (the file is
+    /// gone, the last good version keeps serving); `ignored` (no chain
+    /// names the plugin).
+    pub outcome: &'static str,
+    /// For a rejected attempt: `read`, `validate`, `compile`, `link`,
+    /// `init` or `timeout`.
+    pub step: Option<&'static str>,
+    pub error: Option<String>,
+}
+
+/// What the admin view shows about one plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub file: String,
+    /// sha256 of the file whose version serves; none when none does.
+    pub sha256: Option<String>,
+    /// When the serving version was deployed (RFC 3339).
+    pub deployed_at: Option<String>,
+    pub last_attempt: Option<PluginAttempt>,
+}
+
+/// What the admin views show about plugins.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PluginsStatus {
+    /// The watched plugin folder.
+    pub dir: String,
+    /// Where compiled plugins are cached; none when caching is off.
+    pub cache_dir: Option<String>,
+    pub plugins: std::collections::BTreeMap<String, PluginStatus>,
+}
+
+impl PluginsStatus {
+    /// Records the versions serving now; plugins no chain names any more
+    /// keep their last attempt but show no version.
+    pub fn set_serving(&mut self, plugins: &crate::plugin::Plugins) {
+        if let Some(pc) = plugins.config() {
+            self.dir = pc.dir.display().to_string();
+        }
+        self.cache_dir = plugins.cache_dir().map(|d| d.display().to_string());
+        let serving = plugins.serving();
+        for status in self.plugins.values_mut() {
+            if !serving.iter().any(|s| s.name == status.name) {
+                status.sha256 = None;
+                status.deployed_at = None;
+            }
+        }
+        for s in serving {
+            let entry = self
+                .plugins
+                .entry(s.name.clone())
+                .or_insert_with(|| PluginStatus {
+                    name: s.name.clone(),
+                    file: String::new(),
+                    sha256: None,
+                    deployed_at: None,
+                    last_attempt: None,
+                });
+            entry.file = s.path.display().to_string();
+            entry.sha256 = Some(s.sha256);
+            entry.deployed_at = Some(rfc3339(s.deployed_at));
+        }
+    }
+
+    /// Records an attempt for plugin `name` read from `file`.
+    pub fn record(&mut self, name: &str, file: &std::path::Path, attempt: PluginAttempt) {
+        let entry = self
+            .plugins
+            .entry(name.to_owned())
+            .or_insert_with(|| PluginStatus {
+                name: name.to_owned(),
+                file: file.display().to_string(),
+                sha256: None,
+                deployed_at: None,
+                last_attempt: None,
+            });
+        entry.last_attempt = Some(attempt);
+    }
+}
+
+/// The JSON shape of `GET /admin/plugins`: plugins as a list, by name.
+#[derive(Serialize)]
+struct PluginsView<'a> {
+    dir: &'a str,
+    cache_dir: Option<&'a str>,
+    plugins: Vec<&'a PluginStatus>,
+}
+
 /// Shared status behind the admin views.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct AdminState {
     pub config: Mutex<ConfigStatus>,
+    pub plugins: Mutex<PluginsStatus>,
 }
 
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    rfc3339(SystemTime::now())
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Serves the admin API on an already bound listener until the task is
@@ -113,9 +216,18 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 .clone();
             json(StatusCode::OK, &status)
         }
+        "/admin/plugins" => {
+            let status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
+            let view = PluginsView {
+                dir: &status.dir,
+                cache_dir: status.cache_dir.as_deref(),
+                plugins: status.plugins.values().collect(),
+            };
+            json(StatusCode::OK, &view)
+        }
         _ => json(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found", "endpoints": ["/healthz", "/admin/config"]}),
+            &serde_json::json!({"error": "not found", "endpoints": ["/healthz", "/admin/config", "/admin/plugins"]}),
         ),
     }
 }

@@ -1,20 +1,25 @@
 //! The control thread of `weir run`: starts the gateway and the admin
 //! listener, then waits for what changes its life: SIGTERM or SIGINT
-//! (drain and stop), SIGHUP or an edit of the configuration file (reload).
-//! A reload is validated exactly as `weir check` would; a bad file is
-//! reported (log and admin view) and the running configuration stays.
+//! (drain and stop), SIGHUP or an edit of the configuration file (reload),
+//! and a `NAME.wasm` added, replaced or removed in the plugin folder (hot
+//! deploy of that plugin). Changes are applied one at a time, in order.
+//! A reload is validated exactly as `weir check` would, a plugin file as
+//! start-up would; what is refused is reported (log and admin views) and
+//! what serves keeps serving.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
+use std::time::Instant;
+
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::admin::{self, AdminState, Attempt, ConfigStatus};
+use crate::admin::{self, AdminState, Attempt, ConfigStatus, PluginAttempt};
 use crate::config::Config;
-use crate::deploy::{FileWatch, WatchError, watch_folder};
-use crate::server::{Gateway, StartError};
+use crate::deploy::{FileWatch, WatchError, sha256_hex, watch_folder, watch_ready};
+use crate::plugin::PluginError;
+use crate::server::{Deployed, Gateway, StartError};
 
 /// Why `weir run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -32,11 +37,6 @@ pub enum RunError {
     Watch(#[from] WatchError),
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
     // Handlers first: a signal that arrives during start-up must not hit
@@ -47,6 +47,8 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
     // Watch before serving, so no edit made once the gateway is up is lost.
     let (changes, mut changed) = mpsc::unbounded_channel();
     let _watcher = watch_file(&path, changes)?;
+    let (plugin_tx, mut plugin_changed) = mpsc::unbounded_channel();
+    let mut plugin_watch = PluginWatch::start(&config.plugins.dir, plugin_tx.clone());
     let sha = std::fs::read(&path)
         .map(|b| sha256_hex(&b))
         .unwrap_or_default();
@@ -67,7 +69,15 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
                 sha256: Some(sha),
             }),
         }),
+        plugins: Mutex::default(),
     });
+    {
+        let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
+        status.set_serving(&gateway.plugins);
+        for s in gateway.plugins.serving() {
+            status.record(&s.name, &s.path, deployed("startup", &s.sha256));
+        }
+    }
     let admin_task = match admin_addr {
         Some(address) => {
             let l = tokio::net::TcpListener::bind(address)
@@ -81,13 +91,29 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
     };
 
     loop {
-        let trigger = tokio::select! {
+        tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => "sighup",
-            Some(_) = changed.recv() => "file-change",
-        };
-        reload(&mut gateway, &path, &state, trigger).await;
+            _ = hup.recv() => reload(&mut gateway, &path, &state, "sighup").await,
+            Some(_) = changed.recv() => reload(&mut gateway, &path, &state, "file-change").await,
+            Some(first) = plugin_changed.recv() => {
+                // One deploy per file, however many events queued for it.
+                let mut files = vec![first];
+                while let Ok(p) = plugin_changed.try_recv() {
+                    if !files.contains(&p) {
+                        files.push(p);
+                    }
+                }
+                for file in files {
+                    plugin_file_changed(&mut gateway, &file, &state).await;
+                }
+            }
+        }
+        // A reload may have moved the plugin folder.
+        let dir = &gateway.config.plugins.dir;
+        if plugin_watch.dir() != Some(dir.as_path()) {
+            plugin_watch = PluginWatch::start(dir, plugin_tx.clone());
+        }
     }
 
     tracing::info!("shutting down: draining in-flight requests");
@@ -123,13 +149,33 @@ async fn reload(gateway: &mut Gateway, path: &Path, state: &AdminState, trigger:
     };
     let result = match Config::load(path) {
         Err(errors) => Err(errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()),
-        Ok(config) => gateway
-            .reload(config)
-            .await
-            .map_err(|e| vec![e.to_string()]),
+        Ok(config) => match gateway.reload(config).await {
+            Ok(r) => Ok(r),
+            Err(StartError::Plugins(errors)) => {
+                let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
+                for e in &errors.0 {
+                    status.record(&e.name, &e.path, rejected("config-reload", e));
+                }
+                Err(errors.0.iter().map(|e| e.to_string()).collect())
+            }
+            Err(e) => Err(vec![e.to_string()]),
+        },
     };
     match result {
-        Ok(needs_restart) => {
+        Ok(reloaded) => {
+            {
+                let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
+                status.set_serving(&gateway.plugins);
+                for s in &reloaded.compiled {
+                    tracing::info!(plugin = %s.name, sha256 = %s.sha256, "plugin deployed with the new configuration");
+                    status.record(&s.name, &s.path, deployed("config-reload", &s.sha256));
+                }
+                for e in &reloaded.kept {
+                    tracing::warn!(plugin = %e.name, file = %e.path.display(), "plugin file is gone; its last good version keeps serving");
+                    status.record(&e.name, &e.path, removed("config-reload"));
+                }
+            }
+            let needs_restart = reloaded.needs_restart;
             attempt.outcome = "applied";
             attempt.needs_restart = needs_restart.clone();
             tracing::info!(trigger, sha256 = ?sha, "configuration reloaded");
@@ -173,4 +219,138 @@ fn watch_file(path: &Path, tx: mpsc::UnboundedSender<PathBuf>) -> Result<FileWat
         move |p| p.file_name() == name.as_deref(),
         tx,
     )?)
+}
+
+fn deployed(trigger: &'static str, sha256: &str) -> PluginAttempt {
+    PluginAttempt {
+        at: admin::now_rfc3339(),
+        trigger,
+        sha256: Some(sha256.to_owned()),
+        outcome: "deployed",
+        step: None,
+        error: None,
+    }
+}
+
+fn rejected(trigger: &'static str, e: &PluginError) -> PluginAttempt {
+    PluginAttempt {
+        at: admin::now_rfc3339(),
+        trigger,
+        sha256: e.sha256.clone(),
+        outcome: "rejected",
+        step: Some(e.step.as_str()),
+        error: Some(e.reason.clone()),
+    }
+}
+
+fn removed(trigger: &'static str) -> PluginAttempt {
+    PluginAttempt {
+        at: admin::now_rfc3339(),
+        trigger,
+        sha256: None,
+        outcome: "removed",
+        step: None,
+        error: Some(
+            "the file was removed; the last good version keeps serving until no chain names the plugin"
+                .into(),
+        ),
+    }
+}
+
+/// A plugin file was added, replaced or removed: deploy it, or report why
+/// not. The serving version changes only when the new one is ready.
+async fn plugin_file_changed(gateway: &mut Gateway, file: &Path, state: &AdminState) {
+    let Some(name) = file
+        .file_stem()
+        .and_then(|n| n.to_str())
+        .filter(|_| file.extension().is_some_and(|e| e == "wasm"))
+    else {
+        return;
+    };
+    let record = |attempt: PluginAttempt| {
+        state
+            .plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(name, file, attempt);
+    };
+    let exists = file.exists();
+    if !gateway.plugins.uses(name) {
+        if exists {
+            tracing::info!(plugin = name, file = %file.display(), "plugin file is not named by any chain; it is loaded once the configuration names it");
+            record(PluginAttempt {
+                at: admin::now_rfc3339(),
+                trigger: "file-change",
+                sha256: None,
+                outcome: "ignored",
+                step: None,
+                error: Some("no route or global chain names this plugin".into()),
+            });
+        }
+        return;
+    }
+    // The configured path, so the registry sees one name for one file.
+    let path = gateway
+        .plugins
+        .config()
+        .map(|c| c.file(name))
+        .unwrap_or_else(|| file.to_owned());
+    if !exists {
+        tracing::warn!(plugin = name, file = %path.display(), "plugin file removed; the last good version keeps serving");
+        record(removed("file-change"));
+        return;
+    }
+    let started = Instant::now();
+    match gateway.deploy_plugin(name, &path).await {
+        Ok(Deployed::New { serving, previous }) => {
+            tracing::info!(
+                plugin = name,
+                sha256 = %serving.sha256,
+                previous_sha256 = %previous,
+                took_ms = started.elapsed().as_millis() as u64,
+                "plugin deployed"
+            );
+            let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
+            status.set_serving(&gateway.plugins);
+            status.record(name, &path, deployed("file-change", &serving.sha256));
+        }
+        Ok(Deployed::Unchanged { sha256 }) => {
+            tracing::debug!(plugin = name, %sha256, "plugin file unchanged");
+        }
+        Err(e) => {
+            tracing::error!(
+                plugin = name,
+                sha256 = e.sha256.as_deref().unwrap_or("-"),
+                step = e.step.as_str(),
+                file = %e.path.display(),
+                error = %e.reason,
+                "plugin deployment refused; the serving version stays"
+            );
+            record(rejected("file-change", &e));
+        }
+    }
+}
+
+/// The watch on the plugin folder, if it exists.
+struct PluginWatch(Option<(PathBuf, FileWatch)>);
+
+impl PluginWatch {
+    fn start(dir: &Path, tx: mpsc::UnboundedSender<PathBuf>) -> PluginWatch {
+        if !dir.is_dir() {
+            tracing::debug!(dir = %dir.display(), "no plugin folder to watch");
+            return PluginWatch(None);
+        }
+        let wanted = |p: &Path| p.extension().is_some_and(|e| e == "wasm");
+        match watch_ready(dir, wanted, tx) {
+            Ok(w) => PluginWatch(Some((dir.to_owned(), w))),
+            Err(e) => {
+                tracing::warn!(error = %e, "plugin folder not watched: copy plugins in and send SIGHUP to deploy them");
+                PluginWatch(None)
+            }
+        }
+    }
+
+    fn dir(&self) -> Option<&Path> {
+        self.0.as_ref().map(|(d, _)| d.as_path())
+    }
 }

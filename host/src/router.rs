@@ -14,7 +14,7 @@ use crate::plugin::Chain;
 use crate::upstream::Upstream;
 
 /// A route ready to serve: its matcher and where it sends traffic.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
     hosts: Vec<HostPattern>,
@@ -127,6 +127,20 @@ impl Route {
 }
 
 impl Router {
+    /// The same routes and upstreams with new plugin chains (one per
+    /// route, in order): what a plugin deploy swaps in.
+    pub fn with_chains(&self, chains: &[Arc<Chain>]) -> Router {
+        let routes = self
+            .routes
+            .iter()
+            .zip(chains)
+            .map(|(r, c)| r.clone().with_plugins(c.clone()))
+            .collect();
+        let mut router = Router::new(routes, self.upstreams.clone());
+        router.plugin_body_caps = self.plugin_body_caps;
+        router
+    }
+
     pub fn new(
         routes: Vec<Route>,
         upstreams: std::collections::HashMap<String, Arc<Upstream>>,

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::listener::{self, Bound, Shared};
-use crate::plugin::{Chain, PluginErrors, Plugins};
+use crate::plugin::{Chain, PluginError, PluginErrors, Plugins, Serving, Step};
 use crate::router::{Route, Router};
 use crate::upstream::{Upstream, discovery};
 use crate::worker;
@@ -38,6 +39,53 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("{0}")]
     Plugins(PluginErrors),
+    #[error(
+        "compiling and initialising the plugins took longer than plugins.compile_timeout ({0:?})"
+    )]
+    PluginTimeout(Duration),
+}
+
+/// One blocking plugin compilation at a time. A deployment that timed out
+/// keeps its permit until its thread finishes (wasmtime cannot stop a
+/// compilation), so abandoned compilations never pile up.
+static COMPILING: Semaphore = Semaphore::const_new(1);
+
+/// Runs `f` on a blocking thread within `timeout` (waiting for an earlier
+/// compilation included). `None` when the time ran out.
+async fn off_request_path<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let work = async {
+        let permit = COMPILING.acquire().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .ok()
+    };
+    tokio::time::timeout(timeout, work).await.ok().flatten()
+}
+
+/// What a configuration reload did besides swapping the configuration.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Changed settings that only a restart applies.
+    pub needs_restart: Vec<String>,
+    /// Plugins compiled from a changed file.
+    pub compiled: Vec<Serving>,
+    /// Plugins whose file is gone; the last good version keeps serving.
+    pub kept: Vec<PluginError>,
+}
+
+/// What a plugin file change did.
+#[derive(Debug)]
+pub enum Deployed {
+    /// The new version serves; `previous` is the hash it replaced.
+    New { serving: Serving, previous: String },
+    /// The file has the hash of the version already serving.
+    Unchanged { sha256: String },
 }
 
 /// Builds the route table, with its upstreams, from a configuration. An
@@ -106,8 +154,8 @@ pub struct Gateway {
     pub router: Arc<ArcSwap<Router>>,
     /// The configuration serving now.
     pub config: Config,
-    /// The plugin registry (its engine, state and counters).
-    pub plugins: Arc<Plugins>,
+    /// The plugin registry (its engine, versions, state and counters).
+    pub plugins: Plugins,
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -186,7 +234,7 @@ impl Gateway {
             listeners,
             router,
             config,
-            plugins: Arc::new(plugins),
+            plugins,
             shutdown,
             workers: handles,
         })
@@ -196,8 +244,8 @@ impl Gateway {
     /// and their settings change at once for new requests; requests in
     /// flight finish on the table they started with. Settings that need a
     /// restart (listeners, workers, admin address) are kept as they are and
-    /// named in the returned list.
-    pub async fn reload(&mut self, config: Config) -> Result<Vec<String>, StartError> {
+    /// named in the returned [`Reloaded`].
+    pub async fn reload(&mut self, config: Config) -> Result<Reloaded, StartError> {
         let mut needs_restart = Vec::new();
         if self.config.listeners != config.listeners {
             needs_restart.push("[[listener]]".to_owned());
@@ -214,15 +262,90 @@ impl Gateway {
         config.listeners = self.config.listeners.clone();
         config.server.workers = self.config.server.workers;
         let current = self.router.load_full();
-        // Plugins are compiled and initialised anew for the new chains;
-        // requests in flight finish on the old ones. Shared plugin state
-        // starts empty (hot deploy of plugins will keep it).
-        let (plugins, chains) = Plugins::load(&config).map_err(StartError::Plugins)?;
-        let router = build_router(&config, Some(&current), &chains).await?;
+        // Plugins whose file and settings did not change keep their
+        // compiled version and warm instances; changed ones are compiled
+        // and initialised off the request path. Shared state is kept.
+        let timeout = config.plugins.compile_timeout;
+        let (registry, wanted) = (self.plugins.clone(), config.clone());
+        let plugins = off_request_path(timeout, move || registry.reconfigure(&wanted))
+            .await
+            .ok_or(StartError::PluginTimeout(timeout))?
+            .map_err(StartError::Plugins)?;
+        let router = build_router(&config, Some(&current), &plugins.chains).await?;
         self.router.store(Arc::new(router));
-        self.plugins = Arc::new(plugins);
+        self.plugins.retire_replaced(&plugins.plugins);
+        self.plugins = plugins.plugins;
         self.config = config;
-        Ok(needs_restart)
+        Ok(Reloaded {
+            needs_restart,
+            compiled: plugins.compiled,
+            kept: plugins.kept,
+        })
+    }
+
+    /// Deploys the plugin file at `path` (named `NAME.wasm`) while serving:
+    /// reads it, and unless it is the version already serving, compiles it
+    /// and runs `init` with every configuration the routes give it, off the
+    /// request path and within `plugins.compile_timeout`; then swaps in a
+    /// route table with the new chains. Requests in flight finish on the
+    /// version they started with. On any error nothing changes.
+    pub async fn deploy_plugin(
+        &mut self,
+        name: &str,
+        path: &Path,
+    ) -> Result<Deployed, PluginError> {
+        let Some(timeout) = self.plugins.config().map(|c| c.compile_timeout) else {
+            return Err(PluginError {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                step: Step::Validate,
+                sha256: None,
+                reason: "no route or global chain names this plugin".into(),
+            });
+        };
+        let previous = self
+            .plugins
+            .serving()
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.sha256)
+            .unwrap_or_default();
+        let registry = self.plugins.clone();
+        let (owned_name, owned_path, known) = (name.to_owned(), path.to_owned(), previous.clone());
+        let work = move || {
+            let file = crate::plugin::read_plugin(&owned_name, &owned_path)?;
+            if file.sha256 == known {
+                return Ok(None);
+            }
+            registry
+                .deploy(&owned_name, &file)
+                .map(|(plugins, chains)| Some((plugins, chains, file.sha256)))
+        };
+        let outcome = off_request_path(timeout, work).await.unwrap_or_else(|| {
+            Err(PluginError {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                step: Step::Timeout,
+                sha256: None,
+                reason: format!(
+                    "compiling and initialising took longer than plugins.compile_timeout ({timeout:?})"
+                ),
+            })
+        })?;
+        let Some((plugins, chains, sha256)) = outcome else {
+            return Ok(Deployed::Unchanged { sha256: previous });
+        };
+        let router = self.router.load().with_chains(&chains);
+        self.router.store(Arc::new(router));
+        self.plugins.retire_replaced(&plugins);
+        self.plugins = plugins;
+        let serving = self
+            .plugins
+            .serving()
+            .into_iter()
+            .find(|s| s.name == name && s.sha256 == sha256)
+            .expect("the deployed version serves");
+        Ok(Deployed::New { serving, previous })
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain

@@ -32,6 +32,11 @@ pub mod limits {
     pub const MAX_CHAIN: usize = 16;
     /// A plugin's configuration, as JSON text.
     pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+    /// Time a deployment (compile, link, `init` of every configuration)
+    /// may take while the gateway serves before it is refused.
+    pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MIN_COMPILE_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const MAX_COMPILE_TIMEOUT: Duration = Duration::from_secs(600);
 }
 
 /// What a plugin does when a call fails (trap, deadline, memory cap,
@@ -88,6 +93,10 @@ pub struct PluginRef {
 pub struct PluginsConfig {
     /// The plugin folder, resolved against the configuration file's folder.
     pub dir: PathBuf,
+    /// The compiled-plugin cache folder; `None` when caching is off.
+    pub cache_dir: Option<PathBuf>,
+    /// Bound on one deployment while serving (see `limits`).
+    pub compile_timeout: Duration,
     pub max_request_body_bytes: usize,
     pub max_response_body_bytes: usize,
     /// Runs before every route's own chain.
@@ -121,6 +130,21 @@ impl PluginsConfig {
     }
 }
 
+/// The compiled-plugin cache when the configuration names none:
+/// `$XDG_CACHE_HOME/weir`, else `$HOME/.cache/weir`; without either the
+/// cache is off.
+fn default_cache_dir() -> Option<PathBuf> {
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    from("XDG_CACHE_HOME")
+        .or_else(|| from("HOME").map(|h| h.join(".cache")))
+        .map(|d| d.join("weir"))
+}
+
 impl Validator<'_> {
     pub(super) fn plugins(
         &mut self,
@@ -147,6 +171,39 @@ impl Validator<'_> {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let dir = base.join(raw.dir.as_deref().unwrap_or("plugins"));
+        let cache_dir = match (raw.cache, &raw.cache_dir) {
+            (Some(false), Some(_)) => {
+                self.report(
+                    &field(&at, "cache"),
+                    Problem::Invalid {
+                        field: "cache",
+                        reason:
+                            "`cache = false` turns the cache off, so `cache_dir` cannot be set too"
+                                .into(),
+                    },
+                );
+                None
+            }
+            (Some(false), None) => None,
+            (_, Some(d)) => Some(base.join(d)),
+            (_, None) => default_cache_dir(),
+        };
+        let compile_timeout = raw
+            .compile_timeout
+            .unwrap_or(limits::DEFAULT_COMPILE_TIMEOUT);
+        if !(limits::MIN_COMPILE_TIMEOUT..=limits::MAX_COMPILE_TIMEOUT).contains(&compile_timeout) {
+            self.report(
+                &field(&at, "compile_timeout"),
+                Problem::OutOfRange {
+                    field: "compile_timeout",
+                    rule: format!(
+                        "between {:?} and {:?}",
+                        limits::MIN_COMPILE_TIMEOUT,
+                        limits::MAX_COMPILE_TIMEOUT
+                    ),
+                },
+            );
+        }
         let mut body = |name: &'static str, v: Option<bytesize::ByteSize>| {
             let v = v.map_or(limits::DEFAULT_BODY_BYTES, |b| b.as_u64());
             self.range(&at, name, v, 1, limits::MAX_BODY_BYTES) as usize
@@ -184,6 +241,8 @@ impl Validator<'_> {
         }
         PluginsConfig {
             dir,
+            cache_dir,
+            compile_timeout,
             max_request_body_bytes,
             max_response_body_bytes,
             global,

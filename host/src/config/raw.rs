@@ -229,6 +229,11 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub struct RawPlugins {
     pub dir: Option<String>,
+    /// Where compiled plugins are cached; `false` turns the cache off.
+    pub cache_dir: Option<String>,
+    pub cache: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub compile_timeout: Option<Duration>,
     pub max_request_body_bytes: Option<ByteSize>,
     pub max_response_body_bytes: Option<ByteSize>,
     #[serde(default)]

@@ -7,18 +7,27 @@
 //! linked to a function that traps: no filesystem, sockets, stdio or
 //! environment variables are reachable.
 //!
+//! Compiled plugins are cached on disk with wasmtime's own cache, keyed
+//! by the file's contents, the engine's settings and the wasmtime version,
+//! so a restart or a redeploy of a known file does not compile it again.
+//! wasmtime checks every cached artifact against this engine when it
+//! loads it; a stale or foreign entry is compiled afresh.
+//!
 //! Why not all of `wasmtime-wasi` with an empty context: its synchronous
 //! bindings block on a Tokio runtime of their own for stream I/O, which
 //! panics on our single-threaded worker runtimes. The functions linked here
 //! never block. A plugin that prints traps instead; plugins log through
 //! the host's `log`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
@@ -36,7 +45,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 const MAX_WASM_STACK: usize = 512 * 1024;
 
 /// What the pooling allocator must hold: set from the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capacity {
     /// Component instances alive at once, over all plugins.
     pub instances: u32,
@@ -60,6 +69,10 @@ pub(super) const PROVIDED_WASI: &[&str] = &[
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<StoreData>,
+    /// What the pooling allocator was sized for.
+    pub capacity: Capacity,
+    /// Where compiled plugins are cached; `None` when caching is off.
+    pub cache_dir: Option<PathBuf>,
     stop: Arc<AtomicBool>,
 }
 
@@ -70,7 +83,10 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    pub fn new(capacity: Capacity) -> wasmtime::Result<Runtime> {
+    /// Builds the engine. `cache_dir` turns on the compiled-plugin cache;
+    /// a cache folder that cannot be used is logged and compilation goes on
+    /// uncached.
+    pub fn new(capacity: Capacity, cache_dir: Option<&Path>) -> wasmtime::Result<Runtime> {
         let n = capacity.instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         // A Rust component is one core module plus a few small shims; the
@@ -91,6 +107,23 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let cache_dir = cache_dir.and_then(|dir| {
+            let mut cc = CacheConfig::new();
+            cc.with_directory(dir);
+            match std::fs::create_dir_all(dir)
+                .map_err(wasmtime::Error::from)
+                .and_then(|()| Cache::new(cc))
+            {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                    Some(dir.to_owned())
+                }
+                Err(e) => {
+                    tracing::warn!(cache_dir = %dir.display(), error = %e, "cannot use the compiled-plugin cache; plugins are compiled on every start");
+                    None
+                }
+            }
+        });
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
@@ -120,6 +153,8 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            capacity,
+            cache_dir,
             stop,
         })
     }

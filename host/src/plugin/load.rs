@@ -4,8 +4,10 @@
 //! and pre-instantiate it against the linker once. Nothing here runs
 //! plugin code; `init` runs when the first instance is made (`pool`).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
@@ -23,15 +25,48 @@ const CONTRACT_COMPATIBLE: &str = "0.1.";
 /// Largest plugin file read.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The step of turning a file into a serving plugin that failed: logs
+/// and the admin view name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Reading the file (missing, unreadable, too large, still changing).
+    Read,
+    /// Checking what kind of file it is and which contract it speaks.
+    Validate,
+    /// Compiling it to native code.
+    Compile,
+    /// Linking it against the host functions.
+    Link,
+    /// Making an instance and running `init` with a route's configuration.
+    Init,
+    /// The whole deployment took longer than `plugins.compile_timeout`.
+    Timeout,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Read => "read",
+            Step::Validate => "validate",
+            Step::Compile => "compile",
+            Step::Link => "link",
+            Step::Init => "init",
+            Step::Timeout => "timeout",
+        }
+    }
+}
+
 /// Why a plugin named by the configuration cannot be used.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: plugin `{name}`: {reason}", path.display())]
 pub struct PluginError {
     pub name: String,
     pub path: PathBuf,
+    pub step: Step,
+    /// The sha256 of the file, when it could be read.
+    pub sha256: Option<String>,
     pub reason: String,
 }
-
 /// Every plugin problem found at once, one per line.
 #[derive(Debug, Clone)]
 pub struct PluginErrors(pub Vec<PluginError>);
@@ -55,8 +90,35 @@ impl std::error::Error for PluginErrors {}
 pub struct Compiled {
     pub name: Arc<str>,
     pub path: PathBuf,
+    /// The sha256 of the file this was compiled from.
+    pub sha256: String,
+    /// When this version was compiled and put in service.
+    pub deployed_at: SystemTime,
     pub settings: PluginSettings,
     pub(crate) pre: bindings::PluginPre<StoreData>,
+}
+
+impl Compiled {
+    /// The same compiled code with other settings (a reload that changed
+    /// only `[plugin.NAME]`): nothing is recompiled.
+    pub fn with_settings(&self, settings: PluginSettings) -> Compiled {
+        Compiled {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            deployed_at: SystemTime::now(),
+            settings,
+            pre: self.pre.clone(),
+        }
+    }
+}
+
+/// A plugin file read whole, with its hash.
+#[derive(Debug, Clone)]
+pub struct PluginFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub sha256: String,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -64,50 +126,91 @@ impl std::fmt::Debug for Compiled {
         f.debug_struct("Compiled")
             .field("name", &self.name)
             .field("path", &self.path)
+            .field("sha256", &self.sha256)
             .finish_non_exhaustive()
     }
 }
 
-/// Reads, checks and compiles one plugin file.
-pub fn compile(
-    runtime: &Runtime,
-    name: &str,
-    path: &Path,
-    settings: PluginSettings,
-) -> Result<Compiled, PluginError> {
+/// Reads a plugin file whole, within [`MAX_PLUGIN_FILE_BYTES`]. A file
+/// that changes while it is read (a writer still at work) is refused: the
+/// next change event reads it again.
+pub fn read(name: &str, path: &Path) -> Result<PluginFile, PluginError> {
     let fail = |reason: String| PluginError {
         name: name.to_owned(),
         path: path.to_owned(),
+        step: Step::Read,
+        sha256: None,
         reason,
     };
-    let meta =
-        std::fs::metadata(path).map_err(|e| fail(format!("cannot read the plugin file: {e}")))?;
-    if meta.len() > MAX_PLUGIN_FILE_BYTES {
+    let cannot = |e: std::io::Error| fail(format!("cannot read the plugin file: {e}"));
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let before = file.metadata().map_err(cannot)?;
+    if before.len() > MAX_PLUGIN_FILE_BYTES {
         return Err(fail(format!(
             "the file is {} bytes; plugins are at most {MAX_PLUGIN_FILE_BYTES}",
-            meta.len()
+            before.len()
         )));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| fail(format!("cannot read the plugin file: {e}")))?;
-    check_preamble(&bytes).map_err(fail)?;
-    let component = Component::new(&runtime.engine, &bytes)
-        .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
-    check_contract(runtime, &component).map_err(fail)?;
+    let mut bytes = Vec::with_capacity(before.len() as usize);
+    (&mut file)
+        .take(MAX_PLUGIN_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    let after = file.metadata().map_err(cannot)?;
+    if bytes.len() as u64 > MAX_PLUGIN_FILE_BYTES {
+        return Err(fail(format!(
+            "the file grew past {MAX_PLUGIN_FILE_BYTES} bytes while it was read"
+        )));
+    }
+    if bytes.len() as u64 != after.len() || before.modified().ok() != after.modified().ok() {
+        return Err(fail(
+            "the file changed while it was read (still being written); it is read again on its next change"
+                .into(),
+        ));
+    }
+    let sha256 = crate::deploy::sha256_hex(&bytes);
+    Ok(PluginFile {
+        path: path.to_owned(),
+        bytes,
+        sha256,
+    })
+}
+
+/// Checks and compiles one plugin file and pre-instantiates it. Runs no
+/// plugin code.
+pub fn compile(
+    runtime: &Runtime,
+    name: &str,
+    file: &PluginFile,
+    settings: PluginSettings,
+) -> Result<Compiled, PluginError> {
+    let fail = |step: Step, reason: String| PluginError {
+        name: name.to_owned(),
+        path: file.path.clone(),
+        step,
+        sha256: Some(file.sha256.clone()),
+        reason,
+    };
+    check_preamble(&file.bytes).map_err(|r| fail(Step::Validate, r))?;
+    let component = Component::new(&runtime.engine, &file.bytes)
+        .map_err(|e| fail(Step::Compile, format!("not a valid component: {e:#}")))?;
+    check_contract(runtime, &component).map_err(|r| fail(Step::Validate, r))?;
 
     let mut linker = runtime.linker.clone();
     // WASI imports beyond the few `engine` links become functions that
     // trap when called: the plugin loads, but cannot reach the system.
     stub_other_wasi(&mut linker, runtime, &component)
-        .map_err(|e| fail(format!("cannot link: {e:#}")))?;
+        .map_err(|e| fail(Step::Link, format!("cannot link: {e:#}")))?;
     let pre = linker
         .instantiate_pre(&component)
-        .map_err(|e| fail(format!("cannot link: {e:#}")))?;
+        .map_err(|e| fail(Step::Link, format!("cannot link: {e:#}")))?;
     let pre = bindings::PluginPre::new(pre)
-        .map_err(|e| fail(format!("does not implement {CONTRACT}: {e:#}")))?;
+        .map_err(|e| fail(Step::Link, format!("does not implement {CONTRACT}: {e:#}")))?;
     Ok(Compiled {
         name: name.into(),
-        path: path.to_owned(),
+        path: file.path.clone(),
+        sha256: file.sha256.clone(),
+        deployed_at: SystemTime::now(),
         settings,
         pre,
     })

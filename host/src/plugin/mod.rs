@@ -6,10 +6,14 @@
 //! hands each route a [`Chain`]. The order of phases within a request is
 //! not decided here but in `proxy`.
 //!
-//! The registry keeps each plugin's compiled version behind an `ArcSwap`,
-//! shared with every slot that uses it, so a later hot deploy can swap a
-//! new version in atomically: calls in flight finish on the old one, and
-//! old instances are dropped as they come back.
+//! The registry is a value: a configuration reload or a plugin deploy
+//! builds a new registry from the current one (off the request path),
+//! reusing everything that did not change (the engine, compiled versions,
+//! slots with their warm instances) and always keeping each plugin's
+//! shared state and the counters. The server then swaps in a route table
+//! holding the new chains; a request keeps the chain it started with, so
+//! it finishes on the version it started on, and an old version is freed
+//! when its last request ends.
 
 pub mod bindings;
 mod engine;
@@ -19,14 +23,17 @@ mod pool;
 pub mod state;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
-
-use crate::config::{Config, PluginRef};
+use crate::config::{Config, PluginRef, PluginsConfig};
 pub use engine::{Capacity, EPOCH_TICK, Runtime};
 pub use host::Context;
-pub use load::{CONTRACT, Compiled, MAX_PLUGIN_FILE_BYTES, PluginError, PluginErrors};
+pub use load::{
+    CONTRACT, Compiled, MAX_PLUGIN_FILE_BYTES, PluginError, PluginErrors, PluginFile, Step,
+    read as read_plugin,
+};
 pub use pool::{
     Action, BodyAction, Capabilities, Failure, FailureKind, Instance, Io, Respond, Slot,
 };
@@ -47,24 +54,82 @@ impl Chain {
     }
 }
 
+/// A plugin version in service, for the admin view and logs.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub deployed_at: SystemTime,
+}
+
+/// A registry built for a configuration, and what it changed.
+#[derive(Debug)]
+pub struct Reconfigured {
+    pub plugins: Plugins,
+    /// One chain per route of the configuration, in order.
+    pub chains: Vec<Arc<Chain>>,
+    /// Plugins whose file is gone but whose last good version keeps
+    /// serving (with the reason, for a warning).
+    pub kept: Vec<PluginError>,
+    /// Plugins compiled from a new file by this reconfiguration.
+    pub compiled: Vec<Serving>,
+}
+
 /// Every plugin the configuration names, compiled, and the chains built
-/// from them.
+/// from them. Cheap to clone: everything inside is shared.
+#[derive(Clone, Default)]
 pub struct Plugins {
     runtime: Option<Arc<Runtime>>,
-    compiled: HashMap<String, Arc<ArcSwap<Compiled>>>,
+    /// The version serving, per plugin name.
+    versions: HashMap<String, Arc<Compiled>>,
+    /// Shared state per plugin name; kept across deploys and reloads.
     namespaces: HashMap<String, Arc<Namespace>>,
     pub counters: Arc<Counters>,
     /// One slot per (plugin, configuration), shared by every chain that
     /// names that pair: the global chain's slots serve every route.
     slots: HashMap<PluginRef, Arc<Slot>>,
-    body_cap: usize,
+    /// Each route's chain (global first), in route order.
+    routes: Vec<Vec<PluginRef>>,
+    config: Option<PluginsConfig>,
 }
 
 impl std::fmt::Debug for Plugins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugins")
-            .field("plugins", &self.compiled.keys().collect::<Vec<_>>())
+            .field("plugins", &self.names())
             .finish_non_exhaustive()
+    }
+}
+
+/// What the pooling allocator must hold for a configuration: every slot's
+/// instances twice over, so a deploy can run an old and a new version side
+/// by side.
+fn capacity(config: &Config) -> Capacity {
+    let pc = &config.plugins;
+    let mut distinct: Vec<&PluginRef> = Vec::new();
+    for r in pc
+        .global
+        .iter()
+        .chain(config.routes.iter().flat_map(|r| r.plugins.iter()))
+    {
+        if !distinct.contains(&r) {
+            distinct.push(r);
+        }
+    }
+    let instances: usize = distinct
+        .iter()
+        .map(|r| pc.settings(&r.name).max_instances)
+        .sum();
+    let max_memory = pc
+        .referenced(&config.routes)
+        .iter()
+        .map(|n| pc.settings(n).memory_bytes)
+        .max()
+        .unwrap_or(0);
+    Capacity {
+        instances: (instances * 2).min(u32::MAX as usize) as u32,
+        max_memory_bytes: max_memory,
     }
 }
 
@@ -73,137 +138,274 @@ impl Plugins {
     /// runs each configuration's `init` once). Returns one chain per route
     /// of `config.routes`, in order. Without plugins no engine is started.
     pub fn load(config: &Config) -> Result<(Plugins, Vec<Arc<Chain>>), PluginErrors> {
+        Plugins::default()
+            .reconfigure(config)
+            .map(|r| (r.plugins, r.chains))
+    }
+
+    /// Builds the registry for `config` from this one. Blocking: it reads,
+    /// compiles and initialises what changed. Reused as they are: the
+    /// engine while it is large enough and its cache folder is the same,
+    /// a compiled version whose file has the same hash (with new settings
+    /// if `[plugin.NAME]` changed), and a slot whose plugin version and
+    /// configuration are the same. Shared state is always kept. A file that
+    /// is gone while its plugin serves keeps the version serving (reported
+    /// in `kept`).
+    pub fn reconfigure(&self, config: &Config) -> Result<Reconfigured, PluginErrors> {
         let pc = &config.plugins;
         let names = pc.referenced(&config.routes);
-        let mut plugins = Plugins {
+        let mut next = Plugins {
             runtime: None,
-            compiled: HashMap::new(),
+            versions: HashMap::new(),
             namespaces: HashMap::new(),
-            counters: Arc::default(),
+            counters: self.counters.clone(),
             slots: HashMap::new(),
-            body_cap: pc.max_request_body_bytes.max(pc.max_response_body_bytes),
+            routes: config
+                .routes
+                .iter()
+                .map(|r| pc.global.iter().chain(r.plugins.iter()).cloned().collect())
+                .collect(),
+            config: Some(pc.clone()),
+        };
+        let mut out = Reconfigured {
+            plugins: Plugins::default(),
+            chains: Vec::new(),
+            kept: Vec::new(),
+            compiled: Vec::new(),
         };
         if names.is_empty() {
-            let chains = config.routes.iter().map(|_| Arc::default()).collect();
-            return Ok((plugins, chains));
+            out.chains = config.routes.iter().map(|_| Arc::default()).collect();
+            out.plugins = next;
+            return Ok(out);
         }
 
-        // The pool holds every slot's instances twice over, so a hot swap
-        // can run an old and a new version side by side.
-        let mut distinct: Vec<&PluginRef> = Vec::new();
-        for r in pc
-            .global
-            .iter()
-            .chain(config.routes.iter().flat_map(|r| r.plugins.iter()))
-        {
-            if !distinct.contains(&r) {
-                distinct.push(r);
+        let needed = capacity(config);
+        let runtime = match &self.runtime {
+            Some(r)
+                if r.capacity.instances >= needed.instances
+                    && r.capacity.max_memory_bytes >= needed.max_memory_bytes
+                    && r.cache_dir == pc.cache_dir =>
+            {
+                r.clone()
             }
-        }
-        let instances: usize = distinct
-            .iter()
-            .map(|r| pc.settings(&r.name).max_instances)
-            .sum();
-        let max_memory = names
-            .iter()
-            .map(|n| pc.settings(n).memory_bytes)
-            .max()
-            .unwrap_or(0);
-        let capacity = Capacity {
-            instances: (instances * 2).min(u32::MAX as usize) as u32,
-            max_memory_bytes: max_memory,
+            _ => {
+                let runtime = Runtime::new(needed, pc.cache_dir.as_deref()).map_err(|e| {
+                    PluginErrors(vec![PluginError {
+                        name: names[0].to_owned(),
+                        path: pc.dir.clone(),
+                        step: Step::Compile,
+                        sha256: None,
+                        reason: format!("cannot start the Wasm engine: {e:#}"),
+                    }])
+                })?;
+                Arc::new(runtime)
+            }
         };
-        let runtime = Runtime::new(capacity).map_err(|e| {
-            PluginErrors(vec![PluginError {
-                name: names[0].to_owned(),
-                path: pc.dir.clone(),
-                reason: format!("cannot start the Wasm engine: {e:#}"),
-            }])
-        })?;
-        let runtime = Arc::new(runtime);
-        plugins.runtime = Some(runtime.clone());
+        let same_engine = self
+            .runtime
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, &runtime));
+        next.runtime = Some(runtime.clone());
 
         let mut errors = Vec::new();
         for name in &names {
-            match load::compile(&runtime, name, &pc.file(name), pc.settings(name)) {
-                Ok(c) => {
-                    plugins
-                        .compiled
-                        .insert((*name).to_owned(), Arc::new(ArcSwap::from_pointee(c)));
-                    plugins
-                        .namespaces
-                        .insert((*name).to_owned(), Arc::default());
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(PluginErrors(errors));
-        }
-
-        let mut chains = Vec::with_capacity(config.routes.len());
-        for route in &config.routes {
-            match plugins.chain(pc.global.iter().chain(route.plugins.iter())) {
-                Ok(c) => chains.push(c),
-                Err(e) => {
-                    if !errors
-                        .iter()
-                        .any(|x: &PluginError| x.to_string() == e.to_string())
-                    {
-                        errors.push(e);
+            let settings = pc.settings(name);
+            let path = pc.file(name);
+            let current = self
+                .versions
+                .get(*name)
+                .filter(|c| same_engine && c.path == path);
+            let version = match (load::read(name, &path), current) {
+                (Ok(file), Some(c)) if c.sha256 == file.sha256 => {
+                    if c.settings == settings {
+                        c.clone()
+                    } else {
+                        Arc::new(c.with_settings(settings))
                     }
                 }
+                (Ok(file), _) => match load::compile(&runtime, name, &file, settings) {
+                    Ok(c) => {
+                        let c = Arc::new(c);
+                        out.compiled.push(serving(&c));
+                        c
+                    }
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                },
+                (Err(e), Some(c)) if !path.exists() => {
+                    out.kept.push(e);
+                    if c.settings == settings {
+                        c.clone()
+                    } else {
+                        Arc::new(c.with_settings(settings))
+                    }
+                }
+                (Err(e), _) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            next.versions.insert((*name).to_owned(), version);
+            let ns = self.namespaces.get(*name).cloned().unwrap_or_default();
+            next.namespaces.insert((*name).to_owned(), ns);
+        }
+        if !errors.is_empty() {
+            return Err(PluginErrors(errors));
+        }
+
+        // Slots: reuse those whose version and configuration are the same.
+        for refs in &next.routes {
+            for r in refs {
+                if next.slots.contains_key(r) {
+                    continue;
+                }
+                let version = &next.versions[&r.name];
+                let slot = match self.slots.get(r) {
+                    Some(s) if Arc::ptr_eq(s.compiled(), version) => s.clone(),
+                    _ => match next.slot(r, version.clone()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            if !errors.iter().any(|x| x.to_string() == e.to_string()) {
+                                errors.push(e);
+                            }
+                            continue;
+                        }
+                    },
+                };
+                next.slots.insert(r.clone(), slot);
             }
         }
         if !errors.is_empty() {
             return Err(PluginErrors(errors));
         }
-        Ok((plugins, chains))
+        out.chains = next.chains();
+        out.plugins = next;
+        Ok(out)
     }
 
-    fn chain<'a>(
-        &mut self,
-        refs: impl Iterator<Item = &'a PluginRef>,
-    ) -> Result<Arc<Chain>, PluginError> {
-        let mut chain = Chain::default();
-        for r in refs {
-            let slot = match self.slots.get(r) {
-                Some(s) => s.clone(),
-                None => {
-                    let compiled = self.compiled[&r.name].clone();
-                    let path = compiled.load().path.clone();
-                    let slot = Slot::new(
-                        compiled,
-                        r.config.clone(),
-                        self.runtime
-                            .clone()
-                            .expect("a runtime exists when plugins do"),
-                        self.namespaces[&r.name].clone(),
-                        self.counters.clone(),
-                        self.body_cap,
-                    )
-                    .map_err(|f| PluginError {
-                        name: r.name.clone(),
-                        path,
-                        reason: format!("with configuration {}: {}", r.config, f.kind),
-                    })?;
-                    let slot = Arc::new(slot);
-                    self.slots.insert(r.clone(), slot.clone());
-                    slot
-                }
-            };
-            chain.request_body |= slot.caps.request_body;
-            chain.response_body |= slot.caps.response_body;
-            chain.slots.push(slot);
+    /// Builds the registry with a new version of plugin `name` from `file`:
+    /// compiled, pre-instantiated, and `init` run with every configuration
+    /// the routes give it. Blocking. Nothing changes unless all of that
+    /// succeeds; shared state is kept.
+    pub fn deploy(
+        &self,
+        name: &str,
+        file: &PluginFile,
+    ) -> Result<(Plugins, Vec<Arc<Chain>>), PluginError> {
+        let (Some(runtime), Some(pc)) = (&self.runtime, &self.config) else {
+            return Err(PluginError {
+                name: name.to_owned(),
+                path: file.path.clone(),
+                step: Step::Validate,
+                sha256: Some(file.sha256.clone()),
+                reason: "no route or global chain names this plugin".into(),
+            });
+        };
+        let version = Arc::new(load::compile(runtime, name, file, pc.settings(name))?);
+        let mut next = self.clone();
+        next.versions.insert(name.to_owned(), version.clone());
+        for r in self.slots.keys().filter(|r| r.name == name) {
+            let slot = next.slot(r, version.clone())?;
+            next.slots.insert(r.clone(), slot);
         }
-        Ok(Arc::new(chain))
+        let chains = next.chains();
+        Ok((next, chains))
+    }
+
+    /// A new slot for one (plugin, configuration): makes its first
+    /// instance, which runs `init`.
+    fn slot(&self, r: &PluginRef, version: Arc<Compiled>) -> Result<Arc<Slot>, PluginError> {
+        let (path, sha256) = (version.path.clone(), version.sha256.clone());
+        let pc = self
+            .config
+            .as_ref()
+            .expect("slots are made for a configuration");
+        let slot = Slot::new(
+            version,
+            r.config.clone(),
+            self.runtime
+                .clone()
+                .expect("a runtime exists when plugins do"),
+            self.namespaces[&r.name].clone(),
+            self.counters.clone(),
+            pc.max_request_body_bytes.max(pc.max_response_body_bytes),
+        )
+        .map_err(|f| PluginError {
+            name: r.name.clone(),
+            path,
+            step: Step::Init,
+            sha256: Some(sha256),
+            reason: format!("with configuration {}: {}", r.config, f.kind),
+        })?;
+        Ok(Arc::new(slot))
+    }
+
+    fn chains(&self) -> Vec<Arc<Chain>> {
+        self.routes
+            .iter()
+            .map(|refs| {
+                let mut chain = Chain::default();
+                for r in refs {
+                    let slot = self.slots[r].clone();
+                    chain.request_body |= slot.caps.request_body;
+                    chain.response_body |= slot.caps.response_body;
+                    chain.slots.push(slot);
+                }
+                Arc::new(chain)
+            })
+            .collect()
+    }
+
+    /// Called once `next` serves in this registry's place: slots that
+    /// `next` does not reuse drop their idle instances now and the rest as
+    /// their requests end.
+    pub fn retire_replaced(&self, next: &Plugins) {
+        for (r, slot) in &self.slots {
+            if !next.slots.get(r).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                slot.retire();
+            }
+        }
+    }
+
+    /// Whether a chain names this plugin.
+    pub fn uses(&self, name: &str) -> bool {
+        self.versions.contains_key(name)
+    }
+
+    /// The plugin folder and the time bound on a deployment, when a
+    /// configuration is loaded.
+    pub fn config(&self) -> Option<&PluginsConfig> {
+        self.config.as_ref()
+    }
+
+    /// The version serving for each plugin, sorted by name.
+    pub fn serving(&self) -> Vec<Serving> {
+        let mut v: Vec<Serving> = self.versions.values().map(|c| serving(c)).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     /// The named plugins, sorted; for start-up logs and `weir check`.
     pub fn names(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.compiled.keys().map(String::as_str).collect();
+        let mut v: Vec<&str> = self.versions.keys().map(String::as_str).collect();
         v.sort();
         v
+    }
+
+    /// Where compiled plugins are cached, when caching is on and usable.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.runtime.as_ref().and_then(|r| r.cache_dir.as_deref())
+    }
+}
+
+fn serving(c: &Compiled) -> Serving {
+    Serving {
+        name: c.name.to_string(),
+        path: c.path.clone(),
+        sha256: c.sha256.clone(),
+        deployed_at: c.deployed_at,
     }
 }
 

@@ -10,10 +10,9 @@
 //! call costs a mutex pop/push, a few swaps and the Wasm call itself.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use http::HeaderValue;
 use wasmtime::component::Resource;
 use wasmtime::{Store, StoreLimitsBuilder};
@@ -85,9 +84,12 @@ pub struct Io<'a> {
 pub struct Slot {
     pub name: Arc<str>,
     config: String,
-    /// Shared with the registry: a later hot deploy swaps in a new version
-    /// here; instances of an older version are dropped when returned.
-    compiled: Arc<ArcSwap<Compiled>>,
+    /// The version this slot serves. A hot deploy makes new slots for the
+    /// new version and retires this one: requests in flight finish here.
+    compiled: Arc<Compiled>,
+    /// Set when a newer version replaced this slot: instances coming back
+    /// are dropped instead of pooled.
+    retired: AtomicBool,
     runtime: Arc<Runtime>,
     state: Arc<Namespace>,
     counters: Arc<Counters>,
@@ -142,17 +144,16 @@ impl Slot {
     /// Makes the slot and its first instance, which runs `init` with the
     /// configuration: a plugin that refuses its configuration fails here.
     pub(crate) fn new(
-        compiled: Arc<ArcSwap<Compiled>>,
+        compiled: Arc<Compiled>,
         config: String,
         runtime: Arc<Runtime>,
         state: Arc<Namespace>,
         counters: Arc<Counters>,
         body_cap: usize,
     ) -> Result<Slot, Failure> {
-        let c = compiled.load_full();
-        let s = &c.settings;
+        let s = &compiled.settings;
         let mut slot = Slot {
-            name: c.name.clone(),
+            name: compiled.name.clone(),
             config,
             runtime,
             state,
@@ -165,6 +166,7 @@ impl Slot {
             max_instances: s.max_instances,
             idle: Mutex::new(Vec::new()),
             live: Arc::new(AtomicUsize::new(0)),
+            retired: AtomicBool::new(false),
             compiled,
         };
         let (first, caps) = slot.make()?;
@@ -197,7 +199,7 @@ impl Slot {
             return Err(self.fail(FailureKind::Busy(self.max_instances)));
         }
         let live = Live(self.live.clone());
-        let compiled = self.compiled.load_full();
+        let compiled = &self.compiled;
         let s = &compiled.settings;
         let limits = StoreLimitsBuilder::new()
             .memory_size(s.memory_bytes)
@@ -245,26 +247,35 @@ impl Slot {
     }
 
     fn checkout(&self) -> Result<Instance, Failure> {
-        if self.isolation == Isolation::Pooled {
-            let current = self.compiled.load();
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            while let Some(inst) = idle.pop() {
-                if Arc::ptr_eq(&inst.compiled, &current) {
-                    return Ok(inst);
-                }
-            }
+        if self.isolation == Isolation::Pooled
+            && let Some(inst) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        {
+            return Ok(inst);
         }
         self.make().map(|(inst, _)| inst)
     }
 
     fn checkin(&self, inst: Instance) {
-        if self.isolation == Isolation::Pooled && Arc::ptr_eq(&inst.compiled, &self.compiled.load())
-        {
+        if self.isolation == Isolation::Pooled && !self.retired.load(Ordering::Acquire) {
             self.idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(inst);
         }
+    }
+
+    /// The version this slot serves.
+    pub fn compiled(&self) -> &Arc<Compiled> {
+        &self.compiled
+    }
+
+    /// Called when a newer version took this slot's place: idle instances
+    /// are dropped now (freeing their pool entries for the new version)
+    /// and instances still serving requests are dropped when they return.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(idle);
     }
 
     /// Runs one phase call with the pipeline's request (and response)
