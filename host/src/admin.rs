@@ -90,6 +90,8 @@ pub struct PluginsStatus {
     pub dir: String,
     /// Where compiled plugins are cached; none when caching is off.
     pub cache_dir: Option<String>,
+    /// Plugins loaded from the cache and compiled, by the serving engine.
+    pub cache: Option<crate::plugin::CacheStats>,
     pub plugins: std::collections::BTreeMap<String, PluginStatus>,
 }
 
@@ -101,6 +103,7 @@ impl PluginsStatus {
             self.dir = pc.dir.display().to_string();
         }
         self.cache_dir = plugins.cache_dir().map(|d| d.display().to_string());
+        self.cache = plugins.cache_stats();
         let serving = plugins.serving();
         for status in self.plugins.values_mut() {
             if !serving.iter().any(|s| s.name == status.name) {
@@ -146,6 +149,7 @@ impl PluginsStatus {
 struct PluginsView<'a> {
     dir: &'a str,
     cache_dir: Option<&'a str>,
+    cache: Option<crate::plugin::CacheStats>,
     plugins: Vec<&'a PluginStatus>,
 }
 
@@ -221,6 +225,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             let view = PluginsView {
                 dir: &status.dir,
                 cache_dir: status.cache_dir.as_deref(),
+                cache: status.cache,
                 plugins: status.plugins.values().collect(),
             };
             json(StatusCode::OK, &view)

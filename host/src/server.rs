@@ -167,7 +167,14 @@ impl Gateway {
         // plugin stops start-up with the file and the reason.
         let (plugins, chains) = Plugins::load(&config).map_err(StartError::Plugins)?;
         if !plugins.names().is_empty() {
-            tracing::info!(plugins = ?plugins.names(), "plugins loaded");
+            let cache = plugins.cache_stats();
+            tracing::info!(
+                plugins = ?plugins.names(),
+                cache_dir = ?plugins.cache_dir(),
+                cache_hits = cache.map(|c| c.hits),
+                cache_misses = cache.map(|c| c.misses),
+                "plugins loaded"
+            );
         }
         let router = Arc::new(ArcSwap::from_pointee(
             build_router(&config, None, &chains).await?,

@@ -3,8 +3,6 @@
 //! refused, reported in `/admin/config`, and the old configuration keeps
 //! serving.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::*;
@@ -38,47 +36,18 @@ async fn reloads_under_load_without_failed_requests() {
     let gw = Gateway::with_config(routed_to("a", a.addr, b.addr)).start();
     let url = format!("http://{}/x", gw.listener("main"));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let last_server = Arc::new(Mutex::new(String::new()));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed, last, url) = (
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            last_server.clone(),
-            url.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                let req = http::Request::get(&url).body(Default::default()).unwrap();
-                match c.request(req).await {
-                    Ok(resp) if resp.status() == 200 => {
-                        use http_body_util::BodyExt;
-                        let body = resp.into_body().collect().await.unwrap().to_bytes();
-                        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                        *last.lock().unwrap() = j["server"].as_str().unwrap().to_owned();
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(resp) => failed
-                        .lock()
-                        .unwrap()
-                        .push(format!("status {}", resp.status())),
-                    Err(e) => failed.lock().unwrap().push(e.to_string()),
-                }
-            }
-        }));
-    }
+    let load = Load::start(&url, 4);
+    let server = |load: &Load| {
+        load.last()
+            .map(|r| r.json()["server"].as_str().unwrap().to_owned())
+    };
 
     for round in 0..10 {
         let target = if round % 2 == 0 { "b" } else { "a" };
         replace(&gw, &routed_to(target, a.addr, b.addr));
         let seen = eventually(Duration::from_secs(10), || {
-            let last = last_server.clone();
-            async move { *last.lock().unwrap() == target }
+            let now = server(&load);
+            async move { now.as_deref() == Some(target) }
         })
         .await;
         assert!(
@@ -92,22 +61,14 @@ async fn reloads_under_load_without_failed_requests() {
                 .join("\n")
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let failed = failed.lock().unwrap().clone();
+    let (ok, failed) = load.finish().await;
     assert!(
         failed.is_empty(),
         "{} failed requests: {:?}",
         failed.len(),
         &failed[..failed.len().min(5)]
     );
-    assert!(
-        ok.load(Ordering::Relaxed) > 100,
-        "too little load: {}",
-        ok.load(Ordering::Relaxed)
-    );
+    assert!(ok > 100, "too little load: {ok}");
     let status = admin_config(&gw).await;
     assert_eq!(status["last_attempt"]["outcome"], "applied", "{status}");
     assert_eq!(status["last_attempt"]["trigger"], "file-change", "{status}");

@@ -53,6 +53,15 @@ pub struct Capacity {
     pub max_memory_bytes: usize,
 }
 
+/// How the compiled-plugin cache has served this engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Plugins loaded from the cache instead of compiled.
+    pub hits: usize,
+    /// Plugins compiled (and then stored in the cache).
+    pub misses: usize,
+}
+
 /// The WASI interfaces plugins may call (any 0.2.x version): hash-map
 /// seeds, wall-clock time, an empty environment, exit. Every other WASI
 /// import is linked to a trap (`load`).
@@ -73,6 +82,7 @@ pub struct Runtime {
     pub capacity: Capacity,
     /// Where compiled plugins are cached; `None` when caching is off.
     pub cache_dir: Option<PathBuf>,
+    cache: Option<Cache>,
     stop: Arc<AtomicBool>,
 }
 
@@ -107,7 +117,7 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let cache_dir = cache_dir.and_then(|dir| {
+        let cache = cache_dir.and_then(|dir| {
             let mut cc = CacheConfig::new();
             cc.with_directory(dir);
             match std::fs::create_dir_all(dir)
@@ -115,8 +125,8 @@ impl Runtime {
                 .and_then(|()| Cache::new(cc))
             {
                 Ok(cache) => {
-                    config.cache(Some(cache));
-                    Some(dir.to_owned())
+                    config.cache(Some(cache.clone()));
+                    Some((dir.to_owned(), cache))
                 }
                 Err(e) => {
                     tracing::warn!(cache_dir = %dir.display(), error = %e, "cannot use the compiled-plugin cache; plugins are compiled on every start");
@@ -124,6 +134,7 @@ impl Runtime {
                 }
             }
         });
+        let (cache_dir, cache) = cache.unzip();
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
@@ -155,7 +166,17 @@ impl Runtime {
             linker,
             capacity,
             cache_dir,
+            cache,
             stop,
+        })
+    }
+
+    /// Compilations served from the cache and compilations done, since
+    /// this engine started; `None` when caching is off.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|c| CacheStats {
+            hits: c.cache_hits(),
+            misses: c.cache_misses(),
         })
     }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::{Config, PluginRef, PluginsConfig};
-pub use engine::{Capacity, EPOCH_TICK, Runtime};
+pub use engine::{CacheStats, Capacity, EPOCH_TICK, Runtime};
 pub use host::Context;
 pub use load::{
     CONTRACT, Compiled, MAX_PLUGIN_FILE_BYTES, PluginError, PluginErrors, PluginFile, Step,
@@ -397,6 +397,11 @@ impl Plugins {
     /// Where compiled plugins are cached, when caching is on and usable.
     pub fn cache_dir(&self) -> Option<&std::path::Path> {
         self.runtime.as_ref().and_then(|r| r.cache_dir.as_deref())
+    }
+
+    /// Cache hits and misses of the engine serving, when caching is on.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.runtime.as_ref().and_then(|r| r.cache_stats())
     }
 }
 

@@ -329,3 +329,108 @@ pub fn config(listener_extra: &str, upstreams: &[(&str, SocketAddr)], routes: &s
     s.push_str(routes);
     s
 }
+
+/// Continuous load: `clients` keep-alive clients each sending GET `url`
+/// in a loop until [`Load::finish`]. Every answer other than 200 and every
+/// transport error is recorded as a failure.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<std::sync::atomic::AtomicUsize>,
+    failed: Arc<Mutex<Vec<String>>>,
+    last: Arc<Mutex<Option<Reply>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(url: &str, clients: usize) -> Load {
+        use std::sync::atomic::Ordering;
+        let load = Load {
+            stop: Arc::default(),
+            ok: Arc::default(),
+            failed: Arc::default(),
+            last: Arc::default(),
+            tasks: Vec::new(),
+        };
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, last) = (
+                    load.stop.clone(),
+                    load.ok.clone(),
+                    load.failed.clone(),
+                    load.last.clone(),
+                );
+                let url = url.to_owned();
+                tokio::spawn(async move {
+                    let c = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        let req = http::Request::get(&url).body(Full::default()).unwrap();
+                        let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req));
+                        match resp.await {
+                            Ok(Ok(resp)) => {
+                                let (parts, body) = resp.into_parts();
+                                let body = match body.collect().await {
+                                    Ok(b) => b.to_bytes(),
+                                    Err(e) => {
+                                        failed.lock().unwrap().push(format!("body: {e}"));
+                                        continue;
+                                    }
+                                };
+                                if parts.status != 200 {
+                                    failed.lock().unwrap().push(format!(
+                                        "status {}: {}",
+                                        parts.status,
+                                        String::from_utf8_lossy(&body)
+                                    ));
+                                    continue;
+                                }
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                *last.lock().unwrap() = Some(Reply {
+                                    status: 200,
+                                    headers: parts.headers,
+                                    body,
+                                    version: parts.version,
+                                });
+                            }
+                            Ok(Err(e)) => failed.lock().unwrap().push(e.to_string()),
+                            Err(_) => failed.lock().unwrap().push("timed out".into()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { tasks, ..load }
+    }
+
+    /// Requests answered 200 so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The latest 200 answer any client got.
+    pub fn last(&self) -> Option<Reply> {
+        self.last.lock().unwrap().as_ref().map(|r| Reply {
+            status: r.status,
+            headers: r.headers.clone(),
+            body: r.body.clone(),
+            version: r.version,
+        })
+    }
+
+    /// Stops the clients; returns the number of 200 answers and every
+    /// failure.
+    pub async fn finish(self) -> (usize, Vec<String>) {
+        let Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+            ..
+        } = self;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let failed = failed.lock().unwrap().clone();
+        (ok.load(std::sync::atomic::Ordering::Relaxed), failed)
+    }
+}
