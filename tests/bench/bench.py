@@ -41,12 +41,14 @@ MODES = {
     # seconds per measured run, warm-up seconds, rounds, start-up samples
     # per proxy and round, wrk connections
     "quick": dict(duration=3, warmup=1, rounds=1, startup_samples=3, conns=50,
-                  idle_conns=10_000, budget=150),
+                  idle_conns=10_000, budget=240),
     "full": dict(duration=8, warmup=2, rounds=3, startup_samples=5, conns=50,
-                 idle_conns=10_000, budget=900),
+                 idle_conns=10_000, budget=1100),
 }
 
-NOT_BUILT_HOT_DEPLOY = "skipped: hot deploy is not built yet"
+# Hot deploy: swaps under load, and plugins in the start-up scenario.
+HOT_SWAPS = 100
+MANY_PLUGINS = 20
 
 
 class BenchError(Exception):
@@ -251,10 +253,10 @@ def check_behaviour(server, checks):
             raise BenchError(f"{what}: no {header} header in the answer")
 
 
-def wait_200(port, deadline, headers=(), proc=None, pause=0.0002):
+def wait_200(port, deadline, headers=(), proc=None, pause=0.0002, path="/"):
     """Polls tightly until a request through `port` answers 200."""
     while time.monotonic() < deadline:
-        if http_get(port, headers) == 200:
+        if http_get(port, headers, path=path) == 200:
             return True
         if proc is not None and proc.poll() is not None:
             return False
@@ -666,6 +668,207 @@ def startup_phase(bench, results, log):
             if any(r["ms"] for r in done if r["target"] == k)))
 
 
+def probe_passes(port, check):
+    """Whether one check (as in configs.plugin_scenarios) passes now."""
+    headers, path, status, text, header = check
+    got, head, body = http_get(port, headers, whole=True, path=path)
+    if got != status:
+        return False
+    if text is not None and text.encode() not in body:
+        return False
+    if header is not None and f"\r\n{header}:" not in head:
+        return False
+    return True
+
+
+def bundled_wasm(plugin_id):
+    return configs.find_plugin(REPO, [configs.BUNDLED[plugin_id]])
+
+
+class Swapper:
+    """Deploys files into one Weir's plugin folder the way release tools
+    do (copy beside, then rename over `p.wasm`) and times the rename to the
+    first response that the new file served."""
+
+    def __init__(self, server, plugin_dir, probe, serving_when):
+        self.server, self.dir = server, plugin_dir
+        self.probe, self.serving_when = probe, serving_when
+
+    def serving_new(self):
+        return probe_passes(self.server.port, self.probe) == self.serving_when
+
+    def swap(self, wasm, want_new, limit_s=10.0):
+        tmp = os.path.join(self.dir, ".p.wasm.tmp")
+        shutil.copyfile(wasm, tmp)
+        t0 = time.monotonic()
+        os.rename(tmp, os.path.join(self.dir, "p.wasm"))
+        while time.monotonic() - t0 < limit_s:
+            if self.serving_new() == want_new:
+                return (time.monotonic() - t0) * 1000
+            if self.server.proc.poll() is not None:
+                raise BenchError(f"{self.server.name} exited during a swap; its log:\n"
+                                 f"{tail(self.server.log)}")
+            # A short pause: probes share the proxy's CPU with the compile.
+            time.sleep(0.0005)
+        raise BenchError(f"{self.server.name}: the new file did not serve within {limit_s}s; "
+                         f"its log:\n{tail(self.server.log)}")
+
+
+def start_hot(bench, name, base_id, plugin_config):
+    """A Weir with `base_id`'s file as plugin `p` and a fresh cache."""
+    d = bench.dir(name)
+    plugin_dir = os.path.join(d, "plugins")
+    cache_dir = os.path.join(d, "cache")
+    os.makedirs(plugin_dir, exist_ok=True)
+    shutil.copyfile(bundled_wasm(base_id), os.path.join(plugin_dir, "p.wasm"))
+    port = free_port()
+    conf = configs.weir_hot_deploy_config(port, bench.upstream.port, plugin_dir, cache_dir,
+                                          plugin_config)
+    weir_check(d, conf)
+    return bench.start(name, "weir", conf, port), plugin_dir
+
+
+def wrk_background(port, conns, headers=()):
+    argv = ["wrk", "-t1", f"-c{conns}", "-d600s", "--timeout", "5s", "-s", LUA]
+    for h in headers:
+        argv += ["-H", h]
+    argv.append(f"http://127.0.0.1:{port}/")
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def wrk_stop(p):
+    """Stops a background wrk with SIGINT (it then prints its summary)."""
+    p.send_signal(signal.SIGINT)
+    try:
+        out, _ = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise BenchError("wrk did not stop within 30 s of SIGINT")
+    m = re.search(r"^BENCH_JSON (.*)$", out, re.M)
+    if not m:
+        raise BenchError(f"wrk printed no summary: {out[-800:]}")
+    return json.loads(m.group(1))
+
+
+def hot_deploy_phase(bench, results, log):
+    """Issue 5's figures: rename -> first response by the new file for each
+    bundled plugin (uncached: a fresh cache; cached: the same file again),
+    failed requests during 100 swaps under load, and start-up to the first
+    response with 20 cached plugins."""
+    m = bench.mode
+    hot = results["hot_deploy"]
+    scenarios = [sc for sc in configs.hot_deploy_scenarios()
+                 if bundled_wasm(sc["id"]) and bundled_wasm(sc["base"])]
+    missing = [sc["id"] for sc in configs.hot_deploy_scenarios() if sc not in scenarios]
+    if missing:
+        hot["skipped"] = f"plugins not built: {', '.join(missing)}"
+    for rnd in range(1, m["rounds"] + 1):
+        for sc in scenarios:
+            name = f"hot-{sc['id']}-{rnd}"
+            rec = {"round": rnd, "target": sc["id"]}
+            server = None
+            try:
+                server, plugin_dir = start_hot(bench, name, sc["base"], sc["config"])
+                sw = Swapper(server, plugin_dir, sc["probe"], sc["serving_when"])
+                if sw.serving_new():
+                    raise BenchError(f"{name}: the probe cannot tell {sc['base']} from {sc['id']}")
+                rec["uncached_ms"] = sw.swap(bundled_wasm(sc["id"]), True)
+                rec["back_ms"] = sw.swap(bundled_wasm(sc["base"]), False)
+                rec["cached_ms"] = sw.swap(bundled_wasm(sc["id"]), True)
+                rec["status"] = "ok"
+            except BenchError as e:
+                rec["status"] = f"failed: {e}"
+            finally:
+                if server is not None:
+                    bench.procs.stop(server.proc)
+            hot["swap"].append(rec)
+            if rec["status"] == "ok":
+                log(f"  round {rnd} deploy {sc['id']:<15} uncached {rec['uncached_ms']:6.1f} ms  "
+                    f"cached {rec['cached_ms']:6.1f} ms")
+            else:
+                log(f"  round {rnd} deploy {sc['id']:<15} {rec['status'][:200]}")
+
+    # 100 swaps (noop <-> header-rewrite) under continuous load.
+    if bundled_wasm("noop") and bundled_wasm("header-rewrite"):
+        sc = next(s for s in configs.hot_deploy_scenarios() if s["id"] == "header-rewrite")
+        rec = {"swaps": HOT_SWAPS}
+        server = wrk = None
+        try:
+            server, plugin_dir = start_hot(bench, "hot-load", "noop", sc["config"])
+            sw = Swapper(server, plugin_dir, sc["probe"], True)
+            c0 = cpu_ns(server.pids())
+            wrk = wrk_background(server.port, 8, ["X-Remove-Me: 1"])
+            time.sleep(0.5)
+            waits = []
+            for i in range(HOT_SWAPS):
+                to_hr = i % 2 == 0
+                wasm = bundled_wasm("header-rewrite" if to_hr else "noop")
+                waits.append(sw.swap(wasm, to_hr))
+            time.sleep(0.2)
+            w = wrk_stop(wrk)
+            wrk = None
+            rec.update({"requests": w["requests"], "non2xx": w["non2xx"],
+                        "socket_errors": w["errors"],
+                        "failed": w["non2xx"] + sum(w["errors"].values()),
+                        "visible_ms": spread(waits),
+                        "proxy_cpu_s": (cpu_ns(server.pids()) - c0) / 1e9,
+                        "status": "ok"})
+        except BenchError as e:
+            rec["status"] = f"failed: {e}"
+        finally:
+            if wrk is not None:
+                wrk.kill()
+            if server is not None:
+                bench.procs.stop(server.proc)
+        hot["load"] = rec
+        if rec["status"] == "ok":
+            log(f"  {HOT_SWAPS} swaps under load: {rec['requests']} requests, "
+                f"{rec['failed']} failed; visible after median "
+                f"{rec['visible_ms']['median']:.1f} ms")
+        else:
+            log(f"  {HOT_SWAPS} swaps under load: {rec['status'][:200]}")
+
+    # Start-up with 20 plugins whose compiled code is in the cache: the
+    # bundled plugins, cycled under 20 names, one route each.
+    ids = [sc["id"] for sc in scenarios]
+    if ids:
+        d = bench.dir("hot-many")
+        plugin_dir = os.path.join(d, "plugins")
+        cache_dir = os.path.join(d, "cache")
+        os.makedirs(plugin_dir, exist_ok=True)
+        by_id = {sc["id"]: sc for sc in scenarios}
+        names, cfgs = [], []
+        for i in range(MANY_PLUGINS):
+            pid = ids[i % len(ids)]
+            name = f"p{i + 1:02d}-{pid}"
+            shutil.copyfile(bundled_wasm(pid), os.path.join(plugin_dir, f"{name}.wasm"))
+            names.append(name)
+            cfgs.append(by_id[pid]["config"])
+        # The first route's plugin must let a plain GET through.
+        first = names[ids.index("noop")] if "noop" in ids else names[0]
+        samples = []
+        for sample in range(m["startup_samples"] + 1):
+            port = free_port()
+            conf = configs.weir_many_plugins_config(port, bench.upstream.port, plugin_dir,
+                                                    cache_dir, names, cfgs)
+            argv = bench.argv_for("weir", d, conf)
+            t0 = time.monotonic()
+            proc = bench.procs.start(argv, PROXY_CPU, os.path.join(d, "stderr.log"))
+            ok = wait_200(port, t0 + 30.0, proc=proc, path=f"/{first}/")
+            ms = (time.monotonic() - t0) * 1000
+            bench.procs.stop(proc)
+            samples.append({"sample": sample, "cache": "cold" if sample == 0 else "warm",
+                            "ms": ms if ok else None,
+                            "status": "ok" if ok else "failed: no 200 within 30 s"})
+        hot["startup"] = samples
+        warm = [x["ms"] for x in samples if x["cache"] == "warm" and x["ms"] is not None]
+        cold = samples[0]["ms"]
+        log(f"  start-up with {MANY_PLUGINS} plugins: cold cache "
+            f"{cold if cold is None else round(cold, 1)} ms, warm cache median "
+            f"{statistics.median(warm) if warm else float('nan'):.1f} ms")
+
+
 # --------------------------------------------------------------------------
 # Summary and goals
 # --------------------------------------------------------------------------
@@ -751,8 +954,24 @@ def summarize(results):
         startup.append({"target": kind, "ms": spread([r["ms"] for r in mine]),
                         "cpu_ms": spread([r["cpu_ms"] for r in mine]), "failures": failures})
 
+    hot = results["hot_deploy"]
+    deploys = []
+    for sc in configs.hot_deploy_scenarios():
+        mine = [r for r in hot["swap"] if r["target"] == sc["id"]]
+        good = [r for r in mine if r["status"] == "ok"]
+        if not mine:
+            continue
+        deploys.append({"target": sc["id"], "base": sc["base"],
+                        "uncached_ms": spread([r["uncached_ms"] for r in good]),
+                        "cached_ms": spread([r["cached_ms"] for r in good]),
+                        "failures": [r["status"] for r in mine if r["status"] != "ok"]})
+    warm = [x["ms"] for x in hot["startup"] if x["cache"] == "warm" and x["status"] == "ok"]
+    cold = [x["ms"] for x in hot["startup"] if x["cache"] == "cold" and x["status"] == "ok"]
     results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
-                          "hot_deploy": NOT_BUILT_HOT_DEPLOY}
+                          "hot_deploy": {"deploys": deploys, "load": hot["load"],
+                                         "startup_warm_ms": spread(warm),
+                                         "startup_cold_ms": spread(cold),
+                                         "skipped": hot.get("skipped")}}
     results["goals"] = goals(results["summary"])
 
 
@@ -810,6 +1029,31 @@ def goals(summary):
     goal("start-up to first proxied response <= 10 ms (no plugins)",
          st["weir"]["ms"]["median"] if st["weir"]["ms"] else None, lambda v: v <= 10.0,
          lambda v: f"Weir median {v:.1f} ms", "start-up runs failed")
+
+    hot = summary["hot_deploy"]
+    deploys = [d for d in hot["deploys"] if d["uncached_ms"]]
+
+    def slowest(field):
+        if not deploys or any(not d[field] for d in deploys):
+            return None
+        worst = max(deploys, key=lambda d: d[field]["median"])
+        return (worst[field]["median"], worst["target"])
+
+    goal("hot deploy, rename -> first response by the new file, uncached: < 100 ms "
+         "(slowest bundled plugin, median)", slowest("uncached_ms"), lambda v: v[0] < 100.0,
+         lambda v: f"slowest {v[1]} {v[0]:.1f} ms", "hot-deploy runs failed or not run")
+    goal("hot deploy, same with the compiled module cached: < 20 ms "
+         "(slowest bundled plugin, median)", slowest("cached_ms"), lambda v: v[0] < 20.0,
+         lambda v: f"slowest {v[1]} {v[0]:.1f} ms", "hot-deploy runs failed or not run")
+    load = hot["load"] or {}
+    goal(f"hot deploy: failed requests during {HOT_SWAPS} swaps under load = 0",
+         load.get("failed") if load.get("status") == "ok" else None, lambda v: v == 0,
+         lambda v: f"{v} failed of {load['requests']} requests",
+         load.get("status", "not run"))
+    sw = hot["startup_warm_ms"]
+    goal(f"start-up to first response with {MANY_PLUGINS} cached plugins < 100 ms",
+         sw["median"] if sw else None, lambda v: v < 100.0,
+         lambda v: f"median {v:.1f} ms", "start-up runs failed or not run")
     return out
 
 
@@ -930,8 +1174,33 @@ def render(results, markdown=False):
             rows.append([r["target"], ("FAILED: " + r["failures"][0]) if r["failures"] else "not run", ""])
     table(["proxy", "wall time", "CPU time of the process until then"], rows)
 
-    title("6. Hot deploy")
-    lines.append(NOT_BUILT_HOT_DEPLOY)
+    title("6. Hot deploy: rename of NAME.wasm -> first response served by the new file")
+    hot = s["hot_deploy"]
+    if hot.get("skipped"):
+        lines.append(f"skipped: {hot['skipped']}")
+        lines.append("")
+    rows = []
+    for d in hot["deploys"]:
+        if not d["uncached_ms"]:
+            rows.append([d["target"], d["base"], "FAILED: " + d["failures"][0][:120], ""])
+            continue
+        rows.append([d["target"] + ("" if not d["failures"] else f" ({len(d['failures'])} failed)"),
+                     d["base"], fmt_spread(d["uncached_ms"], 1, 1, " ms"),
+                     fmt_spread(d["cached_ms"], 1, 1, " ms")])
+    table(["plugin deployed", "replacing", "uncached (fresh cache)", "cached"], rows)
+    load = hot["load"] or {}
+    if load.get("status") == "ok":
+        lines.append(f"{load['swaps']} swaps (noop <-> header-rewrite) under wrk -c8 load: "
+                     f"{load['requests']} requests, {load['failed']} failed "
+                     f"(non-2xx {load['non2xx']}, socket errors {load['socket_errors']}); "
+                     f"new file serving after median {load['visible_ms']['median']:.1f} ms, "
+                     f"max {load['visible_ms']['max']:.1f} ms")
+    elif load:
+        lines.append(f"swaps under load: {load['status']}")
+    if hot["startup_warm_ms"] or hot["startup_cold_ms"]:
+        lines.append(f"start-up to first response through a plugin, {MANY_PLUGINS} plugins: "
+                     f"cached {fmt_spread(hot['startup_warm_ms'], 1, 1, ' ms')}, "
+                     f"first start (cache empty) {fmt_spread(hot['startup_cold_ms'], 1, 1, ' ms')}")
     lines.append("")
 
     title("Goals (Weir vs nginx, same run)")
@@ -988,8 +1257,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round, short runs (< 2 minutes)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    ap.add_argument("--only", default="throughput,idle,startup",
-                    help="comma-separated phases to run (throughput, idle, startup)")
+    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy",
+                    help="comma-separated phases to run (throughput, idle, startup, hotdeploy)")
     ap.add_argument("--keep-workdir", action="store_true",
                     help="keep the generated configurations and logs")
     args = ap.parse_args()
@@ -1037,6 +1306,7 @@ def main():
             "status": "running",
         },
         "runs": [], "skipped": [], "idle": [], "startup": [],
+        "hot_deploy": {"swap": [], "load": None, "startup": []},
     }
     bench = Bench(args, mode, workdir, procs)
     try:
@@ -1052,6 +1322,9 @@ def main():
         if "startup" in phases:
             log("start-up to first proxied response")
             startup_phase(bench, results, log)
+        if "hotdeploy" in phases:
+            log("hot deploy: rename -> first response, swaps under load, start-up with plugins")
+            hot_deploy_phase(bench, results, log)
         results["meta"]["status"] = "complete"
     except (BenchError, KeyboardInterrupt) as e:
         results["meta"]["status"] = f"aborted: {e!r}"

@@ -324,4 +324,85 @@ upstream = "origin"
 plugins = [{toml_value(entry)}]
 """
 
+def hot_deploy_scenarios():
+    """Hot-deploy timing, one per bundled plugin: the plugin id, the file
+    serving before (`base`), the route's plugin configuration (valid for
+    both files: noop ignores any), and the probe that tells which file
+    serves: a check as in `plugin_scenarios` that passes exactly when the
+    plugin `id` serves (`serving_when` True), or exactly when it does not
+    (noop, told apart from header-rewrite by the header it lacks)."""
+    by_id = {sc["id"]: sc for sc in plugin_scenarios()}
+    hr = by_id["header-rewrite"]
+    hr_probe = hr["checks"][0]
+    return [
+        {"id": "noop", "base": "header-rewrite", "config": hr["config"],
+         "probe": hr_probe, "serving_when": False},
+        {"id": "header-rewrite", "base": "noop", "config": hr["config"],
+         "probe": hr_probe, "serving_when": True},
+        {"id": "api-key", "base": "noop", "config": by_id["api-key"]["config"],
+         "probe": ([], "/", 401, None, None), "serving_when": True},
+        {"id": "jwt-auth", "base": "noop", "config": by_id["jwt-auth"]["config"],
+         "probe": ([], "/", 401, None, None), "serving_when": True},
+        {"id": "rate-limit", "base": "noop", "config": by_id["rate-limit"]["config"],
+         "probe": ([], "/", 200, None, "ratelimit-limit"), "serving_when": True},
+        {"id": "transform", "base": "noop",
+         "config": {"response_headers": {"add": {"x-transformed": "1"}}},
+         "probe": ([], "/", 200, None, "x-transformed"), "serving_when": True},
+        {"id": "canary", "base": "noop",
+         "config": {"upstream": "canary", "percent": 100},
+         "probe": ([], "/", 200, None, "set-cookie"), "serving_when": True},
+    ]
+
+
+# Crate names of the bundled plugins, by plugin id (cargo writes `_`).
+BUNDLED = {"noop": "noop", "header-rewrite": "header_rewrite", "api-key": "api_key",
+           "jwt-auth": "jwt_auth", "rate-limit": "rate_limit", "transform": "transform",
+           "canary": "canary"}
+
+
+def weir_hot_deploy_config(port, upstream_port, plugin_dir, cache_dir, plugin_config):
+    """Weir with plugin `p` (whichever file is `plugin_dir/p.wasm`) on its
+    only route, the compiled-plugin cache in `cache_dir`, and a `canary`
+    upstream (the same origin) for the canary plugin."""
+    entry = {"name": "p", "config": plugin_config}
+    return weir_base(port, upstream_port) + f"""
+[[upstream]]
+name = "canary"
+endpoints = ["127.0.0.1:{upstream_port}"]
+
+[plugins]
+dir = {json.dumps(plugin_dir)}
+cache_dir = {json.dumps(cache_dir)}
+
+[[route]]
+name = "all"
+upstream = "origin"
+plugins = [{toml_value(entry)}]
+"""
+
+
+def weir_many_plugins_config(port, upstream_port, plugin_dir, cache_dir, names, configs):
+    """Weir with one route per plugin (`/NAME/...` through plugin NAME with
+    its configuration) and the compiled-plugin cache in `cache_dir`: the
+    start-up-with-many-plugins scenario."""
+    out = weir_base(port, upstream_port) + f"""
+[[upstream]]
+name = "canary"
+endpoints = ["127.0.0.1:{upstream_port}"]
+
+[plugins]
+dir = {json.dumps(plugin_dir)}
+cache_dir = {json.dumps(cache_dir)}
+"""
+    for name, cfg in zip(names, configs):
+        entry = {"name": name, "config": cfg}
+        out += f"""
+[[route]]
+name = "{name}"
+upstream = "origin"
+path_prefix = "/{name}"
+plugins = [{toml_value(entry)}]
+"""
+    return out
+
 # ==========  END OF WEIR PLUGIN SCENARIOS  ==================================

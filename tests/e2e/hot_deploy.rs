@@ -114,24 +114,21 @@ async fn wait_for_version(gw: &Gateway, want: &str, what: &str) -> Duration {
 }
 
 /// Waits (bounded) until the admin view shows a last attempt for plugin
-/// `name` on a file with hash `sha`; returns the entry.
-async fn wait_for_attempt(gw: &Gateway, name: &str, sha: Option<&str>) -> serde_json::Value {
+/// `name` whose `field` is `value`; returns the plugin's entry.
+async fn wait_for_attempt(gw: &Gateway, name: &str, field: &str, value: &str) -> serde_json::Value {
     let latest = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     let seen = eventually(Duration::from_secs(20), || {
         let latest = latest.clone();
         async move {
             let status = plugin_status(gw, name).await;
-            let done = match sha {
-                Some(sha) => status["last_attempt"]["sha256"] == sha,
-                None => !status["last_attempt"].is_null(),
-            };
+            let done = status["last_attempt"][field] == value;
             *latest.lock().unwrap() = status;
             done
         }
     })
     .await;
     let status = latest.lock().unwrap().clone();
-    assert!(seen, "no attempt on {sha:?} reported: {status}");
+    assert!(seen, "no attempt with {field} = {value} reported: {status}");
     status
 }
 
@@ -201,7 +198,7 @@ async fn a_file_copied_in_two_halves_is_never_served_half_written() {
     // appended.
     let half = v2.len() / 2;
     std::fs::write(plugin_path(&gw, "ver"), &v2[..half]).unwrap();
-    let status = wait_for_attempt(&gw, "ver", Some(&sha256(&v2[..half]))).await;
+    let status = wait_for_attempt(&gw, "ver", "sha256", &sha256(&v2[..half])).await;
     assert_eq!(status["last_attempt"]["outcome"], "rejected", "{status}");
     assert_eq!(status["sha256"], sha256(&v1), "{status}");
     for _ in 0..5 {
@@ -225,7 +222,7 @@ async fn a_file_copied_in_two_halves_is_never_served_half_written() {
     let mut f = std::fs::File::create(plugin_path(&gw, "ver")).unwrap();
     f.write_all(&v1[..half]).unwrap();
     f.flush().unwrap();
-    let status = wait_for_attempt(&gw, "ver", Some(&sha256(&v1[..half]))).await;
+    let status = wait_for_attempt(&gw, "ver", "sha256", &sha256(&v1[..half])).await;
     assert_eq!(status["last_attempt"]["outcome"], "rejected", "{status}");
     assert_eq!(version(&gw).await, "2");
     f.write_all(&v1[half..]).unwrap();
@@ -274,7 +271,7 @@ async fn broken_files_leave_the_old_version_serving_and_are_reported() {
     ];
     for (what, bytes, steps, reason) in cases {
         install(&gw, "ver", &bytes);
-        let status = wait_for_attempt(&gw, "ver", Some(&sha256(&bytes))).await;
+        let status = wait_for_attempt(&gw, "ver", "sha256", &sha256(&bytes)).await;
         let attempt = &status["last_attempt"];
         assert_eq!(attempt["outcome"], "rejected", "{what}: {status}");
         assert!(
@@ -358,7 +355,7 @@ async fn a_removed_file_keeps_the_last_good_version_and_state_survives_reload() 
     let hits = |r: &Reply| r.header("x-plugin-hits").unwrap().parse::<u64>().unwrap();
 
     std::fs::remove_file(plugin_path(&gw, "ver")).unwrap();
-    let status = wait_for_attempt(&gw, "ver", None).await;
+    let status = wait_for_attempt(&gw, "ver", "outcome", "removed").await;
     assert_eq!(status["last_attempt"]["outcome"], "removed", "{status}");
     assert_eq!(status["sha256"], sha256(&fixture("v1")), "{status}");
     assert_eq!(version(&gw).await, "1");
@@ -369,7 +366,7 @@ async fn a_removed_file_keeps_the_last_good_version_and_state_survives_reload() 
 
     // A file no chain names is reported, not loaded.
     install(&gw, "other", &fixture("v2"));
-    let other = wait_for_attempt(&gw, "other", None).await;
+    let other = wait_for_attempt(&gw, "other", "outcome", "ignored").await;
     assert_eq!(other["last_attempt"]["outcome"], "ignored", "{other}");
     assert!(other["sha256"].is_null(), "{other}");
 

@@ -264,7 +264,7 @@ impl Plugins {
                 let version = &next.versions[&r.name];
                 let slot = match self.slots.get(r) {
                     Some(s) if Arc::ptr_eq(s.compiled(), version) => s.clone(),
-                    _ => match next.slot(r, version.clone()) {
+                    old => match next.slot(r, version.clone(), old.map_or(1, |s| s.live())) {
                         Ok(s) => s,
                         Err(e) => {
                             if !errors.iter().any(|x| x.to_string() == e.to_string()) {
@@ -306,17 +306,22 @@ impl Plugins {
         let version = Arc::new(load::compile(runtime, name, file, pc.settings(name))?);
         let mut next = self.clone();
         next.versions.insert(name.to_owned(), version.clone());
-        for r in self.slots.keys().filter(|r| r.name == name) {
-            let slot = next.slot(r, version.clone())?;
+        for (r, old) in self.slots.iter().filter(|(r, _)| r.name == name) {
+            let slot = next.slot(r, version.clone(), old.live())?;
             next.slots.insert(r.clone(), slot);
         }
         let chains = next.chains();
         Ok((next, chains))
     }
 
-    /// A new slot for one (plugin, configuration): makes its first
-    /// instance, which runs `init`.
-    fn slot(&self, r: &PluginRef, version: Arc<Compiled>) -> Result<Arc<Slot>, PluginError> {
+    /// A new slot for one (plugin, configuration) with `warm` instances
+    /// made (at least one), each of which runs `init`.
+    fn slot(
+        &self,
+        r: &PluginRef,
+        version: Arc<Compiled>,
+        warm: usize,
+    ) -> Result<Arc<Slot>, PluginError> {
         let (path, sha256) = (version.path.clone(), version.sha256.clone());
         let pc = self
             .config
@@ -331,6 +336,7 @@ impl Plugins {
             self.namespaces[&r.name].clone(),
             self.counters.clone(),
             pc.max_request_body_bytes.max(pc.max_response_body_bytes),
+            warm,
         )
         .map_err(|f| PluginError {
             name: r.name.clone(),

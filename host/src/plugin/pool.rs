@@ -24,6 +24,14 @@ use super::load::Compiled;
 use super::state::{Counters, Namespace};
 use crate::config::{FailurePolicy, Isolation};
 
+/// Time making an instance and running its `init` may take, when the
+/// plugin's call deadline is shorter: `init` parses configuration and may
+/// build tables, once per instance, and on a busy machine a 10 ms call
+/// deadline is too tight for it. Instances are mostly made off the request
+/// path (at start-up, reload and deploy); when a pool grows under load, a
+/// worker waits for at most this long.
+pub const INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a plugin asked for in `init`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
@@ -99,6 +107,9 @@ pub struct Slot {
     /// Largest body a plugin may hand back (replace or respond).
     pub body_cap: usize,
     ticks: u64,
+    /// Ticks for making an instance and running `init`.
+    init_ticks: u64,
+    init_deadline: std::time::Duration,
     max_instances: usize,
     idle: Mutex<Vec<Instance>>,
     live: Arc<AtomicUsize>,
@@ -141,8 +152,11 @@ fn describe(e: &wasmtime::Error, slot_deadline: std::time::Duration) -> String {
 }
 
 impl Slot {
-    /// Makes the slot and its first instance, which runs `init` with the
-    /// configuration: a plugin that refuses its configuration fails here.
+    /// Makes the slot and `warm` instances (at least one, at most
+    /// `max_instances`), each running `init` with the configuration: a
+    /// plugin that refuses its configuration fails here. A deploy warms as
+    /// many instances as the version it replaces had, so traffic does not
+    /// pay for `init` right after a swap.
     pub(crate) fn new(
         compiled: Arc<Compiled>,
         config: String,
@@ -150,8 +164,10 @@ impl Slot {
         state: Arc<Namespace>,
         counters: Arc<Counters>,
         body_cap: usize,
+        warm: usize,
     ) -> Result<Slot, Failure> {
         let s = &compiled.settings;
+        let init_deadline = s.deadline.max(INIT_DEADLINE);
         let mut slot = Slot {
             name: compiled.name.clone(),
             config,
@@ -163,6 +179,8 @@ impl Slot {
             isolation: s.isolation,
             body_cap,
             ticks: Runtime::deadline_ticks(s.deadline),
+            init_ticks: Runtime::deadline_ticks(init_deadline),
+            init_deadline,
             max_instances: s.max_instances,
             idle: Mutex::new(Vec::new()),
             live: Arc::new(AtomicUsize::new(0)),
@@ -172,10 +190,11 @@ impl Slot {
         let (first, caps) = slot.make()?;
         slot.caps = caps;
         if slot.isolation == Isolation::Pooled {
-            slot.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(first);
+            let mut idle = vec![first];
+            for _ in 1..warm.min(slot.max_instances) {
+                idle.push(slot.make()?.0);
+            }
+            *slot.idle.lock().unwrap_or_else(|p| p.into_inner()) = idle;
         }
         Ok(slot)
     }
@@ -220,10 +239,11 @@ impl Slot {
         let mut store = Store::new(&self.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.ticks);
-        let trap = |e: wasmtime::Error| self.fail(FailureKind::Trap(describe(&e, s.deadline)));
+        let trap =
+            |e: wasmtime::Error| self.fail(FailureKind::Trap(describe(&e, self.init_deadline)));
+        store.set_epoch_deadline(self.init_ticks);
         let guest = compiled.pre.instantiate(&mut store).map_err(trap)?;
-        store.set_epoch_deadline(self.ticks);
+        store.set_epoch_deadline(self.init_ticks);
         let caps = guest
             .weir_plugin_guest()
             .call_init(&mut store, &self.config)
@@ -262,6 +282,11 @@ impl Slot {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(inst);
         }
+    }
+
+    /// Instances alive now (idle and serving).
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
     }
 
     /// The version this slot serves.
