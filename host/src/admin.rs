@@ -80,6 +80,9 @@ pub struct PluginStatus {
     pub sha256: Option<String>,
     /// When the serving version was deployed (RFC 3339).
     pub deployed_at: Option<String>,
+    /// Which compiler built the code serving: `optimized`, or `baseline`
+    /// for the moments after a deploy of an uncached file.
+    pub tier: Option<&'static str>,
     pub last_attempt: Option<PluginAttempt>,
 }
 
@@ -109,6 +112,7 @@ impl PluginsStatus {
             if !serving.iter().any(|s| s.name == status.name) {
                 status.sha256 = None;
                 status.deployed_at = None;
+                status.tier = None;
             }
         }
         for s in serving {
@@ -120,9 +124,11 @@ impl PluginsStatus {
                     file: String::new(),
                     sha256: None,
                     deployed_at: None,
+                    tier: None,
                     last_attempt: None,
                 });
             entry.file = s.path.display().to_string();
+            entry.tier = Some(s.tier.as_str());
             entry.sha256 = Some(s.sha256);
             entry.deployed_at = Some(rfc3339(s.deployed_at));
         }
@@ -138,6 +144,7 @@ impl PluginsStatus {
                 file: file.display().to_string(),
                 sha256: None,
                 deployed_at: None,
+                tier: None,
                 last_attempt: None,
             });
         entry.last_attempt = Some(attempt);

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use crate::admin::{self, AdminState, Attempt, ConfigStatus, PluginAttempt};
 use crate::config::Config;
 use crate::deploy::{FileWatch, WatchError, sha256_hex, watch_folder, watch_ready};
-use crate::plugin::PluginError;
-use crate::server::{Deployed, Gateway, StartError};
+use crate::plugin::{PluginError, Tier};
+use crate::server::{Deployed, Gateway, Optimized, StartError};
 
 /// Why `weir run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
     let (changes, mut changed) = mpsc::unbounded_channel();
     let _watcher = watch_file(&path, changes)?;
     let (plugin_tx, mut plugin_changed) = mpsc::unbounded_channel();
+    let (optimized_tx, mut optimized) = mpsc::unbounded_channel();
     let mut plugin_watch = PluginWatch::start(&config.plugins.dir, plugin_tx.clone());
     let sha = std::fs::read(&path)
         .map(|b| sha256_hex(&b))
@@ -105,9 +106,10 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
                     }
                 }
                 for file in files {
-                    plugin_file_changed(&mut gateway, &file, &state).await;
+                    plugin_file_changed(&mut gateway, &file, &state, &optimized_tx).await;
                 }
             }
+            Some(built) = optimized.recv() => install_optimized(&mut gateway, built, &state).await,
         }
         // A reload may have moved the plugin folder.
         let dir = &gateway.config.plugins.dir;
@@ -259,7 +261,12 @@ fn removed(trigger: &'static str) -> PluginAttempt {
 
 /// A plugin file was added, replaced or removed: deploy it, or report why
 /// not. The serving version changes only when the new one is ready.
-async fn plugin_file_changed(gateway: &mut Gateway, file: &Path, state: &AdminState) {
+async fn plugin_file_changed(
+    gateway: &mut Gateway,
+    file: &Path,
+    state: &AdminState,
+    optimized: &mpsc::UnboundedSender<Optimized>,
+) {
     let Some(name) = file
         .file_stem()
         .and_then(|n| n.to_str())
@@ -307,12 +314,18 @@ async fn plugin_file_changed(gateway: &mut Gateway, file: &Path, state: &AdminSt
                 plugin = name,
                 sha256 = %serving.sha256,
                 previous_sha256 = %previous,
+                tier = serving.tier.as_str(),
                 took_ms = started.elapsed().as_millis() as u64,
                 "plugin deployed"
             );
-            let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
-            status.set_serving(&gateway.plugins);
-            status.record(name, &path, deployed("file-change", &serving.sha256));
+            {
+                let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
+                status.set_serving(&gateway.plugins);
+                status.record(name, &path, deployed("file-change", &serving.sha256));
+            }
+            if serving.tier == Tier::Baseline {
+                gateway.optimize_in_background(name, optimized.clone());
+            }
         }
         Ok(Deployed::Unchanged { sha256 }) => {
             tracing::debug!(plugin = name, %sha256, "plugin file unchanged");
@@ -327,6 +340,41 @@ async fn plugin_file_changed(gateway: &mut Gateway, file: &Path, state: &AdminSt
                 "plugin deployment refused; the serving version stays"
             );
             record(rejected("file-change", &e));
+        }
+    }
+}
+
+/// An optimized build finished: swap it in if its file still serves from
+/// baseline code.
+async fn install_optimized(gateway: &mut Gateway, built: Optimized, state: &AdminState) {
+    let name = built.name.as_str();
+    let version = match built.result {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(plugin = name, sha256 = e.sha256.as_deref().unwrap_or("-"), step = e.step.as_str(), error = %e.reason, "optimized build failed; the baseline build keeps serving");
+            return;
+        }
+    };
+    let sha256 = version.sha256.clone();
+    match gateway.install_optimized(name, version).await {
+        Ok(true) => {
+            tracing::info!(
+                plugin = name,
+                %sha256,
+                compile_ms = built.took.as_millis() as u64,
+                "plugin now serves its optimized build"
+            );
+            state
+                .plugins
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_serving(&gateway.plugins);
+        }
+        Ok(false) => {
+            tracing::debug!(plugin = name, %sha256, "optimized build no longer needed");
+        }
+        Err(e) => {
+            tracing::error!(plugin = name, %sha256, step = e.step.as_str(), error = %e.reason, "optimized build refused; the baseline build keeps serving");
         }
     }
 }

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::Config;
 use crate::listener::{self, Bound, Shared};
-use crate::plugin::{Chain, PluginError, PluginErrors, Plugins, Serving, Step};
+use crate::plugin::{Chain, Compiled, PluginError, PluginErrors, Plugins, Serving, Step};
 use crate::router::{Route, Router};
 use crate::upstream::{Upstream, discovery};
 use crate::worker;
@@ -66,6 +66,18 @@ async fn off_request_path<T: Send + 'static>(
         .ok()
     };
     tokio::time::timeout(timeout, work).await.ok().flatten()
+}
+
+/// Background optimizing builds, one at a time, apart from deployments so
+/// a deploy never waits for one.
+static OPTIMIZING: Semaphore = Semaphore::const_new(1);
+
+/// The optimized build of a plugin serving from baseline code, ready to
+/// be swapped in by [`Gateway::install_optimized`].
+pub struct Optimized {
+    pub name: String,
+    pub result: Result<Arc<Compiled>, PluginError>,
+    pub took: Duration,
 }
 
 /// What a configuration reload did besides swapping the configuration.
@@ -301,7 +313,8 @@ impl Gateway {
         name: &str,
         path: &Path,
     ) -> Result<Deployed, PluginError> {
-        let Some(timeout) = self.plugins.config().map(|c| c.compile_timeout) else {
+        let Some((timeout, tiered)) = self.plugins.config().map(|c| (c.compile_timeout, c.tiered))
+        else {
             return Err(PluginError {
                 name: name.to_owned(),
                 path: path.to_owned(),
@@ -325,7 +338,7 @@ impl Gateway {
                 return Ok(None);
             }
             registry
-                .deploy(&owned_name, &file)
+                .deploy(&owned_name, &file, tiered)
                 .map(|(plugins, chains)| Some((plugins, chains, file.sha256)))
         };
         let outcome = off_request_path(timeout, work).await.unwrap_or_else(|| {
@@ -353,6 +366,101 @@ impl Gateway {
             .find(|s| s.name == name && s.sha256 == sha256)
             .expect("the deployed version serves");
         Ok(Deployed::New { serving, previous })
+    }
+
+    /// Starts the optimizing build of plugin `name` (serving from baseline
+    /// code) on a blocking thread; the result is sent to `done` for the
+    /// control loop to install. Only one such build runs at a time.
+    pub fn optimize_in_background(&self, name: &str, done: mpsc::UnboundedSender<Optimized>) {
+        let Some(pc) = self.plugins.config() else {
+            return;
+        };
+        let (registry, path, timeout) = (self.plugins.clone(), pc.file(name), pc.compile_timeout);
+        let Some(serving) = self.plugins.serving().into_iter().find(|s| s.name == name) else {
+            return;
+        };
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let work = {
+                let (name, want) = (name.clone(), serving.sha256.clone());
+                move || {
+                    let file = crate::plugin::read_plugin(&name, &path)?;
+                    if file.sha256 != want {
+                        return Err(PluginError {
+                            name,
+                            path,
+                            step: Step::Read,
+                            sha256: Some(file.sha256),
+                            reason: "the file changed before its optimized build".into(),
+                        });
+                    }
+                    registry.optimize(&name, &file)
+                }
+            };
+            let result = async {
+                let _permit = OPTIMIZING.acquire().await.ok()?;
+                tokio::time::timeout(timeout, tokio::task::spawn_blocking(work))
+                    .await
+                    .ok()?
+                    .ok()
+            }
+            .await
+            .unwrap_or_else(|| {
+                Err(PluginError {
+                    name: name.clone(),
+                    path: serving.path.clone(),
+                    step: Step::Timeout,
+                    sha256: Some(serving.sha256.clone()),
+                    reason: format!(
+                        "the optimized build took longer than plugins.compile_timeout ({timeout:?})"
+                    ),
+                })
+            });
+            let _ = done.send(Optimized {
+                name,
+                result,
+                took: started.elapsed(),
+            });
+        });
+    }
+
+    /// Swaps in an optimized build if the same file still serves from
+    /// baseline code; `Ok(false)` when it no longer applies.
+    pub async fn install_optimized(
+        &mut self,
+        name: &str,
+        version: Arc<Compiled>,
+    ) -> Result<bool, PluginError> {
+        if !self.plugins.upgrades(name, &version) {
+            return Ok(false);
+        }
+        let timeout = self
+            .plugins
+            .config()
+            .map_or(Duration::from_secs(30), |c| c.compile_timeout);
+        let registry = self.plugins.clone();
+        let owned = name.to_owned();
+        let (path, sha256) = (version.path.clone(), version.sha256.clone());
+        let (plugins, chains) =
+            off_request_path(timeout, move || registry.install(&owned, version))
+                .await
+                .unwrap_or_else(|| {
+                    Err(PluginError {
+                        name: name.to_owned(),
+                        path,
+                        step: Step::Timeout,
+                        sha256: Some(sha256),
+                        reason: format!(
+                            "initialising the optimized build took longer than plugins.compile_timeout ({timeout:?})"
+                        ),
+                    })
+                })?;
+        let router = self.router.load().with_chains(&chains);
+        self.router.store(Arc::new(router));
+        self.plugins.retire_replaced(&plugins);
+        self.plugins = plugins;
+        Ok(true)
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain

@@ -3,8 +3,9 @@
 //! corrupt, wrong-version and init-refusing files are refused and reported
 //! in `/admin/plugins` while the old version keeps serving; a request in
 //! flight finishes on the version it started on; a removed file keeps the
-//! last good version; shared state survives deploys; compiled plugins come
-//! from the on-disk cache on restart.
+//! last good version; shared state survives deploys; an uncached file
+//! serves from baseline code until its optimized build is swapped in;
+//! compiled plugins come from the on-disk cache on restart.
 //!
 //! The plugin is the `v1`/`v2` fixture: each marks responses with
 //! `x-plugin-version` and counts requests in shared state
@@ -180,6 +181,7 @@ async fn a_hundred_swaps_under_load_fail_no_request() {
 
     let status = plugin_status(&gw, "ver").await;
     assert_eq!(status["sha256"], sha256(&v1), "{status}");
+    assert_eq!(status["tier"], "optimized", "{status}");
     assert_eq!(status["last_attempt"]["outcome"], "deployed", "{status}");
     assert_eq!(status["last_attempt"]["trigger"], "file-change", "{status}");
     // The two versions were compiled once each, then came from the cache.
@@ -436,4 +438,41 @@ async fn a_restart_loads_compiled_plugins_from_the_cache() {
     let all = admin_plugins(&second).await;
     assert_eq!(all["cache_dir"], cache_dir, "{all}");
     assert_eq!(all["cache"]["hits"], 3, "{all}");
+}
+
+#[tokio::test]
+async fn an_uncached_file_serves_from_baseline_code_until_its_optimized_build_is_ready() {
+    let up = Upstream::echo("a").await;
+    let gw = start(up.addr, "");
+    let load = Load::start(&format!("http://{}/x", gw.listener("main")), 2);
+
+    // v2 was never compiled with this cache: the baseline compiler
+    // serves it first, then the optimized build takes over.
+    install(&gw, "ver", &fixture("v2"));
+    wait_for_version(&gw, "2", "uncached deploy").await;
+    let field = |bytes: &[u8]| format!("\"sha256\":\"{}\"", sha256(bytes));
+    let deployed = log_lines_with(&gw, &["plugin deployed", &field(&fixture("v2"))]);
+    assert!(
+        deployed[0].contains("\"tier\":\"baseline\""),
+        "{deployed:?}"
+    );
+    let optimized = eventually(Duration::from_secs(30), || async {
+        plugin_status(&gw, "ver").await["tier"] == "optimized"
+    })
+    .await;
+    assert!(optimized, "{}", plugin_status(&gw, "ver").await);
+    assert!(!log_lines_with(&gw, &["plugin now serves its optimized build"]).is_empty());
+    assert_eq!(version(&gw).await, "2");
+
+    // v1 was compiled at start-up, so the cache holds it: no baseline step.
+    install(&gw, "ver", &fixture("v1"));
+    wait_for_version(&gw, "1", "cached deploy").await;
+    let deployed = log_lines_with(&gw, &["plugin deployed", &field(&fixture("v1"))]);
+    assert!(
+        deployed[0].contains("\"tier\":\"optimized\""),
+        "{deployed:?}"
+    );
+
+    let (_, failed) = load.finish().await;
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
 }

@@ -97,6 +97,9 @@ pub struct PluginsConfig {
     pub cache_dir: Option<PathBuf>,
     /// Bound on one deployment while serving (see `limits`).
     pub compile_timeout: Duration,
+    /// A hot deploy of a file the cache lacks serves from the baseline
+    /// compiler's code first, then from the optimizing compiler's.
+    pub tiered: bool,
     pub max_request_body_bytes: usize,
     pub max_response_body_bytes: usize,
     /// Runs before every route's own chain.
@@ -243,6 +246,7 @@ impl Validator<'_> {
             dir,
             cache_dir,
             compile_timeout,
+            tiered: raw.tiered.unwrap_or(true),
             max_request_body_bytes,
             max_response_body_bytes,
             global,

@@ -234,6 +234,8 @@ pub struct RawPlugins {
     pub cache: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     pub compile_timeout: Option<Duration>,
+    /// Deploy uncached files with the baseline compiler first.
+    pub tiered: Option<bool>,
     pub max_request_body_bytes: Option<ByteSize>,
     pub max_response_body_bytes: Option<ByteSize>,
     #[serde(default)]

@@ -7,6 +7,12 @@
 //! linked to a function that traps: no filesystem, sockets, stdio or
 //! environment variables are reachable.
 //!
+//! Two compilers, two engines: the optimizing one (Cranelift) serves
+//! everything normally; the baseline one (Winch, several times faster to
+//! compile, slower code) lets a hot deploy of a file the cache does not
+//! hold serve within tens of milliseconds while the optimizing build is
+//! made in the background and swapped in after it (`Tier`).
+//!
 //! Compiled plugins are cached on disk with wasmtime's own cache, keyed
 //! by the file's contents, the engine's settings and the wasmtime version,
 //! so a restart or a redeploy of a known file does not compile it again.
@@ -27,6 +33,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    Strategy,
 };
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
@@ -51,6 +58,25 @@ pub struct Capacity {
     pub instances: u32,
     /// The largest memory any plugin may grow to.
     pub max_memory_bytes: usize,
+}
+
+/// Which compiler an engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Winch: compiles fast, runs slower. Used only for the first minutes
+    /// (in practice, a second or less) after a deploy of an uncached file.
+    Baseline,
+    /// Cranelift: what serves normally. Its output is cached on disk.
+    Optimized,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Baseline => "baseline",
+            Tier::Optimized => "optimized",
+        }
+    }
 }
 
 /// How the compiled-plugin cache has served this engine.
@@ -80,6 +106,7 @@ pub struct Runtime {
     pub(crate) linker: Linker<StoreData>,
     /// What the pooling allocator was sized for.
     pub capacity: Capacity,
+    pub tier: Tier,
     /// Where compiled plugins are cached; `None` when caching is off.
     pub cache_dir: Option<PathBuf>,
     cache: Option<Cache>,
@@ -93,10 +120,24 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine. `cache_dir` turns on the compiled-plugin cache;
-    /// a cache folder that cannot be used is logged and compilation goes on
-    /// uncached.
+    /// Builds an engine with the optimizing compiler. `cache_dir` turns on
+    /// the compiled-plugin cache; a cache folder that cannot be used is
+    /// logged and compilation goes on uncached.
     pub fn new(capacity: Capacity, cache_dir: Option<&Path>) -> wasmtime::Result<Runtime> {
+        Runtime::build(capacity, cache_dir, Tier::Optimized)
+    }
+
+    /// Builds an engine with the baseline compiler (never cached: its
+    /// output serves only until the optimized build is ready).
+    pub fn baseline(capacity: Capacity) -> wasmtime::Result<Runtime> {
+        Runtime::build(capacity, None, Tier::Baseline)
+    }
+
+    fn build(
+        capacity: Capacity,
+        cache_dir: Option<&Path>,
+        tier: Tier,
+    ) -> wasmtime::Result<Runtime> {
         let n = capacity.instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         // A Rust component is one core module plus a few small shims; the
@@ -117,6 +158,9 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if tier == Tier::Baseline {
+            config.strategy(Strategy::Winch);
+        }
         let cache = cache_dir.and_then(|dir| {
             let mut cc = CacheConfig::new();
             cc.with_directory(dir);
@@ -165,6 +209,7 @@ impl Runtime {
             engine,
             linker,
             capacity,
+            tier,
             cache_dir,
             cache,
             stop,
@@ -180,6 +225,21 @@ impl Runtime {
         })
     }
 
+    /// The marker file saying that this engine compiled (and so cached)
+    /// the file with this hash: a deploy that finds it compiles with the
+    /// optimizing compiler at once, expecting a cache hit. wasmtime may
+    /// evict entries, which only makes such a deploy slower.
+    pub fn cached_marker(&self, sha256: &str) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let dir = self.cache_dir.as_ref()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        Some(
+            dir.join("weir-compiled")
+                .join(format!("{:016x}-{sha256}", h.finish())),
+        )
+    }
+
     /// Epoch ticks for a CPU deadline: rounded up, plus the tick already
     /// under way so a call gets at least its full deadline.
     pub fn deadline_ticks(deadline: Duration) -> u64 {
@@ -190,5 +250,46 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::Store;
+    use wasmtime::component::Component;
+
+    /// The baseline compiler honours epoch deadlines too: a runaway loop
+    /// compiled by it is stopped.
+    #[test]
+    fn baseline_code_is_interrupted_at_its_deadline() {
+        let capacity = Capacity {
+            instances: 2,
+            max_memory_bytes: 1 << 20,
+        };
+        let rt = Runtime::baseline(capacity).unwrap();
+        assert_eq!(rt.tier, Tier::Baseline);
+        let wasm = wat::parse_str(
+            r#"(component
+                (core module $m (func (export "spin") (loop br 0)))
+                (core instance $i (instantiate $m))
+                (func (export "spin") (canon lift (core func $i "spin"))))"#,
+        )
+        .unwrap();
+        let component = Component::new(&rt.engine, &wasm).unwrap();
+        let linker = Linker::<()>::new(&rt.engine);
+        let mut store = Store::new(&rt.engine, ());
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(Runtime::deadline_ticks(Duration::from_millis(5)));
+        let instance = linker.instantiate(&mut store, &component).unwrap();
+        let spin = instance
+            .get_typed_func::<(), ()>(&mut store, "spin")
+            .unwrap();
+        let err = spin.call(&mut store, ()).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::Interrupt),
+            "{err:?}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 use super::bindings;
-use super::engine::Runtime;
+use super::engine::{Runtime, Tier};
 use super::host::StoreData;
 use crate::config::PluginSettings;
 
@@ -95,10 +95,16 @@ pub struct Compiled {
     /// When this version was compiled and put in service.
     pub deployed_at: SystemTime,
     pub settings: PluginSettings,
+    /// The engine the code was compiled for, and so which compiler made it.
+    pub runtime: Arc<Runtime>,
     pub(crate) pre: bindings::PluginPre<StoreData>,
 }
 
 impl Compiled {
+    pub fn tier(&self) -> Tier {
+        self.runtime.tier
+    }
+
     /// The same compiled code with other settings (a reload that changed
     /// only `[plugin.NAME]`): nothing is recompiled.
     pub fn with_settings(&self, settings: PluginSettings) -> Compiled {
@@ -108,6 +114,7 @@ impl Compiled {
             sha256: self.sha256.clone(),
             deployed_at: SystemTime::now(),
             settings,
+            runtime: self.runtime.clone(),
             pre: self.pre.clone(),
         }
     }
@@ -177,9 +184,10 @@ pub fn read(name: &str, path: &Path) -> Result<PluginFile, PluginError> {
 }
 
 /// Checks and compiles one plugin file and pre-instantiates it. Runs no
-/// plugin code.
+/// plugin code. An optimized build leaves a marker in the cache folder
+/// (see [`Runtime::cached_marker`]).
 pub fn compile(
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     name: &str,
     file: &PluginFile,
     settings: PluginSettings,
@@ -206,12 +214,22 @@ pub fn compile(
         .map_err(|e| fail(Step::Link, format!("cannot link: {e:#}")))?;
     let pre = bindings::PluginPre::new(pre)
         .map_err(|e| fail(Step::Link, format!("does not implement {CONTRACT}: {e:#}")))?;
+    if let Some(marker) = runtime.cached_marker(&file.sha256) {
+        // Best effort: without the marker a later deploy of this file
+        // only takes the baseline path first.
+        let _ = marker
+            .parent()
+            .map(std::fs::create_dir_all)
+            .and_then(Result::ok)
+            .map(|()| std::fs::write(&marker, b""));
+    }
     Ok(Compiled {
         name: name.into(),
         path: file.path.clone(),
         sha256: file.sha256.clone(),
         deployed_at: SystemTime::now(),
         settings,
+        runtime: runtime.clone(),
         pre,
     })
 }

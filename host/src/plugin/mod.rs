@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::{Config, PluginRef, PluginsConfig};
-pub use engine::{CacheStats, Capacity, EPOCH_TICK, Runtime};
+pub use engine::{CacheStats, Capacity, EPOCH_TICK, Runtime, Tier};
 pub use host::Context;
 pub use load::{
     CONTRACT, Compiled, MAX_PLUGIN_FILE_BYTES, PluginError, PluginErrors, PluginFile, Step,
@@ -61,6 +61,8 @@ pub struct Serving {
     pub path: PathBuf,
     pub sha256: String,
     pub deployed_at: SystemTime,
+    /// Which compiler built the code serving.
+    pub tier: Tier,
 }
 
 /// A registry built for a configuration, and what it changed.
@@ -80,7 +82,10 @@ pub struct Reconfigured {
 /// from them. Cheap to clone: everything inside is shared.
 #[derive(Clone, Default)]
 pub struct Plugins {
+    /// The optimizing engine: everything serves from it normally.
     runtime: Option<Arc<Runtime>>,
+    /// The baseline engine, made at the first deploy that needs it.
+    baseline: Option<Arc<Runtime>>,
     /// The version serving, per plugin name.
     versions: HashMap<String, Arc<Compiled>>,
     /// Shared state per plugin name; kept across deploys and reloads.
@@ -156,6 +161,7 @@ impl Plugins {
         let names = pc.referenced(&config.routes);
         let mut next = Plugins {
             runtime: None,
+            baseline: None,
             versions: HashMap::new(),
             namespaces: HashMap::new(),
             counters: self.counters.clone(),
@@ -206,6 +212,9 @@ impl Plugins {
             .as_ref()
             .is_some_and(|r| Arc::ptr_eq(r, &runtime));
         next.runtime = Some(runtime.clone());
+        if same_engine {
+            next.baseline = self.baseline.clone();
+        }
 
         let mut errors = Vec::new();
         for name in &names {
@@ -288,22 +297,55 @@ impl Plugins {
     /// Builds the registry with a new version of plugin `name` from `file`:
     /// compiled, pre-instantiated, and `init` run with every configuration
     /// the routes give it. Blocking. Nothing changes unless all of that
-    /// succeeds; shared state is kept.
+    /// succeeds; shared state is kept. With `tiered`, a file the cache does
+    /// not hold is compiled by the baseline compiler (the caller then asks
+    /// for [`Plugins::optimize`] in the background).
     pub fn deploy(
         &self,
         name: &str,
         file: &PluginFile,
+        tiered: bool,
     ) -> Result<(Plugins, Vec<Arc<Chain>>), PluginError> {
         let (Some(runtime), Some(pc)) = (&self.runtime, &self.config) else {
-            return Err(PluginError {
-                name: name.to_owned(),
-                path: file.path.clone(),
-                step: Step::Validate,
-                sha256: Some(file.sha256.clone()),
-                reason: "no route or global chain names this plugin".into(),
-            });
+            return Err(not_named(name, file));
         };
-        let version = Arc::new(load::compile(runtime, name, file, pc.settings(name))?);
+        let cached = runtime
+            .cached_marker(&file.sha256)
+            .is_some_and(|m| m.exists());
+        let mut next = self.clone();
+        let engine = if tiered && !cached {
+            match next.baseline_runtime() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "baseline compiler unavailable; deploying with the optimizing one");
+                    runtime.clone()
+                }
+            }
+        } else {
+            runtime.clone()
+        };
+        let version = Arc::new(load::compile(&engine, name, file, pc.settings(name))?);
+        next.install(name, version)
+    }
+
+    /// The optimized build of `file` for plugin `name`, to replace a
+    /// baseline version: compiled only (blocking); [`Plugins::install`]
+    /// puts it in service.
+    pub fn optimize(&self, name: &str, file: &PluginFile) -> Result<Arc<Compiled>, PluginError> {
+        let (Some(runtime), Some(pc)) = (&self.runtime, &self.config) else {
+            return Err(not_named(name, file));
+        };
+        load::compile(runtime, name, file, pc.settings(name)).map(Arc::new)
+    }
+
+    /// Builds the registry with `version` serving for plugin `name`: new
+    /// slots, as warm as the ones they replace, each running `init`.
+    /// Blocking.
+    pub fn install(
+        &self,
+        name: &str,
+        version: Arc<Compiled>,
+    ) -> Result<(Plugins, Vec<Arc<Chain>>), PluginError> {
         let mut next = self.clone();
         next.versions.insert(name.to_owned(), version.clone());
         for (r, old) in self.slots.iter().filter(|(r, _)| r.name == name) {
@@ -312,6 +354,33 @@ impl Plugins {
         }
         let chains = next.chains();
         Ok((next, chains))
+    }
+
+    /// Whether `version` can replace what serves plugin `name`: the same
+    /// file, serving at the baseline tier, on this registry's engine.
+    pub fn upgrades(&self, name: &str, version: &Compiled) -> bool {
+        let engine = self.runtime.as_ref();
+        self.versions.get(name).is_some_and(|c| {
+            c.sha256 == version.sha256
+                && c.tier() == Tier::Baseline
+                && engine.is_some_and(|r| Arc::ptr_eq(r, &version.runtime))
+        })
+    }
+
+    /// The baseline engine, made (with the optimizing engine's capacity)
+    /// the first time it is needed.
+    fn baseline_runtime(&mut self) -> wasmtime::Result<Arc<Runtime>> {
+        if let Some(b) = &self.baseline {
+            return Ok(b.clone());
+        }
+        let capacity = self
+            .runtime
+            .as_ref()
+            .map(|r| r.capacity)
+            .expect("a runtime exists when plugins do");
+        let b = Arc::new(Runtime::baseline(capacity)?);
+        self.baseline = Some(b.clone());
+        Ok(b)
     }
 
     /// A new slot for one (plugin, configuration) with `warm` instances
@@ -330,9 +399,6 @@ impl Plugins {
         let slot = Slot::new(
             version,
             r.config.clone(),
-            self.runtime
-                .clone()
-                .expect("a runtime exists when plugins do"),
             self.namespaces[&r.name].clone(),
             self.counters.clone(),
             pc.max_request_body_bytes.max(pc.max_response_body_bytes),
@@ -417,6 +483,17 @@ fn serving(c: &Compiled) -> Serving {
         path: c.path.clone(),
         sha256: c.sha256.clone(),
         deployed_at: c.deployed_at,
+        tier: c.tier(),
+    }
+}
+
+fn not_named(name: &str, file: &PluginFile) -> PluginError {
+    PluginError {
+        name: name.to_owned(),
+        path: file.path.clone(),
+        step: Step::Validate,
+        sha256: Some(file.sha256.clone()),
+        reason: "no route or global chain names this plugin".into(),
     }
 }
 

@@ -98,7 +98,6 @@ pub struct Slot {
     /// Set when a newer version replaced this slot: instances coming back
     /// are dropped instead of pooled.
     retired: AtomicBool,
-    runtime: Arc<Runtime>,
     state: Arc<Namespace>,
     counters: Arc<Counters>,
     pub caps: Capabilities,
@@ -160,7 +159,6 @@ impl Slot {
     pub(crate) fn new(
         compiled: Arc<Compiled>,
         config: String,
-        runtime: Arc<Runtime>,
         state: Arc<Namespace>,
         counters: Arc<Counters>,
         body_cap: usize,
@@ -171,7 +169,6 @@ impl Slot {
         let mut slot = Slot {
             name: compiled.name.clone(),
             config,
-            runtime,
             state,
             counters,
             caps: Capabilities::default(),
@@ -236,7 +233,7 @@ impl Slot {
             self.counters.clone(),
             limits,
         );
-        let mut store = Store::new(&self.runtime.engine, data);
+        let mut store = Store::new(&compiled.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
         store.epoch_deadline_trap();
         let trap =
