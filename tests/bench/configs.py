@@ -360,12 +360,17 @@ BUNDLED = {"noop": "noop", "header-rewrite": "header_rewrite", "api-key": "api_k
            "canary": "canary"}
 
 
-def weir_hot_deploy_config(port, upstream_port, plugin_dir, cache_dir, plugin_config):
+def weir_hot_deploy_config(port, upstream_port, plugin_dir, cache_dir, plugin_config,
+                           admin_port):
     """Weir with plugin `p` (whichever file is `plugin_dir/p.wasm`) on its
-    only route, the compiled-plugin cache in `cache_dir`, and a `canary`
-    upstream (the same origin) for the canary plugin."""
+    only route, the compiled-plugin cache in `cache_dir`, a `canary`
+    upstream (the same origin) for the canary plugin, and the admin
+    listener (its /admin/plugins tells which compiler's code serves)."""
     entry = {"name": "p", "config": plugin_config}
     return weir_base(port, upstream_port) + f"""
+[admin]
+address = "127.0.0.1:{admin_port}"
+
 [[upstream]]
 name = "canary"
 endpoints = ["127.0.0.1:{upstream_port}"]
