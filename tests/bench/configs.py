@@ -360,17 +360,10 @@ BUNDLED = {"noop": "noop", "header-rewrite": "header_rewrite", "api-key": "api_k
            "canary": "canary"}
 
 
-def weir_hot_deploy_config(port, upstream_port, plugin_dir, cache_dir, plugin_config,
-                           admin_port):
-    """Weir with plugin `p` (whichever file is `plugin_dir/p.wasm`) on its
-    only route, the compiled-plugin cache in `cache_dir`, a `canary`
-    upstream (the same origin) for the canary plugin, and the admin
-    listener (its /admin/plugins tells which compiler's code serves)."""
-    entry = {"name": "p", "config": plugin_config}
+def _weir_with_cache(port, upstream_port, plugin_dir, cache_dir):
+    """Weir's base with a plugin folder, a compiled-plugin cache and a
+    `canary` upstream (the same origin) for the canary plugin."""
     return weir_base(port, upstream_port) + f"""
-[admin]
-address = "127.0.0.1:{admin_port}"
-
 [[upstream]]
 name = "canary"
 endpoints = ["127.0.0.1:{upstream_port}"]
@@ -378,6 +371,19 @@ endpoints = ["127.0.0.1:{upstream_port}"]
 [plugins]
 dir = {json.dumps(plugin_dir)}
 cache_dir = {json.dumps(cache_dir)}
+"""
+
+
+def weir_hot_deploy_config(port, upstream_port, plugin_dir, cache_dir, plugin_config,
+                           admin_port):
+    """Weir with plugin `p` (whichever file is `plugin_dir/p.wasm`) on its
+    only route, the compiled-plugin cache in `cache_dir`, a `canary`
+    upstream (the same origin) for the canary plugin, and the admin
+    listener (its /admin/plugins tells which compiler's code serves)."""
+    entry = {"name": "p", "config": plugin_config}
+    return _weir_with_cache(port, upstream_port, plugin_dir, cache_dir) + f"""
+[admin]
+address = "127.0.0.1:{admin_port}"
 
 [[route]]
 name = "all"
@@ -390,15 +396,7 @@ def weir_many_plugins_config(port, upstream_port, plugin_dir, cache_dir, names, 
     """Weir with one route per plugin (`/NAME/...` through plugin NAME with
     its configuration) and the compiled-plugin cache in `cache_dir`: the
     start-up-with-many-plugins scenario."""
-    out = weir_base(port, upstream_port) + f"""
-[[upstream]]
-name = "canary"
-endpoints = ["127.0.0.1:{upstream_port}"]
-
-[plugins]
-dir = {json.dumps(plugin_dir)}
-cache_dir = {json.dumps(cache_dir)}
-"""
+    out = _weir_with_cache(port, upstream_port, plugin_dir, cache_dir)
     for name, cfg in zip(names, configs):
         entry = {"name": name, "config": cfg}
         out += f"""

@@ -61,14 +61,7 @@ async fn reloads_under_load_without_failed_requests() {
                 .join("\n")
         );
     }
-    let (ok, failed) = load.finish().await;
-    assert!(
-        failed.is_empty(),
-        "{} failed requests: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(ok > 100, "too little load: {ok}");
+    load.finish_without_failures(100).await;
     let status = admin_config(&gw).await;
     assert_eq!(status["last_attempt"]["outcome"], "applied", "{status}");
     assert_eq!(status["last_attempt"]["trigger"], "file-change", "{status}");

@@ -161,10 +161,12 @@ impl Runtime {
         if tier == Tier::Baseline {
             config.strategy(Strategy::Winch);
         }
+        // wasmtime's cache gets a folder of its own: its cleanup deletes
+        // any file there it does not recognise, such as our markers.
         let cache = cache_dir.and_then(|dir| {
             let mut cc = CacheConfig::new();
-            cc.with_directory(dir);
-            match std::fs::create_dir_all(dir)
+            cc.with_directory(dir.join("wasmtime"));
+            match std::fs::create_dir_all(dir.join("wasmtime"))
                 .map_err(wasmtime::Error::from)
                 .and_then(|()| Cache::new(cc))
             {

@@ -416,6 +416,20 @@ impl Load {
         })
     }
 
+    /// Stops the clients and asserts that none failed and at least
+    /// `at_least` requests were answered; returns how many were.
+    pub async fn finish_without_failures(self, at_least: usize) -> usize {
+        let (ok, failed) = self.finish().await;
+        assert!(
+            failed.is_empty(),
+            "{} failed requests: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        assert!(ok >= at_least, "too little load: {ok} requests");
+        ok
+    }
+
     /// Stops the clients; returns the number of 200 answers and every
     /// failure.
     pub async fn finish(self) -> (usize, Vec<String>) {
