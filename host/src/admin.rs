@@ -21,6 +21,9 @@ use tokio::sync::Semaphore;
 
 /// Admin connections served at once; more wait in the backlog.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// Entries in `/admin/plugins` (plugins the configuration names always
+/// have one; stray files in the folder fill the rest).
+pub const MAX_PLUGIN_ENTRIES: usize = 1024;
 /// Time an admin client has to send its request head.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -134,8 +137,14 @@ impl PluginsStatus {
         }
     }
 
-    /// Records an attempt for plugin `name` read from `file`.
+    /// Records an attempt for plugin `name` read from `file`. Plugins no
+    /// chain names get an entry only while there are fewer than
+    /// [`MAX_PLUGIN_ENTRIES`], so a folder full of stray files cannot grow
+    /// this view without bound.
     pub fn record(&mut self, name: &str, file: &std::path::Path, attempt: PluginAttempt) {
+        if !self.plugins.contains_key(name) && self.plugins.len() >= MAX_PLUGIN_ENTRIES {
+            return;
+        }
         let entry = self
             .plugins
             .entry(name.to_owned())
