@@ -286,9 +286,9 @@ fn check_and_start_up_refuse_bad_plugin_files() {
             "core WebAssembly module, not a component",
         ),
         (
-            "future",
+            "old",
             Some(fixture("wrongver")),
-            "built against weir:plugin@0.2.0",
+            "built against weir:plugin@0.1.0",
         ),
         (
             "junk",
