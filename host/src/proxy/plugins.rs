@@ -350,13 +350,17 @@ impl Scope {
 
     /// The log phase, spawned so the response does not wait for it. Runs,
     /// in chain order, for every plugin that asked for it and that the
-    /// request went through; nothing is spawned when none did.
+    /// request went through; nothing is spawned when there is no such
+    /// plugin and no instance held for the request to drop.
     pub fn log(self, status: u16) {
-        let chain = match &self.chain {
-            Some(c) if c.log => c.clone(),
-            _ => return,
+        let Some(chain) = self.chain.clone() else {
+            return;
         };
-        if self.ran == 0 || tokio::runtime::Handle::try_current().is_err() {
+        // Instances held for the request (request isolation) are dropped
+        // in the task too: dropping a store is not free either.
+        let held = self.each.iter().any(|p| p.held.is_some());
+        let logs = chain.log && self.ran > 0;
+        if !(logs || held) || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         tokio::spawn(async move {
