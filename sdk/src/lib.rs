@@ -1,7 +1,7 @@
 //! The Weir plugin SDK: write a gateway plugin as a plain Rust type.
 //!
 //! A plugin is a type that implements [`Plugin`]; [`export!`] turns it into
-//! the `guest` interface of the `weir:plugin@0.1.0` WebAssembly component
+//! the `guest` interface of the `weir:plugin@0.2.0` WebAssembly component
 //! (the contract in `sdk/wit/weir.wit`). The SDK owns the translation between
 //! that contract and ordinary Rust types: [`Request`] and [`Response`] wrap
 //! the host's resources, [`Action`] and [`BodyAction`] are what the phases
@@ -32,7 +32,10 @@
 //!                                            on_log            off the critical path
 //! ```
 //!
-//! Phases in brackets run only when [`Plugin::capabilities`] asks for them.
+//! Phases in brackets run only when [`Plugin::capabilities`] asks for them;
+//! `on_request`, `on_response` and `on_log` run when [`Plugin::phases`]
+//! names them (all three unless a plugin declares less; each one left out
+//! saves the gateway a call into Wasm per request).
 //! A short-circuit answer (`Respond`) skips the upstream and this plugin's
 //! response phases; `on_log` still runs.
 //!
@@ -102,7 +105,7 @@ pub mod validate;
 
 pub use action::{Action, BodyAction, Reply};
 pub use http::{Request, Response};
-pub use plugin::{Capabilities, Plugin};
+pub use plugin::{Capabilities, Phases, Plugin};
 
 /// The bindings `wit-bindgen` generates from `sdk/wit/weir.wit`. Not part of
 /// the API: plugins use the types above; [`export!`] refers to this module.

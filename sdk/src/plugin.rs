@@ -1,5 +1,6 @@
-//! The [`Plugin`] trait (one method per phase, each a no-op by default) and
-//! the [`Capabilities`] a plugin asks for. Also the one function that turns
+//! The [`Plugin`] trait (one method per phase, each a no-op by default),
+//! the [`Phases`] a plugin implements and the [`Capabilities`] it asks for.
+//! Also the one function that turns
 //! the JSON configuration text into a plugin instance, shared by the Wasm
 //! export and the native test host so both parse configuration identically.
 
@@ -8,6 +9,102 @@ use std::ops::BitOr;
 use serde::de::DeserializeOwned;
 
 use crate::{Action, BodyAction, Request, Response};
+
+/// The request, response and log phases a plugin implements.
+///
+/// The host calls a plugin only in the phases it declares: each phase left
+/// out saves the gateway a call into WebAssembly on every request. A
+/// phase that is implemented but not declared never runs, in the gateway
+/// as in [`testing`](crate::testing), so a plugin's own tests catch the
+/// omission. The body phases are asked for with [`Capabilities`] instead.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::Phases;
+///
+/// let both = Phases::REQUEST | Phases::LOG;
+/// assert!(both.request && both.log && !both.response);
+/// assert_eq!(Phases::default(), Phases::ALL);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases {
+    /// Run [`Plugin::on_request`].
+    pub request: bool,
+    /// Run [`Plugin::on_response`].
+    pub response: bool,
+    /// Run [`Plugin::on_log`].
+    pub log: bool,
+}
+
+impl Phases {
+    /// All three: what a plugin gets unless it declares less.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert!(weir_sdk::Phases::ALL.response);
+    /// ```
+    pub const ALL: Self = Self {
+        request: true,
+        response: true,
+        log: true,
+    };
+    /// Only [`Plugin::on_request`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert!(!weir_sdk::Phases::REQUEST.log);
+    /// ```
+    pub const REQUEST: Self = Self {
+        request: true,
+        response: false,
+        log: false,
+    };
+    /// Only [`Plugin::on_response`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert!(!weir_sdk::Phases::RESPONSE.request);
+    /// ```
+    pub const RESPONSE: Self = Self {
+        request: false,
+        response: true,
+        log: false,
+    };
+    /// Only [`Plugin::on_log`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert!(weir_sdk::Phases::LOG.log);
+    /// ```
+    pub const LOG: Self = Self {
+        request: false,
+        response: false,
+        log: true,
+    };
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl BitOr for Phases {
+    type Output = Self;
+
+    fn bitor(self, rhs: Self) -> Self {
+        Self {
+            request: self.request || rhs.request,
+            response: self.response || rhs.response,
+            log: self.log || rhs.log,
+        }
+    }
+}
 
 /// Optional phases a plugin asks the host to run.
 ///
@@ -125,13 +222,44 @@ pub trait Plugin: Sized + 'static {
     /// configuration errors.
     fn new(config: Self::Config) -> Result<Self, String>;
 
-    /// The optional phases this instance needs, asked once after
+    /// Which of [`Plugin::on_request`], [`Plugin::on_response`] and
+    /// [`Plugin::on_log`] this instance implements, asked once after
+    /// [`Plugin::new`]; the host calls no other. Defaults to all three,
+    /// which is always correct; declare only the phases you implement to
+    /// spare the gateway a call per request for each of the others.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::{Action, Phases, Plugin, Request};
+    ///
+    /// struct Deny;
+    ///
+    /// impl Plugin for Deny {
+    ///     type Config = serde::de::IgnoredAny;
+    ///     fn new(_: Self::Config) -> Result<Self, String> {
+    ///         Ok(Deny)
+    ///     }
+    ///     fn phases(&self) -> Phases {
+    ///         Phases::REQUEST
+    ///     }
+    ///     fn on_request(&mut self, _: &mut Request<'_>) -> Action {
+    ///         Action::respond(403).into()
+    ///     }
+    /// }
+    /// ```
+    fn phases(&self) -> Phases {
+        Phases::ALL
+    }
+
+    /// The optional body phases this instance needs, asked once after
     /// [`Plugin::new`]. Defaults to none.
     fn capabilities(&self) -> Capabilities {
         Capabilities::NONE
     }
 
-    /// Before the request is forwarded, in chain order. Read and change the
+    /// Before the request is forwarded, in chain order (when
+    /// [`Plugin::phases`] includes it). Read and change the
     /// request (headers, path, query), then answer: [`Action::Continue`] to
     /// go on, a [`Reply`](crate::Reply) made with [`Action::respond`] to
     /// answer the client now (authentication failures, rate limits), or
@@ -152,7 +280,8 @@ pub trait Plugin: Sized + 'static {
     }
 
     /// After the upstream answered and before the response is sent, in
-    /// reverse chain order. Change the status and headers here; read what
+    /// reverse chain order (when [`Plugin::phases`] includes it). Change
+    /// the status and headers here; read what
     /// the request phase decided from [`context`](crate::context). Does not
     /// run when this plugin answered the request itself.
     fn on_response(&mut self, req: &Request<'_>, resp: &mut Response<'_>) {
@@ -173,7 +302,8 @@ pub trait Plugin: Sized + 'static {
     }
 
     /// After the response was sent to the client, off the critical path,
-    /// with the status the client received. For logs and metrics; nothing
+    /// with the status the client received (when [`Plugin::phases`]
+    /// includes it). For logs and metrics; nothing
     /// done here can change the response.
     fn on_log(&mut self, req: &Request<'_>, status: u16) {
         let _ = (req, status);

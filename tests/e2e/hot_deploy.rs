@@ -248,7 +248,7 @@ async fn broken_files_leave_the_old_version_serving_and_are_reported() {
             "wrong contract version",
             fixture("wrongver"),
             &["validate"],
-            "weir:plugin@0.2.0",
+            "weir:plugin@0.1.0",
         ),
         (
             "core module",

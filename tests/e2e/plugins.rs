@@ -143,6 +143,44 @@ async fn chain_behaves(isolation: &str) {
     );
 }
 
+/// A plugin that asks only for the request phase in `init` is called in no
+/// other, although it implements them all.
+#[tokio::test]
+async fn a_plugin_runs_only_in_the_phases_it_asked_for() {
+    let app = Upstream::echo("app").await;
+    let gw = with_plugins(
+        Gateway::with_config(config(
+            "",
+            &[("app", app.addr)],
+            r#"
+[[route]]
+name = "main"
+upstream = "app"
+path_prefix = "/"
+plugins = [{ name = "basic", config = { tag = "t", mode = "request-only" } }]
+"#,
+        )),
+        &[("basic", "basic")],
+    )
+    .start();
+    let c = client();
+    for _ in 0..5 {
+        let r = get(&c, &gw.url("/p"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json()["headers"]["x-fx-order"],
+            "t",
+            "the request phase ran"
+        );
+        assert_eq!(r.header("x-fx-context"), None, "no response phase");
+        assert_eq!(
+            r.json()["headers"]["x-fx-logged"],
+            "0",
+            "no log phase has counted a request"
+        );
+    }
+}
+
 #[tokio::test]
 async fn pooled_chain_continues_responds_routes_and_keeps_state() {
     chain_behaves("pooled").await;
@@ -286,9 +324,9 @@ fn check_and_start_up_refuse_bad_plugin_files() {
             "core WebAssembly module, not a component",
         ),
         (
-            "future",
+            "old",
             Some(fixture("wrongver")),
-            "built against weir:plugin@0.2.0",
+            "built against weir:plugin@0.1.0",
         ),
         (
             "junk",

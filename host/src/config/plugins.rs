@@ -18,7 +18,9 @@ pub mod limits {
     use std::time::Duration;
 
     pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(10);
-    pub const MIN_DEADLINE: Duration = Duration::from_millis(1);
+    /// One epoch tick (`plugin::EPOCH_TICK`, the granularity deadlines are
+    /// enforced with): a shorter deadline could not be honoured.
+    pub const MIN_DEADLINE: Duration = Duration::from_millis(5);
     pub const MAX_DEADLINE: Duration = Duration::from_secs(10);
     pub const DEFAULT_MEMORY: u64 = 32 * 1024 * 1024;
     /// A Rust plugin needs its 1 MiB shadow stack plus data.
@@ -349,6 +351,11 @@ impl Validator<'_> {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn every_accepted_deadline_is_at_least_one_epoch_tick() {
+        assert!(limits::MIN_DEADLINE >= crate::plugin::EPOCH_TICK);
+    }
 
     const BASE: &str = r#"
 [[listener]]

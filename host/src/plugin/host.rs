@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{StatusCode, Uri};
 use wasmtime::StoreLimits;
@@ -161,28 +162,33 @@ impl WasiView for StoreData {
 /// Header names a plugin may not set: they frame the message or belong to
 /// one hop, and letting a plugin choose them would allow request smuggling
 /// or response splitting through framing rather than through bytes.
-fn reserved(name: &HeaderName) -> bool {
+/// Compared as text so a removal can be checked without building (and
+/// allocating) a `HeaderName`.
+fn reserved(name: &str) -> bool {
     [
-        header::CONNECTION,
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
     ]
-    .contains(name)
-        || name == "keep-alive"
-        || name == "proxy-connection"
+    .iter()
+    .any(|r| r.eq_ignore_ascii_case(name))
 }
 
+/// Validates a header a plugin hands in. The value's buffer (the string
+/// the call lifted out of Wasm memory) becomes the header value as is.
 fn header_pair(
     name: &str,
-    value: &str,
+    value: String,
     budget: &mut usize,
 ) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("`{}` is not a valid header name", name.escape_debug()))?;
-    if reserved(&name) {
+    if reserved(name.as_str()) {
         return Err(format!(
             "`{name}` is managed by the gateway and cannot be set by a plugin"
         ));
@@ -202,7 +208,7 @@ fn header_pair(
     }
     // HeaderValue refuses CR, LF, NUL and other control bytes, so nothing
     // a plugin writes can split a header line on the wire.
-    let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+    let value = HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| {
         "header values may not contain control characters (CR, LF, NUL)".to_string()
     })?;
     *budget -= cost;
@@ -212,7 +218,7 @@ fn header_pair(
 /// Validates a response a plugin builds itself (status and headers).
 pub(crate) fn response_head(
     status: u16,
-    headers: &[(String, String)],
+    headers: Vec<(String, String)>,
 ) -> Result<http::response::Parts, String> {
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status_code(status)?;
@@ -224,7 +230,7 @@ pub(crate) fn response_head(
     }
     let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
     for (n, v) in headers {
-        let (n, v) = header_pair(n, v, &mut budget)?;
+        let (n, v) = header_pair(&n, v, &mut budget)?;
         parts.headers.append(n, v);
     }
     Ok(parts)
@@ -259,7 +265,7 @@ fn set(
     h: &mut HeaderMap,
     budget: &mut usize,
     name: &str,
-    value: &str,
+    value: String,
     append: bool,
 ) -> Result<(), String> {
     let (n, v) = header_pair(name, value, budget)?;
@@ -272,10 +278,9 @@ fn set(
 }
 
 fn remove(h: &mut HeaderMap, name: &str) {
-    if let Ok(n) = HeaderName::from_bytes(name.as_bytes())
-        && !reserved(&n)
-    {
-        h.remove(n);
+    // An invalid name matches nothing.
+    if !reserved(name) {
+        h.remove(name);
     }
 }
 
@@ -360,7 +365,7 @@ impl whttp::HostRequest for StoreData {
             &mut c.req.headers,
             &mut c.header_budget,
             &name,
-            &value,
+            value,
             false,
         ))
     }
@@ -375,7 +380,7 @@ impl whttp::HostRequest for StoreData {
             &mut c.req.headers,
             &mut c.header_budget,
             &name,
-            &value,
+            value,
             true,
         ))
     }
@@ -434,7 +439,7 @@ impl whttp::HostResponse for StoreData {
             &mut c.resp.headers,
             &mut c.header_budget,
             &name,
-            &value,
+            value,
             false,
         ))
     }
@@ -449,7 +454,7 @@ impl whttp::HostResponse for StoreData {
             &mut c.resp.headers,
             &mut c.header_budget,
             &name,
-            &value,
+            value,
             true,
         ))
     }
@@ -587,14 +592,26 @@ mod tests {
     #[test]
     fn header_values_cannot_split_lines() {
         let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
-        assert!(header_pair("x-a", "ok\r\ninjected: 1", &mut budget).is_err());
-        assert!(header_pair("x-a", "a\0b", &mut budget).is_err());
-        assert!(header_pair("x-a\r\nb", "1", &mut budget).is_err());
-        assert!(header_pair("content-length", "1", &mut budget).is_err());
-        assert!(header_pair("Transfer-Encoding", "chunked", &mut budget).is_err());
-        let (n, v) = header_pair("X-Fine", "caf\u{e9}", &mut budget).unwrap();
+        assert!(header_pair("x-a", "ok\r\ninjected: 1".into(), &mut budget).is_err());
+        assert!(header_pair("x-a", "a\0b".into(), &mut budget).is_err());
+        assert!(header_pair("x-a\r\nb", "1".into(), &mut budget).is_err());
+        assert!(header_pair("content-length", "1".into(), &mut budget).is_err());
+        assert!(header_pair("Transfer-Encoding", "chunked".into(), &mut budget).is_err());
+        let (n, v) = header_pair("X-Fine", "caf\u{e9}".into(), &mut budget).unwrap();
         assert_eq!(n, "x-fine");
         assert_eq!(v.as_bytes(), "caf\u{e9}".as_bytes());
+    }
+
+    #[test]
+    fn removal_spares_framing_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("1"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        remove(&mut h, "Content-Length");
+        remove(&mut h, "X-A");
+        remove(&mut h, "not a name\r\n");
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-length"));
     }
 
     #[test]
@@ -602,14 +619,14 @@ mod tests {
         let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
         let chunk = "v".repeat(limits::MAX_HEADER_VALUE_BYTES);
         let mut ok = 0;
-        while header_pair("x-h", &chunk, &mut budget).is_ok() {
+        while header_pair("x-h", chunk.clone(), &mut budget).is_ok() {
             ok += 1;
         }
         assert_eq!(ok, limits::MAX_HEADER_BYTES_PER_CALL / (chunk.len() + 3));
         assert!(
             header_pair(
                 "x-h",
-                &"v".repeat(limits::MAX_HEADER_VALUE_BYTES + 1),
+                "v".repeat(limits::MAX_HEADER_VALUE_BYTES + 1),
                 &mut usize::MAX.clone()
             )
             .is_err()

@@ -18,9 +18,9 @@ use super::host::StoreData;
 use crate::config::PluginSettings;
 
 /// The contract version this gateway speaks; a plugin must import and
-/// export `weir:plugin/*` at a semver-compatible version (0.1.x).
-pub const CONTRACT: &str = "weir:plugin@0.1.0";
-const CONTRACT_COMPATIBLE: &str = "0.1.";
+/// export `weir:plugin/*` at a semver-compatible version (0.2.x).
+pub const CONTRACT: &str = "weir:plugin@0.2.0";
+const CONTRACT_COMPATIBLE: &str = "0.2.";
 
 /// Largest plugin file read.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 * 1024 * 1024;

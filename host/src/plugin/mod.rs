@@ -46,6 +46,11 @@ pub struct Chain {
     /// Whether any plugin asked for the request (response) body.
     pub request_body: bool,
     pub response_body: bool,
+    /// Whether any plugin asked for the response (log) phase: without
+    /// one, the pipeline neither keeps a copy of the request head for it
+    /// nor (for the log phase) spawns a task.
+    pub response: bool,
+    pub log: bool,
 }
 
 impl Chain {
@@ -423,6 +428,8 @@ impl Plugins {
                     let slot = self.slots[r].clone();
                     chain.request_body |= slot.caps.request_body;
                     chain.response_body |= slot.caps.response_body;
+                    chain.response |= slot.caps.response;
+                    chain.log |= slot.caps.log;
                     chain.slots.push(slot);
                 }
                 Arc::new(chain)
@@ -562,7 +569,7 @@ mod measure {
                 continue;
             };
             let slot = &chain.slots[0];
-            let id = HeaderValue::from_static("measure");
+            let mut id = HeaderValue::from_static("measure");
             let mut context = Context::default();
             let mut held = None;
             let n = 20_000;
@@ -578,7 +585,7 @@ mod measure {
                     req: &mut parts,
                     resp: None,
                     context: &mut context,
-                    id: &id,
+                    id: &mut id,
                     client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     held: &mut held,
                 };

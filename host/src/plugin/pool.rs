@@ -32,11 +32,27 @@ use crate::config::{FailurePolicy, Isolation};
 /// worker waits for at most this long.
 pub const INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// What a plugin asked for in `init`.
+/// The phases a plugin asked for in `init`: the pipeline calls no other.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
+    pub request: bool,
     pub request_body: bool,
+    pub response: bool,
     pub response_body: bool,
+    pub log: bool,
+}
+
+impl From<bindings::Capabilities> for Capabilities {
+    fn from(c: bindings::Capabilities) -> Capabilities {
+        use bindings::Capabilities as C;
+        Capabilities {
+            request: c.contains(C::REQUEST),
+            request_body: c.contains(C::REQUEST_BODY),
+            response: c.contains(C::RESPONSE),
+            response_body: c.contains(C::RESPONSE_BODY),
+            log: c.contains(C::LOG),
+        }
+    }
 }
 
 /// Why a plugin call did not produce an answer.
@@ -82,7 +98,8 @@ pub struct Io<'a> {
     pub req: &'a mut http::request::Parts,
     pub resp: Option<&'a mut http::response::Parts>,
     pub context: &'a mut Context,
-    pub id: &'a HeaderValue,
+    /// Lent like the heads (swapped, not cloned).
+    pub id: &'a mut HeaderValue,
     pub client_ip: IpAddr,
     /// The instance this request holds (request isolation only).
     pub held: &'a mut Option<Instance>,
@@ -250,10 +267,7 @@ impl Slot {
                 msg.truncate(1024);
                 self.fail(FailureKind::Init(msg))
             })?;
-        let caps = Capabilities {
-            request_body: caps.contains(bindings::Capabilities::REQUEST_BODY),
-            response_body: caps.contains(bindings::Capabilities::RESPONSE_BODY),
-        };
+        let caps = Capabilities::from(caps);
         let inst = Instance {
             store,
             guest,
@@ -400,7 +414,7 @@ impl Slot {
     }
 
     fn respond(&self, r: bindings::ResponseParts) -> Result<Respond, Failure> {
-        let head = host::response_head(r.status, &r.headers)
+        let head = host::response_head(r.status, r.headers)
             .map_err(|e| self.fail(FailureKind::Invalid(e)))?;
         let body = self.body(r.body)?;
         Ok(Respond { head, body })
@@ -416,7 +430,7 @@ fn lend(store: &mut Store<StoreData>, io: &mut Io<'_>) {
         std::mem::swap(&mut call.resp, resp);
     }
     std::mem::swap(&mut call.context, io.context);
-    call.id = io.id.clone();
+    std::mem::swap(&mut call.id, io.id);
     call.client_ip = io.client_ip;
     call.header_budget = host::limits::MAX_HEADER_BYTES_PER_CALL;
 }

@@ -7,11 +7,16 @@
 //! log phase: each plugin's request-scoped context, the request head the
 //! later phases read, and (with request isolation) the instances held.
 //!
+//! Each plugin is called only in the phases it asked for in `init`. What
+//! a phase needs is paid for only when some plugin of the chain asked for
+//! it: the copy of the request head kept for the response and log phases,
+//! and the task the log phase runs in.
+//!
 //! A failing plugin either fails the request (`failure = "closed"`: 500,
 //! or 503 when all its instances are busy) or is skipped for that call
 //! (`failure = "open"`), and the skip is logged with the request id.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,17 +43,40 @@ pub enum Decision {
 
 /// One request's plugin state, from the request phase to the log phase.
 /// Empty (and free) on routes without plugins.
-#[derive(Default)]
 pub struct Scope {
     chain: Option<Arc<Chain>>,
-    contexts: Vec<Context>,
-    held: Vec<Option<Instance>>,
-    id: Option<HeaderValue>,
-    client_ip: Option<IpAddr>,
-    /// Plugins whose request phase ran: the response phase runs for these.
+    /// One entry per plugin of the chain (one allocation per request).
+    each: Vec<PerPlugin>,
+    /// The request id, lent to each call (see `plugin::Io`).
+    id: HeaderValue,
+    client_ip: IpAddr,
+    /// Plugins the request went through (their request phase ran, or they
+    /// did not ask for it): the response phase runs for these.
     ran: usize,
-    /// The request head as forwarded, for the response and log phases.
+    /// The request head as forwarded, for the response and log phases;
+    /// kept only when a plugin of the chain asked for one of them.
     request: Option<Parts>,
+}
+
+impl Default for Scope {
+    fn default() -> Scope {
+        Scope {
+            chain: None,
+            each: Vec::new(),
+            id: HeaderValue::from_static(""),
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ran: 0,
+            request: None,
+        }
+    }
+}
+
+/// What one plugin of the chain keeps for one request.
+#[derive(Default)]
+struct PerPlugin {
+    context: Context,
+    /// The instance held for the whole request (request isolation only).
+    held: Option<Instance>,
 }
 
 /// A copy of a request head without its extensions (which are not Clone
@@ -70,28 +98,34 @@ impl Scope {
             return;
         }
         let n = chain.slots.len();
-        self.contexts = vec![Context::default(); n];
-        self.held = (0..n).map(|_| None).collect();
-        self.id = Some(id.clone());
-        self.client_ip = Some(client_ip);
+        self.each = (0..n).map(|_| PerPlugin::default()).collect();
+        self.id = id.clone();
+        self.client_ip = client_ip;
         self.chain = Some(chain.clone());
     }
 
+    /// Keeps a copy of the request head as forwarded when a later phase
+    /// will read it.
+    fn keep_request(&mut self, chain: &Chain, parts: &Parts) {
+        if chain.response || chain.response_body || chain.log {
+            self.request = Some(copy_head(parts));
+        }
+    }
+
     fn io<'a>(
-        id: &'a HeaderValue,
+        id: &'a mut HeaderValue,
         client_ip: IpAddr,
         req: &'a mut Parts,
         resp: Option<&'a mut response::Parts>,
-        context: &'a mut Context,
-        held: &'a mut Option<Instance>,
+        each: &'a mut PerPlugin,
     ) -> Io<'a> {
         Io {
             req,
             resp,
-            context,
+            context: &mut each.context,
             id,
             client_ip,
-            held,
+            held: &mut each.held,
         }
     }
 
@@ -126,20 +160,13 @@ impl Scope {
         let Some(chain) = self.chain.clone() else {
             return Ok(Decision::Forward(None));
         };
-        let (id, ip) = (
-            self.id.clone().unwrap_or(HeaderValue::from_static("")),
-            self.client_ip.expect("set with the chain"),
-        );
         let mut steer = None;
         for (i, slot) in chain.slots.iter().enumerate() {
-            let mut io = Self::io(
-                &id,
-                ip,
-                parts,
-                None,
-                &mut self.contexts[i],
-                &mut self.held[i],
-            );
+            if !slot.caps.request {
+                self.ran = i + 1;
+                continue;
+            }
+            let mut io = Self::io(&mut self.id, self.client_ip, parts, None, &mut self.each[i]);
             let r = slot.on_request(&mut io);
             self.ran = i + 1;
             match self.judge(slot, r)? {
@@ -157,7 +184,7 @@ impl Scope {
                     // Plugins before this one still see the answer in
                     // their response phase, as they would an upstream's.
                     self.ran = i;
-                    self.request = Some(copy_head(parts));
+                    self.keep_request(&chain, parts);
                     let mut head = r.head;
                     self.on_response_head(&mut head)?;
                     return Ok(Decision::Respond(Response::from_parts(
@@ -167,7 +194,7 @@ impl Scope {
                 }
             }
         }
-        self.request = Some(copy_head(parts));
+        self.keep_request(&chain, parts);
         Ok(Decision::Forward(steer))
     }
 
@@ -196,23 +223,12 @@ impl Scope {
             Ok(Err(_)) => return Err(ProxyError::BadFraming("the request body ended early")),
             Ok(Ok(c)) => c.to_bytes(),
         };
-        let (id, ip) = (
-            self.id.clone().unwrap_or(HeaderValue::from_static("")),
-            self.client_ip.expect("set with the chain"),
-        );
         let mut changed = false;
         for (i, slot) in chain.slots.iter().enumerate() {
             if !slot.caps.request_body {
                 continue;
             }
-            let mut io = Self::io(
-                &id,
-                ip,
-                parts,
-                None,
-                &mut self.contexts[i],
-                &mut self.held[i],
-            );
+            let mut io = Self::io(&mut self.id, self.client_ip, parts, None, &mut self.each[i]);
             let r = slot.on_request_body(&mut io, &bytes);
             match self.judge(slot, r)? {
                 None | Some(BodyAction::Continue) => {}
@@ -266,10 +282,6 @@ impl Scope {
             Ok(Err(_)) => return Err(ProxyError::ResponseBodyBroken),
             Ok(Ok(c)) => c.to_bytes(),
         };
-        let (id, ip) = (
-            self.id.clone().unwrap_or(HeaderValue::from_static("")),
-            self.client_ip.expect("set with the chain"),
-        );
         let mut req = self
             .request
             .take()
@@ -280,12 +292,11 @@ impl Scope {
                 continue;
             }
             let mut io = Self::io(
-                &id,
-                ip,
+                &mut self.id,
+                self.client_ip,
                 &mut req,
                 Some(&mut head),
-                &mut self.contexts[i],
-                &mut self.held[i],
+                &mut self.each[i],
             );
             let r = slot.on_response_body(&mut io, &bytes);
             match self.judge(slot, r) {
@@ -306,13 +317,10 @@ impl Scope {
 
     /// Response phase over a head, reverse chain order.
     fn on_response_head(&mut self, head: &mut response::Parts) -> Result<(), ProxyError> {
-        let Some(chain) = self.chain.clone() else {
-            return Ok(());
+        let chain = match &self.chain {
+            Some(c) if c.response => c.clone(),
+            _ => return Ok(()),
         };
-        let (id, ip) = (
-            self.id.clone().unwrap_or(HeaderValue::from_static("")),
-            self.client_ip.expect("set with the chain"),
-        );
         let mut req = self
             .request
             .take()
@@ -320,13 +328,15 @@ impl Scope {
         let mut result = Ok(());
         for i in (0..self.ran).rev() {
             let slot = &chain.slots[i];
+            if !slot.caps.response {
+                continue;
+            }
             let mut io = Self::io(
-                &id,
-                ip,
+                &mut self.id,
+                self.client_ip,
                 &mut req,
                 Some(head),
-                &mut self.contexts[i],
-                &mut self.held[i],
+                &mut self.each[i],
             );
             let r = slot.on_response(&mut io);
             if let Err(e) = self.judge(slot, r) {
@@ -338,37 +348,41 @@ impl Scope {
         result
     }
 
-    /// The log phase, spawned so the response does not wait for it. Runs
-    /// for every plugin whose request phase ran, in chain order.
+    /// The log phase, spawned so the response does not wait for it. Runs,
+    /// in chain order, for every plugin that asked for it and that the
+    /// request went through; nothing is spawned when there is no such
+    /// plugin and no instance held for the request to drop.
     pub fn log(self, status: u16) {
         let Some(chain) = self.chain.clone() else {
             return;
         };
-        if self.ran == 0 || tokio::runtime::Handle::try_current().is_err() {
+        // Instances held for the request (request isolation) are dropped
+        // in the task too: dropping a store is not free either.
+        let held = self.each.iter().any(|p| p.held.is_some());
+        let logs = chain.log && self.ran > 0;
+        if !(logs || held) || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         tokio::spawn(async move {
             let mut this = self;
-            let (id, ip) = (
-                this.id.clone().unwrap_or(HeaderValue::from_static("")),
-                this.client_ip.expect("set with the chain"),
-            );
             let mut req = this
                 .request
                 .take()
                 .unwrap_or_else(|| http::Request::new(()).into_parts().0);
             for i in 0..this.ran {
                 let slot = &chain.slots[i];
+                if !slot.caps.log {
+                    continue;
+                }
                 let mut io = Self::io(
-                    &id,
-                    ip,
+                    &mut this.id,
+                    this.client_ip,
                     &mut req,
                     None,
-                    &mut this.contexts[i],
-                    &mut this.held[i],
+                    &mut this.each[i],
                 );
                 if let Err(f) = slot.on_log(&mut io, status) {
-                    tracing::warn!(plugin = &*f.plugin, request_id = ?id, reason = %f.kind, "log phase failed");
+                    tracing::warn!(plugin = &*f.plugin, request_id = ?this.id, reason = %f.kind, "log phase failed");
                 }
             }
         });

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
-use weir_sdk::{Action, Plugin, Request, validate};
+use weir_sdk::{Action, Phases, Plugin, Request, validate};
 
 /// The longest key accepted, in configuration and on requests (bytes).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -135,6 +135,10 @@ impl Plugin for ApiKey {
             remove_key: config.remove_key,
             challenge,
         })
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::REQUEST
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {

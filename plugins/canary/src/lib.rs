@@ -10,7 +10,7 @@
 //! than choose between the two upstreams the operator configured.
 
 use serde::Deserialize;
-use weir_sdk::{Action, Plugin, Request, Response, context, validate};
+use weir_sdk::{Action, Phases, Plugin, Request, Response, context, validate};
 
 /// Opt-in by header: requests whose header `name` has one of `values` go to
 /// the canary, whatever the cookie or the draw say.
@@ -128,6 +128,15 @@ impl Plugin for Canary {
             cookie: config.cookie,
             cookie_max_age: config.cookie_max_age,
         })
+    }
+
+    /// The response phase only sets the sticky cookie.
+    fn phases(&self) -> Phases {
+        if self.sticky {
+            Phases::REQUEST | Phases::RESPONSE
+        } else {
+            Phases::REQUEST
+        }
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {

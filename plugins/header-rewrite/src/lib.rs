@@ -3,7 +3,7 @@
 //! the host (one write, one delete), used by the benchmark next to `noop`.
 
 use serde::Deserialize;
-use weir_sdk::{Action, Plugin, Request, validate};
+use weir_sdk::{Action, Phases, Plugin, Request, validate};
 
 /// Configuration; every field has a default so the benchmark can use the
 /// plugin without a `config` table.
@@ -42,6 +42,10 @@ impl Plugin for HeaderRewrite {
             .map_err(|e| format!("set_value: {e}"))?;
         validate::header_name(&config.remove).map_err(|e| format!("remove: {e}"))?;
         Ok(Self { config })
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::REQUEST
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
-use weir_sdk::{Action, Plugin, Request, validate};
+use weir_sdk::{Action, Phases, Plugin, Request, validate};
 
 use keys::Keys;
 use token::Rules;
@@ -104,6 +104,10 @@ impl Plugin for JwtAuth {
             forward_claims: config.forward_claims.into_iter().collect(),
             header: config.header,
         })
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::REQUEST
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {

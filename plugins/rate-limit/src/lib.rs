@@ -16,7 +16,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use weir_sdk::state::{Bucket, BucketOutcome};
-use weir_sdk::{Action, Plugin, Request, Response, context, validate};
+use weir_sdk::{Action, Phases, Plugin, Request, Response, context, validate};
 
 /// Client-chosen key material longer than this is hashed (bytes).
 pub const MAX_KEY_VALUE_BYTES: usize = 128;
@@ -97,6 +97,10 @@ impl Plugin for RateLimit {
             key: config.key,
             header,
         })
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::REQUEST | Phases::RESPONSE
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {

@@ -4,7 +4,7 @@
 //! no-op default).
 
 use serde::Deserialize;
-use weir_sdk::{Action, Plugin, Request, Response, validate};
+use weir_sdk::{Action, Phases, Plugin, Request, Response, validate};
 
 /// The plugin's configuration: the route's `config` table, as JSON.
 /// `deny_unknown_fields` turns a typo into a deploy-time error.
@@ -42,6 +42,12 @@ impl Plugin for Template {
             required_header: config.required_header,
             tag: config.tag,
         })
+    }
+
+    /// Name every phase implemented below: the gateway calls no other,
+    /// and each one named costs a call per request.
+    fn phases(&self) -> Phases {
+        Phases::REQUEST | Phases::RESPONSE
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {

@@ -11,7 +11,7 @@
 pub mod json;
 pub mod rules;
 
-use weir_sdk::{Action, BodyAction, Capabilities, Plugin, Request, Response};
+use weir_sdk::{Action, BodyAction, Capabilities, Phases, Plugin, Request, Response};
 
 pub use rules::Config;
 use rules::{BodyRules, HeaderRules, PathRewrite};
@@ -34,6 +34,16 @@ impl Plugin for Transform {
             path: config.path.map(PathRewrite::new).transpose()?,
             body: config.json_body.map(BodyRules::new).transpose()?,
         })
+    }
+
+    /// Only the phases some configured rule needs: a response-headers-only
+    /// transform is never called in the request phase, and the reverse.
+    fn phases(&self) -> Phases {
+        Phases {
+            request: self.path.is_some() || !self.request_headers.is_empty(),
+            response: !self.response_headers.is_empty(),
+            log: false,
+        }
     }
 
     fn capabilities(&self) -> Capabilities {

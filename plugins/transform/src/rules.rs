@@ -136,6 +136,14 @@ impl HeaderAccess for Response<'_> {
 }
 
 impl HeaderRules {
+    /// Whether there is nothing to do (the phase need not run at all).
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.set.is_empty()
+            && self.add.is_empty()
+    }
+
     /// Validates every name and value; `field` prefixes the errors.
     pub fn new(field: &str, config: HeaderConfig) -> Result<Self, String> {
         for (kind, count) in [

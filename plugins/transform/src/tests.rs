@@ -1,8 +1,8 @@
 //! Behaviour of `transform` through the SDK's test host.
 
 use serde_json::{Value, json};
-use weir_sdk::Capabilities;
-use weir_sdk::testing::{TestHost, TestRequest, TestResponse};
+use weir_sdk::testing::{Phase, TestHost, TestRequest, TestResponse};
+use weir_sdk::{Capabilities, Phases};
 
 use super::Transform;
 
@@ -166,6 +166,17 @@ fn non_json_or_incompatible_bodies_get_400_and_empty_bodies_pass() {
 fn without_body_rules_no_body_capability_is_requested() {
     let host = host(json!({ "request_headers": { "set": { "x": "1" } } }));
     assert_eq!(host.capabilities(), Capabilities::NONE);
+}
+
+#[test]
+fn only_the_phases_with_rules_run() {
+    let mut host = host(json!({ "response_headers": { "set": { "x": "1" } } }));
+    assert_eq!(host.phases(), Phases::RESPONSE);
+    let exchange = host.run(TestRequest::get("/"));
+    assert_eq!(exchange.phases(), [Phase::Response]);
+    assert_eq!(exchange.header("x"), Some("1"));
+    let host = self::host(json!({ "path": { "pattern": "^/a", "replacement": "/b" } }));
+    assert_eq!(host.phases(), Phases::REQUEST);
 }
 
 #[test]

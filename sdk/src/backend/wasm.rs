@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use crate::bindings::exports::weir::plugin::guest;
 use crate::bindings::weir::plugin::{host, http, types};
 use crate::log::Level;
-use crate::plugin::{Capabilities, Plugin, instantiate};
+use crate::plugin::{Capabilities, Phases, Plugin, instantiate};
 use crate::state::BucketOutcome;
 use crate::{Action, BodyAction, Reply, Request, Response};
 
@@ -111,18 +111,27 @@ pub struct Guest<P>(PhantomData<P>);
 
 impl<P: Plugin> guest::Guest for Guest<P> {
     fn init(config: String) -> Result<types::Capabilities, String> {
+        use types::Capabilities as F;
         let plugin = instantiate::<P>(&config)?;
         let Capabilities {
             request_body,
             response_body,
         } = plugin.capabilities();
+        let Phases {
+            request,
+            response,
+            log,
+        } = plugin.phases();
         INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(plugin)));
-        let mut flags = types::Capabilities::empty();
-        if request_body {
-            flags |= types::Capabilities::REQUEST_BODY;
-        }
-        if response_body {
-            flags |= types::Capabilities::RESPONSE_BODY;
+        let mut flags = F::empty();
+        for (wanted, flag) in [
+            (request, F::REQUEST),
+            (request_body, F::REQUEST_BODY),
+            (response, F::RESPONSE),
+            (response_body, F::RESPONSE_BODY),
+            (log, F::LOG),
+        ] {
+            flags.set(flag, wanted);
         }
         Ok(flags)
     }

@@ -53,7 +53,7 @@ use self::headers::Headers;
 pub use self::request::{TestRequest, TestResponse};
 use crate::plugin::instantiate;
 use crate::validate;
-use crate::{Action, BodyAction, Capabilities, Plugin, Reply, Request, Response};
+use crate::{Action, BodyAction, Capabilities, Phases, Plugin, Reply, Request, Response};
 
 /// One plugin instance running on the in-memory host.
 ///
@@ -75,6 +75,7 @@ use crate::{Action, BodyAction, Capabilities, Plugin, Reply, Request, Response};
 /// ```
 pub struct TestHost<P: Plugin> {
     plugin: P,
+    phases: Phases,
     capabilities: Capabilities,
     env: Rc<Env>,
 }
@@ -125,9 +126,11 @@ impl<P: Plugin> TestHost<P> {
         let env = Rc::new(Env::new());
         let _current = install(&env);
         let plugin = instantiate::<P>(config)?;
+        let phases = plugin.phases();
         let capabilities = plugin.capabilities();
         Ok(Self {
             plugin,
+            phases,
             capabilities,
             env,
         })
@@ -169,7 +172,27 @@ impl<P: Plugin> TestHost<P> {
         self.capabilities
     }
 
-    /// Plays one request through every phase the gateway would run. The
+    /// The phases the plugin declared ([`Plugin::phases`]): [`TestHost::run`]
+    /// calls no other, as the gateway does not.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use weir_sdk::testing::TestHost;
+    /// # struct Noop;
+    /// # impl weir_sdk::Plugin for Noop {
+    /// #     type Config = serde::de::IgnoredAny;
+    /// #     fn new(_: Self::Config) -> Result<Self, String> { Ok(Noop) }
+    /// # }
+    /// let host = TestHost::<Noop>::new(serde_json::json!({})).unwrap();
+    /// assert_eq!(host.phases(), weir_sdk::Phases::ALL);
+    /// ```
+    pub fn phases(&self) -> Phases {
+        self.phases
+    }
+
+    /// Plays one request through every phase the gateway would run (those
+    /// the plugin declared, see [`TestHost::phases`]). The
     /// request context starts empty; shared state, logs, counters and the
     /// clock carry over between runs.
     ///
@@ -189,9 +212,15 @@ impl<P: Plugin> TestHost<P> {
             mut body,
             upstream,
         } = request;
-        let mut phases = vec![Phase::Request];
+        let mut phases = Vec::new();
         let mut routed_to = None;
-        let mut reply = match self.plugin.on_request(&mut Request::new(&mut req)) {
+        let action = if self.phases.request {
+            phases.push(Phase::Request);
+            self.plugin.on_request(&mut Request::new(&mut req))
+        } else {
+            Action::Continue
+        };
+        let mut reply = match action {
             Action::Continue => None,
             Action::RouteTo(upstream) => {
                 assert!(!upstream.is_empty(), "route_to needs an upstream name");
@@ -229,9 +258,11 @@ impl<P: Plugin> TestHost<P> {
                     state: mut resp,
                     body: mut resp_body,
                 } = upstream;
-                phases.push(Phase::Response);
-                self.plugin
-                    .on_response(&Request::new(&mut req), &mut Response::new(&mut resp));
+                if self.phases.response {
+                    phases.push(Phase::Response);
+                    self.plugin
+                        .on_response(&Request::new(&mut req), &mut Response::new(&mut resp));
+                }
                 if self.capabilities.response_body {
                     phases.push(Phase::ResponseBody);
                     if let Some(replacement) = self.plugin.on_response_body(
@@ -247,8 +278,10 @@ impl<P: Plugin> TestHost<P> {
                 (resp.status, resp.headers, resp_body, Some(forwarded))
             }
         };
-        phases.push(Phase::Log);
-        self.plugin.on_log(&Request::new(&mut req), status);
+        if self.phases.log {
+            phases.push(Phase::Log);
+            self.plugin.on_log(&Request::new(&mut req), status);
+        }
         Exchange {
             responded_by_plugin: forwarded.is_none(),
             routed_to,
