@@ -2,17 +2,14 @@
 """Profiles Weir's request path with callgrind (perf is not available on
 the development machine):
 
-    python3 tests/bench/profile.py [--seconds 20] [--conns 10] [--plugin noop]
+    python3 tests/bench/profile.py [--seconds 20] [--conns 10]
 
 Starts the benchmark's upstream nginx and the release `weir` under
 `valgrind --tool=callgrind`, warms it up, zeroes the counters
 (`callgrind_control -z`), runs wrk with keep-alive requests, dumps the
 profile of just that run (`callgrind_control -d`), stops Weir, and prints
 the top of `callgrind_annotate` by inclusive and by self cost, with the
-number of requests so costs can be read per request. With `--plugin ID`
-the route carries that plugin scenario of the benchmark (configuration
-and request headers from `configs.plugin_scenarios()`, the plugin built
-in plugins/). Needs valgrind
+number of requests so costs can be read per request. Needs valgrind
 (`apt-get install -y valgrind`) and what run.sh installs and builds.
 """
 
@@ -63,8 +60,6 @@ def main():
     ap.add_argument("--seconds", type=int, default=20, help="measured wrk run")
     ap.add_argument("--conns", type=int, default=10, help="wrk connections")
     ap.add_argument("--top", type=int, default=25, help="functions to show")
-    ap.add_argument("--plugin", metavar="ID",
-                    help="profile a plugin scenario of the benchmark (noop, api-key, ...)")
     ap.add_argument("--out", default=os.path.join(bench.HERE, "results", "callgrind.out"))
     args = ap.parse_args()
 
@@ -78,20 +73,6 @@ def main():
         port = bench.free_port()
         d = b.dir("weir")
         conf = configs.weir_plain(port, b.upstream.port)
-        headers = []
-        if args.plugin:
-            sc = next((s for s in configs.plugin_scenarios() if s["id"] == args.plugin), None)
-            if sc is None:
-                sys.exit(f"no plugin scenario {args.plugin!r} in configs.plugin_scenarios()")
-            wasm = configs.find_plugin(bench.REPO, sc["files"])
-            if wasm is None:
-                sys.exit(f"{args.plugin} is not built in {configs.PLUGIN_DIR}")
-            plugin_dir = os.path.join(d, "plugins")
-            os.makedirs(plugin_dir, exist_ok=True)
-            shutil.copyfile(wasm, os.path.join(plugin_dir, f"{sc['id']}.wasm"))
-            conf = configs.weir_plugin_config(port, b.upstream.port, plugin_dir, sc["id"],
-                                              sc["config"])
-            headers = sc["headers"]
         bench.weir_check(d, conf)
         for old in glob.glob(args.out + "*"):
             os.remove(old)
@@ -100,10 +81,10 @@ def main():
         proc = procs.start(argv, bench.PROXY_CPU, os.path.join(d, "stderr.log"))
         if not bench.wait_200(port, time.monotonic() + 60, proc=proc, pause=0.05):
             sys.exit(f"weir under valgrind did not answer:\n{bench.tail(os.path.join(d, 'stderr.log'))}")
-        b.wrk(port, 3, headers)  # warm-up: pool filled, code paths touched
+        b.wrk(port, 3)  # warm-up: pool filled, code paths touched
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
                        capture_output=True, timeout=30)
-        w = b.wrk(port, args.seconds, headers)
+        w = b.wrk(port, args.seconds)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
                        capture_output=True, timeout=60)
         procs.stop(proc, grace=60)
@@ -112,8 +93,7 @@ def main():
             sys.exit(f"no callgrind dump next to {args.out}")
         profile = dumps[0]
         n = w["requests"]
-        what = f"weir with plugin {args.plugin}" if args.plugin else "weir"
-        print(f"profiled {n} keep-alive requests through {what} ({args.conns} connections, "
+        print(f"profiled {n} keep-alive requests through weir ({args.conns} connections, "
               f"{w['non2xx']} non-2xx, errors {w['errors']}); profile in {profile}\n")
         n = max(n, 1)
         total = None
