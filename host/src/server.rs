@@ -50,14 +50,16 @@ pub enum StartError {
 /// compilation), so abandoned compilations never pile up.
 static COMPILING: Semaphore = Semaphore::const_new(1);
 
-/// Runs `f` on a blocking thread within `timeout` (waiting for an earlier
-/// compilation included). `None` when the time ran out.
+/// Runs `f` on a blocking thread holding a permit of `slots`, within
+/// `timeout` (waiting for the permit included). `None` when the time ran
+/// out.
 async fn off_request_path<T: Send + 'static>(
+    slots: &'static Semaphore,
     timeout: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     let work = async {
-        let permit = COMPILING.acquire().await.ok()?;
+        let permit = slots.acquire().await.ok()?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             f()
@@ -78,6 +80,23 @@ pub struct Optimized {
     pub name: String,
     pub result: Result<Arc<Compiled>, PluginError>,
     pub took: Duration,
+}
+
+/// A deployment step that ran out of `plugins.compile_timeout`.
+fn timed_out(
+    name: &str,
+    path: &Path,
+    sha256: Option<String>,
+    what: &str,
+    timeout: Duration,
+) -> PluginError {
+    PluginError {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        step: Step::Timeout,
+        sha256,
+        reason: format!("{what} took longer than plugins.compile_timeout ({timeout:?})"),
+    }
 }
 
 /// What a configuration reload did besides swapping the configuration.
@@ -286,7 +305,7 @@ impl Gateway {
         // and initialised off the request path. Shared state is kept.
         let timeout = config.plugins.compile_timeout;
         let (registry, wanted) = (self.plugins.clone(), config.clone());
-        let plugins = off_request_path(timeout, move || registry.reconfigure(&wanted))
+        let plugins = off_request_path(&COMPILING, timeout, move || registry.reconfigure(&wanted))
             .await
             .ok_or(StartError::PluginTimeout(timeout))?
             .map_err(StartError::Plugins)?;
@@ -341,17 +360,17 @@ impl Gateway {
                 .deploy(&owned_name, &file, tiered)
                 .map(|(plugins, chains)| Some((plugins, chains, file.sha256)))
         };
-        let outcome = off_request_path(timeout, work).await.unwrap_or_else(|| {
-            Err(PluginError {
-                name: name.to_owned(),
-                path: path.to_owned(),
-                step: Step::Timeout,
-                sha256: None,
-                reason: format!(
-                    "compiling and initialising took longer than plugins.compile_timeout ({timeout:?})"
-                ),
-            })
-        })?;
+        let outcome = off_request_path(&COMPILING, timeout, work)
+            .await
+            .unwrap_or_else(|| {
+                Err(timed_out(
+                    name,
+                    path,
+                    None,
+                    "compiling and initialising",
+                    timeout,
+                ))
+            })?;
         let Some((plugins, chains, sha256)) = outcome else {
             return Ok(Deployed::Unchanged { sha256: previous });
         };
@@ -398,25 +417,17 @@ impl Gateway {
                     registry.optimize(&name, &file)
                 }
             };
-            let result = async {
-                let _permit = OPTIMIZING.acquire().await.ok()?;
-                tokio::time::timeout(timeout, tokio::task::spawn_blocking(work))
-                    .await
-                    .ok()?
-                    .ok()
-            }
-            .await
-            .unwrap_or_else(|| {
-                Err(PluginError {
-                    name: name.clone(),
-                    path: serving.path.clone(),
-                    step: Step::Timeout,
-                    sha256: Some(serving.sha256.clone()),
-                    reason: format!(
-                        "the optimized build took longer than plugins.compile_timeout ({timeout:?})"
-                    ),
-                })
-            });
+            let result = off_request_path(&OPTIMIZING, timeout, work)
+                .await
+                .unwrap_or_else(|| {
+                    Err(timed_out(
+                        &name,
+                        &serving.path,
+                        Some(serving.sha256.clone()),
+                        "the optimized build",
+                        timeout,
+                    ))
+                });
             let _ = done.send(Optimized {
                 name,
                 result,
@@ -442,20 +453,19 @@ impl Gateway {
         let registry = self.plugins.clone();
         let owned = name.to_owned();
         let (path, sha256) = (version.path.clone(), version.sha256.clone());
-        let (plugins, chains) =
-            off_request_path(timeout, move || registry.install(&owned, version))
-                .await
-                .unwrap_or_else(|| {
-                    Err(PluginError {
-                        name: name.to_owned(),
-                        path,
-                        step: Step::Timeout,
-                        sha256: Some(sha256),
-                        reason: format!(
-                            "initialising the optimized build took longer than plugins.compile_timeout ({timeout:?})"
-                        ),
-                    })
-                })?;
+        let (plugins, chains) = off_request_path(&COMPILING, timeout, move || {
+            registry.install(&owned, version)
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(timed_out(
+                name,
+                &path,
+                Some(sha256),
+                "initialising the optimized build",
+                timeout,
+            ))
+        })?;
         let router = self.router.load().with_chains(&chains);
         self.router.store(Arc::new(router));
         self.plugins.retire_replaced(&plugins);
