@@ -291,7 +291,7 @@ async fn plugin_file_changed(
                 sha256: None,
                 outcome: "ignored",
                 step: None,
-                error: Some("no route or global chain names this plugin".into()),
+                error: Some(crate::plugin::NOT_NAMED.into()),
             });
         }
         return;

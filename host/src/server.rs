@@ -334,13 +334,7 @@ impl Gateway {
     ) -> Result<Deployed, PluginError> {
         let Some((timeout, tiered)) = self.plugins.config().map(|c| (c.compile_timeout, c.tiered))
         else {
-            return Err(PluginError {
-                name: name.to_owned(),
-                path: path.to_owned(),
-                step: Step::Validate,
-                sha256: None,
-                reason: "no route or global chain names this plugin".into(),
-            });
+            return Err(crate::plugin::not_named(name, path, None));
         };
         let previous = self
             .plugins

@@ -50,6 +50,16 @@ pub struct WatchError {
     pub reason: String,
 }
 
+impl WatchError {
+    /// Makes the errors of watching `dir`.
+    fn at(dir: &Path) -> impl Fn(String) -> WatchError + '_ {
+        move |reason| WatchError {
+            path: dir.to_owned(),
+            reason,
+        }
+    }
+}
+
 /// Watches `dir` (not recursively) and sends the path of every settled
 /// change whose file name passes `wanted`. A file that was removed is sent
 /// too; the receiver checks whether it still exists.
@@ -58,10 +68,7 @@ pub fn watch_folder(
     wanted: impl Fn(&Path) -> bool + Send + 'static,
     tx: mpsc::UnboundedSender<PathBuf>,
 ) -> Result<FileWatch, WatchError> {
-    let err = |reason: String| WatchError {
-        path: dir.to_owned(),
-        reason,
-    };
+    let err = WatchError::at(dir);
     let mut debouncer = new_debouncer(SETTLE, move |events: DebounceEventResult| match events {
         Ok(events) => {
             for e in events {
@@ -115,10 +122,7 @@ pub fn watch_ready(
     wanted: impl Fn(&Path) -> bool + Send + 'static,
     tx: mpsc::UnboundedSender<PathBuf>,
 ) -> Result<FileWatch, WatchError> {
-    let err = |reason: String| WatchError {
-        path: dir.to_owned(),
-        reason,
-    };
+    let err = WatchError::at(dir);
     let (raw_tx, raw_rx) = std_mpsc::channel::<(PathBuf, Readiness)>();
     let mut watcher: RecommendedWatcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {

@@ -312,7 +312,7 @@ impl Plugins {
         tiered: bool,
     ) -> Result<(Plugins, Vec<Arc<Chain>>), PluginError> {
         let (Some(runtime), Some(pc)) = (&self.runtime, &self.config) else {
-            return Err(not_named(name, file));
+            return Err(not_named(name, &file.path, Some(file.sha256.clone())));
         };
         let cached = runtime
             .cached_marker(&file.sha256)
@@ -338,7 +338,7 @@ impl Plugins {
     /// puts it in service.
     pub fn optimize(&self, name: &str, file: &PluginFile) -> Result<Arc<Compiled>, PluginError> {
         let (Some(runtime), Some(pc)) = (&self.runtime, &self.config) else {
-            return Err(not_named(name, file));
+            return Err(not_named(name, &file.path, Some(file.sha256.clone())));
         };
         load::compile(runtime, name, file, pc.settings(name)).map(Arc::new)
     }
@@ -494,13 +494,17 @@ fn serving(c: &Compiled) -> Serving {
     }
 }
 
-fn not_named(name: &str, file: &PluginFile) -> PluginError {
+/// Why a file is not deployed when no chain names its plugin.
+pub const NOT_NAMED: &str = "no route or global chain names this plugin";
+
+/// The error for a plugin file that no chain names.
+pub fn not_named(name: &str, path: &std::path::Path, sha256: Option<String>) -> PluginError {
     PluginError {
         name: name.to_owned(),
-        path: file.path.clone(),
+        path: path.to_owned(),
         step: Step::Validate,
-        sha256: Some(file.sha256.clone()),
-        reason: "no route or global chain names this plugin".into(),
+        sha256,
+        reason: NOT_NAMED.into(),
     }
 }
 
