@@ -41,6 +41,7 @@ use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 
 use super::bindings;
 use super::host::StoreData;
+use super::load::HTTP_INTERFACE;
 
 /// How often the epoch advances: the granularity of CPU deadlines. A call
 /// overruns its deadline by at most one tick.
@@ -192,6 +193,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         bindings::Plugin::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)?;
+        super::hot::link(&mut linker, HTTP_INTERFACE)?;
         {
             use wasmtime_wasi::p2::bindings::{cli, clocks, random};
             let l = &mut linker;

@@ -179,11 +179,19 @@ fn reserved(name: &str) -> bool {
     .any(|r| r.eq_ignore_ascii_case(name))
 }
 
-/// Validates a header a plugin hands in. The value's buffer (the string
-/// the call lifted out of Wasm memory) becomes the header value as is.
-fn header_pair(
+/// The answer to a header value longer than the bound.
+pub(crate) fn value_too_long() -> String {
+    format!(
+        "header values are at most {} bytes",
+        limits::MAX_HEADER_VALUE_BYTES
+    )
+}
+
+/// Validates a header a plugin hands in. The value's buffer (copied once
+/// out of Wasm memory) becomes the header value as is.
+pub(crate) fn header_pair(
     name: &str,
-    value: String,
+    value: Bytes,
     budget: &mut usize,
 ) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(name.as_bytes())
@@ -194,10 +202,7 @@ fn header_pair(
         ));
     }
     if value.len() > limits::MAX_HEADER_VALUE_BYTES {
-        return Err(format!(
-            "header values are at most {} bytes",
-            limits::MAX_HEADER_VALUE_BYTES
-        ));
+        return Err(value_too_long());
     }
     let cost = name.as_str().len() + value.len();
     if cost > *budget {
@@ -208,7 +213,7 @@ fn header_pair(
     }
     // HeaderValue refuses CR, LF, NUL and other control bytes, so nothing
     // a plugin writes can split a header line on the wire.
-    let value = HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| {
+    let value = HeaderValue::from_maybe_shared(value).map_err(|_| {
         "header values may not contain control characters (CR, LF, NUL)".to_string()
     })?;
     *budget -= cost;
@@ -230,7 +235,7 @@ pub(crate) fn response_head(
     }
     let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
     for (n, v) in headers {
-        let (n, v) = header_pair(&n, v, &mut budget)?;
+        let (n, v) = header_pair(&n, Bytes::from(v), &mut budget)?;
         parts.headers.append(n, v);
     }
     Ok(parts)
@@ -246,11 +251,11 @@ pub(crate) fn status_code(status: u16) -> Result<StatusCode, String> {
     }
 }
 
-fn get(h: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn get(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)?.to_str().ok().map(str::to_owned)
 }
 
-fn get_all(h: &HeaderMap, name: &str) -> Vec<String> {
+pub(crate) fn get_all(h: &HeaderMap, name: &str) -> Vec<String> {
     h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
@@ -261,11 +266,11 @@ fn names(h: &HeaderMap) -> Vec<String> {
     h.keys().map(|k| k.as_str().to_owned()).collect()
 }
 
-fn set(
+pub(crate) fn set(
     h: &mut HeaderMap,
     budget: &mut usize,
     name: &str,
-    value: String,
+    value: Bytes,
     append: bool,
 ) -> Result<(), String> {
     let (n, v) = header_pair(name, value, budget)?;
@@ -277,7 +282,7 @@ fn set(
     Ok(())
 }
 
-fn remove(h: &mut HeaderMap, name: &str) {
+pub(crate) fn remove(h: &mut HeaderMap, name: &str) {
     // An invalid name matches nothing.
     if !reserved(name) {
         h.remove(name);
@@ -365,7 +370,7 @@ impl whttp::HostRequest for StoreData {
             &mut c.req.headers,
             &mut c.header_budget,
             &name,
-            value,
+            Bytes::from(value),
             false,
         ))
     }
@@ -380,7 +385,7 @@ impl whttp::HostRequest for StoreData {
             &mut c.req.headers,
             &mut c.header_budget,
             &name,
-            value,
+            Bytes::from(value),
             true,
         ))
     }
@@ -439,7 +444,7 @@ impl whttp::HostResponse for StoreData {
             &mut c.resp.headers,
             &mut c.header_budget,
             &name,
-            value,
+            Bytes::from(value),
             false,
         ))
     }
@@ -454,7 +459,7 @@ impl whttp::HostResponse for StoreData {
             &mut c.resp.headers,
             &mut c.header_budget,
             &name,
-            value,
+            Bytes::from(value),
             true,
         ))
     }
@@ -619,14 +624,14 @@ mod tests {
         let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
         let chunk = "v".repeat(limits::MAX_HEADER_VALUE_BYTES);
         let mut ok = 0;
-        while header_pair("x-h", chunk.clone(), &mut budget).is_ok() {
+        while header_pair("x-h", chunk.clone().into(), &mut budget).is_ok() {
             ok += 1;
         }
         assert_eq!(ok, limits::MAX_HEADER_BYTES_PER_CALL / (chunk.len() + 3));
         assert!(
             header_pair(
                 "x-h",
-                "v".repeat(limits::MAX_HEADER_VALUE_BYTES + 1),
+                "v".repeat(limits::MAX_HEADER_VALUE_BYTES + 1).into(),
                 &mut usize::MAX.clone()
             )
             .is_err()

@@ -18,6 +18,7 @@
 pub mod bindings;
 mod engine;
 pub mod host;
+mod hot;
 mod load;
 mod pool;
 pub mod state;
@@ -513,7 +514,10 @@ pub fn not_named(name: &str, path: &std::path::Path, sha256: Option<String>) -> 
 /// --ignored --nocapture` after the e2e tests built the fixtures (and, for
 /// the bundled plugins, `cargo build --release --target wasm32-wasip2
 /// --target-dir ../target/bundled` in plugins/). Files not built are
-/// skipped.
+/// skipped. `WEIR_MEASURE_ONLY=TEXT` keeps the cases whose label contains
+/// TEXT and `WEIR_MEASURE_CALLS=N` sets the calls per case (for a
+/// profiler; calls run under the plugin's wall-clock deadline, so on a
+/// busy machine a very long run can see one trap).
 #[cfg(test)]
 mod measure {
     use std::net::{IpAddr, Ipv4Addr};
@@ -562,12 +566,25 @@ mod measure {
                 "bundled header-rewrite (weir-sdk)",
             ),
             (
+                format!("{bundled}/api_key.wasm"),
+                "{ keys = { \"bench-key-0123456789abcdef\" = \"consumer\" } }",
+                "bundled api-key (weir-sdk)",
+            ),
+            (
                 format!("{fixtures}/fixture_basic.wasm"),
                 "{ tag = \"t\" }",
                 "fixture basic (log, context, state, random, 6 header edits)",
             ),
         ];
+        let only = std::env::var("WEIR_MEASURE_ONLY").ok();
+        let n: u32 = std::env::var("WEIR_MEASURE_CALLS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
         for (file, config, what) in cases {
+            if only.as_deref().is_some_and(|o| !what.contains(o)) {
+                continue;
+            }
             let Some((_plugins, chain)) = slot_for(&file, config) else {
                 eprintln!("{file} not built; skipped");
                 continue;
@@ -576,9 +593,9 @@ mod measure {
             let mut id = HeaderValue::from_static("measure");
             let mut context = Context::default();
             let mut held = None;
-            let n = 20_000;
             let mut parts = http::Request::get("/x")
                 .header("host", "a")
+                .header("x-api-key", "bench-key-0123456789abcdef")
                 .body(())
                 .unwrap()
                 .into_parts()
@@ -593,8 +610,13 @@ mod measure {
                     client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     held: &mut held,
                 };
-                slot.on_request(&mut io).unwrap();
+                let action = slot.on_request(&mut io).unwrap();
+                assert!(matches!(action, Action::Continue), "{what}: {action:?}");
                 parts.headers.remove("x-fx-order");
+                parts.headers.insert(
+                    "x-api-key",
+                    HeaderValue::from_static("bench-key-0123456789abcdef"),
+                );
             }
             let per = started.elapsed() / n;
             eprintln!("{what}: on-request {per:?} per call ({n} calls)");

@@ -102,7 +102,7 @@ pub struct Io<'a> {
     pub id: &'a mut HeaderValue,
     pub client_ip: IpAddr,
     /// The instance this request holds (request isolation only).
-    pub held: &'a mut Option<Instance>,
+    pub held: &'a mut Option<Box<Instance>>,
 }
 
 /// A plugin with one configuration, and its instances.
@@ -127,7 +127,10 @@ pub struct Slot {
     init_ticks: u64,
     init_deadline: std::time::Duration,
     max_instances: usize,
-    idle: Mutex<Vec<Instance>>,
+    /// Boxed, so checking one out or in moves a pointer, not the
+    /// instance's export table.
+    #[expect(clippy::vec_box, reason = "instances move in and out per call")]
+    idle: Mutex<Vec<Box<Instance>>>,
     live: Arc<AtomicUsize>,
 }
 
@@ -221,7 +224,7 @@ impl Slot {
     }
 
     /// A new instance, initialised. Counts against `max_instances`.
-    fn make(&self) -> Result<(Instance, Capabilities), Failure> {
+    fn make(&self) -> Result<(Box<Instance>, Capabilities), Failure> {
         let reserved = self
             .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -268,16 +271,16 @@ impl Slot {
                 self.fail(FailureKind::Init(msg))
             })?;
         let caps = Capabilities::from(caps);
-        let inst = Instance {
+        let inst = Box::new(Instance {
             store,
             guest,
             compiled: compiled.clone(),
             _live: live,
-        };
+        });
         Ok((inst, caps))
     }
 
-    fn checkout(&self) -> Result<Instance, Failure> {
+    fn checkout(&self) -> Result<Box<Instance>, Failure> {
         if self.isolation == Isolation::Pooled
             && let Some(inst) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
         {
@@ -286,7 +289,7 @@ impl Slot {
         self.make().map(|(inst, _)| inst)
     }
 
-    fn checkin(&self, inst: Instance) {
+    fn checkin(&self, inst: Box<Instance>) {
         if self.isolation == Isolation::Pooled && !self.retired.load(Ordering::Acquire) {
             self.idle
                 .lock()

@@ -32,6 +32,7 @@ use crate::config::FailurePolicy;
 use crate::plugin::{Action, BodyAction, Chain, Context, Failure, FailureKind, Instance, Io, Slot};
 use crate::router::{Route, Router};
 use crate::upstream::Upstream;
+use smallvec::SmallVec;
 
 /// What the request phase decided.
 pub enum Decision {
@@ -45,8 +46,9 @@ pub enum Decision {
 /// Empty (and free) on routes without plugins.
 pub struct Scope {
     chain: Option<Arc<Chain>>,
-    /// One entry per plugin of the chain (one allocation per request).
-    each: Vec<PerPlugin>,
+    /// One entry per plugin of the chain, inline for chains of up to
+    /// four plugins (no allocation per request).
+    each: SmallVec<[PerPlugin; 4]>,
     /// The request id, lent to each call (see `plugin::Io`).
     id: HeaderValue,
     client_ip: IpAddr,
@@ -62,7 +64,7 @@ impl Default for Scope {
     fn default() -> Scope {
         Scope {
             chain: None,
-            each: Vec::new(),
+            each: SmallVec::new(),
             id: HeaderValue::from_static(""),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             ran: 0,
@@ -76,7 +78,7 @@ impl Default for Scope {
 struct PerPlugin {
     context: Context,
     /// The instance held for the whole request (request isolation only).
-    held: Option<Instance>,
+    held: Option<Box<Instance>>,
 }
 
 /// A copy of a request head without its extensions (which are not Clone

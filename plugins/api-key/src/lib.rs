@@ -4,24 +4,28 @@
 //! header (the one `rate-limit` can key on). The key itself is stripped
 //! before forwarding, so upstreams never see credentials.
 //!
-//! Keys are compared in constant time: every configured key's SHA-256
-//! digest is compared with the presented key's digest, without stopping at
-//! the first match, so response timing reveals neither which key matched
-//! nor how many leading bytes of a guess were right, nor a key's length.
-//! Presented keys longer than [`MAX_KEY_BYTES`] are refused unhashed.
+//! Keys are looked up without leaking them through timing: the presented
+//! key is hashed with SipHash-2-4 under a secret 128-bit key drawn from the
+//! host's CSPRNG when the instance starts, the configured keys are found by
+//! that hash, and a candidate is confirmed by a constant-time comparison.
+//! What the lookup's timing depends on is the secret-keyed hash, which an
+//! attacker can neither compute nor steer, so it reveals neither which key
+//! matched nor how many leading bytes of a guess were right. The cost per
+//! request does not grow with the number of keys. Presented keys longer
+//! than [`MAX_KEY_BYTES`] are refused unhashed.
 
 use std::collections::BTreeMap;
+use std::hash::Hasher;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use subtle::{ConditionallySelectable, ConstantTimeEq};
+use siphasher::sip::SipHasher24;
+use subtle::ConstantTimeEq;
 use weir_sdk::{Action, Phases, Plugin, Request, validate};
 
 /// The longest key accepted, in configuration and on requests (bytes).
 pub const MAX_KEY_BYTES: usize = 512;
 
-/// The most keys one instance holds: each request compares against all of
-/// them, so the bound keeps that cost fixed.
+/// The most keys one instance holds (they are all in its memory).
 pub const MAX_KEYS: usize = 10_000;
 
 /// Raw configuration, as written in the route's `config` table.
@@ -72,9 +76,13 @@ fn yes() -> bool {
     true
 }
 
-/// The plugin: validated configuration with keys stored as digests.
+/// The plugin: validated configuration with keys in a table by their
+/// secret-keyed hash.
 pub struct ApiKey {
-    keys: Vec<([u8; 32], String)>,
+    /// `(hash, key, consumer)`, sorted by hash.
+    keys: Vec<(u64, String, String)>,
+    /// The SipHash key, secret to this instance.
+    secret: (u64, u64),
     source: Source,
     name: String,
     consumer_header: String,
@@ -110,17 +118,19 @@ impl Plugin for ApiKey {
         };
         validate::header_name(&config.consumer_header)
             .map_err(|e| format!("consumer_header: {e}"))?;
+        let secret = (weir_sdk::random::u64(), weir_sdk::random::u64());
         let mut keys = Vec::with_capacity(config.keys.len());
-        for (key, consumer) in &config.keys {
+        for (key, consumer) in config.keys {
             if key.is_empty() || key.len() > MAX_KEY_BYTES {
                 return Err(format!(
                     "keys: every key must be 1..={MAX_KEY_BYTES} bytes (consumer {consumer:?})"
                 ));
             }
-            validate::header_value(&config.consumer_header, consumer)
+            validate::header_value(&config.consumer_header, &consumer)
                 .map_err(|e| format!("keys: consumer {consumer:?}: {e}"))?;
-            keys.push((digest(key), consumer.clone()));
+            keys.push((keyed_hash(secret, &key), key, consumer));
         }
+        keys.sort_unstable_by_key(|k| k.0);
         if config.realm.contains(['"', '\\']) {
             return Err("realm: must not contain '\"' or '\\'".to_owned());
         }
@@ -129,6 +139,7 @@ impl Plugin for ApiKey {
             .map_err(|e| format!("realm: {e}"))?;
         Ok(Self {
             keys,
+            secret,
             source: config.source,
             name,
             consumer_header: config.consumer_header,
@@ -186,18 +197,17 @@ impl ApiKey {
         }
     }
 
-    /// Compares against every key, always, in constant time per key.
+    /// The consumer of the presented key: found by its secret-keyed hash,
+    /// confirmed in constant time (keys whose hashes collide are all
+    /// compared).
     fn consumer_of(&self, presented: &str) -> Option<String> {
-        let presented = digest(presented);
-        let mut found = subtle::Choice::from(0);
-        let mut index = 0u32;
-        for (i, (key, _)) in self.keys.iter().enumerate() {
-            let hit = key.ct_eq(&presented);
-            // `i` < MAX_KEYS, which fits in u32.
-            index.conditional_assign(&(i as u32), hit);
-            found |= hit;
-        }
-        bool::from(found).then(|| self.keys[index as usize].1.clone())
+        let hash = keyed_hash(self.secret, presented);
+        let first = self.keys.partition_point(|k| k.0 < hash);
+        self.keys[first..]
+            .iter()
+            .take_while(|k| k.0 == hash)
+            .find(|k| bool::from(k.1.as_bytes().ct_eq(presented.as_bytes())))
+            .map(|k| k.2.clone())
     }
 
     fn strip_key(&self, req: &mut Request<'_>) {
@@ -221,8 +231,10 @@ impl ApiKey {
     }
 }
 
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+fn keyed_hash(secret: (u64, u64), key: &str) -> u64 {
+    let mut h = SipHasher24::new_with_keys(secret.0, secret.1);
+    h.write(key.as_bytes());
+    h.finish()
 }
 
 weir_sdk::export!(ApiKey);

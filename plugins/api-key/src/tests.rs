@@ -169,3 +169,23 @@ fn invalid_configurations_are_refused_with_the_key_named() {
         assert!(err.contains(expected), "{config}: {err}");
     }
 }
+
+#[test]
+fn each_of_many_keys_finds_its_own_consumer() {
+    let keys: serde_json::Map<String, Value> = (0..500)
+        .map(|i| (format!("key-{i:04}"), json!(format!("consumer-{i}"))))
+        .collect();
+    let mut host = host(json!({ "keys": keys }));
+    for i in (0..500).step_by(7) {
+        let exchange = host.run(TestRequest::get("/").header("x-api-key", &format!("key-{i:04}")));
+        let upstream = exchange.upstream_request().expect("forwarded");
+        assert_eq!(
+            upstream.header("x-consumer"),
+            Some(format!("consumer-{i}").as_str())
+        );
+    }
+    assert_denied(
+        &host.run(TestRequest::get("/").header("x-api-key", "key-0500")),
+        "invalid api key",
+    );
+}

@@ -1,0 +1,149 @@
+//! The header calls of `weir:plugin/http`, bound by hand. They are the
+//! host calls plugins make on nearly every request; the versions
+//! `bindgen!` generates (in `host.rs`, still linked first) lift every
+//! string argument into a new `String` before the call. These read the
+//! header name where it lies in the plugin's memory (copied to the stack
+//! when it is at most [`INLINE_NAME`] bytes) and copy a value once, into
+//! the buffer that becomes the `HeaderValue`. Validation, bounds and
+//! answers are those of `host.rs` (same helpers), so a plugin cannot tell
+//! the two apart except by speed.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, WasmStr};
+
+use super::host::{self, RequestHandle, ResponseHandle, StoreData, limits};
+
+/// Header names up to this many bytes are read onto the stack; longer ones
+/// (rare, and refused anyway past `MAX_HEADER_BYTES_PER_CALL`) are copied
+/// to the heap.
+pub const INLINE_NAME: usize = 128;
+
+/// A header name read out of the plugin's memory.
+enum Name {
+    Inline([u8; INLINE_NAME], usize),
+    Heap(String),
+}
+
+impl Name {
+    /// Reads `s`; a string that is not UTF-8 traps, as it does when
+    /// `bindgen!`'s code lifts it.
+    fn read(store: &StoreContextMut<'_, StoreData>, s: &WasmStr) -> wasmtime::Result<Name> {
+        let text = s.to_str(store)?;
+        Ok(match text {
+            Cow::Borrowed(t) if t.len() <= INLINE_NAME => {
+                let mut buf = [0; INLINE_NAME];
+                buf[..t.len()].copy_from_slice(t.as_bytes());
+                Name::Inline(buf, t.len())
+            }
+            other => Name::Heap(other.into_owned()),
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `str` whole: always valid UTF-8.
+            Name::Inline(buf, n) => std::str::from_utf8(&buf[..*n]).unwrap_or_default(),
+            Name::Heap(s) => s,
+        }
+    }
+}
+
+/// Reads a header value out of the plugin's memory into the buffer the
+/// header will keep; a value past [`limits::MAX_HEADER_VALUE_BYTES`] is
+/// refused before it is copied.
+fn value(
+    store: &StoreContextMut<'_, StoreData>,
+    s: &WasmStr,
+) -> wasmtime::Result<Result<Bytes, String>> {
+    let text = s.to_str(store)?;
+    if text.len() > limits::MAX_HEADER_VALUE_BYTES {
+        return Ok(Err(host::value_too_long()));
+    }
+    Ok(Ok(match text {
+        Cow::Borrowed(t) => Bytes::copy_from_slice(t.as_bytes()),
+        Cow::Owned(t) => Bytes::from(t),
+    }))
+}
+
+/// Which head a resource method works on.
+trait Head: Send + Sync + 'static {
+    const RESOURCE: &'static str;
+    fn headers(data: &mut StoreData) -> &mut HeaderMap;
+}
+
+impl Head for RequestHandle {
+    const RESOURCE: &'static str = "request";
+    fn headers(data: &mut StoreData) -> &mut HeaderMap {
+        &mut data.call.req.headers
+    }
+}
+
+impl Head for ResponseHandle {
+    const RESOURCE: &'static str = "response";
+    fn headers(data: &mut StoreData) -> &mut HeaderMap {
+        &mut data.call.resp.headers
+    }
+}
+
+/// Binds the header methods of `H`'s resource, shadowing the generated
+/// ones.
+fn link_head<H: Head>(linker: &mut Linker<StoreData>, interface: &str) -> wasmtime::Result<()> {
+    let mut i = linker.instance(interface)?;
+    let method = |m: &str| format!("[method]{}.{m}", H::RESOURCE);
+    i.func_wrap(
+        &method("header"),
+        |mut store: StoreContextMut<'_, StoreData>, (_, name): (Resource<H>, WasmStr)| {
+            let name = Name::read(&store, &name)?;
+            Ok((host::get(H::headers(store.data_mut()), name.as_str()),))
+        },
+    )?;
+    i.func_wrap(
+        &method("header-all"),
+        |mut store: StoreContextMut<'_, StoreData>, (_, name): (Resource<H>, WasmStr)| {
+            let name = Name::read(&store, &name)?;
+            Ok((host::get_all(H::headers(store.data_mut()), name.as_str()),))
+        },
+    )?;
+    i.func_wrap(
+        &method("remove-header"),
+        |mut store: StoreContextMut<'_, StoreData>, (_, name): (Resource<H>, WasmStr)| {
+            let name = Name::read(&store, &name)?;
+            host::remove(H::headers(store.data_mut()), name.as_str());
+            Ok(())
+        },
+    )?;
+    for (m, append) in [("set-header", false), ("add-header", true)] {
+        i.func_wrap(
+            &method(m),
+            move |mut store: StoreContextMut<'_, StoreData>,
+                  (_, name, v): (Resource<H>, WasmStr, WasmStr)| {
+                let name = Name::read(&store, &name)?;
+                let v = match value(&store, &v)? {
+                    Ok(v) => v,
+                    Err(e) => return Ok((Err(e),)),
+                };
+                let data = store.data_mut();
+                let mut budget = data.call.header_budget;
+                let r = host::set(H::headers(data), &mut budget, name.as_str(), v, append);
+                data.call.header_budget = budget;
+                Ok((r,))
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Shadows the generated header methods of both resources in `linker`
+/// (which must already hold the generated ones, so every other function
+/// of the interface stays as generated).
+pub(crate) fn link(linker: &mut Linker<StoreData>, interface: &str) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    link_head::<RequestHandle>(linker, interface)?;
+    link_head::<ResponseHandle>(linker, interface)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
