@@ -159,9 +159,22 @@ impl Scope {
         parts: &mut Parts,
         router: &Router,
     ) -> Result<Decision, ProxyError> {
-        let Some(chain) = self.chain.clone() else {
+        // Taken out and put back rather than cloned: an `Arc` clone and
+        // drop are two atomic read-modify-writes per phase.
+        let Some(chain) = self.chain.take() else {
             return Ok(Decision::Forward(None));
         };
+        let decision = self.request_phase(&chain, parts, router);
+        self.chain = Some(chain);
+        decision
+    }
+
+    fn request_phase(
+        &mut self,
+        chain: &Chain,
+        parts: &mut Parts,
+        router: &Router,
+    ) -> Result<Decision, ProxyError> {
         let mut steer = None;
         for (i, slot) in chain.slots.iter().enumerate() {
             if !slot.caps.request {
@@ -186,9 +199,9 @@ impl Scope {
                     // Plugins before this one still see the answer in
                     // their response phase, as they would an upstream's.
                     self.ran = i;
-                    self.keep_request(&chain, parts);
+                    self.keep_request(chain, parts);
                     let mut head = r.head;
-                    self.on_response_head(&mut head)?;
+                    self.response_head_phase(chain, &mut head)?;
                     return Ok(Decision::Respond(Response::from_parts(
                         head,
                         ResponseBody::full(r.body),
@@ -196,7 +209,7 @@ impl Scope {
                 }
             }
         }
-        self.keep_request(&chain, parts);
+        self.keep_request(chain, parts);
         Ok(Decision::Forward(steer))
     }
 
@@ -266,14 +279,17 @@ impl Scope {
         cap: usize,
         route: &Route,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let Some(chain) = self.chain.clone() else {
-            return Ok(resp);
+        let chain = match &self.chain {
+            None => return Ok(resp),
+            Some(c) if !c.response_body => {
+                let (mut head, body) = resp.into_parts();
+                self.on_response_head(&mut head)?;
+                return Ok(Response::from_parts(head, body));
+            }
+            Some(c) => c.clone(),
         };
         let (mut head, body) = resp.into_parts();
         self.on_response_head(&mut head)?;
-        if !chain.response_body {
-            return Ok(Response::from_parts(head, body));
-        }
         let collected =
             tokio::time::timeout(route.timeout, Limited::new(body, cap).collect()).await;
         let mut bytes: Bytes = match collected {
@@ -319,10 +335,22 @@ impl Scope {
 
     /// Response phase over a head, reverse chain order.
     fn on_response_head(&mut self, head: &mut response::Parts) -> Result<(), ProxyError> {
-        let chain = match &self.chain {
-            Some(c) if c.response => c.clone(),
-            _ => return Ok(()),
+        let Some(chain) = self.chain.take() else {
+            return Ok(());
         };
+        let r = self.response_head_phase(&chain, head);
+        self.chain = Some(chain);
+        r
+    }
+
+    fn response_head_phase(
+        &mut self,
+        chain: &Chain,
+        head: &mut response::Parts,
+    ) -> Result<(), ProxyError> {
+        if !chain.response {
+            return Ok(());
+        }
         let mut req = self
             .request
             .take()
@@ -354,8 +382,8 @@ impl Scope {
     /// in chain order, for every plugin that asked for it and that the
     /// request went through; nothing is spawned when there is no such
     /// plugin and no instance held for the request to drop.
-    pub fn log(self, status: u16) {
-        let Some(chain) = self.chain.clone() else {
+    pub fn log(mut self, status: u16) {
+        let Some(chain) = self.chain.take() else {
             return;
         };
         // Instances held for the request (request isolation) are dropped
