@@ -213,6 +213,29 @@ impl Scope {
         Ok(Decision::Forward(steer))
     }
 
+    /// Whether a plugin of the chain asked for the request body (without
+    /// one the body streams and `request_body` need not be awaited).
+    pub fn wants_request_body(&self) -> bool {
+        self.chain.as_ref().is_some_and(|c| c.request_body)
+    }
+
+    /// Whether a plugin of the chain asked for the response body (without
+    /// one, [`Scope::response`] runs the response phase without a future).
+    pub fn wants_response_body(&self) -> bool {
+        self.chain.as_ref().is_some_and(|c| c.response_body)
+    }
+
+    /// The response phase over the head, for chains that did not ask for
+    /// the response body.
+    pub fn response(
+        &mut self,
+        resp: Response<ResponseBody>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let (mut head, body) = resp.into_parts();
+        self.on_response_head(&mut head)?;
+        Ok(Response::from_parts(head, body))
+    }
+
     /// The request-body phase when a plugin asked for it: the body is
     /// buffered up to the smaller of the plugin cap and the route's limit
     /// (413 past it). Otherwise the body streams through untouched.
