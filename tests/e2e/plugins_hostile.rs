@@ -168,6 +168,11 @@ async fn header_injection_and_oversized_headers_never_reach_the_wire() {
     assert!(!last.headers.contains_key("x-huge"));
     assert!(last.headers.contains_key("x-many-3"));
     assert!(!last.headers.contains_key("x-many-4"));
+    let long = format!("x-{}", "l".repeat(198));
+    assert_eq!(
+        last.headers.get(&long).and_then(|v| v.to_str().ok()),
+        Some("long")
+    );
 
     // A plugin's own response is validated too.
     let raw_resp = raw(

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::HeaderMap;
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource, WasmStr};
+use wasmtime::component::{ComponentNamedList, Linker, LinkerInstance, Lower, Resource, WasmStr};
 
 use super::host::{self, RequestHandle, ResponseHandle, StoreData, limits};
 
@@ -89,33 +89,33 @@ impl Head for ResponseHandle {
     }
 }
 
+/// Binds a method of `H`'s resource that takes a header name and works on
+/// the head with `f`.
+fn by_name<H: Head, R>(
+    i: &mut LinkerInstance<'_, StoreData>,
+    name: &str,
+    f: fn(&mut HeaderMap, &str) -> R,
+) -> wasmtime::Result<()>
+where
+    R: ComponentNamedList + Lower + 'static,
+{
+    i.func_wrap(
+        name,
+        move |mut store: StoreContextMut<'_, StoreData>, (_, n): (Resource<H>, WasmStr)| {
+            let n = Name::read(&store, &n)?;
+            Ok(f(H::headers(store.data_mut()), n.as_str()))
+        },
+    )
+}
+
 /// Binds the header methods of `H`'s resource, shadowing the generated
 /// ones.
 fn link_head<H: Head>(linker: &mut Linker<StoreData>, interface: &str) -> wasmtime::Result<()> {
     let mut i = linker.instance(interface)?;
     let method = |m: &str| format!("[method]{}.{m}", H::RESOURCE);
-    i.func_wrap(
-        &method("header"),
-        |mut store: StoreContextMut<'_, StoreData>, (_, name): (Resource<H>, WasmStr)| {
-            let name = Name::read(&store, &name)?;
-            Ok((host::get(H::headers(store.data_mut()), name.as_str()),))
-        },
-    )?;
-    i.func_wrap(
-        &method("header-all"),
-        |mut store: StoreContextMut<'_, StoreData>, (_, name): (Resource<H>, WasmStr)| {
-            let name = Name::read(&store, &name)?;
-            Ok((host::get_all(H::headers(store.data_mut()), name.as_str()),))
-        },
-    )?;
-    i.func_wrap(
-        &method("remove-header"),
-        |mut store: StoreContextMut<'_, StoreData>, (_, name): (Resource<H>, WasmStr)| {
-            let name = Name::read(&store, &name)?;
-            host::remove(H::headers(store.data_mut()), name.as_str());
-            Ok(())
-        },
-    )?;
+    by_name::<H, _>(&mut i, &method("header"), |h, n| (host::get(h, n),))?;
+    by_name::<H, _>(&mut i, &method("header-all"), |h, n| (host::get_all(h, n),))?;
+    by_name::<H, _>(&mut i, &method("remove-header"), host::remove)?;
     for (m, append) in [("set-header", false), ("add-header", true)] {
         i.func_wrap(
             &method(m),
