@@ -524,10 +524,15 @@ def throughput_phase(bench, results, log):
         servers[name] = bench.start(name, "weir", conf, port)
         balancers.append(name)
 
-    plan = [("plain", t, False) for t in ("direct", "weir", "nginx", "haproxy")]
-    plan += [("balancer", t, False) for t in balancers]
+    # Each plugin scenario is compared with Weir plain of the same round,
+    # and the Lua check with nginx: each runs right after the one it is
+    # compared with, so a change in the machine's load between them
+    # weighs as little as it can.
+    plan = [("plain", t, False) for t in ("direct", "weir")]
     plan += [("plugin", name, False) for name, *_ in ready if name in servers]
-    plan += [("plugin", "nginx+lua-api-key", False)]
+    plan += [("plain", "nginx", False), ("plugin", "nginx+lua-api-key", False)]
+    plan += [("plain", "haproxy", False)]
+    plan += [("balancer", t, False) for t in balancers]
     plan += [("close", t, True) for t in ("direct", "weir", "nginx", "haproxy")]
 
     for rnd in range(1, m["rounds"] + 1):
