@@ -80,10 +80,11 @@ fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        // hyper restarts this timer whenever it waits for a head, idle
-        // keep-alive time included; the listener's watchdog enforces the
-        // real limits, so hyper's is only a backstop past both.
-        .header_read_timeout(cfg.idle_timeout + cfg.header_read_timeout)
+        // hyper's own header timer would be armed (a boxed sleep, a timer
+        // registration) for every request head; the listener's watchdog
+        // already enforces both the header read and the idle limit, so it
+        // is off.
+        .header_read_timeout(None)
         .max_buf_size(cfg.max_header_bytes)
         .max_headers(cfg.max_headers)
         .keep_alive(true);

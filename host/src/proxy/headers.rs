@@ -145,7 +145,10 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
     for (i, b) in buf.iter_mut().enumerate() {
         *b = HEX[((n >> (i * 4)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+    // Owned by one shared allocation: the clones for the upstream request
+    // and the response only count references.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("hex is a valid header value")
 }
 
 #[cfg(test)]
