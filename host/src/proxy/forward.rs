@@ -11,7 +11,8 @@
 //!   `retry.statuses`): only when it is idempotent and has no body, since
 //!   Weir streams bodies and keeps no copy to replay, and only when
 //!   `retry.statuses` is not empty: that is when the request head is
-//!   copied before sending (one `HeaderMap` clone per such request).
+//!   copied before sending (one `HeaderMap` clone per such request, and
+//!   only when the upstream has another endpoint to retry on).
 //!
 //! The deadline (`timeout`) covers every try and backoff together; a try
 //! that runs into it ends the request with 504, not with another try.
@@ -93,13 +94,16 @@ pub(super) async fn send(
     let hash = upstream.hash_of(&parts, peer);
     let retry = &upstream.config.retry;
     // The head is copied only when status retries are configured and the
-    // request could be replayed; connect retries need no copy. The copy
-    // also serves a retry after a reset.
+    // request could be replayed somewhere else (a retry after a sent try
+    // never goes back to an endpoint already tried, so a single endpoint
+    // needs no copy); connect retries need no copy. The copy also serves a
+    // retry after a reset.
     let replay = (route.retry_attempts > 0
         && !retry.statuses.is_empty()
         && !upgrade
         && matches!(body, RequestBody::Empty)
-        && is_idempotent(&parts.method))
+        && is_idempotent(&parts.method)
+        && upstream.has_alternatives())
     .then(|| Replay {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
