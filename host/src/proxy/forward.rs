@@ -90,7 +90,10 @@ pub(super) async fn send(
         what: Limit::PendingRequests,
         limit: o.limit,
     })?;
-    let deadline = tokio::time::Instant::now() + route.timeout;
+    // One clock read: the deadline, the retry budget's window, and the
+    // age of a pooled connection.
+    let now = std::time::Instant::now();
+    let deadline = tokio::time::Instant::from_std(now) + route.timeout;
     let hash = upstream.hash_of(&parts, peer);
     let retry = &upstream.config.retry;
     // The head is copied only when status retries are configured and the
@@ -111,7 +114,7 @@ pub(super) async fn send(
         headers: parts.headers.clone(),
     });
     if route.retry_attempts > 0 {
-        upstream.budget.record_request(worker::now_ms());
+        upstream.budget.record_request(worker::ms_at(now));
     }
 
     let mut tried = Tried::default();
@@ -127,7 +130,13 @@ pub(super) async fn send(
         let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else {
             unreachable!("a try is only repeated with the request back or a replay copy");
         };
-        let outcome = attempt(route, upstream, &ep, request, deadline, upgrade).await;
+        // A retry, after a backoff, reads the clock afresh.
+        let at = if retries == 0 {
+            now
+        } else {
+            std::time::Instant::now()
+        };
+        let outcome = attempt(route, upstream, &ep, request, deadline, upgrade, at).await;
         let (may_retry, stale) = match &outcome {
             Attempt::Answered(f) => (
                 replay.is_some() && retry.statuses.contains(&f.resp.status().as_u16()),
@@ -187,6 +196,7 @@ async fn attempt(
     req: Request<RequestBody>,
     deadline: tokio::time::Instant,
     upgrade: bool,
+    now: std::time::Instant,
 ) -> Attempt {
     let (connect_timeout, timeout) = (route.connect_timeout, route.timeout);
     let _outstanding = Outstanding::new(ep.clone());
@@ -199,7 +209,7 @@ async fn attempt(
         if upgrade {
             ep.connect_for_upgrade(connect_timeout).await
         } else {
-            ep.checkout(connect_timeout).await
+            ep.checkout(connect_timeout, now).await
         }
     };
     let mut conn = match tokio::time::timeout_at(deadline, connecting).await {

@@ -108,6 +108,7 @@ impl EndpointPool {
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
+        now: Instant,
     ) -> Result<Connection, ConnectError> {
         let cfg = &self.cfg;
         loop {
@@ -115,7 +116,9 @@ impl EndpointPool {
             // closed by the upstream's own idle timeout.
             let conn = self.list().lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut conn) = conn else { break };
-            if conn.sender.is_closed() || conn.idle_since.elapsed() >= cfg.idle_timeout {
+            if conn.sender.is_closed()
+                || now.saturating_duration_since(conn.idle_since) >= cfg.idle_timeout
+            {
                 continue;
             }
             if conn.sender.ready().await.is_ok() {
