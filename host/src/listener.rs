@@ -80,10 +80,11 @@ fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        // hyper restarts this timer whenever it waits for a head, idle
-        // keep-alive time included; the listener's watchdog enforces the
-        // real limits, so hyper's is only a backstop past both.
-        .header_read_timeout(cfg.idle_timeout + cfg.header_read_timeout)
+        // hyper's own header timer would be armed (a boxed sleep, a timer
+        // registration) for every request head; the listener's watchdog
+        // already enforces both the header read and the idle limit, so it
+        // is off.
+        .header_read_timeout(None)
         .max_buf_size(cfg.max_header_bytes)
         .max_headers(cfg.max_headers)
         .keep_alive(true);
@@ -194,21 +195,51 @@ async fn serve(
     }
     loop {
         let wait = Duration::from_millis(deadline(&cx).saturating_sub(worker::now_ms()).max(1));
-        tokio::select! {
+        // The watchdog timer and the shutdown watch wake this task when
+        // they fire; polling them on every other wake (every read and
+        // response) would only register the same waker again. So each is
+        // polled once, which registers it, and after that only when its
+        // state says it fired. A poll made without coop budget left
+        // registers nothing, so it does not count.
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        let probe = shutdown.clone();
+        let changed = shutdown.changed();
+        tokio::pin!(changed);
+        let (mut sleep_armed, mut changed_armed) = (false, false);
+        let woke = std::future::poll_fn(|task| {
             // The connection first: it is what wakes this task nearly
-            // every time, and a fixed order skips the random draw.
-            biased;
-            r = conn.as_mut() => {
+            // every time.
+            if let Poll::Ready(r) = conn.as_mut().poll(task) {
+                return Poll::Ready(Wake::Ended(r));
+            }
+            if !draining && (!changed_armed || probe.has_changed().unwrap_or(true)) {
+                changed_armed = tokio::task::coop::has_budget_remaining();
+                if changed.as_mut().poll(task).is_ready() {
+                    return Poll::Ready(Wake::Shutdown);
+                }
+            }
+            if !sleep_armed || sleep.is_elapsed() {
+                sleep_armed = tokio::task::coop::has_budget_remaining();
+                if sleep.as_mut().poll(task).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Wake::Ended(r) => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
                 return;
             }
-            _ = shutdown.changed(), if !draining => {
+            Wake::Shutdown => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep(wait) => {
+            Wake::Timer => {
                 if worker::now_ms() >= deadline(&cx) && cx.in_flight.load(Ordering::Relaxed) == 0 {
                     tracing::debug!(%peer, "closing quiet client connection");
                     return;
@@ -216,6 +247,13 @@ async fn serve(
             }
         }
     }
+}
+
+/// What woke a connection's task in [`serve`].
+enum Wake<E> {
+    Ended(Result<(), E>),
+    Shutdown,
+    Timer,
 }
 
 /// The client socket, stamping the connection's last activity on every

@@ -24,5 +24,12 @@ static START: OnceLock<Instant> = OnceLock::new();
 /// Milliseconds since the process first asked; for idle bookkeeping where
 /// an atomic integer is cheaper to share than an `Instant`.
 pub fn now_ms() -> u64 {
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+    ms_at(Instant::now())
+}
+
+/// [`now_ms`] for an instant already read, so one clock read can serve
+/// several purposes.
+pub fn ms_at(t: Instant) -> u64 {
+    t.saturating_duration_since(*START.get_or_init(|| t))
+        .as_millis() as u64
 }

@@ -11,7 +11,8 @@
 //!   `retry.statuses`): only when it is idempotent and has no body, since
 //!   Weir streams bodies and keeps no copy to replay, and only when
 //!   `retry.statuses` is not empty: that is when the request head is
-//!   copied before sending (one `HeaderMap` clone per such request).
+//!   copied before sending (one `HeaderMap` clone per such request, and
+//!   only when the upstream has another endpoint to retry on).
 //!
 //! The deadline (`timeout`) covers every try and backoff together; a try
 //! that runs into it ends the request with 504, not with another try.
@@ -89,17 +90,23 @@ pub(super) async fn send(
         what: Limit::PendingRequests,
         limit: o.limit,
     })?;
-    let deadline = tokio::time::Instant::now() + route.timeout;
+    // One clock read: the deadline, the retry budget's window, and the
+    // age of a pooled connection.
+    let now = std::time::Instant::now();
+    let deadline = tokio::time::Instant::from_std(now) + route.timeout;
     let hash = upstream.hash_of(&parts, peer);
     let retry = &upstream.config.retry;
     // The head is copied only when status retries are configured and the
-    // request could be replayed; connect retries need no copy. The copy
-    // also serves a retry after a reset.
+    // request could be replayed somewhere else (a retry after a sent try
+    // never goes back to an endpoint already tried, so a single endpoint
+    // needs no copy); connect retries need no copy. The copy also serves a
+    // retry after a reset.
     let replay = (route.retry_attempts > 0
         && !retry.statuses.is_empty()
         && !upgrade
         && matches!(body, RequestBody::Empty)
-        && is_idempotent(&parts.method))
+        && is_idempotent(&parts.method)
+        && upstream.has_alternatives())
     .then(|| Replay {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
@@ -107,7 +114,7 @@ pub(super) async fn send(
         headers: parts.headers.clone(),
     });
     if route.retry_attempts > 0 {
-        upstream.budget.record_request(worker::now_ms());
+        upstream.budget.record_request(worker::ms_at(now));
     }
 
     let mut tried = Tried::default();
@@ -123,7 +130,13 @@ pub(super) async fn send(
         let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else {
             unreachable!("a try is only repeated with the request back or a replay copy");
         };
-        let outcome = attempt(route, upstream, &ep, request, deadline, upgrade).await;
+        // A retry, after a backoff, reads the clock afresh.
+        let at = if retries == 0 {
+            now
+        } else {
+            std::time::Instant::now()
+        };
+        let outcome = attempt(route, upstream, &ep, request, deadline, upgrade, at).await;
         let (may_retry, stale) = match &outcome {
             Attempt::Answered(f) => (
                 replay.is_some() && retry.statuses.contains(&f.resp.status().as_u16()),
@@ -183,6 +196,7 @@ async fn attempt(
     req: Request<RequestBody>,
     deadline: tokio::time::Instant,
     upgrade: bool,
+    now: std::time::Instant,
 ) -> Attempt {
     let (connect_timeout, timeout) = (route.connect_timeout, route.timeout);
     let _outstanding = Outstanding::new(ep.clone());
@@ -195,7 +209,7 @@ async fn attempt(
         if upgrade {
             ep.connect_for_upgrade(connect_timeout).await
         } else {
-            ep.checkout(connect_timeout).await
+            ep.checkout(connect_timeout, now).await
         }
     };
     let mut conn = match tokio::time::timeout_at(deadline, connecting).await {

@@ -34,6 +34,24 @@ fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
+/// Whether a `Connection` token names a header [`is_fixed_hop_by_hop`]
+/// already covers (header names compare case-insensitively).
+fn is_fixed_hop_by_hop_token(t: &str) -> bool {
+    [
+        "keep-alive",
+        "connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+    ]
+    .iter()
+    .any(|n| t.eq_ignore_ascii_case(n))
+}
+
 /// Removes every hop-by-hop header, including those `Connection` names.
 /// One pass over the names finds them; most requests carry none besides
 /// `Connection`, so usually nothing else is touched.
@@ -52,12 +70,17 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         return;
     }
     if h.contains_key(header::CONNECTION) {
+        // Tokens naming a fixed hop-by-hop header (`keep-alive`, the usual
+        // one) are removed below anyway: no name is parsed for them and
+        // the list stays unallocated.
         let listed: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !is_fixed_hop_by_hop_token(t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in listed {
             h.remove(name);
@@ -89,11 +112,21 @@ fn via_value(version: Version) -> &'static str {
 /// Appends this hop to `Via`.
 pub fn append_via(h: &mut HeaderMap, version: Version) {
     let ours = via_value(version);
-    let value = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {ours}")).ok(),
-        _ => None,
-    };
-    h.insert(header::VIA, value.unwrap_or(HeaderValue::from_static(ours)));
+    // One lookup: most messages carry no `Via` yet.
+    match h.entry(header::VIA) {
+        header::Entry::Vacant(e) => {
+            e.insert(HeaderValue::from_static(ours));
+        }
+        header::Entry::Occupied(mut e) => {
+            let value = match e.get().to_str() {
+                Ok(prev) if !prev.is_empty() => {
+                    HeaderValue::from_str(&format!("{prev}, {ours}")).ok()
+                }
+                _ => None,
+            };
+            e.insert(value.unwrap_or(HeaderValue::from_static(ours)));
+        }
+    }
 }
 
 /// Sets `X-Forwarded-For` (appending the client address), `-Proto` and
@@ -105,20 +138,25 @@ pub fn set_forwarded(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let appended = match h.get(&X_FORWARDED_FOR) {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(client.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
+    // One lookup for the get-then-set.
+    match h.entry(X_FORWARDED_FOR.clone()) {
+        header::Entry::Vacant(e) => {
+            e.insert(client.clone());
         }
-        _ => None,
-    };
-    h.insert(
-        X_FORWARDED_FOR.clone(),
-        appended.unwrap_or_else(|| client.clone()),
-    );
+        header::Entry::Occupied(mut e) => {
+            let prev = e.get();
+            let appended = if prev.is_empty() {
+                None
+            } else {
+                let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(client.as_bytes());
+                HeaderValue::from_bytes(&v).ok()
+            };
+            e.insert(appended.unwrap_or_else(|| client.clone()));
+        }
+    }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match host {
         Some(v) => h.insert(X_FORWARDED_HOST.clone(), v),
@@ -145,7 +183,10 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
     for (i, b) in buf.iter_mut().enumerate() {
         *b = HEX[((n >> (i * 4)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+    // Owned by one shared allocation: the clones for the upstream request
+    // and the response only count references.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("hex is a valid header value")
 }
 
 #[cfg(test)]

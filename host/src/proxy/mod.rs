@@ -33,7 +33,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::ListenerConfig;
 use crate::router::{Route, Router};
-use body::{Lease, ResponseBody};
+use body::{Lease, RequestBody, ResponseBody};
 pub use error::{ErrorSource, ProxyError};
 use headers::X_REQUEST_ID;
 
@@ -68,11 +68,11 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     cx.in_flight.fetch_add(1, Ordering::Relaxed);
-    let started = Instant::now();
     let id = headers::request_id(req.headers());
-    let method = cx
+    // Only the access log reads the clock and the request line.
+    let logged = cx
         .access_log
-        .then(|| (req.method().clone(), req.uri().clone()));
+        .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
 
     let mut plugins = plugins::Scope::default();
     let mut resp = match forward(&cx, req, &id, &mut plugins).await {
@@ -89,7 +89,7 @@ pub async fn handle(
     };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
     plugins.log(resp.status().as_u16());
-    if let Some((method, uri)) = method {
+    if let Some((started, method, uri)) = logged {
         tracing::info!(
             target: "weir::access",
             request_id = ?id,
@@ -131,27 +131,32 @@ async fn forward(
         upgrade.as_ref().map(|u| &u.protocol),
     )?;
 
-    // Plugins see the request as it will be sent upstream.
-    plugins.start(route, cx.peer.ip(), id);
-    let steered = match plugins.on_request(&mut parts, &router)? {
-        plugins::Decision::Respond(resp) => return Ok(resp),
-        plugins::Decision::Forward(steered) => steered,
-    };
+    // A route without plugins skips the plugin phases altogether.
+    let plain = route.plugins.is_empty();
     let caps = router.plugin_body_caps;
-    let body = match plugins
-        .request_body(&mut parts, body, route, caps.0)
-        .await?
-    {
-        Ok(body) => body,
-        Err(resp) => return Ok(resp),
+    let (steered, body) = if plain {
+        (None, RequestBody::limited(body, route.max_body_bytes))
+    } else {
+        // Plugins see the request as it will be sent upstream.
+        plugins.start(route, cx.peer.ip(), id);
+        let steered = match plugins.on_request(&mut parts, &router)? {
+            plugins::Decision::Respond(resp) => return Ok(resp),
+            plugins::Decision::Forward(steered) => steered,
+        };
+        // Boxed: the plugin phases' futures are large, and a route without
+        // plugins should not carry (and move) them.
+        match Box::pin(plugins.request_body(&mut parts, body, route, caps.0)).await? {
+            Ok(body) => (steered, body),
+            Err(resp) => return Ok(resp),
+        }
     };
 
-    let upstream = steered.unwrap_or_else(|| route.upstream.clone());
+    let upstream = steered.as_ref().unwrap_or(&route.upstream);
     let forward::Forwarded {
         mut resp,
         endpoint,
         conn,
-    } = forward::send(route, &upstream, cx.peer, parts, body, upgrade.is_some()).await?;
+    } = forward::send(route, upstream, cx.peer, parts, body, upgrade.is_some()).await?;
 
     if let Some(up) = upgrade
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -177,7 +182,10 @@ async fn forward(
     headers::append_via(&mut rparts.headers, Version::HTTP_11);
     let lease = Lease::new(endpoint, conn);
     let resp = Response::from_parts(rparts, ResponseBody::upstream(rbody, Some(lease)));
-    plugins.on_response(resp, caps.1, route).await
+    if plain {
+        return Ok(resp);
+    }
+    Box::pin(plugins.on_response(resp, caps.1, route)).await
 }
 
 /// Request smuggling and size checks that hyper leaves to us.

@@ -98,9 +98,14 @@ impl Endpoint {
         }
     }
 
-    /// A connection, reused from this worker's idle list when possible.
-    pub async fn checkout(&self, connect_timeout: Duration) -> Result<Connection, ConnectError> {
-        self.pool.checkout(self.addr, connect_timeout).await
+    /// A connection, reused from this worker's idle list when possible;
+    /// `now` (the request's start) judges whether an idle one is too old.
+    pub async fn checkout(
+        &self,
+        connect_timeout: Duration,
+        now: Instant,
+    ) -> Result<Connection, ConnectError> {
+        self.pool.checkout(self.addr, connect_timeout, now).await
     }
 
     /// A fresh, never pooled connection for a protocol upgrade.

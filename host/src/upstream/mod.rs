@@ -190,6 +190,12 @@ impl Upstream {
         self.live.load().all.clone()
     }
 
+    /// Whether the upstream has more than one endpoint, so that a request
+    /// sent and failed could be tried again on another one.
+    pub fn has_alternatives(&self) -> bool {
+        self.live.load().all.len() > 1
+    }
+
     /// Whether too few endpoints are healthy and all are used.
     pub fn in_panic(&self) -> bool {
         self.live.load().panic

@@ -108,6 +108,7 @@ impl EndpointPool {
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
+        now: Instant,
     ) -> Result<Connection, ConnectError> {
         let cfg = &self.cfg;
         loop {
@@ -115,7 +116,9 @@ impl EndpointPool {
             // closed by the upstream's own idle timeout.
             let conn = self.list().lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut conn) = conn else { break };
-            if conn.sender.is_closed() || conn.idle_since.elapsed() >= cfg.idle_timeout {
+            if conn.sender.is_closed()
+                || now.saturating_duration_since(conn.idle_since) >= cfg.idle_timeout
+            {
                 continue;
             }
             if conn.sender.ready().await.is_ok() {
@@ -123,7 +126,9 @@ impl EndpointPool {
             }
         }
         let slot = self.counter.acquire()?;
-        let mut conn = connect(addr, connect_timeout, false).await?;
+        // Boxed: opening a connection is the rare path, and its future
+        // would otherwise make every checkout's (and request's) future big.
+        let mut conn = Box::pin(connect(addr, connect_timeout, false)).await?;
         conn._slot = Some(slot);
         Ok(conn)
     }
@@ -135,7 +140,7 @@ impl EndpointPool {
         connect_timeout: Duration,
     ) -> Result<Connection, ConnectError> {
         let slot = self.counter.acquire()?;
-        let mut conn = connect(addr, connect_timeout, true).await?;
+        let mut conn = Box::pin(connect(addr, connect_timeout, true)).await?;
         conn._slot = Some(slot);
         Ok(conn)
     }
@@ -145,18 +150,18 @@ impl EndpointPool {
         if conn.sender.is_closed() {
             return;
         }
-        conn.idle_since = Instant::now();
+        let now = Instant::now();
+        conn.idle_since = now;
         let mut list = self.list().lock().unwrap_or_else(|e| e.into_inner());
         if list.len() < cfg.max_idle {
             list.push(conn);
         }
         // Expire from the cold end so a burst does not leave sockets open
         // past the idle timeout for ever.
-        if list
-            .first()
-            .is_some_and(|c| c.idle_since.elapsed() >= cfg.idle_timeout)
-        {
-            list.retain(|c| c.idle_since.elapsed() < cfg.idle_timeout);
+        let expired =
+            |c: &Connection| now.saturating_duration_since(c.idle_since) >= cfg.idle_timeout;
+        if list.first().is_some_and(expired) {
+            list.retain(|c| !expired(c));
         }
     }
 }
