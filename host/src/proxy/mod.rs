@@ -143,11 +143,15 @@ async fn forward(
             plugins::Decision::Respond(resp) => return Ok(resp),
             plugins::Decision::Forward(steered) => steered,
         };
-        // Boxed: the plugin phases' futures are large, and a route without
-        // plugins should not carry (and move) them.
-        match Box::pin(plugins.request_body(&mut parts, body, route, caps.0)).await? {
-            Ok(body) => (steered, body),
-            Err(resp) => return Ok(resp),
+        if !plugins.wants_request_body() {
+            (steered, RequestBody::limited(body, route.max_body_bytes))
+        } else {
+            // Boxed: the body phase's future is large, and requests that
+            // do not need it should not carry (and move) it.
+            match Box::pin(plugins.request_body(&mut parts, body, route, caps.0)).await? {
+                Ok(body) => (steered, body),
+                Err(resp) => return Ok(resp),
+            }
         }
     };
 
@@ -184,6 +188,9 @@ async fn forward(
     let resp = Response::from_parts(rparts, ResponseBody::upstream(rbody, Some(lease)));
     if plain {
         return Ok(resp);
+    }
+    if !plugins.wants_response_body() {
+        return plugins.response(resp);
     }
     Box::pin(plugins.on_response(resp, caps.1, route)).await
 }
