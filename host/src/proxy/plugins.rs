@@ -304,11 +304,7 @@ impl Scope {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let chain = match &self.chain {
             None => return Ok(resp),
-            Some(c) if !c.response_body => {
-                let (mut head, body) = resp.into_parts();
-                self.on_response_head(&mut head)?;
-                return Ok(Response::from_parts(head, body));
-            }
+            Some(c) if !c.response_body => return self.response(resp),
             Some(c) => c.clone(),
         };
         let (mut head, body) = resp.into_parts();
