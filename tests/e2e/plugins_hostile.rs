@@ -47,6 +47,7 @@ plugins = [{ name = "lenient", config = { mode = "panic" } }]
         ("roomy", "big"),
         ("roomy", "respond-crlf"),
         ("roomy", "bad-status"),
+        ("roomy", "stale-response"),
     ];
     for (plugin, mode) in modes {
         routes.push_str(&format!(
@@ -188,6 +189,23 @@ async fn header_injection_and_oversized_headers_never_reach_the_wire() {
     );
     assert!(!raw_resp.contains("should never be sent"), "{raw_resp}");
     fails_in(&gw, &c, "/bad-status", "roomy", "not a final HTTP status").await;
+}
+
+/// In the request phase a plugin's `response` handle names an empty
+/// placeholder: what it writes there reaches no client and does not carry
+/// over to the instance's next call (nor pile up across calls).
+#[tokio::test]
+async fn writes_to_the_response_handle_before_there_is_a_response_go_nowhere() {
+    let (_app, gw) = start().await;
+    let c = client();
+    // Sequential requests on one connection reuse one worker's instance.
+    for _ in 0..6 {
+        let r = get(&c, &gw.url("/stale-response"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.headers.get("x-left").is_none());
+        assert!(r.headers.get("x-left-0").is_none());
+        assert_eq!(r.json()["headers"]["x-hostile-result"], "clean");
+    }
 }
 
 #[tokio::test]

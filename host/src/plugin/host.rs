@@ -43,8 +43,9 @@ pub mod limits {
     pub const MAX_RANDOM_BYTES: u32 = 1024;
 }
 
-/// The `request` resource: the handle only names the head lent to the
-/// store for this call.
+/// The `request` resource. An instance gets one handle in `init` and keeps
+/// it; the handle names the head lent to the store for the current call
+/// (an empty placeholder between calls).
 pub struct RequestHandle;
 /// The `response` resource, likewise.
 pub struct ResponseHandle;
@@ -400,7 +401,7 @@ impl whttp::HostRequest for StoreData {
         Ok(self.request_id().to_owned())
     }
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
-        // Plugins only ever borrow the request; the head is the pipeline's.
+        // The handle names whatever head is lent; the head is the pipeline's.
         Ok(())
     }
 }

@@ -18,11 +18,11 @@ use super::host::StoreData;
 use crate::config::PluginSettings;
 
 /// The contract version this gateway speaks; a plugin must import and
-/// export `weir:plugin/*` at a semver-compatible version (0.2.x).
-pub const CONTRACT: &str = "weir:plugin@0.2.0";
+/// export `weir:plugin/*` at a semver-compatible version (0.3.x).
+pub const CONTRACT: &str = "weir:plugin@0.3.0";
 /// The contract's `http` interface, as components import it.
-pub const HTTP_INTERFACE: &str = "weir:plugin/http@0.2.0";
-const CONTRACT_COMPATIBLE: &str = "0.2.";
+pub const HTTP_INTERFACE: &str = "weir:plugin/http@0.3.0";
+const CONTRACT_COMPATIBLE: &str = "0.3.";
 
 /// Largest plugin file read.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 * 1024 * 1024;

@@ -274,7 +274,12 @@ impl Slot {
         store.set_epoch_deadline(self.init_ticks);
         let caps = guest
             .weir_plugin_guest()
-            .call_init(&mut store, &self.config)
+            .call_init(
+                &mut store,
+                &self.config,
+                Resource::new_own(REQUEST_REP),
+                Resource::new_own(RESPONSE_REP),
+            )
             .map_err(trap)?
             .map_err(|msg| {
                 let mut msg = msg;
@@ -350,6 +355,9 @@ impl Slot {
         inst.store.set_epoch_deadline(self.ticks);
         let result = f(&inst.guest, &mut inst.store);
         lend(&mut inst.store, io);
+        if io.resp.is_none() {
+            forget_unlent_response(&mut inst.store.data_mut().call.resp);
+        }
         match result {
             Ok(v) => {
                 match self.isolation {
@@ -367,10 +375,7 @@ impl Slot {
     }
 
     pub fn on_request(&self, io: &mut Io<'_>) -> Result<Action, Failure> {
-        let action = self.call(io, |g, s| {
-            g.weir_plugin_guest()
-                .call_on_request(s, Resource::new_borrow(REQUEST_REP))
-        })?;
+        let action = self.call(io, |g, s| g.weir_plugin_guest().call_on_request(s))?;
         match action {
             bindings::Action::Continue => Ok(Action::Continue),
             bindings::Action::RouteTo(name) => Ok(Action::RouteTo(name)),
@@ -380,8 +385,7 @@ impl Slot {
 
     pub fn on_request_body(&self, io: &mut Io<'_>, body: &[u8]) -> Result<BodyAction, Failure> {
         let action = self.call(io, |g, s| {
-            g.weir_plugin_guest()
-                .call_on_request_body(s, Resource::new_borrow(REQUEST_REP), body)
+            g.weir_plugin_guest().call_on_request_body(s, body)
         })?;
         match action {
             bindings::BodyAction::Continue => Ok(BodyAction::Continue),
@@ -391,13 +395,7 @@ impl Slot {
     }
 
     pub fn on_response(&self, io: &mut Io<'_>) -> Result<(), Failure> {
-        self.call(io, |g, s| {
-            g.weir_plugin_guest().call_on_response(
-                s,
-                Resource::new_borrow(REQUEST_REP),
-                Resource::new_borrow(RESPONSE_REP),
-            )
-        })
+        self.call(io, |g, s| g.weir_plugin_guest().call_on_response(s))
     }
 
     pub fn on_response_body(
@@ -406,21 +404,13 @@ impl Slot {
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, Failure> {
         let replaced = self.call(io, |g, s| {
-            g.weir_plugin_guest().call_on_response_body(
-                s,
-                Resource::new_borrow(REQUEST_REP),
-                Resource::new_borrow(RESPONSE_REP),
-                body,
-            )
+            g.weir_plugin_guest().call_on_response_body(s, body)
         })?;
         replaced.map(|b| self.body(b)).transpose()
     }
 
     pub fn on_log(&self, io: &mut Io<'_>, status: u16) -> Result<(), Failure> {
-        self.call(io, |g, s| {
-            g.weir_plugin_guest()
-                .call_on_log(s, Resource::new_borrow(REQUEST_REP), status)
-        })
+        self.call(io, |g, s| g.weir_plugin_guest().call_on_log(s, status))
     }
 
     fn body(&self, b: Vec<u8>) -> Result<Vec<u8>, Failure> {
@@ -454,6 +444,16 @@ fn lend(store: &mut Store<StoreData>, io: &mut Io<'_>) {
     std::mem::swap(&mut call.id, io.id);
     call.client_ip = io.client_ip;
     call.header_budget = host::limits::MAX_HEADER_BYTES_PER_CALL;
+}
+
+/// The plugin's `response` handle names an empty head in phases without a
+/// response (the contract says so): what a call wrote to it is dropped,
+/// so nothing carries over to the next call or grows across calls.
+fn forget_unlent_response(resp: &mut http::response::Parts) {
+    if resp.status != http::StatusCode::OK || !resp.headers.is_empty() {
+        resp.status = http::StatusCode::OK;
+        resp.headers.clear();
+    }
 }
 
 /// A response a plugin built, validated.

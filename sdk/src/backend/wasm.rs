@@ -81,6 +81,21 @@ thread_local! {
     // threaded and the host never re-enters a guest, so a RefCell suffices;
     // it is `dyn Any` because a static cannot be generic over the plugin type.
     static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    // The request and response handles `init` received, kept for the
+    // instance's life: each phase's calls go through them.
+    static HEADS: RefCell<Option<(http::Request, http::Response)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the plugin and the instance's request and response
+/// handles.
+fn with_heads<P: Plugin, R>(f: impl FnOnce(&mut P, &http::Request, &http::Response) -> R) -> R {
+    HEADS.with(|heads| {
+        let heads = heads.borrow();
+        let (req, resp) = heads
+            .as_ref()
+            .expect("weir-sdk: a phase ran before a successful init");
+        with_plugin::<P, _>(|p| f(p, req, resp))
+    })
 }
 
 /// Runs `f` with the instance `init` created. A phase before `init` is a
@@ -110,8 +125,13 @@ fn reply_parts(reply: Reply) -> types::ResponseParts {
 pub struct Guest<P>(PhantomData<P>);
 
 impl<P: Plugin> guest::Guest for Guest<P> {
-    fn init(config: String) -> Result<types::Capabilities, String> {
+    fn init(
+        config: String,
+        req: http::Request,
+        resp: http::Response,
+    ) -> Result<types::Capabilities, String> {
         use types::Capabilities as F;
+        HEADS.with(|heads| *heads.borrow_mut() = Some((req, resp)));
         let plugin = instantiate::<P>(&config)?;
         let Capabilities {
             request_body,
@@ -136,37 +156,35 @@ impl<P: Plugin> guest::Guest for Guest<P> {
         Ok(flags)
     }
 
-    fn on_request(req: &http::Request) -> types::Action {
-        match with_plugin::<P, _>(|p| p.on_request(&mut Request::new(req))) {
+    fn on_request() -> types::Action {
+        match with_heads::<P, _>(|p, req, _| p.on_request(&mut Request::new(req))) {
             Action::Continue => types::Action::Continue,
             Action::Respond(reply) => types::Action::Respond(reply_parts(reply)),
             Action::RouteTo(upstream) => types::Action::RouteTo(upstream),
         }
     }
 
-    fn on_request_body(req: &http::Request, body: Vec<u8>) -> types::BodyAction {
-        match with_plugin::<P, _>(|p| p.on_request_body(&mut Request::new(req), body)) {
+    fn on_request_body(body: Vec<u8>) -> types::BodyAction {
+        match with_heads::<P, _>(|p, req, _| p.on_request_body(&mut Request::new(req), body)) {
             BodyAction::Continue => types::BodyAction::Continue,
             BodyAction::Replace(body) => types::BodyAction::Replace(body),
             BodyAction::Respond(reply) => types::BodyAction::Respond(reply_parts(reply)),
         }
     }
 
-    fn on_response(req: &http::Request, resp: &http::Response) {
-        with_plugin::<P, _>(|p| p.on_response(&Request::new(req), &mut Response::new(resp)))
+    fn on_response() {
+        with_heads::<P, _>(|p, req, resp| {
+            p.on_response(&Request::new(req), &mut Response::new(resp))
+        })
     }
 
-    fn on_response_body(
-        req: &http::Request,
-        resp: &http::Response,
-        body: Vec<u8>,
-    ) -> Option<Vec<u8>> {
-        with_plugin::<P, _>(|p| {
+    fn on_response_body(body: Vec<u8>) -> Option<Vec<u8>> {
+        with_heads::<P, _>(|p, req, resp| {
             p.on_response_body(&Request::new(req), &mut Response::new(resp), body)
         })
     }
 
-    fn on_log(req: &http::Request, status: u16) {
-        with_plugin::<P, _>(|p| p.on_log(&Request::new(req), status))
+    fn on_log(status: u16) {
+        with_heads::<P, _>(|p, req, _| p.on_log(&Request::new(req), status))
     }
 }
