@@ -231,6 +231,10 @@ impl Scope {
         &mut self,
         resp: Response<ResponseBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        // Without a response phase the response is not even taken apart.
+        if !self.chain.as_ref().is_some_and(|c| c.response) {
+            return Ok(resp);
+        }
         let (mut head, body) = resp.into_parts();
         self.on_response_head(&mut head)?;
         Ok(Response::from_parts(head, body))

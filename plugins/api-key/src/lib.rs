@@ -163,7 +163,7 @@ impl Plugin for ApiKey {
         if self.remove_key {
             self.strip_key(req);
         }
-        match req.set_header(&self.consumer_header, &consumer) {
+        match req.set_header(&self.consumer_header, consumer) {
             Ok(()) => Action::Continue,
             // Names and consumers were validated in `new`; refuse rather
             // than forward an unauthenticated-looking request.
@@ -200,14 +200,14 @@ impl ApiKey {
     /// The consumer of the presented key: found by its secret-keyed hash,
     /// confirmed in constant time (keys whose hashes collide are all
     /// compared).
-    fn consumer_of(&self, presented: &str) -> Option<String> {
+    fn consumer_of(&self, presented: &str) -> Option<&str> {
         let hash = keyed_hash(self.secret, presented);
         let first = self.keys.partition_point(|k| k.0 < hash);
         self.keys[first..]
             .iter()
             .take_while(|k| k.0 == hash)
             .find(|k| bool::from(k.1.as_bytes().ct_eq(presented.as_bytes())))
-            .map(|k| k.2.clone())
+            .map(|k| k.2.as_str())
     }
 
     fn strip_key(&self, req: &mut Request<'_>) {
