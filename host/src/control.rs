@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState, Attempt, ConfigStatus, PluginAttempt};
 use crate::config::Config;
-use crate::deploy::{FileWatch, WatchError, sha256_hex, watch_folder, watch_ready};
+use crate::deploy::{FileWatch, WatchError, sha256_hex, watch_ready};
 use crate::plugin::{PluginError, Tier};
 use crate::server::{Deployed, Gateway, Optimized, StartError};
 
@@ -203,7 +203,8 @@ async fn reload(gateway: &mut Gateway, path: &Path, state: &AdminState, trigger:
     }
 }
 
-/// Sends the path once per settled change of the configuration file.
+/// Sends the path once per change of the configuration file (see
+/// [`watch_ready`]; opening and reading it are not changes).
 fn watch_file(path: &Path, tx: mpsc::UnboundedSender<PathBuf>) -> Result<FileWatch, RunError> {
     let abs = std::path::absolute(path).map_err(|e| {
         RunError::Watch(WatchError {
@@ -216,7 +217,7 @@ fn watch_file(path: &Path, tx: mpsc::UnboundedSender<PathBuf>) -> Result<FileWat
         .map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from("."));
     let name = abs.file_name().map(|n| n.to_owned());
-    Ok(watch_folder(
+    Ok(watch_ready(
         &dir,
         move |p| p.file_name() == name.as_deref(),
         tx,

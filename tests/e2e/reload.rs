@@ -129,3 +129,39 @@ async fn sighup_reloads() {
     .await;
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
 }
+
+/// Bytes the process has read so far (`rchar` of /proc/PID/io).
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Reading the configuration file is not a change of it: an idle gateway
+/// does not keep reading its own configuration (with a watcher that
+/// reported opens and reads, each reload's read of the file announced the
+/// next reload, forever).
+#[tokio::test]
+async fn an_idle_gateway_does_not_reread_its_configuration() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let gw = Gateway::with_config(routed_to("a", a.addr, b.addr)).start();
+    let size = std::fs::metadata(gw.dir().join("weir.toml")).unwrap().len();
+    // An edit is still picked up (and read) at once.
+    replace(&gw, &routed_to("b", a.addr, b.addr));
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        admin_config(&gw).await["last_attempt"]["outcome"] == "applied"
+    })
+    .await;
+    assert!(reloaded, "the edit was not applied");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = bytes_read(gw.pid());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let read = bytes_read(gw.pid()) - before;
+    assert!(
+        read < size,
+        "an idle gateway read {read} bytes in 1.5 s (its configuration is {size} bytes)"
+    );
+}

@@ -6,7 +6,7 @@
 
 mod watch;
 
-pub use watch::{FileWatch, SETTLE, WatchError, watch_folder, watch_ready};
+pub use watch::{FileWatch, SETTLE, WatchError, watch_ready};
 
 /// The sha256 of a file's bytes in lowercase hex: how admin views and logs
 /// name a version of a configuration or plugin file.

@@ -2,17 +2,17 @@
 //! files: deploy tools and editors replace a file by writing a new one and
 //! renaming it over the old, which a watch on the file itself would lose.
 //!
-//! Two ways of deciding that a changed file is ready to read:
-//! - [`watch_folder`] (the configuration file) uses notify's mini
-//!   debouncer: a path is reported once it has been quiet for [`SETTLE`].
-//! - [`watch_ready`] (the plugin folder) reports a path at once when the
-//!   event itself says the file is complete (the writer closed it, or it
-//!   was renamed into place or removed), and otherwise once it has been
-//!   quiet for [`SETTLE`]. Plugin deploys would otherwise wait out the
-//!   settle time on every atomic `mv`; no debouncer crate tells event kinds
-//!   apart this way, so the small settle loop is ours.
+//! [`watch_ready`] (the configuration file and the plugin folder) reports
+//! a path at once when the event itself says the file is complete (the
+//! writer closed it, or it was renamed into place or removed), otherwise
+//! once it has been quiet for [`SETTLE`], and never for a mere open or
+//! read. notify's debouncers do not tell event kinds apart: with one, a
+//! deploy waits out the settle time on every atomic `mv`, and reading the
+//! configuration file after an event is itself an event, so the gateway
+//! re-read its configuration every settle period forever. The small settle
+//! loop is ours.
 //!
-//! Either way a reported file may still be incomplete (a writer pausing
+//! A reported file may still be incomplete (a writer pausing
 //! longer than [`SETTLE`], or closing between halves): readers validate
 //! what they read and a later event reports the finished file.
 
@@ -21,11 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use notify_debouncer_mini::notify::event::{
-    AccessKind, AccessMode, EventKind, ModifyKind, RenameMode,
-};
-use notify_debouncer_mini::notify::{self, RecommendedWatcher, RecursiveMode, Watcher as _};
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
 /// How long a file must be quiet before it is read, when no event says it
@@ -58,35 +55,6 @@ impl WatchError {
             reason,
         }
     }
-}
-
-/// Watches `dir` (not recursively) and sends the path of every settled
-/// change whose file name passes `wanted`. A file that was removed is sent
-/// too; the receiver checks whether it still exists.
-pub fn watch_folder(
-    dir: &Path,
-    wanted: impl Fn(&Path) -> bool + Send + 'static,
-    tx: mpsc::UnboundedSender<PathBuf>,
-) -> Result<FileWatch, WatchError> {
-    let err = WatchError::at(dir);
-    let mut debouncer = new_debouncer(SETTLE, move |events: DebounceEventResult| match events {
-        Ok(events) => {
-            for e in events {
-                if wanted(&e.path) {
-                    let _ = tx.send(e.path);
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "file watch error"),
-    })
-    .map_err(|e| err(e.to_string()))?;
-    debouncer
-        .watcher()
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|e| err(e.to_string()))?;
-    Ok(FileWatch {
-        _watch: Box::new(debouncer),
-    })
 }
 
 /// When a path should be reported.
@@ -145,7 +113,7 @@ pub fn watch_ready(
         .map_err(|e| err(e.to_string()))?;
     // The settle loop ends when the watcher (and with it `raw_tx`) drops.
     std::thread::Builder::new()
-        .name("weir-plugin-watch".into())
+        .name("weir-file-watch".into())
         .spawn(move || settle_loop(raw_rx, tx))
         .map_err(|e| err(e.to_string()))?;
     Ok(FileWatch {
