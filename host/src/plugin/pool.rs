@@ -7,7 +7,10 @@
 //! whole request and drops it afterwards.
 //!
 //! Stores are made only when an instance is made, never per call: a pooled
-//! call costs a mutex pop/push, a few swaps and the Wasm call itself.
+//! call takes the instance its worker thread used last (no lock), a few
+//! swaps to lend the heads, and the Wasm call itself. The instance's
+//! `request` and `response` handles, given in `init`, name whatever is
+//! lent for the call.
 
 use std::cell::Cell;
 use std::net::IpAddr;
