@@ -17,12 +17,23 @@ use super::engine::{Runtime, Tier};
 use super::host::StoreData;
 use crate::config::PluginSettings;
 
-/// The contract version this gateway speaks; a plugin must import and
-/// export `weir:plugin/*` at a semver-compatible version (0.3.x).
-pub const CONTRACT: &str = "weir:plugin@0.3.0";
+/// The version of `sdk/wit/weir.wit` this gateway speaks, spelled once:
+/// the names below are built from it.
+macro_rules! contract_version {
+    (minor) => {
+        "0.3."
+    };
+    () => {
+        concat!(contract_version!(minor), "0")
+    };
+}
+
+/// The contract this gateway speaks; a plugin must import and export
+/// `weir:plugin/*` at a semver-compatible version (0.3.x).
+pub const CONTRACT: &str = concat!("weir:plugin@", contract_version!());
 /// The contract's `http` interface, as components import it.
-pub const HTTP_INTERFACE: &str = "weir:plugin/http@0.3.0";
-const CONTRACT_COMPATIBLE: &str = "0.3.";
+pub const HTTP_INTERFACE: &str = concat!("weir:plugin/http@", contract_version!());
+const CONTRACT_COMPATIBLE: &str = contract_version!(minor);
 
 /// Largest plugin file read.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -361,6 +372,8 @@ mod tests {
     #[test]
     fn versions_are_read_from_names() {
         assert_eq!(weir_version("weir:plugin/guest@0.2.0"), Some("0.2.0"));
+        assert_eq!(CONTRACT, "weir:plugin@0.3.0");
+        assert_eq!(HTTP_INTERFACE, "weir:plugin/http@0.3.0");
         assert_eq!(weir_version("weir:plugin/host"), Some("(unversioned)"));
         assert_eq!(weir_version("wasi:io/streams@0.2.0"), None);
     }
