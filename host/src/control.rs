@@ -350,7 +350,14 @@ async fn plugin_file_changed(
 async fn install_optimized(gateway: &mut Gateway, built: Optimized, state: &AdminState) {
     let name = built.name.as_str();
     let version = match built.result {
-        Ok(v) => v,
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            tracing::debug!(
+                plugin = name,
+                "optimized build skipped: the file changed since its baseline build"
+            );
+            return;
+        }
         Err(e) => {
             tracing::error!(plugin = name, sha256 = e.sha256.as_deref().unwrap_or("-"), step = e.step.as_str(), error = %e.reason, "optimized build failed; the baseline build keeps serving");
             return;

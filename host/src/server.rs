@@ -78,7 +78,9 @@ static OPTIMIZING: Semaphore = Semaphore::const_new(1);
 /// be swapped in by [`Gateway::install_optimized`].
 pub struct Optimized {
     pub name: String,
-    pub result: Result<Arc<Compiled>, PluginError>,
+    /// `Ok(None)`: skipped, because the file changed since its baseline
+    /// build (its new contents deploy on their own).
+    pub result: Result<Option<Arc<Compiled>>, PluginError>,
     pub took: Duration,
 }
 
@@ -400,15 +402,9 @@ impl Gateway {
                 move || {
                     let file = crate::plugin::read_plugin(&name, &path)?;
                     if file.sha256 != want {
-                        return Err(PluginError {
-                            name,
-                            path,
-                            step: Step::Read,
-                            sha256: Some(file.sha256),
-                            reason: "the file changed before its optimized build".into(),
-                        });
+                        return Ok(None);
                     }
-                    registry.optimize(&name, &file)
+                    registry.optimize(&name, &file).map(Some)
                 }
             };
             let result = off_request_path(&OPTIMIZING, timeout, work)

@@ -156,7 +156,7 @@ async fn a_hundred_swaps_under_load_fail_no_request() {
         }
         waits.push(wait_for_version(&gw, want, &format!("round {round}")).await);
     }
-    let ok = load.finish_without_failures(200).await;
+    let ok = load.finish_without_failures(&gw, 200).await;
     waits.sort();
     eprintln!(
         "file landed -> new version served: median {:?}, max {:?} (debug build; the benchmark measures release)",
@@ -224,7 +224,7 @@ async fn a_file_copied_in_two_halves_is_never_served_half_written() {
     drop(f);
     wait_for_version(&gw, "1", "after the file was closed").await;
 
-    load.finish_without_failures(1).await;
+    load.finish_without_failures(&gw, 1).await;
 }
 
 #[tokio::test]
@@ -287,7 +287,7 @@ async fn broken_files_leave_the_old_version_serving_and_are_reported() {
         });
         assert!(logged, "{what}: no log line");
     }
-    load.finish_without_failures(1).await;
+    load.finish_without_failures(&gw, 1).await;
 }
 
 #[tokio::test]
@@ -463,5 +463,5 @@ async fn an_uncached_file_serves_from_baseline_code_until_its_optimized_build_is
         "{deployed:?}"
     );
 
-    load.finish_without_failures(1).await;
+    load.finish_without_failures(&gw, 1).await;
 }

@@ -17,14 +17,18 @@ deadline = "50ms"
 memory = "16MiB"
 max_instances = 8
 
-# Header tests move 10 MB through the plugin; a loaded machine must not
-# turn them into deadline failures.
+# Header tests move 10 MB through the host's header calls, which take
+# real CPU in the unoptimized test build of the gateway.
 [plugin.roomy]
 deadline = "2s"
 memory = "64MiB"
 
 [plugin.lenient]
 failure = "open"
+
+# The shortest deadline there is, for a plugin that needs 3 ms of it.
+[plugin.brisk]
+deadline = "5ms"
 
 [[route]]
 name = "plain"
@@ -40,6 +44,7 @@ plugins = [{ name = "lenient", config = { mode = "panic" } }]
     );
     let modes = [
         ("hostile", "loop"),
+        ("brisk", "busy"),
         ("hostile", "bomb"),
         ("hostile", "recurse"),
         ("hostile", "panic"),
@@ -65,6 +70,7 @@ async fn start() -> (Upstream, Gateway) {
             ("hostile", "hostile"),
             ("roomy", "hostile"),
             ("lenient", "hostile"),
+            ("brisk", "hostile"),
         ],
     )
     .start();
@@ -112,6 +118,69 @@ async fn an_infinite_loop_is_stopped_at_its_deadline_while_other_routes_serve() 
         fails_with(&gw, &c, "/loop", "exceeded its CPU deadline of 50ms").await;
     }
     assert_eq!(plain.await.unwrap(), 40, "the plain route kept serving");
+}
+
+/// A process that spins on one CPU until dropped.
+struct Hog(std::process::Child);
+
+impl Hog {
+    fn on(cpu: &str) -> Hog {
+        let child = std::process::Command::new("taskset")
+            .args(["-c", cpu, "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .expect("taskset (util-linux) runs");
+        Hog(child)
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// The deadline counts the CPU a call uses, not the time its thread
+/// waits for a core: with the gateway sharing one CPU with six spinning
+/// processes, a plugin needing 3 ms of its 5 ms deadline is preempted in
+/// most calls and its calls take far longer than 5 ms, yet none is
+/// stopped. (With wall-clock deadlines most of these requests failed.)
+#[tokio::test]
+async fn a_call_preempted_on_a_crowded_core_is_charged_only_for_its_cpu() {
+    let (_app, gw) = start().await;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    let cpu = allowed.split([',', '-']).next().unwrap().to_owned();
+    let pinned = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu, &gw.pid().to_string()])
+        .output()
+        .expect("taskset (util-linux) runs");
+    assert!(pinned.status.success(), "{pinned:?}");
+    let hogs: Vec<Hog> = (0..6).map(|_| Hog::on(&cpu)).collect();
+
+    let c = client();
+    let started = std::time::Instant::now();
+    let mut failed = Vec::new();
+    for _ in 0..40 {
+        let r = get(&c, &gw.url("/busy"), &[]).await;
+        if r.status != 200 {
+            failed.push(r.header("x-request-id").unwrap_or("").to_owned());
+        }
+    }
+    let took = started.elapsed();
+    drop(hogs);
+    assert!(
+        failed.is_empty(),
+        "{} of 40 requests failed ({took:?} in all):\n{}",
+        failed.len(),
+        log_lines_with(&gw, &["plugin `brisk`"]).join("\n")
+    );
+    // The core really was crowded: 40 calls of 3 ms took well over 120 ms.
+    assert!(took > Duration::from_millis(200), "{took:?}");
 }
 
 #[tokio::test]

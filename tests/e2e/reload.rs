@@ -61,7 +61,7 @@ async fn reloads_under_load_without_failed_requests() {
                 .join("\n")
         );
     }
-    load.finish_without_failures(100).await;
+    load.finish_without_failures(&gw, 100).await;
     let status = admin_config(&gw).await;
     assert_eq!(status["last_attempt"]["outcome"], "applied", "{status}");
     assert_eq!(status["last_attempt"]["trigger"], "file-change", "{status}");

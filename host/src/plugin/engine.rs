@@ -43,8 +43,8 @@ use super::bindings;
 use super::host::StoreData;
 use super::load::HTTP_INTERFACE;
 
-/// How often the epoch advances: the granularity of CPU deadlines. A call
-/// overruns its deadline by at most one tick.
+/// How often the epoch advances: the granularity of CPU deadlines (see
+/// `deadline`; a call overruns its deadline by at most about one tick).
 ///
 /// Every tick wakes the ticker thread, whether or not a plugin call is
 /// running, and on the benchmark VM a wake-up costs about 16 µs of CPU: at
@@ -250,12 +250,6 @@ impl Runtime {
                 .join(format!("{:016x}-{sha256}", h.finish())),
         )
     }
-
-    /// Epoch ticks for a CPU deadline: rounded up, plus the tick already
-    /// under way so a call gets at least its full deadline.
-    pub fn deadline_ticks(deadline: Duration) -> u64 {
-        deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1
-    }
 }
 
 impl Drop for Runtime {
@@ -291,7 +285,7 @@ mod tests {
         let linker = Linker::<()>::new(&rt.engine);
         let mut store = Store::new(&rt.engine, ());
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(Runtime::deadline_ticks(Duration::from_millis(5)));
+        store.set_epoch_deadline(2);
         let instance = linker.instantiate(&mut store, &component).unwrap();
         let spin = instance
             .get_typed_func::<(), ()>(&mut store, "spin")
@@ -301,15 +295,6 @@ mod tests {
             err.downcast_ref::<wasmtime::Trap>(),
             Some(&wasmtime::Trap::Interrupt),
             "{err:?}"
-        );
-    }
-
-    #[test]
-    fn deadlines_round_up_to_ticks_plus_the_one_under_way() {
-        assert_eq!(Runtime::deadline_ticks(EPOCH_TICK), 2);
-        assert_eq!(
-            Runtime::deadline_ticks(EPOCH_TICK * 2 + Duration::from_micros(1)),
-            4
         );
     }
 }

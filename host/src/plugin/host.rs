@@ -20,6 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::{host, http as whttp, types};
 use super::bindings::{BucketOutcome, LogLevel};
+use super::deadline::CpuDeadline;
 use super::state::{Counters, Namespace};
 
 /// Bounds on what a plugin may hand the host in one call.
@@ -121,6 +122,8 @@ pub struct StoreData {
     pub(crate) counters: Arc<Counters>,
     pub(crate) limits: StoreLimits,
     pub(crate) call: Call,
+    /// The CPU deadline of the call under way.
+    pub(crate) deadline: CpuDeadline,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -138,12 +141,18 @@ impl StoreData {
             counters,
             limits,
             call: Call::default(),
+            deadline: CpuDeadline::default(),
             // No preopens, no environment, no arguments, no inherited
             // stdio, no network: only what `super::engine` links is
             // reachable, and that reads none of these anyway.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
         }
+    }
+
+    /// Where the store's deadline is kept, for `deadline::install`.
+    pub(crate) fn deadline(&mut self) -> &mut CpuDeadline {
+        &mut self.deadline
     }
 
     fn request_id(&self) -> &str {

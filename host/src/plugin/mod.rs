@@ -1,6 +1,6 @@
 //! Wasm plugins: the wasmtime engine (`engine`), the generated contract
 //! bindings (`bindings`, the only generated code), the host functions
-//! (`host`), shared state (`state`), loading and version checks (`load`)
+//! (`host`), shared state (`state`), CPU deadlines (`deadline`), loading and version checks (`load`)
 //! and instance pools (`pool`). This module's [`Plugins`] is the registry
 //! the server builds at start-up and `weir check` builds to validate; it
 //! hands each route a [`Chain`]. The order of phases within a request is
@@ -16,6 +16,7 @@
 //! when its last request ends.
 
 pub mod bindings;
+mod deadline;
 mod engine;
 pub mod host;
 mod hot;

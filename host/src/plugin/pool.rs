@@ -24,7 +24,7 @@ use wasmtime::component::Resource;
 use wasmtime::{Store, StoreLimitsBuilder};
 
 use super::bindings;
-use super::engine::Runtime;
+use super::deadline::{self, CpuDeadline, Stop};
 use super::host::{self, Context, REQUEST_REP, RESPONSE_REP, StoreData};
 use super::load::Compiled;
 use super::state::{Counters, Namespace};
@@ -86,7 +86,6 @@ pub struct Failure {
 pub struct Instance {
     store: Store<StoreData>,
     guest: bindings::Plugin,
-    compiled: Arc<Compiled>,
     _live: Live,
 }
 
@@ -128,9 +127,9 @@ pub struct Slot {
     pub isolation: Isolation,
     /// Largest body a plugin may hand back (replace or respond).
     pub body_cap: usize,
-    ticks: u64,
-    /// Ticks for making an instance and running `init`.
-    init_ticks: u64,
+    /// CPU deadline of a call, and of making an instance and running
+    /// `init` (see `deadline`).
+    deadline: std::time::Duration,
     init_deadline: std::time::Duration,
     max_instances: usize,
     /// Boxed, so checking one out or in moves a pointer, not the
@@ -157,10 +156,18 @@ impl std::fmt::Debug for Slot {
 }
 
 /// Our reading of a trap, for logs: short and without Wasm backtraces.
-fn describe(e: &wasmtime::Error, slot_deadline: std::time::Duration) -> String {
+/// `deadline` is the store's deadline as the call left it.
+fn describe(e: &wasmtime::Error, deadline: &CpuDeadline) -> String {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         return match trap {
-            wasmtime::Trap::Interrupt => format!("exceeded its CPU deadline of {slot_deadline:?}"),
+            wasmtime::Trap::Interrupt => match deadline.stopped() {
+                Some(Stop::Wall) => format!(
+                    "ran for {:?} of wall-clock time without finishing (CPU deadline {:?})",
+                    deadline.wall_cap(),
+                    deadline.budget()
+                ),
+                _ => format!("exceeded its CPU deadline of {:?}", deadline.budget()),
+            },
             wasmtime::Trap::StackOverflow => "overflowed its stack".into(),
             wasmtime::Trap::UnreachableCodeReached => {
                 "reached `unreachable` (a panic or abort in the plugin)".into()
@@ -208,8 +215,7 @@ impl Slot {
             failure: s.failure,
             isolation: s.isolation,
             body_cap,
-            ticks: Runtime::deadline_ticks(s.deadline),
-            init_ticks: Runtime::deadline_ticks(init_deadline),
+            deadline: s.deadline,
             init_deadline,
             max_instances: s.max_instances,
             idle: Mutex::new(Vec::new()),
@@ -269,12 +275,16 @@ impl Slot {
         );
         let mut store = Store::new(&compiled.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
-        store.epoch_deadline_trap();
-        let trap =
-            |e: wasmtime::Error| self.fail(FailureKind::Trap(describe(&e, self.init_deadline)));
-        store.set_epoch_deadline(self.init_ticks);
-        let guest = compiled.pre.instantiate(&mut store).map_err(trap)?;
-        store.set_epoch_deadline(self.init_ticks);
+        deadline::install(&mut store, StoreData::deadline);
+        let trap = |e: wasmtime::Error, store: &Store<StoreData>| {
+            self.fail(FailureKind::Trap(describe(&e, &store.data().deadline)))
+        };
+        deadline::arm(&mut store, StoreData::deadline, self.init_deadline);
+        let guest = match compiled.pre.instantiate(&mut store) {
+            Ok(g) => g,
+            Err(e) => return Err(trap(e, &store)),
+        };
+        deadline::arm(&mut store, StoreData::deadline, self.init_deadline);
         let caps = guest
             .weir_plugin_guest()
             .call_init(
@@ -283,7 +293,7 @@ impl Slot {
                 Resource::new_own(REQUEST_REP),
                 Resource::new_own(RESPONSE_REP),
             )
-            .map_err(trap)?
+            .map_err(|e| trap(e, &store))?
             .map_err(|msg| {
                 let mut msg = msg;
                 msg.truncate(1024);
@@ -293,7 +303,6 @@ impl Slot {
         let inst = Box::new(Instance {
             store,
             guest,
-            compiled: compiled.clone(),
             _live: live,
         });
         Ok((inst, caps))
@@ -355,7 +364,7 @@ impl Slot {
             None => self.checkout()?,
         };
         lend(&mut inst.store, io);
-        inst.store.set_epoch_deadline(self.ticks);
+        deadline::arm(&mut inst.store, StoreData::deadline, self.deadline);
         let result = f(&inst.guest, &mut inst.store);
         lend(&mut inst.store, io);
         if io.resp.is_none() {
@@ -370,10 +379,7 @@ impl Slot {
                 Ok(v)
             }
             // A trapped instance may be in any state: drop it.
-            Err(e) => Err(self.fail(FailureKind::Trap(describe(
-                &e,
-                inst.compiled.settings.deadline,
-            )))),
+            Err(e) => Err(self.fail(FailureKind::Trap(describe(&e, &inst.store.data().deadline)))),
         }
     }
 

@@ -417,14 +417,21 @@ impl Load {
     }
 
     /// Stops the clients and asserts that none failed and at least
-    /// `at_least` requests were answered; returns how many were.
-    pub async fn finish_without_failures(self, at_least: usize) -> usize {
+    /// `at_least` requests were answered; returns how many were. A failure
+    /// report carries the gateway's warnings and errors, which say why.
+    pub async fn finish_without_failures(self, gw: &Gateway, at_least: usize) -> usize {
         let (ok, failed) = self.finish().await;
         assert!(
             failed.is_empty(),
-            "{} failed requests: {:?}",
+            "{} failed requests: {:?}\ngateway warnings and errors:\n{}",
             failed.len(),
-            &failed[..failed.len().min(5)]
+            &failed[..failed.len().min(5)],
+            gw.logs()
+                .iter()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert!(ok >= at_least, "too little load: {ok} requests");
         ok
