@@ -278,13 +278,18 @@ async fn broken_files_leave_the_old_version_serving_and_are_reported() {
         // Nothing changed.
         assert_eq!(status["sha256"], sha256(&fixture("v1")), "{what}: {status}");
         assert_eq!(version(&gw).await, "1", "{what}");
-        // The log names the plugin, the file hash, the step and the reason.
-        let logged = gw.logs().iter().any(|l| {
-            l.contains("plugin deployment refused")
-                && l.contains(&sha256(&bytes))
-                && l.contains("\"plugin\":\"ver\"")
-                && l.contains(reason)
-        });
+        // The log names the plugin, the file hash, the step and the reason
+        // (the test reads the gateway's output on a thread of its own, so
+        // the line may land just after the admin view changed).
+        let logged = eventually(Duration::from_secs(5), || async {
+            gw.logs().iter().any(|l| {
+                l.contains("plugin deployment refused")
+                    && l.contains(&sha256(&bytes))
+                    && l.contains("\"plugin\":\"ver\"")
+                    && l.contains(reason)
+            })
+        })
+        .await;
         assert!(logged, "{what}: no log line");
     }
     load.finish_without_failures(&gw, 1).await;
