@@ -1,7 +1,13 @@
 //! Forwarding behaviour: header hygiene in both directions, forwarded
-//! headers, request ids, HTTP/2 (h2c) clients and WebSocket upgrades.
+//! headers, request ids, HTTP/2 (h2c) clients, WebSocket upgrades, and
+//! upstream keep-alive (reuse, and an upstream closing idle connections).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use futures_util::{SinkExt, StreamExt};
 use http::Response;
@@ -142,4 +148,73 @@ async fn websocket_echo_through_the_gateway() {
         .unwrap();
     assert_eq!(echoed.unwrap().unwrap().into_data().as_ref(), &big[..]);
     ws.close(None).await.unwrap();
+}
+
+/// An upstream written by hand so it can close keep-alive connections the
+/// way servers do: it answers every request head with `200 ok` and closes
+/// a connection that has had no request for `idle`. Returns its address and
+/// the number of connections it accepted.
+async fn closing_upstream(idle: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match tokio::time::timeout(idle, s.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        // Idle for too long, closed, or broken: close.
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Sequential requests share one upstream connection; when the upstream
+/// closes it while it sits idle in the pool, the next request notices as
+/// it takes the connection and opens another, without a retry (the route
+/// allows none) and without a failed request.
+#[tokio::test]
+async fn upstream_keep_alive_is_reused_and_an_idle_close_is_noticed() {
+    let (addr, accepted) = closing_upstream(Duration::from_millis(100)).await;
+    let routes = "[[route]]\nname = \"all\"\nupstream = \"app\"\nretry_attempts = 0\n";
+    let gw = Gateway::with_config(config("", &[("app", addr)], routes)).start();
+    let c = client();
+    for _ in 0..5 {
+        let r = get(&c, &gw.url("/x"), &[]).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection"
+    );
+    for opened in 2..=4 {
+        // Long enough for the upstream to close the idle connection.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for _ in 0..3 {
+            let r = get(&c, &gw.url("/x"), &[]).await;
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "ok"),
+                "after close {}",
+                opened - 1
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), opened);
+    }
 }
