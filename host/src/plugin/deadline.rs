@@ -10,11 +10,12 @@
 //! call only once it has used its deadline of CPU since then.
 //!
 //! Bounds, with tick = [`EPOCH_TICK`] (5 ms):
-//! - CPU: a call is stopped once it has used its deadline of CPU time,
-//!   counted from the first tick inside it. CPU used before that tick (at
-//!   most one tick) is not counted, and the check runs on ticks, so a
-//!   runaway call uses between its deadline less 1 ms and its deadline plus
-//!   one tick (plus 1 ms) in all.
+//! - CPU: a call is stopped once it has used its deadline of CPU time
+//!   (less 1 ms of slack), counted from the first tick inside it. CPU used
+//!   before that tick (at most one tick) is not counted, so a runaway call
+//!   that has its core to itself is stopped after its deadline plus at most
+//!   one tick. One that is also preempted is checked again when it could
+//!   have used the rest, rounded up to a tick: up to one tick more.
 //! - Wall clock: a call is also stopped after [`WALL_FACTOR`] times its
 //!   deadline, at least [`MIN_WALL_CAP`], of wall-clock time from that first
 //!   tick, whatever CPU it used. Plugins have no import that blocks, so only
