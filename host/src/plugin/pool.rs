@@ -30,12 +30,12 @@ use super::load::Compiled;
 use super::state::{Counters, Namespace};
 use crate::config::{FailurePolicy, Isolation};
 
-/// Time making an instance and running its `init` may take, when the
+/// CPU time making an instance and running its `init` may take, when the
 /// plugin's call deadline is shorter: `init` parses configuration and may
-/// build tables, once per instance, and on a busy machine a 10 ms call
-/// deadline is too tight for it. Instances are mostly made off the request
-/// path (at start-up, reload and deploy); when a pool grows under load, a
-/// worker waits for at most this long.
+/// build tables (keys, regular expressions), once per instance, which can
+/// take more than a 10 ms call deadline. Instances are mostly made off the
+/// request path (at start-up, reload and deploy); when a pool grows under
+/// load, a worker waits for at most this long (of CPU; see `deadline`).
 pub const INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The phases a plugin asked for in `init`: the pipeline calls no other.
