@@ -127,10 +127,8 @@ pub struct Slot {
     pub isolation: Isolation,
     /// Largest body a plugin may hand back (replace or respond).
     pub body_cap: usize,
-    /// CPU deadline of a call, and of making an instance and running
-    /// `init` (see `deadline`).
+    /// CPU deadline of a call (see `deadline`).
     deadline: std::time::Duration,
-    init_deadline: std::time::Duration,
     max_instances: usize,
     /// Boxed, so checking one out or in moves a pointer, not the
     /// instance's export table.
@@ -205,7 +203,6 @@ impl Slot {
         warm: usize,
     ) -> Result<Slot, Failure> {
         let s = &compiled.settings;
-        let init_deadline = s.deadline.max(INIT_DEADLINE);
         let mut slot = Slot {
             name: compiled.name.clone(),
             config,
@@ -216,7 +213,6 @@ impl Slot {
             isolation: s.isolation,
             body_cap,
             deadline: s.deadline,
-            init_deadline,
             max_instances: s.max_instances,
             idle: Mutex::new(Vec::new()),
             local: ThreadLocal::new(),
@@ -279,12 +275,13 @@ impl Slot {
         let trap = |e: wasmtime::Error, store: &Store<StoreData>| {
             self.fail(FailureKind::Trap(describe(&e, &store.data().deadline)))
         };
-        deadline::arm(&mut store, StoreData::deadline, self.init_deadline);
+        let init_deadline = self.deadline.max(INIT_DEADLINE);
+        deadline::arm(&mut store, StoreData::deadline, init_deadline);
         let guest = match compiled.pre.instantiate(&mut store) {
             Ok(g) => g,
             Err(e) => return Err(trap(e, &store)),
         };
-        deadline::arm(&mut store, StoreData::deadline, self.init_deadline);
+        deadline::arm(&mut store, StoreData::deadline, init_deadline);
         let caps = guest
             .weir_plugin_guest()
             .call_init(
