@@ -120,6 +120,60 @@ async fn an_infinite_loop_is_stopped_at_its_deadline_while_other_routes_serve() 
     assert_eq!(plain.await.unwrap(), 40, "the plain route kept serving");
 }
 
+/// How often the gateway's epoch ticker threads have gone to sleep and
+/// woken since they started (voluntary context switches of every
+/// `weir-epoch` thread).
+fn epoch_wakeups(gw: &Gateway) -> u64 {
+    let tasks = format!("/proc/{}/task", gw.pid());
+    let mut wakeups = 0;
+    let mut tickers = 0;
+    for task in std::fs::read_dir(&tasks).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "weir-epoch" {
+            continue;
+        }
+        tickers += 1;
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        wakeups += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert!(tickers > 0, "no weir-epoch thread in {tasks}");
+    wakeups
+}
+
+/// Whether the ticker woke at most twice in half a second (ticking, it
+/// wakes every 5 ms: about a hundred times).
+async fn ticker_sleeps(gw: &Gateway) -> bool {
+    let before = epoch_wakeups(gw);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    epoch_wakeups(gw) - before <= 2
+}
+
+/// With no plugin call to watch, the epoch ticker sleeps instead of
+/// waking every tick; a call wakes it, so a runaway plugin that arrives
+/// at an idle gateway is still stopped at its deadline, and the ticker
+/// sleeps again afterwards.
+#[tokio::test]
+async fn an_idle_gateway_lets_its_epoch_ticker_sleep_and_a_runaway_call_wakes_it() {
+    let (_app, gw) = start().await;
+    let c = client();
+    assert!(
+        eventually(Duration::from_secs(10), || ticker_sleeps(&gw)).await,
+        "the epoch ticker of an idle gateway kept waking"
+    );
+    for _ in 0..2 {
+        fails_with(&gw, &c, "/loop", "exceeded its CPU deadline of 50ms").await;
+        assert_eq!(get(&c, &gw.url("/plain"), &[]).await.status, 200);
+        assert!(
+            eventually(Duration::from_secs(10), || ticker_sleeps(&gw)).await,
+            "the epoch ticker kept waking after the calls ended"
+        );
+    }
+}
+
 /// A process that spins on one CPU until dropped.
 struct Hog(std::process::Child);
 

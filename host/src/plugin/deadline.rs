@@ -14,21 +14,33 @@
 //!   (less 1 ms of slack), counted from the first tick inside it. CPU used
 //!   before that tick (at most one tick) is not counted, so a runaway call
 //!   that has its core to itself is stopped after its deadline plus at most
-//!   one tick. One that is also preempted is checked again when it could
-//!   have used the rest, rounded up to a tick: up to one tick more.
+//!   one tick. Every later tick inside the call checks again, so one that
+//!   is also preempted is stopped at the first tick after it has used its
+//!   deadline: up to one tick more.
 //! - Wall clock: a call is also stopped after [`WALL_FACTOR`] times its
 //!   deadline, at least [`MIN_WALL_CAP`], of wall-clock time from that first
 //!   tick, whatever CPU it used. Plugins have no import that blocks, so only
 //!   a starved machine gets near this; it bounds how long one call can hold
 //!   a worker thread.
 //!
-//! Cost: nothing per call beyond arming (three stores); the clock is read
-//! only at ticks that fall inside a call, which for calls of microseconds
-//! is about one call in a thousand or fewer.
+//! Cost: nothing per call beyond arming (a few stores and one load); the
+//! clock is read only at ticks that fall inside a call, which for calls of
+//! microseconds is about one call in a thousand or fewer.
+//!
+//! The epoch ticker ([`Ticker`], one thread per engine) sleeps while no
+//! plugin runs: after a whole tick in which no call was armed and none
+//! ticked, it parks, and the next call to be armed wakes it. An idle
+//! gateway with plugins does not wake up 200 times a second. While a call
+//! runs, every tick reaches it (its epoch deadline is always the next
+//! tick), and each tick inside a call marks the engine busy, so the ticker
+//! cannot park under a call that is still running: see [`Activity`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 
 use super::engine::EPOCH_TICK;
 
@@ -51,24 +63,153 @@ pub enum Stop {
     Wall,
 }
 
-/// One store's deadline; armed before every call.
+/// What an engine's ticker and the calls on its stores share.
+///
+/// The ticker parks only after a tick at which it found `used` clear, and
+/// only if `used` is still clear after it set `parked`; a call sets `used`
+/// when it is armed and at every tick inside it, then looks at `parked`
+/// and wakes the ticker if it is set. Both sides write one flag and then
+/// read the other, in one total order (`SeqCst`), so either the ticker
+/// sees the call or the call sees the parked ticker. A call cannot run
+/// unticked: its epoch deadline is always the next tick, so the tick
+/// before a park still reaches every call under way, which then marks
+/// `used` (and wakes the ticker) as soon as it runs again.
 #[derive(Debug, Default)]
+pub struct Activity {
+    /// Some call was armed, or ticked, since the ticker last looked.
+    used: AtomicBool,
+    /// The ticker is parked (or about to be) for want of calls.
+    parked: AtomicBool,
+    /// The engine is gone: the ticker ends.
+    stop: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl Activity {
+    /// Marks the engine busy; wakes the ticker if it sleeps. One load when
+    /// the engine is already marked (every call but the first of a tick).
+    #[inline]
+    fn touch(&self) {
+        if !self.used.load(Ordering::SeqCst) {
+            self.mark_used();
+        }
+    }
+
+    #[cold]
+    fn mark_used(&self) {
+        self.used.store(true, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            self.parked.store(false, Ordering::SeqCst);
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Whether the ticker is parked now.
+    #[cfg(test)]
+    pub fn parked(&self) -> bool {
+        self.parked.load(Ordering::SeqCst)
+    }
+}
+
+/// An engine's epoch ticker: a thread that advances the epoch every
+/// [`EPOCH_TICK`] while plugin calls are armed or running, and parks
+/// otherwise. Ends (within a tick) when dropped.
+#[derive(Debug)]
+pub struct Ticker {
+    activity: Arc<Activity>,
+}
+
+impl Ticker {
+    /// Starts the ticker thread for `engine`.
+    pub fn start(engine: Engine) -> std::io::Result<Ticker> {
+        let activity = Arc::new(Activity::default());
+        let a = activity.clone();
+        let handle = std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || tick(&engine, &a))?;
+        activity.thread.set(handle.thread().clone()).ok();
+        Ok(Ticker { activity })
+    }
+
+    /// A deadline for a store of this engine, tied to this ticker.
+    pub fn deadline(&self) -> CpuDeadline {
+        CpuDeadline::new(self.activity.clone())
+    }
+
+    /// What the ticker and its calls share.
+    #[cfg(test)]
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.activity.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.activity.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// The ticker thread's loop.
+fn tick(engine: &Engine, a: &Activity) {
+    loop {
+        std::thread::sleep(EPOCH_TICK);
+        if a.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        engine.increment_epoch();
+        if a.used.swap(false, Ordering::SeqCst) {
+            continue;
+        }
+        // A whole tick without a call: park, unless one came meanwhile.
+        a.parked.store(true, Ordering::SeqCst);
+        if a.used.load(Ordering::SeqCst) {
+            a.parked.store(false, Ordering::SeqCst);
+            continue;
+        }
+        while a.parked.load(Ordering::SeqCst) && !a.stop.load(Ordering::SeqCst) {
+            std::thread::park();
+        }
+    }
+}
+
+/// One store's deadline; armed before every call.
+#[derive(Debug)]
 pub struct CpuDeadline {
     budget: Duration,
     /// Thread CPU time and wall-clock time at the first tick inside the
     /// call, if a tick has fallen inside it yet.
     mark: Option<(Duration, Instant)>,
     stopped: Option<Stop>,
+    /// The engine's ticker, woken by a call if it sleeps.
+    activity: Arc<Activity>,
 }
 
 impl CpuDeadline {
-    /// Readies the deadline for one call of at most `budget` CPU time. The
-    /// store's epoch deadline must be set to one tick with it.
+    /// A deadline whose calls keep the ticker sharing `activity` awake
+    /// (see [`Ticker::deadline`]).
+    pub fn new(activity: Arc<Activity>) -> CpuDeadline {
+        CpuDeadline {
+            budget: Duration::ZERO,
+            mark: None,
+            stopped: None,
+            activity,
+        }
+    }
+
+    /// Readies the deadline for one call of at most `budget` CPU time, and
+    /// wakes the ticker if it sleeps. The store's epoch deadline must be
+    /// set to one tick with it.
     #[inline]
     pub fn arm(&mut self, budget: Duration) {
         self.budget = budget;
         self.mark = None;
         self.stopped = None;
+        self.activity.touch();
     }
 
     /// The CPU deadline the current (or last) call was armed with.
@@ -86,38 +227,34 @@ impl CpuDeadline {
         (self.budget * WALL_FACTOR).max(MIN_WALL_CAP)
     }
 
-    /// An epoch tick inside the call: reads the thread's clocks.
+    /// An epoch tick inside the call: keeps the ticker awake and reads
+    /// the thread's clocks.
     fn on_tick(&mut self) -> UpdateDeadline {
+        self.activity.touch();
         self.on_tick_at(thread_cpu_time(), Instant::now())
     }
 
     /// An epoch tick inside the call, with the thread's CPU time and the
-    /// wall-clock time now.
+    /// wall-clock time now. A call that goes on is checked again at the
+    /// next tick: every tick must reach a running call (see [`Activity`]),
+    /// and a clock read every tick is nothing next to a call that long.
     fn on_tick_at(&mut self, cpu: Duration, now: Instant) -> UpdateDeadline {
         let Some((cpu0, wall0)) = self.mark else {
             self.mark = Some((cpu, now));
-            return UpdateDeadline::Continue(ticks(self.budget));
+            return UpdateDeadline::Continue(1);
         };
         let used = cpu.saturating_sub(cpu0);
         let waited = now.saturating_duration_since(wall0);
-        let cap = self.wall_cap();
         if used + SLACK >= self.budget {
             self.stopped = Some(Stop::Cpu);
             UpdateDeadline::Interrupt
-        } else if waited + SLACK >= cap {
+        } else if waited + SLACK >= self.wall_cap() {
             self.stopped = Some(Stop::Wall);
             UpdateDeadline::Interrupt
         } else {
-            // Even a thread that runs throughout needs this long to use
-            // the rest of its budget, so no earlier tick could stop it.
-            UpdateDeadline::Continue(ticks((self.budget - used).min(cap - waited)))
+            UpdateDeadline::Continue(1)
         }
     }
-}
-
-/// Ticks until `d` has passed: rounded up, at least one.
-fn ticks(d: Duration) -> u64 {
-    (d.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64).max(1)
 }
 
 /// CPU time this thread has used.
@@ -150,7 +287,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn armed(budget: Duration) -> CpuDeadline {
-        let mut d = CpuDeadline::default();
+        let mut d = CpuDeadline::new(Arc::default());
         d.arm(budget);
         d
     }
@@ -167,10 +304,11 @@ mod tests {
     }
 
     #[test]
-    fn the_first_tick_marks_and_waits_a_whole_budget() {
+    fn the_first_tick_marks_and_every_tick_checks_again() {
         let mut d = armed(10 * MS);
         let t0 = Instant::now();
-        assert_eq!(continues(d.on_tick_at(3 * MS, t0)), Some(2));
+        assert_eq!(continues(d.on_tick_at(3 * MS, t0)), Some(1));
+        assert_eq!(continues(d.on_tick_at(8 * MS, t0 + 5 * MS)), Some(1));
         assert_eq!(d.stopped(), None);
     }
 
@@ -179,9 +317,8 @@ mod tests {
         let mut d = armed(10 * MS);
         let t0 = Instant::now();
         d.on_tick_at(Duration::ZERO, t0);
-        // 50 ms of wall clock, 1 ms of CPU: wait for the 9 ms left.
-        assert_eq!(continues(d.on_tick_at(MS, t0 + 50 * MS)), Some(2));
-        // 100 ms, 6 ms of CPU: one more tick covers the 4 ms left.
+        // 50 ms of wall clock, 1 ms of CPU; 100 ms, 6 ms of CPU.
+        assert_eq!(continues(d.on_tick_at(MS, t0 + 50 * MS)), Some(1));
         assert_eq!(continues(d.on_tick_at(6 * MS, t0 + 100 * MS)), Some(1));
         assert_eq!(d.stopped(), None);
         assert!(interrupts(d.on_tick_at(10 * MS, t0 + 105 * MS)));
@@ -203,8 +340,8 @@ mod tests {
         assert_eq!(d.wall_cap(), MIN_WALL_CAP);
         let t0 = Instant::now();
         d.on_tick_at(Duration::ZERO, t0);
-        // Never more than the cap away: 10 ms of wall clock left, 9 of CPU.
-        assert_eq!(continues(d.on_tick_at(MS, t0 + 990 * MS)), Some(2));
+        // 10 ms of wall clock left, 9 of CPU.
+        assert_eq!(continues(d.on_tick_at(MS, t0 + 990 * MS)), Some(1));
         assert!(interrupts(d.on_tick_at(2 * MS, t0 + 1000 * MS)));
         assert_eq!(d.stopped(), Some(Stop::Wall));
 
@@ -220,7 +357,7 @@ mod tests {
         assert!(interrupts(d.on_tick_at(20 * MS, t0 + 20 * MS)));
         d.arm(10 * MS);
         assert_eq!(d.stopped(), None);
-        assert_eq!(continues(d.on_tick_at(20 * MS, t0 + 21 * MS)), Some(2));
+        assert_eq!(continues(d.on_tick_at(20 * MS, t0 + 21 * MS)), Some(1));
     }
 
     /// The deadline in a real store, against the thread's real clocks: a
@@ -257,7 +394,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(ms.into()))
             })
             .unwrap();
-        let mut store = Store::new(&rt.engine, CpuDeadline::default());
+        let mut store = Store::new(&rt.engine, rt.ticker.deadline());
         let get: fn(&mut CpuDeadline) -> &mut CpuDeadline = |d| d;
         install(&mut store, get);
         let instance = linker.instantiate(&mut store, &module).unwrap();
@@ -296,5 +433,69 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(store.data().stopped(), Some(Stop::Wall));
+    }
+
+    /// An engine without calls parks its ticker within a few ticks; a call
+    /// armed then wakes it, the ticks inside a call keep it awake, and a
+    /// runaway call is still stopped at its deadline (30 ms: six ticks).
+    /// The calls run on a thread of their own, so a ticker that parked
+    /// under a running call fails the test instead of hanging it.
+    #[test]
+    fn an_idle_ticker_parks_and_the_next_call_wakes_it() {
+        let rt = Arc::new(
+            Runtime::new(
+                Capacity {
+                    instances: 2,
+                    max_memory_bytes: 1 << 20,
+                },
+                None,
+            )
+            .unwrap(),
+        );
+        let parked = |rt: &Runtime| {
+            let give_up = Instant::now() + Duration::from_secs(5);
+            while !rt.ticker.activity().parked() {
+                if Instant::now() > give_up {
+                    return false;
+                }
+                std::thread::sleep(MS);
+            }
+            true
+        };
+        assert!(parked(&rt), "the ticker of an engine without calls parks");
+
+        let (done, finished) = std::sync::mpsc::channel();
+        let calls = rt.clone();
+        std::thread::spawn(move || {
+            let rt = calls;
+            let wasm = wat::parse_str(r#"(module (func (export "spin") (loop br 0)))"#).unwrap();
+            let module = wasmtime::Module::new(&rt.engine, &wasm).unwrap();
+            let mut store = Store::new(&rt.engine, rt.ticker.deadline());
+            let get: fn(&mut CpuDeadline) -> &mut CpuDeadline = |d| d;
+            install(&mut store, get);
+            let instance = wasmtime::Linker::<CpuDeadline>::new(&rt.engine)
+                .instantiate(&mut store, &module)
+                .unwrap();
+            let spin = instance
+                .get_typed_func::<(), ()>(&mut store, "spin")
+                .unwrap();
+            for _ in 0..3 {
+                assert!(parked(&rt));
+                arm(&mut store, get, 30 * MS);
+                assert!(!rt.ticker.activity().parked(), "arming wakes the ticker");
+                let err = spin.call(&mut store, ()).unwrap_err();
+                assert_eq!(
+                    err.downcast_ref::<wasmtime::Trap>(),
+                    Some(&wasmtime::Trap::Interrupt),
+                    "{err:?}"
+                );
+                assert_eq!(store.data().stopped(), Some(Stop::Cpu));
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every runaway call was stopped");
+        assert!(parked(&rt), "parks again once the calls are over");
     }
 }

@@ -1,6 +1,7 @@
 //! The one wasmtime engine, narrowed in one constructor so no other code
 //! has to think about its configuration: component model on, epoch
-//! interruption with a ticker thread, a bounded pooling allocator, and a
+//! interruption with a ticker thread (`deadline::Ticker`, parked while no
+//! plugin runs), a bounded pooling allocator, and a
 //! linker that offers the Weir contract plus the few WASI functions Rust's
 //! standard library may call at start-up (random seeds, the wall clock, an
 //! empty environment, exit). Every other WASI import a component names is
@@ -26,8 +27,6 @@
 //! the host's `log`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -40,18 +39,19 @@ use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 
 use super::bindings;
+use super::deadline::Ticker;
 use super::host::StoreData;
 use super::load::HTTP_INTERFACE;
 
 /// How often the epoch advances: the granularity of CPU deadlines (see
 /// `deadline`; a call overruns its deadline by at most about one tick).
 ///
-/// Every tick wakes the ticker thread, whether or not a plugin call is
-/// running, and on the benchmark VM a wake-up costs about 16 µs of CPU: at
-/// 1 ms the ticker alone burnt 16 ms of CPU per second, 0.27 µs per request
-/// at 61,000 requests per second (as much as the plugin call itself), and
-/// 2 % of a core when idle. At 5 ms it is a fifth of that; the shortest
-/// deadline the configuration accepts is one tick.
+/// While plugin calls run, every tick wakes the ticker thread, and on the
+/// benchmark VM a wake-up costs about 16 µs of CPU: at 1 ms the ticker
+/// alone burnt 16 ms of CPU per second, 0.27 µs per request at 61,000
+/// requests per second (as much as the plugin call itself). At 5 ms it is
+/// a fifth of that; the shortest deadline the configuration accepts is one
+/// tick. Without calls the ticker parks (`deadline::Ticker`).
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Wasm stack per call. Worker threads have 2 MiB of native stack; this
@@ -118,7 +118,8 @@ pub struct Runtime {
     /// Where compiled plugins are cached; `None` when caching is off.
     pub cache_dir: Option<PathBuf>,
     cache: Option<Cache>,
-    stop: Arc<AtomicBool>,
+    /// Advances the epoch while calls run; ends when the runtime goes.
+    pub(crate) ticker: Ticker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -205,16 +206,7 @@ impl Runtime {
             cli::exit::add_to_linker::<StoreData, WasiCli>(l, |t| t.cli())?;
         }
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ticking, flag) = (engine.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("weir-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
-                }
-            })
+        let ticker = Ticker::start(engine.clone())
             .map_err(|e| wasmtime::format_err!("cannot start the epoch ticker: {e}"))?;
         Ok(Runtime {
             engine,
@@ -223,7 +215,7 @@ impl Runtime {
             tier,
             cache_dir,
             cache,
-            stop,
+            ticker,
         })
     }
 
@@ -252,15 +244,10 @@ impl Runtime {
     }
 }
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::deadline::{self, CpuDeadline};
     use wasmtime::Store;
     use wasmtime::component::Component;
 
@@ -282,14 +269,15 @@ mod tests {
         )
         .unwrap();
         let component = Component::new(&rt.engine, &wasm).unwrap();
-        let linker = Linker::<()>::new(&rt.engine);
-        let mut store = Store::new(&rt.engine, ());
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(2);
+        let linker = Linker::<CpuDeadline>::new(&rt.engine);
+        let mut store = Store::new(&rt.engine, rt.ticker.deadline());
+        let get: fn(&mut CpuDeadline) -> &mut CpuDeadline = |d| d;
+        deadline::install(&mut store, get);
         let instance = linker.instantiate(&mut store, &component).unwrap();
         let spin = instance
             .get_typed_func::<(), ()>(&mut store, "spin")
             .unwrap();
+        deadline::arm(&mut store, get, Duration::from_millis(10));
         let err = spin.call(&mut store, ()).unwrap_err();
         assert_eq!(
             err.downcast_ref::<wasmtime::Trap>(),

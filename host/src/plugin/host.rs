@@ -134,6 +134,7 @@ impl StoreData {
         state: Arc<Namespace>,
         counters: Arc<Counters>,
         limits: StoreLimits,
+        deadline: CpuDeadline,
     ) -> StoreData {
         StoreData {
             plugin,
@@ -141,7 +142,7 @@ impl StoreData {
             counters,
             limits,
             call: Call::default(),
-            deadline: CpuDeadline::default(),
+            deadline,
             // No preopens, no environment, no arguments, no inherited
             // stdio, no network: only what `super::engine` links is
             // reachable, and that reads none of these anyway.

@@ -268,6 +268,7 @@ impl Slot {
             self.state.clone(),
             self.counters.clone(),
             limits,
+            compiled.runtime.ticker.deadline(),
         );
         let mut store = Store::new(&compiled.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
