@@ -126,10 +126,9 @@ impl Ticker {
     pub fn start(engine: Engine) -> std::io::Result<Ticker> {
         let activity = Arc::new(Activity::default());
         let a = activity.clone();
-        let handle = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("weir-epoch".into())
             .spawn(move || tick(&engine, &a))?;
-        activity.thread.set(handle.thread().clone()).ok();
         Ok(Ticker { activity })
     }
 
@@ -156,6 +155,9 @@ impl Drop for Ticker {
 
 /// The ticker thread's loop.
 fn tick(engine: &Engine, a: &Activity) {
+    // Set before the first park, so a call that finds the ticker parked
+    // always finds whom to wake.
+    a.thread.set(std::thread::current()).ok();
     loop {
         std::thread::sleep(EPOCH_TICK);
         if a.stop.load(Ordering::SeqCst) {
