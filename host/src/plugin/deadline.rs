@@ -305,6 +305,17 @@ mod tests {
         }
     }
 
+    /// `r` is the trap of an epoch interrupt, and the deadline says why.
+    fn interrupted(r: wasmtime::Result<()>, deadline: &CpuDeadline, why: Stop) {
+        let err = r.unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::Interrupt),
+            "{err:?}"
+        );
+        assert_eq!(deadline.stopped(), Some(why));
+    }
+
     #[test]
     fn the_first_tick_marks_and_every_tick_checks_again() {
         let mut d = armed(10 * MS);
@@ -415,26 +426,16 @@ mod tests {
 
         arm(&mut store, get, 10 * MS);
         let cpu0 = thread_cpu_time();
-        let err = spin.call(&mut store, ()).unwrap_err();
-        assert_eq!(
-            err.downcast_ref::<wasmtime::Trap>(),
-            Some(&wasmtime::Trap::Interrupt),
-            "{err:?}"
-        );
-        assert_eq!(store.data().stopped(), Some(Stop::Cpu));
+        let r = spin.call(&mut store, ());
+        interrupted(r, store.data(), Stop::Cpu);
         let used = thread_cpu_time() - cpu0;
         assert!(used >= 10 * MS - SLACK, "stopped after {used:?} of CPU");
 
         arm(&mut store, get, 10 * MS);
         // Checks fall on the loop's back edge, after each pause: the first
         // marks (300 ms), the fifth finds 1.2 s gone.
-        let err = nap.call(&mut store, (10, 300)).unwrap_err();
-        assert_eq!(
-            err.downcast_ref::<wasmtime::Trap>(),
-            Some(&wasmtime::Trap::Interrupt),
-            "{err:?}"
-        );
-        assert_eq!(store.data().stopped(), Some(Stop::Wall));
+        let r = nap.call(&mut store, (10, 300));
+        interrupted(r, store.data(), Stop::Wall);
     }
 
     /// An engine without calls parks its ticker within a few ticks; a call
@@ -485,13 +486,8 @@ mod tests {
                 assert!(parked(&rt));
                 arm(&mut store, get, 30 * MS);
                 assert!(!rt.ticker.activity().parked(), "arming wakes the ticker");
-                let err = spin.call(&mut store, ()).unwrap_err();
-                assert_eq!(
-                    err.downcast_ref::<wasmtime::Trap>(),
-                    Some(&wasmtime::Trap::Interrupt),
-                    "{err:?}"
-                );
-                assert_eq!(store.data().stopped(), Some(Stop::Cpu));
+                let r = spin.call(&mut store, ());
+                interrupted(r, store.data(), Stop::Cpu);
             }
             done.send(()).unwrap();
         });
