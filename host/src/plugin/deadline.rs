@@ -1,5 +1,6 @@
-//! The CPU deadline of a plugin call: what a call may spend of its
-//! thread's CPU time before it is stopped, and a wall-clock cap behind it.
+//! The CPU deadline of a plugin call (what a call may spend of its
+//! thread's CPU time before it is stopped, and a wall-clock cap behind it)
+//! and the epoch ticker that drives it.
 //!
 //! Epochs tick on wall-clock time, so a deadline counted in ticks alone
 //! charges a plugin for time its thread spent preempted. On a busy machine

@@ -1,7 +1,8 @@
 //! Wasm plugins: the wasmtime engine (`engine`), the generated contract
 //! bindings (`bindings`, the only generated code), the host functions
-//! (`host`), shared state (`state`), CPU deadlines (`deadline`), loading and version checks (`load`)
-//! and instance pools (`pool`). This module's [`Plugins`] is the registry
+//! (`host`, with the hot header calls bound by hand in `hot`), shared
+//! state (`state`), CPU deadlines and the epoch ticker (`deadline`),
+//! loading and version checks (`load`) and instance pools (`pool`). This module's [`Plugins`] is the registry
 //! the server builds at start-up and `weir check` builds to validate; it
 //! hands each route a [`Chain`]. The order of phases within a request is
 //! not decided here but in `proxy`.
