@@ -84,6 +84,9 @@ pub struct Activity {
     /// The engine is gone: the ticker ends.
     stop: AtomicBool,
     thread: OnceLock<Thread>,
+    /// How often a call found the ticker parked and woke it.
+    #[cfg(test)]
+    wakes: std::sync::atomic::AtomicU32,
 }
 
 impl Activity {
@@ -101,6 +104,8 @@ impl Activity {
         self.used.store(true, Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) {
             self.parked.store(false, Ordering::SeqCst);
+            #[cfg(test)]
+            self.wakes.fetch_add(1, Ordering::SeqCst);
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }
@@ -111,6 +116,12 @@ impl Activity {
     #[cfg(test)]
     pub fn parked(&self) -> bool {
         self.parked.load(Ordering::SeqCst)
+    }
+
+    /// How many times a call has woken the parked ticker.
+    #[cfg(test)]
+    pub fn wakes(&self) -> u32 {
+        self.wakes.load(Ordering::SeqCst)
     }
 }
 
@@ -485,8 +496,17 @@ mod tests {
                 .unwrap();
             for _ in 0..3 {
                 assert!(parked(&rt));
+                // Only a call unparks the ticker, and this thread makes
+                // the only calls, so arming must count a wake-up (the
+                // ticker may already have ticked and parked again by the
+                // time this thread looks at `parked`).
+                let wakes = rt.ticker.activity().wakes();
                 arm(&mut store, get, 30 * MS);
-                assert!(!rt.ticker.activity().parked(), "arming wakes the ticker");
+                assert_eq!(
+                    rt.ticker.activity().wakes(),
+                    wakes + 1,
+                    "arming wakes the ticker"
+                );
                 let r = spin.call(&mut store, ());
                 interrupted(r, store.data(), Stop::Cpu);
             }
