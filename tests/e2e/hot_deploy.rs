@@ -133,6 +133,30 @@ async fn wait_for_attempt(gw: &Gateway, name: &str, field: &str, value: &str) ->
     status
 }
 
+/// Waits (bounded) until the log holds a line with every one of
+/// `needles`; returns those lines. Never read the log just once after an
+/// event: the test reads the gateway's output on a thread of its own, so a
+/// line lands a little after the gateway wrote it, and a deploy swaps the
+/// route table before it logs (a new version can serve, and the admin
+/// view change, before the line exists).
+async fn wait_for_log(gw: &Gateway, needles: &[&str]) -> Vec<String> {
+    let seen = eventually(Duration::from_secs(20), || async {
+        !log_lines_with(gw, needles).is_empty()
+    })
+    .await;
+    assert!(
+        seen,
+        "no log line with {needles:?}; logs:\n{}",
+        gw.logs()
+            .iter()
+            .filter(|l| !l.contains("DEBUG"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    log_lines_with(gw, needles)
+}
+
 #[tokio::test]
 async fn a_hundred_swaps_under_load_fail_no_request() {
     let up = Upstream::echo("a").await;
@@ -172,14 +196,32 @@ async fn a_hundred_swaps_under_load_fail_no_request() {
         "hits {hits} <= {ok} requests served: state was reset"
     );
 
-    let status = plugin_status(&gw, "ver").await;
+    // The admin view is updated just after the route table is swapped:
+    // wait for it to record the last round's deploy (round 98 recorded
+    // v2, so an attempt for v1 is round 99's).
+    let status = wait_for_attempt(&gw, "ver", "sha256", &sha256(&v1)).await;
     assert_eq!(status["sha256"], sha256(&v1), "{status}");
     assert_eq!(status["tier"], "optimized", "{status}");
     assert_eq!(status["last_attempt"]["outcome"], "deployed", "{status}");
     assert_eq!(status["last_attempt"]["trigger"], "file-change", "{status}");
-    // The two versions were compiled once each, then came from the cache.
+    // The cache served: v1 was compiled at start-up, so each of its 50
+    // deploys loaded it from the cache, and no version was compiled twice
+    // (misses: v1 at start-up, v2 at most once). Counts that depend on
+    // timing are not asserted: v2 deploys from baseline code until its
+    // first optimized build (in the background, skipped if the file
+    // changed meanwhile) has stored it, which may take any number of
+    // rounds on a loaded machine, and the view's counts are those of the
+    // last deploy, which that build may not have finished by.
     let all = admin_plugins(&gw).await;
-    assert!(all["cache"]["hits"].as_u64().unwrap() >= 90, "{all}");
+    let (cache_hits, misses) = (
+        all["cache"]["hits"].as_u64().unwrap(),
+        all["cache"]["misses"].as_u64().unwrap(),
+    );
+    assert!(
+        cache_hits >= 50,
+        "v1 deploys not loaded from the cache: {all}"
+    );
+    assert!((1..=2).contains(&misses), "a version compiled twice: {all}");
 }
 
 #[tokio::test]
@@ -207,7 +249,8 @@ async fn a_file_copied_in_two_halves_is_never_served_half_written() {
         .write_all(&v2[half..])
         .unwrap();
     wait_for_version(&gw, "2", "after the second half").await;
-    let status = plugin_status(&gw, "ver").await;
+    // The admin view is updated just after the route table is swapped.
+    let status = wait_for_attempt(&gw, "ver", "sha256", &sha256(&v2)).await;
     assert_eq!(status["sha256"], sha256(&v2), "{status}");
     assert_eq!(status["last_attempt"]["outcome"], "deployed", "{status}");
 
@@ -279,18 +322,17 @@ async fn broken_files_leave_the_old_version_serving_and_are_reported() {
         assert_eq!(status["sha256"], sha256(&fixture("v1")), "{what}: {status}");
         assert_eq!(version(&gw).await, "1", "{what}");
         // The log names the plugin, the file hash, the step and the reason
-        // (the test reads the gateway's output on a thread of its own, so
-        // the line may land just after the admin view changed).
-        let logged = eventually(Duration::from_secs(5), || async {
-            gw.logs().iter().any(|l| {
-                l.contains("plugin deployment refused")
-                    && l.contains(&sha256(&bytes))
-                    && l.contains("\"plugin\":\"ver\"")
-                    && l.contains(reason)
-            })
-        })
+        // (the line may land just after the admin view changed).
+        wait_for_log(
+            &gw,
+            &[
+                "plugin deployment refused",
+                &sha256(&bytes),
+                "\"plugin\":\"ver\"",
+                reason,
+            ],
+        )
         .await;
-        assert!(logged, "{what}: no log line");
     }
     load.finish_without_failures(&gw, 1).await;
 }
@@ -356,10 +398,9 @@ async fn a_removed_file_keeps_the_last_good_version_and_state_survives_reload() 
     assert_eq!(status["last_attempt"]["outcome"], "removed", "{status}");
     assert_eq!(status["sha256"], sha256(&fixture("v1")), "{status}");
     assert_eq!(version(&gw).await, "1");
-    assert!(
-        !log_lines_with(&gw, &["WARN", "plugin file removed", "ver"]).is_empty(),
-        "no warning logged"
-    );
+    // A warning is logged (before the admin view changes, but the test's
+    // reader of the output may lag).
+    wait_for_log(&gw, &["WARN", "plugin file removed", "\"plugin\":\"ver\""]).await;
 
     // A file no chain names is reported, not loaded.
     install(&gw, "other", &fixture("v2"));
@@ -440,29 +481,33 @@ async fn an_uncached_file_serves_from_baseline_code_until_its_optimized_build_is
     let up = Upstream::echo("a").await;
     let gw = start(up.addr, "");
     let load = Load::start(&format!("http://{}/x", gw.listener("main")), 2);
+    let (v1, v2) = (fixture("v1"), fixture("v2"));
+    let field = |bytes: &[u8]| format!("\"sha256\":\"{}\"", sha256(bytes));
 
     // v2 was never compiled with this cache: the baseline compiler
     // serves it first, then the optimized build takes over.
-    install(&gw, "ver", &fixture("v2"));
+    install(&gw, "ver", &v2);
     wait_for_version(&gw, "2", "uncached deploy").await;
-    let field = |bytes: &[u8]| format!("\"sha256\":\"{}\"", sha256(bytes));
-    let deployed = log_lines_with(&gw, &["plugin deployed", &field(&fixture("v2"))]);
+    let deployed = wait_for_log(&gw, &["plugin deployed", &field(&v2)]).await;
     assert!(
         deployed[0].contains("\"tier\":\"baseline\""),
         "{deployed:?}"
     );
+    // Until the admin view records v2 it still shows v1, built optimized
+    // at start-up: wait for v2 itself at that tier.
     let optimized = eventually(Duration::from_secs(30), || async {
-        plugin_status(&gw, "ver").await["tier"] == "optimized"
+        let status = plugin_status(&gw, "ver").await;
+        status["sha256"] == sha256(&v2) && status["tier"] == "optimized"
     })
     .await;
     assert!(optimized, "{}", plugin_status(&gw, "ver").await);
-    assert!(!log_lines_with(&gw, &["plugin now serves its optimized build"]).is_empty());
+    wait_for_log(&gw, &["plugin now serves its optimized build", &field(&v2)]).await;
     assert_eq!(version(&gw).await, "2");
 
     // v1 was compiled at start-up, so the cache holds it: no baseline step.
-    install(&gw, "ver", &fixture("v1"));
+    install(&gw, "ver", &v1);
     wait_for_version(&gw, "1", "cached deploy").await;
-    let deployed = log_lines_with(&gw, &["plugin deployed", &field(&fixture("v1"))]);
+    let deployed = wait_for_log(&gw, &["plugin deployed", &field(&v1)]).await;
     assert!(
         deployed[0].contains("\"tier\":\"optimized\""),
         "{deployed:?}"
