@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::upstream::{closed_addr, full};
+use crate::support::upstream::{ClosedPort, full};
 use crate::support::*;
 
 const LISTENER: &str = r#"max_header_bytes = "8KiB"
@@ -58,12 +58,13 @@ async fn bad_input_table() {
         Response::new(full("late"))
     })
     .await;
-    let refused = closed_addr().await;
+    // Held until the test ends, so nothing else can come to listen there.
+    let refused = ClosedPort::new();
     let mut gw = Gateway::with_config(config(
         LISTENER,
         &[
             ("echo", echo.addr),
-            ("refused", refused),
+            ("refused", refused.addr()),
             ("reset", reset.addr),
             ("slow", slow.addr),
         ],

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-
 use crate::balancing::*;
+use crate::support::upstream::ClosedPort;
 use crate::support::*;
 
 fn logged(gw: &Gateway, message: &str) -> bool {
@@ -20,8 +19,10 @@ fn logged(gw: &Gateway, message: &str) -> bool {
 #[tokio::test]
 async fn killed_endpoint_is_ejected_by_active_checks_and_returns_when_restarted() {
     let a = Upstream::echo("a").await;
-    let b = Upstream::echo("b").await;
-    let b_addr = b.addr;
+    // b's port stays held while b is down, so that no other bind to port 0
+    // takes it before the restart (the checker would probe that server).
+    let (listener, b_port) = ClosedPort::beside_listener();
+    let b = Upstream::echo_on(listener, "b").await;
     let gw = Gateway::with_config(lb_config(&format!(
         "{}\nhealth_check = {{ path = \"/healthz\", interval = \"100ms\", timeout = \"200ms\", healthy_threshold = 2, unhealthy_threshold = 2 }}\noutlier = {{ consecutive_5xx = 0, consecutive_connect_failures = 0 }}\nretry = {{ attempts = 0 }}",
         endpoints(&[(a.addr, 1), (b.addr, 1)])
@@ -60,9 +61,7 @@ async fn killed_endpoint_is_ejected_by_active_checks_and_returns_when_restarted(
     assert_eq!(served(&a), before + 50);
 
     // Restart on the same port: what the checker probes is the address.
-    let listener = TcpListener::bind(b_addr)
-        .await
-        .expect("rebind the old port");
+    let listener = b_port.listen();
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
     let _b2 = Upstream::start_on(
@@ -125,13 +124,23 @@ async fn consecutive_5xx_eject_an_endpoint() {
     assert_eq!(bad.hits(), 3);
     assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 3);
     assert_eq!(good.count(), 37);
-    assert!(logged(&gw, "endpoint ejected"));
+    // The log line may still be on its way through the pipe.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            logged(&gw, "endpoint ejected")
+        })
+        .await,
+        "the ejection was not logged"
+    );
 }
 
 #[tokio::test]
 async fn stopping_one_of_two_endpoints_under_load_costs_clients_nothing() {
     let a = Upstream::echo("a").await;
-    let b = Upstream::echo("b").await;
+    // Held until the end, so that once b is stopped no other server can
+    // come to listen on its port and answer in its place.
+    let (listener, _b_port) = ClosedPort::beside_listener();
+    let b = Upstream::echo_on(listener, "b").await;
     let gw = Gateway::with_config(lb_config(&endpoints(&[(a.addr, 1), (b.addr, 1)]))).start();
     let url = gw.url("/");
     let stop = Arc::new(AtomicBool::new(false));

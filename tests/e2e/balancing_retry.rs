@@ -12,7 +12,7 @@ use http::Response;
 use tokio::sync::Semaphore;
 
 use crate::balancing::*;
-use crate::support::upstream::{closed_addr, full};
+use crate::support::upstream::{ClosedPort, full};
 use crate::support::*;
 
 #[tokio::test]
@@ -69,11 +69,11 @@ async fn a_retry_lands_on_a_different_endpoint() {
 
 #[tokio::test]
 async fn connect_failures_are_retried_even_with_a_body() {
-    let dead = closed_addr().await;
+    let dead = ClosedPort::new();
     let live = Upstream::echo("live").await;
     let gw = Gateway::with_config(lb_config(&format!(
         "{}\noutlier = {{ consecutive_connect_failures = 0 }}",
-        endpoints(&[(dead, 1), (live.addr, 1)])
+        endpoints(&[(dead.addr(), 1), (live.addr, 1)])
     )))
     .start();
     let client = client();
@@ -192,11 +192,11 @@ async fn the_connection_limit_answers_503_at_once() {
 
 #[tokio::test]
 async fn a_route_can_turn_retries_off() {
-    let dead = closed_addr().await;
+    let dead = ClosedPort::new();
     let live = Upstream::echo("live").await;
     let config = format!(
         "[server]\nworkers = 1\n\n[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n\n[[upstream]]\nname = \"app\"\n{}\noutlier = {{ consecutive_connect_failures = 0 }}\n\n[[route]]\nname = \"no-retry\"\nupstream = \"app\"\npath_prefix = \"/once\"\nretry_attempts = 0\n\n[[route]]\nupstream = \"app\"\n",
-        endpoints(&[(dead, 1), (live.addr, 1)])
+        endpoints(&[(dead.addr(), 1), (live.addr, 1)])
     );
     let gw = Gateway::with_config(config).start();
     let client = client();

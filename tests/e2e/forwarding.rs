@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
 use futures_util::{SinkExt, StreamExt};
 use http::Response;
@@ -151,37 +152,68 @@ async fn websocket_echo_through_the_gateway() {
 }
 
 /// An upstream written by hand so it can close keep-alive connections the
-/// way servers do: it answers every request head with `200 ok` and closes
-/// a connection that has had no request for `idle`. Returns its address and
-/// the number of connections it accepted.
-async fn closing_upstream(idle: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if s.write_all(answer).await.is_err() {
-                            return;
+/// way servers do: it answers every request head with `200 ok`, and closes
+/// its idle connections as an idle timeout would, but when told to rather
+/// than on a timer, so that a stall of a slow machine between two requests
+/// cannot pass for an idle period.
+struct ClosingUpstream {
+    addr: SocketAddr,
+    /// Connections accepted.
+    accepted: Arc<AtomicUsize>,
+    /// Connections it closed that the gateway then closed on its side,
+    /// which the gateway does once it has noticed the close.
+    hung_up: Arc<AtomicUsize>,
+    close_idle: watch::Sender<()>,
+}
+
+impl ClosingUpstream {
+    async fn start() -> ClosingUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, hung_up) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (close_idle, _) = watch::channel(());
+        let (count, gone, commands) = (accepted.clone(), hung_up.clone(), close_idle.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                // Only commands sent from now on concern this connection.
+                let mut close = commands.subscribe();
+                let gone = gone.clone();
+                tokio::spawn(async move {
+                    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if s.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                        tokio::select! {
+                            read = s.read(&mut chunk) => match read {
+                                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                                // Closed or broken.
+                                _ => return,
+                            },
+                            _ = close.changed() => break,
                         }
                     }
-                    match tokio::time::timeout(idle, s.read(&mut chunk)).await {
-                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                        // Idle for too long, closed, or broken: close.
-                        _ => return,
-                    }
-                }
-            });
+                    // Told to close (the test sends the command only
+                    // between requests, so the connection is idle). Send
+                    // FIN, then wait for the gateway to hang up too.
+                    let _ = s.shutdown().await;
+                    while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
+                    gone.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        ClosingUpstream {
+            addr,
+            accepted,
+            hung_up,
+            close_idle,
         }
-    });
-    (addr, accepted)
+    }
 }
 
 /// Sequential requests share one upstream connection; when the upstream
@@ -190,31 +222,41 @@ async fn closing_upstream(idle: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
 /// allows none) and without a failed request.
 #[tokio::test]
 async fn upstream_keep_alive_is_reused_and_an_idle_close_is_noticed() {
-    let (addr, accepted) = closing_upstream(Duration::from_millis(100)).await;
+    let up = ClosingUpstream::start().await;
     let routes = "[[route]]\nname = \"all\"\nupstream = \"app\"\nretry_attempts = 0\n";
-    let gw = Gateway::with_config(config("", &[("app", addr)], routes)).start();
+    let gw = Gateway::with_config(config("", &[("app", up.addr)], routes)).start();
     let c = client();
     for _ in 0..5 {
         let r = get(&c, &gw.url("/x"), &[]).await;
         assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        up.accepted.load(Ordering::SeqCst),
         1,
         "one upstream connection"
     );
     for opened in 2..=4 {
-        // Long enough for the upstream to close the idle connection.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        up.close_idle.send_replace(());
+        // The gateway hangs up when the connection's task ends, and that
+        // same step (on the worker that pools it) marks it closed: from
+        // then on no request can take it. A request sent earlier could
+        // race the close, which is what a timer used to leave to chance.
+        let closes = opened - 1;
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                up.hung_up.load(Ordering::SeqCst) == closes
+            })
+            .await,
+            "the gateway never noticed close {closes}"
+        );
         for _ in 0..3 {
             let r = get(&c, &gw.url("/x"), &[]).await;
             assert_eq!(
                 (r.status, r.text().as_str()),
                 (200, "ok"),
-                "after close {}",
-                opened - 1
+                "after close {closes}"
             );
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), opened);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), opened);
     }
 }

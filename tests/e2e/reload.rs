@@ -107,11 +107,7 @@ async fn sighup_reloads() {
     let a = Upstream::echo("a").await;
     let b = Upstream::echo("b").await;
     let gw = Gateway::with_config(routed_to("a", a.addr, b.addr)).start();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    gw.sighup();
     let reloaded = eventually(Duration::from_secs(10), || async {
         admin_config(&gw).await["last_attempt"]["trigger"] == "sighup"
     })

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustix::process::{Pid, Signal, kill_process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use upstream::Upstream;
@@ -180,12 +181,20 @@ impl Gateway {
 
     /// Sends SIGTERM (graceful shutdown).
     pub fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM failed");
+        self.signal(Signal::TERM);
+    }
+
+    /// Sends SIGHUP (reload the configuration).
+    pub fn sighup(&self) {
+        self.signal(Signal::HUP);
+    }
+
+    /// Sends `sig` with a system call: slim images may lack a `kill`
+    /// program. The child is only reaped by `wait_exit` or on drop, so its
+    /// pid cannot have been reused meanwhile.
+    fn signal(&self, sig: Signal) {
+        let pid = Pid::from_child(self.child.as_ref().unwrap());
+        kill_process(pid, sig).unwrap_or_else(|e| panic!("kill({pid:?}, {sig:?}): {e}"));
     }
 
     /// Waits (bounded) for the process to exit and returns its exit code.

@@ -1,11 +1,11 @@
 //! Real upstream servers for the tests: hyper HTTP/1.1 servers on
 //! 127.0.0.1 port 0 with a handler, plus an echo server that reports what
 //! it received, a WebSocket echo server, a server that resets every
-//! connection, and an address where nothing listens.
+//! connection, and ports held where nothing listens.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -100,10 +101,15 @@ impl Upstream {
     /// `{"server", "method", "target", "headers": {name: value}, "body_bytes"}`.
     /// The body is read and counted, never stored.
     pub async fn echo(name: &str) -> Upstream {
+        Self::echo_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), name).await
+    }
+
+    /// Like [`Upstream::echo`] on a given listener.
+    pub async fn echo_on(listener: TcpListener, name: &str) -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let name = name.to_owned();
         let record = seen.clone();
-        let mut up = Upstream::start(move |req: Request<Incoming>| {
+        let mut up = Upstream::start_on(listener, move |req: Request<Incoming>| {
             let name = name.clone();
             let record = record.clone();
             async move {
@@ -219,8 +225,92 @@ impl Upstream {
     }
 }
 
-/// An address on which nothing listens (connections are refused).
-pub async fn closed_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+/// A port on 127.0.0.1 where nothing listens, held for as long as this
+/// lives: connections to it are refused.
+///
+/// Closing a listener to get such an address does not hold it: the next
+/// bind to port 0 (the gateway's, another test's upstream) may be handed
+/// the port, and the gateway would then proxy to that. A bound socket that
+/// does not listen keeps the port: the kernel never picks a port for a
+/// bind to port 0 while any socket is bound to it, and it refuses
+/// connections to a port without a listener.
+pub struct ClosedPort {
+    socket: Socket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    /// A fresh port.
+    pub fn new() -> ClosedPort {
+        // Without SO_REUSEADDR: not even an explicit bind can share it.
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        ClosedPort { socket, addr }
+    }
+
+    /// A listener on a fresh port, with the same port also held by the
+    /// returned [`ClosedPort`]: a server on the listener can be stopped
+    /// (connections are refused once the listener is closed) and started
+    /// again on its port with [`ClosedPort::listen`], and no other bind
+    /// can take the port in between.
+    pub fn beside_listener() -> (TcpListener, ClosedPort) {
+        // Two sockets share a port only if both set SO_REUSEADDR and
+        // neither listens yet, so the spare is bound before the other
+        // listens. SO_REUSEADDR also lets the spare listen later next to
+        // the stopped server's connections in TIME_WAIT.
+        let reusable = || {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_reuse_address(true).unwrap();
+            s
+        };
+        let first = reusable();
+        first
+            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .unwrap();
+        let addr = first.local_addr().unwrap().as_socket().unwrap();
+        let socket = reusable();
+        socket.bind(&addr.into()).unwrap();
+        (listen(first), ClosedPort { socket, addr })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts listening on the held port (the port never left our hands).
+    pub fn listen(self) -> TcpListener {
+        listen(self.socket)
+    }
+}
+
+/// Turns a bound socket into a tokio listener.
+fn listen(socket: Socket) -> TcpListener {
+    socket.listen(1024).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    TcpListener::from_std(socket.into()).unwrap()
+}
+
+/// What the tests that use [`ClosedPort`] rely on: connections to a held
+/// port are refused, and a spare port listens again on request.
+#[tokio::test]
+async fn a_closed_port_refuses_connections_until_it_listens() {
+    use std::io::ErrorKind::ConnectionRefused;
+    use tokio::net::TcpStream;
+
+    let closed = ClosedPort::new();
+    let refused = TcpStream::connect(closed.addr()).await.unwrap_err();
+    assert_eq!(refused.kind(), ConnectionRefused, "{refused}");
+
+    let (listener, spare) = ClosedPort::beside_listener();
+    let addr = spare.addr();
+    let _open = TcpStream::connect(addr).await.unwrap();
+    drop(listener);
+    let refused = TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(refused.kind(), ConnectionRefused, "{refused}");
+    let again = spare.listen();
+    let _client = TcpStream::connect(addr).await.unwrap();
+    let (_server, _) = again.accept().await.unwrap();
 }
