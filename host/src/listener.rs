@@ -193,15 +193,29 @@ async fn serve(
     if draining {
         conn.as_mut().graceful_shutdown();
     }
+    let wait_until = |at: u64| Duration::from_millis(at.saturating_sub(worker::now_ms()).max(1));
     loop {
-        let wait = Duration::from_millis(deadline(&cx).saturating_sub(worker::now_ms()).max(1));
+        // The deadline can also move closer while the timer waits: a
+        // request head starts on a quiet keep-alive connection (its clock
+        // is the shorter header timeout), or a new connection's first
+        // answer goes out and `idle_timeout` is shorter than
+        // `header_read_timeout`. Both happen inside the connection's
+        // poll below, which then moves the timer up.
+        let mut armed = deadline(&cx);
+        let now = worker::now_ms();
+        if armed <= now && cx.in_flight.load(Ordering::Relaxed) > 0 {
+            // Past the deadline with a request under way (a slow upstream,
+            // a long poll): only the request's end can make the connection
+            // closable, so look again a while later rather than every 1 ms.
+            armed = now + idle_ms.min(head_ms);
+        }
+        let sleep = tokio::time::sleep(wait_until(armed));
         // The watchdog timer and the shutdown watch wake this task when
         // they fire; polling them on every other wake (every read and
         // response) would only register the same waker again. So each is
         // polled once, which registers it, and after that only when its
         // state says it fired. A poll made without coop budget left
         // registers nothing, so it does not count.
-        let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
         let probe = shutdown.clone();
         let changed = shutdown.changed();
@@ -212,6 +226,14 @@ async fn serve(
             // every time.
             if let Poll::Ready(r) = conn.as_mut().poll(task) {
                 return Poll::Ready(Wake::Ended(r));
+            }
+            let now_due = deadline(&cx);
+            if now_due < armed {
+                armed = now_due;
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + wait_until(armed));
+                sleep_armed = false;
             }
             if !draining && (!changed_armed || probe.has_changed().unwrap_or(true)) {
                 changed_armed = tokio::task::coop::has_budget_remaining();

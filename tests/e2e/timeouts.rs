@@ -1,6 +1,7 @@
 //! Client-side timeouts: a slow request head is cut off after the header
 //! read timeout even while bytes trickle in; an idle keep-alive connection
-//! lives for the idle timeout, not the header timeout.
+//! lives for the idle timeout, not the header timeout, and an idle timeout
+//! shorter than the header timeout is kept too.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,26 @@ async fn echo_behind_gateway() -> (Upstream, Gateway) {
     (up, gw)
 }
 
+/// Writes one byte every 100 ms until the gateway closes the connection
+/// or `limit` has passed since `started`; returns when it closed.
+async fn trickle(
+    s: &mut tokio::net::TcpStream,
+    started: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    while started.elapsed() < limit {
+        if s.write_all(b"X").await.is_err() {
+            return Some(started.elapsed());
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            _ => {}
+        }
+    }
+    None
+}
+
 #[tokio::test]
 async fn slow_header_client_is_cut_off() {
     let (up, gw) = echo_behind_gateway().await;
@@ -39,21 +60,7 @@ async fn slow_header_client_is_cut_off() {
     // One header byte every 100 ms: always active, never finished. For
     // ten times the header timeout: without it, nothing else would cut
     // this client off in that time.
-    let mut closed_after = None;
-    while started.elapsed() < 10 * HEADER_TIMEOUT {
-        if s.write_all(b"X").await.is_err() {
-            closed_after = Some(started.elapsed());
-            break;
-        }
-        let mut buf = [0u8; 256];
-        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed_after = Some(started.elapsed());
-                break;
-            }
-            _ => {}
-        }
-    }
+    let closed_after = trickle(&mut s, started, 10 * HEADER_TIMEOUT).await;
     let closed_after = closed_after.expect("slow header client was never cut off");
     // Cut off about the header timeout after its first byte; the bound
     // leaves room for a slow machine and is still half the trickle.
@@ -92,4 +99,72 @@ async fn idle_keep_alive_outlives_the_header_timeout_then_closes() {
         .unwrap_or(0);
     assert_eq!(n, 0, "expected close, got data");
     assert_eq!(up.count(), 2);
+}
+
+#[tokio::test]
+async fn an_idle_timeout_shorter_than_the_header_timeout_still_applies() {
+    // The connection's timer is first set for the header timeout (30 s);
+    // after the request the idle timeout (300 ms) is the deadline.
+    let up = Upstream::echo("app").await;
+    let gw = Gateway::with_config(config(
+        "header_read_timeout = \"30s\"\nidle_timeout = \"300ms\"\n",
+        &[("app", up.addr)],
+        "[[route]]\nupstream = \"app\"\n",
+    ))
+    .start();
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Closed after about 0.6 s at most; the bound tells it from the 30 s
+    // the header timeout would give.
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("idle connection not closed within 10 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected close, got data");
+}
+
+#[tokio::test]
+async fn a_slow_head_on_a_quiet_keep_alive_connection_is_cut_off_too() {
+    // Quiet after its first answer, the connection waits on the idle
+    // timeout (20 s); a head that then starts to trickle has only the
+    // header timeout (1 s).
+    let up = Upstream::echo("app").await;
+    let gw = Gateway::with_config(config(
+        "header_read_timeout = \"1s\"\nidle_timeout = \"20s\"\n",
+        &[("app", up.addr)],
+        "[[route]]\nupstream = \"app\"\n",
+    ))
+    .start();
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Past the first header-timeout wake-up, so the gateway now waits on
+    // the idle clock.
+    tokio::time::sleep(HEADER_TIMEOUT + Duration::from_millis(500)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    let started = Instant::now();
+    let closed_after = trickle(&mut s, started, Duration::from_secs(15))
+        .await
+        .expect("slow head never cut off");
+    // About 1 s; waiting for the idle clock would take about 18.5 s.
+    assert!(
+        closed_after < 5 * HEADER_TIMEOUT,
+        "cut off after {closed_after:?}"
+    );
+    assert_eq!(up.count(), 1);
 }
