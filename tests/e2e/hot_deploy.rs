@@ -104,12 +104,7 @@ async fn wait_for_version(gw: &Gateway, want: &str, what: &str) -> Duration {
         seen,
         "{what}: version {want} never served; /admin/plugins: {}\nlogs:\n{}",
         admin_plugins(gw).await,
-        gw.logs()
-            .iter()
-            .filter(|l| !l.contains("DEBUG"))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        gw.logs_for_failure()
     );
     started.elapsed()
 }
@@ -147,12 +142,7 @@ async fn wait_for_log(gw: &Gateway, needles: &[&str]) -> Vec<String> {
     assert!(
         seen,
         "no log line with {needles:?}; logs:\n{}",
-        gw.logs()
-            .iter()
-            .filter(|l| !l.contains("DEBUG"))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        gw.logs_for_failure()
     );
     log_lines_with(gw, needles)
 }

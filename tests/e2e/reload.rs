@@ -53,12 +53,7 @@ async fn reloads_under_load_without_failed_requests() {
         assert!(
             seen,
             "round {round}: traffic never moved to {target}; logs:\n{}",
-            gw.logs()
-                .iter()
-                .filter(|l| !l.contains("DEBUG"))
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            gw.logs_for_failure()
         );
     }
     load.finish_without_failures(&gw, 100).await;

@@ -21,14 +21,43 @@ const LISTENER: &str = "header_read_timeout = \"1s\"\nidle_timeout = \"4s\"\n";
 
 /// An echo upstream behind a gateway with the short timeouts above.
 async fn echo_behind_gateway() -> (Upstream, Gateway) {
+    behind_gateway(LISTENER).await
+}
+
+/// An echo upstream behind a gateway with these listener settings.
+async fn behind_gateway(listener: &str) -> (Upstream, Gateway) {
     let up = Upstream::echo("app").await;
     let gw = Gateway::with_config(config(
-        LISTENER,
+        listener,
         &[("app", up.addr)],
         "[[route]]\nupstream = \"app\"\n",
     ))
     .start();
     (up, gw)
+}
+
+/// A connection that has had one request answered (200) and is now quiet.
+async fn answered_once(gw: &Gateway) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    ask(&mut s).await;
+    s
+}
+
+/// Sends one request on `s` and checks it is answered with 200.
+async fn ask(s: &mut tokio::net::TcpStream) {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }
 
 /// Writes one byte every 100 ms until the gateway closes the connection
@@ -75,19 +104,9 @@ async fn slow_header_client_is_cut_off() {
 async fn idle_keep_alive_outlives_the_header_timeout_then_closes() {
     let (up, gw) = echo_behind_gateway().await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    let req = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     let mut buf = vec![0u8; 4096];
     for _ in 0..2 {
-        s.write_all(req).await.unwrap();
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&buf[..n])
-        );
+        ask(&mut s).await;
         // Quiet for longer than the header timeout, shorter than idle.
         tokio::time::sleep(HEADER_TIMEOUT + Duration::from_millis(500)).await;
     }
@@ -105,23 +124,10 @@ async fn idle_keep_alive_outlives_the_header_timeout_then_closes() {
 async fn an_idle_timeout_shorter_than_the_header_timeout_still_applies() {
     // The connection's timer is first set for the header timeout (30 s);
     // after the request the idle timeout (300 ms) is the deadline.
-    let up = Upstream::echo("app").await;
-    let gw = Gateway::with_config(config(
-        "header_read_timeout = \"30s\"\nidle_timeout = \"300ms\"\n",
-        &[("app", up.addr)],
-        "[[route]]\nupstream = \"app\"\n",
-    ))
-    .start();
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
+    let (_up, gw) =
+        behind_gateway("header_read_timeout = \"30s\"\nidle_timeout = \"300ms\"\n").await;
+    let mut s = answered_once(&gw).await;
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     // Closed after about 0.6 s at most; the bound tells it from the 30 s
     // the header timeout would give.
     let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
@@ -136,23 +142,8 @@ async fn a_slow_head_on_a_quiet_keep_alive_connection_is_cut_off_too() {
     // Quiet after its first answer, the connection waits on the idle
     // timeout (20 s); a head that then starts to trickle has only the
     // header timeout (1 s).
-    let up = Upstream::echo("app").await;
-    let gw = Gateway::with_config(config(
-        "header_read_timeout = \"1s\"\nidle_timeout = \"20s\"\n",
-        &[("app", up.addr)],
-        "[[route]]\nupstream = \"app\"\n",
-    ))
-    .start();
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let (up, gw) = behind_gateway("header_read_timeout = \"1s\"\nidle_timeout = \"20s\"\n").await;
+    let mut s = answered_once(&gw).await;
     // Past the first header-timeout wake-up, so the gateway now waits on
     // the idle clock.
     tokio::time::sleep(HEADER_TIMEOUT + Duration::from_millis(500)).await;

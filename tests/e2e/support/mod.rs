@@ -170,6 +170,19 @@ impl Gateway {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The log so far without its DEBUG lines, one per line: what a
+    /// failing assertion shows.
+    pub fn logs_for_failure(&self) -> String {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| !l.contains("DEBUG"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// A field of /proc/PID/status in KiB, e.g. `VmRSS` or `VmHWM`.
     pub fn proc_status_kb(&self, field: &str) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
