@@ -132,12 +132,30 @@ pub async fn accept_loop(
         let shared = shared.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
-        shared.open.fetch_add(1, Ordering::Relaxed);
+        // Counted before the task starts, so a drain that begins now waits
+        // for it; given back when the task ends, even by unwinding.
+        let open = OpenConnection::enter(&shared.open);
         tokio::spawn(async move {
             serve(stream, peer, &shared, &builder, shutdown).await;
-            shared.open.fetch_sub(1, Ordering::Relaxed);
+            drop(open);
             drop(permit);
         });
+    }
+}
+
+/// One connection in [`Shared::open`] until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn enter(open: &Arc<AtomicUsize>) -> OpenConnection {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -201,9 +219,10 @@ async fn serve(
         // answer goes out and `idle_timeout` is shorter than
         // `header_read_timeout`. Both happen inside the connection's
         // poll below, which then moves the timer up.
-        let mut armed = deadline(&cx);
+        let mut due = deadline(&cx);
         let now = worker::now_ms();
-        if armed <= now && cx.in_flight.load(Ordering::Relaxed) > 0 {
+        let mut armed = due;
+        if due <= now && cx.in_flight.load(Ordering::Relaxed) > 0 {
             // Past the deadline with a request under way (a slow upstream,
             // a long poll): only the request's end can make the connection
             // closable, so look again a while later rather than every 1 ms.
@@ -227,13 +246,18 @@ async fn serve(
             if let Poll::Ready(r) = conn.as_mut().poll(task) {
                 return Poll::Ready(Wake::Ended(r));
             }
+            // Compared with the deadline last seen, not with the timer: a
+            // timer set later than a deadline already past stays so.
             let now_due = deadline(&cx);
-            if now_due < armed {
-                armed = now_due;
-                sleep
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + wait_until(armed));
-                sleep_armed = false;
+            if now_due < due {
+                due = now_due;
+                if due < armed {
+                    armed = due;
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + wait_until(armed));
+                    sleep_armed = false;
+                }
             }
             if !draining && (!changed_armed || probe.has_changed().unwrap_or(true)) {
                 changed_armed = tokio::task::coop::has_budget_remaining();

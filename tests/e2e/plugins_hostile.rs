@@ -121,26 +121,10 @@ async fn an_infinite_loop_is_stopped_at_its_deadline_while_other_routes_serve() 
 }
 
 /// How often the gateway's epoch ticker threads have gone to sleep and
-/// woken since they started (voluntary context switches of every
-/// `weir-epoch` thread).
+/// woken since they started.
 fn epoch_wakeups(gw: &Gateway) -> u64 {
-    let tasks = format!("/proc/{}/task", gw.pid());
-    let mut wakeups = 0;
-    let mut tickers = 0;
-    for task in std::fs::read_dir(&tasks).unwrap().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != "weir-epoch" {
-            continue;
-        }
-        tickers += 1;
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        wakeups += status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    assert!(tickers > 0, "no weir-epoch thread in {tasks}");
+    let (tickers, wakeups) = gw.thread_wakeups("weir-epoch");
+    assert!(tickers > 0, "no weir-epoch thread");
     wakeups
 }
 

@@ -5,8 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::upstream::full;
 use crate::support::*;
 
 /// The listener's header read timeout. A new connection must send its
@@ -158,4 +163,77 @@ async fn a_slow_head_on_a_quiet_keep_alive_connection_is_cut_off_too() {
         "cut off after {closed_after:?}"
     );
     assert_eq!(up.count(), 1);
+}
+
+/// An upstream that answers after 5 s, behind a gateway whose idle
+/// timeout is 500 ms.
+async fn slow_behind_gateway() -> (Upstream, Gateway) {
+    let slow = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Response::new(full("late"))
+    })
+    .await;
+    let gw = Gateway::with_config(config(
+        "idle_timeout = \"500ms\"\n",
+        &[("app", slow.addr)],
+        "[[route]]\nupstream = \"app\"\ntimeout = \"10s\"\n",
+    ))
+    .start();
+    (slow, gw)
+}
+
+#[tokio::test]
+async fn a_request_waiting_past_the_idle_timeout_does_not_spin_the_watchdog() {
+    let (_slow, gw) = slow_behind_gateway().await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Past the idle timeout with the request still waiting on the
+    // upstream: nothing for the workers to do for the next second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (workers, before) = gw.thread_wakeups("weir-worker");
+    assert!(workers > 0, "no worker threads");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, after) = gw.thread_wakeups("weir-worker");
+    // A watchdog re-armed for every millisecond wakes about 1,000 times;
+    // one that looks again after the idle timeout, about twice.
+    assert!(
+        after - before < 100,
+        "workers woke {} times in 1 s",
+        after - before
+    );
+    // The request is still answered, and the connection was kept.
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn an_http2_stream_the_client_resets_does_not_keep_its_connection_open() {
+    let (_slow, gw) = slow_behind_gateway().await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/", gw.addr()))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    // Given up while the gateway waits on the upstream: dropping the
+    // response future resets the stream (RST_STREAM, CANCEL).
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), send.send_request(req)).await;
+    assert!(gave_up.is_err(), "answered before the reset");
+    // Quiet from here on (the request handle stays alive, so the client
+    // does not close): the gateway closes it after the idle timeout.
+    let closed = tokio::time::timeout(Duration::from_secs(4), conn).await;
+    assert!(
+        closed.is_ok(),
+        "connection still open 4 s after its only stream was reset"
+    );
+    drop(send);
 }

@@ -67,7 +67,7 @@ pub async fn handle(
     cx: Arc<ConnContext>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    cx.in_flight.fetch_add(1, Ordering::Relaxed);
+    let in_flight = Counted::enter(&cx.in_flight);
     let id = headers::request_id(req.headers());
     // Only the access log reads the clock and the request line.
     let logged = cx
@@ -100,8 +100,27 @@ pub async fn handle(
             micros = started.elapsed().as_micros() as u64,
         );
     }
-    cx.in_flight.fetch_sub(1, Ordering::Relaxed);
+    drop(in_flight);
     Ok(resp)
+}
+
+/// One request in [`ConnContext::in_flight`], given back when dropped:
+/// also when the request's future is dropped midway (an HTTP/2 stream the
+/// client reset) or unwinds. A request left counted would keep its
+/// connection from ever being closed for idleness.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn enter(count: &'a AtomicUsize) -> Counted<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Counted(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The phases, in order.

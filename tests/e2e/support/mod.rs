@@ -183,6 +183,28 @@ impl Gateway {
             .join("\n")
     }
 
+    /// How many of the gateway's threads have a name starting with
+    /// `prefix`, and how often they have gone to sleep and woken since
+    /// they started (the sum of their voluntary context switches).
+    pub fn thread_wakeups(&self, prefix: &str) -> (usize, u64) {
+        let tasks = format!("/proc/{}/task", self.pid());
+        let (mut threads, mut wakeups) = (0, 0);
+        for task in std::fs::read_dir(&tasks).unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with(prefix) {
+                continue;
+            }
+            threads += 1;
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            wakeups += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        (threads, wakeups)
+    }
+
     /// A field of /proc/PID/status in KiB, e.g. `VmRSS` or `VmHWM`.
     pub fn proc_status_kb(&self, field: &str) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
