@@ -42,6 +42,29 @@ pub mod limits {
     pub const MAX_TARGET_BYTES: usize = 8 * 1024;
     /// Most random bytes per call (the contract says so too).
     pub const MAX_RANDOM_BYTES: u32 = 1024;
+    /// Most bytes one `wasi:random` call may ask for; a larger request
+    /// traps (WASI's rule) before the host allocates anything.
+    pub const MAX_WASI_RANDOM_BYTES: u64 = 64 * 1024;
+    /// Header fields (values, counting repeats) a request or response head
+    /// may hold after a plugin's edits: twice the most a client may send.
+    /// Adding a field beyond it is refused.
+    pub const MAX_HEAD_FIELDS: usize = 2 * crate::config::limits::MAX_HEADERS;
+    /// Characters of a refused header name quoted back in the error.
+    pub const MAX_QUOTED_NAME_CHARS: usize = 64;
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary; whether it
+/// was cut.
+pub(crate) fn cut(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.truncate(at);
+    true
 }
 
 /// The `request` resource. An instance gets one handle in `init` and keeps
@@ -146,7 +169,9 @@ impl StoreData {
             // No preopens, no environment, no arguments, no inherited
             // stdio, no network: only what `super::engine` links is
             // reachable, and that reads none of these anyway.
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder()
+                .max_random_size(limits::MAX_WASI_RANDOM_BYTES)
+                .build(),
             table: ResourceTable::new(),
         }
     }
@@ -205,8 +230,17 @@ pub(crate) fn header_pair(
     value: Bytes,
     budget: &mut usize,
 ) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("`{}` is not a valid header name", name.escape_debug()))?;
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        // Quoted in part: the error is logged, and a plugin chooses how
+        // long the name is.
+        let quoted: String = name.chars().take(limits::MAX_QUOTED_NAME_CHARS).collect();
+        let more = if quoted.len() < name.len() { "…" } else { "" };
+        format!(
+            "`{}{more}` ({} bytes) is not a valid header name",
+            quoted.escape_debug(),
+            name.len()
+        )
+    })?;
     if reserved(name.as_str()) {
         return Err(format!(
             "`{name}` is managed by the gateway and cannot be set by a plugin"
@@ -285,12 +319,20 @@ pub(crate) fn set(
     append: bool,
 ) -> Result<(), String> {
     let (n, v) = header_pair(name, value, budget)?;
-    if append {
-        h.append(n, v);
-    } else {
-        h.insert(n, v);
+    if h.len() >= limits::MAX_HEAD_FIELDS && (append || !h.contains_key(&n)) {
+        return Err(format!(
+            "a head holds at most {} header fields",
+            limits::MAX_HEAD_FIELDS
+        ));
     }
-    Ok(())
+    // Under the bound above the map cannot reach `http`'s own limit, where
+    // the plain calls panic; the checked ones keep it an error anyway.
+    let grown = if append {
+        h.try_append(n, v).map(|_| ())
+    } else {
+        h.try_insert(n, v).map(|_| ())
+    };
+    grown.map_err(|_| "the head holds too many header fields".to_owned())
 }
 
 pub(crate) fn remove(h: &mut HeaderMap, name: &str) {
@@ -486,12 +528,7 @@ impl whttp::HostResponse for StoreData {
 impl host::Host for StoreData {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         let mut message = message;
-        if message.len() > limits::MAX_LOG_BYTES {
-            let mut cut = limits::MAX_LOG_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
+        if cut(&mut message, limits::MAX_LOG_BYTES) {
             message.push_str(" [cut]");
         }
         let (plugin, id) = (&*self.plugin, self.request_id());
@@ -616,6 +653,48 @@ mod tests {
         let (n, v) = header_pair("X-Fine", "caf\u{e9}".into(), &mut budget).unwrap();
         assert_eq!(n, "x-fine");
         assert_eq!(v.as_bytes(), "caf\u{e9}".as_bytes());
+    }
+
+    #[test]
+    fn a_head_stops_growing_at_its_bound_and_never_panics() {
+        let mut h = HeaderMap::new();
+        let mut added = 0;
+        // Far past `http`'s own limit (24,576 names), where an unchecked
+        // insert panics; a fresh budget for each, as for separate calls.
+        for i in 0..30_000 {
+            let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+            if set(
+                &mut h,
+                &mut budget,
+                &format!("x-{i}"),
+                Bytes::new(),
+                i % 2 == 0,
+            )
+            .is_ok()
+            {
+                added += 1;
+            }
+        }
+        assert_eq!(added, limits::MAX_HEAD_FIELDS);
+        assert_eq!(h.len(), limits::MAX_HEAD_FIELDS);
+        // Replacing a field that is there still works at the bound.
+        let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+        assert!(set(&mut h, &mut budget, "x-1", "v".into(), false).is_ok());
+        assert!(set(&mut h, &mut budget, "x-1", "w".into(), true).is_err());
+    }
+
+    #[test]
+    fn a_refused_name_is_quoted_in_part_and_cuts_keep_characters_whole() {
+        let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+        let long = "\u{7f}".repeat(1_000_000);
+        let e = header_pair(&long, "1".into(), &mut budget).unwrap_err();
+        assert!(e.len() < 1_000, "{} bytes of error", e.len());
+        assert!(e.contains("(1000000 bytes)"), "{e}");
+
+        let mut s = "\u{20ac}".repeat(400);
+        assert!(cut(&mut s, 1024));
+        assert_eq!(s.len(), 1023);
+        assert!(!cut(&mut s, 1024));
     }
 
     #[test]

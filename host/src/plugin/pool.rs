@@ -180,11 +180,7 @@ fn describe(e: &wasmtime::Error, deadline: &CpuDeadline) -> String {
             " (plugins have no stdio, filesystem or sockets; a panic writes its message to stderr)",
         );
     }
-    let mut cut = line.len().min(512);
-    while !line.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    line.truncate(cut);
+    host::cut(&mut line, 512);
     line
 }
 
@@ -294,7 +290,7 @@ impl Slot {
             .map_err(|e| trap(e, &store))?
             .map_err(|msg| {
                 let mut msg = msg;
-                msg.truncate(1024);
+                host::cut(&mut msg, 1024);
                 self.fail(FailureKind::Init(msg))
             })?;
         let caps = Capabilities::from(caps);

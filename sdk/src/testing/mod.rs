@@ -203,7 +203,7 @@ impl<P: Plugin> TestHost<P> {
     /// # Panics
     ///
     /// If the plugin answers with a reply the gateway would refuse (status
-    /// outside 100..=999, invalid header), or panics itself (a trap).
+    /// outside 200..=999, invalid header), or panics itself (a trap).
     pub fn run(&mut self, request: TestRequest) -> Exchange {
         let _current = install(&self.env);
         self.env.context.borrow_mut().clear();
