@@ -195,13 +195,20 @@ impl FramingWatch {
                     digits,
                     ext: true,
                 },
-                _ => match (b as char).to_digit(16) {
-                    Some(d) if digits < 16 => State::ChunkSize {
-                        size: size * 16 + u64::from(d),
-                        digits: digits + 1,
+                // Any number of digits, as hyper takes them (leading zeros
+                // too), up to the overflow hyper refuses as well: giving up
+                // on a size hyper accepts would leave the rest of the
+                // connection without a header clock.
+                _ => match (b as char)
+                    .to_digit(16)
+                    .and_then(|d| size.checked_mul(16)?.checked_add(u64::from(d)))
+                {
+                    Some(size) => State::ChunkSize {
+                        size,
+                        digits: digits.saturating_add(1),
                         ext,
                     },
-                    _ => State::Off,
+                    None => State::Off,
                 },
             },
             State::ChunkEnd => match b {
@@ -271,6 +278,24 @@ mod tests {
         // A body that looks like a smuggling head is body, not a head.
         let tricky = b"POST / HTTP/1.1\r\nContent-Length: 60\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
         assert_eq!(feed_all(&[tricky]), None);
+    }
+
+    #[test]
+    fn long_zero_padded_chunk_sizes_keep_the_watch_on() {
+        // hyper takes any number of leading zeros; so must the watch, or
+        // the next head would have no header clock.
+        let zeros = "0".repeat(40);
+        let mut w = FramingWatch::new(8192);
+        let body = format!(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{zeros}5\r\nhello\r\n{zeros}\r\n\r\nGET / HTTP/1.1\r\nHo"
+        );
+        assert_eq!(w.feed(body.as_bytes()), None);
+        assert!(w.in_partial_head(), "lost track of the connection");
+        // A size that overflows 64 bits is refused by hyper too.
+        let mut w = FramingWatch::new(8192);
+        let over = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\n";
+        assert_eq!(w.feed(over), None);
+        assert!(matches!(w.state, State::Off));
     }
 
     #[test]
