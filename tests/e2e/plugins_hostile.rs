@@ -53,6 +53,7 @@ plugins = [{ name = "lenient", config = { mode = "panic" } }]
         ("roomy", "respond-crlf"),
         ("roomy", "bad-status"),
         ("roomy", "stale-response"),
+        ("roomy", "log-flood"),
     ];
     for (plugin, mode) in modes {
         routes.push_str(&format!(
@@ -313,6 +314,29 @@ async fn writes_to_the_response_handle_before_there_is_a_response_go_nowhere() {
         assert!(r.headers.get("x-left-0").is_none());
         assert_eq!(r.json()["headers"]["x-hostile-result"], "clean");
     }
+}
+
+/// A call writes at most a bounded number of log lines, and a line break
+/// in a message cannot start a line of its own.
+#[tokio::test]
+async fn a_plugin_flooding_the_log_is_cut_off_per_call() {
+    let (_app, gw) = start().await;
+    let c = client();
+    let r = get(&c, &gw.url("/log-flood"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.header("x-request-id").unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !log_lines_with(&gw, &["further log lines", &id]).is_empty()
+        })
+        .await,
+        "no line says the rest were dropped"
+    );
+    let flood = log_lines_with(&gw, &["flood ", &id]);
+    assert_eq!(flood.len(), 31, "{} flood lines", flood.len());
+    // JSON would escape a raw line break too; the host's own escaping
+    // (for the text format) shows as an escaped backslash.
+    assert!(flood[0].contains(r"flood 0\\nforged: line"), "{}", flood[0]);
 }
 
 #[tokio::test]

@@ -27,6 +27,9 @@ use super::state::{Counters, Namespace};
 pub mod limits {
     /// Longest log message; longer ones are cut (and marked so).
     pub const MAX_LOG_BYTES: usize = 4 * 1024;
+    /// Log lines one call may write, its own and the host's warnings about
+    /// it together; past them one line says so and the rest are dropped.
+    pub const MAX_LOG_LINES_PER_CALL: u32 = 32;
     /// Request-scoped context: entries per plugin per request, key and
     /// value sizes.
     pub const MAX_CONTEXT_ENTRIES: usize = 32;
@@ -123,6 +126,8 @@ pub struct Call {
     pub client_ip: IpAddr,
     /// Header bytes this call may still set or add.
     pub header_budget: usize,
+    /// Log lines this call may still write.
+    pub log_budget: u32,
 }
 
 impl Default for Call {
@@ -134,6 +139,7 @@ impl Default for Call {
             id: HeaderValue::from_static(""),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             header_budget: limits::MAX_HEADER_BYTES_PER_CALL,
+            log_budget: limits::MAX_LOG_LINES_PER_CALL,
         }
     }
 }
@@ -173,6 +179,28 @@ impl StoreData {
                 .max_random_size(limits::MAX_WASI_RANDOM_BYTES)
                 .build(),
             table: ResourceTable::new(),
+        }
+    }
+
+    /// Whether the current call may write one more log line; the line
+    /// that uses up the budget says the rest are dropped instead.
+    fn may_log(&mut self) -> bool {
+        match self.call.log_budget {
+            0 => false,
+            1 => {
+                self.call.log_budget = 0;
+                tracing::warn!(
+                    plugin = &*self.plugin,
+                    request_id = self.request_id(),
+                    "further log lines of this plugin call are dropped (at most {} per call)",
+                    limits::MAX_LOG_LINES_PER_CALL
+                );
+                false
+            }
+            _ => {
+                self.call.log_budget -= 1;
+                true
+            }
         }
     }
 
@@ -527,9 +555,17 @@ impl whttp::HostResponse for StoreData {
 
 impl host::Host for StoreData {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        if !self.may_log() {
+            return Ok(());
+        }
         let mut message = message;
         if cut(&mut message, limits::MAX_LOG_BYTES) {
             message.push_str(" [cut]");
+        }
+        // One message, one line: a plugin cannot forge lines of its own
+        // (or another plugin's) in the text log.
+        if message.contains(['\n', '\r']) {
+            message = message.replace('\n', "\\n").replace('\r', "\\r");
         }
         let (plugin, id) = (&*self.plugin, self.request_id());
         match level {
@@ -559,7 +595,9 @@ impl host::Host for StoreData {
     fn context_set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
         // The contract gives this call no error channel; an oversized or
         // surplus entry is dropped and said so in the log.
-        if let Err(e) = self.call.context.set(key, value) {
+        if let Err(e) = self.call.context.set(key, value)
+            && self.may_log()
+        {
             tracing::warn!(
                 plugin = &*self.plugin,
                 request_id = self.request_id(),
@@ -614,7 +652,9 @@ impl host::Host for StoreData {
     }
 
     fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
-        if let Err(e) = self.counters.add(&self.plugin, &name, delta) {
+        if let Err(e) = self.counters.add(&self.plugin, &name, delta)
+            && self.may_log()
+        {
             tracing::warn!(
                 plugin = &*self.plugin,
                 request_id = self.request_id(),

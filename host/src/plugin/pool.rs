@@ -447,6 +447,7 @@ fn lend(store: &mut Store<StoreData>, io: &mut Io<'_>) {
     std::mem::swap(&mut call.id, io.id);
     call.client_ip = io.client_ip;
     call.header_budget = host::limits::MAX_HEADER_BYTES_PER_CALL;
+    call.log_budget = host::limits::MAX_LOG_LINES_PER_CALL;
 }
 
 /// The plugin's `response` handle names an empty head in phases without a
