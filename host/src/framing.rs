@@ -42,6 +42,9 @@ pub struct FramingWatch {
     head: Vec<u8>,
     max_head: usize,
     requests: u64,
+    /// Heads parsed so far (complete or not).
+    #[cfg(test)]
+    parses: u32,
 }
 
 impl FramingWatch {
@@ -51,6 +54,8 @@ impl FramingWatch {
             head: Vec::new(),
             max_head,
             requests: 0,
+            #[cfg(test)]
+            parses: 0,
         }
     }
 
@@ -106,9 +111,20 @@ impl FramingWatch {
         let buf: &[u8] = if in_place {
             data
         } else {
+            // Parsed again only once a blank line may have arrived, as
+            // hyper does: re-parsing the whole head on every read of a
+            // head that trickles in would cost time quadratic in its size.
+            let seen = self.head.len().saturating_sub(3);
             self.head.extend_from_slice(data);
+            if !may_end_head(&self.head[seen..]) {
+                return (data.len(), self.partial());
+            }
             &self.head
         };
+        #[cfg(test)]
+        {
+            self.parses += 1;
+        }
         let mut storage = [httparse::EMPTY_HEADER; 64];
         let mut many;
         let mut req = httparse::Request::new(&mut storage);
@@ -163,14 +179,12 @@ impl FramingWatch {
                 (used, None)
             }
             Ok(httparse::Status::Partial) => {
-                if in_place {
+                // Empty lines before a request line are skipped (by
+                // httparse too): a stray CRLF after a body starts no head.
+                if in_place && !data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
                     self.head.extend_from_slice(data);
                 }
-                if self.head.len() > self.max_head {
-                    self.state = State::Off;
-                    self.head = Vec::new();
-                }
-                (data.len(), None)
+                (data.len(), self.partial())
             }
             Err(_) => {
                 self.state = State::Off;
@@ -178,6 +192,16 @@ impl FramingWatch {
                 (data.len(), None)
             }
         }
+    }
+
+    /// After a read that left the head incomplete: stops watching a head
+    /// that grew past its bound (hyper answers that itself).
+    fn partial(&mut self) -> Option<u64> {
+        if self.head.len() > self.max_head {
+            self.state = State::Off;
+            self.head = Vec::new();
+        }
+        None
     }
 
     fn chunk_byte(&mut self, b: u8) {
@@ -233,6 +257,13 @@ impl FramingWatch {
             other => other,
         };
     }
+}
+
+/// Whether these bytes hold the end of a head (an empty line); a head's
+/// bytes seen before are not searched again, so the caller passes the new
+/// bytes and the three before them.
+fn may_end_head(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
 }
 
 #[cfg(test)]
@@ -296,6 +327,46 @@ mod tests {
         let over = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\n";
         assert_eq!(w.feed(over), None);
         assert!(matches!(w.state, State::Off));
+    }
+
+    #[test]
+    fn a_head_trickling_in_is_parsed_once_it_can_be_complete() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut w = FramingWatch::new(8192);
+        let mut verdict = None;
+        for b in head.chunks(1) {
+            if let Some(v) = w.feed(b) {
+                verdict = Some(v);
+            }
+            if verdict.is_none() {
+                assert!(w.in_partial_head() || w.head.is_empty());
+            }
+        }
+        assert_eq!(verdict, Some(2));
+        // Byte by byte, a head of 8,000 bytes is parsed a few times, not
+        // once per byte.
+        let mut w = FramingWatch::new(16_384);
+        let big = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "p".repeat(8000));
+        for b in big.as_bytes().chunks(1) {
+            assert_eq!(w.feed(b), None);
+        }
+        assert!(!w.in_partial_head());
+        // The first byte, then the first line break of a blank line and
+        // the complete head.
+        assert!(w.parses <= 4, "{} parses", w.parses);
+    }
+
+    #[test]
+    fn a_stray_line_break_between_requests_starts_no_head() {
+        let mut w = FramingWatch::new(8192);
+        assert_eq!(
+            w.feed(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"),
+            None
+        );
+        assert_eq!(w.feed(b"\r\n"), None);
+        assert!(!w.in_partial_head(), "a CRLF alone holds the header clock");
+        assert_eq!(w.feed(b"GET / HTTP/1.1\r\n\r\n"), None);
+        assert!(!w.in_partial_head());
     }
 
     #[test]
