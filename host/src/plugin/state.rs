@@ -18,9 +18,11 @@ pub mod limits {
     pub const MAX_KEY_BYTES: usize = 256;
     /// Longest value, in bytes.
     pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-    /// Most keys one plugin may hold at once (expired keys are swept when
-    /// this is reached).
+    /// Most keys one plugin may hold at once (expired keys, token buckets
+    /// that are full again included, are swept when this is reached).
     pub const MAX_KEYS: usize = 10_000;
+    /// Shortest time between two sweeps of one plugin's expired keys.
+    pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
     /// Most bytes of keys and values one plugin may hold at once.
     pub const MAX_BYTES: usize = 16 * 1024 * 1024;
     /// Largest bucket capacity and refill rate.
@@ -64,10 +66,32 @@ pub struct Bucket {
 }
 
 /// One plugin's keys.
-#[derive(Default)]
 pub struct Namespace {
     map: DashMap<String, Slot>,
     bytes: AtomicUsize,
+    /// The origin of the nanosecond times below.
+    base: Instant,
+    /// No slot expires before this (nanoseconds since `base`; `u64::MAX`
+    /// when none expires). Only ever too early, never too late: a sweep
+    /// before it would free nothing, so none runs.
+    next_expiry: AtomicU64,
+    /// No sweep runs before this (nanoseconds since `base`).
+    next_sweep: AtomicU64,
+    /// Sweeps run so far.
+    sweeps: AtomicU64,
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Namespace {
+            map: DashMap::new(),
+            bytes: AtomicUsize::new(0),
+            base: Instant::now(),
+            next_expiry: AtomicU64::new(u64::MAX),
+            next_sweep: AtomicU64::new(0),
+            sweeps: AtomicU64::new(0),
+        }
+    }
 }
 
 impl std::fmt::Debug for Namespace {
@@ -75,6 +99,7 @@ impl std::fmt::Debug for Namespace {
         f.debug_struct("Namespace")
             .field("keys", &self.map.len())
             .field("bytes", &self.bytes.load(Ordering::Relaxed))
+            .field("sweeps", &self.sweeps.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -89,9 +114,33 @@ fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// When a bucket left with `tokens` at `now` is full again: from then on
+/// it answers exactly as a missing bucket (created full) would, so it may
+/// be dropped. Rounded up to the millisecond; `None` if it never refills.
+fn bucket_expiry(
+    tokens: f64,
+    capacity: u64,
+    refill_per_second: u64,
+    now: Instant,
+) -> Option<Instant> {
+    let missing = capacity as f64 - tokens;
+    if missing <= 0.0 {
+        return Some(now);
+    }
+    if refill_per_second == 0 {
+        return None;
+    }
+    // At most 10⁹ tokens at 1 per second: 10¹² ms, well within u64.
+    let ms = (missing / refill_per_second as f64 * 1000.0).ceil() as u64;
+    now.checked_add(Duration::from_millis(ms))
+}
+
 impl Namespace {
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let now = Instant::now();
+        self.get_at(key, Instant::now())
+    }
+
+    fn get_at(&self, key: &str, now: Instant) -> Option<Vec<u8>> {
         let slot = self.map.get(key)?;
         if !slot.live(now) {
             drop(slot);
@@ -106,6 +155,16 @@ impl Namespace {
     }
 
     pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), String> {
+        self.set_at(key, value, ttl, Instant::now())
+    }
+
+    fn set_at(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), String> {
         check_key(key)?;
         if value.len() > limits::MAX_VALUE_BYTES {
             return Err(format!(
@@ -113,7 +172,6 @@ impl Namespace {
                 limits::MAX_VALUE_BYTES
             ));
         }
-        let now = Instant::now();
         let slot = Slot {
             value: Value::Bytes(value.to_vec()),
             expires: ttl.map(|t| now + t),
@@ -132,8 +190,11 @@ impl Namespace {
     }
 
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+        self.increment_at(key, delta, Instant::now())
+    }
+
+    fn increment_at(&self, key: &str, delta: i64, now: Instant) -> Result<i64, String> {
         check_key(key)?;
-        let now = Instant::now();
         let add = |v: &mut Value| match v {
             Value::Counter(n) => {
                 *n = n.checked_add(delta).ok_or("counter overflow")?;
@@ -176,6 +237,17 @@ impl Namespace {
         refill_per_second: u64,
         cost: u64,
     ) -> Result<Bucket, String> {
+        self.take_at(key, capacity, refill_per_second, cost, Instant::now())
+    }
+
+    fn take_at(
+        &self,
+        key: &str,
+        capacity: u64,
+        refill_per_second: u64,
+        cost: u64,
+        now: Instant,
+    ) -> Result<Bucket, String> {
         check_key(key)?;
         if capacity == 0 || capacity > limits::MAX_BUCKET || refill_per_second > limits::MAX_BUCKET
         {
@@ -184,7 +256,6 @@ impl Namespace {
                 limits::MAX_BUCKET
             ));
         }
-        let now = Instant::now();
         let outcome = |tokens: &mut f64, last: &mut Instant| {
             let elapsed = now.saturating_duration_since(*last).as_secs_f64();
             *tokens = (*tokens + elapsed * refill_per_second as f64).min(capacity as f64);
@@ -210,43 +281,87 @@ impl Namespace {
                 }
             }
         };
+        // Takes from a bucket and moves its expiry to when it is full again.
+        let take = |slot: &mut Slot| {
+            let Value::Bucket { tokens, last } = &mut slot.value else {
+                return Err(format!("key `{key}` does not hold a token bucket"));
+            };
+            let result = outcome(tokens, last);
+            slot.expires = bucket_expiry(*tokens, capacity, refill_per_second, now);
+            Ok(result)
+        };
+        // An expired bucket had refilled completely, so it is treated as
+        // missing: a new full one is made in its place.
         if let Some(mut slot) = self.map.get_mut(key)
             && slot.live(now)
         {
-            return match &mut slot.value {
-                Value::Bucket { tokens, last } => Ok(outcome(tokens, last)),
-                _ => Err(format!("key `{key}` does not hold a token bucket")),
-            };
+            let result = take(&mut slot);
+            let expires = slot.expires;
+            drop(slot);
+            self.note_expiry(expires);
+            return result;
         }
-        let mut tokens = capacity as f64;
-        let mut last = now;
-        let result = outcome(&mut tokens, &mut last);
-        self.put(
-            key,
-            Slot {
-                value: Value::Bucket { tokens, last },
-                expires: None,
+        let mut fresh = Slot {
+            value: Value::Bucket {
+                tokens: capacity as f64,
+                last: now,
             },
-            now,
-        )?;
-        Ok(result)
+            expires: None,
+        };
+        let result = take(&mut fresh)?;
+        if !fresh.live(now) {
+            // Still full (nothing taken): no different from no bucket.
+            return Ok(result);
+        }
+        let expires = fresh.expires;
+        self.make_room(key, fresh.size(key), now)?;
+        // As in `increment`: a concurrent take that made the bucket first
+        // is taken from, not overwritten.
+        let result = match self.map.entry(key.to_owned()) {
+            Entry::Occupied(mut e) if e.get().live(now) => {
+                let result = take(e.get_mut());
+                let expires = e.get().expires;
+                drop(e);
+                self.note_expiry(expires);
+                return result;
+            }
+            Entry::Occupied(mut e) => {
+                self.bytes.fetch_add(fresh.size(key), Ordering::Relaxed);
+                let old = e.insert(fresh);
+                self.bytes.fetch_sub(old.size(key), Ordering::Relaxed);
+                Ok(result)
+            }
+            Entry::Vacant(v) => {
+                self.bytes.fetch_add(fresh.size(key), Ordering::Relaxed);
+                v.insert(fresh);
+                Ok(result)
+            }
+        };
+        self.note_expiry(expires);
+        result
     }
 
     /// Inserts or replaces a key within the namespace's bounds.
     fn put(&self, key: &str, slot: Slot, now: Instant) -> Result<(), String> {
         let size = slot.size(key);
+        let expires = slot.expires;
         self.make_room(key, size, now)?;
         self.bytes.fetch_add(size, Ordering::Relaxed);
         if let Some(old) = self.map.insert(key.to_owned(), slot) {
             self.bytes.fetch_sub(old.size(key), Ordering::Relaxed);
         }
+        self.note_expiry(expires);
         Ok(())
     }
 
-    /// Whether `size` more bytes (and, for a new key, one more key) fit;
-    /// sweeps expired keys once before saying no. Keeps no lock.
+    /// Whether a slot of `size` bytes fits in place of whatever `key` now
+    /// holds (for a new key, one more key must fit too); sweeps expired
+    /// keys, if [`Namespace::sweep`] lets it, before saying no. Keeps no
+    /// lock, so writers racing for the last room can each get it: the
+    /// bounds are exceeded by at most one slot per concurrent writer.
     fn make_room(&self, key: &str, size: usize, now: Instant) -> Result<(), String> {
-        if !self.map.contains_key(key) && self.map.len() >= limits::MAX_KEYS {
+        let old = self.map.get(key).map(|s| s.size(key));
+        if old.is_none() && self.map.len() >= limits::MAX_KEYS {
             self.sweep(now);
             if self.map.len() >= limits::MAX_KEYS {
                 return Err(format!(
@@ -255,9 +370,16 @@ impl Namespace {
                 ));
             }
         }
-        if self.bytes.load(Ordering::Relaxed) + size > limits::MAX_BYTES {
+        let fits = || {
+            self.bytes
+                .load(Ordering::Relaxed)
+                .saturating_sub(old.unwrap_or(0))
+                + size
+                <= limits::MAX_BYTES
+        };
+        if !fits() {
             self.sweep(now);
-            if self.bytes.load(Ordering::Relaxed) + size > limits::MAX_BYTES {
+            if !fits() {
                 return Err(format!(
                     "this plugin's state would exceed {} bytes",
                     limits::MAX_BYTES
@@ -273,14 +395,61 @@ impl Namespace {
         }
     }
 
+    /// Nanoseconds from `base` to `t` (0 before it).
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Records that a slot now expires at `expires`. Called after the slot
+    /// is written, so a sweep either sees the slot or sees this.
+    fn note_expiry(&self, expires: Option<Instant>) {
+        if let Some(e) = expires {
+            let e = self.nanos(e);
+            if e < self.next_expiry.load(Ordering::Relaxed) {
+                self.next_expiry.fetch_min(e, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Drops the expired keys. A full namespace would otherwise sweep on
+    /// every write of a new key, write-locking every shard each time; so a
+    /// sweep runs only once something can have expired, at most once every
+    /// [`limits::SWEEP_INTERVAL`], and only one at a time.
     fn sweep(&self, now: Instant) {
+        let now_ns = self.nanos(now);
+        if now_ns < self.next_expiry.load(Ordering::Relaxed) {
+            return;
+        }
+        let not_before = self.next_sweep.load(Ordering::Relaxed);
+        let interval = u64::try_from(limits::SWEEP_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
+        if now_ns < not_before
+            || self
+                .next_sweep
+                .compare_exchange(
+                    not_before,
+                    now_ns.saturating_add(interval),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        self.sweeps.fetch_add(1, Ordering::Relaxed);
+        // Writes from here on record their expiry again; the ones before
+        // are seen by `retain`.
+        self.next_expiry.store(u64::MAX, Ordering::Relaxed);
+        let mut earliest = u64::MAX;
         self.map.retain(|k, s| {
             let keep = s.live(now);
             if !keep {
                 self.bytes.fetch_sub(s.size(k), Ordering::Relaxed);
+            } else if let Some(e) = s.expires {
+                earliest = earliest.min(self.nanos(e));
             }
             keep
         });
+        self.next_expiry.fetch_min(earliest, Ordering::Relaxed);
     }
 }
 
@@ -397,6 +566,125 @@ mod tests {
         let refused = ns.take("s", 1, 10, 1).unwrap();
         assert!(!refused.allowed);
         assert!(refused.retry_after_ms <= 100, "{refused:?}");
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn full_buckets_expire_and_free_their_keys() {
+        let ns = Namespace::default();
+        let t0 = Instant::now();
+        // 10 tokens, 10 a second: one take leaves 9, full again 100 ms later.
+        for i in 0..limits::MAX_KEYS {
+            assert!(ns.take_at(&i.to_string(), 10, 10, 1, t0).unwrap().allowed);
+        }
+        assert!(ns.take_at("new", 10, 10, 1, t0).is_err(), "full");
+        assert!(
+            ns.take_at("new", 10, 10, 1, t0 + 99 * MS).is_err(),
+            "no bucket is full again yet"
+        );
+        let later = ns.take_at("new", 10, 10, 1, t0 + 100 * MS).unwrap();
+        assert_eq!(later, ns.take_at("fresh", 10, 10, 1, t0).unwrap());
+        assert_eq!(ns.map.len(), 2, "the full buckets were swept");
+        assert_eq!(
+            ns.bytes.load(Ordering::Relaxed),
+            "new".len() + "fresh".len() + 32
+        );
+    }
+
+    #[test]
+    fn bucket_expires_when_full_again() {
+        let t0 = Instant::now();
+        let (ns, kept) = (Namespace::default(), Namespace::default());
+        for n in [&ns, &kept] {
+            // Empty after 10 takes; refilled at 10 a second.
+            for _ in 0..10 {
+                assert!(n.take_at("b", 10, 10, 1, t0).unwrap().allowed);
+            }
+            // 5 tokens back after 500 ms; 4 left, full again 600 ms later.
+            assert_eq!(
+                n.take_at("b", 10, 10, 1, t0 + 500 * MS).unwrap().remaining,
+                4
+            );
+        }
+        let slot = ns.map.get("b").unwrap();
+        assert!(slot.live(t0 + 1099 * MS), "the expiry moves with each take");
+        assert!(!slot.live(t0 + 1100 * MS));
+        drop(slot);
+        // Once full again the bucket is treated as missing and a take
+        // starts a full one: the same answer as the bucket kept all along.
+        let t1 = t0 + 1100 * MS;
+        let expired = ns.take_at("b", 10, 10, 3, t1).unwrap();
+        assert_eq!(expired, kept.take_at("b", 10, 10, 3, t1).unwrap());
+        assert_eq!(expired.remaining, 7);
+        // Sweeps reclaim full buckets.
+        assert!(ns.map.get("b").unwrap().live(t1 + 299 * MS));
+        ns.sweep(t1 + 300 * MS);
+        assert_eq!(ns.map.len(), 0, "swept");
+        assert_eq!(ns.bytes.load(Ordering::Relaxed), 0);
+        // Nothing taken from a new bucket: nothing to keep.
+        assert!(!ns.take_at("c", 5, 1, 6, t0).unwrap().allowed);
+        assert!(ns.map.get("c").is_none());
+    }
+
+    #[test]
+    fn buckets_that_never_refill_are_kept() {
+        let ns = Namespace::default();
+        let t0 = Instant::now();
+        assert!(ns.take_at("b", 1, 0, 1, t0).unwrap().allowed);
+        let much_later = t0 + Duration::from_secs(1_000_000);
+        ns.sweep(much_later);
+        let refused = ns.take_at("b", 1, 0, 1, much_later).unwrap();
+        assert!(!refused.allowed, "{refused:?}");
+    }
+
+    #[test]
+    fn replacing_near_the_byte_cap_fits() {
+        let ns = Namespace::default();
+        let big = vec![0; limits::MAX_VALUE_BYTES];
+        let mut n = 0;
+        while ns.set(&n.to_string(), &big, None).is_ok() {
+            n += 1;
+        }
+        let free = limits::MAX_BYTES - ns.bytes.load(Ordering::Relaxed);
+        assert!(free < big.len(), "the last set failed for lack of bytes");
+        // Leave 10 bytes free.
+        ns.set("f", &vec![0; free - 11], None).unwrap();
+        ns.set("0", &big, None).unwrap();
+        // The old value's bytes are freed by its replacement: 10 more fit,
+        // not 11.
+        ns.set("f", &vec![1; free - 1], None).unwrap();
+        assert_eq!(ns.bytes.load(Ordering::Relaxed), limits::MAX_BYTES);
+        assert!(ns.set("f", &vec![2; free], None).is_err());
+        assert_eq!(ns.get("f"), Some(vec![1; free - 1]));
+    }
+
+    #[test]
+    fn full_namespace_sweeps_only_when_something_expired() {
+        let ns = Namespace::default();
+        let t0 = Instant::now();
+        for i in 2..limits::MAX_KEYS {
+            ns.set_at(&i.to_string(), b"", None, t0).unwrap();
+        }
+        ns.set_at("x", b"", Some(10 * MS), t0).unwrap();
+        ns.set_at("y", b"", Some(50 * MS), t0).unwrap();
+        for i in 0..100 {
+            assert!(ns.set_at(&format!("new{i}"), b"", None, t0).is_err());
+            assert!(ns.increment_at(&format!("new{i}"), 1, t0).is_err());
+        }
+        assert_eq!(ns.sweeps.load(Ordering::Relaxed), 0, "nothing expired");
+        // x has expired: one sweep frees it.
+        ns.set_at("a", b"", None, t0 + 10 * MS).unwrap();
+        assert_eq!(ns.sweeps.load(Ordering::Relaxed), 1);
+        // y has expired too, but the last sweep was too recent.
+        assert!(ns.set_at("b", b"", None, t0 + 60 * MS).is_err());
+        assert_eq!(ns.sweeps.load(Ordering::Relaxed), 1);
+        ns.set_at("b", b"", None, t0 + 110 * MS).unwrap();
+        assert_eq!(ns.sweeps.load(Ordering::Relaxed), 2);
+        // Nothing left that expires: no more sweeps, however long it is.
+        let much_later = t0 + Duration::from_secs(3600);
+        assert!(ns.set_at("c", b"", None, much_later).is_err());
+        assert_eq!(ns.sweeps.load(Ordering::Relaxed), 2);
     }
 
     #[test]
