@@ -1,14 +1,16 @@
 //! The bad-input table, over raw TCP so nothing sanitises the bytes: each
 //! malformed or oversized request gets its 4xx, the connection closes where
 //! the rest of the bytes cannot be trusted, and nothing reaches the
-//! upstream. Upstream failures map to 502 and 504. The gateway survives all
-//! of it.
+//! upstream. Upstream failures map to 502 and 504. A body the client
+//! aborts, garbles or stalls mid-upload is 400 or 408, and is not held
+//! against the endpoint. The gateway survives all of it.
 
 use std::time::{Duration, Instant};
 
 use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::balancing::post;
 use crate::support::upstream::{ClosedPort, full};
 use crate::support::*;
 
@@ -209,4 +211,140 @@ async fn bad_input_table() {
     let r = get(&c, &gw.url("/ok/fine"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(echo.count(), 1);
+}
+
+/// A gateway in front of one endpoint that two failures in a row eject for
+/// a minute, with panic mode off: once ejected, every request gets 503.
+/// `app` echoes; `slow` reads the whole body, then takes 3 s to answer.
+/// The route deadline is 500 ms.
+async fn strict_gateway() -> (Upstream, Upstream, Gateway) {
+    let echo = Upstream::echo("echo").await;
+    let slow = Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        let _ = req.into_body().collect().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Response::new(full("late"))
+    })
+    .await;
+    let mut cfg = String::from(
+        "[server]\nworkers = 2\n\n[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n",
+    );
+    for (name, addr) in [("app", echo.addr), ("slow", slow.addr)] {
+        cfg.push_str(&format!(
+            "\n[[upstream]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\nconnect_timeout = \"1s\"\npanic_threshold = 0\noutlier = {{ consecutive_5xx = 2, consecutive_connect_failures = 2, base_ejection = \"1m\" }}\nretry = {{ attempts = 0 }}\n"
+        ));
+    }
+    cfg.push_str(
+        "\n[[route]]\nupstream = \"slow\"\npath_prefix = \"/slow\"\ntimeout = \"500ms\"\n\n[[route]]\nupstream = \"app\"\ntimeout = \"500ms\"\n",
+    );
+    let gw = Gateway::with_config(cfg).start();
+    (echo, slow, gw)
+}
+
+/// Sends `head` and `body` on a fresh connection, shutting the write side
+/// down after them when `shut`, and returns what came back before the
+/// gateway closed the connection (at most 3 s).
+async fn upload(addr: std::net::SocketAddr, head: &str, body: &[u8], shut: bool) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    if shut {
+        s.shutdown().await.unwrap();
+    }
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .is_ok();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(closed, "connection left open after {text:?}");
+    text
+}
+
+/// The endpoint still serves: it was not ejected.
+async fn still_serving(gw: &Gateway, echo: &Upstream, what: &str) {
+    let before = echo.count();
+    let r = get(&client(), &gw.url("/after"), &[]).await;
+    assert_eq!(r.status, 200, "{what}: endpoint ejected? {}", r.text());
+    assert_eq!(echo.count(), before + 1);
+    assert!(
+        !gw.logs().iter().any(|l| l.contains("endpoint ejected")),
+        "{what}: {}",
+        gw.logs_for_failure()
+    );
+}
+
+#[tokio::test]
+async fn an_aborted_upload_is_400_and_not_held_against_the_endpoint() {
+    let (echo, _slow, gw) = strict_gateway().await;
+    // 10 of the 100 announced bytes, then the client's side closes.
+    for i in 0..5 {
+        let text = upload(
+            gw.addr(),
+            "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n",
+            b"0123456789",
+            true,
+        )
+        .await;
+        // The answer, if the gateway gets to send one to a client that
+        // half-closed, blames the client; never a 5xx.
+        assert!(
+            text.is_empty() || raw_status(&text) == Some(400),
+            "aborted upload {i}: {text:?}"
+        );
+    }
+    still_serving(&gw, &echo, "aborted uploads").await;
+}
+
+#[tokio::test]
+async fn bad_chunked_framing_is_400_and_not_held_against_the_endpoint() {
+    let (echo, _slow, gw) = strict_gateway().await;
+    for i in 0..5 {
+        // A good chunk (it goes upstream), then a chunk size that is not hex.
+        let text = upload(
+            gw.addr(),
+            "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5\r\nhello\r\nzz\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(raw_status(&text), Some(400), "bad chunk {i}: {text:?}");
+        assert!(
+            text.to_ascii_lowercase().contains("connection: close"),
+            "{text}"
+        );
+    }
+    still_serving(&gw, &echo, "bad chunked framing").await;
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_408_but_a_slow_upstream_is_504() {
+    let (echo, _slow, gw) = strict_gateway().await;
+    // Headers and 10 of 100 bytes, then nothing: the route's 500 ms
+    // deadline passes while the upstream waits for the client.
+    for i in 0..3 {
+        let started = Instant::now();
+        let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        s.write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+            .await
+            .is_ok();
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(raw_status(&text), Some(408), "stalled upload {i}: {text:?}");
+        assert!(closed, "connection left open after the 408");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    still_serving(&gw, &echo, "stalled uploads").await;
+
+    // A body that arrived whole, then an upstream too slow: that is the
+    // endpoint's fault, 504, and it counts (two eject it: then 503).
+    let c = client();
+    for i in 0..2 {
+        let r = send(&c, post(&gw.url("/slow"), "the whole body")).await;
+        assert_eq!(r.status, 504, "slow upstream {i}: {}", r.text());
+    }
+    let r = send(&c, post(&gw.url("/slow"), "the whole body")).await;
+    assert_eq!(r.status, 503, "the slow endpoint was not ejected");
 }

@@ -7,6 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -24,6 +25,46 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
+/// The client's body failed as it streamed upstream: the client aborted
+/// the upload or broke its framing (a bad chunk size, a connection closed
+/// before `Content-Length` bytes). It marks the upstream send's error as
+/// the client's fault, not the endpoint's.
+#[derive(Debug)]
+pub struct ClientBodyError(hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // hyper's own message leaves out its cause, which says what broke.
+        write!(f, "{}", self.0)?;
+        if let Some(cause) = std::error::Error::source(&self.0) {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether a streamed body is waiting for the client, shared with the
+/// forwarder: when the deadline strikes, it tells a stalled upload (the
+/// client's fault) from a slow upstream. Set on every poll of the body, so
+/// it is true only while the upstream connection has asked for more and
+/// the client has not sent it; an upstream that stops reading leaves it
+/// false.
+#[derive(Debug, Default)]
+pub struct Stalled(AtomicBool);
+
+impl Stalled {
+    /// Whether the body was last found waiting for the client's bytes.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The client's body on its way upstream.
 #[derive(Debug)]
 pub enum RequestBody {
@@ -34,6 +75,7 @@ pub enum RequestBody {
         inner: Incoming,
         seen: u64,
         limit: u64,
+        stalled: Arc<Stalled>,
     },
 }
 
@@ -46,7 +88,17 @@ impl RequestBody {
                 inner,
                 seen: 0,
                 limit,
+                stalled: Arc::default(),
             }
+        }
+    }
+
+    /// For a streamed body, whether it waits for the client (see
+    /// [`Stalled`]); the forwarder keeps a handle before sending.
+    pub fn stalled(&self) -> Option<&Arc<Stalled>> {
+        match self {
+            RequestBody::Stream { stalled, .. } => Some(stalled),
+            _ => None,
         }
     }
 }
@@ -72,8 +124,17 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Stream { inner, seen, limit } => {
-                match std::task::ready!(Pin::new(inner).poll_frame(cx)) {
+            RequestBody::Stream {
+                inner,
+                seen,
+                limit,
+                stalled,
+            } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                // A relaxed store per poll: only this body writes the flag,
+                // and the forwarder reads it once, when its deadline fires.
+                stalled.0.store(polled.is_pending(), Ordering::Relaxed);
+                match std::task::ready!(polled) {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
                             *seen += data.len() as u64;
@@ -85,7 +146,7 @@ impl Body for RequestBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
                     None => Poll::Ready(None),
                 }
             }
@@ -112,14 +173,29 @@ impl Body for RequestBody {
 
 /// Whether an error from sending upstream was our body limit tripping.
 pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    find::<BodyTooLarge>(err).is_some()
+}
+
+/// The client's body failure behind an error from sending upstream, if
+/// that is what the error is.
+pub fn client_body_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a ClientBodyError> {
+    find(err)
+}
+
+/// The first error of type `E` in `err`'s source chain.
+fn find<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<BodyTooLarge>() {
-            return true;
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
         }
         cur = e.source();
     }
-    false
+    None
 }
 
 /// A connection waiting for its response body to end before it can be

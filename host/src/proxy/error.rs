@@ -53,6 +53,10 @@ pub enum ProxyError {
     },
     #[error("the request body was not received in time")]
     BodyTimeout,
+    /// The client's body broke off or had bad framing while it streamed
+    /// upstream; nothing is held against the endpoint.
+    #[error("the request body broke off: {reason}")]
+    RequestBodyBroken { reason: String },
     #[error(
         "the upstream response body is larger than the {limit}-byte cap of response-body plugins"
     )]
@@ -76,7 +80,8 @@ impl ProxyError {
             | ProxyError::UriTooLong { .. }
             | ProxyError::BadFraming(_)
             | ProxyError::BodyTooLarge { .. }
-            | ProxyError::BodyTimeout => ErrorSource::Client,
+            | ProxyError::BodyTimeout
+            | ProxyError::RequestBodyBroken { .. } => ErrorSource::Client,
             ProxyError::Plugin { .. } | ProxyError::UnknownUpstream { .. } => ErrorSource::Plugin,
             ProxyError::ResponseBodyTooLarge { .. } | ProxyError::ResponseBodyBroken => {
                 ErrorSource::Upstream
@@ -94,7 +99,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            ProxyError::BadFraming(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadFraming(_) | ProxyError::RequestBodyBroken { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -139,6 +146,29 @@ impl ProxyError {
                 | ProxyError::BodyTooLarge { .. }
                 | ProxyError::UriTooLong { .. }
                 | ProxyError::BodyTimeout
+                | ProxyError::RequestBodyBroken { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_body_failures_are_the_clients() {
+        for (e, status) in [
+            (
+                ProxyError::RequestBodyBroken {
+                    reason: "cut".into(),
+                },
+                StatusCode::BAD_REQUEST,
+            ),
+            (ProxyError::BodyTimeout, StatusCode::REQUEST_TIMEOUT),
+        ] {
+            assert_eq!(e.status(), status);
+            assert_eq!(e.source_kind(), ErrorSource::Client);
+            assert!(e.closes_connection());
+        }
     }
 }

@@ -16,6 +16,11 @@
 //!
 //! The deadline (`timeout`) covers every try and backoff together; a try
 //! that runs into it ends the request with 504, not with another try.
+//!
+//! The client's own body can fail a try too: an upload aborted or with
+//! bad framing ends the request with 400, one stalled past the deadline
+//! with 408. Neither is the endpoint's fault, so neither is recorded
+//! against it (passive health) nor retried.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -234,8 +239,15 @@ async fn attempt(
         }
         Ok(Ok(c)) => c,
     };
+    // Kept to tell, at the deadline, a stalled upload from a slow upstream.
+    let stalled = req.body().stalled().cloned();
     match tokio::time::timeout_at(deadline, conn.sender.try_send_request(req)).await {
         Err(_) => {
+            // The upstream was waiting for the client's body: the client
+            // is too slow, not the endpoint.
+            if stalled.is_some_and(|s| s.get()) {
+                return Attempt::Final(ProxyError::BodyTimeout);
+            }
             upstream.record(ep, Outcome::Failed, started);
             Attempt::Final(timed_out())
         }
@@ -254,6 +266,11 @@ async fn attempt(
             if body::is_body_too_large(&source) {
                 return Attempt::Final(ProxyError::BodyTooLarge {
                     limit: route.max_body_bytes,
+                });
+            }
+            if let Some(e) = body::client_body_error(&source) {
+                return Attempt::Final(ProxyError::RequestBodyBroken {
+                    reason: e.to_string(),
                 });
             }
             upstream.record(ep, Outcome::Failed, started);
