@@ -110,12 +110,6 @@ pub async fn accept_loop(
     };
     let builder = Arc::new(http_builder(&shared.config));
     loop {
-        // Take a connection slot before accepting: at the limit, clients
-        // wait in the kernel's backlog instead of being accepted unbounded.
-        let permit = tokio::select! {
-            p = shared.connections.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = shutdown.changed() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(pair) => pair,
@@ -126,6 +120,15 @@ pub async fn accept_loop(
                     continue;
                 }
             },
+            _ = shutdown.changed() => break,
+        };
+        // Then a connection slot: at the limit each worker holds at most
+        // this one accepted connection and the rest wait in the kernel's
+        // backlog. (Taken before accepting, a freed slot could go to a
+        // worker whose own socket, SO_REUSEPORT, has nobody waiting, while
+        // a client waits in another worker's backlog.)
+        let permit = tokio::select! {
+            p = shared.connections.clone().acquire_owned() => p.expect("semaphore never closed"),
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
@@ -178,6 +181,7 @@ async fn serve(
         head_started: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         smuggled: AtomicU64::new(0),
+        tunnel: std::sync::Mutex::new(None),
     });
     let io = TokioIo::new(ActivityIo {
         inner: stream,
@@ -279,6 +283,10 @@ async fn serve(
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
+                let tunnel = cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(tunnel) = tunnel {
+                    watch_tunnel(tunnel, &cx, idle_ms, peer).await;
+                }
                 return;
             }
             Wake::Shutdown => {
@@ -288,6 +296,31 @@ async fn serve(
             Wake::Timer => {
                 if worker::now_ms() >= deadline(&cx) && cx.in_flight.load(Ordering::Relaxed) == 0 {
                     tracing::debug!(%peer, "closing quiet client connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for an upgraded connection's tunnel to end, and ends it after
+/// `idle_ms` without a byte either way (both directions pass through the
+/// client socket, which stamps `last_activity`).
+async fn watch_tunnel(
+    mut tunnel: tokio::task::JoinHandle<()>,
+    cx: &ConnContext,
+    idle_ms: u64,
+    peer: SocketAddr,
+) {
+    loop {
+        let due = cx.last_activity.load(Ordering::Relaxed) + idle_ms;
+        let wait = Duration::from_millis(due.saturating_sub(worker::now_ms()).max(1));
+        tokio::select! {
+            _ = &mut tunnel => return,
+            () = tokio::time::sleep(wait) => {
+                if worker::now_ms() >= cx.last_activity.load(Ordering::Relaxed) + idle_ms {
+                    tracing::debug!(%peer, "closing idle upgraded connection");
+                    tunnel.abort();
                     return;
                 }
             }

@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 
+use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{HeaderMap, Method};
+use http::uri::Authority;
+use http::{HeaderMap, Method, Version};
 
 use crate::config::{HeaderMatch, HostPattern, PathMatch, RouteConfig};
 use crate::plugin::Chain;
@@ -191,20 +193,136 @@ fn host_matches(p: &HostPattern, host: &str) -> bool {
     }
 }
 
-/// The request's host, lower-case and without port: from the URI's
-/// authority (HTTP/2, absolute-form) or else the `Host` header.
-pub fn request_host(req: &Parts) -> Option<std::borrow::Cow<'_, str>> {
-    let raw = match req.uri.host() {
-        Some(h) => h,
-        None => {
-            let h = req.headers.get(http::header::HOST)?.to_str().ok()?;
-            // Strip a port; an IPv6 literal keeps its brackets.
-            match h.rfind(':') {
-                Some(i) if !h[i..].contains(']') => &h[..i],
-                _ => h,
+/// Where a request's host comes from. There is only ever one: after
+/// [`check_host`] accepted the request, this is the host it is routed by
+/// and the host the upstream receives (as `Host` and `X-Forwarded-Host`).
+#[derive(Debug, Clone, Copy)]
+pub enum HostSource<'a> {
+    /// The request target's authority: absolute-form (RFC 9112 3.2.2: it
+    /// overrides `Host`) or HTTP/2 `:authority`.
+    Target(&'a Authority),
+    /// The one `Host` header of an origin-form request.
+    Header(&'a HeaderValue),
+}
+
+/// The request's host source; `None` only for HTTP/1.0 without `Host`.
+pub fn host_source(req: &Parts) -> Option<HostSource<'_>> {
+    match req.uri.authority() {
+        Some(a) => Some(HostSource::Target(a)),
+        None => req.headers.get(header::HOST).map(HostSource::Header),
+    }
+}
+
+/// Refuses, with the reason (a 400), a request whose host is ambiguous or
+/// malformed, so that what the route is chosen by cannot differ from what
+/// the upstream is told:
+/// - more than one `Host` field (RFC 9112 3.2), even with equal values;
+/// - no host at all, except from HTTP/1.0 (RFC 9112 3.2: HTTP/1.1 needs
+///   `Host` even in absolute-form; RFC 9113 8.3.1: HTTP/2 needs
+///   `:authority` or `host`);
+/// - a `Host` or target authority that is not `host[:port]` (see
+///   [`parse_authority`]; user information is refused with the rest);
+/// - HTTP/2 whose `host` header names another host than its `:authority`
+///   (RFC 9113 8.3.1), compared case-insensitively with the scheme's
+///   default port filled in.
+///
+/// On the common request (one valid `Host`, origin-form) this is one
+/// header lookup and one pass over the value's bytes, without allocating.
+pub fn check_host(req: &Parts) -> Result<(), &'static str> {
+    let mut all = req.headers.get_all(header::HOST).iter();
+    let field = all.next();
+    if all.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let field = match field {
+        Some(v) => Some(parse_authority(v.as_bytes()).ok_or("invalid Host header")?),
+        None => None,
+    };
+    match req.uri.authority() {
+        Some(a) => {
+            let target =
+                parse_authority(a.as_str().as_bytes()).ok_or("invalid request target authority")?;
+            if req.version >= Version::HTTP_2 {
+                if let Some(field) = field {
+                    let default = match req.uri.scheme_str() {
+                        Some("http") => Some(80),
+                        Some("https") => Some(443),
+                        _ => None,
+                    };
+                    if !target.host.eq_ignore_ascii_case(field.host)
+                        || target.port.or(default) != field.port.or(default)
+                    {
+                        return Err("Host header differs from :authority");
+                    }
+                }
+            } else if field.is_none() && req.version == Version::HTTP_11 {
+                return Err("missing Host header");
             }
         }
+        None if field.is_none() && req.version > Version::HTTP_10 => {
+            return Err("missing Host header");
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// An authority split into host and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HostPort<'a> {
+    /// With its brackets when an IPv6 address.
+    host: &'a [u8],
+    /// `None` when absent or empty (`example.com:`).
+    port: Option<u16>,
+}
+
+/// Splits `host[:port]` when it is well-formed: the host a bracketed IPv6
+/// address, or a name of ASCII letters, digits, `-`, `.`, `_` and `~`
+/// (IPv4 addresses included); the port, when there is one, at most 65535.
+/// Stricter than RFC 3986's reg-name on purpose: no percent-encoding
+/// (which `http`'s `Authority` refuses in a host too) and no
+/// sub-delimiters (`,` `;` `!` ...), which no DNS name has and which a
+/// reader of `X-Forwarded-Host` may take for a list. No user information
+/// (`user@`), no path, no spaces, nothing outside ASCII.
+fn parse_authority(a: &[u8]) -> Option<HostPort<'_>> {
+    let host_end = if a.first() == Some(&b'[') {
+        let close = a.iter().position(|&b| b == b']')?;
+        let inner = std::str::from_utf8(&a[1..close]).ok()?;
+        inner.parse::<std::net::Ipv6Addr>().ok()?;
+        close + 1
+    } else {
+        let end = a.iter().position(|&b| b == b':').unwrap_or(a.len());
+        let name_byte =
+            |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+        if end == 0 || !a[..end].iter().all(name_byte) {
+            return None;
+        }
+        end
     };
+    let (host, rest) = a.split_at(host_end);
+    let port = match rest {
+        [] | [b':'] => None,
+        [b':', digits @ ..] if digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit) => {
+            let n = digits
+                .iter()
+                .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            Some(u16::try_from(n).ok()?)
+        }
+        _ => return None,
+    };
+    Some(HostPort { host, port })
+}
+
+/// The host a request is routed by, lower-case and without port: from
+/// [`host_source`]. `None` when there is none or it is malformed (which
+/// [`check_host`] has refused before routing).
+pub fn request_host(req: &Parts) -> Option<std::borrow::Cow<'_, str>> {
+    let authority = match host_source(req)? {
+        HostSource::Target(a) => a.as_str().as_bytes(),
+        HostSource::Header(h) => h.as_bytes(),
+    };
+    // ASCII only, once parsed.
+    let raw = std::str::from_utf8(parse_authority(authority)?.host).ok()?;
     if raw.bytes().any(|b| b.is_ascii_uppercase()) {
         Some(std::borrow::Cow::Owned(raw.to_ascii_lowercase()))
     } else {
@@ -242,5 +360,124 @@ mod tests {
             .unwrap();
         let (parts, _) = req.into_parts();
         assert_eq!(request_host(&parts).as_deref(), Some("api.example.com"));
+    }
+
+    fn parts(version: Version, uri: &str, hosts: &[&str]) -> Parts {
+        let mut b = http::Request::get(uri).version(version);
+        for h in hosts {
+            b = b.header("host", *h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn authorities() {
+        let ok = |a: &str, host: &str, port: Option<u16>| {
+            assert_eq!(
+                parse_authority(a.as_bytes()),
+                Some(HostPort {
+                    host: host.as_bytes(),
+                    port
+                }),
+                "{a}"
+            )
+        };
+        ok("example.com", "example.com", None);
+        ok("Ex-am_ple.com:8080", "Ex-am_ple.com", Some(8080));
+        ok("example.com:", "example.com", None);
+        ok("10.0.0.1:65535", "10.0.0.1", Some(65535));
+        ok("[::1]", "[::1]", None);
+        ok("[2001:db8::1]:443", "[2001:db8::1]", Some(443));
+        ok("[::ffff:10.0.0.1]", "[::ffff:10.0.0.1]", None);
+        ok("[::1]:", "[::1]", None);
+        for bad in [
+            "",
+            ":80",
+            "evil#.example.com",
+            "a/b.example.com",
+            "a\\b.example.com",
+            "user@example.com",
+            "user:pw@example.com",
+            "a b.example.com",
+            "a%2eb.example.com",
+            "a,b.example.com",
+            "a;b.example.com",
+            "ex\u{e9}.com",
+            "example.com:80:80",
+            "example.com:http",
+            "example.com:65536",
+            "example.com:000080",
+            "example.com: 80",
+            "[::1",
+            "[::1]x",
+            "[::1]]",
+            "[fe80::1%25eth0]",
+            "[v1.x]",
+            "[example.com]",
+            "::1",
+        ] {
+            assert_eq!(parse_authority(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_valid_host_is_required() {
+        use Version as V;
+        let check = |v, uri, hosts: &[&str]| check_host(&parts(v, uri, hosts));
+        assert_eq!(check(V::HTTP_11, "/", &["a.test"]), Ok(()));
+        assert_eq!(
+            check(V::HTTP_11, "/", &["a.test", "a.test"]),
+            Err("more than one Host header")
+        );
+        assert_eq!(check(V::HTTP_11, "/", &[]), Err("missing Host header"));
+        assert_eq!(check(V::HTTP_10, "/", &[]), Ok(()));
+        assert_eq!(
+            check(V::HTTP_10, "/", &["a.test", "b.test"]),
+            Err("more than one Host header")
+        );
+        assert_eq!(
+            check(V::HTTP_11, "/", &["a#.test"]),
+            Err("invalid Host header")
+        );
+        // Absolute-form: Host is still required and checked, but ignored.
+        assert_eq!(check(V::HTTP_11, "http://a.test/", &["b.test"]), Ok(()));
+        assert_eq!(
+            check(V::HTTP_11, "http://a.test/", &[]),
+            Err("missing Host header")
+        );
+        assert_eq!(check(V::HTTP_10, "http://a.test/", &[]), Ok(()));
+        assert_eq!(
+            check(V::HTTP_11, "http://u@a.test/", &["a.test"]),
+            Err("invalid request target authority")
+        );
+        // HTTP/2: `host` is optional and must agree with `:authority`.
+        assert_eq!(check(V::HTTP_2, "http://a.test/", &[]), Ok(()));
+        assert_eq!(check(V::HTTP_2, "http://a.test/", &["A.Test:80"]), Ok(()));
+        assert_eq!(check(V::HTTP_2, "https://a.test:443/", &["a.test"]), Ok(()));
+        for other in ["b.test", "a.test:8080", "a.test:443"] {
+            assert_eq!(
+                check(V::HTTP_2, "http://a.test/", &[other]),
+                Err("Host header differs from :authority"),
+                "{other}"
+            );
+        }
+        assert_eq!(check(V::HTTP_2, "/", &["a.test"]), Ok(()));
+        assert_eq!(check(V::HTTP_2, "/", &[]), Err("missing Host header"));
+    }
+
+    #[test]
+    fn the_target_wins_over_host() {
+        let p = parts(
+            Version::HTTP_11,
+            "http://WWW.a.test:8080/x",
+            &["admin.a.test"],
+        );
+        assert_eq!(request_host(&p).as_deref(), Some("www.a.test"));
+        assert!(matches!(host_source(&p), Some(HostSource::Target(a)) if a == "WWW.a.test:8080"));
+        let p = parts(Version::HTTP_11, "/x", &["[::1]:80"]);
+        assert_eq!(request_host(&p).as_deref(), Some("[::1]"));
+        let p = parts(Version::HTTP_10, "/x", &[]);
+        assert!(host_source(&p).is_none());
+        assert_eq!(request_host(&p), None);
     }
 }

@@ -151,6 +151,63 @@ async fn websocket_echo_through_the_gateway() {
     ws.close(None).await.unwrap();
 }
 
+/// An upgraded connection stays under the listener's limits: it holds its
+/// `max_connections` permit (a second client waits), and it is closed after
+/// `idle_timeout` without a byte either way.
+#[tokio::test]
+async fn a_websocket_counts_as_a_connection_and_is_closed_when_idle() {
+    let up = Upstream::websocket_echo().await;
+    let app = Upstream::echo("app").await;
+    let gw = Gateway::with_config(config(
+        "max_connections = 1\nidle_timeout = \"1s\"\n",
+        &[("ws", up.addr), ("app", app.addr)],
+        "[[route]]\nupstream = \"app\"\npath_prefix = \"/plain\"\n\n[[route]]\nupstream = \"ws\"\n",
+    ))
+    .start();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr()))
+        .await
+        .expect("websocket handshake through weir");
+    // Traffic keeps it open past the idle timeout.
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap();
+        assert_eq!(echoed.unwrap().unwrap(), Message::text(format!("m{i}")));
+    }
+    // While it lives, it holds the only permit: another client is not
+    // served (its connection waits in the backlog).
+    let mut other = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    other
+        .write_all(b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let waiting = tokio::time::timeout(Duration::from_millis(500), other.read(&mut buf)).await;
+    assert!(
+        waiting.is_err(),
+        "a second connection was served past max_connections = 1"
+    );
+    // Quiet: closed about 1 s after the last byte.
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle websocket was still open after 8 s");
+    // And the permit came back: the waiting client is served.
+    let n = tokio::time::timeout(Duration::from_secs(5), other.read(&mut buf))
+        .await
+        .expect("served once the websocket closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+}
+
 /// An upstream written by hand so it can close keep-alive connections the
 /// way servers do: it answers every request head with `200 ok`, and closes
 /// its idle connections as an idle timeout would, but when told to rather

@@ -131,7 +131,9 @@ pub fn append_via(h: &mut HeaderMap, version: Version) {
 
 /// Sets `X-Forwarded-For` (appending the client address), `-Proto` and
 /// `-Host`. `client` is the peer address as a header value, made once per
-/// connection; `host` is the request's original host as the client sent it.
+/// connection; `host` is the host the request was routed by, the same
+/// value the upstream receives as `Host` (a client's own
+/// `X-Forwarded-Host` is replaced, never passed on).
 pub fn set_forwarded(
     h: &mut HeaderMap,
     client: &HeaderValue,

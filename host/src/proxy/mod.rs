@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::config::ListenerConfig;
-use crate::router::{Route, Router};
+use crate::router::{self, HostSource, Route, Router};
 use body::{Lease, RequestBody, ResponseBody};
 pub use error::{ErrorSource, ProxyError};
 use headers::X_REQUEST_ID;
@@ -60,6 +60,11 @@ pub struct ConnContext {
     /// Ordinal of a request whose head carried both `Content-Length` and
     /// `Transfer-Encoding` (0: none), from [`crate::framing`].
     pub smuggled: AtomicU64,
+    /// The tunnel of an upgraded connection (WebSocket). The connection's
+    /// task waits for it after hyper lets the connection go, so a tunnel
+    /// keeps holding its `max_connections` permit, counts as open for the
+    /// drain, and is closed after `idle_timeout` without bytes.
+    pub tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Serves one request. Never fails: every error becomes a response.
@@ -185,7 +190,10 @@ async fn forward(
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS
     {
         let upstream_side = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(up.client, upstream_side));
+        // The connection's task waits for the tunnel (see
+        // `ConnContext::tunnel`), so it stays counted and watched.
+        let handle = tokio::spawn(tunnel(up.client, upstream_side));
+        *cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         let (mut rparts, _) = resp.into_parts();
         // The 101 must keep Upgrade and Connection: they are the handshake.
         let keep_upgrade = rparts.headers.remove(header::UPGRADE);
@@ -214,7 +222,7 @@ async fn forward(
     Box::pin(plugins.on_response(resp, caps.1, route)).await
 }
 
-/// Request smuggling and size checks that hyper leaves to us.
+/// Request smuggling, size and `Host` checks that hyper leaves to us.
 fn check_framing(parts: &Parts, cx: &ConnContext) -> Result<(), ProxyError> {
     if parts.version < Version::HTTP_2 {
         let ordinal = cx.requests.fetch_add(1, Ordering::Relaxed) + 1;
@@ -250,6 +258,9 @@ fn check_framing(parts: &Parts, cx: &ConnContext) -> Result<(), ProxyError> {
     {
         return Err(ProxyError::BadFraming("conflicting Content-Length values"));
     }
+    // Exactly one well-formed host, so that the one the route is chosen by
+    // is the one the upstream is told (see `prepare_upstream_request`).
+    router::check_host(parts).map_err(ProxyError::BadFraming)?;
     Ok(())
 }
 
@@ -285,13 +296,7 @@ fn prepare_upstream_request(
     id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
 ) -> Result<(), ProxyError> {
-    let host = match parts.headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
+    let host = forwarded_host(parts);
     let client_version = parts.version;
     headers::strip_hop_by_hop(&mut parts.headers);
     if client_version == Version::HTTP_2 {
@@ -300,11 +305,12 @@ fn prepare_upstream_request(
     headers::set_forwarded(&mut parts.headers, peer_ip, "http", host.clone());
     headers::append_via(&mut parts.headers, client_version);
     parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-    if let Some(h) = host
-        && !parts.headers.contains_key(header::HOST)
-    {
-        parts.headers.insert(header::HOST, h);
-    }
+    // Set again even when unchanged: a client's `Connection: host` has
+    // just stripped it, and a target's authority replaces the client's.
+    match host {
+        Some(h) => parts.headers.insert(header::HOST, h),
+        None => parts.headers.remove(header::HOST),
+    };
     if let Some(protocol) = upgrade {
         parts.headers.insert(header::UPGRADE, protocol.clone());
         parts
@@ -325,6 +331,23 @@ fn prepare_upstream_request(
     }
     parts.version = Version::HTTP_11;
     Ok(())
+}
+
+/// The `Host` the upstream receives: the host the request was routed by
+/// ([`router::host_source`]), so that a client cannot be routed by one
+/// host while the upstream serves another. That is the target's authority
+/// for absolute-form and HTTP/2 requests (RFC 9112 3.2.2), else the one
+/// `Host` header ([`router::check_host`] refused more than one). Copies
+/// nothing but a reference count unless the authority has to be made a
+/// header value.
+fn forwarded_host(parts: &Parts) -> Option<HeaderValue> {
+    match router::host_source(parts)? {
+        HostSource::Header(h) => Some(h.clone()),
+        HostSource::Target(a) => match parts.headers.get(header::HOST) {
+            Some(h) if h.as_bytes() == a.as_str().as_bytes() => Some(h.clone()),
+            _ => HeaderValue::from_str(a.as_str()).ok(),
+        },
+    }
 }
 
 /// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 needs one
