@@ -213,6 +213,50 @@ pub fn host_source(req: &Parts) -> Option<HostSource<'_>> {
     }
 }
 
+/// Refuses a path holding a dot-segment: `.` or `..`, percent-encoded
+/// or not (`/a/../b`, `/a/%2e%2e/b`). Routes match the path as it comes,
+/// while an upstream that resolves dot-segments would serve
+/// `/public/../admin` as `/admin`, past the plugins of the route for
+/// `/admin`; and a `rewrite_prefix` could be climbed out of. Clients
+/// normalise paths before sending them, so only a crafted request has one.
+///
+/// One scan for `.` and `%` on the common path; segments are looked at
+/// only when one is there.
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    let b = path.as_bytes();
+    if !b.iter().any(|c| matches!(c, b'.' | b'%')) {
+        return Ok(());
+    }
+    let dot_segment = path.split('/').any(|seg| {
+        // Each dot is `.` or `%2e`: a dot-segment is 1 to 6 bytes.
+        if seg.is_empty() || seg.len() > 6 {
+            return false;
+        }
+        let mut dots = 0;
+        let mut rest = seg.as_bytes();
+        while !rest.is_empty() {
+            if rest[0] == b'.' {
+                rest = &rest[1..];
+            } else if rest.len() >= 3
+                && rest[0] == b'%'
+                && rest[1] == b'2'
+                && rest[2] | 0x20 == b'e'
+            {
+                rest = &rest[3..];
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots <= 2
+    });
+    if dot_segment {
+        Err("the path has a `.` or `..` segment")
+    } else {
+        Ok(())
+    }
+}
+
 /// Refuses, with the reason (a 400), a request whose host is ambiguous or
 /// malformed, so that what the route is chosen by cannot differ from what
 /// the upstream is told:
@@ -333,6 +377,34 @@ pub fn request_host(req: &Parts) -> Option<std::borrow::Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_refused_and_dotted_names_are_not() {
+        for bad in [
+            "/a/../b",
+            "/..",
+            "/a/.",
+            "/./a",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/a/%2e/b",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for fine in [
+            "/",
+            "/a/b",
+            "/file.tar.gz",
+            "/a/...",
+            "/a/..b",
+            "/.well-known/x",
+            "/a/%2e%2e%2e",
+            "/%20",
+            "*",
+        ] {
+            assert!(check_path(fine).is_ok(), "{fine}");
+        }
+    }
 
     #[test]
     fn prefix_is_segment_aware() {

@@ -83,6 +83,24 @@ async fn bad_input_table() {
     // (what, request bytes, expected status, must the connection close?)
     let table: Vec<(&str, Vec<u8>, u16, bool)> = vec![
         (
+            "dot-dot segment",
+            b"GET /ok/../ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+            true,
+        ),
+        (
+            "percent-encoded dot-dot segment",
+            b"GET /ok/%2E%2e/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+            true,
+        ),
+        (
+            "dot segment",
+            b"GET /ok/./x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+            true,
+        ),
+        (
             "malformed request line",
             b"GARBAGE\r\n\r\n".to_vec(),
             400,

@@ -20,6 +20,8 @@ pub enum ProxyError {
     UriTooLong { limit: usize },
     #[error("bad request framing: {0}")]
     BadFraming(&'static str),
+    #[error("bad request target: {0}")]
+    BadTarget(&'static str),
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("upstream `{upstream}` has no endpoint to send to")]
@@ -79,6 +81,7 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::UriTooLong { .. }
             | ProxyError::BadFraming(_)
+            | ProxyError::BadTarget(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BodyTimeout
             | ProxyError::RequestBodyBroken { .. } => ErrorSource::Client,
@@ -99,9 +102,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            ProxyError::BadFraming(_) | ProxyError::RequestBodyBroken { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadFraming(_)
+            | ProxyError::BadTarget(_)
+            | ProxyError::RequestBodyBroken { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -132,6 +135,7 @@ impl ProxyError {
                 crate::upstream::Limit::PendingRequests => "upstream pending request limit reached",
             }),
             ProxyError::NoEndpoint { .. } => Some("no healthy upstream endpoint"),
+            ProxyError::BadTarget(why) => Some(why),
             _ => None,
         }
     }
@@ -143,6 +147,7 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::BadFraming(_)
+                | ProxyError::BadTarget(_)
                 | ProxyError::BodyTooLarge { .. }
                 | ProxyError::UriTooLong { .. }
                 | ProxyError::BodyTimeout

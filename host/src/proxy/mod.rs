@@ -261,6 +261,7 @@ fn check_framing(parts: &Parts, cx: &ConnContext) -> Result<(), ProxyError> {
     // Exactly one well-formed host, so that the one the route is chosen by
     // is the one the upstream is told (see `prepare_upstream_request`).
     router::check_host(parts).map_err(ProxyError::BadFraming)?;
+    router::check_path(parts.uri.path()).map_err(ProxyError::BadTarget)?;
     Ok(())
 }
 
