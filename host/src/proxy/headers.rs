@@ -73,14 +73,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         // Tokens naming a fixed hop-by-hop header (`keep-alive`, the usual
         // one) are removed below anyway: no name is parsed for them and
         // the list stays unallocated.
+        // Split on the raw bytes: a value with one non-ASCII byte still
+        // names the headers it lists (skipping it whole would forward them).
         let listed: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !is_fixed_hop_by_hop_token(t))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| std::str::from_utf8(t).map_or(true, |t| !is_fixed_hop_by_hop_token(t)))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for name in listed {
             h.remove(name);
@@ -95,9 +96,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
     h.get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 fn via_value(version: Version) -> &'static str {
@@ -208,6 +208,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+
+        // A non-ASCII byte elsewhere in the value hides no listed name.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_bytes(b"x-secret, caf\xe9").unwrap(),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_bytes(b"Upgrade, caf\xe9").unwrap(),
+        );
+        assert!(connection_has(&h, "upgrade"));
     }
 
     #[test]
