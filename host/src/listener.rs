@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::ListenerConfig;
 use crate::framing::FramingWatch;
-use crate::proxy::{self, ConnContext};
+use crate::proxy::{self, ConnContext, Counted};
 use crate::router::Router;
 use crate::worker;
 
@@ -137,28 +137,12 @@ pub async fn accept_loop(
         let shutdown = shutdown.clone();
         // Counted before the task starts, so a drain that begins now waits
         // for it; given back when the task ends, even by unwinding.
-        let open = OpenConnection::enter(&shared.open);
+        let open = Counted::enter(shared.open.clone());
         tokio::spawn(async move {
             serve(stream, peer, &shared, &builder, shutdown).await;
             drop(open);
             drop(permit);
         });
-    }
-}
-
-/// One connection in [`Shared::open`] until dropped.
-struct OpenConnection(Arc<AtomicUsize>);
-
-impl OpenConnection {
-    fn enter(open: &Arc<AtomicUsize>) -> OpenConnection {
-        open.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(open.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -215,7 +199,6 @@ async fn serve(
     if draining {
         conn.as_mut().graceful_shutdown();
     }
-    let wait_until = |at: u64| Duration::from_millis(at.saturating_sub(worker::now_ms()).max(1));
     loop {
         // The deadline can also move closer while the timer waits: a
         // request head starts on a quiet keep-alive connection (its clock
@@ -314,10 +297,9 @@ async fn watch_tunnel(
 ) {
     loop {
         let due = cx.last_activity.load(Ordering::Relaxed) + idle_ms;
-        let wait = Duration::from_millis(due.saturating_sub(worker::now_ms()).max(1));
         tokio::select! {
             _ = &mut tunnel => return,
-            () = tokio::time::sleep(wait) => {
+            () = tokio::time::sleep(wait_until(due)) => {
                 if worker::now_ms() >= cx.last_activity.load(Ordering::Relaxed) + idle_ms {
                     tracing::debug!(%peer, "closing idle upgraded connection");
                     tunnel.abort();
@@ -326,6 +308,12 @@ async fn watch_tunnel(
             }
         }
     }
+}
+
+/// How long from now until `at` (ms on [`worker::now_ms`]'s clock), at
+/// least 1 ms.
+fn wait_until(at: u64) -> Duration {
+    Duration::from_millis(at.saturating_sub(worker::now_ms()).max(1))
 }
 
 /// What woke a connection's task in [`serve`].

@@ -216,15 +216,8 @@ impl Namespace {
         // cannot both create it. No other map call may happen under it.
         match self.map.entry(key.to_owned()) {
             Entry::Occupied(mut e) if e.get().live(now) => add(&mut e.get_mut().value),
-            Entry::Occupied(mut e) => {
-                self.bytes.fetch_add(fresh.size(key), Ordering::Relaxed);
-                let old = e.insert(fresh);
-                self.bytes.fetch_sub(old.size(key), Ordering::Relaxed);
-                Ok(delta)
-            }
-            Entry::Vacant(v) => {
-                self.bytes.fetch_add(fresh.size(key), Ordering::Relaxed);
-                v.insert(fresh);
+            other => {
+                self.fill(other, key, fresh);
                 Ok(delta)
             }
         }
@@ -325,15 +318,8 @@ impl Namespace {
                 self.note_expiry(expires);
                 return result;
             }
-            Entry::Occupied(mut e) => {
-                self.bytes.fetch_add(fresh.size(key), Ordering::Relaxed);
-                let old = e.insert(fresh);
-                self.bytes.fetch_sub(old.size(key), Ordering::Relaxed);
-                Ok(result)
-            }
-            Entry::Vacant(v) => {
-                self.bytes.fetch_add(fresh.size(key), Ordering::Relaxed);
-                v.insert(fresh);
+            other => {
+                self.fill(other, key, fresh);
                 Ok(result)
             }
         };
@@ -342,6 +328,21 @@ impl Namespace {
     }
 
     /// Inserts or replaces a key within the namespace's bounds.
+    /// Stores `fresh` in an entry that is missing or holds an expired
+    /// slot, keeping the byte count.
+    fn fill(&self, entry: Entry<'_, String, Slot>, key: &str, fresh: Slot) {
+        self.bytes.fetch_add(fresh.size(key), Ordering::Relaxed);
+        match entry {
+            Entry::Occupied(mut e) => {
+                let old = e.insert(fresh);
+                self.bytes.fetch_sub(old.size(key), Ordering::Relaxed);
+            }
+            Entry::Vacant(v) => {
+                v.insert(fresh);
+            }
+        }
+    }
+
     fn put(&self, key: &str, slot: Slot, now: Instant) -> Result<(), String> {
         let size = slot.size(key);
         let expires = slot.expires;

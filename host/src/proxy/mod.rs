@@ -20,6 +20,7 @@ pub mod plugins;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -109,20 +110,22 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// One request in [`ConnContext::in_flight`], given back when dropped:
-/// also when the request's future is dropped midway (an HTTP/2 stream the
-/// client reset) or unwinds. A request left counted would keep its
-/// connection from ever being closed for idleness.
-struct Counted<'a>(&'a AtomicUsize);
+/// One unit of a count, given back when dropped: also when the future
+/// holding it is dropped midway (an HTTP/2 stream the client reset) or
+/// unwinds. A request left in [`ConnContext::in_flight`] would keep its
+/// connection from ever being closed for idleness; a connection left in
+/// the listener's open count, every drain waiting its full timeout. `R` is
+/// `&AtomicUsize` or an owned `Arc<AtomicUsize>` (moved into a task).
+pub(crate) struct Counted<R: Deref<Target = AtomicUsize>>(R);
 
-impl<'a> Counted<'a> {
-    fn enter(count: &'a AtomicUsize) -> Counted<'a> {
+impl<R: Deref<Target = AtomicUsize>> Counted<R> {
+    pub(crate) fn enter(count: R) -> Counted<R> {
         count.fetch_add(1, Ordering::Relaxed);
         Counted(count)
     }
 }
 
-impl Drop for Counted<'_> {
+impl<R: Deref<Target = AtomicUsize>> Drop for Counted<R> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
