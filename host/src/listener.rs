@@ -160,6 +160,7 @@ async fn serve(
         router: shared.router.clone(),
         access_log: shared.access_log,
         last_activity: AtomicU64::new(worker::now_ms()),
+        write_blocked: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
         spoke: AtomicBool::new(false),
         head_started: AtomicU64::new(0),
@@ -183,8 +184,11 @@ async fn serve(
     // - a request head that started arriving and is not complete:
     //   `header_read_timeout` from its first byte (slow-header clients);
     // - no request in flight and no bytes moving: `idle_timeout`.
+    // A fourth closes it whatever is in flight: a write that stays blocked
+    // for `send_timeout` (the client reads nothing of what it asked for).
     let idle_ms = shared.config.idle_timeout.as_millis() as u64;
     let head_ms = shared.config.header_read_timeout.as_millis() as u64;
+    let send_ms = shared.config.send_timeout.as_millis() as u64;
     let deadline = |cx: &ConnContext| {
         let head = cx.head_started.load(Ordering::Relaxed);
         if head != 0 {
@@ -215,6 +219,9 @@ async fn serve(
             // closable, so look again a while later rather than every 1 ms.
             armed = now + idle_ms.min(head_ms);
         }
+        if let Some(stall) = send_stall(&cx, send_ms) {
+            armed = armed.min(stall);
+        }
         let sleep = tokio::time::sleep(wait_until(armed));
         // The watchdog timer and the shutdown watch wake this task when
         // they fire; polling them on every other wake (every read and
@@ -236,15 +243,20 @@ async fn serve(
             // Compared with the deadline last seen, not with the timer: a
             // timer set later than a deadline already past stays so.
             let now_due = deadline(&cx);
+            let mut closer = armed;
             if now_due < due {
                 due = now_due;
-                if due < armed {
-                    armed = due;
-                    sleep
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + wait_until(armed));
-                    sleep_armed = false;
-                }
+                closer = due;
+            }
+            if let Some(stall) = send_stall(&cx, send_ms) {
+                closer = closer.min(stall);
+            }
+            if closer < armed {
+                armed = closer;
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + wait_until(armed));
+                sleep_armed = false;
             }
             if !draining && (!changed_armed || probe.has_changed().unwrap_or(true)) {
                 changed_armed = tokio::task::coop::has_budget_remaining();
@@ -268,7 +280,7 @@ async fn serve(
                 }
                 let tunnel = cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(tunnel) = tunnel {
-                    watch_tunnel(tunnel, &cx, idle_ms, peer).await;
+                    watch_tunnel(tunnel, &cx, (idle_ms, send_ms), peer).await;
                 }
                 return;
             }
@@ -277,8 +289,13 @@ async fn serve(
                 conn.as_mut().graceful_shutdown();
             }
             Wake::Timer => {
-                if worker::now_ms() >= deadline(&cx) && cx.in_flight.load(Ordering::Relaxed) == 0 {
+                let now = worker::now_ms();
+                if now >= deadline(&cx) && cx.in_flight.load(Ordering::Relaxed) == 0 {
                     tracing::debug!(%peer, "closing quiet client connection");
+                    return;
+                }
+                if send_stall(&cx, send_ms).is_some_and(|stall| now >= stall) {
+                    tracing::debug!(%peer, "closing client connection: it read nothing for send_timeout");
                     return;
                 }
             }
@@ -286,22 +303,33 @@ async fn serve(
     }
 }
 
+/// When (ms) the client's blocked write runs out of `send_timeout`, if a
+/// write is blocked.
+fn send_stall(cx: &ConnContext, send_ms: u64) -> Option<u64> {
+    let blocked = cx.write_blocked.load(Ordering::Relaxed);
+    (blocked != 0).then(|| blocked + send_ms)
+}
+
 /// Waits for an upgraded connection's tunnel to end, and ends it after
 /// `idle_ms` without a byte either way (both directions pass through the
-/// client socket, which stamps `last_activity`).
+/// client socket, which stamps `last_activity`), or once a write to the
+/// client has been blocked for `send_ms`.
 async fn watch_tunnel(
     mut tunnel: tokio::task::JoinHandle<()>,
     cx: &ConnContext,
-    idle_ms: u64,
+    (idle_ms, send_ms): (u64, u64),
     peer: SocketAddr,
 ) {
+    let due = || {
+        let idle = cx.last_activity.load(Ordering::Relaxed) + idle_ms;
+        send_stall(cx, send_ms).map_or(idle, |stall| stall.min(idle))
+    };
     loop {
-        let due = cx.last_activity.load(Ordering::Relaxed) + idle_ms;
         tokio::select! {
             _ = &mut tunnel => return,
-            () = tokio::time::sleep(wait_until(due)) => {
-                if worker::now_ms() >= cx.last_activity.load(Ordering::Relaxed) + idle_ms {
-                    tracing::debug!(%peer, "closing idle upgraded connection");
+            () = tokio::time::sleep(wait_until(due())) => {
+                if worker::now_ms() >= due() {
+                    tracing::debug!(%peer, "closing idle or unread upgraded connection");
                     tunnel.abort();
                     return;
                 }
@@ -338,6 +366,21 @@ impl ActivityIo {
             .last_activity
             .store(worker::now_ms(), Ordering::Relaxed);
     }
+
+    /// Stamps a write's outcome: activity when it went through, the start
+    /// of a blocked spell when the socket was full.
+    fn wrote<T>(&self, r: &Poll<T>) {
+        let blocked = &self.cx.write_blocked;
+        if r.is_ready() {
+            self.touch();
+            if blocked.load(Ordering::Relaxed) != 0 {
+                blocked.store(0, Ordering::Relaxed);
+            }
+        } else if blocked.load(Ordering::Relaxed) == 0 {
+            // 0 means "not blocked", so the first millisecond counts as 1.
+            blocked.store(worker::now_ms().max(1), Ordering::Relaxed);
+        }
+    }
 }
 
 impl AsyncRead for ActivityIo {
@@ -361,7 +404,7 @@ impl AsyncRead for ActivityIo {
                     (true, 0) => this
                         .cx
                         .head_started
-                        .store(worker::now_ms(), Ordering::Relaxed),
+                        .store(worker::now_ms().max(1), Ordering::Relaxed),
                     (false, s) if s != 0 => this.cx.head_started.store(0, Ordering::Relaxed),
                     _ => {}
                 }
@@ -378,9 +421,7 @@ impl AsyncWrite for ActivityIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if r.is_ready() {
-            self.touch();
-        }
+        self.wrote(&r);
         r
     }
 
@@ -390,9 +431,7 @@ impl AsyncWrite for ActivityIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if r.is_ready() {
-            self.touch();
-        }
+        self.wrote(&r);
         r
     }
 

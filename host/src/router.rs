@@ -28,6 +28,8 @@ pub struct Route {
     /// The whole request until the response head, retries included.
     pub timeout: std::time::Duration,
     pub connect_timeout: std::time::Duration,
+    /// How long the response body may go without a byte from the upstream.
+    pub read_timeout: std::time::Duration,
     /// Retries after the first try.
     pub retry_attempts: u32,
     pub max_body_bytes: u64,
@@ -62,6 +64,7 @@ impl Route {
             connect_timeout: cfg
                 .connect_timeout
                 .unwrap_or(upstream.config.connect_timeout),
+            read_timeout: cfg.read_timeout.unwrap_or(upstream.config.read_timeout),
             retry_attempts: cfg.retry_attempts.unwrap_or(upstream.config.retry.attempts),
             max_body_bytes: cfg.max_body_bytes.unwrap_or(default_max_body),
             upstream,

@@ -1,12 +1,17 @@
 //! Client-side timeouts: a slow request head is cut off after the header
 //! read timeout even while bytes trickle in; an idle keep-alive connection
 //! lives for the idle timeout, not the header timeout, and an idle timeout
-//! shorter than the header timeout is kept too.
+//! shorter than the header timeout is kept too. Once a response streams:
+//! an upstream that stops sending its body is cut off after `read_timeout`,
+//! and a client that stops reading after `send_timeout`, both long before
+//! the idle timeout would act, and the upstream connection goes with them.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -236,4 +241,121 @@ async fn an_http2_stream_the_client_resets_does_not_keep_its_connection_open() {
         "connection still open 4 s after its only stream was reset"
     );
     drop(send);
+}
+
+/// Dropped with the upstream's response body: tells the test that the
+/// gateway let go of the upstream connection carrying it.
+struct Dropped(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An upstream whose one response body is `chunks` (then, when `hang`, no
+/// end: the body waits for ever); the receiver fires when the gateway
+/// drops the connection carrying it.
+async fn streaming_upstream(
+    chunks: impl Iterator<Item = Bytes> + Send + Sync + 'static,
+    hang: bool,
+) -> (Upstream, tokio::sync::oneshot::Receiver<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let once = std::sync::Mutex::new(Some((chunks, tx)));
+    let up = Upstream::start(move |_req| {
+        let (chunks, tx) = once.lock().unwrap().take().expect("one request only");
+        async move {
+            let guard = Dropped(Some(tx));
+            let data = futures_util::stream::iter(chunks.map(|c| Ok(Frame::data(c))));
+            let tail = futures_util::stream::unfold(guard, move |guard| async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                drop(guard);
+                None::<(Result<Frame<Bytes>, std::io::Error>, Dropped)>
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(data.chain(tail))))
+        }
+    })
+    .await;
+    (up, rx)
+}
+
+#[tokio::test]
+async fn an_upstream_body_that_stops_is_cut_off_after_read_timeout() {
+    let (up, dropped) = streaming_upstream(std::iter::once(Bytes::from("hello")), true).await;
+    // idle_timeout is 30 s: only read_timeout can end this within the
+    // test's bounds.
+    let gw = Gateway::with_config(config(
+        "idle_timeout = \"30s\"\n",
+        &[("app", up.addr)],
+        "[[route]]\nupstream = \"app\"\nread_timeout = \"1s\"\n",
+    ))
+    .start();
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let read_all = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(
+        read_all.is_ok(),
+        "connection still open 10 s after the upstream stopped; got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // The part that came is passed on, and the chunked body never ends
+    // (no last chunk), so the client can tell it was cut.
+    assert!(text.contains("hello"), "{text}");
+    assert!(!text.ends_with("0\r\n\r\n"), "body ended cleanly: {text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "cut after {:?}, before read_timeout",
+        started.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(5), dropped)
+        .await
+        .expect("the upstream connection was kept after the body was cut")
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            gw.logs()
+                .iter()
+                .any(|l| l.contains("sent nothing of the response body"))
+        })
+        .await,
+        "{}",
+        gw.logs_for_failure()
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
+    // An endless body: the client's socket and the gateway's fill up.
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let (up, dropped) = streaming_upstream(std::iter::repeat(chunk), false).await;
+    let gw = Gateway::with_config(config(
+        "idle_timeout = \"30s\"\nsend_timeout = \"1s\"\n",
+        &[("app", up.addr)],
+        "[[route]]\nupstream = \"app\"\n",
+    ))
+    .start();
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Reads nothing. The gateway gives up on it and on the upstream
+    // connection; without send_timeout, only the 30 s idle timeout would.
+    tokio::time::timeout(Duration::from_secs(10), dropped)
+        .await
+        .expect("the upstream connection still streams 10 s after the client stopped reading")
+        .unwrap();
+    // What the kernel buffered is still readable, then the connection ends.
+    let mut sink = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut sink)).await;
+    assert!(end.is_ok(), "client connection still open");
 }

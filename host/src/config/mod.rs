@@ -95,6 +95,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a write to the client may stay blocked (the client reads
+    /// nothing) before the connection is closed.
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_uri_bytes: usize,
@@ -114,6 +117,8 @@ pub struct RouteConfig {
     pub timeout: Option<Duration>,
     /// Overrides the upstream's `connect_timeout`.
     pub connect_timeout: Option<Duration>,
+    /// Overrides the upstream's `read_timeout`.
+    pub read_timeout: Option<Duration>,
     /// Overrides the upstream's `retry.attempts`.
     pub retry_attempts: Option<u32>,
     pub max_body_bytes: Option<u64>,
@@ -502,6 +507,12 @@ impl Validator<'_> {
                 raw.idle_timeout,
                 Duration::from_secs(60),
             ),
+            send_timeout: self.duration(
+                at,
+                "send_timeout",
+                raw.send_timeout,
+                Duration::from_secs(60),
+            ),
             max_header_bytes: max_header_bytes as usize,
             max_headers,
             max_uri_bytes: max_uri_bytes as usize,
@@ -649,6 +660,9 @@ impl Validator<'_> {
             connect_timeout: raw
                 .connect_timeout
                 .map(|t| self.duration(at, "connect_timeout", Some(t), t)),
+            read_timeout: raw
+                .read_timeout
+                .map(|t| self.duration(at, "read_timeout", Some(t), t)),
             retry_attempts: raw
                 .retry_attempts
                 .map(|n| self.range(at, "retry_attempts", n, 0, limits::MAX_RETRY_ATTEMPTS)),
@@ -769,6 +783,28 @@ rewrite_prefix = "/"
         assert!(all.contains("duplicate upstream name `app`"), "{all}");
         assert!(all.contains("endpoints[0]"), "{all}");
         assert!(all.contains("connect_timeout"), "{all}");
+    }
+
+    #[test]
+    fn body_timeouts_default_and_are_bounded() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.listeners[0].send_timeout, Duration::from_secs(60));
+        assert_eq!(c.upstreams[0].read_timeout, Duration::from_secs(60));
+        assert_eq!(c.routes[0].read_timeout, None);
+        let text = GOOD
+            .replace(
+                "address = \"127.0.0.1:0\"",
+                "address = \"127.0.0.1:0\"\nsend_timeout = \"0s\"",
+            )
+            .replace("weight = 3 }]", "weight = 3 }]\nread_timeout = \"2h\"")
+            .replace(
+                "rewrite_prefix = \"/\"",
+                "rewrite_prefix = \"/\"\nread_timeout = \"0s\"",
+            );
+        let all = parse(&text).unwrap_err().to_string();
+        assert!(all.contains("listener[0].send_timeout"), "{all}");
+        assert!(all.contains("upstream[0] (app).read_timeout"), "{all}");
+        assert!(all.contains("route[0] (api).read_timeout"), "{all}");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct RawListener {
     pub header_read_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub send_timeout: Option<Duration>,
     pub max_header_bytes: Option<ByteSize>,
     pub max_headers: Option<usize>,
     pub max_uri_bytes: Option<ByteSize>,
@@ -72,6 +74,8 @@ pub struct RawUpstream {
     pub connect_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
     pub pool: Option<RawPool>,
     pub hash_key: Option<String>,
     #[serde(default, with = "humantime_serde")]
@@ -218,6 +222,8 @@ pub struct RawRoute {
     pub timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
     pub retry_attempts: Option<u32>,
     pub max_body_bytes: Option<ByteSize>,
     #[serde(default)]

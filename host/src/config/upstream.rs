@@ -18,6 +18,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// The whole request until the response head, retries included.
     pub timeout: Duration,
+    /// How long the response body may go without a byte from the upstream.
+    pub read_timeout: Duration,
     pub pool: PoolConfig,
     /// How often DNS-named endpoints are resolved again.
     pub dns_refresh: Duration,
@@ -187,6 +189,12 @@ impl Validator<'_> {
                 Duration::from_secs(2),
             ),
             timeout: self.duration(at, "timeout", raw.timeout, Duration::from_secs(30)),
+            read_timeout: self.duration(
+                at,
+                "read_timeout",
+                raw.read_timeout,
+                Duration::from_secs(60),
+            ),
             pool,
             dns_refresh,
             panic_threshold,

@@ -49,6 +49,11 @@ pub struct ConnContext {
     pub access_log: bool,
     /// Milliseconds (see [`crate::clock`]) of the last read or write.
     pub last_activity: AtomicU64,
+    /// When (ms) a write to the client found the socket full and no write
+    /// has gone through since; 0 when writes are not blocked. The
+    /// connection is closed once this is `send_timeout` old, even while the
+    /// client keeps sending (an HTTP/2 client can ping without reading).
+    pub write_blocked: AtomicU64,
     /// Requests whose response head has not been produced yet.
     pub in_flight: AtomicUsize,
     /// Whether the client has sent any byte yet.
@@ -167,7 +172,7 @@ async fn forward(
         // Plugins see the request as it will be sent upstream.
         plugins.start(route, cx.peer.ip(), id);
         let steered = match plugins.on_request(&mut parts, &router)? {
-            plugins::Decision::Respond(resp) => return Ok(resp),
+            plugins::Decision::Respond(resp) => return Ok(*resp),
             plugins::Decision::Forward(steered) => steered,
         };
         if !plugins.wants_request_body() {
@@ -215,7 +220,10 @@ async fn forward(
     headers::strip_hop_by_hop(&mut rparts.headers);
     headers::append_via(&mut rparts.headers, Version::HTTP_11);
     let lease = Lease::new(endpoint, conn);
-    let resp = Response::from_parts(rparts, ResponseBody::upstream(rbody, Some(lease)));
+    let resp = Response::from_parts(
+        rparts,
+        ResponseBody::upstream(rbody, Some(lease), route.read_timeout),
+    );
     if plain {
         return Ok(resp);
     }

@@ -38,8 +38,9 @@ use smallvec::SmallVec;
 pub enum Decision {
     /// Forward, to this upstream instead of the route's when set.
     Forward(Option<Arc<Upstream>>),
-    /// A plugin answered; send this to the client.
-    Respond(Response<ResponseBody>),
+    /// A plugin answered; send this to the client. Boxed: answers are the
+    /// rare path, and the common one should not carry their size.
+    Respond(Box<Response<ResponseBody>>),
 }
 
 /// One request's plugin state, from the request phase to the log phase.
@@ -202,10 +203,10 @@ impl Scope {
                     self.keep_request(chain, parts);
                     let mut head = r.head;
                     self.response_head_phase(chain, &mut head)?;
-                    return Ok(Decision::Respond(Response::from_parts(
+                    return Ok(Decision::Respond(Box::new(Response::from_parts(
                         head,
                         ResponseBody::full(r.body),
-                    )));
+                    ))));
                 }
             }
         }
