@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::ListenerConfig;
 use crate::framing::FramingWatch;
+use crate::proxy::stall::StreamExec;
 use crate::proxy::{self, ConnContext, Counted};
 use crate::router::Router;
 use crate::worker;
@@ -76,8 +77,12 @@ pub struct Shared {
     pub open: Arc<AtomicUsize>,
 }
 
-fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+fn http_builder(cfg: &ListenerConfig) -> auto::Builder<StreamExec> {
+    // HTTP/2 streams run as tasks of their own, each watched for a client
+    // that stops reading it (`proxy::stall`).
+    let mut b = auto::Builder::new(StreamExec {
+        send_timeout: cfg.send_timeout,
+    });
     b.http1()
         .timer(TokioTimer::new())
         // hyper's own header timer would be armed (a boxed sleep, a timer
@@ -150,7 +155,7 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<StreamExec>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let cx = Arc::new(ConnContext {

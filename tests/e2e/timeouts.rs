@@ -359,3 +359,49 @@ async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
     let end = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut sink)).await;
     assert!(end.is_ok(), "client connection still open");
 }
+
+#[tokio::test]
+async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() {
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let (up, dropped) = streaming_upstream(std::iter::repeat(chunk), false).await;
+    let echo = Upstream::echo("echo").await;
+    let gw = Gateway::with_config(config(
+        "idle_timeout = \"30s\"\nsend_timeout = \"1s\"\n",
+        &[("app", up.addr), ("echo", echo.addr)],
+        "[[route]]\nupstream = \"echo\"\npath = \"/echo\"\n\n[[route]]\nupstream = \"app\"\n",
+    ))
+    .start();
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    // A small stream window that the client never opens again (it reads
+    // nothing of the body), and pings that keep the connection busy: the
+    // socket never blocks and the connection is never idle, so only the
+    // stream's own clock can end this.
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .initial_stream_window_size(65_535)
+        .keep_alive_interval(Duration::from_millis(200))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let get = |path: &str| {
+        Request::get(format!("http://{}{path}", gw.addr()))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let unread = resp.into_body();
+    tokio::time::timeout(Duration::from_secs(10), dropped)
+        .await
+        .expect("the upstream connection still streams 10 s after the client stopped reading")
+        .unwrap();
+    // Only that stream was reset: the connection serves the next one.
+    let next = tokio::time::timeout(Duration::from_secs(5), send.send_request(get("/echo")))
+        .await
+        .expect("no answer on the same connection")
+        .unwrap();
+    assert_eq!(next.status(), 200);
+    drop(unread);
+}

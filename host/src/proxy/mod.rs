@@ -17,6 +17,7 @@ pub mod error;
 mod forward;
 pub mod headers;
 pub mod plugins;
+pub mod stall;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
