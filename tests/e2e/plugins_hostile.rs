@@ -357,3 +357,117 @@ async fn failing_open_skips_the_plugin_and_says_so() {
         gw.logs().join("\n")
     );
 }
+
+#[tokio::test]
+async fn a_plugin_that_traps_every_call_cannot_make_workers_rerun_a_slow_init() {
+    let app = Upstream::echo("app").await;
+    // Every `init` of this plugin takes 300 ms of CPU, every call traps.
+    let routes = r#"
+[plugin.hostile]
+deadline = "20ms"
+
+[[route]]
+name = "plain"
+upstream = "app"
+path = "/plain"
+
+[[route]]
+name = "slow"
+upstream = "app"
+path = "/slow"
+plugins = [{ name = "hostile", config = { mode = "slow-init-trap" } }]
+"#;
+    let gw = with_plugins(
+        Gateway::with_config(config("", &[("app", app.addr)], routes)),
+        &[("hostile", "hostile")],
+    )
+    .start();
+    let c = client();
+    let before = gw.cpu_time();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(get(&c, &gw.url("/slow"), &[]).await.status);
+    }
+    let spent = gw.cpu_time() - before;
+    eprintln!("20 requests: {spent:?} of CPU, statuses {statuses:?}");
+    // The first call traps (500). A worker then tries `init` within one
+    // call's deadline, gives it to a background thread, and answers 503
+    // at once until a new instance is there (which traps again: 500).
+    assert_eq!(statuses[0], 500, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 500 || *s == 503),
+        "{statuses:?}"
+    );
+    // Re-running `init` on the request path after each trap would cost
+    // 19 × 300 ms = 5.7 s; the background re-make runs at most one `init`
+    // at a time, backing off.
+    assert!(
+        spent < Duration::from_millis(2500),
+        "20 requests cost {spent:?} of CPU; {statuses:?}"
+    );
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert_eq!(get(&c, &gw.url("/plain"), &[]).await.status, 200);
+    assert!(
+        !log_lines_with(
+            &gw,
+            &["plugin `hostile`", "is replacing an instance that trapped"]
+        )
+        .is_empty(),
+        "{}",
+        gw.logs_for_failure()
+    );
+}
+
+#[tokio::test]
+async fn after_a_trap_a_plugin_serves_again_with_a_new_instance() {
+    let app = Upstream::echo("app").await;
+    let routes = r#"
+[plugin.hostile]
+deadline = "20ms"
+
+[[route]]
+name = "quick"
+upstream = "app"
+path = "/quick"
+plugins = [{ name = "hostile", config = { mode = "crash-on-demand" } }]
+
+[[route]]
+name = "slow"
+upstream = "app"
+path = "/slow"
+plugins = [{ name = "hostile", config = { mode = "slow-init-crash-on-demand" } }]
+"#;
+    let gw = with_plugins(
+        Gateway::with_config(config("", &[("app", app.addr)], routes)),
+        &[("hostile", "hostile")],
+    )
+    .start();
+    let c = client();
+    let crash = [("x-crash", "1")];
+    // A quick `init` fits in the call's deadline: the next request's
+    // instance is made on the spot.
+    assert_eq!(get(&c, &gw.url("/quick"), &crash).await.status, 500);
+    assert_eq!(get(&c, &gw.url("/quick"), &[]).await.status, 200);
+    assert_eq!(get(&c, &gw.url("/quick"), &[]).await.status, 200);
+    // A slow one is made in the background; meanwhile 503, then served.
+    assert_eq!(get(&c, &gw.url("/slow"), &crash).await.status, 500);
+    let meanwhile = std::sync::Mutex::new(Vec::new());
+    let served = eventually(Duration::from_secs(10), || async {
+        let s = get(&c, &gw.url("/slow"), &[]).await.status;
+        meanwhile.lock().unwrap().push(s);
+        s == 200
+    })
+    .await;
+    let meanwhile = meanwhile.into_inner().unwrap();
+    assert!(
+        served,
+        "never served again: {} answers, the last {:?}",
+        meanwhile.len(),
+        meanwhile.last()
+    );
+    assert!(
+        meanwhile[..meanwhile.len() - 1].iter().all(|s| *s == 503),
+        "{meanwhile:?}"
+    );
+    assert_eq!(get(&c, &gw.url("/slow"), &[]).await.status, 200);
+}

@@ -11,11 +11,20 @@
 //! swaps to lend the heads, and the Wasm call itself. The instance's
 //! `request` and `response` handles, given in `init`, name whatever is
 //! lent for the call.
+//!
+//! After a trap, a pooled instance is made again on the request path only
+//! if its `init` fits in a call's deadline; otherwise a background thread
+//! makes it with the full `init` budget, one at a time per slot and after
+//! a back-off that grows with consecutive failures, while the plugin's
+//! calls fail fast (failure policy). So a plugin that traps on every call
+//! and has a slow `init` costs a worker no more than a call's deadline, and
+//! the host at most one `init` per back-off.
 
 use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use thread_local::ThreadLocal;
 
@@ -36,7 +45,14 @@ use crate::config::{FailurePolicy, Isolation};
 /// take more than a 10 ms call deadline. Instances are mostly made off the
 /// request path (at start-up, reload and deploy); when a pool grows under
 /// load, a worker waits for at most this long (of CPU; see `deadline`).
-pub const INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Back-off before a background re-make after a trap: none after the first
+/// failure, then this doubling with each consecutive failure (a trap, or
+/// an `init` that failed again) up to [`REFILL_BACKOFF_MAX`]; a call that
+/// succeeds resets it.
+pub const REFILL_BACKOFF: Duration = Duration::from_millis(100);
+pub const REFILL_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// The phases a plugin asked for in `init`: the pipeline calls no other.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,6 +88,8 @@ pub enum FailureKind {
     Invalid(String),
     #[error("init refused its configuration: {0}")]
     Init(String),
+    #[error("is replacing an instance that trapped")]
+    Recovering,
 }
 
 /// A failed plugin call, with the plugin's name.
@@ -110,30 +128,59 @@ pub struct Io<'a> {
     pub held: &'a mut Option<Box<Instance>>,
 }
 
-/// A plugin with one configuration, and its instances.
-pub struct Slot {
-    pub name: Arc<str>,
+/// What making an instance takes; shared with a background re-make.
+struct Maker {
+    name: Arc<str>,
     config: String,
-    /// The version this slot serves. A hot deploy makes new slots for the
-    /// new version and retires this one: requests in flight finish here.
+    /// The version the slot serves.
     compiled: Arc<Compiled>,
+    state: Arc<Namespace>,
+    counters: Arc<Counters>,
+    /// CPU deadline of a call (see `deadline`).
+    deadline: Duration,
+    max_instances: usize,
+    live: Arc<AtomicUsize>,
+}
+
+/// What a slot shares with its background re-make.
+#[derive(Default)]
+struct Shared {
+    /// Boxed, so checking one out or in moves a pointer, not the
+    /// instance's export table.
+    #[expect(clippy::vec_box, reason = "instances move in and out per call")]
+    idle: Mutex<Vec<Box<Instance>>>,
     /// Set when a newer version replaced this slot: instances coming back
     /// are dropped instead of pooled.
     retired: AtomicBool,
-    state: Arc<Namespace>,
-    counters: Arc<Counters>,
+    /// Consecutive failures: traps, and re-makes that failed. A call that
+    /// succeeds sets it back to 0.
+    failures: AtomicU32,
+    /// A background re-make is under way (or waiting out its back-off).
+    refilling: AtomicBool,
+}
+
+impl Shared {
+    #[expect(clippy::vec_box, reason = "instances move in and out per call")]
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Box<Instance>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A plugin with one configuration, and its instances.
+pub struct Slot {
+    pub name: Arc<str>,
+    /// Makes instances of the version this slot serves. A hot deploy makes
+    /// new slots for the new version and retires this one: requests in
+    /// flight finish here.
+    maker: Arc<Maker>,
+    shared: Arc<Shared>,
     pub caps: Capabilities,
     pub failure: FailurePolicy,
     pub isolation: Isolation,
     /// Largest body a plugin may hand back (replace or respond).
     pub body_cap: usize,
     /// CPU deadline of a call (see `deadline`).
-    deadline: std::time::Duration,
-    max_instances: usize,
-    /// Boxed, so checking one out or in moves a pointer, not the
-    /// instance's export table.
-    #[expect(clippy::vec_box, reason = "instances move in and out per call")]
-    idle: Mutex<Vec<Box<Instance>>>,
+    deadline: Duration,
     /// Per thread, the instance that thread used last. A worker thread
     /// runs one call at a time, so it checks its own out and back in
     /// without a lock or any atomic read-modify-write (each costs tens of
@@ -141,7 +188,6 @@ pub struct Slot {
     /// These go with the slot: for a retired slot, when the last request
     /// holding it ends.
     local: ThreadLocal<Cell<Option<Box<Instance>>>>,
-    live: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -199,35 +245,45 @@ impl Slot {
         warm: usize,
     ) -> Result<Slot, Failure> {
         let s = &compiled.settings;
-        let mut slot = Slot {
+        let (failure, isolation, deadline) = (s.failure, s.isolation, s.deadline);
+        let maker = Arc::new(Maker {
             name: compiled.name.clone(),
             config,
             state,
             counters,
-            caps: Capabilities::default(),
-            failure: s.failure,
-            isolation: s.isolation,
-            body_cap,
-            deadline: s.deadline,
+            deadline,
             max_instances: s.max_instances,
-            idle: Mutex::new(Vec::new()),
-            local: ThreadLocal::new(),
             live: Arc::new(AtomicUsize::new(0)),
-            retired: AtomicBool::new(false),
             compiled,
+        });
+        let (first, caps) = maker.make(maker.init_budget())?;
+        let slot = Slot {
+            name: maker.name.clone(),
+            shared: Arc::default(),
+            caps,
+            failure,
+            isolation,
+            body_cap,
+            deadline,
+            local: ThreadLocal::new(),
+            maker,
         };
-        let (first, caps) = slot.make()?;
-        slot.caps = caps;
         if slot.isolation == Isolation::Pooled {
             let mut idle = vec![first];
-            for _ in 1..warm.min(slot.max_instances) {
-                idle.push(slot.make()?.0);
+            for _ in 1..warm.min(slot.maker.max_instances) {
+                idle.push(slot.maker.make(slot.maker.init_budget())?.0);
             }
-            *slot.idle.lock().unwrap_or_else(|p| p.into_inner()) = idle;
+            *slot.shared.idle() = idle;
         }
         Ok(slot)
     }
 
+    fn fail(&self, kind: FailureKind) -> Failure {
+        self.maker.fail(kind)
+    }
+}
+
+impl Maker {
     fn fail(&self, kind: FailureKind) -> Failure {
         Failure {
             plugin: self.name.clone(),
@@ -235,8 +291,15 @@ impl Slot {
         }
     }
 
-    /// A new instance, initialised. Counts against `max_instances`.
-    fn make(&self) -> Result<(Box<Instance>, Capabilities), Failure> {
+    /// What making an instance may take off the request path (or when a
+    /// pool grows): the call deadline, or [`INIT_DEADLINE`] if longer.
+    fn init_budget(&self) -> Duration {
+        self.deadline.max(INIT_DEADLINE)
+    }
+
+    /// A new instance, initialised within `budget` of CPU. Counts against
+    /// `max_instances`.
+    fn make(&self, budget: Duration) -> Result<(Box<Instance>, Capabilities), Failure> {
         let reserved = self
             .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -272,13 +335,12 @@ impl Slot {
         let trap = |e: wasmtime::Error, store: &Store<StoreData>| {
             self.fail(FailureKind::Trap(describe(&e, &store.data().deadline)))
         };
-        let init_deadline = self.deadline.max(INIT_DEADLINE);
-        deadline::arm(&mut store, StoreData::deadline, init_deadline);
+        deadline::arm(&mut store, StoreData::deadline, budget);
         let guest = match compiled.pre.instantiate(&mut store) {
             Ok(g) => g,
             Err(e) => return Err(trap(e, &store)),
         };
-        deadline::arm(&mut store, StoreData::deadline, init_deadline);
+        deadline::arm(&mut store, StoreData::deadline, budget);
         let caps = guest
             .weir_plugin_guest()
             .call_init(
@@ -301,48 +363,116 @@ impl Slot {
         });
         Ok((inst, caps))
     }
+}
 
+impl Slot {
     fn checkout(&self) -> Result<Box<Instance>, Failure> {
         if self.isolation == Isolation::Pooled {
             if let Some(inst) = self.local.get().and_then(Cell::take) {
                 return Ok(inst);
             }
-            if let Some(inst) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            if let Some(inst) = self.shared.idle().pop() {
                 return Ok(inst);
             }
+            if self.shared.failures.load(Ordering::Relaxed) > 0 {
+                return self.remake_after_failure();
+            }
         }
-        self.make().map(|(inst, _)| inst)
+        self.maker
+            .make(self.maker.init_budget())
+            .map(|(inst, _)| inst)
+    }
+
+    /// No instance is left and the last calls trapped: one is made here
+    /// only if its `init` fits in a call's deadline, and otherwise in the
+    /// background; until then calls fail at once.
+    fn remake_after_failure(&self) -> Result<Box<Instance>, Failure> {
+        if self.shared.refilling.load(Ordering::Acquire) {
+            return Err(self.fail(FailureKind::Recovering));
+        }
+        match self.maker.make(self.deadline) {
+            Ok((inst, _)) => Ok(inst),
+            Err(f) if matches!(f.kind, FailureKind::Busy(_)) => Err(f),
+            Err(f) => {
+                tracing::debug!(
+                    plugin = &*self.name,
+                    reason = %f.kind,
+                    "init does not fit in a call's deadline: re-making in the background"
+                );
+                self.shared.failures.fetch_add(1, Ordering::Relaxed);
+                self.refill();
+                Err(self.fail(FailureKind::Recovering))
+            }
+        }
+    }
+
+    /// Starts the background re-make, unless one is under way.
+    fn refill(&self) {
+        let shared = &self.shared;
+        if shared.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let failures = shared.failures.load(Ordering::Relaxed);
+        let backoff = match failures {
+            0 | 1 => Duration::ZERO,
+            n => REFILL_BACKOFF
+                .saturating_mul(1 << (n - 2).min(16))
+                .min(REFILL_BACKOFF_MAX),
+        };
+        let (maker, shared) = (self.maker.clone(), self.shared.clone());
+        let spawned = std::thread::Builder::new()
+            .name("weir-plugin-remake".into())
+            .spawn(move || {
+                std::thread::sleep(backoff);
+                if !shared.retired.load(Ordering::Acquire) {
+                    match maker.make(maker.init_budget()) {
+                        Ok((inst, _)) if !shared.retired.load(Ordering::Acquire) => {
+                            shared.idle().push(inst);
+                        }
+                        Ok(_) => {}
+                        Err(f) => {
+                            shared.failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                plugin = &*maker.name,
+                                reason = %f.kind,
+                                "could not replace an instance that trapped"
+                            );
+                        }
+                    }
+                }
+                shared.refilling.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.shared.refilling.store(false, Ordering::Release);
+        }
     }
 
     fn checkin(&self, inst: Box<Instance>) {
-        if self.isolation != Isolation::Pooled || self.retired.load(Ordering::Acquire) {
+        if self.isolation != Isolation::Pooled || self.shared.retired.load(Ordering::Acquire) {
             return;
         }
         let mine = self.local.get_or(|| Cell::new(None));
         if let Some(other) = mine.replace(Some(inst)) {
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(other);
+            self.shared.idle().push(other);
         }
     }
 
     /// Instances alive now (idle and serving).
     pub fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.maker.live.load(Ordering::Acquire)
     }
 
     /// The version this slot serves.
     pub fn compiled(&self) -> &Arc<Compiled> {
-        &self.compiled
+        &self.maker.compiled
     }
 
     /// Called when a newer version took this slot's place: idle instances
     /// are dropped now (freeing their pool entries for the new version)
     /// and instances still serving requests are dropped when they return.
     pub(crate) fn retire(&self) {
-        self.retired.store(true, Ordering::Release);
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        self.shared.retired.store(true, Ordering::Release);
+        let idle = std::mem::take(&mut *self.shared.idle());
         drop(idle);
     }
 
@@ -366,6 +496,10 @@ impl Slot {
         }
         match result {
             Ok(v) => {
+                let failures = &self.shared.failures;
+                if failures.load(Ordering::Relaxed) != 0 {
+                    failures.store(0, Ordering::Relaxed);
+                }
                 match self.isolation {
                     Isolation::Request => *io.held = Some(inst),
                     Isolation::Pooled => self.checkin(inst),
@@ -373,7 +507,10 @@ impl Slot {
                 Ok(v)
             }
             // A trapped instance may be in any state: drop it.
-            Err(e) => Err(self.fail(FailureKind::Trap(describe(&e, &inst.store.data().deadline)))),
+            Err(e) => {
+                self.shared.failures.fetch_add(1, Ordering::Relaxed);
+                Err(self.fail(FailureKind::Trap(describe(&e, &inst.store.data().deadline))))
+            }
         }
     }
 

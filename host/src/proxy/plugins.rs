@@ -147,7 +147,7 @@ impl Scope {
                     Ok(None)
                 }
                 FailurePolicy::Closed => Err(ProxyError::Plugin {
-                    busy: matches!(f.kind, FailureKind::Busy(_)),
+                    busy: matches!(f.kind, FailureKind::Busy(_) | FailureKind::Recovering),
                     failure: f,
                 }),
             },

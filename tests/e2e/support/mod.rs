@@ -205,6 +205,18 @@ impl Gateway {
         (threads, wakeups)
     }
 
+    /// CPU time the whole process (every thread) has used so far, from
+    /// /proc/PID/stat (user + system, in USER_HZ ticks of 10 ms).
+    pub fn cpu_time(&self) -> Duration {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name, which is in parentheses and may
+        // hold spaces: state is field 3, utime 14 and stime 15.
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
+    }
+
     /// A field of /proc/PID/status in KiB, e.g. `VmRSS` or `VmHWM`.
     pub fn proc_status_kb(&self, field: &str) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
