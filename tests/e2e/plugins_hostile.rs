@@ -358,30 +358,34 @@ async fn failing_open_skips_the_plugin_and_says_so() {
     );
 }
 
-#[tokio::test]
-async fn a_plugin_that_traps_every_call_cannot_make_workers_rerun_a_slow_init() {
+/// A gateway whose `hostile` plugin has a 20 ms deadline, with a route
+/// `/NAME` for each `(NAME, mode)`: through the plugin in that mode, or
+/// straight to the upstream when the mode is empty.
+async fn deadline_20ms_gateway(routes: &[(&str, &str)]) -> (Upstream, Gateway) {
     let app = Upstream::echo("app").await;
-    // Every `init` of this plugin takes 300 ms of CPU, every call traps.
-    let routes = r#"
-[plugin.hostile]
-deadline = "20ms"
-
-[[route]]
-name = "plain"
-upstream = "app"
-path = "/plain"
-
-[[route]]
-name = "slow"
-upstream = "app"
-path = "/slow"
-plugins = [{ name = "hostile", config = { mode = "slow-init-trap" } }]
-"#;
+    let mut text = String::from("[plugin.hostile]\ndeadline = \"20ms\"\n");
+    for (name, mode) in routes {
+        text.push_str(&format!(
+            "\n[[route]]\nname = \"{name}\"\nupstream = \"app\"\npath = \"/{name}\"\n"
+        ));
+        if !mode.is_empty() {
+            text.push_str(&format!(
+                "plugins = [{{ name = \"hostile\", config = {{ mode = \"{mode}\" }} }}]\n"
+            ));
+        }
+    }
     let gw = with_plugins(
-        Gateway::with_config(config("", &[("app", app.addr)], routes)),
+        Gateway::with_config(config("", &[("app", app.addr)], &text)),
         &[("hostile", "hostile")],
     )
     .start();
+    (app, gw)
+}
+
+#[tokio::test]
+async fn a_plugin_that_traps_every_call_cannot_make_workers_rerun_a_slow_init() {
+    // Every `init` of this plugin takes 300 ms of CPU, every call traps.
+    let (_app, gw) = deadline_20ms_gateway(&[("plain", ""), ("slow", "slow-init-trap")]).await;
     let c = client();
     let before = gw.cpu_time();
     let mut statuses = Vec::new();
@@ -420,28 +424,11 @@ plugins = [{ name = "hostile", config = { mode = "slow-init-trap" } }]
 
 #[tokio::test]
 async fn after_a_trap_a_plugin_serves_again_with_a_new_instance() {
-    let app = Upstream::echo("app").await;
-    let routes = r#"
-[plugin.hostile]
-deadline = "20ms"
-
-[[route]]
-name = "quick"
-upstream = "app"
-path = "/quick"
-plugins = [{ name = "hostile", config = { mode = "crash-on-demand" } }]
-
-[[route]]
-name = "slow"
-upstream = "app"
-path = "/slow"
-plugins = [{ name = "hostile", config = { mode = "slow-init-crash-on-demand" } }]
-"#;
-    let gw = with_plugins(
-        Gateway::with_config(config("", &[("app", app.addr)], routes)),
-        &[("hostile", "hostile")],
-    )
-    .start();
+    let (_app, gw) = deadline_20ms_gateway(&[
+        ("quick", "crash-on-demand"),
+        ("slow", "slow-init-crash-on-demand"),
+    ])
+    .await;
     let c = client();
     let crash = [("x-crash", "1")];
     // A quick `init` fits in the call's deadline: the next request's

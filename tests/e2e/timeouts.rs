@@ -53,6 +53,15 @@ async fn answered_once(gw: &Gateway) -> tokio::net::TcpStream {
     s
 }
 
+/// A raw connection to the gateway on which `GET /` has been sent.
+async fn get_sent(gw: &Gateway) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    s
+}
+
 /// Sends one request on `s` and checks it is answered with 200.
 async fn ask(s: &mut tokio::net::TcpStream) {
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -190,10 +199,7 @@ async fn slow_behind_gateway() -> (Upstream, Gateway) {
 #[tokio::test]
 async fn a_request_waiting_past_the_idle_timeout_does_not_spin_the_watchdog() {
     let (_slow, gw) = slow_behind_gateway().await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
+    let mut s = get_sent(&gw).await;
     // Past the idle timeout with the request still waiting on the
     // upstream: nothing for the workers to do for the next second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -294,10 +300,7 @@ async fn an_upstream_body_that_stops_is_cut_off_after_read_timeout() {
         "[[route]]\nupstream = \"app\"\nread_timeout = \"1s\"\n",
     ))
     .start();
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
+    let mut s = get_sent(&gw).await;
     let started = Instant::now();
     let mut got = Vec::new();
     let read_all = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
@@ -344,10 +347,7 @@ async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
         "[[route]]\nupstream = \"app\"\n",
     ))
     .start();
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
+    let mut s = get_sent(&gw).await;
     // Reads nothing. The gateway gives up on it and on the upstream
     // connection; without send_timeout, only the 30 s idle timeout would.
     tokio::time::timeout(Duration::from_secs(10), dropped)
