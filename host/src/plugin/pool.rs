@@ -48,9 +48,9 @@ use crate::config::{FailurePolicy, Isolation};
 pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Back-off before a background re-make after a trap: none after the first
-/// failure, then this doubling with each consecutive failure (a trap, or
-/// an `init` that failed again) up to [`REFILL_BACKOFF_MAX`]; a call that
-/// succeeds resets it.
+/// trap, then this doubling with each further consecutive failure (a trap,
+/// or an `init` that failed or did not fit in a call's deadline) up to
+/// [`REFILL_BACKOFF_MAX`]; a call that succeeds resets it.
 pub const REFILL_BACKOFF: Duration = Duration::from_millis(100);
 pub const REFILL_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -399,8 +399,8 @@ impl Slot {
                     reason = %f.kind,
                     "init does not fit in a call's deadline: re-making in the background"
                 );
-                self.shared.failures.fetch_add(1, Ordering::Relaxed);
                 self.refill();
+                self.shared.failures.fetch_add(1, Ordering::Relaxed);
                 Err(self.fail(FailureKind::Recovering))
             }
         }
