@@ -330,9 +330,13 @@ async fn watch_tunnel(
         send_stall(cx, send_ms).map_or(idle, |stall| stall.min(idle))
     };
     loop {
+        // A write can block at any time in the tunnel's own task, which
+        // does not wake this one: look again within `send_ms`, so a stall
+        // is seen before its deadline.
+        let at = due().min(worker::now_ms() + send_ms);
         tokio::select! {
             _ = &mut tunnel => return,
-            () = tokio::time::sleep(wait_until(due())) => {
+            () = tokio::time::sleep(wait_until(at)) => {
                 if worker::now_ms() >= due() {
                     tracing::debug!(%peer, "closing idle or unread upgraded connection");
                     tunnel.abort();

@@ -208,6 +208,49 @@ async fn a_websocket_counts_as_a_connection_and_is_closed_when_idle() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
 }
 
+/// A WebSocket client that sends and never reads: the echoes back up until
+/// every buffer on the way is full, and `send_timeout` ends the tunnel
+/// (the idle timeout, 30 s here, would not in the test's time).
+#[tokio::test]
+async fn a_websocket_whose_client_reads_nothing_is_closed_after_send_timeout() {
+    let up = Upstream::websocket_echo().await;
+    let gw = Gateway::with_config(config(
+        "idle_timeout = \"30s\"\nsend_timeout = \"1s\"\n",
+        &[("ws", up.addr)],
+        "[[route]]\nupstream = \"ws\"\n",
+    ))
+    .start();
+    // By hand on a raw socket: a WebSocket library would read (and so
+    // drain the echoes) while it writes.
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    // Binary frames of 64 KiB, masked with a zero key (the payload as is).
+    let mut frame = vec![0x82, 0xFF];
+    frame.extend_from_slice(&(64u64 * 1024).to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend(std::iter::repeat_n(7u8, 64 * 1024));
+    let cut = tokio::time::timeout(Duration::from_secs(10), async {
+        while s.write_all(&frame).await.is_ok() {}
+    })
+    .await;
+    assert!(
+        cut.is_ok(),
+        "a websocket whose client reads nothing was still open after 10 s"
+    );
+}
+
 /// An upstream written by hand so it can close keep-alive connections the
 /// way servers do: it answers every request head with `200 ok`, and closes
 /// its idle connections as an idle timeout would, but when told to rather
