@@ -297,15 +297,15 @@ impl UpstreamBody {
     /// The upstream has nothing for us: start (or keep) the clock of this
     /// wait, and fail the body when it runs out.
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let at = tokio::time::Instant::now() + self.read_timeout;
+        let at = || tokio::time::Instant::now() + self.read_timeout;
         let timer = match &mut self.stall {
             Some(t) => {
                 if !self.waiting {
-                    t.as_mut().reset(at);
+                    t.as_mut().reset(at());
                 }
                 t
             }
-            None => self.stall.insert(Box::pin(tokio::time::sleep_until(at))),
+            None => self.stall.insert(Box::pin(tokio::time::sleep_until(at()))),
         };
         self.waiting = true;
         if timer.as_mut().poll(cx).is_pending() {

@@ -104,15 +104,15 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         if !*this.started {
             return Poll::Pending;
         }
-        let at = Instant::now() + *this.send_timeout;
+        let at = || Instant::now() + *this.send_timeout;
         let timer = match this.timer {
             Some(t) => {
                 if !*this.armed {
-                    t.as_mut().reset(at);
+                    t.as_mut().reset(at());
                 }
                 t
             }
-            None => this.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+            None => this.timer.insert(Box::pin(tokio::time::sleep_until(at()))),
         };
         *this.armed = true;
         if timer.as_mut().poll(cx).is_pending() {
