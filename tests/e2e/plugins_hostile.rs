@@ -458,3 +458,27 @@ async fn after_a_trap_a_plugin_serves_again_with_a_new_instance() {
     );
     assert_eq!(get(&c, &gw.url("/slow"), &[]).await.status, 200);
 }
+
+#[test]
+fn with_request_isolation_init_must_fit_in_the_call_deadline() {
+    // `init` takes 300 ms of CPU and runs for every request.
+    let cfg = |deadline: &str| {
+        config(
+            "",
+            &[("app", "127.0.0.1:9".parse().unwrap())],
+            &format!(
+                "[plugin.hostile]\ndeadline = \"{deadline}\"\nisolation = \"request\"\n\n\
+                 [[route]]\nupstream = \"app\"\n\
+                 plugins = [{{ name = \"hostile\", config = {{ mode = \"slow-init-crash-on-demand\" }} }}]\n"
+            ),
+        )
+    };
+    let files = [("plugins/hostile.wasm".to_owned(), fixture("hostile"))];
+    let (ok, out) = check(&cfg("20ms"), &files);
+    assert!(!ok, "an init of 300 ms passed a 20 ms deadline:\n{out}");
+    assert!(out.contains("exceeded its CPU deadline of 20ms"), "{out}");
+    assert!(out.contains("isolation = \"request\""), "{out}");
+    assert!(out.contains("hostile.wasm"), "{out}");
+    let (ok, out) = check(&cfg("2s"), &files);
+    assert!(ok, "{out}");
+}

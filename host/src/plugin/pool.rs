@@ -256,7 +256,22 @@ impl Slot {
             live: Arc::new(AtomicUsize::new(0)),
             compiled,
         });
-        let (first, caps) = maker.make(maker.init_budget())?;
+        // With request isolation `init` runs for every request, on the
+        // request path: it is request work, bounded by the call deadline,
+        // and a plugin whose `init` does not fit is refused here.
+        let first_budget = match isolation {
+            Isolation::Request => deadline,
+            Isolation::Pooled => maker.init_budget(),
+        };
+        let (first, caps) = maker.make(first_budget).map_err(|f| match f.kind {
+            FailureKind::Trap(why) if isolation == Isolation::Request => {
+                maker.fail(FailureKind::Trap(format!(
+                    "{why} in init (with isolation = \"request\", init runs for every \
+                     request and must fit in the call deadline)"
+                )))
+            }
+            _ => f,
+        })?;
         let slot = Slot {
             name: maker.name.clone(),
             shared: Arc::default(),
@@ -377,10 +392,12 @@ impl Slot {
             if self.shared.failures.load(Ordering::Relaxed) > 0 {
                 return self.remake_after_failure();
             }
+            return self
+                .maker
+                .make(self.maker.init_budget())
+                .map(|(inst, _)| inst);
         }
-        self.maker
-            .make(self.maker.init_budget())
-            .map(|(inst, _)| inst)
+        self.maker.make(self.deadline).map(|(inst, _)| inst)
     }
 
     /// No instance is left and the last calls trapped: one is made here
