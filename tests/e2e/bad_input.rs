@@ -211,7 +211,7 @@ async fn bad_input_table() {
     let started = Instant::now();
     assert_eq!(get(&c, &gw.url("/slow"), &[]).await.status, 504);
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_millis(2800),
         "504 took {:?}",
         started.elapsed()
     );
@@ -222,7 +222,7 @@ async fn bad_input_table() {
     let (text, closed) = exchange(addr, b"").await;
     assert!(closed, "silent client still connected");
     assert!(!text.starts_with("HTTP/1.1 2"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_millis(2800));
 
     // And the gateway still serves normally.
     assert!(gw.alive());
@@ -352,7 +352,7 @@ async fn a_stalled_upload_is_408_but_a_slow_upstream_is_504() {
         let text = String::from_utf8_lossy(&out);
         assert_eq!(raw_status(&text), Some(408), "stalled upload {i}: {text:?}");
         assert!(closed, "connection left open after the 408");
-        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(started.elapsed() < Duration::from_millis(2800));
     }
     still_serving(&gw, &echo, "stalled uploads").await;
 
