@@ -405,3 +405,44 @@ async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() 
     assert_eq!(next.status(), 200);
     drop(unread);
 }
+
+#[tokio::test]
+async fn an_http2_download_longer_than_send_timeout_completes_while_the_client_reads() {
+    // 40 chunks of 64 KiB, 50 ms apart: two seconds of body against a
+    // one-second send_timeout, each chunk filling the client's window.
+    let up = Upstream::start(|_req| async {
+        let chunks = futures_util::stream::unfold(0u32, |i| async move {
+            if i == 40 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            Some((Ok::<_, std::io::Error>(Frame::data(chunk)), i + 1))
+        });
+        Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+    })
+    .await;
+    let gw = Gateway::with_config(config(
+        "send_timeout = \"1s\"\n",
+        &[("app", up.addr)],
+        "[[route]]\nupstream = \"app\"\n",
+    ))
+    .start();
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/", gw.addr()))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
+        .await
+        .expect("download did not finish")
+        .expect("download was cut");
+    assert_eq!(body.to_bytes().len(), 40 * 64 * 1024);
+}
