@@ -3,8 +3,10 @@
 //! lives for the idle timeout, not the header timeout, and an idle timeout
 //! shorter than the header timeout is kept too. Once a response streams:
 //! an upstream that stops sending its body is cut off after `read_timeout`,
-//! and a client that stops reading after `send_timeout`, both long before
-//! the idle timeout would act, and the upstream connection goes with them.
+//! and a client that stops reading (a whole connection, or one HTTP/2
+//! stream) after `send_timeout`, both long before the idle timeout would
+//! act, and the upstream connection goes with them; a client that keeps
+//! reading is never cut, however long the download.
 
 use std::time::{Duration, Instant};
 
