@@ -234,9 +234,7 @@ async fn an_http2_stream_the_client_resets_does_not_keep_its_connection_open() {
             .await
             .unwrap();
     let conn = tokio::spawn(conn);
-    let req = Request::get(format!("http://{}/", gw.addr()))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let req = h2_get(&gw, "/");
     // Given up while the gateway waits on the upstream: dropping the
     // response future resets the stream (RST_STREAM, CANCEL).
     let gave_up = tokio::time::timeout(Duration::from_millis(300), send.send_request(req)).await;
@@ -362,6 +360,33 @@ async fn a_client_that_reads_nothing_is_closed_after_send_timeout() {
     assert!(end.is_ok(), "client connection still open");
 }
 
+/// An HTTP/2 connection to the gateway whose streams start with a 64 KiB
+/// window, opened again only as the client reads; with `pings`, the
+/// client pings every 200 ms.
+async fn h2_small_window(
+    gw: &Gateway,
+    pings: bool,
+) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let mut b = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    b.initial_stream_window_size(65_535);
+    if pings {
+        b.timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(200))
+            .keep_alive_while_idle(true);
+    }
+    let (send, conn) = b.handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// `GET path` for an HTTP/2 connection to the gateway.
+fn h2_get(gw: &Gateway, path: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!("http://{}{path}", gw.addr()))
+        .body(Empty::<Bytes>::new())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() {
     let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
@@ -373,25 +398,12 @@ async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() 
         "[[route]]\nupstream = \"echo\"\npath = \"/echo\"\n\n[[route]]\nupstream = \"app\"\n",
     ))
     .start();
-    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    // A small stream window that the client never opens again (it reads
-    // nothing of the body), and pings that keep the connection busy: the
-    // socket never blocks and the connection is never idle, so only the
-    // stream's own clock can end this.
-    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .initial_stream_window_size(65_535)
-        .keep_alive_interval(Duration::from_millis(200))
-        .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let get = |path: &str| {
-        Request::get(format!("http://{}{path}", gw.addr()))
-            .body(Empty::<Bytes>::new())
-            .unwrap()
-    };
+    // The client never opens the stream's window again (it reads nothing
+    // of the body), and its pings keep the connection busy: the socket
+    // never blocks and the connection is never idle, so only the stream's
+    // own clock can end this.
+    let mut send = h2_small_window(&gw, true).await;
+    let get = |path: &str| h2_get(&gw, path);
     let resp = send.send_request(get("/")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let unread = resp.into_body();
@@ -430,17 +442,8 @@ async fn an_http2_download_longer_than_send_timeout_completes_while_the_client_r
         "[[route]]\nupstream = \"app\"\n",
     ))
     .start();
-    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(65_535)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(format!("http://{}/", gw.addr()))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    let mut send = h2_small_window(&gw, false).await;
+    let resp = send.send_request(h2_get(&gw, "/")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body = tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
         .await

@@ -179,8 +179,6 @@ pub struct Slot {
     pub isolation: Isolation,
     /// Largest body a plugin may hand back (replace or respond).
     pub body_cap: usize,
-    /// CPU deadline of a call (see `deadline`).
-    deadline: Duration,
     /// Per thread, the instance that thread used last. A worker thread
     /// runs one call at a time, so it checks its own out and back in
     /// without a lock or any atomic read-modify-write (each costs tens of
@@ -279,7 +277,6 @@ impl Slot {
             failure,
             isolation,
             body_cap,
-            deadline,
             local: ThreadLocal::new(),
             maker,
         };
@@ -397,7 +394,7 @@ impl Slot {
                 .make(self.maker.init_budget())
                 .map(|(inst, _)| inst);
         }
-        self.maker.make(self.deadline).map(|(inst, _)| inst)
+        self.maker.make(self.maker.deadline).map(|(inst, _)| inst)
     }
 
     /// No instance is left and the last calls trapped: one is made here
@@ -407,7 +404,7 @@ impl Slot {
         if self.shared.refilling.load(Ordering::Acquire) {
             return Err(self.fail(FailureKind::Recovering));
         }
-        match self.maker.make(self.deadline) {
+        match self.maker.make(self.maker.deadline) {
             Ok((inst, _)) => Ok(inst),
             Err(f) if matches!(f.kind, FailureKind::Busy(_)) => Err(f),
             Err(f) => {
@@ -505,7 +502,7 @@ impl Slot {
             None => self.checkout()?,
         };
         lend(&mut inst.store, io);
-        deadline::arm(&mut inst.store, StoreData::deadline, self.deadline);
+        deadline::arm(&mut inst.store, StoreData::deadline, self.maker.deadline);
         let result = f(&inst.guest, &mut inst.store);
         lend(&mut inst.store, io);
         if io.resp.is_none() {
