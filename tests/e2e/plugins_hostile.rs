@@ -52,6 +52,7 @@ plugins = [{ name = "lenient", config = { mode = "panic" } }]
         ("roomy", "big"),
         ("roomy", "respond-crlf"),
         ("roomy", "bad-status"),
+        ("roomy", "respond-many-headers"),
         ("roomy", "stale-response"),
         ("roomy", "log-flood"),
     ];
@@ -296,7 +297,18 @@ async fn header_injection_and_oversized_headers_never_reach_the_wire() {
         "{raw_resp}"
     );
     assert!(!raw_resp.contains("should never be sent"), "{raw_resp}");
+    fails_in(&gw, &c, "/respond-crlf", "roomy", "its answer: ").await;
     fails_in(&gw, &c, "/bad-status", "roomy", "not a final HTTP status").await;
+    // The answer's header fields are counted too (150 small ones fit the
+    // per-call byte budget but not the 100 fields an answer may carry).
+    fails_in(
+        &gw,
+        &c,
+        "/respond-many-headers",
+        "roomy",
+        "its answer has 150 header fields; at most 100",
+    )
+    .await;
 }
 
 /// In the request phase a plugin's `response` handle names an empty

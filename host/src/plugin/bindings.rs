@@ -15,6 +15,4 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use weir::plugin::types::{
-    Action, BodyAction, BucketOutcome, Capabilities, LogLevel, ResponseParts,
-};
+pub use weir::plugin::types::{Action, BodyAction, BucketOutcome, Capabilities, LogLevel};

@@ -128,6 +128,36 @@ pub struct Call {
     pub header_budget: usize,
     /// Log lines this call may still write.
     pub log_budget: u32,
+    /// The first value a `response` setter refused in this call. In the
+    /// request phases the handle names the plugin's own answer, and an
+    /// answer one of whose values was refused is not sent (`pool`).
+    pub refused: Option<String>,
+}
+
+impl Call {
+    /// Keeps the first refusal of a `response` setter (see `refused`).
+    pub(crate) fn note_refusal(&mut self, r: Result<(), String>) -> Result<(), String> {
+        if let Err(e) = &r {
+            self.refused.get_or_insert_with(|| e.clone());
+        }
+        r
+    }
+
+    fn set_response_header(
+        &mut self,
+        name: &str,
+        value: String,
+        append: bool,
+    ) -> Result<(), String> {
+        let r = set(
+            &mut self.resp.headers,
+            &mut self.header_budget,
+            name,
+            Bytes::from(value),
+            append,
+        );
+        self.note_refusal(r)
+    }
 }
 
 impl Default for Call {
@@ -140,6 +170,7 @@ impl Default for Call {
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             header_budget: limits::MAX_HEADER_BYTES_PER_CALL,
             log_budget: limits::MAX_LOG_LINES_PER_CALL,
+            refused: None,
         }
     }
 }
@@ -293,25 +324,24 @@ pub(crate) fn header_pair(
     Ok((name, value))
 }
 
-/// Validates a response a plugin builds itself (status and headers).
-pub(crate) fn response_head(
-    status: u16,
-    headers: Vec<(String, String)>,
+/// A plugin's own answer as its call left it: refused when one of the
+/// values set on it was, or when it carries more header fields than a
+/// plugin's answer may.
+pub(crate) fn answer_head(
+    head: http::response::Parts,
+    refused: Option<String>,
 ) -> Result<http::response::Parts, String> {
-    let mut parts = http::Response::new(()).into_parts().0;
-    parts.status = status_code(status)?;
-    if headers.len() > limits::MAX_RESPONSE_HEADERS {
+    if let Some(e) = refused {
+        return Err(format!("its answer: {e}"));
+    }
+    if head.headers.len() > limits::MAX_RESPONSE_HEADERS {
         return Err(format!(
-            "at most {} response headers",
+            "its answer has {} header fields; at most {}",
+            head.headers.len(),
             limits::MAX_RESPONSE_HEADERS
         ));
     }
-    let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
-    for (n, v) in headers {
-        let (n, v) = header_pair(&n, Bytes::from(v), &mut budget)?;
-        parts.headers.append(n, v);
-    }
-    Ok(parts)
+    Ok(head)
 }
 
 /// A final status a plugin may choose: 1xx cannot end a response.
@@ -495,7 +525,8 @@ impl whttp::HostResponse for StoreData {
         _: Resource<ResponseHandle>,
         status: u16,
     ) -> wasmtime::Result<Result<(), String>> {
-        Ok(status_code(status).map(|s| self.call.resp.status = s))
+        let r = status_code(status).map(|s| self.call.resp.status = s);
+        Ok(self.call.note_refusal(r))
     }
     fn header(
         &mut self,
@@ -520,14 +551,7 @@ impl whttp::HostResponse for StoreData {
         name: String,
         value: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        let c = &mut self.call;
-        Ok(set(
-            &mut c.resp.headers,
-            &mut c.header_budget,
-            &name,
-            Bytes::from(value),
-            false,
-        ))
+        Ok(self.call.set_response_header(&name, value, false))
     }
     fn add_header(
         &mut self,
@@ -535,14 +559,7 @@ impl whttp::HostResponse for StoreData {
         name: String,
         value: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        let c = &mut self.call;
-        Ok(set(
-            &mut c.resp.headers,
-            &mut c.header_budget,
-            &name,
-            Bytes::from(value),
-            true,
-        ))
+        Ok(self.call.set_response_header(&name, value, true))
     }
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<()> {
         remove(&mut self.call.resp.headers, &name);

@@ -73,6 +73,11 @@ fn value(
 trait Head: Send + Sync + 'static {
     const RESOURCE: &'static str;
     fn headers(data: &mut StoreData) -> &mut HeaderMap;
+    /// Passes a setter's answer on; the response's setters also keep the
+    /// first refusal (`host::Call::refused`), as the generated ones do.
+    fn answered(_: &mut StoreData, r: Result<(), String>) -> Result<(), String> {
+        r
+    }
 }
 
 impl Head for RequestHandle {
@@ -86,6 +91,9 @@ impl Head for ResponseHandle {
     const RESOURCE: &'static str = "response";
     fn headers(data: &mut StoreData) -> &mut HeaderMap {
         &mut data.call.resp.headers
+    }
+    fn answered(data: &mut StoreData, r: Result<(), String>) -> Result<(), String> {
+        data.call.note_refusal(r)
     }
 }
 
@@ -124,13 +132,13 @@ fn link_head<H: Head>(linker: &mut Linker<StoreData>, interface: &str) -> wasmti
                 let name = Name::read(&store, &name)?;
                 let v = match value(&store, &v)? {
                     Ok(v) => v,
-                    Err(e) => return Ok((Err(e),)),
+                    Err(e) => return Ok((H::answered(store.data_mut(), Err(e)),)),
                 };
                 let data = store.data_mut();
                 let mut budget = data.call.header_budget;
                 let r = host::set(H::headers(data), &mut budget, name.as_str(), v, append);
                 data.call.header_budget = budget;
-                Ok((r,))
+                Ok((H::answered(data, r),))
             },
         )?;
     }

@@ -21,7 +21,7 @@ use crate::config::PluginSettings;
 /// the names below are built from it.
 macro_rules! contract_version {
     (minor) => {
-        "0.3."
+        "0.4."
     };
     () => {
         concat!(contract_version!(minor), "0")
@@ -29,7 +29,7 @@ macro_rules! contract_version {
 }
 
 /// The contract this gateway speaks; a plugin must import and export
-/// `weir:plugin/*` at a semver-compatible version (0.3.x).
+/// `weir:plugin/*` at a semver-compatible version (0.4.x).
 pub const CONTRACT: &str = concat!("weir:plugin@", contract_version!());
 /// The contract's `http` interface, as components import it.
 pub const HTTP_INTERFACE: &str = concat!("weir:plugin/http@", contract_version!());
@@ -372,8 +372,8 @@ mod tests {
     #[test]
     fn versions_are_read_from_names() {
         assert_eq!(weir_version("weir:plugin/guest@0.2.0"), Some("0.2.0"));
-        assert_eq!(CONTRACT, "weir:plugin@0.3.0");
-        assert_eq!(HTTP_INTERFACE, "weir:plugin/http@0.3.0");
+        assert_eq!(CONTRACT, "weir:plugin@0.4.0");
+        assert_eq!(HTTP_INTERFACE, "weir:plugin/http@0.4.0");
         assert_eq!(weir_version("weir:plugin/host"), Some("(unversioned)"));
         assert_eq!(weir_version("wasi:io/streams@0.2.0"), None);
     }

@@ -497,6 +497,17 @@ impl Slot {
         io: &mut Io<'_>,
         f: impl FnOnce(&bindings::Plugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
+        self.call_answering(io, f).map(|(v, _)| v)
+    }
+
+    /// [`Slot::call`], also handing back the plugin's own answer when the
+    /// call wrote one: in the request phases no response is lent, and the
+    /// `response` handle names that answer instead.
+    fn call_answering<R>(
+        &self,
+        io: &mut Io<'_>,
+        f: impl FnOnce(&bindings::Plugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
+    ) -> Result<(R, Option<Answer>), Failure> {
         let mut inst = match io.held.take() {
             Some(i) => i,
             None => self.checkout()?,
@@ -504,10 +515,11 @@ impl Slot {
         lend(&mut inst.store, io);
         deadline::arm(&mut inst.store, StoreData::deadline, self.maker.deadline);
         let result = f(&inst.guest, &mut inst.store);
+        let answer = match io.resp {
+            None => take_answer(&mut inst.store.data_mut().call),
+            Some(_) => None,
+        };
         lend(&mut inst.store, io);
-        if io.resp.is_none() {
-            forget_unlent_response(&mut inst.store.data_mut().call.resp);
-        }
         match result {
             Ok(v) => {
                 let failures = &self.shared.failures;
@@ -518,7 +530,7 @@ impl Slot {
                     Isolation::Request => *io.held = Some(inst),
                     Isolation::Pooled => self.checkin(inst),
                 }
-                Ok(v)
+                Ok((v, answer))
             }
             // A trapped instance may be in any state: drop it.
             Err(e) => {
@@ -529,22 +541,23 @@ impl Slot {
     }
 
     pub fn on_request(&self, io: &mut Io<'_>) -> Result<Action, Failure> {
-        let action = self.call(io, |g, s| g.weir_plugin_guest().call_on_request(s))?;
+        let (action, answer) =
+            self.call_answering(io, |g, s| g.weir_plugin_guest().call_on_request(s))?;
         match action {
             bindings::Action::Continue => Ok(Action::Continue),
             bindings::Action::RouteTo(name) => Ok(Action::RouteTo(name)),
-            bindings::Action::Respond(r) => self.respond(r).map(Action::Respond),
+            bindings::Action::Respond(body) => self.respond(answer, body).map(Action::Respond),
         }
     }
 
     pub fn on_request_body(&self, io: &mut Io<'_>, body: &[u8]) -> Result<BodyAction, Failure> {
-        let action = self.call(io, |g, s| {
+        let (action, answer) = self.call_answering(io, |g, s| {
             g.weir_plugin_guest().call_on_request_body(s, body)
         })?;
         match action {
             bindings::BodyAction::Continue => Ok(BodyAction::Continue),
             bindings::BodyAction::Replace(b) => self.body(b).map(BodyAction::Replace),
-            bindings::BodyAction::Respond(r) => self.respond(r).map(BodyAction::Respond),
+            bindings::BodyAction::Respond(b) => self.respond(answer, b).map(BodyAction::Respond),
         }
     }
 
@@ -578,10 +591,14 @@ impl Slot {
         Ok(b)
     }
 
-    fn respond(&self, r: bindings::ResponseParts) -> Result<Respond, Failure> {
-        let head = host::response_head(r.status, r.headers)
+    /// The plugin's own answer: the head it set through its `response`
+    /// handle in this call (status 200 and no headers when it set none)
+    /// and the body it returned.
+    fn respond(&self, answer: Option<Answer>, body: Vec<u8>) -> Result<Respond, Failure> {
+        let answer = answer.unwrap_or_default();
+        let head = host::answer_head(answer.head, answer.refused)
             .map_err(|e| self.fail(FailureKind::Invalid(e)))?;
-        let body = self.body(r.body)?;
+        let body = self.body(body)?;
         Ok(Respond { head, body })
     }
 }
@@ -599,16 +616,39 @@ fn lend(store: &mut Store<StoreData>, io: &mut Io<'_>) {
     call.client_ip = io.client_ip;
     call.header_budget = host::limits::MAX_HEADER_BYTES_PER_CALL;
     call.log_budget = host::limits::MAX_LOG_LINES_PER_CALL;
+    call.refused = None;
 }
 
-/// The plugin's `response` handle names an empty head in phases without a
-/// response (the contract says so): what a call wrote to it is dropped,
-/// so nothing carries over to the next call or grows across calls.
-fn forget_unlent_response(resp: &mut http::response::Parts) {
-    if resp.status != http::StatusCode::OK || !resp.headers.is_empty() {
-        resp.status = http::StatusCode::OK;
-        resp.headers.clear();
+/// What a request-phase call left on its `response` handle.
+struct Answer {
+    head: http::response::Parts,
+    refused: Option<String>,
+}
+
+impl Default for Answer {
+    fn default() -> Answer {
+        Answer {
+            head: http::Response::new(()).into_parts().0,
+            refused: None,
+        }
     }
+}
+
+/// Takes what a call without a lent response wrote to its `response`
+/// handle, leaving an empty head for the next call: nothing carries over
+/// between calls or grows across them. Free when the call wrote nothing.
+fn take_answer(call: &mut host::Call) -> Option<Answer> {
+    if call.resp.status == http::StatusCode::OK
+        && call.resp.headers.is_empty()
+        && call.refused.is_none()
+    {
+        return None;
+    }
+    let fresh = Answer::default();
+    Some(Answer {
+        head: std::mem::replace(&mut call.resp, fresh.head),
+        refused: call.refused.take(),
+    })
 }
 
 /// A response a plugin built, validated.

@@ -111,13 +111,17 @@ fn with_plugin<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
     })
 }
 
-fn reply_parts(reply: Reply) -> types::ResponseParts {
+/// Sets a [`Reply`]'s status and headers on the answer the `response`
+/// handle names during the request phases, and hands back its body. A
+/// value the host refuses is not reported here: the host refuses the whole
+/// answer (and logs why), as the contract says.
+fn reply_body(resp: &http::Response, reply: Reply) -> Vec<u8> {
     let (status, headers, body) = reply.into_parts();
-    types::ResponseParts {
-        status,
-        headers,
-        body,
+    let _ = resp.set_status(status);
+    for (name, value) in &headers {
+        let _ = resp.add_header(name, value);
     }
+    body
 }
 
 /// The generated `guest` export for the plugin `P`; named by
@@ -157,19 +161,21 @@ impl<P: Plugin> guest::Guest for Guest<P> {
     }
 
     fn on_request() -> types::Action {
-        match with_heads::<P, _>(|p, req, _| p.on_request(&mut Request::new(req))) {
+        with_heads::<P, _>(|p, req, resp| match p.on_request(&mut Request::new(req)) {
             Action::Continue => types::Action::Continue,
-            Action::Respond(reply) => types::Action::Respond(reply_parts(reply)),
+            Action::Respond(reply) => types::Action::Respond(reply_body(resp, reply)),
             Action::RouteTo(upstream) => types::Action::RouteTo(upstream),
-        }
+        })
     }
 
     fn on_request_body(body: Vec<u8>) -> types::BodyAction {
-        match with_heads::<P, _>(|p, req, _| p.on_request_body(&mut Request::new(req), body)) {
-            BodyAction::Continue => types::BodyAction::Continue,
-            BodyAction::Replace(body) => types::BodyAction::Replace(body),
-            BodyAction::Respond(reply) => types::BodyAction::Respond(reply_parts(reply)),
-        }
+        with_heads::<P, _>(
+            |p, req, resp| match p.on_request_body(&mut Request::new(req), body) {
+                BodyAction::Continue => types::BodyAction::Continue,
+                BodyAction::Replace(body) => types::BodyAction::Replace(body),
+                BodyAction::Respond(reply) => types::BodyAction::Respond(reply_body(resp, reply)),
+            },
+        )
     }
 
     fn on_response() {
