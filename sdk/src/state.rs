@@ -30,8 +30,11 @@ pub fn get(key: &str) -> Option<Vec<u8>> {
 /// weir_sdk::state::set("session", b"ada", Some(Duration::from_secs(60))).unwrap();
 /// ```
 pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), String> {
-    let ttl_ms = ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-    backend::state_set(key, value, ttl_ms)
+    backend::state_set(key, value, ttl.map(millis))
+}
+
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Deletes a key; `true` if it existed.
@@ -48,7 +51,8 @@ pub fn delete(key: &str) -> bool {
 }
 
 /// Atomically adds `delta` to a counter (created at 0) and returns the new
-/// value.
+/// value. The counter lives until deleted; see [`increment_with_ttl`] for
+/// one that expires.
 ///
 /// # Example
 ///
@@ -57,7 +61,26 @@ pub fn delete(key: &str) -> bool {
 /// assert_eq!(weir_sdk::state::increment("hits", -1), Ok(1));
 /// ```
 pub fn increment(key: &str, delta: i64) -> Result<i64, String> {
-    backend::state_increment(key, delta)
+    backend::state_increment(key, delta, None)
+}
+
+/// Like [`increment`], but a counter this call creates expires `ttl`
+/// later (millisecond precision): a fixed window. Adding to a live counter
+/// keeps its expiry; once it has expired, the next increment starts a new
+/// counter and a new window.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+///
+/// // Requests of one client in the current minute.
+/// let minute = Duration::from_secs(60);
+/// assert_eq!(weir_sdk::state::increment_with_ttl("client:10.0.0.1", 1, minute), Ok(1));
+/// assert_eq!(weir_sdk::state::increment_with_ttl("client:10.0.0.1", 1, minute), Ok(2));
+/// ```
+pub fn increment_with_ttl(key: &str, delta: i64, ttl: Duration) -> Result<i64, String> {
+    backend::state_increment(key, delta, Some(millis(ttl)))
 }
 
 /// The shape of a token bucket: how many tokens it holds when full and how

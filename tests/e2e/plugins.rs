@@ -90,6 +90,24 @@ async fn chain_behaves(isolation: &str) {
     let r2 = get(&c, &gw.url("/hello"), &[]).await;
     assert!(hits(&r2) > first, "{} then {}", first, hits(&r2));
 
+    // A counter made with a TTL counts in a fixed window, then starts over
+    // (both chain entries count in the one namespace: each request adds
+    // the same number).
+    let window = |r: &Reply| -> i64 {
+        r.json()["headers"]["x-fx-window"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let ttl = [("x-fx-window-ms", "1000")];
+    let per_request = window(&get(&c, &gw.url("/w"), &ttl).await);
+    assert!(per_request > 0);
+    let second = window(&get(&c, &gw.url("/w"), &ttl).await);
+    assert_eq!(second, 2 * per_request);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(window(&get(&c, &gw.url("/w"), &ttl).await), per_request);
+
     // The response phase may change the status; the request phase the path.
     let r = get(&c, &gw.url("/x"), &[("x-fx-status", "203")]).await;
     assert_eq!(r.status, 203);

@@ -647,8 +647,11 @@ impl host::Host for StoreData {
         &mut self,
         key: String,
         delta: i64,
+        ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<i64, String>> {
-        Ok(self.state.increment(&key, delta))
+        Ok(self
+            .state
+            .increment(&key, delta, ttl_ms.map(Duration::from_millis)))
     }
 
     fn token_bucket_take(

@@ -117,6 +117,13 @@ fn check_key(key: &str) -> Result<(), String> {
 /// When a bucket left with `tokens` at `now` is full again: from then on
 /// it answers exactly as a missing bucket (created full) would, so it may
 /// be dropped. Rounded up to the millisecond; `None` if it never refills.
+/// When a key written now with `ttl` expires: never without one, nor when
+/// the TTL (which the plugin chooses) reaches past what the clock can
+/// represent.
+fn expiry(ttl: Option<Duration>, now: Instant) -> Option<Instant> {
+    now.checked_add(ttl?)
+}
+
 fn bucket_expiry(
     tokens: f64,
     capacity: u64,
@@ -174,7 +181,7 @@ impl Namespace {
         }
         let slot = Slot {
             value: Value::Bytes(value.to_vec()),
-            expires: ttl.map(|t| now + t),
+            expires: expiry(ttl, now),
         };
         self.put(key, slot, now)
     }
@@ -189,11 +196,20 @@ impl Namespace {
         }
     }
 
-    pub fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
-        self.increment_at(key, delta, Instant::now())
+    /// Adds `delta` to the counter `key`, creating it at 0; a counter this
+    /// call creates expires after `ttl` when one is given (a fixed
+    /// window), and adding to a live counter keeps its expiry.
+    pub fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, String> {
+        self.increment_at(key, delta, ttl, Instant::now())
     }
 
-    fn increment_at(&self, key: &str, delta: i64, now: Instant) -> Result<i64, String> {
+    fn increment_at(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Result<i64, String> {
         check_key(key)?;
         let add = |v: &mut Value| match v {
             Value::Counter(n) => {
@@ -209,7 +225,7 @@ impl Namespace {
         }
         let fresh = Slot {
             value: Value::Counter(delta),
-            expires: None,
+            expires: expiry(ttl, now),
         };
         self.make_room(key, fresh.size(key), now)?;
         // The entry holds the shard lock, so two increments of a new key
@@ -520,15 +536,44 @@ impl Counters {
 mod tests {
     use super::*;
 
+    /// A plugin chooses the TTL: one past what the clock can represent
+    /// must not panic the host; it never expires.
+    #[test]
+    fn a_ttl_past_the_clock_never_expires() {
+        let ns = Namespace::default();
+        let forever = Some(Duration::from_millis(u64::MAX));
+        ns.set("a", b"1", forever).unwrap();
+        assert_eq!(ns.get("a"), Some(b"1".to_vec()));
+    }
+
+    /// A counter's TTL is set when the counter is made: increments keep
+    /// it, and once it passes the next increment starts a new window.
+    #[test]
+    fn a_counter_with_a_ttl_is_a_fixed_window() {
+        let ns = Namespace::default();
+        let t0 = Instant::now();
+        let window = Some(Duration::from_secs(10));
+        assert_eq!(ns.increment_at("w", 1, window, t0), Ok(1));
+        let later = t0 + Duration::from_secs(9);
+        assert_eq!(ns.increment_at("w", 1, window, later), Ok(2));
+        assert_eq!(ns.increment_at("w", 1, None, later), Ok(3));
+        let next = t0 + Duration::from_secs(10);
+        assert_eq!(ns.increment_at("w", 1, window, next), Ok(1), "a new window");
+        // Without a TTL a counter never expires.
+        assert_eq!(ns.increment_at("n", 1, None, t0), Ok(1));
+        let much_later = t0 + Duration::from_secs(1_000_000);
+        assert_eq!(ns.increment_at("n", 1, None, much_later), Ok(2));
+    }
+
     #[test]
     fn ttl_expires_and_types_do_not_mix() {
         let ns = Namespace::default();
         ns.set("a", b"1", Some(Duration::from_millis(0))).unwrap();
         assert_eq!(ns.get("a"), None, "a zero TTL is already expired");
         ns.set("b", b"x", None).unwrap();
-        assert!(ns.increment("b", 1).is_err());
-        assert_eq!(ns.increment("c", 2), Ok(2));
-        assert_eq!(ns.increment("c", -5), Ok(-3));
+        assert!(ns.increment("b", 1, None).is_err());
+        assert_eq!(ns.increment("c", 2, None), Ok(2));
+        assert_eq!(ns.increment("c", -5, None), Ok(-3));
         assert_eq!(ns.get("c"), Some(b"-3".to_vec()));
         assert!(ns.delete("c"));
         assert!(!ns.delete("c"));
@@ -671,7 +716,7 @@ mod tests {
         ns.set_at("y", b"", Some(50 * MS), t0).unwrap();
         for i in 0..100 {
             assert!(ns.set_at(&format!("new{i}"), b"", None, t0).is_err());
-            assert!(ns.increment_at(&format!("new{i}"), 1, t0).is_err());
+            assert!(ns.increment_at(&format!("new{i}"), 1, None, t0).is_err());
         }
         assert_eq!(ns.sweeps.load(Ordering::Relaxed), 0, "nothing expired");
         // x has expired: one sweep frees it.

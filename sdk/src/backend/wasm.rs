@@ -47,8 +47,8 @@ pub(crate) fn state_delete(key: &str) -> bool {
     host::state_delete(key)
 }
 
-pub(crate) fn state_increment(key: &str, delta: i64) -> Result<i64, String> {
-    host::state_increment(key, delta)
+pub(crate) fn state_increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, String> {
+    host::state_increment(key, delta, ttl_ms)
 }
 
 pub(crate) fn token_bucket_take(

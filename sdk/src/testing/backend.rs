@@ -66,8 +66,15 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// A key's value, as the gateway keeps it: bytes, or a counter (which
+/// reads as its decimal text).
+enum Value {
+    Bytes(Vec<u8>),
+    Counter(i64),
+}
+
 struct Stored {
-    value: Vec<u8>,
+    value: Value,
     expires_at_ms: Option<u64>,
 }
 
@@ -85,7 +92,6 @@ pub(crate) struct Env {
     pub(crate) context: RefCell<BTreeMap<String, String>>,
     pub(crate) counters: RefCell<BTreeMap<String, u64>>,
     state: RefCell<HashMap<String, Stored>>,
-    numbers: RefCell<HashMap<String, i64>>,
     buckets: RefCell<HashMap<String, Bucket>>,
     rng: Cell<u64>,
 }
@@ -98,23 +104,33 @@ impl Env {
             context: RefCell::default(),
             counters: RefCell::default(),
             state: RefCell::default(),
-            numbers: RefCell::default(),
             buckets: RefCell::default(),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15),
         }
     }
 
-    pub(crate) fn state_get(&self, key: &str) -> Option<Vec<u8>> {
+    /// Drops `key` if it has expired; whether it is (still) there.
+    fn live(&self, state: &mut HashMap<String, Stored>, key: &str) -> bool {
         let now = self.now_ms.get();
-        let mut state = self.state.borrow_mut();
         match state.get(key) {
             Some(stored) if stored.expires_at_ms.is_some_and(|at| at <= now) => {
                 state.remove(key);
-                None
+                false
             }
-            Some(stored) => Some(stored.value.clone()),
-            None => None,
+            Some(_) => true,
+            None => false,
         }
+    }
+
+    pub(crate) fn state_get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut state = self.state.borrow_mut();
+        if !self.live(&mut state, key) {
+            return None;
+        }
+        state.get(key).map(|stored| match &stored.value {
+            Value::Bytes(b) => b.clone(),
+            Value::Counter(n) => n.to_string().into_bytes(),
+        })
     }
 
     pub(crate) fn state_set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) {
@@ -122,10 +138,45 @@ impl Env {
         self.state.borrow_mut().insert(
             key.to_owned(),
             Stored {
-                value: value.to_vec(),
+                value: Value::Bytes(value.to_vec()),
                 expires_at_ms,
             },
         );
+    }
+
+    pub(crate) fn state_delete(&self, key: &str) -> bool {
+        let mut state = self.state.borrow_mut();
+        self.live(&mut state, key) && state.remove(key).is_some()
+    }
+
+    /// As the gateway does: a counter made by this call expires after
+    /// `ttl_ms` when given; adding to a live counter keeps its expiry.
+    pub(crate) fn state_increment(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64, String> {
+        let mut state = self.state.borrow_mut();
+        if self.live(&mut state, key) {
+            let stored = state.get_mut(key).expect("a live key");
+            return match &mut stored.value {
+                Value::Counter(n) => {
+                    *n = n.checked_add(delta).ok_or("counter overflow")?;
+                    Ok(*n)
+                }
+                Value::Bytes(_) => Err(format!("key `{key}` does not hold a counter")),
+            };
+        }
+        let expires_at_ms = ttl_ms.map(|ttl| self.now_ms.get().saturating_add(ttl));
+        state.insert(
+            key.to_owned(),
+            Stored {
+                value: Value::Counter(delta),
+                expires_at_ms,
+            },
+        );
+        Ok(delta)
     }
 
     /// A continuous-refill token bucket, created full. A cost above the
@@ -278,19 +329,12 @@ pub(crate) fn state_set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<
 }
 
 pub(crate) fn state_delete(key: &str) -> bool {
-    with_env(|env| env.state.borrow_mut().remove(key).is_some())
+    with_env(|env| env.state_delete(key))
 }
 
-pub(crate) fn state_increment(key: &str, delta: i64) -> Result<i64, String> {
+pub(crate) fn state_increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, String> {
     check_key(key)?;
-    with_env(|env| {
-        let mut numbers = env.numbers.borrow_mut();
-        let value = numbers.entry(key.to_owned()).or_insert(0);
-        *value = value
-            .checked_add(delta)
-            .ok_or_else(|| format!("counter {key:?} would overflow"))?;
-        Ok(*value)
-    })
+    with_env(|env| env.state_increment(key, delta, ttl_ms))
 }
 
 pub(crate) fn token_bucket_take(

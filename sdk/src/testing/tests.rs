@@ -201,6 +201,29 @@ fn state_values_expire_with_the_clock() {
     assert_eq!(host.state("k"), None);
 }
 
+/// Counters behave as the gateway's: they read as decimal text, live in
+/// the same keys as values, and a TTL given when one is made is a fixed
+/// window.
+#[test]
+fn counters_share_keys_with_values_and_expire_as_windows() {
+    use crate::state::{delete, get, increment, increment_with_ttl, set};
+    let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let _current = super::install(&host.env);
+    assert_eq!(increment("hits", 2), Ok(2));
+    assert_eq!(get("hits").as_deref(), Some(&b"2"[..]));
+    assert!(delete("hits"));
+    assert_eq!(get("hits"), None);
+    set("bytes", b"x", None).unwrap();
+    assert!(increment("bytes", 1).is_err());
+
+    let minute = Duration::from_secs(60);
+    assert_eq!(increment_with_ttl("w", 1, minute), Ok(1));
+    host.advance(Duration::from_secs(59));
+    assert_eq!(increment_with_ttl("w", 1, minute), Ok(2));
+    host.advance(Duration::from_secs(1));
+    assert_eq!(increment_with_ttl("w", 1, minute), Ok(1), "a new window");
+}
+
 #[test]
 fn random_bytes_are_chunked_to_the_host_limit_and_deterministic_per_seed() {
     let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
