@@ -168,34 +168,12 @@ fn round(
     between: Between,
     buf: &mut [u8],
 ) -> f64 {
-    let slot = &chain.slots[0];
-    let mut id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
-    let mut context = Context::default();
-    let mut held = None;
-    let mut req = copy_head(base);
+    let mut r = Requests::new(chain, base);
     let mut spent = Duration::ZERO;
     for _ in 0..between.calls() {
         between.walk(buf);
         let started = Instant::now();
-        if copy {
-            req = copy_head(base);
-        }
-        if call {
-            let mut io = Io {
-                req: &mut req,
-                resp: None,
-                context: &mut context,
-                id: &mut id,
-                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                held: &mut held,
-            };
-            match slot.on_request(&mut io) {
-                Ok(Action::Continue) => {}
-                Ok(other) => panic!("{}: expected continue, got {other:?}", slot.name),
-                Err(e) => panic!("{}: {e}", slot.name),
-            }
-        }
-        std::hint::black_box(&req);
+        r.one(copy, call);
         spent += started.elapsed();
     }
     spent.as_nanos() as f64 / f64::from(between.calls())
@@ -309,26 +287,56 @@ fn pages_touched(chain: &Chain, base: &http::request::Parts, copy: bool) -> Vec<
 
 /// One request through the same steps as [`round`], untimed.
 fn round_once(chain: &Chain, base: &http::request::Parts, copy: bool, call: bool) {
-    let slot = &chain.slots[0];
-    let mut id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
-    let mut context = Context::default();
-    let mut held = None;
-    let mut req = copy_head(base);
-    if copy {
-        req = copy_head(base);
+    Requests::new(chain, base).one(copy, call);
+}
+
+/// What the pipeline lends a plugin call, kept across the requests of a
+/// round as a worker keeps them across requests.
+struct Requests<'a> {
+    chain: &'a Chain,
+    base: &'a http::request::Parts,
+    id: HeaderValue,
+    context: Context,
+    held: Option<Box<weir::plugin::Instance>>,
+    req: http::request::Parts,
+}
+
+impl<'a> Requests<'a> {
+    fn new(chain: &'a Chain, base: &'a http::request::Parts) -> Self {
+        Requests {
+            chain,
+            base,
+            id: HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
+            context: Context::default(),
+            held: None,
+            req: copy_head(base),
+        }
     }
-    if call {
-        let mut io = Io {
-            req: &mut req,
-            resp: None,
-            context: &mut context,
-            id: &mut id,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            held: &mut held,
-        };
-        slot.on_request(&mut io).expect("the call succeeds");
+
+    /// One request: a fresh copy of the head when `copy`, then the request
+    /// phase when `call` (which must continue).
+    fn one(&mut self, copy: bool, call: bool) {
+        if copy {
+            self.req = copy_head(self.base);
+        }
+        if call {
+            let slot = &self.chain.slots[0];
+            let mut io = Io {
+                req: &mut self.req,
+                resp: None,
+                context: &mut self.context,
+                id: &mut self.id,
+                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                held: &mut self.held,
+            };
+            match slot.on_request(&mut io) {
+                Ok(Action::Continue) => {}
+                Ok(other) => panic!("{}: expected continue, got {other:?}", slot.name),
+                Err(e) => panic!("{}: {e}", slot.name),
+            }
+        }
+        std::hint::black_box(&self.req);
     }
-    std::hint::black_box(&req);
 }
 
 /// "median [min-max]" of a round's samples.

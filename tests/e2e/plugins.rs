@@ -78,14 +78,12 @@ async fn chain_behaves(isolation: &str) {
     assert_eq!(values(&r, "x-fx-resp-order"), ["route", "global"]);
     assert_eq!(r.header("x-fx-upstream-status"), Some("200"));
 
-    // Shared state persists across requests (and instances).
-    let hits = |r: &Reply| -> i64 {
-        r.json()["headers"]["x-fx-hits"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
+    // Shared state persists across requests (and instances). The fixture
+    // reports its counters in request headers the upstream echoes.
+    let counter = |r: &Reply, name: &str| -> i64 {
+        r.json()["headers"][name].as_str().unwrap().parse().unwrap()
     };
+    let hits = |r: &Reply| counter(r, "x-fx-hits");
     let first = hits(&r);
     let r2 = get(&c, &gw.url("/hello"), &[]).await;
     assert!(hits(&r2) > first, "{} then {}", first, hits(&r2));
@@ -93,13 +91,7 @@ async fn chain_behaves(isolation: &str) {
     // A counter made with a TTL counts in a fixed window, then starts over
     // (both chain entries count in the one namespace: each request adds
     // the same number).
-    let window = |r: &Reply| -> i64 {
-        r.json()["headers"]["x-fx-window"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let window = |r: &Reply| counter(r, "x-fx-window");
     let ttl = [("x-fx-window-ms", "1000")];
     let per_request = window(&get(&c, &gw.url("/w"), &ttl).await);
     assert!(per_request > 0);
