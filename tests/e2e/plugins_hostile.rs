@@ -311,9 +311,10 @@ async fn header_injection_and_oversized_headers_never_reach_the_wire() {
     .await;
 }
 
-/// In the request phase a plugin's `response` handle names an empty
-/// placeholder: what it writes there reaches no client and does not carry
-/// over to the instance's next call (nor pile up across calls).
+/// In the request phase a plugin's `response` handle names its own answer,
+/// empty at the start of each call: what a call that continues wrote there
+/// reaches no client and does not carry over to the instance's next call
+/// (nor pile up across calls).
 #[tokio::test]
 async fn writes_to_the_response_handle_before_there_is_a_response_go_nowhere() {
     let (_app, gw) = start().await;
