@@ -1,7 +1,32 @@
 //! Logging through the host: each line is tagged by the gateway with the
 //! plugin name and the request id, and goes wherever the gateway's logs go.
+//! A message is one line (CR and LF are written as `\r` and `\n`) of at
+//! most [`MAX_MESSAGE_BYTES`]; one phase call writes at most
+//! [`MAX_LINES_PER_CALL`] lines, the host's own warnings about the call
+//! included.
 
 use crate::backend;
+
+/// The longest message the gateway logs, in bytes; a longer one is cut (on
+/// a character boundary) and ends with ` [cut]`.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(weir_sdk::log::MAX_MESSAGE_BYTES, 4 * 1024);
+/// ```
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// The most log lines one phase call writes. The line that would reach
+/// it is replaced by the host's warning that the call's further lines are
+/// dropped.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(weir_sdk::log::MAX_LINES_PER_CALL, 32);
+/// ```
+pub const MAX_LINES_PER_CALL: usize = 32;
 
 /// A log line's severity.
 ///

@@ -2,10 +2,65 @@
 //! requests and across every instance of this plugin (never visible to
 //! another plugin). Errors are the host's refusals (e.g. a value or key over
 //! its size bound) as text.
+//!
+//! Values, counters and buckets share one set of keys: a key holds one of
+//! them at a time. A plugin holds at most [`MAX_KEYS`] keys and
+//! [`MAX_BYTES`] of keys and values (a counter or a bucket counts as 16
+//! bytes besides its key); expired keys, and buckets that have refilled
+//! completely, are dropped before a write is refused for room.
 
 use std::time::Duration;
 
 use crate::backend;
+
+/// The longest key, in bytes (keys are at least 1 byte).
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::state::{set, MAX_KEY_BYTES};
+/// assert!(set(&"k".repeat(MAX_KEY_BYTES + 1), b"v", None).is_err());
+/// ```
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// The longest value, in bytes.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::state::{set, MAX_VALUE_BYTES};
+/// assert!(set("k", &vec![0; MAX_VALUE_BYTES + 1], None).is_err());
+/// ```
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// The most keys one plugin holds at once.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(weir_sdk::state::MAX_KEYS, 10_000);
+/// ```
+pub const MAX_KEYS: usize = 10_000;
+
+/// The most bytes of keys and values one plugin holds at once.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(weir_sdk::state::MAX_BYTES, 16 * 1024 * 1024);
+/// ```
+pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest bucket capacity and refill rate (tokens per second).
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::state::{take_tokens, Bucket, MAX_BUCKET};
+/// let too_big = Bucket { capacity: MAX_BUCKET + 1, refill_per_second: 1 };
+/// assert!(take_tokens("k", too_big, 1).is_err());
+/// ```
+pub const MAX_BUCKET: u64 = 1_000_000_000;
 
 /// Reads a value.
 ///

@@ -58,6 +58,28 @@ pub const MAX_TARGET_BYTES: usize = 8 * 1024;
 /// ```
 pub const MAX_REPLY_HEADERS: usize = 100;
 
+/// The header bytes one phase call may write: the name plus the value of
+/// every header it sets or adds, on the request, the response and its own
+/// reply together. A write past it is refused (the test host refuses it
+/// too).
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(weir_sdk::validate::MAX_HEADER_BYTES_PER_CALL, 64 * 1024);
+/// ```
+pub const MAX_HEADER_BYTES_PER_CALL: usize = 64 * 1024;
+
+/// The most header fields (repeated names counted once per value) a request
+/// or response may hold after a plugin's edits; adding one more is refused.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(weir_sdk::validate::MAX_HEAD_FIELDS, 2_000);
+/// ```
+pub const MAX_HEAD_FIELDS: usize = 2_000;
+
 /// Checks a header name a plugin wants to write: an RFC 9110 token, not
 /// one of [`RESERVED_HEADERS`].
 ///

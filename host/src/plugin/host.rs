@@ -260,19 +260,20 @@ impl WasiView for StoreData {
 /// Compared as text so a removal can be checked without building (and
 /// allocating) a `HeaderName`.
 fn reserved(name: &str) -> bool {
-    [
-        "connection",
-        "content-length",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "keep-alive",
-        "proxy-connection",
-    ]
-    .iter()
-    .any(|r| r.eq_ignore_ascii_case(name))
+    RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
+
+/// The headers [`reserved`] names.
+const RESERVED: [&str; 8] = [
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+];
 
 /// The answer to a header value longer than the bound.
 pub(crate) fn value_too_long() -> String {
@@ -701,6 +702,46 @@ impl host::Host for StoreData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SDK states these bounds to plugin authors, and its native test
+    /// host enforces them: they must be the gateway's.
+    #[test]
+    fn the_sdk_states_the_gateways_bounds() {
+        use super::super::state::limits as state;
+        use weir_sdk::{context, log, metrics, random, validate};
+        assert_eq!(
+            validate::MAX_HEADER_VALUE_BYTES,
+            limits::MAX_HEADER_VALUE_BYTES
+        );
+        assert_eq!(
+            validate::MAX_HEADER_BYTES_PER_CALL,
+            limits::MAX_HEADER_BYTES_PER_CALL
+        );
+        assert_eq!(validate::MAX_HEAD_FIELDS, limits::MAX_HEAD_FIELDS);
+        assert_eq!(validate::MAX_REPLY_HEADERS, limits::MAX_RESPONSE_HEADERS);
+        assert_eq!(validate::MAX_TARGET_BYTES, limits::MAX_TARGET_BYTES);
+        assert_eq!(log::MAX_MESSAGE_BYTES, limits::MAX_LOG_BYTES);
+        assert_eq!(
+            log::MAX_LINES_PER_CALL,
+            limits::MAX_LOG_LINES_PER_CALL as usize
+        );
+        assert_eq!(context::MAX_ENTRIES, limits::MAX_CONTEXT_ENTRIES);
+        assert_eq!(context::MAX_KEY_BYTES, limits::MAX_CONTEXT_KEY_BYTES);
+        assert_eq!(context::MAX_VALUE_BYTES, limits::MAX_CONTEXT_VALUE_BYTES);
+        assert_eq!(random::MAX_BYTES, limits::MAX_RANDOM_BYTES as usize);
+        assert_eq!(weir_sdk::state::MAX_KEY_BYTES, state::MAX_KEY_BYTES);
+        assert_eq!(weir_sdk::state::MAX_VALUE_BYTES, state::MAX_VALUE_BYTES);
+        assert_eq!(weir_sdk::state::MAX_KEYS, state::MAX_KEYS);
+        assert_eq!(weir_sdk::state::MAX_BYTES, state::MAX_BYTES);
+        assert_eq!(weir_sdk::state::MAX_BUCKET, state::MAX_BUCKET);
+        assert_eq!(metrics::MAX_NAME_BYTES, state::MAX_COUNTER_NAME_BYTES);
+        assert_eq!(metrics::MAX_COUNTERS, state::MAX_COUNTERS);
+        let mut sdk = validate::RESERVED_HEADERS.to_vec();
+        let mut gateway = RESERVED.to_vec();
+        sdk.sort_unstable();
+        gateway.sort_unstable();
+        assert_eq!(sdk, gateway);
+    }
 
     #[test]
     fn header_values_cannot_split_lines() {

@@ -12,27 +12,17 @@ use std::time::Duration;
 use super::headers::Headers;
 use crate::log::Level;
 use crate::state::BucketOutcome;
-use crate::validate;
+use crate::{context, log, metrics, state, validate};
 
 /// The default clock of a test environment: 2023-11-14T22:13:20Z. Fixed, so
 /// tests involving time are deterministic until they move the clock.
 pub(crate) const DEFAULT_NOW_MS: u64 = 1_700_000_000_000;
 
-/// The gateway's bounds on shared state and request context, mirrored.
-pub(crate) mod limits {
-    pub(crate) const MAX_STATE_KEY_BYTES: usize = 256;
-    pub(crate) const MAX_STATE_VALUE_BYTES: usize = 64 * 1024;
-    pub(crate) const MAX_BUCKET: u64 = 1_000_000_000;
-    pub(crate) const MAX_CONTEXT_ENTRIES: usize = 32;
-    pub(crate) const MAX_CONTEXT_KEY_BYTES: usize = 256;
-    pub(crate) const MAX_CONTEXT_VALUE_BYTES: usize = 4 * 1024;
-}
-
 fn check_key(key: &str) -> Result<(), String> {
-    if key.len() > limits::MAX_STATE_KEY_BYTES {
+    if key.is_empty() || key.len() > state::MAX_KEY_BYTES {
         return Err(format!(
-            "state keys are at most {} bytes",
-            limits::MAX_STATE_KEY_BYTES
+            "state keys are 1 to {} bytes",
+            state::MAX_KEY_BYTES
         ));
     }
     Ok(())
@@ -66,16 +56,33 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// A key's value, as the gateway keeps it: bytes, or a counter (which
-/// reads as its decimal text).
+/// A key's value, as the gateway keeps it: bytes, a counter (which reads
+/// as its decimal text) or a token bucket (which reads as nothing).
 enum Value {
     Bytes(Vec<u8>),
     Counter(i64),
+    Bucket(Bucket),
 }
 
 struct Stored {
     value: Value,
     expires_at_ms: Option<u64>,
+}
+
+impl Stored {
+    fn live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+
+    /// What the key and its value count against [`state::MAX_BYTES`], as
+    /// the gateway counts them.
+    fn size(&self, key: &str) -> usize {
+        key.len()
+            + match &self.value {
+                Value::Bytes(b) => b.len(),
+                Value::Counter(_) | Value::Bucket(_) => 16,
+            }
+    }
 }
 
 struct Bucket {
@@ -85,15 +92,100 @@ struct Bucket {
     updated_ms: u64,
 }
 
-/// Everything the host keeps for one plugin: state, context, logs, clock.
+/// When a key written at `now_ms` with `ttl_ms` expires: never without a
+/// TTL, nor when it reaches past what the clock can hold.
+fn expiry(ttl_ms: Option<u64>, now_ms: u64) -> Option<u64> {
+    now_ms.checked_add(ttl_ms?)
+}
+
+/// One plugin's keys and the bytes they count, within the gateway's
+/// bounds ([`state::MAX_KEYS`], [`state::MAX_BYTES`]).
+#[derive(Default)]
+struct Keys {
+    map: HashMap<String, Stored>,
+    bytes: usize,
+}
+
+impl Keys {
+    /// `key`'s slot if it is live; an expired one is dropped.
+    fn live(&mut self, key: &str, now_ms: u64) -> Option<&mut Stored> {
+        if self.map.get(key).is_some_and(|s| !s.live(now_ms)) {
+            self.remove(key);
+        }
+        self.map.get_mut(key)
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Stored> {
+        let old = self.map.remove(key)?;
+        self.bytes -= old.size(key);
+        Some(old)
+    }
+
+    fn sweep(&mut self, now_ms: u64) {
+        let expired: Vec<String> = (self.map.iter())
+            .filter(|(_, s)| !s.live(now_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            self.remove(&key);
+        }
+    }
+
+    /// Whether a slot of `size` bytes fits in place of whatever `key` holds
+    /// (for a new key, one more key must fit too); expired keys are swept
+    /// before the answer is no, as in the gateway.
+    fn make_room(&mut self, key: &str, size: usize, now_ms: u64) -> Result<(), String> {
+        let full = |keys: &Keys| !keys.map.contains_key(key) && keys.map.len() >= state::MAX_KEYS;
+        if full(self) {
+            self.sweep(now_ms);
+            if full(self) {
+                return Err(format!(
+                    "this plugin already holds {} keys, the most allowed",
+                    state::MAX_KEYS
+                ));
+            }
+        }
+        let fits = |keys: &Keys| {
+            let old = keys.map.get(key).map_or(0, |s| s.size(key));
+            keys.bytes - old + size <= state::MAX_BYTES
+        };
+        if !fits(self) {
+            self.sweep(now_ms);
+            if !fits(self) {
+                return Err(format!(
+                    "this plugin's state would exceed {} bytes",
+                    state::MAX_BYTES
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `slot` under `key` in place of what it held, if it fits.
+    fn put(&mut self, key: &str, slot: Stored, now_ms: u64) -> Result<(), String> {
+        self.make_room(key, slot.size(key), now_ms)?;
+        self.remove(key);
+        self.bytes += slot.size(key);
+        self.map.insert(key.to_owned(), slot);
+        Ok(())
+    }
+}
+
+/// Everything the host keeps for one plugin: state, context, logs, clock,
+/// and what is left of the current phase call's budgets.
 pub(crate) struct Env {
     pub(crate) now_ms: Cell<u64>,
     pub(crate) logs: RefCell<Vec<LogLine>>,
     pub(crate) context: RefCell<BTreeMap<String, String>>,
     pub(crate) counters: RefCell<BTreeMap<String, u64>>,
-    state: RefCell<HashMap<String, Stored>>,
-    buckets: RefCell<HashMap<String, Bucket>>,
+    keys: RefCell<Keys>,
     rng: Cell<u64>,
+    /// Header bytes the current call may still write
+    /// ([`validate::MAX_HEADER_BYTES_PER_CALL`] at its start).
+    header_budget: Cell<usize>,
+    /// Log lines the current call may still write
+    /// ([`log::MAX_LINES_PER_CALL`] at its start).
+    log_budget: Cell<usize>,
 }
 
 impl Env {
@@ -103,50 +195,101 @@ impl Env {
             logs: RefCell::default(),
             context: RefCell::default(),
             counters: RefCell::default(),
-            state: RefCell::default(),
-            buckets: RefCell::default(),
+            keys: RefCell::default(),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15),
+            header_budget: Cell::new(validate::MAX_HEADER_BYTES_PER_CALL),
+            log_budget: Cell::new(log::MAX_LINES_PER_CALL),
         }
     }
 
-    /// Drops `key` if it has expired; whether it is (still) there.
-    fn live(&self, state: &mut HashMap<String, Stored>, key: &str) -> bool {
-        let now = self.now_ms.get();
-        match state.get(key) {
-            Some(stored) if stored.expires_at_ms.is_some_and(|at| at <= now) => {
-                state.remove(key);
+    /// Starts a phase call: its budgets are full again, as the gateway
+    /// refills them for every call.
+    pub(crate) fn begin_call(&self) {
+        self.header_budget.set(validate::MAX_HEADER_BYTES_PER_CALL);
+        self.log_budget.set(log::MAX_LINES_PER_CALL);
+    }
+
+    /// Whether the current call may write one more log line; the line that
+    /// uses the budget up becomes the host's warning that the rest are
+    /// dropped, as in the gateway.
+    fn may_log(&self) -> bool {
+        match self.log_budget.get() {
+            0 => false,
+            1 => {
+                self.log_budget.set(0);
+                self.logs.borrow_mut().push(LogLine {
+                    level: Level::Warn,
+                    message: format!(
+                        "further log lines of this plugin call are dropped (at most {} per call)",
+                        log::MAX_LINES_PER_CALL
+                    ),
+                });
                 false
             }
-            Some(_) => true,
-            None => false,
+            n => {
+                self.log_budget.set(n - 1);
+                true
+            }
         }
+    }
+
+    /// A warning of the host's about the current call (a dropped context
+    /// entry or counter), within the call's log budget.
+    fn warn(&self, message: String) {
+        if self.may_log() {
+            self.logs.borrow_mut().push(LogLine {
+                level: Level::Warn,
+                message,
+            });
+        }
+    }
+
+    /// Takes `cost` bytes from the current call's header budget.
+    fn spend_header_bytes(&self, cost: usize) -> Result<(), String> {
+        let left = self.header_budget.get();
+        if cost > left {
+            return Err(format!(
+                "a plugin may set at most {} header bytes per call",
+                validate::MAX_HEADER_BYTES_PER_CALL
+            ));
+        }
+        self.header_budget.set(left - cost);
+        Ok(())
     }
 
     pub(crate) fn state_get(&self, key: &str) -> Option<Vec<u8>> {
-        let mut state = self.state.borrow_mut();
-        if !self.live(&mut state, key) {
-            return None;
+        let mut keys = self.keys.borrow_mut();
+        match &keys.live(key, self.now_ms.get())?.value {
+            Value::Bytes(b) => Some(b.clone()),
+            Value::Counter(n) => Some(n.to_string().into_bytes()),
+            Value::Bucket(_) => None,
         }
-        state.get(key).map(|stored| match &stored.value {
-            Value::Bytes(b) => b.clone(),
-            Value::Counter(n) => n.to_string().into_bytes(),
-        })
     }
 
-    pub(crate) fn state_set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) {
-        let expires_at_ms = ttl_ms.map(|ttl| self.now_ms.get().saturating_add(ttl));
-        self.state.borrow_mut().insert(
-            key.to_owned(),
-            Stored {
-                value: Value::Bytes(value.to_vec()),
-                expires_at_ms,
-            },
-        );
+    pub(crate) fn state_set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<(), String> {
+        check_key(key)?;
+        if value.len() > state::MAX_VALUE_BYTES {
+            return Err(format!(
+                "state values are at most {} bytes",
+                state::MAX_VALUE_BYTES
+            ));
+        }
+        let now = self.now_ms.get();
+        let slot = Stored {
+            value: Value::Bytes(value.to_vec()),
+            expires_at_ms: expiry(ttl_ms, now),
+        };
+        self.keys.borrow_mut().put(key, slot, now)
     }
 
     pub(crate) fn state_delete(&self, key: &str) -> bool {
-        let mut state = self.state.borrow_mut();
-        self.live(&mut state, key) && state.remove(key).is_some()
+        let mut keys = self.keys.borrow_mut();
+        keys.live(key, self.now_ms.get()).is_some() && keys.remove(key).is_some()
     }
 
     /// As the gateway does: a counter made by this call expires after
@@ -157,30 +300,30 @@ impl Env {
         delta: i64,
         ttl_ms: Option<u64>,
     ) -> Result<i64, String> {
-        let mut state = self.state.borrow_mut();
-        if self.live(&mut state, key) {
-            let stored = state.get_mut(key).expect("a live key");
+        check_key(key)?;
+        let now = self.now_ms.get();
+        let mut keys = self.keys.borrow_mut();
+        if let Some(stored) = keys.live(key, now) {
             return match &mut stored.value {
                 Value::Counter(n) => {
                     *n = n.checked_add(delta).ok_or("counter overflow")?;
                     Ok(*n)
                 }
-                Value::Bytes(_) => Err(format!("key `{key}` does not hold a counter")),
+                _ => Err(format!("key `{key}` does not hold a counter")),
             };
         }
-        let expires_at_ms = ttl_ms.map(|ttl| self.now_ms.get().saturating_add(ttl));
-        state.insert(
-            key.to_owned(),
-            Stored {
-                value: Value::Counter(delta),
-                expires_at_ms,
-            },
-        );
+        let slot = Stored {
+            value: Value::Counter(delta),
+            expires_at_ms: expiry(ttl_ms, now),
+        };
+        keys.put(key, slot, now)?;
         Ok(delta)
     }
 
     /// A continuous-refill token bucket, created full. A cost above the
-    /// capacity can never be met: refused, retry after `u64::MAX` ms.
+    /// capacity can never be met: refused, retry after `u64::MAX` ms. As in
+    /// the gateway, a bucket expires when it is full again (it answers as a
+    /// missing one would), so a full one holds no key.
     fn take(
         &self,
         key: &str,
@@ -189,43 +332,76 @@ impl Env {
         cost: u64,
     ) -> Result<BucketOutcome, String> {
         check_key(key)?;
-        if capacity == 0 || capacity > limits::MAX_BUCKET || refill > limits::MAX_BUCKET {
+        if capacity == 0 || capacity > state::MAX_BUCKET || refill > state::MAX_BUCKET {
             return Err(format!(
                 "bucket capacity must be 1 to {0} and refill at most {0} per second",
-                limits::MAX_BUCKET
+                state::MAX_BUCKET
             ));
         }
         let now = self.now_ms.get();
         let full = u128::from(capacity) * 1000;
-        let mut buckets = self.buckets.borrow_mut();
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        // Takes from `bucket`; the outcome, and when the bucket is full
+        // again.
+        let take = |bucket: &mut Bucket| {
+            // One token per second is one milli-token per millisecond.
+            let elapsed = u128::from(now.saturating_sub(bucket.updated_ms));
+            bucket.milli_tokens = (bucket.milli_tokens + elapsed * u128::from(refill)).min(full);
+            bucket.updated_ms = now;
+            let need = u128::from(cost) * 1000;
+            let outcome = if bucket.milli_tokens >= need {
+                bucket.milli_tokens -= need;
+                BucketOutcome {
+                    allowed: true,
+                    remaining: (bucket.milli_tokens / 1000) as u64,
+                    retry_after: Duration::ZERO,
+                }
+            } else {
+                let missing = need - bucket.milli_tokens;
+                let retry_after_ms = if refill == 0 || cost > capacity {
+                    u64::MAX
+                } else {
+                    u64::try_from(missing.div_ceil(u128::from(refill))).unwrap_or(u64::MAX)
+                };
+                BucketOutcome {
+                    allowed: false,
+                    remaining: (bucket.milli_tokens / 1000) as u64,
+                    retry_after: Duration::from_millis(retry_after_ms),
+                }
+            };
+            let to_full = full - bucket.milli_tokens;
+            let full_at = if to_full == 0 {
+                Some(now)
+            } else if refill == 0 {
+                None
+            } else {
+                u64::try_from(to_full.div_ceil(u128::from(refill)))
+                    .ok()
+                    .and_then(|ms| now.checked_add(ms))
+            };
+            (outcome, full_at)
+        };
+        let mut keys = self.keys.borrow_mut();
+        if let Some(stored) = keys.live(key, now) {
+            let Value::Bucket(bucket) = &mut stored.value else {
+                return Err(format!("key `{key}` does not hold a token bucket"));
+            };
+            let (outcome, full_at) = take(bucket);
+            stored.expires_at_ms = full_at;
+            return Ok(outcome);
+        }
+        let mut bucket = Bucket {
             milli_tokens: full,
             updated_ms: now,
-        });
-        // One token per second is one milli-token per millisecond.
-        let elapsed = u128::from(now.saturating_sub(bucket.updated_ms));
-        bucket.milli_tokens = (bucket.milli_tokens + elapsed * u128::from(refill)).min(full);
-        bucket.updated_ms = now;
-        let need = u128::from(cost) * 1000;
-        if bucket.milli_tokens >= need {
-            bucket.milli_tokens -= need;
-            return Ok(BucketOutcome {
-                allowed: true,
-                remaining: (bucket.milli_tokens / 1000) as u64,
-                retry_after: Duration::ZERO,
-            });
-        }
-        let missing = need - bucket.milli_tokens;
-        let retry_after_ms = if refill == 0 || cost > capacity {
-            u64::MAX
-        } else {
-            u64::try_from(missing.div_ceil(u128::from(refill))).unwrap_or(u64::MAX)
         };
-        Ok(BucketOutcome {
-            allowed: false,
-            remaining: (bucket.milli_tokens / 1000) as u64,
-            retry_after: Duration::from_millis(retry_after_ms),
-        })
+        let (outcome, full_at) = take(&mut bucket);
+        let slot = Stored {
+            value: Value::Bucket(bucket),
+            expires_at_ms: full_at,
+        };
+        if slot.live(now) {
+            keys.put(key, slot, now)?;
+        }
+        Ok(outcome)
     }
 
     /// splitmix64: deterministic, so tests that draw random numbers repeat.
@@ -268,12 +444,36 @@ impl Drop for Installed {
     }
 }
 
+/// Starts a phase call on the current environment (see [`Env::begin_call`]).
+pub(crate) fn begin_call() {
+    with_env(Env::begin_call)
+}
+
+/// Takes `cost` bytes from the current call's header budget.
+pub(crate) fn spend_header_bytes(cost: usize) -> Result<(), String> {
+    with_env(|env| env.spend_header_bytes(cost))
+}
+
+/// As in the gateway: within the call's line budget, cut to
+/// [`log::MAX_MESSAGE_BYTES`] and kept to one line.
 pub(crate) fn log(level: Level, message: &str) {
     with_env(|env| {
-        env.logs.borrow_mut().push(LogLine {
-            level,
-            message: message.to_owned(),
-        })
+        if !env.may_log() {
+            return;
+        }
+        let mut message = message.to_owned();
+        if message.len() > log::MAX_MESSAGE_BYTES {
+            let mut at = log::MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(at) {
+                at -= 1;
+            }
+            message.truncate(at);
+            message.push_str(" [cut]");
+        }
+        if message.contains(['\n', '\r']) {
+            message = message.replace('\n', "\\n").replace('\r', "\\r");
+        }
+        env.logs.borrow_mut().push(LogLine { level, message })
     })
 }
 
@@ -285,29 +485,26 @@ pub(crate) fn context_get(key: &str) -> Option<String> {
 /// contract gives `context-set` no error channel).
 pub(crate) fn context_set(key: &str, value: &str) {
     with_env(|env| {
-        let mut context = env.context.borrow_mut();
-        let refusal = if key.len() > limits::MAX_CONTEXT_KEY_BYTES
-            || value.len() > limits::MAX_CONTEXT_VALUE_BYTES
-        {
-            Some(format!(
-                "context keys are at most {} bytes and values at most {}",
-                limits::MAX_CONTEXT_KEY_BYTES,
-                limits::MAX_CONTEXT_VALUE_BYTES
-            ))
-        } else if !context.contains_key(key) && context.len() >= limits::MAX_CONTEXT_ENTRIES {
-            Some(format!(
-                "at most {} context entries per plugin per request",
-                limits::MAX_CONTEXT_ENTRIES
-            ))
-        } else {
-            context.insert(key.to_owned(), value.to_owned());
-            None
+        let refusal = {
+            let mut context = env.context.borrow_mut();
+            if key.len() > context::MAX_KEY_BYTES || value.len() > context::MAX_VALUE_BYTES {
+                Some(format!(
+                    "context keys are at most {} bytes and values at most {}",
+                    context::MAX_KEY_BYTES,
+                    context::MAX_VALUE_BYTES
+                ))
+            } else if !context.contains_key(key) && context.len() >= context::MAX_ENTRIES {
+                Some(format!(
+                    "at most {} context entries per plugin per request",
+                    context::MAX_ENTRIES
+                ))
+            } else {
+                context.insert(key.to_owned(), value.to_owned());
+                None
+            }
         };
         if let Some(refusal) = refusal {
-            env.logs.borrow_mut().push(LogLine {
-                level: Level::Warn,
-                message: format!("context-set refused: {refusal}"),
-            });
+            env.warn(format!("context-set refused: {refusal}"));
         }
     });
 }
@@ -317,15 +514,7 @@ pub(crate) fn state_get(key: &str) -> Option<Vec<u8>> {
 }
 
 pub(crate) fn state_set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), String> {
-    check_key(key)?;
-    if value.len() > limits::MAX_STATE_VALUE_BYTES {
-        return Err(format!(
-            "state values are at most {} bytes",
-            limits::MAX_STATE_VALUE_BYTES
-        ));
-    }
-    with_env(|env| env.state_set(key, value, ttl_ms));
-    Ok(())
+    with_env(|env| env.state_set(key, value, ttl_ms))
 }
 
 pub(crate) fn state_delete(key: &str) -> bool {
@@ -333,7 +522,6 @@ pub(crate) fn state_delete(key: &str) -> bool {
 }
 
 pub(crate) fn state_increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, String> {
-    check_key(key)?;
     with_env(|env| env.state_increment(key, delta, ttl_ms))
 }
 
@@ -346,11 +534,32 @@ pub(crate) fn token_bucket_take(
     with_env(|env| env.take(key, capacity, refill_per_second, cost))
 }
 
+/// As in the gateway, an add the bounds refuse is dropped and logged.
 pub(crate) fn counter_add(name: &str, delta: u64) {
     with_env(|env| {
-        let mut counters = env.counters.borrow_mut();
-        let counter = counters.entry(name.to_owned()).or_insert(0);
-        *counter = counter.saturating_add(delta);
+        let refusal = {
+            let mut counters = env.counters.borrow_mut();
+            if name.is_empty() || name.len() > metrics::MAX_NAME_BYTES {
+                Some(format!(
+                    "counter names are 1 to {} bytes",
+                    metrics::MAX_NAME_BYTES
+                ))
+            } else if let Some(counter) = counters.get_mut(name) {
+                *counter = counter.wrapping_add(delta);
+                None
+            } else if counters.len() >= metrics::MAX_COUNTERS {
+                Some(format!(
+                    "at most {} counters per plugin",
+                    metrics::MAX_COUNTERS
+                ))
+            } else {
+                counters.insert(name.to_owned(), delta);
+                None
+            }
+        };
+        if let Some(refusal) = refusal {
+            env.warn(format!("counter-add refused: {refusal}"));
+        }
     })
 }
 

@@ -2,6 +2,7 @@
 //! of plugin writes, used by the test host for requests, responses and
 //! replies.
 
+use super::backend;
 use crate::validate;
 
 /// Header pairs with lower-case names, in insertion order.
@@ -35,17 +36,33 @@ impl Headers {
     }
 
     pub(crate) fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
-        validate::header_name(name)?;
-        validate::header_value(name, value)?;
+        self.check_write(name, value, false)?;
         self.remove_unchecked(name);
         self.0.push((name.to_ascii_lowercase(), value.to_owned()));
         Ok(())
     }
 
     pub(crate) fn add(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.check_write(name, value, true)?;
+        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+
+    /// What the gateway checks before a plugin's header write, in its
+    /// order: the name and value, the call's header byte budget (spent
+    /// even when the field bound then refuses the write, as there), and the
+    /// bound on the head's fields.
+    fn check_write(&self, name: &str, value: &str, append: bool) -> Result<(), String> {
         validate::header_name(name)?;
         validate::header_value(name, value)?;
-        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+        backend::spend_header_bytes(name.len() + value.len())?;
+        let named = self.0.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        if self.0.len() >= validate::MAX_HEAD_FIELDS && (append || !named) {
+            return Err(format!(
+                "a head holds at most {} header fields",
+                validate::MAX_HEAD_FIELDS
+            ));
+        }
         Ok(())
     }
 

@@ -8,12 +8,25 @@
 //! crate docs) against a scripted upstream response and returns an
 //! [`Exchange`]: what the upstream received and what the client got.
 //!
-//! The test host applies the gateway's validation to what the plugin writes
-//! (header names and values, reserved headers, paths, statuses, the bounds
-//! of [`crate::validate`], state and context sizes): setters return the
-//! same errors, and a reply the gateway would refuse fails the test with a
-//! panic. It does not model the CPU deadline, the memory cap or the
-//! per-call header byte budget.
+//! The test host applies the gateway's validation and bounds to what the
+//! plugin writes, with the gateway's errors:
+//!
+//! - header names and values, reserved headers, paths, statuses and the
+//!   bounds of [`crate::validate`], among them the header bytes one phase
+//!   call may write ([`crate::validate::MAX_HEADER_BYTES_PER_CALL`], over
+//!   the request, the response and a reply together) and the fields a head
+//!   may hold;
+//! - shared state ([`crate::state`]: key and value sizes, the keys and bytes
+//!   one plugin may hold, one set of keys for values, counters and buckets),
+//!   request context ([`crate::context`]) and metrics counters
+//!   ([`crate::metrics`]), whose refusals are logged as in the gateway;
+//! - logging ([`crate::log`]: lines per call, message length, one line per
+//!   message).
+//!
+//! Setters return the gateway's errors, and a reply the gateway would
+//! refuse fails the test with a panic. Each phase call starts with full
+//! budgets, as in the gateway. It does not model the CPU deadline or the
+//! memory cap.
 //!
 //! # Example
 //!
@@ -216,6 +229,7 @@ impl<P: Plugin> TestHost<P> {
         let mut routed_to = None;
         let action = if self.phases.request {
             phases.push(Phase::Request);
+            self.env.begin_call();
             self.plugin.on_request(&mut Request::new(&mut req))
         } else {
             Action::Continue
@@ -231,6 +245,7 @@ impl<P: Plugin> TestHost<P> {
         };
         if reply.is_none() && self.capabilities.request_body {
             phases.push(Phase::RequestBody);
+            self.env.begin_call();
             match self
                 .plugin
                 .on_request_body(&mut Request::new(&mut req), body.clone())
@@ -260,11 +275,13 @@ impl<P: Plugin> TestHost<P> {
                 } = upstream;
                 if self.phases.response {
                     phases.push(Phase::Response);
+                    self.env.begin_call();
                     self.plugin
                         .on_response(&Request::new(&mut req), &mut Response::new(&mut resp));
                 }
                 if self.capabilities.response_body {
                     phases.push(Phase::ResponseBody);
+                    self.env.begin_call();
                     if let Some(replacement) = self.plugin.on_response_body(
                         &Request::new(&mut req),
                         &mut Response::new(&mut resp),
@@ -280,6 +297,7 @@ impl<P: Plugin> TestHost<P> {
         };
         if self.phases.log {
             phases.push(Phase::Log);
+            self.env.begin_call();
             self.plugin.on_log(&Request::new(&mut req), status);
         }
         Exchange {
@@ -398,8 +416,14 @@ impl<P: Plugin> TestHost<P> {
     /// # Example
     ///
     /// See [`TestHost::state`].
+    ///
+    /// # Panics
+    ///
+    /// If the gateway would refuse the write (key or value over its bound,
+    /// or no room left): the test's set-up is wrong.
     pub fn set_state(&self, key: &str, value: &[u8]) {
-        self.env.state_set(key, value, None);
+        (self.env.state_set(key, value, None))
+            .unwrap_or_else(|e| panic!("set_state({key:?}): {e}"));
     }
 
     /// A metrics counter's value (0 if never added to).
@@ -440,7 +464,8 @@ fn checked_reply(reply: &Reply) -> (u16, Headers) {
 }
 
 /// Runs `f` with a [`Request`] built from `request`, on the current test
-/// environment: for unit tests of helpers that take a `Request`.
+/// environment, as one phase call (with the call's budgets full): for unit
+/// tests of helpers that take a `Request`.
 ///
 /// # Example
 ///
@@ -451,12 +476,13 @@ fn checked_reply(reply: &Reply) -> (u16, Headers) {
 /// assert_eq!(user.as_deref(), Some("ada"));
 /// ```
 pub fn with_request<R>(request: TestRequest, f: impl FnOnce(&mut Request<'_>) -> R) -> R {
+    backend::begin_call();
     let mut state = request.state;
     f(&mut Request::new(&mut state))
 }
 
-/// Runs `f` with a [`Response`] built from `response`: for unit tests of
-/// helpers that take a `Response`.
+/// Runs `f` with a [`Response`] built from `response`, as one phase call:
+/// for unit tests of helpers that take a `Response`.
 ///
 /// # Example
 ///
@@ -467,6 +493,7 @@ pub fn with_request<R>(request: TestRequest, f: impl FnOnce(&mut Request<'_>) ->
 /// assert_eq!(status, 204);
 /// ```
 pub fn with_response<R>(response: TestResponse, f: impl FnOnce(&mut Response<'_>) -> R) -> R {
+    backend::begin_call();
     let mut state = response.state;
     f(&mut Response::new(&mut state))
 }

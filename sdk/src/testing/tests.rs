@@ -262,3 +262,239 @@ fn context_and_state_bounds_match_the_gateway() {
     assert!(crate::state::set("k", &vec![0; 64 * 1024 + 1], None).is_err());
     assert!(crate::state::set("k", &vec![0; 64 * 1024], None).is_ok());
 }
+
+/// Sets `x-big-N` headers of 16 KiB on the request until one is refused,
+/// keeping the refusals in the context; replies with a header one byte
+/// over what is left of the budget when the request asks for it.
+struct BigHeaders;
+
+impl Plugin for BigHeaders {
+    type Config = serde::de::IgnoredAny;
+
+    fn new(_: Self::Config) -> Result<Self, String> {
+        Ok(BigHeaders)
+    }
+
+    fn on_request(&mut self, req: &mut Request<'_>) -> Action {
+        let value = "v".repeat(crate::validate::MAX_HEADER_VALUE_BYTES);
+        let mut set = 0;
+        while let Ok(()) = req.set_header(&format!("x-big-{set}"), &value) {
+            set += 1;
+        }
+        let refused = req.set_header("x-one-more", &value).unwrap_err();
+        crate::context::set("set", &set.to_string());
+        crate::context::set("refused", &refused);
+        if req.header("x-reply").is_some() {
+            // Less than what was refused above, but more than is left.
+            let left = crate::validate::MAX_HEADER_BYTES_PER_CALL - set * (value.len() + 7);
+            return Action::respond(403)
+                .header("x-reply", "r".repeat(left + 1 - "x-reply".len()))
+                .into();
+        }
+        Action::Continue
+    }
+
+    fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) {
+        // A new call: the budget is full again.
+        let value = "v".repeat(crate::validate::MAX_HEADER_VALUE_BYTES);
+        resp.set_header("x-big", &value).unwrap();
+    }
+}
+
+/// The per-call header budget: what one call may write, request and reply
+/// together, is bounded; the next call starts afresh.
+#[test]
+fn header_bytes_are_bounded_per_call_as_in_the_gateway() {
+    let mut host = TestHost::<BigHeaders>::new(serde_json::json!({})).unwrap();
+    let exchange = host.run(TestRequest::get("/"));
+    // 16 KiB values plus their names: three fit in 64 KiB, the fourth not.
+    assert_eq!(exchange.context("set"), Some("3"));
+    let refused = exchange.context("refused").unwrap();
+    assert_eq!(
+        refused,
+        "a plugin may set at most 65536 header bytes per call"
+    );
+    assert_eq!(exchange.header("x-big").map(str::len), Some(16 * 1024));
+    assert_eq!(
+        exchange
+            .upstream_request()
+            .unwrap()
+            .header("x-big-2")
+            .map(str::len),
+        Some(16 * 1024)
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "the plugin's reply: a plugin may set at most 65536 header bytes per call"
+)]
+fn a_reply_past_the_calls_header_budget_fails_the_test() {
+    // The reply's header no longer fits: the gateway would refuse the whole
+    // answer (500).
+    let mut host = TestHost::<BigHeaders>::new(serde_json::json!({})).unwrap();
+    host.run(TestRequest::get("/").header("x-reply", "1"));
+}
+
+#[test]
+fn a_head_holds_a_bounded_number_of_fields() {
+    use crate::validate::MAX_HEAD_FIELDS;
+    super::with_request(TestRequest::get("/").header("x-a", "0"), |req| {
+        for _ in 1..MAX_HEAD_FIELDS {
+            req.add_header("x-a", "1").unwrap();
+        }
+        let refused = req.add_header("x-a", "1").unwrap_err();
+        assert_eq!(refused, "a head holds at most 2000 header fields");
+        assert!(req.set_header("x-b", "1").is_err(), "a new name");
+        // Replacing every `x-a` makes room again.
+        req.set_header("x-a", "2").unwrap();
+        req.add_header("x-b", "1").unwrap();
+    });
+}
+
+/// Logs `n` lines per request phase (from the `x-lines` header) and one in
+/// the log phase.
+struct Chatty;
+
+impl Plugin for Chatty {
+    type Config = serde::de::IgnoredAny;
+
+    fn new(_: Self::Config) -> Result<Self, String> {
+        Ok(Chatty)
+    }
+
+    fn on_request(&mut self, req: &mut Request<'_>) -> Action {
+        let n: usize = req.header("x-lines").unwrap().parse().unwrap();
+        for i in 0..n {
+            crate::log::info(&format!("line {i}"));
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self, _: &Request<'_>, status: u16) {
+        crate::log::info(&format!("done\r\n{status}"));
+    }
+}
+
+#[test]
+fn log_lines_are_bounded_per_call_and_kept_to_one_line() {
+    use crate::log::{Level, MAX_LINES_PER_CALL, MAX_MESSAGE_BYTES};
+    let mut host = TestHost::<Chatty>::new(serde_json::json!({})).unwrap();
+    host.run(TestRequest::get("/").header("x-lines", "40"));
+    let logs = host.logs();
+    let messages: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(logs.len(), MAX_LINES_PER_CALL + 1, "{messages:?}");
+    assert_eq!(messages[MAX_LINES_PER_CALL - 2], "line 30");
+    assert_eq!(logs[MAX_LINES_PER_CALL - 1].level, Level::Warn);
+    assert_eq!(
+        messages[MAX_LINES_PER_CALL - 1],
+        "further log lines of this plugin call are dropped (at most 32 per call)"
+    );
+    // The log phase is a new call, and a message is one line.
+    assert_eq!(messages[MAX_LINES_PER_CALL], "done\\r\\n200");
+
+    // A long message is cut on a character boundary, and says so.
+    let _current = super::install(&host.env);
+    host.env.begin_call();
+    crate::log::info(&format!("a{}", "é".repeat(MAX_MESSAGE_BYTES)));
+    let cut = host.logs().pop().unwrap().message;
+    assert!(cut.ends_with(" [cut]"), "{cut}");
+    assert_eq!(cut.len(), MAX_MESSAGE_BYTES - 1 + " [cut]".len());
+}
+
+#[test]
+fn a_plugin_holds_a_bounded_number_of_keys_and_bytes() {
+    use crate::state::{MAX_BYTES, MAX_KEYS, MAX_VALUE_BYTES, delete, get, increment, set};
+    let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let _current = super::install(&host.env);
+    set("short-lived", b"v", Some(Duration::from_secs(1))).unwrap();
+    for i in 1..MAX_KEYS {
+        set(&format!("k{i}"), b"v", None).unwrap();
+    }
+    assert_eq!(
+        set("one-more", b"v", None).unwrap_err(),
+        "this plugin already holds 10000 keys, the most allowed"
+    );
+    assert!(increment("one-more", 1).is_err());
+    set("k1", b"replaced", None).unwrap();
+    // An expired key is swept to make room.
+    host.advance(Duration::from_secs(1));
+    set("one-more", b"v", None).unwrap();
+    assert_eq!(get("short-lived"), None);
+
+    for i in 1..MAX_KEYS {
+        assert!(delete(&format!("k{i}")));
+    }
+    let big = vec![0; MAX_VALUE_BYTES];
+    let mut stored = 0;
+    let refused = loop {
+        match set(&format!("big{stored}"), &big, None) {
+            Ok(()) => stored += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(stored, MAX_BYTES / (MAX_VALUE_BYTES + 5));
+    assert_eq!(refused, "this plugin's state would exceed 16777216 bytes");
+    set("big0", &big, None).unwrap();
+}
+
+/// Values, counters and token buckets share one set of keys, and a bucket
+/// that is full again holds none.
+#[test]
+fn token_buckets_share_keys_with_values_and_counters() {
+    use crate::state::{delete, get, increment, set};
+    let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let _current = super::install(&host.env);
+    let bucket = Bucket {
+        capacity: 2,
+        refill_per_second: 1,
+    };
+    set("v", b"x", None).unwrap();
+    assert_eq!(
+        take_tokens("v", bucket, 1).unwrap_err(),
+        "key `v` does not hold a token bucket"
+    );
+    assert!(take_tokens("b", bucket, 1).unwrap().allowed);
+    assert_eq!(get("b"), None);
+    assert_eq!(
+        increment("b", 1).unwrap_err(),
+        "key `b` does not hold a counter"
+    );
+    // Full again after a second: the key is gone, as a missing bucket
+    // answers the same.
+    host.advance(Duration::from_secs(1));
+    assert!(!delete("b"));
+    assert_eq!(increment("b", 1), Ok(1));
+    // Taking nothing leaves a bucket full: no key is made.
+    assert_eq!(take_tokens("n", bucket, 0).unwrap().remaining, 2);
+    assert!(!delete("n"));
+    assert_eq!(
+        set("", b"x", None).unwrap_err(),
+        "state keys are 1 to 256 bytes"
+    );
+}
+
+#[test]
+fn metrics_counters_are_bounded_and_refusals_logged() {
+    use crate::metrics::{MAX_COUNTERS, MAX_NAME_BYTES, counter_add};
+    let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
+    let _current = super::install(&host.env);
+    counter_add(&"n".repeat(MAX_NAME_BYTES + 1), 1);
+    counter_add("", 1);
+    for i in 0..MAX_COUNTERS {
+        counter_add(&format!("c{i}"), 1);
+    }
+    counter_add("one-more", 1);
+    counter_add("c0", 2);
+    assert_eq!(host.counter("c0"), 3);
+    assert_eq!(host.counter("one-more"), 0);
+    let warnings: Vec<String> = host.logs().into_iter().map(|l| l.message).collect();
+    assert_eq!(
+        warnings,
+        [
+            "counter-add refused: counter names are 1 to 64 bytes",
+            "counter-add refused: counter names are 1 to 64 bytes",
+            "counter-add refused: at most 1000 counters per plugin",
+        ]
+    );
+}
