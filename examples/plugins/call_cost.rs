@@ -27,8 +27,10 @@
 //! cleared (`/proc/self/clear_refs`), one call runs, and the pages marked
 //! referenced since are counted from `/proc/self/smaps`, by mapping, net
 //! of the same steps without the call. Every page a call touches is one
-//! more address translation it may miss, which is what makes the figures
-//! above grow from "lines evicted" to "pages evicted".
+//! more address translation it may miss; the "pages evicted" walk also
+//! evicts caches, so it overstates what those misses cost in the gateway
+//! (with its code or heap on 2 MiB pages the benchmark did not move; see
+//! `tests/bench/RESULTS.md`).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
