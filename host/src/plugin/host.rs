@@ -143,21 +143,36 @@ impl Call {
         r
     }
 
-    fn set_response_header(
+    /// Applies a plugin's header write (set, or add when `append`) to the
+    /// request or the response head, within the call's header budget; a
+    /// refused write to the response is kept (see `refused`). `value` is
+    /// already an error when the caller refused it before copying it. The
+    /// one place a header write is applied: the generated bindings below
+    /// and the hand-bound ones in `hot.rs` both come here.
+    pub(crate) fn write_header(
         &mut self,
+        side: Side,
         name: &str,
-        value: String,
+        value: Result<Bytes, String>,
         append: bool,
     ) -> Result<(), String> {
-        let r = set(
-            &mut self.resp.headers,
-            &mut self.header_budget,
-            name,
-            Bytes::from(value),
-            append,
-        );
-        self.note_refusal(r)
+        let head = match side {
+            Side::Request => &mut self.req.headers,
+            Side::Response => &mut self.resp.headers,
+        };
+        let r = value.and_then(|v| set(head, &mut self.header_budget, name, v, append));
+        match side {
+            Side::Request => r,
+            Side::Response => self.note_refusal(r),
+        }
     }
+}
+
+/// Which head of a [`Call`] a header write goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Request,
+    Response,
 }
 
 impl Default for Call {
@@ -477,14 +492,8 @@ impl whttp::HostRequest for StoreData {
         name: String,
         value: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        let c = &mut self.call;
-        Ok(set(
-            &mut c.req.headers,
-            &mut c.header_budget,
-            &name,
-            Bytes::from(value),
-            false,
-        ))
+        let v = Ok(Bytes::from(value));
+        Ok(self.call.write_header(Side::Request, &name, v, false))
     }
     fn add_header(
         &mut self,
@@ -492,14 +501,8 @@ impl whttp::HostRequest for StoreData {
         name: String,
         value: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        let c = &mut self.call;
-        Ok(set(
-            &mut c.req.headers,
-            &mut c.header_budget,
-            &name,
-            Bytes::from(value),
-            true,
-        ))
+        let v = Ok(Bytes::from(value));
+        Ok(self.call.write_header(Side::Request, &name, v, true))
     }
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<()> {
         remove(&mut self.call.req.headers, &name);
@@ -552,7 +555,8 @@ impl whttp::HostResponse for StoreData {
         name: String,
         value: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.call.set_response_header(&name, value, false))
+        let v = Ok(Bytes::from(value));
+        Ok(self.call.write_header(Side::Response, &name, v, false))
     }
     fn add_header(
         &mut self,
@@ -560,7 +564,8 @@ impl whttp::HostResponse for StoreData {
         name: String,
         value: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.call.set_response_header(&name, value, true))
+        let v = Ok(Bytes::from(value));
+        Ok(self.call.write_header(Side::Response, &name, v, true))
     }
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<()> {
         remove(&mut self.call.resp.headers, &name);

@@ -5,8 +5,10 @@
 //! header name where it lies in the plugin's memory (copied to the stack
 //! when it is at most [`INLINE_NAME`] bytes) and copy a value once, into
 //! the buffer that becomes the `HeaderValue`. Validation, bounds and
-//! answers are those of `host.rs` (same helpers), so a plugin cannot tell
-//! the two apart except by speed.
+//! answers are those of `host.rs`: reads use the same helpers, and writes
+//! go through the same `Call::write_header` as the generated setters (the
+//! budget, and the refusals an answer keeps), so a plugin cannot tell the
+//! two apart except by speed.
 
 use std::borrow::Cow;
 
@@ -15,7 +17,7 @@ use http::HeaderMap;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentNamedList, Linker, LinkerInstance, Lower, Resource, WasmStr};
 
-use super::host::{self, RequestHandle, ResponseHandle, StoreData, limits};
+use super::host::{self, RequestHandle, ResponseHandle, Side, StoreData, limits};
 
 /// Header names up to this many bytes are read onto the stack; longer ones
 /// (rare, and refused anyway past `MAX_HEADER_BYTES_PER_CALL`) are copied
@@ -72,16 +74,13 @@ fn value(
 /// Which head a resource method works on.
 trait Head: Send + Sync + 'static {
     const RESOURCE: &'static str;
+    const SIDE: Side;
     fn headers(data: &mut StoreData) -> &mut HeaderMap;
-    /// Passes a setter's answer on; the response's setters also keep the
-    /// first refusal (`host::Call::refused`), as the generated ones do.
-    fn answered(_: &mut StoreData, r: Result<(), String>) -> Result<(), String> {
-        r
-    }
 }
 
 impl Head for RequestHandle {
     const RESOURCE: &'static str = "request";
+    const SIDE: Side = Side::Request;
     fn headers(data: &mut StoreData) -> &mut HeaderMap {
         &mut data.call.req.headers
     }
@@ -89,11 +88,9 @@ impl Head for RequestHandle {
 
 impl Head for ResponseHandle {
     const RESOURCE: &'static str = "response";
+    const SIDE: Side = Side::Response;
     fn headers(data: &mut StoreData) -> &mut HeaderMap {
         &mut data.call.resp.headers
-    }
-    fn answered(data: &mut StoreData, r: Result<(), String>) -> Result<(), String> {
-        data.call.note_refusal(r)
     }
 }
 
@@ -130,15 +127,9 @@ fn link_head<H: Head>(linker: &mut Linker<StoreData>, interface: &str) -> wasmti
             move |mut store: StoreContextMut<'_, StoreData>,
                   (_, name, v): (Resource<H>, WasmStr, WasmStr)| {
                 let name = Name::read(&store, &name)?;
-                let v = match value(&store, &v)? {
-                    Ok(v) => v,
-                    Err(e) => return Ok((H::answered(store.data_mut(), Err(e)),)),
-                };
-                let data = store.data_mut();
-                let mut budget = data.call.header_budget;
-                let r = host::set(H::headers(data), &mut budget, name.as_str(), v, append);
-                data.call.header_budget = budget;
-                Ok((H::answered(data, r),))
+                let v = value(&store, &v)?;
+                let call = &mut store.data_mut().call;
+                Ok((call.write_header(H::SIDE, name.as_str(), v, append),))
             },
         )?;
     }
