@@ -7,7 +7,8 @@
 //! them at a time. A plugin holds at most [`MAX_KEYS`] keys and
 //! [`MAX_BYTES`] of keys and values (a counter or a bucket counts as 16
 //! bytes besides its key); expired keys, and buckets that have refilled
-//! completely, are dropped before a write is refused for room.
+//! completely, are dropped before a write is refused for room (at most
+//! once per [`SWEEP_INTERVAL`]).
 
 use std::time::Duration;
 
@@ -50,6 +51,17 @@ pub const MAX_KEYS: usize = 10_000;
 /// assert_eq!(weir_sdk::state::MAX_BYTES, 16 * 1024 * 1024);
 /// ```
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// When a write finds the plugin full, expired keys are swept first, at
+/// most once per this interval per plugin; in between, writes that do not
+/// fit are refused.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(weir_sdk::state::SWEEP_INTERVAL.as_millis(), 100);
+/// ```
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The largest bucket capacity and refill rate (tokens per second).
 ///

@@ -424,15 +424,17 @@ async fn a_plugin_that_traps_every_call_cannot_make_workers_rerun_a_slow_init() 
     );
     assert!(statuses.contains(&503), "{statuses:?}");
     assert_eq!(get(&c, &gw.url("/plain"), &[]).await.status, 200);
-    assert!(
+    // The log reaches the harness through the gateway's stderr and a
+    // reader thread, after the response: wait for it (bounded).
+    let logged = eventually(Duration::from_secs(5), || async {
         !log_lines_with(
             &gw,
-            &["plugin `hostile`", "is replacing an instance that trapped"]
+            &["plugin `hostile`", "is replacing an instance that trapped"],
         )
-        .is_empty(),
-        "{}",
-        gw.logs_for_failure()
-    );
+        .is_empty()
+    })
+    .await;
+    assert!(logged, "{}", gw.logs_for_failure());
 }
 
 #[tokio::test]

@@ -739,6 +739,7 @@ mod tests {
         assert_eq!(weir_sdk::state::MAX_KEYS, state::MAX_KEYS);
         assert_eq!(weir_sdk::state::MAX_BYTES, state::MAX_BYTES);
         assert_eq!(weir_sdk::state::MAX_BUCKET, state::MAX_BUCKET);
+        assert_eq!(weir_sdk::state::SWEEP_INTERVAL, state::SWEEP_INTERVAL);
         assert_eq!(metrics::MAX_NAME_BYTES, state::MAX_COUNTER_NAME_BYTES);
         assert_eq!(metrics::MAX_COUNTERS, state::MAX_COUNTERS);
         let mut sdk = validate::RESERVED_HEADERS.to_vec();

@@ -104,6 +104,8 @@ fn expiry(ttl_ms: Option<u64>, now_ms: u64) -> Option<u64> {
 struct Keys {
     map: HashMap<String, Stored>,
     bytes: usize,
+    /// No sweep runs before this (test clock, ms).
+    next_sweep_ms: u64,
 }
 
 impl Keys {
@@ -121,11 +123,18 @@ impl Keys {
         Some(old)
     }
 
+    /// Drops the expired keys, as the gateway does: only when some key has
+    /// expired, and at most once per [`state::SWEEP_INTERVAL`].
     fn sweep(&mut self, now_ms: u64) {
         let expired: Vec<String> = (self.map.iter())
             .filter(|(_, s)| !s.live(now_ms))
             .map(|(k, _)| k.clone())
             .collect();
+        if expired.is_empty() || now_ms < self.next_sweep_ms {
+            return;
+        }
+        let interval = state::SWEEP_INTERVAL.as_millis() as u64;
+        self.next_sweep_ms = now_ms.saturating_add(interval);
         for key in expired {
             self.remove(&key);
         }
@@ -133,7 +142,7 @@ impl Keys {
 
     /// Whether a slot of `size` bytes fits in place of whatever `key` holds
     /// (for a new key, one more key must fit too); expired keys are swept
-    /// before the answer is no, as in the gateway.
+    /// (see [`Keys::sweep`]) before the answer is no, as in the gateway.
     fn make_room(&mut self, key: &str, size: usize, now_ms: u64) -> Result<(), String> {
         let full = |keys: &Keys| !keys.map.contains_key(key) && keys.map.len() >= state::MAX_KEYS;
         if full(self) {

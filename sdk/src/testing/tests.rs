@@ -417,10 +417,16 @@ fn a_plugin_holds_a_bounded_number_of_keys_and_bytes() {
     );
     assert!(increment("one-more", 1).is_err());
     set("k1", b"replaced", None).unwrap();
-    // An expired key is swept to make room.
+    // An expired key is swept to make room, at most once per 100 ms.
     host.advance(Duration::from_secs(1));
     set("one-more", b"v", None).unwrap();
     assert_eq!(get("short-lived"), None);
+    assert!(delete("one-more"));
+    set("short-lived", b"v", Some(Duration::from_millis(10))).unwrap();
+    host.advance(Duration::from_millis(50));
+    assert!(set("one-more", b"v", None).is_err(), "50 ms after a sweep");
+    host.advance(Duration::from_millis(50));
+    set("one-more", b"v", None).unwrap();
 
     for i in 1..MAX_KEYS {
         assert!(delete(&format!("k{i}")));
