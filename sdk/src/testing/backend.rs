@@ -126,11 +126,14 @@ impl Keys {
     /// Drops the expired keys, as the gateway does: only when some key has
     /// expired, and at most once per [`state::SWEEP_INTERVAL`].
     fn sweep(&mut self, now_ms: u64) {
+        if now_ms < self.next_sweep_ms {
+            return;
+        }
         let expired: Vec<String> = (self.map.iter())
             .filter(|(_, s)| !s.live(now_ms))
             .map(|(k, _)| k.clone())
             .collect();
-        if expired.is_empty() || now_ms < self.next_sweep_ms {
+        if expired.is_empty() {
             return;
         }
         let interval = state::SWEEP_INTERVAL.as_millis() as u64;
