@@ -156,14 +156,20 @@ impl Call {
         value: Result<Bytes, String>,
         append: bool,
     ) -> Result<(), String> {
-        let head = match side {
-            Side::Request => &mut self.req.headers,
-            Side::Response => &mut self.resp.headers,
-        };
-        let r = value.and_then(|v| set(head, &mut self.header_budget, name, v, append));
+        let mut budget = self.header_budget;
+        let r = value.and_then(|v| set(self.head(side), &mut budget, name, v, append));
+        self.header_budget = budget;
         match side {
             Side::Request => r,
             Side::Response => self.note_refusal(r),
+        }
+    }
+
+    /// The request's or the response's header map.
+    pub(crate) fn head(&mut self, side: Side) -> &mut http::HeaderMap {
+        match side {
+            Side::Request => &mut self.req.headers,
+            Side::Response => &mut self.resp.headers,
         }
     }
 }

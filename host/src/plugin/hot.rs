@@ -75,23 +75,16 @@ fn value(
 trait Head: Send + Sync + 'static {
     const RESOURCE: &'static str;
     const SIDE: Side;
-    fn headers(data: &mut StoreData) -> &mut HeaderMap;
 }
 
 impl Head for RequestHandle {
     const RESOURCE: &'static str = "request";
     const SIDE: Side = Side::Request;
-    fn headers(data: &mut StoreData) -> &mut HeaderMap {
-        &mut data.call.req.headers
-    }
 }
 
 impl Head for ResponseHandle {
     const RESOURCE: &'static str = "response";
     const SIDE: Side = Side::Response;
-    fn headers(data: &mut StoreData) -> &mut HeaderMap {
-        &mut data.call.resp.headers
-    }
 }
 
 /// Binds a method of `H`'s resource that takes a header name and works on
@@ -108,7 +101,7 @@ where
         name,
         move |mut store: StoreContextMut<'_, StoreData>, (_, n): (Resource<H>, WasmStr)| {
             let n = Name::read(&store, &n)?;
-            Ok(f(H::headers(store.data_mut()), n.as_str()))
+            Ok(f(store.data_mut().call.head(H::SIDE), n.as_str()))
         },
     )
 }
