@@ -35,17 +35,18 @@ fn block_after<'a>(readme: &'a str, heading: &str, fence: &str) -> &'a str {
     &readme[start..start + len]
 }
 
-/// Copies a folder, leaving out `target` folders (what a fresh checkout
-/// has).
+/// Copies a folder, leaving out build output: anything named `target`,
+/// a folder or a symlink to one (a fresh checkout has none).
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_name() == "target" {
+            continue;
+        }
         if entry.file_type().unwrap().is_dir() {
-            if entry.file_name() != "target" {
-                copy_tree(&src, &dst);
-            }
+            copy_tree(&src, &dst);
         } else {
             std::fs::copy(&src, &dst).unwrap();
         }
