@@ -939,40 +939,27 @@ def summarize(results):
                "failures": [r["status"] for r in all_runs if r["status"] != "ok"]}
         for f in ("rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req"):
             row[f] = spread([r[f] for r in mine])
-        base = BASELINE[group]
-        for f in ("rps", "proxy_cpu_us_per_req"):
-            ratios = []
+        def paired(base, f="proxy_cpu_us_per_req", op=lambda a, b: a / b):
+            """`op` of this row's figure and `base`'s, round by round."""
+            out = []
             for r in mine:
                 b = get(*base, r["round"])
                 if b and b[f] and r[f] is not None:
-                    ratios.append(r[f] / b[f])
-            row[f"{f}_vs_nginx"] = spread(ratios)
+                    out.append(op(r[f], b[f]))
+            return spread(out)
+
+        for f in ("rps", "proxy_cpu_us_per_req"):
+            row[f"{f}_vs_nginx"] = paired(BASELINE[group], f)
         # Cost of a plugin over plain Weir in the same round.
         if group == "plugin" and target.startswith("weir+"):
-            deltas = []
-            for r in mine:
-                b = get("plain", "weir", r["round"])
-                if b:
-                    deltas.append(r["proxy_cpu_us_per_req"] - b["proxy_cpu_us_per_req"])
-            row["cpu_delta_vs_weir_plain_us"] = spread(deltas)
-        # The Lua check against nginx's plain figure is above; what the
-        # goal compares is Weir's api-key against the Lua check of the
-        # same round.
-        if group == "plugin" and target == "weir+api-key":
-            ratios = []
-            for r in mine:
-                b = get("plugin", "nginx+lua-api-key", r["round"])
-                if b and b["proxy_cpu_us_per_req"]:
-                    ratios.append(r["proxy_cpu_us_per_req"] / b["proxy_cpu_us_per_req"])
-            row["cpu_vs_lua_check"] = spread(ratios)
+            row["cpu_delta_vs_weir_plain_us"] = paired(("plain", "weir"), op=lambda a, b: a - b)
+        # The api-key goal compares it with the Lua check of the same round
+        # (the ratio above is to plain nginx).
+        if target == "weir+api-key":
+            row["cpu_vs_lua_check"] = paired(("plugin", "nginx+lua-api-key"))
         # A policy's cost against round_robin over the same endpoints.
         if group == "balancer":
-            ratios = []
-            for r in mine:
-                b = get("balancer", "weir-2ep-round_robin", r["round"])
-                if b and b["proxy_cpu_us_per_req"]:
-                    ratios.append(r["proxy_cpu_us_per_req"] / b["proxy_cpu_us_per_req"])
-            row["cpu_vs_round_robin"] = spread(ratios)
+            row["cpu_vs_round_robin"] = paired(("balancer", "weir-2ep-round_robin"))
         rows.append(row)
     for s in results["skipped"]:
         rows.append({"group": s["group"], "target": s["target"], "skipped": s["reason"]})
