@@ -1039,8 +1039,7 @@ def goals(summary):
         lo, hi = ok(s["min"]), ok(s["max"])
         status = "met" if lo and hi else "not met" if not lo and not hi else "undecided"
         detail = fmt(s["median"])
-        if s["n"] > 1:
-            detail += f", rounds {fmt_range(s, field)}"
+        detail += f", rounds {fmt_range(s, field)}" if s["n"] > 1 else ", one round only"
         if status == "undecided":
             detail += f" ({sum(map(ok, s['values']))} of {s['n']} rounds meet it)"
         out.append({"goal": text, "status": status, "detail": detail})
