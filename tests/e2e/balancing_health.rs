@@ -2,7 +2,8 @@
 //! endpoint out (with retries off, so only the checks can be what keeps
 //! clients error-free) and bring it back once it is restarted on its
 //! port; consecutive 5xx eject an endpoint passively; and stopping one of
-//! two endpoints under steady load costs clients nothing.
+//! two endpoints under steady load costs clients nothing. Also the check
+//! of [`ClosedPort`], the held port these tests stop an endpoint on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -232,4 +233,27 @@ async fn panic_mode_serves_from_all_when_too_few_are_healthy() {
             assert!(logged(&gw, "panic mode"));
         }
     }
+}
+
+/// What the tests that use [`ClosedPort`] rely on: connections to a held
+/// port are refused, and a spare port listens again on request. (Here, not
+/// in the shared harness, so that it runs once, not in every test binary.)
+#[tokio::test]
+async fn a_closed_port_refuses_connections_until_it_listens() {
+    use std::io::ErrorKind::ConnectionRefused;
+    use tokio::net::TcpStream;
+
+    let closed = ClosedPort::new();
+    let refused = TcpStream::connect(closed.addr()).await.unwrap_err();
+    assert_eq!(refused.kind(), ConnectionRefused, "{refused}");
+
+    let (listener, spare) = ClosedPort::beside_listener();
+    let addr = spare.addr();
+    let _open = TcpStream::connect(addr).await.unwrap();
+    drop(listener);
+    let refused = TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(refused.kind(), ConnectionRefused, "{refused}");
+    let again = spare.listen();
+    let _client = TcpStream::connect(addr).await.unwrap();
+    let (_server, _) = again.accept().await.unwrap();
 }

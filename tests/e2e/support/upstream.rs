@@ -292,25 +292,3 @@ fn listen(socket: Socket) -> TcpListener {
     socket.set_nonblocking(true).unwrap();
     TcpListener::from_std(socket.into()).unwrap()
 }
-
-/// What the tests that use [`ClosedPort`] rely on: connections to a held
-/// port are refused, and a spare port listens again on request.
-#[tokio::test]
-async fn a_closed_port_refuses_connections_until_it_listens() {
-    use std::io::ErrorKind::ConnectionRefused;
-    use tokio::net::TcpStream;
-
-    let closed = ClosedPort::new();
-    let refused = TcpStream::connect(closed.addr()).await.unwrap_err();
-    assert_eq!(refused.kind(), ConnectionRefused, "{refused}");
-
-    let (listener, spare) = ClosedPort::beside_listener();
-    let addr = spare.addr();
-    let _open = TcpStream::connect(addr).await.unwrap();
-    drop(listener);
-    let refused = TcpStream::connect(addr).await.unwrap_err();
-    assert_eq!(refused.kind(), ConnectionRefused, "{refused}");
-    let again = spare.listen();
-    let _client = TcpStream::connect(addr).await.unwrap();
-    let (_server, _) = again.accept().await.unwrap();
-}
