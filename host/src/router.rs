@@ -47,8 +47,16 @@ pub struct Router {
     /// Whether any route matches on host: if none does, requests skip
     /// working out their host.
     uses_hosts: bool,
-    /// Caps on bodies buffered for body-phase plugins (request, response).
-    pub plugin_body_caps: (usize, usize),
+    /// Caps on bodies buffered for body-phase plugins.
+    pub plugin_body_caps: PluginBodyCaps,
+}
+
+/// How much of a body is buffered for the plugins that asked for it
+/// (`[plugins] max_request_body_bytes` and `max_response_body_bytes`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PluginBodyCaps {
+    pub request: usize,
+    pub response: usize,
 }
 
 impl Route {
@@ -155,7 +163,7 @@ impl Router {
             routes,
             upstreams,
             uses_hosts,
-            plugin_body_caps: (0, 0),
+            plugin_body_caps: PluginBodyCaps::default(),
         }
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::config::Config;
 use crate::listener::{self, Bound, Shared};
 use crate::plugin::{Chain, Compiled, PluginError, PluginErrors, Plugins, Serving, Step};
-use crate::router::{Route, Router};
+use crate::router::{PluginBodyCaps, Route, Router};
 use crate::upstream::{Upstream, discovery};
 use crate::worker;
 
@@ -173,10 +173,10 @@ pub async fn build_router(
         })
         .collect();
     let mut router = Router::new(routes, upstreams);
-    router.plugin_body_caps = (
-        config.plugins.max_request_body_bytes,
-        config.plugins.max_response_body_bytes,
-    );
+    router.plugin_body_caps = PluginBodyCaps {
+        request: config.plugins.max_request_body_bytes,
+        response: config.plugins.max_response_body_bytes,
+    };
     Ok(router)
 }
 

@@ -1,14 +1,16 @@
-//! The generated side of the plugin contract, quarantined: `bindgen!` over
-//! `sdk/wit/weir.wit` lives here and nowhere else. The rest of the crate
-//! uses our own types and reaches the generated ones only through the
-//! conversions in `plugin::call` and the host traits in `plugin::host`.
+//! The plugin contract as the host sees it: `bindgen!` over
+//! `sdk/wit/weir.wit` (the only generated code, quarantined here), the
+//! contract's names and version, and the types its two resources are bound
+//! to. Everything else in `plugin` builds on this module and it imports
+//! none of them: the host functions (`host`, `hot`) implement the generated
+//! traits, and the rest of the crate uses our own types.
 
 wasmtime::component::bindgen!({
     path: "../sdk/wit",
     world: "plugin",
     with: {
-        "weir:plugin/http.request": crate::plugin::host::RequestHandle,
-        "weir:plugin/http.response": crate::plugin::host::ResponseHandle,
+        "weir:plugin/http.request": RequestHandle,
+        "weir:plugin/http.response": ResponseHandle,
     },
     // Resource drops go through the store; everything else answers with
     // values (errors are strings in the contract), never traps.
@@ -16,3 +18,33 @@ wasmtime::component::bindgen!({
 });
 
 pub use weir::plugin::types::{Action, BodyAction, BucketOutcome, Capabilities, LogLevel};
+
+/// The version of `sdk/wit/weir.wit` this gateway speaks, spelled once:
+/// the names below are built from it.
+macro_rules! contract_version {
+    (minor) => {
+        "0.4."
+    };
+    () => {
+        concat!(contract_version!(minor), "0")
+    };
+}
+
+/// The contract this gateway speaks; a plugin must import and export
+/// `weir:plugin/*` at a semver-compatible version (0.4.x).
+pub const CONTRACT: &str = concat!("weir:plugin@", contract_version!());
+/// The contract's `http` interface, as components import it.
+pub const HTTP_INTERFACE: &str = concat!("weir:plugin/http@", contract_version!());
+pub(super) const CONTRACT_COMPATIBLE: &str = contract_version!(minor);
+
+/// The `request` resource. An instance gets one handle in `init` and keeps
+/// it; the handle names the head lent to the store for the current call
+/// (an empty placeholder between calls).
+pub struct RequestHandle;
+/// The `response` resource, likewise.
+pub struct ResponseHandle;
+
+/// The resource representations of the two handles every instance gets
+/// in `init`: fixed, since a store lends one request and one response.
+pub(crate) const REQUEST_REP: u32 = 0;
+pub(crate) const RESPONSE_REP: u32 = 1;

@@ -27,7 +27,6 @@
 //! the host's `log`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{
@@ -38,21 +37,9 @@ use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 
-use super::bindings;
+use super::bindings::{self, HTTP_INTERFACE};
 use super::deadline::Ticker;
 use super::host::StoreData;
-use super::load::HTTP_INTERFACE;
-
-/// How often the epoch advances: the granularity of CPU deadlines (see
-/// `deadline`; a call overruns its deadline by at most about one tick).
-///
-/// While plugin calls run, every tick wakes the ticker thread, and on the
-/// benchmark VM a wake-up costs about 16 µs of CPU: at 1 ms the ticker
-/// alone burnt 16 ms of CPU per second, 0.27 µs per request at 61,000
-/// requests per second (as much as the plugin call itself). At 5 ms it is
-/// a fifth of that; the shortest deadline the configuration accepts is one
-/// tick. Without calls the ticker parks (`deadline::Ticker`).
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Wasm stack per call. Worker threads have 2 MiB of native stack; this
 /// leaves room for the gateway's own frames, so unbounded recursion traps
@@ -248,6 +235,7 @@ impl Runtime {
 mod tests {
     use super::*;
     use crate::plugin::deadline::{self, CpuDeadline};
+    use std::time::Duration;
     use wasmtime::Store;
     use wasmtime::component::Component;
 

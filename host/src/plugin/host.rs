@@ -19,7 +19,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::{host, http as whttp, types};
-use super::bindings::{BucketOutcome, LogLevel};
+use super::bindings::{BucketOutcome, LogLevel, RequestHandle, ResponseHandle};
 use super::deadline::CpuDeadline;
 use super::state::{Counters, Namespace};
 
@@ -69,16 +69,6 @@ pub(crate) fn cut(s: &mut String, max: usize) -> bool {
     s.truncate(at);
     true
 }
-
-/// The `request` resource. An instance gets one handle in `init` and keeps
-/// it; the handle names the head lent to the store for the current call
-/// (an empty placeholder between calls).
-pub struct RequestHandle;
-/// The `response` resource, likewise.
-pub struct ResponseHandle;
-
-pub(crate) const REQUEST_REP: u32 = 0;
-pub(crate) const RESPONSE_REP: u32 = 1;
 
 /// Request-scoped context of one plugin: small string pairs.
 #[derive(Debug, Default, Clone)]

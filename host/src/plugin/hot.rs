@@ -17,7 +17,8 @@ use http::HeaderMap;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentNamedList, Linker, LinkerInstance, Lower, Resource, WasmStr};
 
-use super::host::{self, RequestHandle, ResponseHandle, Side, StoreData, limits};
+use super::bindings::{RequestHandle, ResponseHandle};
+use super::host::{self, Side, StoreData, limits};
 
 /// Header names up to this many bytes are read onto the stack; longer ones
 /// (rare, and refused anyway past `MAX_HEADER_BYTES_PER_CALL`) are copied

@@ -12,28 +12,10 @@ use std::time::SystemTime;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use super::bindings;
+use super::bindings::{self, CONTRACT, CONTRACT_COMPATIBLE};
 use super::engine::{Runtime, Tier};
 use super::host::StoreData;
 use crate::config::PluginSettings;
-
-/// The version of `sdk/wit/weir.wit` this gateway speaks, spelled once:
-/// the names below are built from it.
-macro_rules! contract_version {
-    (minor) => {
-        "0.4."
-    };
-    () => {
-        concat!(contract_version!(minor), "0")
-    };
-}
-
-/// The contract this gateway speaks; a plugin must import and export
-/// `weir:plugin/*` at a semver-compatible version (0.4.x).
-pub const CONTRACT: &str = concat!("weir:plugin@", contract_version!());
-/// The contract's `http` interface, as components import it.
-pub const HTTP_INTERFACE: &str = concat!("weir:plugin/http@", contract_version!());
-const CONTRACT_COMPATIBLE: &str = contract_version!(minor);
 
 /// Largest plugin file read.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -351,6 +333,7 @@ fn weir_version(name: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::bindings::HTTP_INTERFACE;
 
     #[test]
     fn preamble_tells_modules_from_components() {

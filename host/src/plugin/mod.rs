@@ -31,10 +31,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::{Config, PluginRef, PluginsConfig};
-pub use engine::{CacheStats, Capacity, EPOCH_TICK, Runtime, Tier};
+pub use bindings::CONTRACT;
+pub use deadline::EPOCH_TICK;
+pub use engine::{CacheStats, Capacity, Runtime, Tier};
 pub use host::Context;
 pub use load::{
-    CONTRACT, Compiled, MAX_PLUGIN_FILE_BYTES, PluginError, PluginErrors, PluginFile, Step,
+    Compiled, MAX_PLUGIN_FILE_BYTES, PluginError, PluginErrors, PluginFile, Step,
     read as read_plugin,
 };
 pub use pool::{

@@ -32,9 +32,9 @@ use http::HeaderValue;
 use wasmtime::component::Resource;
 use wasmtime::{Store, StoreLimitsBuilder};
 
-use super::bindings;
+use super::bindings::{self, REQUEST_REP, RESPONSE_REP};
 use super::deadline::{self, CpuDeadline, Stop};
-use super::host::{self, Context, REQUEST_REP, RESPONSE_REP, StoreData};
+use super::host::{self, Context, StoreData};
 use super::load::Compiled;
 use super::state::{Counters, Namespace};
 use crate::config::{FailurePolicy, Isolation};

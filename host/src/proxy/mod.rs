@@ -1,5 +1,7 @@
-//! The request pipeline. [`handle`] holds the phase order of one request,
-//! so a reader sees its whole life in one place:
+//! The request pipeline. [`phases`] holds the phase order of one request,
+//! so a reader sees its whole life in one place ([`handle`] wraps it: the
+//! request id, errors turned into responses, the log phase, the access
+//! log):
 //!
 //! ```text
 //! framing checks → route match → body limit → request plugins
@@ -12,11 +14,11 @@
 //! them to statuses. Listening, balancing and pooling live elsewhere; this
 //! module only decides what happens to a request.
 
-pub mod body;
 pub mod error;
-mod forward;
 pub mod headers;
 pub mod plugins;
+pub mod response;
+mod send;
 pub mod stall;
 
 use std::convert::Infallible;
@@ -33,11 +35,12 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::body::RequestBody;
 use crate::config::ListenerConfig;
 use crate::router::{self, HostSource, Route, Router};
-use body::{Lease, RequestBody, ResponseBody};
 pub use error::{ErrorSource, ProxyError};
 use headers::X_REQUEST_ID;
+use response::{Lease, ResponseBody};
 
 /// What every request on one client connection shares.
 #[derive(Debug)]
@@ -87,7 +90,7 @@ pub async fn handle(
         .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
 
     let mut plugins = plugins::Scope::default();
-    let mut resp = match forward(&cx, req, &id, &mut plugins).await {
+    let mut resp = match phases(&cx, req, &id, &mut plugins).await {
         Ok(r) => r,
         Err(e) => {
             match e.source_kind() {
@@ -100,7 +103,7 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
-    plugins.log(resp.status().as_u16());
+    plugins.on_log(resp.status().as_u16());
     if let Some((started, method, uri)) = logged {
         tracing::info!(
             target: "weir::access",
@@ -137,8 +140,9 @@ impl<R: Deref<Target = AtomicUsize>> Drop for Counted<R> {
     }
 }
 
-/// The phases, in order.
-async fn forward(
+/// The phases of one request, in order, up to the response head handed to
+/// the client (the log phase runs after, from [`handle`]).
+async fn phases(
     cx: &ConnContext,
     req: Request<Incoming>,
     id: &HeaderValue,
@@ -181,7 +185,7 @@ async fn forward(
         } else {
             // Boxed: the body phase's future is large, and requests that
             // do not need it should not carry (and move) it.
-            match Box::pin(plugins.request_body(&mut parts, body, route, caps.0)).await? {
+            match Box::pin(plugins.on_request_body(&mut parts, body, route, caps.request)).await? {
                 Ok(body) => (steered, body),
                 Err(resp) => return Ok(resp),
             }
@@ -189,11 +193,11 @@ async fn forward(
     };
 
     let upstream = steered.as_ref().unwrap_or(&route.upstream);
-    let forward::Forwarded {
+    let send::Sent {
         mut resp,
         endpoint,
         conn,
-    } = forward::send(route, upstream, cx.peer, parts, body, upgrade.is_some()).await?;
+    } = send::send(route, upstream, cx.peer, parts, body, upgrade.is_some()).await?;
 
     if let Some(up) = upgrade
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -229,9 +233,9 @@ async fn forward(
         return Ok(resp);
     }
     if !plugins.wants_response_body() {
-        return plugins.response(resp);
+        return plugins.on_response(resp);
     }
-    Box::pin(plugins.on_response(resp, caps.1, route)).await
+    Box::pin(plugins.on_response_body(resp, caps.response, route)).await
 }
 
 /// Request smuggling, size and `Host` checks that hyper leaves to us.

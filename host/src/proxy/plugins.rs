@@ -26,8 +26,9 @@ use http::{Response, response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::body::{RequestBody, ResponseBody};
 use super::error::ProxyError;
+use super::response::ResponseBody;
+use crate::body::RequestBody;
 use crate::config::FailurePolicy;
 use crate::plugin::{Action, BodyAction, Chain, Context, Failure, FailureKind, Instance, Io, Slot};
 use crate::router::{Route, Router};
@@ -215,20 +216,20 @@ impl Scope {
     }
 
     /// Whether a plugin of the chain asked for the request body (without
-    /// one the body streams and `request_body` need not be awaited).
+    /// one the body streams and `on_request_body` need not be awaited).
     pub fn wants_request_body(&self) -> bool {
         self.chain.as_ref().is_some_and(|c| c.request_body)
     }
 
     /// Whether a plugin of the chain asked for the response body (without
-    /// one, [`Scope::response`] runs the response phase without a future).
+    /// one, [`Scope::on_response`] runs the response phase without a future).
     pub fn wants_response_body(&self) -> bool {
         self.chain.as_ref().is_some_and(|c| c.response_body)
     }
 
     /// The response phase over the head, for chains that did not ask for
     /// the response body.
-    pub fn response(
+    pub fn on_response(
         &mut self,
         resp: Response<ResponseBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -237,14 +238,14 @@ impl Scope {
             return Ok(resp);
         }
         let (mut head, body) = resp.into_parts();
-        self.on_response_head(&mut head)?;
+        self.response_head(&mut head)?;
         Ok(Response::from_parts(head, body))
     }
 
     /// The request-body phase when a plugin asked for it: the body is
     /// buffered up to the smaller of the plugin cap and the route's limit
     /// (413 past it). Otherwise the body streams through untouched.
-    pub async fn request_body(
+    pub async fn on_request_body(
         &mut self,
         parts: &mut Parts,
         body: Incoming,
@@ -282,7 +283,7 @@ impl Scope {
                 Some(BodyAction::Respond(r)) => {
                     self.ran = i;
                     let mut head = r.head;
-                    self.on_response_head(&mut head)?;
+                    self.response_head(&mut head)?;
                     return Ok(Err(Response::from_parts(head, ResponseBody::full(r.body))));
                 }
             }
@@ -301,7 +302,7 @@ impl Scope {
     /// The response phase in reverse chain order, then the response-body
     /// phase when a plugin asked for it (buffered up to `cap`; 502 past
     /// it, as the upstream's answer cannot be passed on whole).
-    pub async fn on_response(
+    pub async fn on_response_body(
         &mut self,
         resp: Response<ResponseBody>,
         cap: usize,
@@ -309,11 +310,11 @@ impl Scope {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let chain = match &self.chain {
             None => return Ok(resp),
-            Some(c) if !c.response_body => return self.response(resp),
+            Some(c) if !c.response_body => return self.on_response(resp),
             Some(c) => c.clone(),
         };
         let (mut head, body) = resp.into_parts();
-        self.on_response_head(&mut head)?;
+        self.response_head(&mut head)?;
         let collected =
             tokio::time::timeout(route.timeout, Limited::new(body, cap).collect()).await;
         let mut bytes: Bytes = match collected {
@@ -358,7 +359,7 @@ impl Scope {
     }
 
     /// Response phase over a head, reverse chain order.
-    fn on_response_head(&mut self, head: &mut response::Parts) -> Result<(), ProxyError> {
+    fn response_head(&mut self, head: &mut response::Parts) -> Result<(), ProxyError> {
         let Some(chain) = self.chain.take() else {
             return Ok(());
         };
@@ -406,7 +407,7 @@ impl Scope {
     /// in chain order, for every plugin that asked for it and that the
     /// request went through; nothing is spawned when there is no such
     /// plugin and no instance held for the request to drop.
-    pub fn log(mut self, status: u16) {
+    pub fn on_log(mut self, status: u16) {
         let Some(chain) = self.chain.take() else {
             return;
         };

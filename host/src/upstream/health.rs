@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 
 use super::pool;
 use super::{Endpoint, Upstream};
+use crate::body::RequestBody;
 use crate::config::HealthCheckConfig;
-use crate::proxy::body::RequestBody;
 
 pub(super) async fn run(up: Weak<Upstream>, cfg: Arc<HealthCheckConfig>) {
     let mut tick = tokio::time::interval(cfg.interval);

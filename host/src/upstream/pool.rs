@@ -15,8 +15,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::body::RequestBody;
 use crate::config::PoolConfig;
-use crate::proxy::body::RequestBody;
 use crate::worker;
 
 /// A connection ready to carry one request.

@@ -1,4 +1,4 @@
-//! Forwarding one request to its route's upstream: admit it against the
+//! Sending one request to its upstream: admit it against the
 //! pending limit, pick an endpoint, get a connection, send, and retry when
 //! that is safe, always on an endpoint not tried yet, with backoff, within
 //! the request's deadline and the upstream's retry budget.
@@ -30,8 +30,8 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{self, RequestBody};
 use super::error::ProxyError;
+use crate::body::{self, RequestBody};
 use crate::router::Route;
 use crate::upstream::{
     ConnectError, Connection, Endpoint, Limit, Outcome, Outstanding, Tried, Upstream,
@@ -39,7 +39,7 @@ use crate::upstream::{
 use crate::worker;
 
 /// A response head from the upstream, with the connection it came on.
-pub(super) struct Forwarded {
+pub(super) struct Sent {
     pub resp: Response<Incoming>,
     pub endpoint: Arc<Endpoint>,
     pub conn: Connection,
@@ -47,7 +47,7 @@ pub(super) struct Forwarded {
 
 /// How one try ended.
 enum Attempt {
-    Answered(Forwarded),
+    Answered(Sent),
     /// The request never left; it comes back untouched. `stale` when the
     /// endpoint was reached but a pooled connection had just closed.
     NotSent {
@@ -61,6 +61,28 @@ enum Attempt {
     Final(ProxyError),
 }
 
+impl Attempt {
+    /// Gives up a try that is retried elsewhere: logs why, and hands back
+    /// the request when it never left.
+    fn into_retry(self, ep: &Endpoint, retry: u32) -> Option<Request<RequestBody>> {
+        match self {
+            Attempt::NotSent { req, error, .. } => {
+                tracing::debug!(endpoint = %ep.label, %error, retry, "retrying elsewhere");
+                Some(req)
+            }
+            Attempt::Failed(error) => {
+                tracing::debug!(endpoint = %ep.label, %error, retry, "retrying elsewhere");
+                None
+            }
+            Attempt::Answered(f) => {
+                tracing::debug!(endpoint = %ep.label, status = f.resp.status().as_u16(), retry, "retrying elsewhere");
+                None
+            }
+            Attempt::Final(_) => unreachable!("final outcomes are not retried"),
+        }
+    }
+}
+
 /// What is needed to send a bodiless request again.
 struct Replay {
     method: Method,
@@ -70,6 +92,32 @@ struct Replay {
 }
 
 impl Replay {
+    /// A copy of the head when one could be needed: status retries are
+    /// configured and the request could be replayed somewhere else (a
+    /// retry after a sent try never goes back to an endpoint already
+    /// tried, so a single endpoint needs no copy). Connect retries need no
+    /// copy; the copy also serves a retry after a reset.
+    fn if_needed(
+        route: &Route,
+        upstream: &Upstream,
+        parts: &Parts,
+        body: &RequestBody,
+        upgrade: bool,
+    ) -> Option<Replay> {
+        (route.retry_attempts > 0
+            && !upstream.config.retry.statuses.is_empty()
+            && !upgrade
+            && matches!(body, RequestBody::Empty)
+            && is_idempotent(&parts.method)
+            && upstream.has_alternatives())
+        .then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        })
+    }
+
     fn request(&self) -> Request<RequestBody> {
         let mut req = Request::new(RequestBody::Empty);
         *req.method_mut() = self.method.clone();
@@ -89,7 +137,7 @@ pub(super) async fn send(
     parts: Parts,
     body: RequestBody,
     upgrade: bool,
-) -> Result<Forwarded, ProxyError> {
+) -> Result<Sent, ProxyError> {
     let _pending = upstream.admit().map_err(|o| ProxyError::Overloaded {
         upstream: upstream.config.name.clone(),
         what: Limit::PendingRequests,
@@ -101,23 +149,7 @@ pub(super) async fn send(
     let deadline = tokio::time::Instant::from_std(now) + route.timeout;
     let hash = upstream.hash_of(&parts, peer);
     let retry = &upstream.config.retry;
-    // The head is copied only when status retries are configured and the
-    // request could be replayed somewhere else (a retry after a sent try
-    // never goes back to an endpoint already tried, so a single endpoint
-    // needs no copy); connect retries need no copy. The copy also serves a
-    // retry after a reset.
-    let replay = (route.retry_attempts > 0
-        && !retry.statuses.is_empty()
-        && !upgrade
-        && matches!(body, RequestBody::Empty)
-        && is_idempotent(&parts.method)
-        && upstream.has_alternatives())
-    .then(|| Replay {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        version: parts.version,
-        headers: parts.headers.clone(),
-    });
+    let replay = Replay::if_needed(route, upstream, &parts, &body, upgrade);
     if route.retry_attempts > 0 {
         upstream.budget.record_request(worker::ms_at(now));
     }
@@ -170,21 +202,7 @@ pub(super) async fn send(
             };
         };
         retries += 1;
-        match outcome {
-            Attempt::NotSent {
-                req: back, error, ..
-            } => {
-                tracing::debug!(endpoint = %ep.label, %error, retry = retries, "retrying elsewhere");
-                req = Some(back);
-            }
-            Attempt::Failed(error) => {
-                tracing::debug!(endpoint = %ep.label, %error, retry = retries, "retrying elsewhere");
-            }
-            Attempt::Answered(f) => {
-                tracing::debug!(endpoint = %ep.label, status = f.resp.status().as_u16(), retry = retries, "retrying elsewhere");
-            }
-            Attempt::Final(_) => unreachable!("final outcomes are not retried"),
-        }
+        req = outcome.into_retry(&ep, retries);
         if !stale {
             let wait = backoff(retries, retry.backoff, retry.max_backoff);
             tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + wait)).await;
@@ -281,7 +299,7 @@ async fn attempt(
         }
         Ok(Ok(resp)) => {
             upstream.record(ep, Outcome::Status(resp.status().as_u16()), started);
-            Attempt::Answered(Forwarded {
+            Attempt::Answered(Sent {
                 resp,
                 endpoint: ep.clone(),
                 conn,

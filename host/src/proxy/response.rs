@@ -1,0 +1,172 @@
+//! The body the client receives: a small answer of our own, or the
+//! upstream's body streamed through. When the upstream body ends cleanly
+//! it hands its connection back to the pool ([`Lease`]); when the upstream
+//! sends nothing for the route's `read_timeout` while the client waits for
+//! more, it fails (the client's connection or stream is cut, the upstream
+//! connection dropped). It never buffers a whole body.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::body::BoxError;
+use crate::upstream::{Connection, Endpoint};
+
+/// A connection waiting for its response body to end before it can be
+/// reused.
+pub struct Lease {
+    endpoint: Arc<Endpoint>,
+    conn: Connection,
+}
+
+impl Lease {
+    pub fn new(endpoint: Arc<Endpoint>, conn: Connection) -> Lease {
+        Lease { endpoint, conn }
+    }
+
+    fn release(self) {
+        self.endpoint.give_back(self.conn);
+    }
+}
+
+/// The upstream sent no byte of the response body for `read_timeout`
+/// while the client was waiting for more.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {endpoint} sent nothing of the response body for {after:?} (read_timeout)")]
+pub struct UpstreamBodyStalled {
+    pub endpoint: String,
+    pub after: Duration,
+}
+
+/// The upstream's body as it streams to the client.
+pub struct UpstreamBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+    read_timeout: Duration,
+    /// Armed when a poll finds nothing to read and the timer is not
+    /// already running for this wait; made on the first such wait only,
+    /// so a body that is there with its head costs no timer.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+/// What the client receives.
+pub enum ResponseBody {
+    Full(Option<Bytes>),
+    Upstream(UpstreamBody),
+}
+
+impl ResponseBody {
+    pub fn full(b: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Full(Some(b.into()))
+    }
+
+    pub fn empty() -> ResponseBody {
+        ResponseBody::Full(None)
+    }
+
+    /// Streams `inner`; the connection goes back to the pool once it ends.
+    /// `read_timeout` bounds each wait for the upstream's next bytes.
+    pub fn upstream(inner: Incoming, lease: Option<Lease>, read_timeout: Duration) -> ResponseBody {
+        let mut lease = lease;
+        if inner.is_end_stream()
+            && let Some(l) = lease.take()
+        {
+            l.release();
+        }
+        ResponseBody::Upstream(UpstreamBody {
+            inner,
+            lease,
+            read_timeout,
+            stall: None,
+            waiting: false,
+        })
+    }
+}
+
+impl UpstreamBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => return self.poll_stall(cx),
+        };
+        self.waiting = false;
+        match &frame {
+            Some(Ok(_)) if !self.inner.is_end_stream() => {}
+            Some(Ok(_)) | None => {
+                if let Some(l) = self.lease.take() {
+                    l.release();
+                }
+            }
+            // A broken body means a broken connection: drop it.
+            Some(Err(_)) => drop(self.lease.take()),
+        }
+        Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+    }
+
+    /// The upstream has nothing for us: start (or keep) the clock of this
+    /// wait, and fail the body when it runs out.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let at = || tokio::time::Instant::now() + self.read_timeout;
+        let timer = match &mut self.stall {
+            Some(t) => {
+                if !self.waiting {
+                    t.as_mut().reset(at());
+                }
+                t
+            }
+            None => self.stall.insert(Box::pin(tokio::time::sleep_until(at()))),
+        };
+        self.waiting = true;
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The connection is in the middle of a body: never reuse it.
+        let endpoint = self
+            .lease
+            .take()
+            .map_or_else(|| "?".to_owned(), |l| l.endpoint.addr.to_string());
+        let err = UpstreamBodyStalled {
+            endpoint,
+            after: self.read_timeout,
+        };
+        tracing::warn!(error = %err, "response body cut off");
+        Poll::Ready(Some(Err(Box::new(err))))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        super::stall::body_polled();
+        match self.get_mut() {
+            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Upstream(up) => up.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Upstream(up) => up.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResponseBody::Upstream(up) => up.inner.size_hint(),
+        }
+    }
+}
