@@ -19,6 +19,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::plugin::{NOT_NAMED, PluginError};
+
 /// Admin connections served at once; more wait in the backlog.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// Entries in `/admin/plugins` (plugins the configuration names always
@@ -72,6 +74,60 @@ pub struct PluginAttempt {
     /// `init` or `timeout`.
     pub step: Option<&'static str>,
     pub error: Option<String>,
+}
+
+impl PluginAttempt {
+    /// A version that now serves.
+    pub fn deployed(trigger: &'static str, sha256: &str) -> PluginAttempt {
+        PluginAttempt::new(trigger, "deployed", Some(sha256.to_owned()), None, None)
+    }
+
+    /// A file refused at `e.step`; nothing changed.
+    pub fn rejected(trigger: &'static str, e: &PluginError) -> PluginAttempt {
+        PluginAttempt::new(
+            trigger,
+            "rejected",
+            e.sha256.clone(),
+            Some(e.step.as_str()),
+            Some(e.reason.clone()),
+        )
+    }
+
+    /// The file is gone; the last good version keeps serving.
+    pub fn removed(trigger: &'static str) -> PluginAttempt {
+        PluginAttempt::new(
+            trigger,
+            "removed",
+            None,
+            None,
+            Some(
+                "the file was removed; the last good version keeps serving until no chain names the plugin"
+                    .into(),
+            ),
+        )
+    }
+
+    /// A file that no chain names.
+    pub fn ignored(trigger: &'static str) -> PluginAttempt {
+        PluginAttempt::new(trigger, "ignored", None, None, Some(NOT_NAMED.into()))
+    }
+
+    fn new(
+        trigger: &'static str,
+        outcome: &'static str,
+        sha256: Option<String>,
+        step: Option<&'static str>,
+        error: Option<String>,
+    ) -> PluginAttempt {
+        PluginAttempt {
+            at: now_rfc3339(),
+            trigger,
+            sha256,
+            outcome,
+            step,
+            error,
+        }
+    }
 }
 
 /// What the admin view shows about one plugin.

@@ -10,16 +10,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use std::time::Instant;
-
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState, Attempt, ConfigStatus, PluginAttempt};
 use crate::config::Config;
+use crate::deploy::plugin::{self, PluginWatch};
 use crate::deploy::{FileWatch, WatchError, sha256_hex, watch_ready};
-use crate::plugin::{PluginError, Tier};
-use crate::server::{Deployed, Gateway, Optimized, StartError};
+use crate::server::{Gateway, StartError};
 
 /// Why `weir run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +74,11 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
         let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
         status.set_serving(&gateway.plugins);
         for s in gateway.plugins.serving() {
-            status.record(&s.name, &s.path, deployed("startup", &s.sha256));
+            status.record(
+                &s.name,
+                &s.path,
+                PluginAttempt::deployed("startup", &s.sha256),
+            );
         }
     }
     let admin_task = match admin_addr {
@@ -106,10 +108,10 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
                     }
                 }
                 for file in files {
-                    plugin_file_changed(&mut gateway, &file, &state, &optimized_tx).await;
+                    plugin::file_changed(&mut gateway, &file, &state, &optimized_tx).await;
                 }
             }
-            Some(built) = optimized.recv() => install_optimized(&mut gateway, built, &state).await,
+            Some(built) = optimized.recv() => plugin::optimized_ready(&mut gateway, built, &state).await,
         }
         // A reload may have moved the plugin folder.
         let dir = &gateway.config.plugins.dir;
@@ -156,7 +158,11 @@ async fn reload(gateway: &mut Gateway, path: &Path, state: &AdminState, trigger:
             Err(StartError::Plugins(errors)) => {
                 let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
                 for e in &errors.0 {
-                    status.record(&e.name, &e.path, rejected("config-reload", e));
+                    status.record(
+                        &e.name,
+                        &e.path,
+                        PluginAttempt::rejected("config-reload", e),
+                    );
                 }
                 Err(errors.0.iter().map(|e| e.to_string()).collect())
             }
@@ -170,11 +176,15 @@ async fn reload(gateway: &mut Gateway, path: &Path, state: &AdminState, trigger:
                 status.set_serving(&gateway.plugins);
                 for s in &reloaded.compiled {
                     tracing::info!(plugin = %s.name, sha256 = %s.sha256, "plugin deployed with the new configuration");
-                    status.record(&s.name, &s.path, deployed("config-reload", &s.sha256));
+                    status.record(
+                        &s.name,
+                        &s.path,
+                        PluginAttempt::deployed("config-reload", &s.sha256),
+                    );
                 }
                 for e in &reloaded.kept {
                     tracing::warn!(plugin = %e.name, file = %e.path.display(), "plugin file is gone; its last good version keeps serving");
-                    status.record(&e.name, &e.path, removed("config-reload"));
+                    status.record(&e.name, &e.path, PluginAttempt::removed("config-reload"));
                 }
             }
             let needs_restart = reloaded.needs_restart;
@@ -222,191 +232,4 @@ fn watch_file(path: &Path, tx: mpsc::UnboundedSender<PathBuf>) -> Result<FileWat
         move |p| p.file_name() == name.as_deref(),
         tx,
     )?)
-}
-
-fn deployed(trigger: &'static str, sha256: &str) -> PluginAttempt {
-    PluginAttempt {
-        at: admin::now_rfc3339(),
-        trigger,
-        sha256: Some(sha256.to_owned()),
-        outcome: "deployed",
-        step: None,
-        error: None,
-    }
-}
-
-fn rejected(trigger: &'static str, e: &PluginError) -> PluginAttempt {
-    PluginAttempt {
-        at: admin::now_rfc3339(),
-        trigger,
-        sha256: e.sha256.clone(),
-        outcome: "rejected",
-        step: Some(e.step.as_str()),
-        error: Some(e.reason.clone()),
-    }
-}
-
-fn removed(trigger: &'static str) -> PluginAttempt {
-    PluginAttempt {
-        at: admin::now_rfc3339(),
-        trigger,
-        sha256: None,
-        outcome: "removed",
-        step: None,
-        error: Some(
-            "the file was removed; the last good version keeps serving until no chain names the plugin"
-                .into(),
-        ),
-    }
-}
-
-/// A plugin file was added, replaced or removed: deploy it, or report why
-/// not. The serving version changes only when the new one is ready.
-async fn plugin_file_changed(
-    gateway: &mut Gateway,
-    file: &Path,
-    state: &AdminState,
-    optimized: &mpsc::UnboundedSender<Optimized>,
-) {
-    let Some(name) = file
-        .file_stem()
-        .and_then(|n| n.to_str())
-        .filter(|_| file.extension().is_some_and(|e| e == "wasm"))
-    else {
-        return;
-    };
-    let record = |attempt: PluginAttempt| {
-        state
-            .plugins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(name, file, attempt);
-    };
-    let exists = file.exists();
-    if !gateway.plugins.uses(name) {
-        if exists {
-            tracing::info!(plugin = name, file = %file.display(), "plugin file is not named by any chain; it is loaded once the configuration names it");
-            record(PluginAttempt {
-                at: admin::now_rfc3339(),
-                trigger: "file-change",
-                sha256: None,
-                outcome: "ignored",
-                step: None,
-                error: Some(crate::plugin::NOT_NAMED.into()),
-            });
-        }
-        return;
-    }
-    // The configured path, so the registry sees one name for one file.
-    let path = gateway
-        .plugins
-        .config()
-        .map(|c| c.file(name))
-        .unwrap_or_else(|| file.to_owned());
-    if !exists {
-        tracing::warn!(plugin = name, file = %path.display(), "plugin file removed; the last good version keeps serving");
-        record(removed("file-change"));
-        return;
-    }
-    let started = Instant::now();
-    match gateway.deploy_plugin(name, &path).await {
-        Ok(Deployed::New { serving, previous }) => {
-            tracing::info!(
-                plugin = name,
-                sha256 = %serving.sha256,
-                previous_sha256 = %previous,
-                tier = serving.tier.as_str(),
-                took_ms = started.elapsed().as_millis() as u64,
-                "plugin deployed"
-            );
-            {
-                let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
-                status.set_serving(&gateway.plugins);
-                status.record(name, &path, deployed("file-change", &serving.sha256));
-            }
-            if serving.tier == Tier::Baseline {
-                gateway.optimize_in_background(name, optimized.clone());
-            }
-        }
-        Ok(Deployed::Unchanged { sha256 }) => {
-            tracing::debug!(plugin = name, %sha256, "plugin file unchanged");
-        }
-        Err(e) => {
-            tracing::error!(
-                plugin = name,
-                sha256 = e.sha256.as_deref().unwrap_or("-"),
-                step = e.step.as_str(),
-                file = %e.path.display(),
-                error = %e.reason,
-                "plugin deployment refused; the serving version stays"
-            );
-            record(rejected("file-change", &e));
-        }
-    }
-}
-
-/// An optimized build finished: swap it in if its file still serves from
-/// baseline code.
-async fn install_optimized(gateway: &mut Gateway, built: Optimized, state: &AdminState) {
-    let name = built.name.as_str();
-    let version = match built.result {
-        Ok(Some(v)) => v,
-        Ok(None) => {
-            tracing::debug!(
-                plugin = name,
-                "optimized build skipped: the file changed since its baseline build"
-            );
-            return;
-        }
-        Err(e) => {
-            tracing::error!(plugin = name, sha256 = e.sha256.as_deref().unwrap_or("-"), step = e.step.as_str(), error = %e.reason, "optimized build failed; the baseline build keeps serving");
-            return;
-        }
-    };
-    let sha256 = version.sha256.clone();
-    match gateway.install_optimized(name, version).await {
-        Ok(true) => {
-            tracing::info!(
-                plugin = name,
-                %sha256,
-                compile_ms = built.took.as_millis() as u64,
-                "plugin now serves its optimized build"
-            );
-            state
-                .plugins
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .set_serving(&gateway.plugins);
-        }
-        Ok(false) => {
-            tracing::debug!(plugin = name, %sha256, "optimized build no longer needed");
-        }
-        Err(e) => {
-            tracing::error!(plugin = name, %sha256, step = e.step.as_str(), error = %e.reason, "optimized build refused; the baseline build keeps serving");
-        }
-    }
-}
-
-/// The watch on the plugin folder, if it exists.
-struct PluginWatch(Option<(PathBuf, FileWatch)>);
-
-impl PluginWatch {
-    fn start(dir: &Path, tx: mpsc::UnboundedSender<PathBuf>) -> PluginWatch {
-        if !dir.is_dir() {
-            tracing::debug!(dir = %dir.display(), "no plugin folder to watch");
-            return PluginWatch(None);
-        }
-        let wanted = |p: &Path| p.extension().is_some_and(|e| e == "wasm");
-        match watch_ready(dir, wanted, tx) {
-            Ok(w) => PluginWatch(Some((dir.to_owned(), w))),
-            Err(e) => {
-                tracing::warn!(error = %e, "plugin folder not watched: copy plugins in and send SIGHUP to deploy them");
-                PluginWatch(None)
-            }
-        }
-    }
-
-    fn dir(&self) -> Option<&Path> {
-        self.0.as_ref().map(|(d, _)| d.as_path())
-    }
 }

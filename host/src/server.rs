@@ -5,17 +5,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::listener::{self, Bound, Shared};
-use crate::plugin::{Chain, Compiled, PluginError, PluginErrors, Plugins, Serving, Step};
+use crate::plugin::offload::{COMPILING, off_request_path};
+use crate::plugin::{Chain, PluginError, PluginErrors, Plugins, Serving};
 use crate::router::{PluginBodyCaps, Route, Router};
 use crate::upstream::{Upstream, discovery};
 use crate::worker;
@@ -45,62 +45,6 @@ pub enum StartError {
     PluginTimeout(Duration),
 }
 
-/// One blocking plugin compilation at a time. A deployment that timed out
-/// keeps its permit until its thread finishes (wasmtime cannot stop a
-/// compilation), so abandoned compilations never pile up.
-static COMPILING: Semaphore = Semaphore::const_new(1);
-
-/// Runs `f` on a blocking thread holding a permit of `slots`, within
-/// `timeout` (waiting for the permit included). `None` when the time ran
-/// out.
-async fn off_request_path<T: Send + 'static>(
-    slots: &'static Semaphore,
-    timeout: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let work = async {
-        let permit = slots.acquire().await.ok()?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            f()
-        })
-        .await
-        .ok()
-    };
-    tokio::time::timeout(timeout, work).await.ok().flatten()
-}
-
-/// Background optimizing builds, one at a time, apart from deployments so
-/// a deploy never waits for one.
-static OPTIMIZING: Semaphore = Semaphore::const_new(1);
-
-/// The optimized build of a plugin serving from baseline code, ready to
-/// be swapped in by [`Gateway::install_optimized`].
-pub struct Optimized {
-    pub name: String,
-    /// `Ok(None)`: skipped, because the file changed since its baseline
-    /// build (its new contents deploy on their own).
-    pub result: Result<Option<Arc<Compiled>>, PluginError>,
-    pub took: Duration,
-}
-
-/// A deployment step that ran out of `plugins.compile_timeout`.
-fn timed_out(
-    name: &str,
-    path: &Path,
-    sha256: Option<String>,
-    what: &str,
-    timeout: Duration,
-) -> PluginError {
-    PluginError {
-        name: name.to_owned(),
-        path: path.to_owned(),
-        step: Step::Timeout,
-        sha256,
-        reason: format!("{what} took longer than plugins.compile_timeout ({timeout:?})"),
-    }
-}
-
 /// What a configuration reload did besides swapping the configuration.
 #[derive(Debug, Default)]
 pub struct Reloaded {
@@ -110,15 +54,6 @@ pub struct Reloaded {
     pub compiled: Vec<Serving>,
     /// Plugins whose file is gone; the last good version keeps serving.
     pub kept: Vec<PluginError>,
-}
-
-/// What a plugin file change did.
-#[derive(Debug)]
-pub enum Deployed {
-    /// The new version serves; `previous` is the hash it replaced.
-    New { serving: Serving, previous: String },
-    /// The file has the hash of the version already serving.
-    Unchanged { sha256: String },
 }
 
 /// Builds the route table, with its upstreams, from a configuration. An
@@ -313,8 +248,7 @@ impl Gateway {
             .map_err(StartError::Plugins)?;
         let router = build_router(&config, Some(&current), &plugins.chains).await?;
         self.router.store(Arc::new(router));
-        self.plugins.retire_replaced(&plugins.plugins);
-        self.plugins = plugins.plugins;
+        self.replace_plugins(plugins.plugins);
         self.config = config;
         Ok(Reloaded {
             needs_restart,
@@ -323,144 +257,20 @@ impl Gateway {
         })
     }
 
-    /// Deploys the plugin file at `path` (named `NAME.wasm`) while serving:
-    /// reads it, and unless it is the version already serving, compiles it
-    /// and runs `init` with every configuration the routes give it, off the
-    /// request path and within `plugins.compile_timeout`; then swaps in a
-    /// route table with the new chains. Requests in flight finish on the
-    /// version they started with. On any error nothing changes.
-    pub async fn deploy_plugin(
-        &mut self,
-        name: &str,
-        path: &Path,
-    ) -> Result<Deployed, PluginError> {
-        let Some((timeout, tiered)) = self.plugins.config().map(|c| (c.compile_timeout, c.tiered))
-        else {
-            return Err(crate::plugin::not_named(name, path, None));
-        };
-        let previous = self
-            .plugins
-            .serving()
-            .into_iter()
-            .find(|s| s.name == name)
-            .map(|s| s.sha256)
-            .unwrap_or_default();
-        let registry = self.plugins.clone();
-        let (owned_name, owned_path, known) = (name.to_owned(), path.to_owned(), previous.clone());
-        let work = move || {
-            let file = crate::plugin::read_plugin(&owned_name, &owned_path)?;
-            if file.sha256 == known {
-                return Ok(None);
-            }
-            registry
-                .deploy(&owned_name, &file, tiered)
-                .map(|(plugins, chains)| Some((plugins, chains, file.sha256)))
-        };
-        let outcome = off_request_path(&COMPILING, timeout, work)
-            .await
-            .unwrap_or_else(|| {
-                Err(timed_out(
-                    name,
-                    path,
-                    None,
-                    "compiling and initialising",
-                    timeout,
-                ))
-            })?;
-        let Some((plugins, chains, sha256)) = outcome else {
-            return Ok(Deployed::Unchanged { sha256: previous });
-        };
-        let router = self.router.load().with_chains(&chains);
+    /// Swaps in a route table whose routes keep their upstreams and take
+    /// the new `chains`, then the registry they came from. Requests in
+    /// flight finish on the table and chains they started with.
+    pub fn swap_chains(&mut self, plugins: Plugins, chains: &[Arc<Chain>]) {
+        let router = self.router.load().with_chains(chains);
         self.router.store(Arc::new(router));
-        self.plugins.retire_replaced(&plugins);
-        self.plugins = plugins;
-        let serving = self
-            .plugins
-            .serving()
-            .into_iter()
-            .find(|s| s.name == name && s.sha256 == sha256)
-            .expect("the deployed version serves");
-        Ok(Deployed::New { serving, previous })
+        self.replace_plugins(plugins);
     }
 
-    /// Starts the optimizing build of plugin `name` (serving from baseline
-    /// code) on a blocking thread; the result is sent to `done` for the
-    /// control loop to install. Only one such build runs at a time.
-    pub fn optimize_in_background(&self, name: &str, done: mpsc::UnboundedSender<Optimized>) {
-        let Some(pc) = self.plugins.config() else {
-            return;
-        };
-        let (registry, path, timeout) = (self.plugins.clone(), pc.file(name), pc.compile_timeout);
-        let Some(serving) = self.plugins.serving().into_iter().find(|s| s.name == name) else {
-            return;
-        };
-        let name = name.to_owned();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let work = {
-                let (name, want) = (name.clone(), serving.sha256.clone());
-                move || {
-                    let file = crate::plugin::read_plugin(&name, &path)?;
-                    if file.sha256 != want {
-                        return Ok(None);
-                    }
-                    registry.optimize(&name, &file).map(Some)
-                }
-            };
-            let result = off_request_path(&OPTIMIZING, timeout, work)
-                .await
-                .unwrap_or_else(|| {
-                    Err(timed_out(
-                        &name,
-                        &serving.path,
-                        Some(serving.sha256.clone()),
-                        "the optimized build",
-                        timeout,
-                    ))
-                });
-            let _ = done.send(Optimized {
-                name,
-                result,
-                took: started.elapsed(),
-            });
-        });
-    }
-
-    /// Swaps in an optimized build if the same file still serves from
-    /// baseline code; `Ok(false)` when it no longer applies.
-    pub async fn install_optimized(
-        &mut self,
-        name: &str,
-        version: Arc<Compiled>,
-    ) -> Result<bool, PluginError> {
-        if !self.plugins.upgrades(name, &version) {
-            return Ok(false);
-        }
-        let timeout = self
-            .plugins
-            .config()
-            .map_or(Duration::from_secs(30), |c| c.compile_timeout);
-        let registry = self.plugins.clone();
-        let owned = name.to_owned();
-        let (path, sha256) = (version.path.clone(), version.sha256.clone());
-        let (plugins, chains) = off_request_path(&COMPILING, timeout, move || {
-            registry.install(&owned, version)
-        })
-        .await
-        .unwrap_or_else(|| {
-            Err(timed_out(
-                name,
-                &path,
-                Some(sha256),
-                "initialising the optimized build",
-                timeout,
-            ))
-        })?;
-        let router = self.router.load().with_chains(&chains);
-        self.router.store(Arc::new(router));
+    /// The registry becomes `plugins`; slots it no longer uses drop their
+    /// idle instances (see [`Plugins::retire_replaced`]).
+    fn replace_plugins(&mut self, plugins: Plugins) {
         self.plugins.retire_replaced(&plugins);
         self.plugins = plugins;
-        Ok(true)
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain

@@ -1,9 +1,12 @@
-//! Hot deploy: noticing that a watched file changed, waiting until it is
-//! ready to read, and handing the change to whoever validates and swaps it
-//! in. The configuration file and the plugin folder are watched here; what
-//! a change means is decided by `control` (configuration) and by the
-//! plugin registry (plugins).
+//! Hot deploy. `watch` notices that a watched file changed and waits until
+//! it is ready to read (the configuration file and the plugin folder);
+//! `plugin` owns a plugin file's deploy from that event to the new version
+//! serving: compile off the request path, `init`, the atomic swap, the
+//! background optimized build, and the report. The control loop
+//! (`control`) only routes events here, one at a time; a configuration
+//! reload is `server::Gateway::reload`.
 
+pub mod plugin;
 mod watch;
 
 pub use watch::{FileWatch, SETTLE, WatchError, watch_ready};

@@ -22,6 +22,7 @@ mod engine;
 pub mod host;
 mod hot;
 mod load;
+pub mod offload;
 mod pool;
 pub mod state;
 
