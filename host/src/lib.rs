@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod deploy;
 pub mod framing;

@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,9 +22,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::ListenerConfig;
+use crate::conn::{ConnContext, Watchdog};
 use crate::framing::FramingWatch;
 use crate::proxy::stall::StreamExec;
-use crate::proxy::{self, ConnContext, Counted};
+use crate::proxy::{self, Counted};
 use crate::router::Router;
 use crate::worker;
 
@@ -158,21 +159,13 @@ async fn serve(
     builder: &auto::Builder<StreamExec>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let cx = Arc::new(ConnContext {
+    let cx = Arc::new(ConnContext::new(
         peer,
-        peer_ip: crate::proxy::headers::peer_value(peer.ip()),
-        listener: shared.config.clone(),
-        router: shared.router.clone(),
-        access_log: shared.access_log,
-        last_activity: AtomicU64::new(worker::now_ms()),
-        write_blocked: AtomicU64::new(0),
-        in_flight: AtomicUsize::new(0),
-        spoke: AtomicBool::new(false),
-        head_started: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-        smuggled: AtomicU64::new(0),
-        tunnel: std::sync::Mutex::new(None),
-    });
+        crate::proxy::headers::peer_value(peer.ip()),
+        shared.config.clone(),
+        shared.router.clone(),
+        shared.access_log,
+    ));
     let io = TokioIo::new(ActivityIo {
         inner: stream,
         cx: cx.clone(),
@@ -183,123 +176,37 @@ async fn serve(
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
 
-    // Three clocks decide when a quiet connection is closed:
-    // - a new connection that has sent nothing: `header_read_timeout`
-    //   (hyper's own timer only starts with the first byte);
-    // - a request head that started arriving and is not complete:
-    //   `header_read_timeout` from its first byte (slow-header clients);
-    // - no request in flight and no bytes moving: `idle_timeout`.
-    // A fourth closes it whatever is in flight: a write that stays blocked
-    // for `send_timeout` (the client reads nothing of what it asked for).
-    let idle_ms = shared.config.idle_timeout.as_millis() as u64;
-    let head_ms = shared.config.header_read_timeout.as_millis() as u64;
-    let send_ms = shared.config.send_timeout.as_millis() as u64;
-    let deadline = |cx: &ConnContext| {
-        let head = cx.head_started.load(Ordering::Relaxed);
-        if head != 0 {
-            head + head_ms
-        } else if !cx.spoke.load(Ordering::Relaxed) {
-            cx.last_activity.load(Ordering::Relaxed) + head_ms
-        } else {
-            cx.last_activity.load(Ordering::Relaxed) + idle_ms
-        }
-    };
+    let dog = &cx.watchdog;
     let mut draining = *shutdown.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        // The deadline can also move closer while the timer waits: a
-        // request head starts on a quiet keep-alive connection (its clock
-        // is the shorter header timeout), or a new connection's first
-        // answer goes out and `idle_timeout` is shorter than
-        // `header_read_timeout`. Both happen inside the connection's
-        // poll below, which then moves the timer up.
-        let mut due = deadline(&cx);
-        let now = worker::now_ms();
-        let mut armed = due;
-        if due <= now && cx.in_flight.load(Ordering::Relaxed) > 0 {
-            // Past the deadline with a request under way (a slow upstream,
-            // a long poll): only the request's end can make the connection
-            // closable, so look again a while later rather than every 1 ms.
-            armed = now + idle_ms.min(head_ms);
-        }
-        if let Some(stall) = send_stall(&cx, send_ms) {
-            armed = armed.min(stall);
-        }
-        let sleep = tokio::time::sleep(wait_until(armed));
-        // The watchdog timer and the shutdown watch wake this task when
-        // they fire; polling them on every other wake (every read and
-        // response) would only register the same waker again. So each is
-        // polled once, which registers it, and after that only when its
-        // state says it fired. A poll made without coop budget left
-        // registers nothing, so it does not count.
-        tokio::pin!(sleep);
-        let probe = shutdown.clone();
-        let changed = shutdown.changed();
-        tokio::pin!(changed);
-        let (mut sleep_armed, mut changed_armed) = (false, false);
-        let woke = std::future::poll_fn(|task| {
-            // The connection first: it is what wakes this task nearly
-            // every time.
-            if let Poll::Ready(r) = conn.as_mut().poll(task) {
-                return Poll::Ready(Wake::Ended(r));
-            }
-            // Compared with the deadline last seen, not with the timer: a
-            // timer set later than a deadline already past stays so.
-            let now_due = deadline(&cx);
-            let mut closer = armed;
-            if now_due < due {
-                due = now_due;
-                closer = due;
-            }
-            if let Some(stall) = send_stall(&cx, send_ms) {
-                closer = closer.min(stall);
-            }
-            if closer < armed {
-                armed = closer;
-                sleep
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + wait_until(armed));
-                sleep_armed = false;
-            }
-            if !draining && (!changed_armed || probe.has_changed().unwrap_or(true)) {
-                changed_armed = tokio::task::coop::has_budget_remaining();
-                if changed.as_mut().poll(task).is_ready() {
-                    return Poll::Ready(Wake::Shutdown);
-                }
-            }
-            if !sleep_armed || sleep.is_elapsed() {
-                sleep_armed = tokio::task::coop::has_budget_remaining();
-                if sleep.as_mut().poll(task).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        match woke {
+        match next_wake(conn.as_mut(), &cx, &shutdown, draining).await {
             Wake::Ended(r) => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
                 let tunnel = cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(tunnel) = tunnel {
-                    watch_tunnel(tunnel, &cx, (idle_ms, send_ms), peer).await;
+                    watch_tunnel(tunnel, dog, peer).await;
                 }
                 return;
             }
             Wake::Shutdown => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+                // Marks the change seen, so the next wait does not wake
+                // for it again.
+                let _ = shutdown.borrow_and_update();
             }
             Wake::Timer => {
                 let now = worker::now_ms();
-                if now >= deadline(&cx) && cx.in_flight.load(Ordering::Relaxed) == 0 {
+                if now >= dog.quiet_deadline() && !cx.busy() {
                     tracing::debug!(%peer, "closing quiet client connection");
                     return;
                 }
-                if send_stall(&cx, send_ms).is_some_and(|stall| now >= stall) {
+                if dog.send_stall().is_some_and(|stall| now >= stall) {
                     tracing::debug!(%peer, "closing client connection: it read nothing for send_timeout");
                     return;
                 }
@@ -308,36 +215,102 @@ async fn serve(
     }
 }
 
-/// When (ms) the client's blocked write runs out of `send_timeout`, if a
-/// write is blocked.
-fn send_stall(cx: &ConnContext, send_ms: u64) -> Option<u64> {
-    let blocked = cx.write_blocked.load(Ordering::Relaxed);
-    (blocked != 0).then(|| blocked + send_ms)
+/// Drives the connection until it ends, shutdown begins (unless already
+/// `draining`), or the watchdog's timer fires (see [`Watchdog`]).
+async fn next_wake<C, E>(
+    mut conn: Pin<&mut C>,
+    cx: &ConnContext,
+    shutdown: &watch::Receiver<bool>,
+    draining: bool,
+) -> Wake<E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let dog = &cx.watchdog;
+    // The deadline can also move closer while the timer waits: a request
+    // head starts on a quiet keep-alive connection (its clock is the
+    // shorter header timeout), or a new connection's first answer goes out
+    // and `idle_timeout` is shorter than `header_read_timeout`. Both
+    // happen inside the connection's poll below, which then moves the
+    // timer up.
+    let mut due = dog.quiet_deadline();
+    let now = worker::now_ms();
+    let mut armed = due;
+    if due <= now && cx.busy() {
+        // Past the deadline with a request under way (a slow upstream, a
+        // long poll): only the request's end can make the connection
+        // closable, so look again a while later rather than every 1 ms.
+        armed = now + dog.idle_ms.min(dog.head_ms);
+    }
+    if let Some(stall) = dog.send_stall() {
+        armed = armed.min(stall);
+    }
+    let sleep = tokio::time::sleep(wait_until(armed));
+    // The watchdog timer and the shutdown watch wake this task when they
+    // fire; polling them on every other wake (every read and response)
+    // would only register the same waker again. So each is polled once,
+    // which registers it, and after that only when its state says it
+    // fired. A poll made without coop budget left registers nothing, so it
+    // does not count.
+    tokio::pin!(sleep);
+    let mut rx = shutdown.clone();
+    let probe = shutdown.clone();
+    let changed = rx.changed();
+    tokio::pin!(changed);
+    let (mut sleep_armed, mut changed_armed) = (false, false);
+    std::future::poll_fn(|task| {
+        // The connection first: it is what wakes this task nearly every
+        // time.
+        if let Poll::Ready(r) = conn.as_mut().poll(task) {
+            return Poll::Ready(Wake::Ended(r));
+        }
+        // Compared with the deadline last seen, not with the timer: a
+        // timer set later than a deadline already past stays so.
+        let now_due = dog.quiet_deadline();
+        let mut closer = armed;
+        if now_due < due {
+            due = now_due;
+            closer = due;
+        }
+        if let Some(stall) = dog.send_stall() {
+            closer = closer.min(stall);
+        }
+        if closer < armed {
+            armed = closer;
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + wait_until(armed));
+            sleep_armed = false;
+        }
+        if !draining && (!changed_armed || probe.has_changed().unwrap_or(true)) {
+            changed_armed = tokio::task::coop::has_budget_remaining();
+            if changed.as_mut().poll(task).is_ready() {
+                return Poll::Ready(Wake::Shutdown);
+            }
+        }
+        if !sleep_armed || sleep.is_elapsed() {
+            sleep_armed = tokio::task::coop::has_budget_remaining();
+            if sleep.as_mut().poll(task).is_ready() {
+                return Poll::Ready(Wake::Timer);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
-/// Waits for an upgraded connection's tunnel to end, and ends it after
-/// `idle_ms` without a byte either way (both directions pass through the
-/// client socket, which stamps `last_activity`), or once a write to the
-/// client has been blocked for `send_ms`.
-async fn watch_tunnel(
-    mut tunnel: tokio::task::JoinHandle<()>,
-    cx: &ConnContext,
-    (idle_ms, send_ms): (u64, u64),
-    peer: SocketAddr,
-) {
-    let due = || {
-        let idle = cx.last_activity.load(Ordering::Relaxed) + idle_ms;
-        send_stall(cx, send_ms).map_or(idle, |stall| stall.min(idle))
-    };
+/// Waits for an upgraded connection's tunnel to end, and ends it at the
+/// watchdog's tunnel deadline ([`Watchdog::tunnel_deadline`]).
+async fn watch_tunnel(mut tunnel: tokio::task::JoinHandle<()>, dog: &Watchdog, peer: SocketAddr) {
     loop {
         // A write can block at any time in the tunnel's own task, which
-        // does not wake this one: look again within `send_ms`, so a stall
-        // is seen before its deadline.
-        let at = due().min(worker::now_ms() + send_ms);
+        // does not wake this one: look again within `send_timeout`, so a
+        // stall is seen before its deadline.
+        let at = dog.tunnel_deadline().min(worker::now_ms() + dog.send_ms);
         tokio::select! {
             _ = &mut tunnel => return,
             () = tokio::time::sleep(wait_until(at)) => {
-                if worker::now_ms() >= due() {
+                if worker::now_ms() >= dog.tunnel_deadline() {
                     tracing::debug!(%peer, "closing idle or unread upgraded connection");
                     tunnel.abort();
                     return;
@@ -369,29 +342,6 @@ struct ActivityIo {
     framing: FramingWatch,
 }
 
-impl ActivityIo {
-    fn touch(&self) {
-        self.cx
-            .last_activity
-            .store(worker::now_ms(), Ordering::Relaxed);
-    }
-
-    /// Stamps a write's outcome: activity when it went through, the start
-    /// of a blocked spell when the socket was full.
-    fn wrote<T>(&self, r: &Poll<T>) {
-        let blocked = &self.cx.write_blocked;
-        if r.is_ready() {
-            self.touch();
-            if blocked.load(Ordering::Relaxed) != 0 {
-                blocked.store(0, Ordering::Relaxed);
-            }
-        } else if blocked.load(Ordering::Relaxed) == 0 {
-            // 0 means "not blocked", so the first millisecond counts as 1.
-            blocked.store(worker::now_ms().max(1), Ordering::Relaxed);
-        }
-    }
-}
-
 impl AsyncRead for ActivityIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -401,22 +351,13 @@ impl AsyncRead for ActivityIo {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_ready() {
-            self.touch();
+            self.cx.watchdog.touch();
             if buf.filled().len() > before {
-                self.cx.spoke.store(true, Ordering::Relaxed);
                 let this = &mut *self;
                 if let Some(n) = this.framing.feed(&buf.filled()[before..]) {
                     this.cx.smuggled.store(n, Ordering::Relaxed);
                 }
-                let started = this.cx.head_started.load(Ordering::Relaxed);
-                match (this.framing.in_partial_head(), started) {
-                    (true, 0) => this
-                        .cx
-                        .head_started
-                        .store(worker::now_ms().max(1), Ordering::Relaxed),
-                    (false, s) if s != 0 => this.cx.head_started.store(0, Ordering::Relaxed),
-                    _ => {}
-                }
+                this.cx.watchdog.read(this.framing.in_partial_head());
             }
         }
         r
@@ -430,7 +371,7 @@ impl AsyncWrite for ActivityIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.wrote(&r);
+        self.cx.watchdog.wrote(r.is_ready());
         r
     }
 
@@ -440,7 +381,7 @@ impl AsyncWrite for ActivityIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.wrote(&r);
+        self.cx.watchdog.wrote(r.is_ready());
         r
     }
 

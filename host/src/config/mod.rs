@@ -12,6 +12,7 @@ mod raw;
 mod upstream;
 
 mod plugins;
+mod route;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -519,157 +520,6 @@ impl Validator<'_> {
             max_body_bytes: raw.max_body_bytes.map_or(10 * 1024 * 1024, |b| b.as_u64()),
         })
     }
-
-    fn route(&mut self, i: usize, raw: RawRoute, at: &At) -> Option<RouteConfig> {
-        let name = raw.name.unwrap_or_else(|| format!("route-{i}"));
-        let named = At {
-            key: format!("{} ({name})", at.key),
-            ..at.clone()
-        };
-        let at = &named;
-        self.name(at, &name);
-
-        let mut hosts = Vec::new();
-        for h in &raw.hosts {
-            match host_pattern(h) {
-                Some(p) => hosts.push(p),
-                None => self.report(
-                    &field(at, "hosts"),
-                    Problem::Invalid {
-                        field: "hosts",
-                        reason: format!(
-                            "`{h}` is not a host name or `*.suffix` wildcard (letters, digits, `-` and `.`)"
-                        ),
-                    },
-                ),
-            }
-        }
-
-        let set = [&raw.path, &raw.path_prefix, &raw.path_regex]
-            .iter()
-            .filter(|p| p.is_some())
-            .count();
-        if set > 1 {
-            self.report(at, Problem::ConflictingPathMatch);
-        }
-        let mut path = None;
-        for (field_name, value) in [("path", &raw.path), ("path_prefix", &raw.path_prefix)] {
-            if let Some(p) = value {
-                if !p.starts_with('/') {
-                    self.report(
-                        &field(at, field_name),
-                        Problem::Invalid {
-                            field: if field_name == "path" {
-                                "path"
-                            } else {
-                                "path_prefix"
-                            },
-                            reason: format!("`{p}` must start with `/`: request paths always do"),
-                        },
-                    );
-                }
-                path = Some(if field_name == "path" {
-                    PathMatch::Exact(p.clone())
-                } else {
-                    PathMatch::Prefix(p.clone())
-                });
-            }
-        }
-        if let Some(re) = &raw.path_regex {
-            match regex::RegexBuilder::new(re)
-                .size_limit(limits::MAX_REGEX_BYTES)
-                .build()
-            {
-                Ok(r) => path = Some(PathMatch::Regex(r)),
-                Err(e) => self.report(
-                    &field(at, "path_regex"),
-                    Problem::Invalid {
-                        field: "path_regex",
-                        reason: format!("not a valid regular expression: {e}"),
-                    },
-                ),
-            }
-        }
-
-        let mut methods = Vec::new();
-        for m in &raw.methods {
-            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(m) => methods.push(m),
-                Err(_) => self.report(
-                    &field(at, "methods"),
-                    Problem::Invalid {
-                        field: "methods",
-                        reason: format!("`{m}` is not an HTTP method token"),
-                    },
-                ),
-            }
-        }
-
-        let mut headers = Vec::new();
-        for (j, h) in raw.headers.iter().enumerate() {
-            let h_at = field(at, &format!("headers[{j}]"));
-            let name = HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes());
-            let value = h.value.as_deref().map(HeaderValue::from_str).transpose();
-            match (name, value) {
-                (Ok(name), Ok(value)) => headers.push(HeaderMatch { name, value }),
-                (Err(_), _) => self.report(
-                    &h_at,
-                    Problem::Invalid {
-                        field: "name",
-                        reason: format!("`{}` is not a valid header name", h.name),
-                    },
-                ),
-                (_, Err(_)) => self.report(
-                    &h_at,
-                    Problem::Invalid {
-                        field: "value",
-                        reason: "header values must be visible ASCII or spaces".into(),
-                    },
-                ),
-            }
-        }
-
-        if let Some(r) = &raw.rewrite_prefix {
-            if raw.path_prefix.is_none() {
-                self.report(&field(at, "rewrite_prefix"), Problem::RewriteWithoutPrefix);
-            }
-            if !r.starts_with('/') {
-                self.report(
-                    &field(at, "rewrite_prefix"),
-                    Problem::Invalid {
-                        field: "rewrite_prefix",
-                        reason: format!("`{r}` must start with `/` so the rewritten path is valid"),
-                    },
-                );
-            }
-        }
-        let timeout = raw
-            .timeout
-            .map(|t| self.duration(at, "timeout", Some(t), t));
-        let plugins = self.plugin_refs(&field(at, "plugins"), &raw.plugins);
-
-        Some(RouteConfig {
-            name,
-            upstream: raw.upstream,
-            hosts,
-            path,
-            methods,
-            headers,
-            rewrite_prefix: raw.rewrite_prefix,
-            timeout,
-            connect_timeout: raw
-                .connect_timeout
-                .map(|t| self.duration(at, "connect_timeout", Some(t), t)),
-            read_timeout: raw
-                .read_timeout
-                .map(|t| self.duration(at, "read_timeout", Some(t), t)),
-            retry_attempts: raw
-                .retry_attempts
-                .map(|n| self.range(at, "retry_attempts", n, 0, limits::MAX_RETRY_ATTEMPTS)),
-            max_body_bytes: raw.max_body_bytes.map(|b| b.as_u64()),
-            plugins,
-        })
-    }
 }
 
 fn at_key(key: &str) -> At {
@@ -701,29 +551,9 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
     valid.then(|| (host.to_ascii_lowercase(), port))
 }
 
-fn host_pattern(h: &str) -> Option<HostPattern> {
-    let h = h.to_ascii_lowercase();
-    let (wild, name) = match h.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, h.as_str()),
-    };
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    if !valid {
-        return None;
-    }
-    Some(if wild {
-        HostPattern::Suffix(format!(".{name}"))
-    } else {
-        HostPattern::Exact(name.to_owned())
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::route::host_pattern;
     use super::*;
 
     fn parse(s: &str) -> Result<Config, ConfigErrors> {

@@ -196,28 +196,7 @@ impl Plugins {
             return Ok(out);
         }
 
-        let needed = capacity(config);
-        let runtime = match &self.runtime {
-            Some(r)
-                if r.capacity.instances >= needed.instances
-                    && r.capacity.max_memory_bytes >= needed.max_memory_bytes
-                    && r.cache_dir == pc.cache_dir =>
-            {
-                r.clone()
-            }
-            _ => {
-                let runtime = Runtime::new(needed, pc.cache_dir.as_deref()).map_err(|e| {
-                    PluginErrors(vec![PluginError {
-                        name: names[0].to_owned(),
-                        path: pc.dir.clone(),
-                        step: Step::Compile,
-                        sha256: None,
-                        reason: format!("cannot start the Wasm engine: {e:#}"),
-                    }])
-                })?;
-                Arc::new(runtime)
-            }
-        };
+        let runtime = self.runtime_for(config, names[0])?;
         let same_engine = self
             .runtime
             .as_ref()
@@ -229,53 +208,98 @@ impl Plugins {
 
         let mut errors = Vec::new();
         for name in &names {
-            let settings = pc.settings(name);
-            let path = pc.file(name);
-            let current = self
-                .versions
-                .get(*name)
-                .filter(|c| same_engine && c.path == path);
-            let version = match (load::read(name, &path), current) {
-                (Ok(file), Some(c)) if c.sha256 == file.sha256 => {
-                    if c.settings == settings {
-                        c.clone()
-                    } else {
-                        Arc::new(c.with_settings(settings))
-                    }
+            match self.version_for(&runtime, same_engine, pc, name, &mut out) {
+                Ok(version) => {
+                    next.versions.insert((*name).to_owned(), version);
+                    let ns = self.namespaces.get(*name).cloned().unwrap_or_default();
+                    next.namespaces.insert((*name).to_owned(), ns);
                 }
-                (Ok(file), _) => match load::compile(&runtime, name, &file, settings) {
-                    Ok(c) => {
-                        let c = Arc::new(c);
-                        out.compiled.push(serving(&c));
-                        c
-                    }
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
-                },
-                (Err(e), Some(c)) if !path.exists() => {
-                    out.kept.push(e);
-                    if c.settings == settings {
-                        c.clone()
-                    } else {
-                        Arc::new(c.with_settings(settings))
-                    }
-                }
-                (Err(e), _) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
-            next.versions.insert((*name).to_owned(), version);
-            let ns = self.namespaces.get(*name).cloned().unwrap_or_default();
-            next.namespaces.insert((*name).to_owned(), ns);
+                Err(e) => errors.push(e),
+            }
         }
         if !errors.is_empty() {
             return Err(PluginErrors(errors));
         }
+        self.reuse_slots(&mut next)?;
+        out.chains = next.chains();
+        out.plugins = next;
+        Ok(out)
+    }
 
-        // Slots: reuse those whose version and configuration are the same.
+    /// The engine for `config`: this registry's while it is large enough
+    /// and its cache folder is the same, else a new one. `first` names the
+    /// plugin an engine failure is reported against.
+    fn runtime_for(&self, config: &Config, first: &str) -> Result<Arc<Runtime>, PluginErrors> {
+        let pc = &config.plugins;
+        let needed = capacity(config);
+        match &self.runtime {
+            Some(r)
+                if r.capacity.instances >= needed.instances
+                    && r.capacity.max_memory_bytes >= needed.max_memory_bytes
+                    && r.cache_dir == pc.cache_dir =>
+            {
+                Ok(r.clone())
+            }
+            _ => {
+                let runtime = Runtime::new(needed, pc.cache_dir.as_deref()).map_err(|e| {
+                    PluginErrors(vec![PluginError {
+                        name: first.to_owned(),
+                        path: pc.dir.clone(),
+                        step: Step::Compile,
+                        sha256: None,
+                        reason: format!("cannot start the Wasm engine: {e:#}"),
+                    }])
+                })?;
+                Ok(Arc::new(runtime))
+            }
+        }
+    }
+
+    /// The version of plugin `name` to serve: the current one when its
+    /// file has the same hash (with the new settings), or when its file
+    /// is gone (reported in `out.kept`); otherwise the file compiled anew
+    /// (reported in `out.compiled`).
+    fn version_for(
+        &self,
+        runtime: &Arc<Runtime>,
+        same_engine: bool,
+        pc: &PluginsConfig,
+        name: &str,
+        out: &mut Reconfigured,
+    ) -> Result<Arc<Compiled>, PluginError> {
+        let settings = pc.settings(name);
+        let path = pc.file(name);
+        let current = self
+            .versions
+            .get(name)
+            .filter(|c| same_engine && c.path == path);
+        let with_settings = |c: &Arc<Compiled>, settings| {
+            if c.settings == settings {
+                c.clone()
+            } else {
+                Arc::new(c.with_settings(settings))
+            }
+        };
+        match (load::read(name, &path), current) {
+            (Ok(file), Some(c)) if c.sha256 == file.sha256 => Ok(with_settings(c, settings)),
+            (Ok(file), _) => {
+                let c = Arc::new(load::compile(runtime, name, &file, settings)?);
+                out.compiled.push(serving(&c));
+                Ok(c)
+            }
+            (Err(e), Some(c)) if !path.exists() => {
+                out.kept.push(e);
+                Ok(with_settings(c, settings))
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// Fills `next`'s slots, one per plugin reference of its routes,
+    /// reusing this registry's where the version and configuration are the
+    /// same (warm instances kept) and making the rest (`init` runs).
+    fn reuse_slots(&self, next: &mut Plugins) -> Result<(), PluginErrors> {
+        let mut errors: Vec<PluginError> = Vec::new();
         for refs in &next.routes {
             for r in refs {
                 if next.slots.contains_key(r) {
@@ -297,12 +321,11 @@ impl Plugins {
                 next.slots.insert(r.clone(), slot);
             }
         }
-        if !errors.is_empty() {
-            return Err(PluginErrors(errors));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(PluginErrors(errors))
         }
-        out.chains = next.chains();
-        out.plugins = next;
-        Ok(out)
     }
 
     /// Builds the registry with a new version of plugin `name` from `file`:

@@ -22,13 +22,11 @@ mod send;
 pub mod stall;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -36,46 +34,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::RequestBody;
-use crate::config::ListenerConfig;
-use crate::router::{self, HostSource, Route, Router};
+pub use crate::conn::ConnContext;
+use crate::router::{self, HostSource, Route};
 pub use error::{ErrorSource, ProxyError};
 use headers::X_REQUEST_ID;
 use response::{Lease, ResponseBody};
-
-/// What every request on one client connection shares.
-#[derive(Debug)]
-pub struct ConnContext {
-    pub peer: SocketAddr,
-    /// `peer`'s IP as a header value, made once for `X-Forwarded-For`.
-    pub peer_ip: HeaderValue,
-    pub listener: Arc<ListenerConfig>,
-    pub router: Arc<ArcSwap<Router>>,
-    pub access_log: bool,
-    /// Milliseconds (see [`crate::clock`]) of the last read or write.
-    pub last_activity: AtomicU64,
-    /// When (ms) a write to the client found the socket full and no write
-    /// has gone through since; 0 when writes are not blocked. The
-    /// connection is closed once this is `send_timeout` old, even while the
-    /// client keeps sending (an HTTP/2 client can ping without reading).
-    pub write_blocked: AtomicU64,
-    /// Requests whose response head has not been produced yet.
-    pub in_flight: AtomicUsize,
-    /// Whether the client has sent any byte yet.
-    pub spoke: AtomicBool,
-    /// When (ms) the first bytes of a still incomplete request head
-    /// arrived; 0 when no head is half-read.
-    pub head_started: AtomicU64,
-    /// HTTP/1 requests seen on this connection so far.
-    pub requests: AtomicU64,
-    /// Ordinal of a request whose head carried both `Content-Length` and
-    /// `Transfer-Encoding` (0: none), from [`crate::framing`].
-    pub smuggled: AtomicU64,
-    /// The tunnel of an upgraded connection (WebSocket). The connection's
-    /// task waits for it after hyper lets the connection go, so a tunnel
-    /// keeps holding its `max_connections` permit, counts as open for the
-    /// drain, and is closed after `idle_timeout` without bytes.
-    pub tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
 
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(

@@ -1,0 +1,176 @@
+//! What one client connection's task (`listener`) and its requests
+//! (`proxy`) share: who the client is, the route table, the counts the
+//! framing checks and the drain read, and the [`Watchdog`]'s clocks. It
+//! sits below both, so neither imports the other for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
+use crate::config::ListenerConfig;
+use crate::router::Router;
+use crate::worker;
+
+/// What every request on one client connection shares.
+#[derive(Debug)]
+pub struct ConnContext {
+    pub peer: SocketAddr,
+    /// `peer`'s IP as a header value, made once for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
+    pub listener: Arc<ListenerConfig>,
+    pub router: Arc<ArcSwap<Router>>,
+    pub access_log: bool,
+    /// When the connection is quiet or stuck enough to close.
+    pub watchdog: Watchdog,
+    /// Requests whose response head has not been produced yet.
+    pub in_flight: AtomicUsize,
+    /// HTTP/1 requests seen on this connection so far.
+    pub requests: AtomicU64,
+    /// Ordinal of a request whose head carried both `Content-Length` and
+    /// `Transfer-Encoding` (0: none), from [`crate::framing`].
+    pub smuggled: AtomicU64,
+    /// The tunnel of an upgraded connection (WebSocket). The connection's
+    /// task waits for it after hyper lets the connection go, so a tunnel
+    /// keeps holding its `max_connections` permit, counts as open for the
+    /// drain, and is closed after `idle_timeout` without bytes.
+    pub tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ConnContext {
+    pub fn new(
+        peer: SocketAddr,
+        peer_ip: HeaderValue,
+        listener: Arc<ListenerConfig>,
+        router: Arc<ArcSwap<Router>>,
+        access_log: bool,
+    ) -> ConnContext {
+        ConnContext {
+            peer,
+            peer_ip,
+            watchdog: Watchdog::new(&listener),
+            listener,
+            router,
+            access_log,
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            smuggled: AtomicU64::new(0),
+            tunnel: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether a request is under way (its response head not produced).
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// The clocks that decide when a connection is closed, stamped by the
+/// client socket and read by the connection's task. Times are
+/// milliseconds on [`worker::now_ms`]'s clock; 0 means "not set".
+///
+/// Three clocks close a quiet connection:
+/// - a new connection that has sent nothing: `header_read_timeout`
+///   (hyper's own timer only starts with the first byte);
+/// - a request head that started arriving and is not complete:
+///   `header_read_timeout` from its first byte (slow-header clients);
+/// - no request in flight and no bytes moving: `idle_timeout`.
+///
+/// A fourth closes it whatever is in flight: a write that stays blocked
+/// for `send_timeout` (the client reads nothing of what it asked for).
+#[derive(Debug)]
+pub struct Watchdog {
+    pub idle_ms: u64,
+    pub head_ms: u64,
+    pub send_ms: u64,
+    /// The last read or write.
+    last_activity: AtomicU64,
+    /// When a write to the client found the socket full and no write has
+    /// gone through since. The connection is closed once this is
+    /// `send_timeout` old, even while the client keeps sending (an HTTP/2
+    /// client can ping without reading).
+    write_blocked: AtomicU64,
+    /// Whether the client has sent any byte yet.
+    spoke: AtomicBool,
+    /// When the first bytes of a still incomplete request head arrived.
+    head_started: AtomicU64,
+}
+
+impl Watchdog {
+    fn new(cfg: &ListenerConfig) -> Watchdog {
+        Watchdog {
+            idle_ms: cfg.idle_timeout.as_millis() as u64,
+            head_ms: cfg.header_read_timeout.as_millis() as u64,
+            send_ms: cfg.send_timeout.as_millis() as u64,
+            last_activity: AtomicU64::new(worker::now_ms()),
+            write_blocked: AtomicU64::new(0),
+            spoke: AtomicBool::new(false),
+            head_started: AtomicU64::new(0),
+        }
+    }
+
+    /// When the connection counts as quiet enough to close, if no request
+    /// is in flight.
+    pub fn quiet_deadline(&self) -> u64 {
+        let head = self.head_started.load(Ordering::Relaxed);
+        if head != 0 {
+            head + self.head_ms
+        } else if !self.spoke.load(Ordering::Relaxed) {
+            self.last_activity.load(Ordering::Relaxed) + self.head_ms
+        } else {
+            self.last_activity.load(Ordering::Relaxed) + self.idle_ms
+        }
+    }
+
+    /// When the client's blocked write runs out of `send_timeout`, if a
+    /// write is blocked.
+    pub fn send_stall(&self) -> Option<u64> {
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        (blocked != 0).then(|| blocked + self.send_ms)
+    }
+
+    /// When an upgraded connection's tunnel is to be closed: `idle_timeout`
+    /// without a byte either way (both directions pass through the client
+    /// socket), or a write blocked for `send_timeout`.
+    pub fn tunnel_deadline(&self) -> u64 {
+        let idle = self.last_activity.load(Ordering::Relaxed) + self.idle_ms;
+        self.send_stall().map_or(idle, |stall| stall.min(idle))
+    }
+
+    /// A read or write went through.
+    pub fn touch(&self) {
+        self.last_activity
+            .store(worker::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived; `in_partial_head` says whether they leave a request
+    /// head incomplete (its clock starts at the first such read).
+    pub fn read(&self, in_partial_head: bool) {
+        self.spoke.store(true, Ordering::Relaxed);
+        let started = self.head_started.load(Ordering::Relaxed);
+        match (in_partial_head, started) {
+            (true, 0) => self
+                .head_started
+                .store(worker::now_ms().max(1), Ordering::Relaxed),
+            (false, s) if s != 0 => self.head_started.store(0, Ordering::Relaxed),
+            _ => {}
+        }
+    }
+
+    /// A write's outcome: activity when it went through, the start of a
+    /// blocked spell when the socket was full.
+    pub fn wrote(&self, went_through: bool) {
+        if went_through {
+            self.touch();
+            if self.write_blocked.load(Ordering::Relaxed) != 0 {
+                self.write_blocked.store(0, Ordering::Relaxed);
+            }
+        } else if self.write_blocked.load(Ordering::Relaxed) == 0 {
+            // 0 means "not blocked", so the first millisecond counts as 1.
+            self.write_blocked
+                .store(worker::now_ms().max(1), Ordering::Relaxed);
+        }
+    }
+}
