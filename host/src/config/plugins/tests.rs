@@ -1,0 +1,86 @@
+use super::*;
+use crate::config::Config;
+
+#[test]
+fn every_accepted_deadline_is_at_least_one_epoch_tick() {
+    assert!(limits::MIN_DEADLINE >= crate::plugin::EPOCH_TICK);
+}
+
+const BASE: &str = r#"
+[[listener]]
+address = "127.0.0.1:0"
+
+[[upstream]]
+name = "app"
+endpoints = ["127.0.0.1:9000"]
+"#;
+
+#[test]
+fn chains_settings_and_defaults() {
+    let text = format!(
+        r#"{BASE}
+[plugins]
+dir = "wasm"
+global = [{{ name = "noop" }}]
+
+[plugin.api-key]
+deadline = "5ms"
+memory = "8MiB"
+failure = "open"
+isolation = "request"
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "api-key", config = {{ keys = ["a", "b"], n = 2 }} }}]
+"#
+    );
+    let c = Config::parse(Path::new("/etc/weir/weir.toml"), &text).unwrap();
+    assert_eq!(c.plugins.dir, Path::new("/etc/weir/wasm"));
+    assert_eq!(
+        c.plugins.file("noop"),
+        Path::new("/etc/weir/wasm/noop.wasm")
+    );
+    assert_eq!(c.plugins.global[0].config, "{}");
+    assert_eq!(c.routes[0].plugins[0].config, r#"{"keys":["a","b"],"n":2}"#);
+    let s = c.plugins.settings("api-key");
+    assert_eq!(s.deadline, Duration::from_millis(5));
+    assert_eq!(s.memory_bytes, 8 * 1024 * 1024);
+    assert_eq!(s.failure, FailurePolicy::Open);
+    assert_eq!(s.isolation, Isolation::Request);
+    assert_eq!(c.plugins.settings("noop"), PluginSettings::default());
+    assert_eq!(c.plugins.referenced(&c.routes), vec!["noop", "api-key"]);
+}
+
+#[test]
+fn bad_settings_name_their_key() {
+    let text = format!(
+        r#"{BASE}
+[plugin.x]
+deadline = "0ms"
+memory = "10GiB"
+failure = "maybe"
+colour = 1
+
+[plugin.y]
+failure = "maybe"
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "../etc/passwd" }}]
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "ok", confg = 1 }}]
+"#
+    );
+    let all = Config::parse(Path::new("t.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(all.contains("plugin.x") && all.contains("colour"), "{all}");
+    assert!(
+        all.contains("plugin.y.failure") && all.contains("`maybe`"),
+        "{all}"
+    );
+    assert!(all.contains("confg"), "{all}");
+    assert!(all.contains("../etc/passwd"), "{all}");
+}

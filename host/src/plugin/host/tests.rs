@@ -1,0 +1,157 @@
+use super::*;
+
+/// The SDK states these bounds to plugin authors, and its native test
+/// host enforces them: they must be the gateway's.
+#[test]
+fn the_sdk_states_the_gateways_bounds() {
+    use super::super::state::limits as state;
+    use weir_sdk::{context, log, metrics, random, validate};
+    assert_eq!(
+        validate::MAX_HEADER_VALUE_BYTES,
+        limits::MAX_HEADER_VALUE_BYTES
+    );
+    assert_eq!(
+        validate::MAX_HEADER_BYTES_PER_CALL,
+        limits::MAX_HEADER_BYTES_PER_CALL
+    );
+    assert_eq!(validate::MAX_HEAD_FIELDS, limits::MAX_HEAD_FIELDS);
+    assert_eq!(validate::MAX_REPLY_HEADERS, limits::MAX_RESPONSE_HEADERS);
+    assert_eq!(validate::MAX_TARGET_BYTES, limits::MAX_TARGET_BYTES);
+    assert_eq!(log::MAX_MESSAGE_BYTES, limits::MAX_LOG_BYTES);
+    assert_eq!(
+        log::MAX_LINES_PER_CALL,
+        limits::MAX_LOG_LINES_PER_CALL as usize
+    );
+    assert_eq!(context::MAX_ENTRIES, limits::MAX_CONTEXT_ENTRIES);
+    assert_eq!(context::MAX_KEY_BYTES, limits::MAX_CONTEXT_KEY_BYTES);
+    assert_eq!(context::MAX_VALUE_BYTES, limits::MAX_CONTEXT_VALUE_BYTES);
+    assert_eq!(random::MAX_BYTES, limits::MAX_RANDOM_BYTES as usize);
+    assert_eq!(weir_sdk::state::MAX_KEY_BYTES, state::MAX_KEY_BYTES);
+    assert_eq!(weir_sdk::state::MAX_VALUE_BYTES, state::MAX_VALUE_BYTES);
+    assert_eq!(weir_sdk::state::MAX_KEYS, state::MAX_KEYS);
+    assert_eq!(weir_sdk::state::MAX_BYTES, state::MAX_BYTES);
+    assert_eq!(weir_sdk::state::MAX_BUCKET, state::MAX_BUCKET);
+    assert_eq!(weir_sdk::state::SWEEP_INTERVAL, state::SWEEP_INTERVAL);
+    assert_eq!(metrics::MAX_NAME_BYTES, state::MAX_COUNTER_NAME_BYTES);
+    assert_eq!(metrics::MAX_COUNTERS, state::MAX_COUNTERS);
+    let mut sdk = validate::RESERVED_HEADERS.to_vec();
+    let mut gateway = RESERVED.to_vec();
+    sdk.sort_unstable();
+    gateway.sort_unstable();
+    assert_eq!(sdk, gateway);
+}
+
+#[test]
+fn header_values_cannot_split_lines() {
+    let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+    assert!(header_pair("x-a", "ok\r\ninjected: 1".into(), &mut budget).is_err());
+    assert!(header_pair("x-a", "a\0b".into(), &mut budget).is_err());
+    assert!(header_pair("x-a\r\nb", "1".into(), &mut budget).is_err());
+    assert!(header_pair("content-length", "1".into(), &mut budget).is_err());
+    assert!(header_pair("Transfer-Encoding", "chunked".into(), &mut budget).is_err());
+    let (n, v) = header_pair("X-Fine", "caf\u{e9}".into(), &mut budget).unwrap();
+    assert_eq!(n, "x-fine");
+    assert_eq!(v.as_bytes(), "caf\u{e9}".as_bytes());
+}
+
+#[test]
+fn a_head_stops_growing_at_its_bound_and_never_panics() {
+    let mut h = HeaderMap::new();
+    let mut added = 0;
+    // Far past `http`'s own limit (24,576 names), where an unchecked
+    // insert panics; a fresh budget for each, as for separate calls.
+    for i in 0..30_000 {
+        let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+        if set(
+            &mut h,
+            &mut budget,
+            &format!("x-{i}"),
+            Bytes::new(),
+            i % 2 == 0,
+        )
+        .is_ok()
+        {
+            added += 1;
+        }
+    }
+    assert_eq!(added, limits::MAX_HEAD_FIELDS);
+    assert_eq!(h.len(), limits::MAX_HEAD_FIELDS);
+    // Replacing a field that is there still works at the bound.
+    let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+    assert!(set(&mut h, &mut budget, "x-1", "v".into(), false).is_ok());
+    assert!(set(&mut h, &mut budget, "x-1", "w".into(), true).is_err());
+}
+
+#[test]
+fn a_refused_name_is_quoted_in_part_and_cuts_keep_characters_whole() {
+    let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+    let long = "\u{7f}".repeat(1_000_000);
+    let e = header_pair(&long, "1".into(), &mut budget).unwrap_err();
+    assert!(e.len() < 1_000, "{} bytes of error", e.len());
+    assert!(e.contains("(1000000 bytes)"), "{e}");
+
+    let mut s = "\u{20ac}".repeat(400);
+    assert!(cut(&mut s, 1024));
+    assert_eq!(s.len(), 1023);
+    assert!(!cut(&mut s, 1024));
+}
+
+#[test]
+fn removal_spares_framing_headers() {
+    let mut h = HeaderMap::new();
+    h.insert("content-length", HeaderValue::from_static("1"));
+    h.insert("x-a", HeaderValue::from_static("1"));
+    remove(&mut h, "Content-Length");
+    remove(&mut h, "X-A");
+    remove(&mut h, "not a name\r\n");
+    assert_eq!(h.len(), 1);
+    assert!(h.contains_key("content-length"));
+}
+
+#[test]
+fn header_budget_is_per_call() {
+    let mut budget = limits::MAX_HEADER_BYTES_PER_CALL;
+    let chunk = "v".repeat(limits::MAX_HEADER_VALUE_BYTES);
+    let mut ok = 0;
+    while header_pair("x-h", chunk.clone().into(), &mut budget).is_ok() {
+        ok += 1;
+    }
+    assert_eq!(ok, limits::MAX_HEADER_BYTES_PER_CALL / (chunk.len() + 3));
+    assert!(
+        header_pair(
+            "x-h",
+            "v".repeat(limits::MAX_HEADER_VALUE_BYTES + 1).into(),
+            &mut usize::MAX.clone()
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn statuses_and_targets() {
+    assert!(status_code(42).is_err());
+    assert!(status_code(101).is_err());
+    assert!(status_code(1000).is_err());
+    assert_eq!(status_code(418).unwrap(), StatusCode::IM_A_TEAPOT);
+    let uri: Uri = "/a/b?x=1".parse().unwrap();
+    assert_eq!(set_target(&uri, Some("/c"), None).unwrap(), "/c?x=1");
+    assert_eq!(set_target(&uri, None, Some(None)).unwrap(), "/a/b");
+    assert!(set_target(&uri, Some("c"), None).is_err());
+    assert!(set_target(&uri, Some("/c?y"), None).is_err());
+    assert!(set_target(&uri, Some("/c d"), None).is_err());
+}
+
+#[test]
+fn context_is_bounded() {
+    let mut c = Context::default();
+    for i in 0..limits::MAX_CONTEXT_ENTRIES {
+        c.set(i.to_string(), "v".into()).unwrap();
+    }
+    assert!(c.set("more".into(), "v".into()).is_err());
+    c.set("0".into(), "replaced".into()).unwrap();
+    assert_eq!(c.get("0").as_deref(), Some("replaced"));
+    assert!(
+        c.set("k".into(), "v".repeat(limits::MAX_CONTEXT_VALUE_BYTES + 1))
+            .is_err()
+    );
+}
