@@ -3,10 +3,10 @@
 //! and the epoch ticker that drives it.
 //!
 //! Epochs tick on wall-clock time, so a deadline counted in ticks alone
-//! charges a plugin for time its thread spent preempted. On a busy machine
+//! charges a plugin for time its thread spent preempted: on a busy machine
 //! (two gateways, a build, a noisy neighbour) a call of a few microseconds
-//! that is descheduled for 10 ms trapped as if it had looped, and the
-//! request failed. Instead, the first epoch tick inside a call reads the
+//! that is descheduled for 10 ms would trap as if it had looped, and its
+//! request would fail. Instead, the first epoch tick inside a call reads the
 //! thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`), and later ticks stop the
 //! call only once it has used its deadline of CPU since then.
 //!
@@ -46,12 +46,12 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 /// How often the epoch advances: the granularity of CPU deadlines (see
 /// `deadline`; a call overruns its deadline by at most about one tick).
 ///
-/// While plugin calls run, every tick wakes the ticker thread, and on the
-/// benchmark VM a wake-up costs about 16 µs of CPU: at 1 ms the ticker
-/// alone burnt 16 ms of CPU per second, 0.27 µs per request at 61,000
-/// requests per second (as much as the plugin call itself). At 5 ms it is
-/// a fifth of that; the shortest deadline the configuration accepts is one
-/// tick. Without calls the ticker parks (`deadline::Ticker`).
+/// While plugin calls run, every tick wakes the ticker thread, and a
+/// thread wake-up costs microseconds of CPU: a 1 ms tick would cost a busy
+/// gateway about as much per request as a small plugin call itself
+/// (tests/bench/RESULTS.md has the figures), 5 ms a fifth of that. The
+/// shortest deadline the configuration accepts is one tick. Without calls
+/// the ticker parks ([`Ticker`]).
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Wall-clock cap, as a multiple of the CPU deadline.
