@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use crate::admin::{self, AdminState, Attempt, ConfigStatus, PluginAttempt};
 use crate::config::Config;
 use crate::deploy::plugin::{self, PluginWatch};
-use crate::deploy::{FileWatch, WatchError, sha256_hex, watch_ready};
+use crate::deploy::{FileWatch, WatchError, watch_ready};
+use crate::digest::sha256_hex;
 use crate::server::{Gateway, StartError};
 
 /// Why `weir run` stopped with an error.

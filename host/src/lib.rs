@@ -13,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod deploy;
+pub mod digest;
 pub mod framing;
 pub mod listener;
 pub mod plugin;

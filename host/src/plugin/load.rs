@@ -170,7 +170,7 @@ pub fn read(name: &str, path: &Path) -> Result<PluginFile, PluginError> {
                 .into(),
         ));
     }
-    let sha256 = crate::deploy::sha256_hex(&bytes);
+    let sha256 = crate::digest::sha256_hex(&bytes);
     Ok(PluginFile {
         path: path.to_owned(),
         bytes,
