@@ -24,7 +24,7 @@ fn chain_config(app: SocketAddr, other: SocketAddr, isolation: &str) -> String {
 [plugins]
 global = [{{ name = "basic", config = {{ tag = "global" }} }}]
 
-[plugin.basic]
+[plugin_limits.basic]
 deadline = "200ms"
 isolation = "{isolation}"
 

@@ -12,22 +12,22 @@ use crate::support::*;
 fn hostile_config(app: std::net::SocketAddr) -> String {
     let mut routes = String::from(
         r#"
-[plugin.hostile]
+[plugin_limits.hostile]
 deadline = "50ms"
 memory = "16MiB"
 max_instances = 8
 
 # Header tests move 10 MB through the host's header calls, which take
 # real CPU in the unoptimized test build of the gateway.
-[plugin.roomy]
+[plugin_limits.roomy]
 deadline = "2s"
 memory = "64MiB"
 
-[plugin.lenient]
+[plugin_limits.lenient]
 failure = "open"
 
 # The shortest deadline there is, for a plugin that needs 3 ms of it.
-[plugin.brisk]
+[plugin_limits.brisk]
 deadline = "5ms"
 
 [[route]]
@@ -376,7 +376,7 @@ async fn failing_open_skips_the_plugin_and_says_so() {
 /// straight to the upstream when the mode is empty.
 async fn deadline_20ms_gateway(routes: &[(&str, &str)]) -> (Upstream, Gateway) {
     let app = Upstream::echo("app").await;
-    let mut text = String::from("[plugin.hostile]\ndeadline = \"20ms\"\n");
+    let mut text = String::from("[plugin_limits.hostile]\ndeadline = \"20ms\"\n");
     for (name, mode) in routes {
         text.push_str(&format!(
             "\n[[route]]\nname = \"{name}\"\nupstream = \"app\"\npath = \"/{name}\"\n"
@@ -482,7 +482,7 @@ fn with_request_isolation_init_must_fit_in_the_call_deadline() {
             "",
             &[("app", "127.0.0.1:9".parse().unwrap())],
             &format!(
-                "[plugin.hostile]\ndeadline = \"{deadline}\"\nisolation = \"request\"\n\n\
+                "[plugin_limits.hostile]\ndeadline = \"{deadline}\"\nisolation = \"request\"\n\n\
                  [[route]]\nupstream = \"app\"\n\
                  plugins = [{{ name = \"hostile\", config = {{ mode = \"slow-init-crash-on-demand\" }} }}]\n"
             ),

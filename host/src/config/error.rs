@@ -38,6 +38,10 @@ pub enum Problem {
     ConflictingPathMatch,
     #[error("`rewrite_prefix` needs `path_prefix`: it replaces the matched prefix")]
     RewriteWithoutPrefix,
+    #[error(
+        "there is no `[plugin.NAME]` section: one plugin's limits go in `[plugin_limits.NAME]`, the settings of all plugins in `[plugins]`"
+    )]
+    RenamedPluginLimits,
 }
 
 /// One problem, with where it was found.

@@ -321,7 +321,14 @@ impl Validator<'_> {
             }
         }
 
-        let plugins = self.plugins(file.plugins.as_ref(), &file.plugin, &routes);
+        if let Some(old) = &file.plugin {
+            let at = At {
+                line: Some(self.line_of(old.span().start)),
+                key: "plugin".into(),
+            };
+            self.report(&at, Problem::RenamedPluginLimits);
+        }
+        let plugins = self.plugins(file.plugins.as_ref(), &file.plugin_limits, &routes);
 
         Some(Config {
             path: self.file.clone(),

@@ -1,5 +1,5 @@
 //! The plugin sections of the configuration: `[plugins]` (the folder, the
-//! body caps and the global chain), `[plugin.NAME]` (per-plugin limits and
+//! body caps and the global chain), `[plugin_limits.NAME]` (per-plugin limits and
 //! failure policy) and the `plugins = [...]` chain on a `[[route]]`. Only
 //! the file format and its bounds live here; whether `NAME.wasm` exists and
 //! is a valid plugin is checked by `crate::plugin` when it compiles it.
@@ -106,7 +106,7 @@ pub struct PluginsConfig {
     pub max_response_body_bytes: usize,
     /// Runs before every route's own chain.
     pub global: Vec<PluginRef>,
-    /// Settings of the plugins that have a `[plugin.NAME]` table.
+    /// Settings of the plugins that have a `[plugin_limits.NAME]` table.
     pub settings: BTreeMap<String, PluginSettings>,
 }
 
@@ -219,7 +219,7 @@ impl Validator<'_> {
 
         let mut table = BTreeMap::new();
         for (name, t) in settings {
-            let (raw, at) = self.section::<RawPluginSettings>(t, format!("plugin.{name}"));
+            let (raw, at) = self.section::<RawPluginSettings>(t, format!("plugin_limits.{name}"));
             if !self.name(&at, name) {
                 continue;
             }

@@ -26,9 +26,13 @@ pub struct RawFile {
     pub route: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     pub plugins: Option<Spanned<toml::Table>>,
-    /// `[plugin.NAME]` tables: per-plugin limits and failure policy.
+    /// `[plugin_limits.NAME]` tables: per-plugin limits and failure policy.
     #[serde(default)]
-    pub plugin: std::collections::BTreeMap<String, Spanned<toml::Table>>,
+    pub plugin_limits: std::collections::BTreeMap<String, Spanned<toml::Table>>,
+    /// `[plugin.NAME]`, the name `[plugin_limits.NAME]` had: read only to
+    /// refuse it with the new name.
+    #[serde(default)]
+    pub plugin: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,7 +252,7 @@ pub struct RawPlugins {
     pub global: Vec<RawPluginRef>,
 }
 
-/// `[plugin.NAME]`.
+/// `[plugin_limits.NAME]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPluginSettings {

@@ -101,7 +101,7 @@ impl Compiled {
     }
 
     /// The same compiled code with other settings (a reload that changed
-    /// only `[plugin.NAME]`): nothing is recompiled.
+    /// only `[plugin_limits.NAME]`): nothing is recompiled.
     pub fn with_settings(&self, settings: PluginSettings) -> Compiled {
         Compiled {
             name: self.name.clone(),

@@ -163,7 +163,7 @@ impl Plugins {
     /// compiles and initialises what changed. Reused as they are: the
     /// engine while it is large enough and its cache folder is the same,
     /// a compiled version whose file has the same hash (with new settings
-    /// if `[plugin.NAME]` changed), and a slot whose plugin version and
+    /// if `[plugin_limits.NAME]` changed), and a slot whose plugin version and
     /// configuration are the same. Shared state is always kept. A file that
     /// is gone while its plugin serves keeps the version serving (reported
     /// in `kept`).

@@ -23,7 +23,7 @@ fn chains_settings_and_defaults() {
 dir = "wasm"
 global = [{{ name = "noop" }}]
 
-[plugin.api-key]
+[plugin_limits.api-key]
 deadline = "5ms"
 memory = "8MiB"
 failure = "open"
@@ -55,13 +55,13 @@ plugins = [{{ name = "api-key", config = {{ keys = ["a", "b"], n = 2 }} }}]
 fn bad_settings_name_their_key() {
     let text = format!(
         r#"{BASE}
-[plugin.x]
+[plugin_limits.x]
 deadline = "0ms"
 memory = "10GiB"
 failure = "maybe"
 colour = 1
 
-[plugin.y]
+[plugin_limits.y]
 failure = "maybe"
 
 [[route]]
@@ -76,11 +76,35 @@ plugins = [{{ name = "ok", confg = 1 }}]
     let all = Config::parse(Path::new("t.toml"), &text)
         .unwrap_err()
         .to_string();
-    assert!(all.contains("plugin.x") && all.contains("colour"), "{all}");
     assert!(
-        all.contains("plugin.y.failure") && all.contains("`maybe`"),
+        all.contains("plugin_limits.x") && all.contains("colour"),
+        "{all}"
+    );
+    assert!(
+        all.contains("plugin_limits.y.failure") && all.contains("`maybe`"),
         "{all}"
     );
     assert!(all.contains("confg"), "{all}");
     assert!(all.contains("../etc/passwd"), "{all}");
+}
+
+/// Per-plugin limits live in `[plugin_limits.NAME]`; a `[plugin.NAME]`
+/// table is refused with its line and the section to use.
+#[test]
+fn a_plugin_table_is_refused_with_the_section_to_use() {
+    let text = format!(
+        r#"{BASE}
+[plugin.api-key]
+deadline = "20ms"
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "api-key" }}]
+"#
+    );
+    let all = Config::parse(Path::new("t.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(all.contains("t.toml:"), "{all}");
+    assert!(all.contains("[plugin_limits.NAME]"), "{all}");
 }
