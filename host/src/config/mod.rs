@@ -290,36 +290,7 @@ impl Validator<'_> {
         }
         let upstream_names: HashMap<String, usize> = names;
 
-        let mut routes = Vec::new();
-        let mut names = HashMap::new();
-        if file.route.len() > limits::MAX_ROUTES {
-            self.report(
-                &at_key("route"),
-                Problem::OutOfRange {
-                    field: "route",
-                    rule: format!("at most {} entries", limits::MAX_ROUTES),
-                },
-            );
-        }
-        for (i, t) in file.route.iter().enumerate() {
-            let (raw, at) = self.section::<RawRoute>(t, format!("route[{i}]"));
-            if let Some(r) = raw.and_then(|r| self.route(i, r, &at)) {
-                self.unique("route", &r.name, &at, &mut names);
-                if !upstream_names.contains_key(&r.upstream) {
-                    let at = At {
-                        key: format!("{} ({}).upstream", at.key, r.name),
-                        ..at
-                    };
-                    self.report(
-                        &at,
-                        Problem::DanglingUpstream {
-                            name: r.upstream.clone(),
-                        },
-                    );
-                }
-                routes.push(r);
-            }
-        }
+        let routes = self.routes(&file.route, &upstream_names);
 
         if let Some(old) = &file.plugin {
             let at = At {

@@ -217,18 +217,42 @@ impl Validator<'_> {
         let max_response_body_bytes = body("max_response_body_bytes", raw.max_response_body_bytes);
         let global = self.plugin_refs(&field(&at, "global"), &raw.global);
 
-        let mut table = BTreeMap::new();
-        for (name, t) in settings {
+        let settings = self.plugin_limits(settings);
+        self.chain_lengths(routes, global.len());
+        PluginsConfig {
+            dir,
+            cache_dir,
+            compile_timeout,
+            tiered: raw.tiered.unwrap_or(true),
+            max_request_body_bytes,
+            max_response_body_bytes,
+            global,
+            settings,
+        }
+    }
+
+    /// The `[plugin_limits.NAME]` tables, by plugin name.
+    fn plugin_limits(
+        &mut self,
+        tables: &BTreeMap<String, Spanned<toml::Table>>,
+    ) -> BTreeMap<String, PluginSettings> {
+        let mut out = BTreeMap::new();
+        for (name, t) in tables {
             let (raw, at) = self.section::<RawPluginSettings>(t, format!("plugin_limits.{name}"));
             if !self.name(&at, name) {
                 continue;
             }
             if let Some(raw) = raw {
-                table.insert(name.clone(), self.plugin_settings(raw, &at));
+                out.insert(name.clone(), self.plugin_settings(raw, &at));
             }
         }
+        out
+    }
+
+    /// Each route's chain, with the global one, within the chain bound.
+    fn chain_lengths(&mut self, routes: &[RouteConfig], global: usize) {
         for r in routes {
-            if global.len() + r.plugins.len() > limits::MAX_CHAIN {
+            if global + r.plugins.len() > limits::MAX_CHAIN {
                 self.report(
                     &At {
                         line: None,
@@ -243,16 +267,6 @@ impl Validator<'_> {
                     },
                 );
             }
-        }
-        PluginsConfig {
-            dir,
-            cache_dir,
-            compile_timeout,
-            tiered: raw.tiered.unwrap_or(true),
-            max_request_body_bytes,
-            max_response_body_bytes,
-            global,
-            settings: table,
         }
     }
 

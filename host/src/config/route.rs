@@ -3,14 +3,57 @@
 //! timeouts, retries and body limit. Each matcher kind is checked on its
 //! own, so a route with several mistakes reports all of them.
 
+use std::collections::HashMap;
+
 use http::{HeaderName, HeaderValue, Method};
+use toml::Spanned;
 
 use super::raw::{RawHeaderMatch, RawRoute};
 use super::{
-    At, HeaderMatch, HostPattern, PathMatch, Problem, RouteConfig, Validator, field, limits,
+    At, HeaderMatch, HostPattern, PathMatch, Problem, RouteConfig, Validator, at_key, field, limits,
 };
 
 impl Validator<'_> {
+    /// Every `[[route]]`, in file order: each one's rules, a unique name,
+    /// and an upstream that exists.
+    pub(super) fn routes(
+        &mut self,
+        raw: &[Spanned<toml::Table>],
+        upstream_names: &HashMap<String, usize>,
+    ) -> Vec<RouteConfig> {
+        let mut routes = Vec::new();
+        let mut names = HashMap::new();
+        if raw.len() > limits::MAX_ROUTES {
+            self.report(
+                &at_key("route"),
+                Problem::OutOfRange {
+                    field: "route",
+                    rule: format!("at most {} entries", limits::MAX_ROUTES),
+                },
+            );
+        }
+        for (i, t) in raw.iter().enumerate() {
+            let (raw, at) = self.section::<RawRoute>(t, format!("route[{i}]"));
+            if let Some(r) = raw.and_then(|r| self.route(i, r, &at)) {
+                self.unique("route", &r.name, &at, &mut names);
+                if !upstream_names.contains_key(&r.upstream) {
+                    let at = At {
+                        key: format!("{} ({}).upstream", at.key, r.name),
+                        ..at
+                    };
+                    self.report(
+                        &at,
+                        Problem::DanglingUpstream {
+                            name: r.upstream.clone(),
+                        },
+                    );
+                }
+                routes.push(r);
+            }
+        }
+        routes
+    }
+
     pub(super) fn route(&mut self, i: usize, raw: RawRoute, at: &At) -> Option<RouteConfig> {
         let name = raw.name.clone().unwrap_or_else(|| format!("route-{i}"));
         let named = At {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::raw::{RawHealthCheck, RawOutlier, RawPool, RawRetry, RawUpstream};
+use super::raw::{RawEndpoint, RawHealthCheck, RawOutlier, RawPool, RawRetry, RawUpstream};
 use super::{At, Problem, Validator, field, limits, split_host_port};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,34 +111,7 @@ impl Validator<'_> {
         };
         let at = &named;
         self.name(at, &raw.name);
-        if raw.endpoints.is_empty() || raw.endpoints.len() > limits::MAX_ENDPOINTS {
-            self.report(
-                &field(at, "endpoints"),
-                Problem::OutOfRange {
-                    field: "endpoints",
-                    rule: format!("a list of 1 to {} endpoints", limits::MAX_ENDPOINTS),
-                },
-            );
-        }
-        let mut endpoints = Vec::new();
-        for (j, ep) in raw.endpoints.iter().enumerate() {
-            let ep_at = field(at, &format!("endpoints[{j}]"));
-            let weight = ep.weight.unwrap_or(1);
-            self.range(&ep_at, "weight", weight, 1, limits::MAX_WEIGHT);
-            match split_host_port(&ep.address) {
-                Some((host, port)) => endpoints.push(EndpointConfig { host, port, weight }),
-                None => self.report(
-                    &ep_at,
-                    Problem::Invalid {
-                        field: "address",
-                        reason: format!(
-                            "`{}` is not host:port (an IP address or DNS name, and a port from 1 to 65535)",
-                            ep.address
-                        ),
-                    },
-                ),
-            }
-        }
+        let endpoints = self.endpoints(at, &raw.endpoints);
         let balancer = self.balancer(at, raw.balancer.as_deref(), raw.hash_key.as_deref());
         let pool = self.pool(&field(at, "pool"), raw.pool);
         let panic_threshold = self.range(
@@ -204,6 +177,39 @@ impl Validator<'_> {
             outlier,
             retry,
         })
+    }
+
+    /// 1 to `MAX_ENDPOINTS` endpoints, each `host:port` with a weight.
+    fn endpoints(&mut self, at: &At, raw: &[RawEndpoint]) -> Vec<EndpointConfig> {
+        if raw.is_empty() || raw.len() > limits::MAX_ENDPOINTS {
+            self.report(
+                &field(at, "endpoints"),
+                Problem::OutOfRange {
+                    field: "endpoints",
+                    rule: format!("a list of 1 to {} endpoints", limits::MAX_ENDPOINTS),
+                },
+            );
+        }
+        let mut endpoints = Vec::new();
+        for (j, ep) in raw.iter().enumerate() {
+            let ep_at = field(at, &format!("endpoints[{j}]"));
+            let weight = ep.weight.unwrap_or(1);
+            self.range(&ep_at, "weight", weight, 1, limits::MAX_WEIGHT);
+            match split_host_port(&ep.address) {
+                Some((host, port)) => endpoints.push(EndpointConfig { host, port, weight }),
+                None => self.report(
+                    &ep_at,
+                    Problem::Invalid {
+                        field: "address",
+                        reason: format!(
+                            "`{}` is not host:port (an IP address or DNS name, and a port from 1 to 65535)",
+                            ep.address
+                        ),
+                    },
+                ),
+            }
+        }
+        endpoints
     }
 
     fn balancer(&mut self, at: &At, kind: Option<&str>, hash_key: Option<&str>) -> BalancerKind {
