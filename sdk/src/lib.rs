@@ -32,10 +32,11 @@
 //!                                            on_log            off the critical path
 //! ```
 //!
-//! Phases in brackets run only when [`Plugin::capabilities`] asks for them;
-//! `on_request`, `on_response` and `on_log` run when [`Plugin::phases`]
-//! names them (all three unless a plugin declares less; each one left out
-//! saves the gateway a call into Wasm per request).
+//! A phase runs only when [`Plugin::phases`] names it. Unless a plugin says
+//! otherwise that is `on_request`, `on_response` and `on_log`
+//! ([`Phases::DEFAULT`]); each one left out saves the gateway a call into
+//! Wasm per request, and the phases in brackets, which hand over a buffered
+//! body, run only when asked for.
 //! A short-circuit answer (`Respond`) skips the upstream and this plugin's
 //! response phases; `on_log` still runs.
 //!
@@ -95,6 +96,7 @@ pub mod context;
 mod http;
 pub mod log;
 pub mod metrics;
+mod phases;
 mod plugin;
 pub mod random;
 pub mod state;
@@ -105,7 +107,8 @@ pub mod validate;
 
 pub use action::{Action, BodyAction, Reply};
 pub use http::{Request, Response};
-pub use plugin::{Capabilities, Phases, Plugin};
+pub use phases::Phases;
+pub use plugin::Plugin;
 
 /// The bindings `wit-bindgen` generates from `sdk/wit/weir.wit`. Not part of
 /// the API: plugins use the types above; [`export!`] refers to this module.

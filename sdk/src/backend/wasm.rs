@@ -9,9 +9,9 @@ use std::marker::PhantomData;
 use crate::bindings::exports::weir::plugin::guest;
 use crate::bindings::weir::plugin::{host, http, types};
 use crate::log::Level;
-use crate::plugin::{Capabilities, Phases, Plugin, instantiate};
+use crate::plugin::{Plugin, instantiate};
 use crate::state::BucketOutcome;
-use crate::{Action, BodyAction, Reply, Request, Response};
+use crate::{Action, BodyAction, Phases, Reply, Request, Response};
 
 pub(crate) type RequestRef<'a> = &'a http::Request;
 pub(crate) type ResponseRef<'a> = &'a http::Response;
@@ -134,30 +134,11 @@ impl<P: Plugin> guest::Guest for Guest<P> {
         req: http::Request,
         resp: http::Response,
     ) -> Result<types::Capabilities, String> {
-        use types::Capabilities as F;
         HEADS.with(|heads| *heads.borrow_mut() = Some((req, resp)));
         let plugin = instantiate::<P>(&config)?;
-        let Capabilities {
-            request_body,
-            response_body,
-        } = plugin.capabilities();
-        let Phases {
-            request,
-            response,
-            log,
-        } = plugin.phases();
+        let phases = plugin.phases();
         INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(plugin)));
-        let mut flags = F::empty();
-        for (wanted, flag) in [
-            (request, F::REQUEST),
-            (request_body, F::REQUEST_BODY),
-            (response, F::RESPONSE),
-            (response_body, F::RESPONSE_BODY),
-            (log, F::LOG),
-        ] {
-            flags.set(flag, wanted);
-        }
-        Ok(flags)
+        Ok(capabilities(phases))
     }
 
     fn on_request() -> types::Action {
@@ -193,4 +174,20 @@ impl<P: Plugin> guest::Guest for Guest<P> {
     fn on_log(status: u16) {
         with_heads::<P, _>(|p, req, _| p.on_log(&Request::new(req), status))
     }
+}
+
+/// The contract's flags for a plugin's [`Phases`].
+fn capabilities(phases: Phases) -> types::Capabilities {
+    use types::Capabilities as F;
+    let mut flags = F::empty();
+    for (phase, flag) in [
+        (Phases::REQUEST, F::REQUEST),
+        (Phases::REQUEST_BODY, F::REQUEST_BODY),
+        (Phases::RESPONSE, F::RESPONSE),
+        (Phases::RESPONSE_BODY, F::RESPONSE_BODY),
+        (Phases::LOG, F::LOG),
+    ] {
+        flags.set(flag, phases.contains(phase));
+    }
+    flags
 }

@@ -66,7 +66,7 @@ use self::headers::Headers;
 pub use self::request::{TestRequest, TestResponse};
 use crate::plugin::instantiate;
 use crate::validate;
-use crate::{Action, BodyAction, Capabilities, Phases, Plugin, Reply, Request, Response};
+use crate::{Action, BodyAction, Phases, Plugin, Reply, Request, Response};
 
 /// One plugin instance running on the in-memory host.
 ///
@@ -89,7 +89,6 @@ use crate::{Action, BodyAction, Capabilities, Phases, Plugin, Reply, Request, Re
 pub struct TestHost<P: Plugin> {
     plugin: P,
     phases: Phases,
-    capabilities: Capabilities,
     env: Rc<Env>,
 }
 
@@ -140,11 +139,9 @@ impl<P: Plugin> TestHost<P> {
         let _current = install(&env);
         let plugin = instantiate::<P>(config)?;
         let phases = plugin.phases();
-        let capabilities = plugin.capabilities();
         Ok(Self {
             plugin,
             phases,
-            capabilities,
             env,
         })
     }
@@ -167,7 +164,8 @@ impl<P: Plugin> TestHost<P> {
         &self.plugin
     }
 
-    /// The capabilities the instance asked for.
+    /// The phases the plugin asked for ([`Plugin::phases`]):
+    /// [`TestHost::run`] calls no other, as the gateway does not.
     ///
     /// # Example
     ///
@@ -179,33 +177,14 @@ impl<P: Plugin> TestHost<P> {
     /// #     fn new(_: Self::Config) -> Result<Self, String> { Ok(Noop) }
     /// # }
     /// let host = TestHost::<Noop>::new(serde_json::json!({})).unwrap();
-    /// assert_eq!(host.capabilities(), weir_sdk::Capabilities::NONE);
-    /// ```
-    pub fn capabilities(&self) -> Capabilities {
-        self.capabilities
-    }
-
-    /// The phases the plugin declared ([`Plugin::phases`]): [`TestHost::run`]
-    /// calls no other, as the gateway does not.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # use weir_sdk::testing::TestHost;
-    /// # struct Noop;
-    /// # impl weir_sdk::Plugin for Noop {
-    /// #     type Config = serde::de::IgnoredAny;
-    /// #     fn new(_: Self::Config) -> Result<Self, String> { Ok(Noop) }
-    /// # }
-    /// let host = TestHost::<Noop>::new(serde_json::json!({})).unwrap();
-    /// assert_eq!(host.phases(), weir_sdk::Phases::ALL);
+    /// assert_eq!(host.phases(), weir_sdk::Phases::DEFAULT);
     /// ```
     pub fn phases(&self) -> Phases {
         self.phases
     }
 
     /// Plays one request through every phase the gateway would run (those
-    /// the plugin declared, see [`TestHost::phases`]). The
+    /// the plugin asked for, see [`TestHost::phases`]). The
     /// request context starts empty; shared state, logs, counters and the
     /// clock carry over between runs.
     ///
@@ -227,7 +206,7 @@ impl<P: Plugin> TestHost<P> {
         } = request;
         let mut phases = Vec::new();
         let mut routed_to = None;
-        let action = if self.phases.request {
+        let action = if self.phases.contains(Phases::REQUEST) {
             phases.push(Phase::Request);
             self.env.begin_call();
             self.plugin.on_request(&mut Request::new(&mut req))
@@ -243,7 +222,7 @@ impl<P: Plugin> TestHost<P> {
             }
             Action::Respond(reply) => Some(reply),
         };
-        if reply.is_none() && self.capabilities.request_body {
+        if reply.is_none() && self.phases.contains(Phases::REQUEST_BODY) {
             phases.push(Phase::RequestBody);
             self.env.begin_call();
             match self
@@ -273,13 +252,13 @@ impl<P: Plugin> TestHost<P> {
                     state: mut resp,
                     body: mut resp_body,
                 } = upstream;
-                if self.phases.response {
+                if self.phases.contains(Phases::RESPONSE) {
                     phases.push(Phase::Response);
                     self.env.begin_call();
                     self.plugin
                         .on_response(&Request::new(&mut req), &mut Response::new(&mut resp));
                 }
-                if self.capabilities.response_body {
+                if self.phases.contains(Phases::RESPONSE_BODY) {
                     phases.push(Phase::ResponseBody);
                     self.env.begin_call();
                     if let Some(replacement) = self.plugin.on_response_body(
@@ -295,7 +274,7 @@ impl<P: Plugin> TestHost<P> {
                 (resp.status, resp.headers, resp_body, Some(forwarded))
             }
         };
-        if self.phases.log {
+        if self.phases.contains(Phases::LOG) {
             phases.push(Phase::Log);
             self.env.begin_call();
             self.plugin.on_log(&Request::new(&mut req), status);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Phase, TestHost, TestRequest, TestResponse};
 use crate::state::{Bucket, take_tokens};
-use crate::{Action, BodyAction, Capabilities, Plugin, Request, Response};
+use crate::{Action, BodyAction, Phases, Plugin, Request, Response};
 
 /// Exercises every phase: uppercases the request body, tags the response,
 /// replaces the response body, records the logged status.
@@ -18,8 +18,8 @@ impl Plugin for AllPhases {
         Ok(AllPhases)
     }
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::REQUEST_BODY | Capabilities::RESPONSE_BODY
+    fn phases(&self) -> Phases {
+        Phases::ALL
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {
