@@ -93,7 +93,10 @@
 mod action;
 mod backend;
 pub mod context;
+#[cfg(target_family = "wasm")]
+mod export;
 mod http;
+mod limits;
 pub mod log;
 pub mod metrics;
 mod phases;
@@ -103,6 +106,7 @@ pub mod state;
 #[cfg(not(target_family = "wasm"))]
 pub mod testing;
 pub mod time;
+mod types;
 pub mod validate;
 
 pub use action::{Action, BodyAction, Reply};
@@ -110,20 +114,12 @@ pub use http::{Request, Response};
 pub use phases::Phases;
 pub use plugin::Plugin;
 
-/// The bindings `wit-bindgen` generates from `sdk/wit/weir.wit`. Not part of
+/// The generated bindings; see the module's own documentation. Not part of
 /// the API: plugins use the types above; [`export!`] refers to this module.
 #[cfg(target_family = "wasm")]
 #[doc(hidden)]
 #[allow(unsafe_code, missing_docs, clippy::all)]
-pub mod bindings {
-    wit_bindgen::generate!({
-        world: "plugin",
-        path: "wit",
-        pub_export_macro: true,
-        export_macro_name: "__export_plugin",
-        default_bindings_module: "weir_sdk::bindings",
-    });
-}
+pub mod bindings;
 
 /// Compiles the Rust examples of `sdk/README.md` as doctests, so the guide
 /// cannot drift from the API.
@@ -135,7 +131,7 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_family = "wasm")]
-    pub use crate::backend::wasm::Guest;
+    pub use crate::export::Guest;
 }
 
 /// Exports a [`Plugin`] as the component's `guest` interface.

@@ -6,7 +6,9 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::{Action, BodyAction, Phases, Request, Response};
+use crate::action::{Action, BodyAction};
+use crate::http::{Request, Response};
+use crate::phases::Phases;
 
 /// A Weir plugin: a constructor from configuration plus one method per
 /// request phase. Every phase has a default that does nothing, so a plugin

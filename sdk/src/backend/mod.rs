@@ -1,13 +1,18 @@
 //! The one seam between the SDK and its host. On `target_family = "wasm"`
-//! every function here is the generated WIT import and the guest export is
-//! wired to [`Plugin`](crate::Plugin); on native targets the same functions
-//! are served by the in-memory host of [`testing`](crate::testing). Nothing
-//! outside this module (and `testing`) knows which one is compiled.
-
-#[cfg(target_family = "wasm")]
-pub(crate) mod wasm;
-#[cfg(target_family = "wasm")]
-pub(crate) use wasm::*;
+//! every function here is the generated WIT import (`wasm`); on native
+//! targets the same functions are served by an in-memory host (`native`),
+//! which [`testing`](crate::testing) drives. Nothing above this module
+//! knows which one is compiled.
+//!
+//! Each side also names the handles a request and a response are reached
+//! through (`RequestRef`, `ResponseRef`).
 
 #[cfg(not(target_family = "wasm"))]
-pub(crate) use crate::testing::backend::*;
+pub(crate) mod native;
+#[cfg(target_family = "wasm")]
+mod wasm;
+
+#[cfg(not(target_family = "wasm"))]
+pub(crate) use native::*;
+#[cfg(target_family = "wasm")]
+pub(crate) use wasm::*;
