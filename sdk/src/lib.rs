@@ -110,7 +110,7 @@ mod types;
 pub mod validate;
 
 pub use action::{Action, BodyAction, Reply};
-pub use http::{Request, Response};
+pub use http::{Head, Request, Response};
 pub use phases::Phases;
 pub use plugin::Plugin;
 

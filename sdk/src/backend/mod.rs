@@ -5,13 +5,16 @@
 //! knows which one is compiled.
 //!
 //! Each side also names the handles a request and a response are reached
-//! through (`RequestRef`, `ResponseRef`).
+//! through (`RequestRef`, `ResponseRef`), both with the header operations of
+//! [`HeaderFields`].
 
+mod fields;
 #[cfg(not(target_family = "wasm"))]
 pub(crate) mod native;
 #[cfg(target_family = "wasm")]
 mod wasm;
 
+pub(crate) use fields::HeaderFields;
 #[cfg(not(target_family = "wasm"))]
 pub(crate) use native::*;
 #[cfg(target_family = "wasm")]

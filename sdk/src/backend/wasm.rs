@@ -3,11 +3,50 @@
 //! `request` and `response` resources, reached through the handles `init`
 //! received (the export, [`export`](crate::export), keeps them).
 
+use super::fields::HeaderFields;
 use crate::bindings::weir::plugin::{host, http, types};
 use crate::types::{BucketOutcome, Level};
 
 pub(crate) type RequestRef<'a> = &'a http::Request;
 pub(crate) type ResponseRef<'a> = &'a http::Response;
+
+/// Implements [`HeaderFields`] for a handle of one of the two resources,
+/// whose generated methods have the same names and signatures. The calls
+/// name the generated methods by path: `self.header(..)` would be this
+/// trait's own method.
+macro_rules! header_fields {
+    ($resource:ty) => {
+        impl HeaderFields for &$resource {
+            #[inline]
+            fn header(&self, name: &str) -> Option<String> {
+                <$resource>::header(self, name)
+            }
+            #[inline]
+            fn header_all(&self, name: &str) -> Vec<String> {
+                <$resource>::header_all(self, name)
+            }
+            #[inline]
+            fn header_names(&self) -> Vec<String> {
+                <$resource>::header_names(self)
+            }
+            #[inline]
+            fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+                <$resource>::set_header(self, name, value)
+            }
+            #[inline]
+            fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+                <$resource>::add_header(self, name, value)
+            }
+            #[inline]
+            fn remove_header(&mut self, name: &str) {
+                <$resource>::remove_header(self, name)
+            }
+        }
+    };
+}
+
+header_fields!(http::Request);
+header_fields!(http::Response);
 
 pub(crate) fn log(level: Level, message: &str) {
     let level = match level {

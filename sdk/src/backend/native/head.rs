@@ -1,9 +1,11 @@
 //! The request and response as the test host keeps them
-//! ([`RequestState`], [`ResponseState`]) and their [`Headers`], an ordered,
+//! ([`RequestState`], [`ResponseState`]): their [`Headers`], an ordered,
 //! case-insensitive list with the gateway's validation of plugin writes
-//! (also used for replies).
+//! (also used for replies), and the header operations of [`HeaderFields`],
+//! implemented once for both.
 
 use super::env::spend_header_bytes;
+use crate::backend::fields::HeaderFields;
 use crate::validate;
 
 /// Header pairs with lower-case names, in insertion order.
@@ -99,8 +101,10 @@ impl Headers {
 }
 
 /// The request as the test host keeps it; what [`crate::Request`] wraps.
+/// `pub` (like [`ResponseState`]) because the sealed side of
+/// [`Head`](crate::Head) names it; no path outside the crate reaches it.
 #[derive(Debug, Clone)]
-pub(crate) struct RequestState {
+pub struct RequestState {
     pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) query: Option<String>,
@@ -138,30 +142,6 @@ impl RequestState {
         Ok(())
     }
 
-    pub(crate) fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name)
-    }
-
-    pub(crate) fn header_all(&self, name: &str) -> Vec<String> {
-        self.headers.get_all(name)
-    }
-
-    pub(crate) fn header_names(&self) -> Vec<String> {
-        self.headers.names()
-    }
-
-    pub(crate) fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.headers.set(name, value)
-    }
-
-    pub(crate) fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.headers.add(name, value)
-    }
-
-    pub(crate) fn remove_header(&mut self, name: &str) {
-        self.headers.remove(name)
-    }
-
     pub(crate) fn client_ip(&self) -> String {
         self.client_ip.clone()
     }
@@ -173,7 +153,7 @@ impl RequestState {
 
 /// The response as the test host keeps it; what [`crate::Response`] wraps.
 #[derive(Debug, Clone)]
-pub(crate) struct ResponseState {
+pub struct ResponseState {
     pub(crate) status: u16,
     pub(crate) headers: Headers,
 }
@@ -188,28 +168,58 @@ impl ResponseState {
         self.status = status;
         Ok(())
     }
+}
 
-    pub(crate) fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name)
+/// A head the test host keeps, with its headers in a [`Headers`].
+pub(crate) trait HoldsHeaders {
+    fn headers(&self) -> &Headers;
+    fn headers_mut(&mut self) -> &mut Headers;
+}
+
+impl HoldsHeaders for RequestState {
+    fn headers(&self) -> &Headers {
+        &self.headers
     }
 
-    pub(crate) fn header_all(&self, name: &str) -> Vec<String> {
-        self.headers.get_all(name)
+    fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+}
+
+impl HoldsHeaders for ResponseState {
+    fn headers(&self) -> &Headers {
+        &self.headers
     }
 
-    pub(crate) fn header_names(&self) -> Vec<String> {
-        self.headers.names()
+    fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+}
+
+/// The handle of a head on this side of the seam is a mutable borrow of
+/// its state.
+impl<H: HoldsHeaders> HeaderFields for &mut H {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers().get(name)
     }
 
-    pub(crate) fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.headers.set(name, value)
+    fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers().get_all(name)
     }
 
-    pub(crate) fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.headers.add(name, value)
+    fn header_names(&self) -> Vec<String> {
+        self.headers().names()
     }
 
-    pub(crate) fn remove_header(&mut self, name: &str) {
-        self.headers.remove(name)
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.headers_mut().set(name, value)
+    }
+
+    fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.headers_mut().add(name, value)
+    }
+
+    fn remove_header(&mut self, name: &str) {
+        self.headers_mut().remove(name)
     }
 }
