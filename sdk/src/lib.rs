@@ -82,9 +82,9 @@
 //! # Native tests
 //!
 //! Every host call goes through one internal seam: on `target_family =
-//! "wasm"` it is the generated WIT import; on every other target it is the
-//! in-memory host of the `testing` module (compiled for native targets
-//! only), so `cargo test` runs a plugin's phases with no WebAssembly
+//! "wasm"` it is the generated WIT import; on every other target it is an
+//! in-memory host, which the `testing` module (compiled for native targets
+//! only) drives, so `cargo test` runs a plugin's phases with no WebAssembly
 //! involved, and the plugin's code is the same in both builds.
 
 #![deny(unsafe_code)]

@@ -13,8 +13,8 @@ use std::ops::{BitOr, BitOrAssign};
 /// request. A body phase costs more: the gateway buffers the body (up to
 /// the route's cap) to hand it over, so the body phases run only when
 /// asked for. A phase that is implemented but not asked for never runs, in
-/// the gateway as in [`testing`](crate::testing), so a plugin's own tests
-/// catch the omission.
+/// the gateway as in the test host (`weir_sdk::testing`), so a plugin's own
+/// tests catch the omission.
 ///
 /// # Example
 ///

@@ -1,7 +1,7 @@
 //! The Wasm side of the seam: the host services are the generated imports
 //! of `weir:plugin/host`, and a request and a response are the contract's
 //! `request` and `response` resources, reached through the handles `init`
-//! received (the export, [`export`](crate::export), keeps them).
+//! received (the `export` module keeps them).
 
 use super::fields::HeaderFields;
 use crate::bindings::weir::plugin::{host, http, types};
