@@ -1,7 +1,7 @@
 //! The native side of the seam: the in-memory host every SDK call reaches
 //! when not compiled for Wasm, applying the gateway's validation and bounds
 //! with the gateway's errors. The services act on the current environment
-//! ([`env`]: the one a running [`TestHost`](crate::testing::TestHost)
+//! ([the environment](self::env): the one a running [`TestHost`](crate::testing::TestHost)
 //! installed, or a per-thread default); shared state is kept as the
 //! gateway keeps it ([`store`]), and requests and responses as plain
 //! values ([`head`]).
