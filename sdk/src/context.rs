@@ -4,36 +4,7 @@
 //! so the next phase of a request may run on another instance).
 
 use crate::backend;
-
-/// The most context entries one plugin keeps per request; setting a new key
-/// past it is dropped, and the gateway logs a warning.
-///
-/// # Example
-///
-/// ```
-/// assert_eq!(weir_sdk::context::MAX_ENTRIES, 32);
-/// ```
-pub const MAX_ENTRIES: usize = 32;
-
-/// The longest context key, in bytes.
-///
-/// # Example
-///
-/// ```
-/// assert_eq!(weir_sdk::context::MAX_KEY_BYTES, 256);
-/// ```
-pub const MAX_KEY_BYTES: usize = 256;
-
-/// The longest context value, in bytes.
-///
-/// # Example
-///
-/// ```
-/// use weir_sdk::context::{get, set, MAX_VALUE_BYTES};
-/// set("big", &"v".repeat(MAX_VALUE_BYTES + 1));
-/// assert_eq!(get("big"), None);
-/// ```
-pub const MAX_VALUE_BYTES: usize = 4 * 1024;
+pub use crate::limits::context::{MAX_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Reads a context value set earlier in this request.
 ///

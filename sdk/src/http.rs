@@ -4,14 +4,76 @@
 //! Header names are case-insensitive; setters return the host's validation
 //! error (see [`validate`](crate::validate)) instead of letting an invalid
 //! value reach the wire; removing a gateway-managed header has no effect.
+//!
+//! Both are a [`Head`], one per side: the header methods are written once
+//! for both, and each side adds its own (the request's method, path, query
+//! and client; the response's status). A head holds the seam's handle and
+//! nothing else; each method is one direct call through it.
 
-use crate::backend::{RequestRef, ResponseRef};
+use crate::backend::HeaderFields;
+use side::Side;
+
+/// The two sides a [`Head`] can be, and the seam's handle for each. Sealed:
+/// the module is private, so no other crate names or implements them.
+mod side {
+    use crate::backend::{HeaderFields, RequestRef, ResponseRef};
+
+    /// A side of a [`Head`](super::Head) and the handle it is reached
+    /// through.
+    pub trait Side {
+        /// The seam's handle for a head of this side.
+        type Handle<'a>: HeaderFields;
+    }
+
+    /// The request's side.
+    pub enum RequestSide {}
+
+    /// The response's side.
+    pub enum ResponseSide {}
+
+    impl Side for RequestSide {
+        type Handle<'a> = RequestRef<'a>;
+    }
+
+    impl Side for ResponseSide {
+        type Handle<'a> = ResponseRef<'a>;
+    }
+}
+
+/// A request or response head, kept in host memory: a [`Request`] or a
+/// [`Response`]. The header methods serve both.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::{Plugin, Request, Response};
+///
+/// struct CopyTrace;
+/// impl Plugin for CopyTrace {
+///     type Config = serde::de::IgnoredAny;
+///     fn new(_: Self::Config) -> Result<Self, String> { Ok(CopyTrace) }
+///     fn on_response(&mut self, req: &Request<'_>, resp: &mut Response<'_>) {
+///         if let Some(trace) = req.header("traceparent") {
+///             let _ = resp.set_header("traceparent", &trace);
+///         }
+///     }
+/// }
+/// ```
+pub struct Head<'a, S: Side> {
+    handle: S::Handle<'a>,
+}
 
 /// The request being served, as seen (and changed) by a plugin.
 ///
 /// Changes made in [`Plugin::on_request`](crate::Plugin::on_request) and
 /// [`Plugin::on_request_body`](crate::Plugin::on_request_body) are what the
 /// upstream receives.
+///
+/// The header methods ([`header`](Head::header),
+/// [`header_all`](Head::header_all), [`header_names`](Head::header_names),
+/// [`set_header`](Head::set_header), [`add_header`](Head::add_header),
+/// [`remove_header`](Head::remove_header)) are [`Head`]'s, shared with
+/// [`Response`].
 ///
 /// # Example
 ///
@@ -31,15 +93,122 @@ use crate::backend::{RequestRef, ResponseRef};
 ///     }
 /// }
 /// ```
-pub struct Request<'a> {
-    inner: RequestRef<'a>,
-}
+pub type Request<'a> = Head<'a, side::RequestSide>;
 
-impl<'a> Request<'a> {
-    pub(crate) fn new(inner: RequestRef<'a>) -> Self {
-        Self { inner }
+/// The upstream's response, as seen (and changed) by a plugin in the
+/// response phases.
+///
+/// The header methods ([`header`](Head::header),
+/// [`header_all`](Head::header_all), [`header_names`](Head::header_names),
+/// [`set_header`](Head::set_header), [`add_header`](Head::add_header),
+/// [`remove_header`](Head::remove_header)) are [`Head`]'s, shared with
+/// [`Request`].
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::{Plugin, Request, Response};
+///
+/// struct HideServer;
+/// impl Plugin for HideServer {
+///     type Config = serde::de::IgnoredAny;
+///     fn new(_: Self::Config) -> Result<Self, String> { Ok(HideServer) }
+///     fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) {
+///         resp.remove_header("server");
+///     }
+/// }
+/// ```
+pub type Response<'a> = Head<'a, side::ResponseSide>;
+
+impl<'a, S: Side> Head<'a, S> {
+    pub(crate) fn new(handle: S::Handle<'a>) -> Self {
+        Self { handle }
     }
 
+    /// The first value of a header; `None` if absent or not UTF-8.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/").header("Accept", "text/html"), |req| {
+    /// assert_eq!(req.header("accept").as_deref(), Some("text/html"));
+    /// # });
+    /// ```
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.handle.header(name)
+    }
+
+    /// Every value of a header, in order.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/").header("x-a", "1").header("x-a", "2"), |req| {
+    /// assert_eq!(req.header_all("x-a"), ["1", "2"]);
+    /// # });
+    /// ```
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.handle.header_all(name)
+    }
+
+    /// The names of all headers present, lower-case.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # weir_sdk::testing::with_response(weir_sdk::testing::TestResponse::new(200).header("ETag", "1"), |resp| {
+    /// assert_eq!(resp.header_names(), ["etag"]);
+    /// # });
+    /// ```
+    pub fn header_names(&self) -> Vec<String> {
+        self.handle.header_names()
+    }
+
+    /// Replaces all values of a header with one value.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/"), |req| {
+    /// req.set_header("x-user", "ada").unwrap();
+    /// assert!(req.set_header("x-bad", "line\nbreak").is_err());
+    /// # });
+    /// ```
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.handle.set_header(name, value)
+    }
+
+    /// Adds a header value, keeping existing ones.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # weir_sdk::testing::with_response(weir_sdk::testing::TestResponse::new(200), |resp| {
+    /// resp.add_header("set-cookie", "a=1").unwrap();
+    /// resp.add_header("set-cookie", "b=2").unwrap();
+    /// assert_eq!(resp.header_all("set-cookie"), ["a=1", "b=2"]);
+    /// # });
+    /// ```
+    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.handle.add_header(name, value)
+    }
+
+    /// Removes all values of a header.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/").header("cookie", "a=1"), |req| {
+    /// req.remove_header("cookie");
+    /// assert_eq!(req.header("cookie"), None);
+    /// # });
+    /// ```
+    pub fn remove_header(&mut self, name: &str) {
+        self.handle.remove_header(name)
+    }
+}
+
+impl Request<'_> {
     /// The method, e.g. `"GET"`.
     ///
     /// # Example
@@ -50,7 +219,7 @@ impl<'a> Request<'a> {
     /// # });
     /// ```
     pub fn method(&self) -> String {
-        self.inner.method()
+        self.handle.method()
     }
 
     /// The path, without the query, e.g. `"/users/42"`.
@@ -63,7 +232,7 @@ impl<'a> Request<'a> {
     /// # });
     /// ```
     pub fn path(&self) -> String {
-        self.inner.path()
+        self.handle.path()
     }
 
     /// Replaces the path sent upstream; it must start with `/` and be a
@@ -79,7 +248,7 @@ impl<'a> Request<'a> {
     /// # });
     /// ```
     pub fn set_path(&mut self, path: &str) -> Result<(), String> {
-        self.inner.set_path(path)
+        self.handle.set_path(path)
     }
 
     /// The raw query string without `?`, if any.
@@ -92,7 +261,7 @@ impl<'a> Request<'a> {
     /// # });
     /// ```
     pub fn query(&self) -> Option<String> {
-        self.inner.query()
+        self.handle.query()
     }
 
     /// Replaces the raw query string; `None` removes it.
@@ -106,7 +275,7 @@ impl<'a> Request<'a> {
     /// # });
     /// ```
     pub fn set_query(&mut self, query: Option<&str>) -> Result<(), String> {
-        self.inner.set_query(query)
+        self.handle.set_query(query)
     }
 
     /// The value of one query parameter (the first if repeated),
@@ -161,87 +330,6 @@ impl<'a> Request<'a> {
         Ok(true)
     }
 
-    /// The first value of a header; `None` if absent or not UTF-8.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/").header("Accept", "text/html"), |req| {
-    /// assert_eq!(req.header("accept").as_deref(), Some("text/html"));
-    /// # });
-    /// ```
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.inner.header(name)
-    }
-
-    /// Every value of a header, in order.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/").header("x-a", "1").header("x-a", "2"), |req| {
-    /// assert_eq!(req.header_all("x-a"), ["1", "2"]);
-    /// # });
-    /// ```
-    pub fn header_all(&self, name: &str) -> Vec<String> {
-        self.inner.header_all(name)
-    }
-
-    /// The names of all headers present, lower-case.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/").header("X-A", "1"), |req| {
-    /// assert!(req.header_names().contains(&"x-a".to_owned()));
-    /// # });
-    /// ```
-    pub fn header_names(&self) -> Vec<String> {
-        self.inner.header_names()
-    }
-
-    /// Replaces all values of a header with one value.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/"), |req| {
-    /// req.set_header("x-user", "ada").unwrap();
-    /// assert!(req.set_header("x-bad", "line\nbreak").is_err());
-    /// # });
-    /// ```
-    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.inner.set_header(name, value)
-    }
-
-    /// Adds a header value, keeping existing ones.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/").header("via", "a"), |req| {
-    /// req.add_header("via", "b").unwrap();
-    /// assert_eq!(req.header_all("via"), ["a", "b"]);
-    /// # });
-    /// ```
-    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.inner.add_header(name, value)
-    }
-
-    /// Removes all values of a header.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_request(weir_sdk::testing::TestRequest::get("/").header("cookie", "a=1"), |req| {
-    /// req.remove_header("cookie");
-    /// assert_eq!(req.header("cookie"), None);
-    /// # });
-    /// ```
-    pub fn remove_header(&mut self, name: &str) {
-        self.inner.remove_header(name)
-    }
-
     /// The client's IP address as text.
     ///
     /// # Example
@@ -252,7 +340,7 @@ impl<'a> Request<'a> {
     /// # });
     /// ```
     pub fn client_ip(&self) -> String {
-        self.inner.client_ip()
+        self.handle.client_ip()
     }
 
     /// The request id (the `x-request-id` header Weir guarantees).
@@ -265,36 +353,11 @@ impl<'a> Request<'a> {
     /// # });
     /// ```
     pub fn id(&self) -> String {
-        self.inner.id()
+        self.handle.id()
     }
 }
 
-/// The upstream's response, as seen (and changed) by a plugin in the
-/// response phases.
-///
-/// # Example
-///
-/// ```
-/// use weir_sdk::{Plugin, Request, Response};
-///
-/// struct HideServer;
-/// impl Plugin for HideServer {
-///     type Config = serde::de::IgnoredAny;
-///     fn new(_: Self::Config) -> Result<Self, String> { Ok(HideServer) }
-///     fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) {
-///         resp.remove_header("server");
-///     }
-/// }
-/// ```
-pub struct Response<'a> {
-    inner: ResponseRef<'a>,
-}
-
-impl<'a> Response<'a> {
-    pub(crate) fn new(inner: ResponseRef<'a>) -> Self {
-        Self { inner }
-    }
-
+impl Response<'_> {
     /// The status code.
     ///
     /// # Example
@@ -305,7 +368,7 @@ impl<'a> Response<'a> {
     /// # });
     /// ```
     pub fn status(&self) -> u16 {
-        self.inner.status()
+        self.handle.status()
     }
 
     /// Replaces the status code (a final status, 200..=999).
@@ -319,88 +382,7 @@ impl<'a> Response<'a> {
     /// # });
     /// ```
     pub fn set_status(&mut self, status: u16) -> Result<(), String> {
-        self.inner.set_status(status)
-    }
-
-    /// The first value of a header; `None` if absent or not UTF-8.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_response(weir_sdk::testing::TestResponse::new(200).header("Server", "x"), |resp| {
-    /// assert_eq!(resp.header("server").as_deref(), Some("x"));
-    /// # });
-    /// ```
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.inner.header(name)
-    }
-
-    /// Every value of a header, in order.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_response(weir_sdk::testing::TestResponse::new(200).header("set-cookie", "a=1").header("set-cookie", "b=2"), |resp| {
-    /// assert_eq!(resp.header_all("set-cookie").len(), 2);
-    /// # });
-    /// ```
-    pub fn header_all(&self, name: &str) -> Vec<String> {
-        self.inner.header_all(name)
-    }
-
-    /// The names of all headers present, lower-case.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_response(weir_sdk::testing::TestResponse::new(200).header("ETag", "1"), |resp| {
-    /// assert_eq!(resp.header_names(), ["etag"]);
-    /// # });
-    /// ```
-    pub fn header_names(&self) -> Vec<String> {
-        self.inner.header_names()
-    }
-
-    /// Replaces all values of a header with one value.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_response(weir_sdk::testing::TestResponse::new(200), |resp| {
-    /// resp.set_header("cache-control", "no-store").unwrap();
-    /// # });
-    /// ```
-    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.inner.set_header(name, value)
-    }
-
-    /// Adds a header value, keeping existing ones.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_response(weir_sdk::testing::TestResponse::new(200), |resp| {
-    /// resp.add_header("set-cookie", "a=1").unwrap();
-    /// resp.add_header("set-cookie", "b=2").unwrap();
-    /// assert_eq!(resp.header_all("set-cookie"), ["a=1", "b=2"]);
-    /// # });
-    /// ```
-    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.inner.add_header(name, value)
-    }
-
-    /// Removes all values of a header.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # weir_sdk::testing::with_response(weir_sdk::testing::TestResponse::new(200).header("server", "x"), |resp| {
-    /// resp.remove_header("server");
-    /// assert_eq!(resp.header("server"), None);
-    /// # });
-    /// ```
-    pub fn remove_header(&mut self, name: &str) {
-        self.inner.remove_header(name)
+        self.handle.set_status(status)
     }
 }
 
@@ -432,14 +414,4 @@ fn hex(digit: u8) -> Option<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn percent_decoding_handles_escapes_plus_and_garbage() {
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%41"), "A");
-        assert_eq!(percent_decode("100%"), "100%");
-    }
-}
+mod tests;

@@ -32,10 +32,11 @@
 //!                                            on_log            off the critical path
 //! ```
 //!
-//! Phases in brackets run only when [`Plugin::capabilities`] asks for them;
-//! `on_request`, `on_response` and `on_log` run when [`Plugin::phases`]
-//! names them (all three unless a plugin declares less; each one left out
-//! saves the gateway a call into Wasm per request).
+//! A phase runs only when [`Plugin::phases`] names it. Unless a plugin says
+//! otherwise that is `on_request`, `on_response` and `on_log`
+//! ([`Phases::DEFAULT`]); each one left out saves the gateway a call into
+//! Wasm per request, and the phases in brackets, which hand over a buffered
+//! body, run only when asked for.
 //! A short-circuit answer (`Respond`) skips the upstream and this plugin's
 //! response phases; `on_log` still runs.
 //!
@@ -81,9 +82,9 @@
 //! # Native tests
 //!
 //! Every host call goes through one internal seam: on `target_family =
-//! "wasm"` it is the generated WIT import; on every other target it is the
-//! in-memory host of the `testing` module (compiled for native targets
-//! only), so `cargo test` runs a plugin's phases with no WebAssembly
+//! "wasm"` it is the generated WIT import; on every other target it is an
+//! in-memory host, which the `testing` module (compiled for native targets
+//! only) drives, so `cargo test` runs a plugin's phases with no WebAssembly
 //! involved, and the plugin's code is the same in both builds.
 
 #![deny(unsafe_code)]
@@ -92,35 +93,33 @@
 mod action;
 mod backend;
 pub mod context;
+#[cfg(target_family = "wasm")]
+mod export;
 mod http;
+mod limits;
 pub mod log;
 pub mod metrics;
+mod phases;
 mod plugin;
 pub mod random;
 pub mod state;
 #[cfg(not(target_family = "wasm"))]
 pub mod testing;
 pub mod time;
+mod types;
 pub mod validate;
 
 pub use action::{Action, BodyAction, Reply};
-pub use http::{Request, Response};
-pub use plugin::{Capabilities, Phases, Plugin};
+pub use http::{Head, Request, Response};
+pub use phases::Phases;
+pub use plugin::Plugin;
 
-/// The bindings `wit-bindgen` generates from `sdk/wit/weir.wit`. Not part of
+/// The generated bindings; see the module's own documentation. Not part of
 /// the API: plugins use the types above; [`export!`] refers to this module.
 #[cfg(target_family = "wasm")]
 #[doc(hidden)]
 #[allow(unsafe_code, missing_docs, clippy::all)]
-pub mod bindings {
-    wit_bindgen::generate!({
-        world: "plugin",
-        path: "wit",
-        pub_export_macro: true,
-        export_macro_name: "__export_plugin",
-        default_bindings_module: "weir_sdk::bindings",
-    });
-}
+pub mod bindings;
 
 /// Compiles the Rust examples of `sdk/README.md` as doctests, so the guide
 /// cannot drift from the API.
@@ -132,7 +131,7 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_family = "wasm")]
-    pub use crate::backend::wasm::Guest;
+    pub use crate::export::Guest;
 }
 
 /// Exports a [`Plugin`] as the component's `guest` interface.

@@ -6,48 +6,8 @@
 //! included.
 
 use crate::backend;
-
-/// The longest message the gateway logs, in bytes; a longer one is cut (on
-/// a character boundary) and ends with ` [cut]`.
-///
-/// # Example
-///
-/// ```
-/// assert_eq!(weir_sdk::log::MAX_MESSAGE_BYTES, 4 * 1024);
-/// ```
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
-
-/// The most log lines one phase call writes. The line that would reach
-/// it is replaced by the host's warning that the call's further lines are
-/// dropped.
-///
-/// # Example
-///
-/// ```
-/// assert_eq!(weir_sdk::log::MAX_LINES_PER_CALL, 32);
-/// ```
-pub const MAX_LINES_PER_CALL: usize = 32;
-
-/// A log line's severity.
-///
-/// # Example
-///
-/// ```
-/// weir_sdk::log::log(weir_sdk::log::Level::Warn, "upstream slow");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    /// Very detailed tracing.
-    Trace,
-    /// Debugging detail.
-    Debug,
-    /// Normal operation.
-    Info,
-    /// Something unexpected that the plugin handled.
-    Warn,
-    /// Something failed.
-    Error,
-}
+pub use crate::limits::log::{MAX_LINES_PER_CALL, MAX_MESSAGE_BYTES};
+pub use crate::types::Level;
 
 /// Logs a line at `level`.
 ///

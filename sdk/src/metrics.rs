@@ -4,24 +4,7 @@
 //! gateway logs a warning for it.
 
 use crate::backend;
-
-/// The longest counter name, in bytes.
-///
-/// # Example
-///
-/// ```
-/// assert_eq!(weir_sdk::metrics::MAX_NAME_BYTES, 64);
-/// ```
-pub const MAX_NAME_BYTES: usize = 64;
-
-/// The most counters one plugin may have.
-///
-/// # Example
-///
-/// ```
-/// assert_eq!(weir_sdk::metrics::MAX_COUNTERS, 1_000);
-/// ```
-pub const MAX_COUNTERS: usize = 1_000;
+pub use crate::limits::metrics::{MAX_COUNTERS, MAX_NAME_BYTES};
 
 /// Adds `delta` to the counter `name`.
 ///

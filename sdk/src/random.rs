@@ -2,16 +2,7 @@
 //! [`MAX_BYTES`] per host call; [`bytes`] makes as many calls as needed).
 
 use crate::backend;
-
-/// The most bytes the host hands out per call.
-///
-/// # Example
-///
-/// ```
-/// // `bytes` splits larger requests into several host calls.
-/// assert_eq!(weir_sdk::random::bytes(weir_sdk::random::MAX_BYTES + 1).len(), 1025);
-/// ```
-pub const MAX_BYTES: usize = 1024;
+pub use crate::limits::random::MAX_BYTES;
 
 /// `len` random bytes.
 ///

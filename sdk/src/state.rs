@@ -13,66 +13,10 @@
 use std::time::Duration;
 
 use crate::backend;
-
-/// The longest key, in bytes (keys are at least 1 byte).
-///
-/// # Example
-///
-/// ```
-/// use weir_sdk::state::{set, MAX_KEY_BYTES};
-/// assert!(set(&"k".repeat(MAX_KEY_BYTES + 1), b"v", None).is_err());
-/// ```
-pub const MAX_KEY_BYTES: usize = 256;
-
-/// The longest value, in bytes.
-///
-/// # Example
-///
-/// ```
-/// use weir_sdk::state::{set, MAX_VALUE_BYTES};
-/// assert!(set("k", &vec![0; MAX_VALUE_BYTES + 1], None).is_err());
-/// ```
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-
-/// The most keys one plugin holds at once.
-///
-/// # Example
-///
-/// ```
-/// assert_eq!(weir_sdk::state::MAX_KEYS, 10_000);
-/// ```
-pub const MAX_KEYS: usize = 10_000;
-
-/// The most bytes of keys and values one plugin holds at once.
-///
-/// # Example
-///
-/// ```
-/// assert_eq!(weir_sdk::state::MAX_BYTES, 16 * 1024 * 1024);
-/// ```
-pub const MAX_BYTES: usize = 16 * 1024 * 1024;
-
-/// When a write finds the plugin full, expired keys are swept first, at
-/// most once per this interval per plugin; in between, writes that do not
-/// fit are refused.
-///
-/// # Example
-///
-/// ```
-/// assert_eq!(weir_sdk::state::SWEEP_INTERVAL.as_millis(), 100);
-/// ```
-pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The largest bucket capacity and refill rate (tokens per second).
-///
-/// # Example
-///
-/// ```
-/// use weir_sdk::state::{take_tokens, Bucket, MAX_BUCKET};
-/// let too_big = Bucket { capacity: MAX_BUCKET + 1, refill_per_second: 1 };
-/// assert!(take_tokens("k", too_big, 1).is_err());
-/// ```
-pub const MAX_BUCKET: u64 = 1_000_000_000;
+pub use crate::limits::state::{
+    MAX_BUCKET, MAX_BYTES, MAX_KEY_BYTES, MAX_KEYS, MAX_VALUE_BYTES, SWEEP_INTERVAL,
+};
+pub use crate::types::BucketOutcome;
 
 /// Reads a value.
 ///
@@ -165,27 +109,6 @@ pub struct Bucket {
     pub capacity: u64,
     /// Tokens added per second, up to `capacity`.
     pub refill_per_second: u64,
-}
-
-/// The answer of [`take_tokens`].
-///
-/// # Example
-///
-/// ```
-/// use weir_sdk::state::{take_tokens, Bucket};
-///
-/// let outcome = take_tokens("client-1", Bucket { capacity: 1, refill_per_second: 1 }, 1).unwrap();
-/// assert!(outcome.allowed);
-/// assert_eq!(outcome.remaining, 0);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BucketOutcome {
-    /// Whether the tokens were taken.
-    pub allowed: bool,
-    /// Whole tokens left after this take.
-    pub remaining: u64,
-    /// When refused: how long until enough tokens are available.
-    pub retry_after: Duration,
 }
 
 /// Atomically takes `cost` tokens from the bucket `key`, which the host

@@ -3,7 +3,7 @@
 //! that order) for requests and responses; a regex path rewrite; and set or
 //! remove of fields in a JSON request body, addressed by JSON pointers
 //! (RFC 6901). The body rules are the only ones that need the request-body
-//! capability, so the plugin asks for it only when they are configured.
+//! phase, so the plugin asks for it only when they are configured.
 //!
 //! This module owns the plugin's phases; the rule types and their
 //! validation live in [`rules`], the JSON pointer edits in [`json`].
@@ -11,7 +11,7 @@
 pub mod json;
 pub mod rules;
 
-use weir_sdk::{Action, BodyAction, Capabilities, Phases, Plugin, Request, Response};
+use weir_sdk::{Action, BodyAction, Phases, Plugin, Request, Response};
 
 pub use rules::Config;
 use rules::{BodyRules, HeaderRules, PathRewrite};
@@ -37,21 +37,20 @@ impl Plugin for Transform {
     }
 
     /// Only the phases some configured rule needs: a response-headers-only
-    /// transform is never called in the request phase, and the reverse.
+    /// transform is never called in the request phase, and the reverse;
+    /// the request body is buffered only for body rules.
     fn phases(&self) -> Phases {
-        Phases {
-            request: self.path.is_some() || !self.request_headers.is_empty(),
-            response: !self.response_headers.is_empty(),
-            log: false,
+        let mut phases = Phases::NONE;
+        if self.path.is_some() || !self.request_headers.is_empty() {
+            phases |= Phases::REQUEST;
         }
-    }
-
-    fn capabilities(&self) -> Capabilities {
         if self.body.is_some() {
-            Capabilities::REQUEST_BODY
-        } else {
-            Capabilities::NONE
+            phases |= Phases::REQUEST_BODY;
         }
+        if !self.response_headers.is_empty() {
+            phases |= Phases::RESPONSE;
+        }
+        phases
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {

@@ -1,8 +1,8 @@
 //! Behaviour of `transform` through the SDK's test host.
 
 use serde_json::{Value, json};
+use weir_sdk::Phases;
 use weir_sdk::testing::{Phase, TestHost, TestRequest, TestResponse};
-use weir_sdk::{Capabilities, Phases};
 
 use super::Transform;
 
@@ -124,7 +124,7 @@ fn json_body_fields_are_set_and_removed() {
         "remove": ["/is_admin", "/user/password"],
         "set": { "/source": "gateway", "/meta/version": 2 },
     }}));
-    assert_eq!(host.capabilities(), Capabilities::REQUEST_BODY);
+    assert_eq!(host.phases(), Phases::REQUEST_BODY);
     let body = json!({ "is_admin": true, "user": { "name": "ada", "password": "x" } });
     let exchange = host.run(
         TestRequest::post("/")
@@ -163,9 +163,9 @@ fn non_json_or_incompatible_bodies_get_400_and_empty_bodies_pass() {
 }
 
 #[test]
-fn without_body_rules_no_body_capability_is_requested() {
+fn without_body_rules_the_body_is_not_asked_for() {
     let host = host(json!({ "request_headers": { "set": { "x": "1" } } }));
-    assert_eq!(host.capabilities(), Capabilities::NONE);
+    assert_eq!(host.phases(), Phases::REQUEST);
 }
 
 #[test]

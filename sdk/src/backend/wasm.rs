@@ -1,20 +1,52 @@
-//! The Wasm side of the seam: host services are the generated imports of
-//! `weir:plugin/host`, and [`Guest`] implements the generated `guest` export
-//! for any [`Plugin`], keeping the one instance a component holds.
+//! The Wasm side of the seam: the host services are the generated imports
+//! of `weir:plugin/host`, and a request and a response are the contract's
+//! `request` and `response` resources, reached through the handles `init`
+//! received (the `export` module keeps them).
 
-use std::any::Any;
-use std::cell::RefCell;
-use std::marker::PhantomData;
-
-use crate::bindings::exports::weir::plugin::guest;
+use super::fields::HeaderFields;
 use crate::bindings::weir::plugin::{host, http, types};
-use crate::log::Level;
-use crate::plugin::{Capabilities, Phases, Plugin, instantiate};
-use crate::state::BucketOutcome;
-use crate::{Action, BodyAction, Reply, Request, Response};
+use crate::types::{BucketOutcome, Level};
 
 pub(crate) type RequestRef<'a> = &'a http::Request;
 pub(crate) type ResponseRef<'a> = &'a http::Response;
+
+/// Implements [`HeaderFields`] for a handle of one of the two resources,
+/// whose generated methods have the same names and signatures. The calls
+/// name the generated methods by path: `self.header(..)` would be this
+/// trait's own method.
+macro_rules! header_fields {
+    ($resource:ty) => {
+        impl HeaderFields for &$resource {
+            #[inline]
+            fn header(&self, name: &str) -> Option<String> {
+                <$resource>::header(self, name)
+            }
+            #[inline]
+            fn header_all(&self, name: &str) -> Vec<String> {
+                <$resource>::header_all(self, name)
+            }
+            #[inline]
+            fn header_names(&self) -> Vec<String> {
+                <$resource>::header_names(self)
+            }
+            #[inline]
+            fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+                <$resource>::set_header(self, name, value)
+            }
+            #[inline]
+            fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+                <$resource>::add_header(self, name, value)
+            }
+            #[inline]
+            fn remove_header(&mut self, name: &str) {
+                <$resource>::remove_header(self, name)
+            }
+        }
+    };
+}
+
+header_fields!(http::Request);
+header_fields!(http::Response);
 
 pub(crate) fn log(level: Level, message: &str) {
     let level = match level {
@@ -74,123 +106,4 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) fn random_bytes(len: u32) -> Vec<u8> {
     host::random_bytes(len)
-}
-
-thread_local! {
-    // The component's one plugin instance. Wasm components are single
-    // threaded and the host never re-enters a guest, so a RefCell suffices;
-    // it is `dyn Any` because a static cannot be generic over the plugin type.
-    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
-    // The request and response handles `init` received, kept for the
-    // instance's life: each phase's calls go through them.
-    static HEADS: RefCell<Option<(http::Request, http::Response)>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with the plugin and the instance's request and response
-/// handles.
-fn with_heads<P: Plugin, R>(f: impl FnOnce(&mut P, &http::Request, &http::Response) -> R) -> R {
-    HEADS.with(|heads| {
-        let heads = heads.borrow();
-        let (req, resp) = heads
-            .as_ref()
-            .expect("weir-sdk: a phase ran before a successful init");
-        with_plugin::<P, _>(|p| f(p, req, resp))
-    })
-}
-
-/// Runs `f` with the instance `init` created. A phase before `init` is a
-/// host bug; panicking traps the call, and the host discards the instance.
-fn with_plugin<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
-    INSTANCE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let plugin = slot
-            .as_mut()
-            .and_then(|any| any.downcast_mut::<P>())
-            .expect("weir-sdk: a phase ran before a successful init");
-        f(plugin)
-    })
-}
-
-/// Sets a [`Reply`]'s status and headers on the answer the `response`
-/// handle names during the request phases, and hands back its body. A
-/// value the host refuses is not reported here: the host refuses the whole
-/// answer (and logs why), as the contract says.
-fn reply_body(resp: &http::Response, reply: Reply) -> Vec<u8> {
-    let (status, headers, body) = reply.into_parts();
-    let _ = resp.set_status(status);
-    for (name, value) in &headers {
-        let _ = resp.add_header(name, value);
-    }
-    body
-}
-
-/// The generated `guest` export for the plugin `P`; named by
-/// [`export!`](crate::export).
-pub struct Guest<P>(PhantomData<P>);
-
-impl<P: Plugin> guest::Guest for Guest<P> {
-    fn init(
-        config: String,
-        req: http::Request,
-        resp: http::Response,
-    ) -> Result<types::Capabilities, String> {
-        use types::Capabilities as F;
-        HEADS.with(|heads| *heads.borrow_mut() = Some((req, resp)));
-        let plugin = instantiate::<P>(&config)?;
-        let Capabilities {
-            request_body,
-            response_body,
-        } = plugin.capabilities();
-        let Phases {
-            request,
-            response,
-            log,
-        } = plugin.phases();
-        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(plugin)));
-        let mut flags = F::empty();
-        for (wanted, flag) in [
-            (request, F::REQUEST),
-            (request_body, F::REQUEST_BODY),
-            (response, F::RESPONSE),
-            (response_body, F::RESPONSE_BODY),
-            (log, F::LOG),
-        ] {
-            flags.set(flag, wanted);
-        }
-        Ok(flags)
-    }
-
-    fn on_request() -> types::Action {
-        with_heads::<P, _>(|p, req, resp| match p.on_request(&mut Request::new(req)) {
-            Action::Continue => types::Action::Continue,
-            Action::Respond(reply) => types::Action::Respond(reply_body(resp, reply)),
-            Action::RouteTo(upstream) => types::Action::RouteTo(upstream),
-        })
-    }
-
-    fn on_request_body(body: Vec<u8>) -> types::BodyAction {
-        with_heads::<P, _>(
-            |p, req, resp| match p.on_request_body(&mut Request::new(req), body) {
-                BodyAction::Continue => types::BodyAction::Continue,
-                BodyAction::Replace(body) => types::BodyAction::Replace(body),
-                BodyAction::Respond(reply) => types::BodyAction::Respond(reply_body(resp, reply)),
-            },
-        )
-    }
-
-    fn on_response() {
-        with_heads::<P, _>(|p, req, resp| {
-            p.on_response(&Request::new(req), &mut Response::new(resp))
-        })
-    }
-
-    fn on_response_body(body: Vec<u8>) -> Option<Vec<u8>> {
-        with_heads::<P, _>(|p, req, resp| {
-            p.on_response_body(&Request::new(req), &mut Response::new(resp), body)
-        })
-    }
-
-    fn on_log(status: u16) {
-        with_heads::<P, _>(|p, req, _| p.on_log(&Request::new(req), status))
-    }
 }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::backend::RequestState;
-use super::headers::Headers;
+use crate::backend::{Headers, RequestState};
+use crate::phases::Phases;
 
 /// A phase the test host ran, in [`Exchange::phases`].
 ///
@@ -27,6 +27,19 @@ pub enum Phase {
     ResponseBody,
     /// [`Plugin::on_log`](crate::Plugin::on_log).
     Log,
+}
+
+impl Phase {
+    /// The flag a plugin asks for this phase with.
+    pub(super) fn flag(self) -> Phases {
+        match self {
+            Phase::Request => Phases::REQUEST,
+            Phase::RequestBody => Phases::REQUEST_BODY,
+            Phase::Response => Phases::RESPONSE,
+            Phase::ResponseBody => Phases::RESPONSE_BODY,
+            Phase::Log => Phases::LOG,
+        }
+    }
 }
 
 /// The request as the upstream received it, after the request phases.

@@ -1,8 +1,7 @@
 //! The inputs of a test: [`TestRequest`], a request with its scripted
 //! upstream answer, and [`TestResponse`], that answer.
 
-use super::backend::{RequestState, ResponseState};
-use super::headers::Headers;
+use crate::backend::{Headers, RequestState, ResponseState};
 use crate::validate;
 
 /// A request to play through a plugin, with the upstream's scripted answer.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Phase, TestHost, TestRequest, TestResponse};
 use crate::state::{Bucket, take_tokens};
-use crate::{Action, BodyAction, Capabilities, Plugin, Request, Response};
+use crate::{Action, BodyAction, Phases, Plugin, Request, Response};
 
 /// Exercises every phase: uppercases the request body, tags the response,
 /// replaces the response body, records the logged status.
@@ -18,8 +18,8 @@ impl Plugin for AllPhases {
         Ok(AllPhases)
     }
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::REQUEST_BODY | Capabilities::RESPONSE_BODY
+    fn phases(&self) -> Phases {
+        Phases::ALL
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {
@@ -159,7 +159,7 @@ fn configuration_errors_name_the_problem() {
 #[test]
 fn token_bucket_refills_with_the_clock_and_reports_retry_after() {
     let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
-    let _current = super::install(&host.env);
+    let _current = crate::backend::install(&host.env);
     let bucket = Bucket {
         capacity: 2,
         refill_per_second: 4,
@@ -192,7 +192,7 @@ fn token_bucket_refills_with_the_clock_and_reports_retry_after() {
 #[test]
 fn state_values_expire_with_the_clock() {
     let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
-    let _current = super::install(&host.env);
+    let _current = crate::backend::install(&host.env);
     crate::state::set("k", b"v", Some(Duration::from_secs(10))).unwrap();
     host.advance(Duration::from_millis(9_999));
     assert_eq!(crate::state::get("k").as_deref(), Some(&b"v"[..]));
@@ -208,7 +208,7 @@ fn state_values_expire_with_the_clock() {
 fn counters_share_keys_with_values_and_expire_as_windows() {
     use crate::state::{delete, get, increment, increment_with_ttl, set};
     let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
-    let _current = super::install(&host.env);
+    let _current = crate::backend::install(&host.env);
     assert_eq!(increment("hits", 2), Ok(2));
     assert_eq!(get("hits").as_deref(), Some(&b"2"[..]));
     assert!(delete("hits"));
@@ -227,7 +227,7 @@ fn counters_share_keys_with_values_and_expire_as_windows() {
 #[test]
 fn random_bytes_are_chunked_to_the_host_limit_and_deterministic_per_seed() {
     let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
-    let _current = super::install(&host.env);
+    let _current = crate::backend::install(&host.env);
     host.seed_random(1);
     let first = crate::random::bytes(3000);
     host.seed_random(1);
@@ -248,7 +248,7 @@ fn gateway_managed_headers_cannot_be_written_by_plugins() {
 #[test]
 fn context_and_state_bounds_match_the_gateway() {
     let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
-    let _current = super::install(&host.env);
+    let _current = crate::backend::install(&host.env);
     for i in 0..40 {
         crate::context::set(&format!("k{i}"), "v");
     }
@@ -394,7 +394,7 @@ fn log_lines_are_bounded_per_call_and_kept_to_one_line() {
     assert_eq!(messages[MAX_LINES_PER_CALL], "done\\r\\n200");
 
     // A long message is cut on a character boundary, and says so.
-    let _current = super::install(&host.env);
+    let _current = crate::backend::install(&host.env);
     host.env.begin_call();
     crate::log::info(&format!("a{}", "é".repeat(MAX_MESSAGE_BYTES)));
     let cut = host.logs().pop().unwrap().message;
@@ -406,7 +406,7 @@ fn log_lines_are_bounded_per_call_and_kept_to_one_line() {
 fn a_plugin_holds_a_bounded_number_of_keys_and_bytes() {
     use crate::state::{MAX_BYTES, MAX_KEYS, MAX_VALUE_BYTES, delete, get, increment, set};
     let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
-    let _current = super::install(&host.env);
+    let _current = crate::backend::install(&host.env);
     set("short-lived", b"v", Some(Duration::from_secs(1))).unwrap();
     for i in 1..MAX_KEYS {
         set(&format!("k{i}"), b"v", None).unwrap();
@@ -450,7 +450,7 @@ fn a_plugin_holds_a_bounded_number_of_keys_and_bytes() {
 fn token_buckets_share_keys_with_values_and_counters() {
     use crate::state::{delete, get, increment, set};
     let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
-    let _current = super::install(&host.env);
+    let _current = crate::backend::install(&host.env);
     let bucket = Bucket {
         capacity: 2,
         refill_per_second: 1,
@@ -484,7 +484,7 @@ fn token_buckets_share_keys_with_values_and_counters() {
 fn metrics_counters_are_bounded_and_refusals_logged() {
     use crate::metrics::{MAX_COUNTERS, MAX_NAME_BYTES, counter_add};
     let host = TestHost::<AllPhases>::new(serde_json::json!({})).unwrap();
-    let _current = super::install(&host.env);
+    let _current = crate::backend::install(&host.env);
     counter_add(&"n".repeat(MAX_NAME_BYTES + 1), 1);
     counter_add("", 1);
     for i in 0..MAX_COUNTERS {

@@ -1,0 +1,189 @@
+//! The test host's environment for one plugin ([`Env`]: clock, logs,
+//! request context, counters, shared state, random generator, and what is
+//! left of the current phase call's budgets) and which environment is
+//! current on this thread: the one a running [`TestHost`](crate::testing::TestHost)
+//! installed, or a per-thread default when none is (doc examples, and unit
+//! tests of a plugin's helper functions).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use super::store::Store;
+use crate::limits::log;
+use crate::types::Level;
+use crate::validate;
+
+/// The default clock of a test environment: 2023-11-14T22:13:20Z. Fixed, so
+/// tests involving time are deterministic until they move the clock.
+const DEFAULT_NOW_MS: u64 = 1_700_000_000_000;
+
+/// One line a plugin logged.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::log::Level;
+/// use weir_sdk::testing::TestHost;
+///
+/// struct Hello;
+/// impl weir_sdk::Plugin for Hello {
+///     type Config = serde::de::IgnoredAny;
+///     fn new(_: Self::Config) -> Result<Self, String> {
+///         weir_sdk::log::warn("hello");
+///         Ok(Hello)
+///     }
+/// }
+/// let host = TestHost::<Hello>::new(serde_json::json!({})).unwrap();
+/// let line = &host.logs()[0];
+/// assert_eq!((line.level, line.message.as_str()), (Level::Warn, "hello"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Its severity.
+    pub level: Level,
+    /// Its text.
+    pub message: String,
+}
+
+/// Everything the host keeps for one plugin: state, context, logs, clock,
+/// and what is left of the current phase call's budgets.
+pub(crate) struct Env {
+    pub(crate) now_ms: Cell<u64>,
+    pub(crate) logs: RefCell<Vec<LogLine>>,
+    pub(crate) context: RefCell<BTreeMap<String, String>>,
+    pub(crate) counters: RefCell<BTreeMap<String, u64>>,
+    store: RefCell<Store>,
+    rng: Cell<u64>,
+    /// Header bytes the current call may still write
+    /// ([`validate::MAX_HEADER_BYTES_PER_CALL`] at its start).
+    header_budget: Cell<usize>,
+    /// Log lines the current call may still write
+    /// ([`log::MAX_LINES_PER_CALL`] at its start).
+    log_budget: Cell<usize>,
+}
+
+impl Env {
+    pub(crate) fn new() -> Self {
+        Self {
+            now_ms: Cell::new(DEFAULT_NOW_MS),
+            logs: RefCell::default(),
+            context: RefCell::default(),
+            counters: RefCell::default(),
+            store: RefCell::default(),
+            rng: Cell::new(0x9E37_79B9_7F4A_7C15),
+            header_budget: Cell::new(validate::MAX_HEADER_BYTES_PER_CALL),
+            log_budget: Cell::new(log::MAX_LINES_PER_CALL),
+        }
+    }
+
+    /// Starts a phase call: its budgets are full again, as the gateway
+    /// refills them for every call.
+    pub(crate) fn begin_call(&self) {
+        self.header_budget.set(validate::MAX_HEADER_BYTES_PER_CALL);
+        self.log_budget.set(log::MAX_LINES_PER_CALL);
+    }
+
+    /// Whether the current call may write one more log line; the line that
+    /// uses the budget up becomes the host's warning that the rest are
+    /// dropped, as in the gateway.
+    pub(super) fn may_log(&self) -> bool {
+        match self.log_budget.get() {
+            0 => false,
+            1 => {
+                self.log_budget.set(0);
+                self.logs.borrow_mut().push(LogLine {
+                    level: Level::Warn,
+                    message: format!(
+                        "further log lines of this plugin call are dropped (at most {} per call)",
+                        log::MAX_LINES_PER_CALL
+                    ),
+                });
+                false
+            }
+            n => {
+                self.log_budget.set(n - 1);
+                true
+            }
+        }
+    }
+
+    /// A warning of the host's about the current call (a dropped context
+    /// entry or counter), within the call's log budget.
+    pub(super) fn warn(&self, message: String) {
+        if self.may_log() {
+            self.logs.borrow_mut().push(LogLine {
+                level: Level::Warn,
+                message,
+            });
+        }
+    }
+
+    /// Takes `cost` bytes from the current call's header budget.
+    fn spend_header_bytes(&self, cost: usize) -> Result<(), String> {
+        let left = self.header_budget.get();
+        if cost > left {
+            return Err(format!(
+                "a plugin may set at most {} header bytes per call",
+                validate::MAX_HEADER_BYTES_PER_CALL
+            ));
+        }
+        self.header_budget.set(left - cost);
+        Ok(())
+    }
+
+    /// Runs `f` on the plugin's shared state, at the clock's time.
+    pub(crate) fn with_store<R>(&self, f: impl FnOnce(&mut Store, u64) -> R) -> R {
+        f(&mut self.store.borrow_mut(), self.now_ms.get())
+    }
+
+    /// splitmix64: deterministic, so tests that draw random numbers repeat.
+    pub(super) fn next_random(&self) -> u64 {
+        let mut z = self.rng.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.rng.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn seed_random(&self, seed: u64) {
+        self.rng.set(seed);
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Env>>> = const { RefCell::new(None) };
+    static DEFAULT: Rc<Env> = Rc::new(Env::new());
+}
+
+/// Runs `f` on the current environment.
+pub(super) fn with_env<R>(f: impl FnOnce(&Env) -> R) -> R {
+    let env = CURRENT
+        .with(|current| current.borrow().clone())
+        .unwrap_or_else(|| DEFAULT.with(Rc::clone));
+    f(&env)
+}
+
+/// Makes an environment the current one until dropped.
+pub(crate) struct Installed(Option<Rc<Env>>);
+
+pub(crate) fn install(env: &Rc<Env>) -> Installed {
+    Installed(CURRENT.with(|current| current.borrow_mut().replace(Rc::clone(env))))
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT.with(|current| *current.borrow_mut() = previous);
+    }
+}
+
+/// Starts a phase call on the current environment (see [`Env::begin_call`]).
+pub(crate) fn begin_call() {
+    with_env(Env::begin_call)
+}
+
+/// Takes `cost` bytes from the current call's header budget.
+pub(super) fn spend_header_bytes(cost: usize) -> Result<(), String> {
+    with_env(|env| env.spend_header_bytes(cost))
+}

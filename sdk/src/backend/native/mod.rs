@@ -1,0 +1,150 @@
+//! The native side of the seam: the in-memory host every SDK call reaches
+//! when not compiled for Wasm, applying the gateway's validation and bounds
+//! with the gateway's errors. The services act on the current environment
+//! ([the environment](self::env): the one a running [`TestHost`](crate::testing::TestHost)
+//! installed, or a per-thread default); shared state is kept as the
+//! gateway keeps it ([`store`]), and requests and responses as plain
+//! values ([`head`]).
+
+mod env;
+mod head;
+mod store;
+
+pub use env::LogLine;
+use env::with_env;
+pub(crate) use env::{Env, begin_call, install};
+pub(crate) use head::{Headers, RequestState, ResponseState};
+
+use crate::limits::{context, log, metrics, random};
+use crate::types::{BucketOutcome, Level};
+
+pub(crate) type RequestRef<'a> = &'a mut RequestState;
+pub(crate) type ResponseRef<'a> = &'a mut ResponseState;
+
+/// As in the gateway: within the call's line budget, cut to
+/// [`log::MAX_MESSAGE_BYTES`] and kept to one line.
+pub(crate) fn log(level: Level, message: &str) {
+    with_env(|env| {
+        if !env.may_log() {
+            return;
+        }
+        let mut message = message.to_owned();
+        if message.len() > log::MAX_MESSAGE_BYTES {
+            let mut at = log::MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(at) {
+                at -= 1;
+            }
+            message.truncate(at);
+            message.push_str(" [cut]");
+        }
+        if message.contains(['\n', '\r']) {
+            message = message.replace('\n', "\\n").replace('\r', "\\r");
+        }
+        env.logs.borrow_mut().push(LogLine { level, message })
+    })
+}
+
+pub(crate) fn context_get(key: &str) -> Option<String> {
+    with_env(|env| env.context.borrow().get(key).cloned())
+}
+
+/// As in the gateway, an entry over the bounds is dropped and logged (the
+/// contract gives `context-set` no error channel).
+pub(crate) fn context_set(key: &str, value: &str) {
+    with_env(|env| {
+        let refusal = {
+            let mut context = env.context.borrow_mut();
+            if key.len() > context::MAX_KEY_BYTES || value.len() > context::MAX_VALUE_BYTES {
+                Some(format!(
+                    "context keys are at most {} bytes and values at most {}",
+                    context::MAX_KEY_BYTES,
+                    context::MAX_VALUE_BYTES
+                ))
+            } else if !context.contains_key(key) && context.len() >= context::MAX_ENTRIES {
+                Some(format!(
+                    "at most {} context entries per plugin per request",
+                    context::MAX_ENTRIES
+                ))
+            } else {
+                context.insert(key.to_owned(), value.to_owned());
+                None
+            }
+        };
+        if let Some(refusal) = refusal {
+            env.warn(format!("context-set refused: {refusal}"));
+        }
+    });
+}
+
+pub(crate) fn state_get(key: &str) -> Option<Vec<u8>> {
+    with_env(|env| env.with_store(|store, now| store.get(key, now)))
+}
+
+pub(crate) fn state_set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), String> {
+    with_env(|env| env.with_store(|store, now| store.set(key, value, ttl_ms, now)))
+}
+
+pub(crate) fn state_delete(key: &str) -> bool {
+    with_env(|env| env.with_store(|store, now| store.delete(key, now)))
+}
+
+pub(crate) fn state_increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, String> {
+    with_env(|env| env.with_store(|store, now| store.increment(key, delta, ttl_ms, now)))
+}
+
+pub(crate) fn token_bucket_take(
+    key: &str,
+    capacity: u64,
+    refill_per_second: u64,
+    cost: u64,
+) -> Result<BucketOutcome, String> {
+    with_env(|env| {
+        env.with_store(|store, now| store.take(key, capacity, refill_per_second, cost, now))
+    })
+}
+
+/// As in the gateway, an add the bounds refuse is dropped and logged.
+pub(crate) fn counter_add(name: &str, delta: u64) {
+    with_env(|env| {
+        let refusal = {
+            let mut counters = env.counters.borrow_mut();
+            if name.is_empty() || name.len() > metrics::MAX_NAME_BYTES {
+                Some(format!(
+                    "counter names are 1 to {} bytes",
+                    metrics::MAX_NAME_BYTES
+                ))
+            } else if let Some(counter) = counters.get_mut(name) {
+                *counter = counter.wrapping_add(delta);
+                None
+            } else if counters.len() >= metrics::MAX_COUNTERS {
+                Some(format!(
+                    "at most {} counters per plugin",
+                    metrics::MAX_COUNTERS
+                ))
+            } else {
+                counters.insert(name.to_owned(), delta);
+                None
+            }
+        };
+        if let Some(refusal) = refusal {
+            env.warn(format!("counter-add refused: {refusal}"));
+        }
+    })
+}
+
+pub(crate) fn now_ms() -> u64 {
+    with_env(|env| env.now_ms.get())
+}
+
+pub(crate) fn random_bytes(len: u32) -> Vec<u8> {
+    assert!(
+        len as usize <= random::MAX_BYTES,
+        "random-bytes allows at most {} bytes per call",
+        random::MAX_BYTES
+    );
+    with_env(|env| {
+        (0..len)
+            .map(|_| env.next_random().to_le_bytes()[0])
+            .collect()
+    })
+}

@@ -1,0 +1,131 @@
+//! The component's `guest` export: [`Guest`] implements the generated
+//! export for any [`Plugin`], keeping the one instance a component holds
+//! and the request and response handles `init` received. Compiled for Wasm
+//! only; [`export!`](crate::export!) names it.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use crate::action::{Action, BodyAction, Reply};
+use crate::bindings::exports::weir::plugin::guest;
+use crate::bindings::weir::plugin::{http, types};
+use crate::http::{Request, Response};
+use crate::phases::Phases;
+use crate::plugin::{Plugin, instantiate};
+
+thread_local! {
+    // The component's one plugin instance. Wasm components are single
+    // threaded and the host never re-enters a guest, so a RefCell suffices;
+    // it is `dyn Any` because a static cannot be generic over the plugin type.
+    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    // The request and response handles `init` received, kept for the
+    // instance's life: each phase's calls go through them.
+    static HEADS: RefCell<Option<(http::Request, http::Response)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the plugin and the instance's request and response
+/// handles.
+fn with_heads<P: Plugin, R>(f: impl FnOnce(&mut P, &http::Request, &http::Response) -> R) -> R {
+    HEADS.with(|heads| {
+        let heads = heads.borrow();
+        let (req, resp) = heads
+            .as_ref()
+            .expect("weir-sdk: a phase ran before a successful init");
+        with_plugin::<P, _>(|p| f(p, req, resp))
+    })
+}
+
+/// Runs `f` with the instance `init` created. A phase before `init` is a
+/// host bug; panicking traps the call, and the host discards the instance.
+fn with_plugin<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
+    INSTANCE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let plugin = slot
+            .as_mut()
+            .and_then(|any| any.downcast_mut::<P>())
+            .expect("weir-sdk: a phase ran before a successful init");
+        f(plugin)
+    })
+}
+
+/// Sets a [`Reply`]'s status and headers on the answer the `response`
+/// handle names during the request phases, and hands back its body. A
+/// value the host refuses is not reported here: the host refuses the whole
+/// answer (and logs why), as the contract says.
+fn reply_body(resp: &http::Response, reply: Reply) -> Vec<u8> {
+    let (status, headers, body) = reply.into_parts();
+    let _ = resp.set_status(status);
+    for (name, value) in &headers {
+        let _ = resp.add_header(name, value);
+    }
+    body
+}
+
+/// The generated `guest` export for the plugin `P`; named by
+/// [`export!`](crate::export!).
+pub struct Guest<P>(PhantomData<P>);
+
+impl<P: Plugin> guest::Guest for Guest<P> {
+    fn init(
+        config: String,
+        req: http::Request,
+        resp: http::Response,
+    ) -> Result<types::Capabilities, String> {
+        HEADS.with(|heads| *heads.borrow_mut() = Some((req, resp)));
+        let plugin = instantiate::<P>(&config)?;
+        let phases = plugin.phases();
+        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(plugin)));
+        Ok(capabilities(phases))
+    }
+
+    fn on_request() -> types::Action {
+        with_heads::<P, _>(|p, req, resp| match p.on_request(&mut Request::new(req)) {
+            Action::Continue => types::Action::Continue,
+            Action::Respond(reply) => types::Action::Respond(reply_body(resp, reply)),
+            Action::RouteTo(upstream) => types::Action::RouteTo(upstream),
+        })
+    }
+
+    fn on_request_body(body: Vec<u8>) -> types::BodyAction {
+        with_heads::<P, _>(
+            |p, req, resp| match p.on_request_body(&mut Request::new(req), body) {
+                BodyAction::Continue => types::BodyAction::Continue,
+                BodyAction::Replace(body) => types::BodyAction::Replace(body),
+                BodyAction::Respond(reply) => types::BodyAction::Respond(reply_body(resp, reply)),
+            },
+        )
+    }
+
+    fn on_response() {
+        with_heads::<P, _>(|p, req, resp| {
+            p.on_response(&Request::new(req), &mut Response::new(resp))
+        })
+    }
+
+    fn on_response_body(body: Vec<u8>) -> Option<Vec<u8>> {
+        with_heads::<P, _>(|p, req, resp| {
+            p.on_response_body(&Request::new(req), &mut Response::new(resp), body)
+        })
+    }
+
+    fn on_log(status: u16) {
+        with_heads::<P, _>(|p, req, _| p.on_log(&Request::new(req), status))
+    }
+}
+
+/// The contract's flags for a plugin's [`Phases`].
+fn capabilities(phases: Phases) -> types::Capabilities {
+    use types::Capabilities as F;
+    let mut flags = F::empty();
+    for (phase, flag) in [
+        (Phases::REQUEST, F::REQUEST),
+        (Phases::REQUEST_BODY, F::REQUEST_BODY),
+        (Phases::RESPONSE, F::RESPONSE),
+        (Phases::RESPONSE_BODY, F::RESPONSE_BODY),
+        (Phases::LOG, F::LOG),
+    ] {
+        flags.set(flag, phases.contains(phase));
+    }
+    flags
+}

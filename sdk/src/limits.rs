@@ -1,0 +1,164 @@
+//! The gateway's bounds on what a plugin keeps and writes through the host
+//! services. They sit below both the services, which re-export them where
+//! plugins look for them ([`context`](crate::context), [`log`](crate::log),
+//! [`metrics`](crate::metrics), [`random`](crate::random),
+//! [`state`](crate::state)), and the native test host, which enforces them.
+//! The bounds on headers and targets live in [`validate`](crate::validate),
+//! beside the checks that apply them. Each equals the gateway's own: a unit
+//! test of the gateway (`the_sdk_states_the_gateways_bounds`) compares them.
+
+/// Request context.
+pub mod context {
+    /// The most context entries one plugin keeps per request; setting a new
+    /// key past it is dropped, and the gateway logs a warning.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::context::MAX_ENTRIES, 32);
+    /// ```
+    pub const MAX_ENTRIES: usize = 32;
+
+    /// The longest context key, in bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::context::MAX_KEY_BYTES, 256);
+    /// ```
+    pub const MAX_KEY_BYTES: usize = 256;
+
+    /// The longest context value, in bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::context::{get, set, MAX_VALUE_BYTES};
+    /// set("big", &"v".repeat(MAX_VALUE_BYTES + 1));
+    /// assert_eq!(get("big"), None);
+    /// ```
+    pub const MAX_VALUE_BYTES: usize = 4 * 1024;
+}
+
+/// Logging.
+pub mod log {
+    /// The longest message the gateway logs, in bytes; a longer one is cut
+    /// (on a character boundary) and ends with ` [cut]`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::log::MAX_MESSAGE_BYTES, 4 * 1024);
+    /// ```
+    pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+
+    /// The most log lines one phase call writes. The line that would reach
+    /// it is replaced by the host's warning that the call's further lines
+    /// are dropped.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::log::MAX_LINES_PER_CALL, 32);
+    /// ```
+    pub const MAX_LINES_PER_CALL: usize = 32;
+}
+
+/// Metrics counters.
+pub mod metrics {
+    /// The longest counter name, in bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::metrics::MAX_NAME_BYTES, 64);
+    /// ```
+    pub const MAX_NAME_BYTES: usize = 64;
+
+    /// The most counters one plugin may have.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::metrics::MAX_COUNTERS, 1_000);
+    /// ```
+    pub const MAX_COUNTERS: usize = 1_000;
+}
+
+/// Random bytes.
+pub mod random {
+    /// The most bytes the host hands out per call.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// // `bytes` splits larger requests into several host calls.
+    /// assert_eq!(weir_sdk::random::bytes(weir_sdk::random::MAX_BYTES + 1).len(), 1025);
+    /// ```
+    pub const MAX_BYTES: usize = 1024;
+}
+
+/// Shared state.
+pub mod state {
+    use std::time::Duration;
+
+    /// The longest key, in bytes (keys are at least 1 byte).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::state::{set, MAX_KEY_BYTES};
+    /// assert!(set(&"k".repeat(MAX_KEY_BYTES + 1), b"v", None).is_err());
+    /// ```
+    pub const MAX_KEY_BYTES: usize = 256;
+
+    /// The longest value, in bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::state::{set, MAX_VALUE_BYTES};
+    /// assert!(set("k", &vec![0; MAX_VALUE_BYTES + 1], None).is_err());
+    /// ```
+    pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+    /// The most keys one plugin holds at once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::state::MAX_KEYS, 10_000);
+    /// ```
+    pub const MAX_KEYS: usize = 10_000;
+
+    /// The most bytes of keys and values one plugin holds at once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::state::MAX_BYTES, 16 * 1024 * 1024);
+    /// ```
+    pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+    /// When a write finds the plugin full, expired keys are swept first, at
+    /// most once per this interval per plugin; in between, writes that do
+    /// not fit are refused.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::state::SWEEP_INTERVAL.as_millis(), 100);
+    /// ```
+    pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+    /// The largest bucket capacity and refill rate (tokens per second).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::state::{take_tokens, Bucket, MAX_BUCKET};
+    /// let too_big = Bucket { capacity: MAX_BUCKET + 1, refill_per_second: 1 };
+    /// assert!(take_tokens("k", too_big, 1).is_err());
+    /// ```
+    pub const MAX_BUCKET: u64 = 1_000_000_000;
+}

@@ -1,0 +1,50 @@
+//! Plain values that cross the seam between the host services and the host:
+//! a log line's [`Level`] and a token bucket's [`BucketOutcome`] (the
+//! contract's `log-level` and `bucket-outcome`). They sit below both the
+//! services, which re-export them where plugins look for them
+//! ([`log`](crate::log), [`state`](crate::state)), and the two sides of the
+//! seam, which build and read them.
+
+use std::time::Duration;
+
+/// A log line's severity.
+///
+/// # Example
+///
+/// ```
+/// weir_sdk::log::log(weir_sdk::log::Level::Warn, "upstream slow");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Very detailed tracing.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that the plugin handled.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// The answer of [`take_tokens`](crate::state::take_tokens).
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::state::{take_tokens, Bucket};
+///
+/// let outcome = take_tokens("client-1", Bucket { capacity: 1, refill_per_second: 1 }, 1).unwrap();
+/// assert!(outcome.allowed);
+/// assert_eq!(outcome.remaining, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketOutcome {
+    /// Whether the tokens were taken.
+    pub allowed: bool,
+    /// Whole tokens left after this take.
+    pub remaining: u64,
+    /// When refused: how long until enough tokens are available.
+    pub retry_after: Duration,
+}
