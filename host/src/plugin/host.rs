@@ -511,7 +511,11 @@ impl whttp::HostFields for StoreData {
     fn get(&mut self, h: Resource<FieldsHandle>, name: String) -> wasmtime::Result<Option<String>> {
         Ok(get(self.call.head(Side::of(&h)), &name))
     }
-    fn get_all(&mut self, h: Resource<FieldsHandle>, name: String) -> wasmtime::Result<Vec<String>> {
+    fn get_all(
+        &mut self,
+        h: Resource<FieldsHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
         Ok(get_all(self.call.head(Side::of(&h)), &name))
     }
     fn names(&mut self, h: Resource<FieldsHandle>) -> wasmtime::Result<Vec<String>> {

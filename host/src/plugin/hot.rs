@@ -99,7 +99,9 @@ pub(crate) fn link(linker: &mut Linker<StoreData>, interface: &str) -> wasmtime:
     linker.allow_shadowing(true);
     let mut i = linker.instance(interface)?;
     by_name(&mut i, "[method]fields.get", |h, n| (host::get(h, n),))?;
-    by_name(&mut i, "[method]fields.get-all", |h, n| (host::get_all(h, n),))?;
+    by_name(&mut i, "[method]fields.get-all", |h, n| {
+        (host::get_all(h, n),)
+    })?;
     by_name(&mut i, "[method]fields.remove", host::remove)?;
     for (m, append) in [("[method]fields.set", false), ("[method]fields.add", true)] {
         i.func_wrap(

@@ -32,9 +32,7 @@ use http::HeaderValue;
 use wasmtime::component::Resource;
 use wasmtime::{Store, StoreLimitsBuilder};
 
-use super::bindings::{
-    self, REQUEST_FIELDS_REP, REQUEST_REP, RESPONSE_FIELDS_REP, RESPONSE_REP,
-};
+use super::bindings::{self, REQUEST_FIELDS_REP, REQUEST_REP, RESPONSE_FIELDS_REP, RESPONSE_REP};
 use super::deadline::{self, CpuDeadline, Stop};
 use super::host::{self, Context, StoreData};
 use super::load::Compiled;
