@@ -1,6 +1,6 @@
 //! The component's `guest` export: [`Guest`] implements the generated
 //! export for any [`Plugin`], keeping the one instance a component holds
-//! and the request and response handles `init` received. Compiled for Wasm
+//! and the request, response and header-fields handles `init` received. Compiled for Wasm
 //! only; [`export!`](crate::export!) names it.
 
 use std::any::Any;
@@ -8,8 +8,10 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::action::{Action, BodyAction, Reply};
+use crate::backend::HeaderFields;
+use crate::backend::{RequestRef, ResponseRef, WasmHead};
 use crate::bindings::exports::weir::plugin::guest;
-use crate::bindings::weir::plugin::{http, types};
+use crate::bindings::weir::plugin::types;
 use crate::http::{Request, Response};
 use crate::phases::Phases;
 use crate::plugin::{Plugin, instantiate};
@@ -19,19 +21,20 @@ thread_local! {
     // threaded and the host never re-enters a guest, so a RefCell suffices;
     // it is `dyn Any` because a static cannot be generic over the plugin type.
     static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
-    // The request and response handles `init` received, kept for the
-    // instance's life: each phase's calls go through them.
-    static HEADS: RefCell<Option<(http::Request, http::Response)>> = const { RefCell::new(None) };
+    // The handles `init` received, kept for the instance's life: each
+    // phase's calls go through them.
+    static HEADS: RefCell<Option<guest::Heads>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with the plugin and the instance's request and response
-/// handles.
-fn with_heads<P: Plugin, R>(f: impl FnOnce(&mut P, &http::Request, &http::Response) -> R) -> R {
+/// Runs `f` with the plugin and the instance's request and response.
+fn with_heads<P: Plugin, R>(f: impl FnOnce(&mut P, RequestRef<'_>, ResponseRef<'_>) -> R) -> R {
     HEADS.with(|heads| {
         let heads = heads.borrow();
-        let (req, resp) = heads
+        let h = heads
             .as_ref()
             .expect("weir-sdk: a phase ran before a successful init");
+        let req = WasmHead::new(&h.request, &h.request_headers);
+        let resp = WasmHead::new(&h.response, &h.response_headers);
         with_plugin::<P, _>(|p| f(p, req, resp))
     })
 }
@@ -53,7 +56,7 @@ fn with_plugin<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
 /// handle names during the request phases, and hands back its body. A
 /// value the host refuses is not reported here: the host refuses the whole
 /// answer (and logs why), as the contract says.
-fn reply_body(resp: &http::Response, reply: Reply) -> Vec<u8> {
+fn reply_body(mut resp: ResponseRef<'_>, reply: Reply) -> Vec<u8> {
     let (status, headers, body) = reply.into_parts();
     let _ = resp.set_status(status);
     for (name, value) in &headers {
@@ -67,12 +70,8 @@ fn reply_body(resp: &http::Response, reply: Reply) -> Vec<u8> {
 pub struct Guest<P>(PhantomData<P>);
 
 impl<P: Plugin> guest::Guest for Guest<P> {
-    fn init(
-        config: String,
-        req: http::Request,
-        resp: http::Response,
-    ) -> Result<types::Capabilities, String> {
-        HEADS.with(|heads| *heads.borrow_mut() = Some((req, resp)));
+    fn init(config: String, heads: guest::Heads) -> Result<types::Capabilities, String> {
+        HEADS.with(|cell| *cell.borrow_mut() = Some(heads));
         let plugin = instantiate::<P>(&config)?;
         let phases = plugin.phases();
         INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(plugin)));

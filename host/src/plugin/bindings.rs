@@ -11,6 +11,7 @@ wasmtime::component::bindgen!({
     with: {
         "weir:plugin/http.request": RequestHandle,
         "weir:plugin/http.response": ResponseHandle,
+        "weir:plugin/http.fields": FieldsHandle,
     },
     // Resource drops go through the store; everything else answers with
     // values (errors are strings in the contract), never traps.
@@ -23,7 +24,7 @@ pub use weir::plugin::types::{Action, BodyAction, BucketOutcome, Capabilities, L
 /// the names below are built from it.
 macro_rules! contract_version {
     (minor) => {
-        "0.4."
+        "0.5."
     };
     () => {
         concat!(contract_version!(minor), "0")
@@ -31,7 +32,7 @@ macro_rules! contract_version {
 }
 
 /// The contract this gateway speaks; a plugin must import and export
-/// `weir:plugin/*` at a semver-compatible version (0.4.x).
+/// `weir:plugin/*` at a semver-compatible version (0.5.x).
 pub const CONTRACT: &str = concat!("weir:plugin@", contract_version!());
 /// The contract's `http` interface, as components import it.
 pub const HTTP_INTERFACE: &str = concat!("weir:plugin/http@", contract_version!());
@@ -43,8 +44,13 @@ pub(super) const CONTRACT_COMPATIBLE: &str = contract_version!(minor);
 pub struct RequestHandle;
 /// The `response` resource, likewise.
 pub struct ResponseHandle;
+/// The `fields` resource: an instance gets one for the request's headers
+/// and one for the response's, told apart by their representation.
+pub struct FieldsHandle;
 
 /// The resource representations of the two handles every instance gets
 /// in `init`: fixed, since a store lends one request and one response.
 pub(crate) const REQUEST_REP: u32 = 0;
 pub(crate) const RESPONSE_REP: u32 = 1;
+pub(crate) const REQUEST_FIELDS_REP: u32 = 2;
+pub(crate) const RESPONSE_FIELDS_REP: u32 = 3;

@@ -19,7 +19,9 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::{host, http as whttp, types};
-use super::bindings::{BucketOutcome, LogLevel, RequestHandle, ResponseHandle};
+use super::bindings::{
+    BucketOutcome, FieldsHandle, LogLevel, REQUEST_FIELDS_REP, RequestHandle, ResponseHandle,
+};
 use super::deadline::CpuDeadline;
 use super::state::{Counters, Namespace};
 
@@ -169,6 +171,17 @@ impl Call {
 pub(crate) enum Side {
     Request,
     Response,
+}
+
+impl Side {
+    /// The head a `fields` handle names.
+    pub(crate) fn of(h: &Resource<FieldsHandle>) -> Side {
+        if h.rep() == REQUEST_FIELDS_REP {
+            Side::Request
+        } else {
+            Side::Response
+        }
+    }
 }
 
 impl Default for Call {
@@ -465,45 +478,6 @@ impl whttp::HostRequest for StoreData {
         Ok(set_target(&self.call.req.uri, None, Some(query.as_deref()))
             .map(|u| self.call.req.uri = u))
     }
-    fn header(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-    ) -> wasmtime::Result<Option<String>> {
-        Ok(get(&self.call.req.headers, &name))
-    }
-    fn header_all(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-    ) -> wasmtime::Result<Vec<String>> {
-        Ok(get_all(&self.call.req.headers, &name))
-    }
-    fn header_names(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Vec<String>> {
-        Ok(names(&self.call.req.headers))
-    }
-    fn set_header(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
-        let v = Ok(Bytes::from(value));
-        Ok(self.call.write_header(Side::Request, &name, v, false))
-    }
-    fn add_header(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
-        let v = Ok(Bytes::from(value));
-        Ok(self.call.write_header(Side::Request, &name, v, true))
-    }
-    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<()> {
-        remove(&mut self.call.req.headers, &name);
-        Ok(())
-    }
     fn client_ip(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
         Ok(self.call.client_ip.to_string())
     }
@@ -528,46 +502,48 @@ impl whttp::HostResponse for StoreData {
         let r = status_code(status).map(|s| self.call.resp.status = s);
         Ok(self.call.note_refusal(r))
     }
-    fn header(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-    ) -> wasmtime::Result<Option<String>> {
-        Ok(get(&self.call.resp.headers, &name))
-    }
-    fn header_all(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-    ) -> wasmtime::Result<Vec<String>> {
-        Ok(get_all(&self.call.resp.headers, &name))
-    }
-    fn header_names(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Vec<String>> {
-        Ok(names(&self.call.resp.headers))
-    }
-    fn set_header(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
-        let v = Ok(Bytes::from(value));
-        Ok(self.call.write_header(Side::Response, &name, v, false))
-    }
-    fn add_header(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
-        let v = Ok(Bytes::from(value));
-        Ok(self.call.write_header(Side::Response, &name, v, true))
-    }
-    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<()> {
-        remove(&mut self.call.resp.headers, &name);
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
         Ok(())
     }
-    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+}
+
+impl whttp::HostFields for StoreData {
+    fn get(&mut self, h: Resource<FieldsHandle>, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(get(self.call.head(Side::of(&h)), &name))
+    }
+    fn get_all(
+        &mut self,
+        h: Resource<FieldsHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        Ok(get_all(self.call.head(Side::of(&h)), &name))
+    }
+    fn names(&mut self, h: Resource<FieldsHandle>) -> wasmtime::Result<Vec<String>> {
+        Ok(names(self.call.head(Side::of(&h))))
+    }
+    fn set(
+        &mut self,
+        h: Resource<FieldsHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let v = Ok(Bytes::from(value));
+        Ok(self.call.write_header(Side::of(&h), &name, v, false))
+    }
+    fn add(
+        &mut self,
+        h: Resource<FieldsHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let v = Ok(Bytes::from(value));
+        Ok(self.call.write_header(Side::of(&h), &name, v, true))
+    }
+    fn remove(&mut self, h: Resource<FieldsHandle>, name: String) -> wasmtime::Result<()> {
+        remove(self.call.head(Side::of(&h)), &name);
+        Ok(())
+    }
+    fn drop(&mut self, _: Resource<FieldsHandle>) -> wasmtime::Result<()> {
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use http::HeaderMap;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentNamedList, Linker, LinkerInstance, Lower, Resource, WasmStr};
 
-use super::bindings::{RequestHandle, ResponseHandle};
+use super::bindings::FieldsHandle;
 use super::host::{self, Side, StoreData, limits};
 
 /// Header names up to this many bytes are read onto the stack; longer ones
@@ -72,25 +72,9 @@ fn value(
     }))
 }
 
-/// Which head a resource method works on.
-trait Head: Send + Sync + 'static {
-    const RESOURCE: &'static str;
-    const SIDE: Side;
-}
-
-impl Head for RequestHandle {
-    const RESOURCE: &'static str = "request";
-    const SIDE: Side = Side::Request;
-}
-
-impl Head for ResponseHandle {
-    const RESOURCE: &'static str = "response";
-    const SIDE: Side = Side::Response;
-}
-
-/// Binds a method of `H`'s resource that takes a header name and works on
-/// the head with `f`.
-fn by_name<H: Head, R>(
+/// Binds a `fields` method that takes a header name and works on the
+/// head its handle names with `f`.
+fn by_name<R>(
     i: &mut LinkerInstance<'_, StoreData>,
     name: &str,
     f: fn(&mut HeaderMap, &str) -> R,
@@ -100,43 +84,37 @@ where
 {
     i.func_wrap(
         name,
-        move |mut store: StoreContextMut<'_, StoreData>, (_, n): (Resource<H>, WasmStr)| {
+        move |mut store: StoreContextMut<'_, StoreData>,
+              (h, n): (Resource<FieldsHandle>, WasmStr)| {
             let n = Name::read(&store, &n)?;
-            Ok(f(store.data_mut().call.head(H::SIDE), n.as_str()))
+            Ok(f(store.data_mut().call.head(Side::of(&h)), n.as_str()))
         },
     )
 }
 
-/// Binds the header methods of `H`'s resource, shadowing the generated
-/// ones.
-fn link_head<H: Head>(linker: &mut Linker<StoreData>, interface: &str) -> wasmtime::Result<()> {
-    let mut i = linker.instance(interface)?;
-    let method = |m: &str| format!("[method]{}.{m}", H::RESOURCE);
-    by_name::<H, _>(&mut i, &method("header"), |h, n| (host::get(h, n),))?;
-    by_name::<H, _>(&mut i, &method("header-all"), |h, n| (host::get_all(h, n),))?;
-    by_name::<H, _>(&mut i, &method("remove-header"), host::remove)?;
-    for (m, append) in [("set-header", false), ("add-header", true)] {
-        i.func_wrap(
-            &method(m),
-            move |mut store: StoreContextMut<'_, StoreData>,
-                  (_, name, v): (Resource<H>, WasmStr, WasmStr)| {
-                let name = Name::read(&store, &name)?;
-                let v = value(&store, &v)?;
-                let call = &mut store.data_mut().call;
-                Ok((call.write_header(H::SIDE, name.as_str(), v, append),))
-            },
-        )?;
-    }
-    Ok(())
-}
-
-/// Shadows the generated header methods of both resources in `linker`
+/// Shadows the generated header methods of `fields` in `linker`
 /// (which must already hold the generated ones, so every other function
 /// of the interface stays as generated).
 pub(crate) fn link(linker: &mut Linker<StoreData>, interface: &str) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    link_head::<RequestHandle>(linker, interface)?;
-    link_head::<ResponseHandle>(linker, interface)?;
+    let mut i = linker.instance(interface)?;
+    by_name(&mut i, "[method]fields.get", |h, n| (host::get(h, n),))?;
+    by_name(&mut i, "[method]fields.get-all", |h, n| {
+        (host::get_all(h, n),)
+    })?;
+    by_name(&mut i, "[method]fields.remove", host::remove)?;
+    for (m, append) in [("[method]fields.set", false), ("[method]fields.add", true)] {
+        i.func_wrap(
+            m,
+            move |mut store: StoreContextMut<'_, StoreData>,
+                  (h, name, v): (Resource<FieldsHandle>, WasmStr, WasmStr)| {
+                let name = Name::read(&store, &name)?;
+                let v = value(&store, &v)?;
+                let call = &mut store.data_mut().call;
+                Ok((call.write_header(Side::of(&h), name.as_str(), v, append),))
+            },
+        )?;
+    }
     linker.allow_shadowing(false);
     Ok(())
 }

@@ -32,7 +32,7 @@ use http::HeaderValue;
 use wasmtime::component::Resource;
 use wasmtime::{Store, StoreLimitsBuilder};
 
-use super::bindings::{self, REQUEST_REP, RESPONSE_REP};
+use super::bindings::{self, REQUEST_FIELDS_REP, REQUEST_REP, RESPONSE_FIELDS_REP, RESPONSE_REP};
 use super::deadline::{self, CpuDeadline, Stop};
 use super::host::{self, Context, StoreData};
 use super::load::Compiled;
@@ -358,8 +358,12 @@ impl Maker {
             .call_init(
                 &mut store,
                 &self.config,
-                Resource::new_own(REQUEST_REP),
-                Resource::new_own(RESPONSE_REP),
+                bindings::exports::weir::plugin::guest::Heads {
+                    request: Resource::new_own(REQUEST_REP),
+                    request_headers: Resource::new_own(REQUEST_FIELDS_REP),
+                    response: Resource::new_own(RESPONSE_REP),
+                    response_headers: Resource::new_own(RESPONSE_FIELDS_REP),
+                },
             )
             .map_err(|e| trap(e, &store))?
             .map_err(|msg| {

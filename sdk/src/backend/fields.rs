@@ -1,6 +1,6 @@
-//! [`HeaderFields`]: the six header operations the contract's `request`
-//! and `response` resources both offer, so that the SDK states them once
-//! for both sides ([`Head`](crate::http::Head)) and each side of the seam
+//! [`HeaderFields`]: the six header operations of the contract's `fields`
+//! resource, which serves requests and responses alike, so that the SDK
+//! states them once for both sides ([`Head`](crate::http::Head)) and each side of the seam
 //! implements them once for both.
 
 /// The header fields of a request or a response, reached through a handle

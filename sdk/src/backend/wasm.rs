@@ -1,52 +1,64 @@
 //! The Wasm side of the seam: the host services are the generated imports
 //! of `weir:plugin/host`, and a request and a response are the contract's
-//! `request` and `response` resources, reached through the handles `init`
-//! received (the `export` module keeps them).
+//! `request` and `response` resources with their `fields`, reached through
+//! the handles `init` received (the `export` module keeps them).
 
 use super::fields::HeaderFields;
 use crate::bindings::weir::plugin::{host, http, types};
 use crate::types::{BucketOutcome, Level};
 
-pub(crate) type RequestRef<'a> = &'a http::Request;
-pub(crate) type ResponseRef<'a> = &'a http::Response;
+pub(crate) type RequestRef<'a> = WasmHead<'a, http::Request>;
+pub(crate) type ResponseRef<'a> = WasmHead<'a, http::Response>;
 
-/// Implements [`HeaderFields`] for a handle of one of the two resources,
-/// whose generated methods have the same names and signatures. The calls
-/// name the generated methods by path: `self.header(..)` would be this
-/// trait's own method.
-macro_rules! header_fields {
-    ($resource:ty) => {
-        impl HeaderFields for &$resource {
-            #[inline]
-            fn header(&self, name: &str) -> Option<String> {
-                <$resource>::header(self, name)
-            }
-            #[inline]
-            fn header_all(&self, name: &str) -> Vec<String> {
-                <$resource>::header_all(self, name)
-            }
-            #[inline]
-            fn header_names(&self) -> Vec<String> {
-                <$resource>::header_names(self)
-            }
-            #[inline]
-            fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-                <$resource>::set_header(self, name, value)
-            }
-            #[inline]
-            fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-                <$resource>::add_header(self, name, value)
-            }
-            #[inline]
-            fn remove_header(&mut self, name: &str) {
-                <$resource>::remove_header(self, name)
-            }
-        }
-    };
+/// A head as the Wasm side reaches it: the contract's `request` or
+/// `response` handle (method, path, status, …, reached through `Deref`)
+/// and the `fields` handle of its headers. `pub` because the sealed side
+/// of [`Head`](crate::Head) names it; no path outside the crate reaches it.
+pub struct WasmHead<'a, R> {
+    head: &'a R,
+    fields: &'a http::Fields,
 }
 
-header_fields!(http::Request);
-header_fields!(http::Response);
+impl<'a, R> WasmHead<'a, R> {
+    pub(crate) fn new(head: &'a R, fields: &'a http::Fields) -> Self {
+        WasmHead { head, fields }
+    }
+}
+
+impl<R> std::ops::Deref for WasmHead<'_, R> {
+    type Target = R;
+
+    fn deref(&self) -> &R {
+        self.head
+    }
+}
+
+impl<R> HeaderFields for WasmHead<'_, R> {
+    #[inline]
+    fn header(&self, name: &str) -> Option<String> {
+        self.fields.get(name)
+    }
+    #[inline]
+    fn header_all(&self, name: &str) -> Vec<String> {
+        self.fields.get_all(name)
+    }
+    #[inline]
+    fn header_names(&self) -> Vec<String> {
+        self.fields.names()
+    }
+    #[inline]
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.fields.set(name, value)
+    }
+    #[inline]
+    fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.fields.add(name, value)
+    }
+    #[inline]
+    fn remove_header(&mut self, name: &str) {
+        self.fields.remove(name)
+    }
+}
 
 pub(crate) fn log(level: Level, message: &str) {
     let level = match level {
