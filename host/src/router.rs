@@ -33,6 +33,8 @@ pub struct Route {
     /// Retries after the first try.
     pub retry_attempts: u32,
     pub max_body_bytes: u64,
+    /// Protocols (lower-case names) a client may upgrade to on this route.
+    pub upgrades: Vec<String>,
     /// Plugins to run, global chain first; empty on most routes.
     pub plugins: Arc<Chain>,
 }
@@ -75,6 +77,7 @@ impl Route {
             read_timeout: cfg.read_timeout.unwrap_or(upstream.config.read_timeout),
             retry_attempts: cfg.retry_attempts.unwrap_or(upstream.config.retry.attempts),
             max_body_bytes: cfg.max_body_bytes.unwrap_or(default_max_body),
+            upgrades: cfg.upgrades.clone(),
             upstream,
             plugins: Arc::default(),
         }

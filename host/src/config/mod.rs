@@ -62,6 +62,10 @@ pub mod limits {
     /// Compiled size limit of one `path_regex`, so a pathological pattern
     /// cannot eat memory at load time.
     pub const MAX_REGEX_BYTES: usize = 1024 * 1024;
+    /// Protocols one route may let clients upgrade to.
+    pub const MAX_UPGRADES: usize = 16;
+    /// Length of one upgrade protocol name.
+    pub const MAX_UPGRADE_LEN: usize = 64;
 }
 
 /// A validated configuration.
@@ -103,6 +107,9 @@ pub struct ListenerConfig {
     pub max_headers: usize,
     pub max_uri_bytes: usize,
     pub max_body_bytes: u64,
+    /// Whether request header names with `_` are forwarded; when false
+    /// (the default) they are dropped.
+    pub underscores_in_headers: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +130,8 @@ pub struct RouteConfig {
     /// Overrides the upstream's `retry.attempts`.
     pub retry_attempts: Option<u32>,
     pub max_body_bytes: Option<u64>,
+    /// Protocol names (lower-case) a client may upgrade to on this route.
+    pub upgrades: Vec<String>,
     /// This route's plugin chain; the global chain runs before it.
     pub plugins: Vec<PluginRef>,
 }
@@ -496,6 +505,7 @@ impl Validator<'_> {
             max_headers,
             max_uri_bytes: max_uri_bytes as usize,
             max_body_bytes: raw.max_body_bytes.map_or(10 * 1024 * 1024, |b| b.as_u64()),
+            underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
         })
     }
 }

@@ -66,6 +66,7 @@ pub struct RawListener {
     pub max_headers: Option<usize>,
     pub max_uri_bytes: Option<ByteSize>,
     pub max_body_bytes: Option<ByteSize>,
+    pub underscores_in_headers: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +231,8 @@ pub struct RawRoute {
     pub read_timeout: Option<Duration>,
     pub retry_attempts: Option<u32>,
     pub max_body_bytes: Option<ByteSize>,
+    /// Protocols a client may upgrade to; absent: `["websocket"]`.
+    pub upgrades: Option<Vec<String>>,
     #[serde(default)]
     pub plugins: Vec<RawPluginRef>,
 }

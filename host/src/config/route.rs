@@ -1,7 +1,8 @@
 //! Validation of one `[[route]]`: its matchers (hosts, path, methods,
-//! headers), its rewrite, and its per-route overrides of the upstream's
-//! timeouts, retries and body limit. Each matcher kind is checked on its
-//! own, so a route with several mistakes reports all of them.
+//! headers), its rewrite, its per-route overrides of the upstream's
+//! timeouts, retries and body limit, and the protocols a client may
+//! upgrade to on it. Each matcher kind is checked on its own, so a route
+//! with several mistakes reports all of them.
 
 use std::collections::HashMap;
 
@@ -94,6 +95,7 @@ impl Validator<'_> {
                 .retry_attempts
                 .map(|n| self.range(at, "retry_attempts", n, 0, limits::MAX_RETRY_ATTEMPTS)),
             max_body_bytes: raw.max_body_bytes.map(|b| b.as_u64()),
+            upgrades: self.upgrades(at, raw.upgrades.as_deref()),
             plugins,
         })
     }
@@ -207,6 +209,55 @@ impl Validator<'_> {
         headers
     }
 
+    /// `upgrades`: protocol names (RFC 9110 section 7.8), stored lower-case
+    /// as they are matched case-insensitively. `h2c` is refused: a tunnel
+    /// to an upstream's HTTP/2 would carry every later request on the
+    /// connection past routing, the host checks, body limits and plugins
+    /// ("h2c smuggling"); HTTP/2 clients speak it to Weir directly.
+    fn upgrades(&mut self, at: &At, raw: Option<&[String]>) -> Vec<String> {
+        let Some(raw) = raw else {
+            return vec!["websocket".to_owned()];
+        };
+        let at = field(at, "upgrades");
+        if raw.len() > limits::MAX_UPGRADES {
+            self.report(
+                &at,
+                Problem::OutOfRange {
+                    field: "upgrades",
+                    rule: format!("at most {} protocols", limits::MAX_UPGRADES),
+                },
+            );
+        }
+        let mut upgrades: Vec<String> = Vec::new();
+        for p in raw {
+            let reason = if p.is_empty()
+                || p.len() > limits::MAX_UPGRADE_LEN
+                || !p.bytes().all(is_tchar)
+            {
+                format!(
+                    "`{p}` is not a protocol name: 1 to {} token characters, without a `/version`",
+                    limits::MAX_UPGRADE_LEN
+                )
+            } else if p.eq_ignore_ascii_case("h2c") {
+                "`h2c` cannot be allowed: the tunnel would carry the client's later requests past routing, host checks, body limits and plugins; HTTP/2 clients can speak it to Weir directly".to_owned()
+            } else {
+                let p = p.to_ascii_lowercase();
+                if !upgrades.contains(&p) {
+                    upgrades.push(p);
+                }
+                continue;
+            };
+            self.report(
+                &at,
+                Problem::Invalid {
+                    field: "upgrades",
+                    reason,
+                },
+            );
+        }
+        upgrades
+    }
+
     /// `rewrite_prefix` replaces a matched `path_prefix`, so it needs one.
     fn rewrite(&mut self, at: &At, rewrite: &str, has_prefix: bool) {
         if !has_prefix {
@@ -224,6 +275,11 @@ impl Validator<'_> {
             );
         }
     }
+}
+
+/// A token character (RFC 9110 section 5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 pub(super) fn host_pattern(h: &str) -> Option<HostPattern> {

@@ -119,3 +119,48 @@ fn host_patterns() {
     );
     assert_eq!(split_host_port("svc.local"), None);
 }
+
+#[test]
+fn upgrades_default_to_websocket_and_are_tokens_without_h2c() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.routes[0].upgrades, ["websocket"]);
+    assert!(!c.listeners[0].underscores_in_headers);
+    let with = |upgrades: &str| {
+        parse(&GOOD.replace(
+            "rewrite_prefix = \"/\"",
+            &format!("rewrite_prefix = \"/\"\nupgrades = {upgrades}"),
+        ))
+    };
+    assert!(with("[]").unwrap().routes[0].upgrades.is_empty());
+    assert_eq!(
+        with("[\"WebSocket\", \"websocket\", \"x-proto\"]")
+            .unwrap()
+            .routes[0]
+            .upgrades,
+        ["websocket", "x-proto"]
+    );
+    for bad in [
+        "[\"h2c\"]",
+        "[\"H2C\"]",
+        "[\"\"]",
+        "[\"websocket/13\"]",
+        "[\"a b\"]",
+    ] {
+        let all = with(bad).unwrap_err().to_string();
+        assert!(all.contains("route[0] (api).upgrades"), "{bad}: {all}");
+    }
+    let many: Vec<String> = (0..=limits::MAX_UPGRADES)
+        .map(|i| format!("\"p{i}\""))
+        .collect();
+    let all = with(&format!("[{}]", many.join(", ")))
+        .unwrap_err()
+        .to_string();
+    assert!(all.contains("at most 16 protocols"), "{all}");
+
+    let c = parse(&GOOD.replace(
+        "address = \"127.0.0.1:0\"",
+        "address = \"127.0.0.1:0\"\nunderscores_in_headers = true",
+    ))
+    .unwrap();
+    assert!(c.listeners[0].underscores_in_headers);
+}
