@@ -36,6 +36,10 @@ pub enum ProxyError {
         endpoint: String,
         timeout: std::time::Duration,
     },
+    /// The upstream answered 101 to a request that offered no upgrade
+    /// through Weir, or switched to a protocol that was not offered.
+    #[error("{endpoint} switched protocols without an allowed upgrade offered")]
+    BadSwitch { endpoint: String },
     #[error("{endpoint} failed: {source}")]
     Upstream {
         endpoint: String,
@@ -93,6 +97,7 @@ impl ProxyError {
             | ProxyError::Connect { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::BadSwitch { .. }
             | ProxyError::Overloaded { .. } => ErrorSource::Upstream,
         }
     }
@@ -114,7 +119,9 @@ impl ProxyError {
                 ..
             }
             | ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::BadSwitch { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Plugin { busy: true, .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Plugin { busy: false, .. } | ProxyError::UnknownUpstream { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -14,6 +14,9 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The h2c upgrade's settings (RFC 7540 section 3.2.1): a connection-specific
+/// field, so never forwarded, whether or not `Connection` lists it.
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Longest request id accepted from a client; a longer one is replaced so a
 /// client cannot make every log line and upstream header arbitrarily big.
@@ -32,6 +35,7 @@ fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::PROXY_AUTHORIZATION
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
+        || name == HTTP2_SETTINGS
 }
 
 /// Whether a `Connection` token names a header [`is_fixed_hop_by_hop`]
@@ -47,6 +51,7 @@ fn is_fixed_hop_by_hop_token(t: &str) -> bool {
         "proxy-authenticate",
         "proxy-authorization",
         "proxy-connection",
+        "http2-settings",
     ]
     .iter()
     .any(|n| t.eq_ignore_ascii_case(n))
@@ -226,6 +231,21 @@ mod tests {
             HeaderValue::from_bytes(b"Upgrade, caf\xe9").unwrap(),
         );
         assert!(connection_has(&h, "upgrade"));
+    }
+
+    #[test]
+    fn http2_settings_goes_even_unlisted() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAARAAAAAAAIAAAAA"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod plugins;
 pub mod response;
 mod send;
 pub mod stall;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::ops::Deref;
@@ -31,7 +32,6 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use crate::body::RequestBody;
 pub use crate::conn::ConnContext;
@@ -122,7 +122,7 @@ async fn phases(
         });
     }
 
-    let upgrade = take_upgrade(&mut parts);
+    let upgrade = upgrade::take(&mut parts, &route.upgrades);
     prepare_upstream_request(
         &mut parts,
         route,
@@ -157,31 +157,13 @@ async fn phases(
 
     let upstream = steered.as_ref().unwrap_or(&route.upstream);
     let send::Sent {
-        mut resp,
+        resp,
         endpoint,
         conn,
     } = send::send(route, upstream, cx.peer, parts, body, upgrade.is_some()).await?;
 
-    if let Some(up) = upgrade
-        && resp.status() == StatusCode::SWITCHING_PROTOCOLS
-    {
-        let upstream_side = hyper::upgrade::on(&mut resp);
-        // The connection's task waits for the tunnel (see
-        // `ConnContext::tunnel`), so it stays counted and watched.
-        let handle = tokio::spawn(tunnel(up.client, upstream_side));
-        *cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
-        let (mut rparts, _) = resp.into_parts();
-        // The 101 must keep Upgrade and Connection: they are the handshake.
-        let keep_upgrade = rparts.headers.remove(header::UPGRADE);
-        headers::strip_hop_by_hop(&mut rparts.headers);
-        if let Some(v) = keep_upgrade {
-            rparts.headers.insert(header::UPGRADE, v);
-        }
-        rparts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers::append_via(&mut rparts.headers, Version::HTTP_11);
-        return Ok(Response::from_parts(rparts, ResponseBody::empty()));
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return upgrade::switch(cx, upgrade, resp, &endpoint.label);
     }
 
     let (mut rparts, rbody) = resp.into_parts();
@@ -251,21 +233,6 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// A client's protocol-upgrade request (WebSocket), taken out of the request.
-struct Upgrade {
-    protocol: HeaderValue,
-    client: hyper::upgrade::OnUpgrade,
-}
-
-fn take_upgrade(parts: &mut Parts) -> Option<Upgrade> {
-    if parts.version != Version::HTTP_11 || !headers::connection_has(&parts.headers, "upgrade") {
-        return None;
-    }
-    let protocol = parts.headers.get(header::UPGRADE)?.clone();
-    let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
-    Some(Upgrade { protocol, client })
 }
 
 /// Rewrites the request in place into what the upstream receives.
@@ -344,23 +311,6 @@ fn join_cookies(h: &mut http::HeaderMap) {
         .collect();
     if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
         h.insert(header::COOKIE, v);
-    }
-}
-
-/// Copies bytes both ways between an upgraded client and upstream until
-/// either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended");
     }
 }
 
