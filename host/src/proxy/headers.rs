@@ -1,7 +1,9 @@
 //! Header hygiene between client and upstream: hop-by-hop headers are
 //! removed in both directions (RFC 9110 section 7.6.1, including every
 //! header the `Connection` field lists), the `X-Forwarded-*` family and
-//! `Via` are set, and the request id is kept or made.
+//! `Via` are set, and the request id is kept or made. Also what the
+//! framing checks read in a request's parsed headers: the transfer coding
+//! and the names that only look like framing headers.
 
 use std::net::IpAddr;
 
@@ -95,6 +97,78 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in found.into_iter().flatten().chain(more) {
         h.remove(name);
     }
+}
+
+/// Whether the request's transfer coding is one `Transfer-Encoding` field
+/// saying `chunked` (case-insensitive, RFC 9112 section 7), or absent.
+/// Anything else is refused: hyper removes the last `chunked` and would
+/// forward still-encoded bytes with no coding to say so (`gzip, chunked`),
+/// and RFC 9112 section 6.1 lets a proxy refuse codings it does not
+/// forward intact. One `chunked` applied twice (`chunked, chunked`, or two
+/// fields) is such a body too.
+pub fn transfer_coding_is_plain(h: &HeaderMap) -> bool {
+    let mut codings = h.get_all(header::TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(one), None) => one.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// Whether `name` (lower-case, as `HeaderName` keeps it) is not a framing
+/// header but reads as `Transfer-Encoding` or `Content-Length` once `_`
+/// becomes `-` and runs of `-` become one: `transfer_encoding`,
+/// `content__length`, `transfer---encoding`. A server or middleware that
+/// folds names so (CGI's `HTTP_TRANSFER_ENCODING`, some frameworks) would
+/// frame the body by a header Weir did not, the smuggling RFC 9112
+/// section 6.1 warns of.
+pub fn is_framing_lookalike(name: &str) -> bool {
+    let folded = |target: &[u8]| {
+        let mut want = target.iter();
+        let mut after_dash = false;
+        for b in name.bytes() {
+            let b = if b == b'_' { b'-' } else { b };
+            if b == b'-' && after_dash {
+                continue;
+            }
+            after_dash = b == b'-';
+            if want.next() != Some(&b) {
+                return false;
+            }
+        }
+        want.next().is_none()
+    };
+    name != header::TRANSFER_ENCODING
+        && name != header::CONTENT_LENGTH
+        && (folded(b"transfer-encoding") || folded(b"content-length"))
+}
+
+/// Screens the request's header names: a framing look-alike
+/// ([`is_framing_lookalike`]) is an error whatever the listener says, and
+/// names with `_` are removed unless `keep_underscores` (nginx's
+/// `underscores_in_headers off`: `X_Forwarded_For` and `X-Forwarded-For`
+/// are one variable to a CGI-style upstream, so one could pass for the
+/// other). Only names with `_` or `--` are looked at twice, and nothing is
+/// allocated unless one is removed.
+pub fn screen_names(h: &mut HeaderMap, keep_underscores: bool) -> Result<(), &'static str> {
+    let mut drop: Vec<HeaderName> = Vec::new();
+    for name in h.keys() {
+        let bytes = name.as_str().as_bytes();
+        let underscore = bytes.contains(&b'_');
+        if !underscore && !bytes.windows(2).any(|w| w == b"--") {
+            continue;
+        }
+        if is_framing_lookalike(name.as_str()) {
+            return Err("a header name that reads as Transfer-Encoding or Content-Length");
+        }
+        if underscore && !keep_underscores {
+            drop.push(name.clone());
+        }
+    }
+    for name in drop {
+        h.remove(name);
+    }
+    Ok(())
 }
 
 /// Whether `Connection` lists `token` (case-insensitive).
@@ -246,6 +320,77 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn only_one_plain_chunked_coding_passes() {
+        let with = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("transfer-encoding", HeaderValue::from_static(v));
+            }
+            transfer_coding_is_plain(&h)
+        };
+        assert!(with(&[]));
+        assert!(with(&["chunked"]));
+        assert!(with(&["Chunked "]));
+        assert!(!with(&["gzip, chunked"]));
+        assert!(!with(&["chunked, chunked"]));
+        assert!(!with(&["chunked", "chunked"]));
+        assert!(!with(&["", "chunked"]));
+        assert!(!with(&["gzip"]));
+        assert!(!with(&["chunked;x=1"]));
+    }
+
+    #[test]
+    fn framing_lookalikes() {
+        for name in [
+            "transfer_encoding",
+            "content_length",
+            "transfer---encoding",
+            "transfer___encoding",
+            "content-_length",
+            "transfer_-_encoding",
+        ] {
+            assert!(is_framing_lookalike(name), "{name}");
+        }
+        for name in [
+            "transfer-encoding",
+            "content-length",
+            "x_transfer_encoding",
+            "transferencoding",
+            "content_length_x",
+            "content_type",
+            "-content-length",
+        ] {
+            assert!(!is_framing_lookalike(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn underscored_names_go_unless_kept_and_lookalikes_are_refused() {
+        let head = || {
+            let mut h = HeaderMap::new();
+            h.insert("x_custom", HeaderValue::from_static("1"));
+            h.insert("x-custom", HeaderValue::from_static("2"));
+            h.insert("x--double", HeaderValue::from_static("3"));
+            h
+        };
+        let mut h = head();
+        assert_eq!(screen_names(&mut h, false), Ok(()));
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(!h.contains_key("x_custom"));
+        let mut h = head();
+        assert_eq!(screen_names(&mut h, true), Ok(()));
+        assert_eq!(h.len(), 3);
+        for keep in [false, true] {
+            let mut h = head();
+            h.insert("transfer_encoding", HeaderValue::from_static("chunked"));
+            assert!(screen_names(&mut h, keep).is_err());
+            let mut h = head();
+            h.insert("content--length", HeaderValue::from_static("5"));
+            assert!(screen_names(&mut h, keep).is_err());
+        }
     }
 
     #[test]

@@ -112,7 +112,7 @@ async fn phases(
     plugins: &mut plugins::Scope,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    check_framing(&parts, cx)?;
+    check_framing(&mut parts, cx)?;
 
     let router = cx.router.load_full();
     let route = router.find(&parts).ok_or(ProxyError::NoRoute)?;
@@ -183,8 +183,10 @@ async fn phases(
     Box::pin(plugins.on_response_body(resp, caps.response, route)).await
 }
 
-/// Request smuggling, size and `Host` checks that hyper leaves to us.
-fn check_framing(parts: &Parts, cx: &ConnContext) -> Result<(), ProxyError> {
+/// Request smuggling, size and `Host` checks that hyper leaves to us; the
+/// header names the listener does not forward are dropped here, before
+/// routing, so no route or plugin sees what the upstream will not.
+fn check_framing(parts: &mut Parts, cx: &ConnContext) -> Result<(), ProxyError> {
     if parts.version < Version::HTTP_2 {
         let ordinal = cx.requests.fetch_add(1, Ordering::Relaxed) + 1;
         // RFC 9112 6.1: a message with both may be an attempt at request
@@ -213,6 +215,13 @@ fn check_framing(parts: &Parts, cx: &ConnContext) -> Result<(), ProxyError> {
             "both Content-Length and Transfer-Encoding",
         ));
     }
+    if !headers::transfer_coding_is_plain(&parts.headers) {
+        return Err(ProxyError::BadFraming(
+            "a Transfer-Encoding other than one `chunked`",
+        ));
+    }
+    headers::screen_names(&mut parts.headers, listener.underscores_in_headers)
+        .map_err(ProxyError::BadFraming)?;
     let mut lengths = parts.headers.get_all(header::CONTENT_LENGTH).iter();
     if let Some(first) = lengths.next()
         && lengths.any(|v| v != first)
