@@ -31,6 +31,7 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use crate::body::RequestBody;
@@ -155,6 +156,18 @@ async fn phases(
         }
     };
 
+    if body.size_hint().exact().is_none() {
+        // A body of unknown length (chunked, or HTTP/2 DATA without
+        // `content-length`) goes upstream chunked, and says so: without
+        // the header, hyper's client sends such a body on a GET, HEAD or
+        // CONNECT as no body at all, and the upstream would answer a
+        // request the client did not send (RFC 9110 section 9.3.1 gives a
+        // GET body no meaning, not permission to drop it).
+        parts.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     let upstream = steered.as_ref().unwrap_or(&route.upstream);
     let send::Sent {
         resp,
@@ -255,6 +268,16 @@ fn prepare_upstream_request(
     let host = forwarded_host(parts);
     let client_version = parts.version;
     headers::strip_hop_by_hop(&mut parts.headers);
+    // Weir answers `100-continue` itself (hyper sends the 100 once the
+    // body is first read, that is once the request is on its way
+    // upstream); forwarded, it would ask the upstream for a second one.
+    if parts.headers.get_all(header::EXPECT).iter().any(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    }) {
+        parts.headers.remove(header::EXPECT);
+    }
     if client_version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
