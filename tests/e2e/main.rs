@@ -17,5 +17,6 @@ mod plugins_support;
 mod reload;
 mod routing;
 mod shutdown;
+mod smuggling;
 mod streaming;
 mod timeouts;

@@ -1,9 +1,12 @@
 //! Test harness: the real `weir` binary as a child process, real upstream
-//! HTTP servers on port 0, an HTTP client, a raw TCP client for malformed
-//! input, and a bounded `eventually` for asynchronous outcomes.
+//! HTTP servers on port 0 (and a raw one that records the bytes it
+//! receives), an HTTP client, a raw TCP client for malformed input, and a
+//! bounded `eventually` for asynchronous outcomes.
 
 #![allow(dead_code)]
 
+pub mod raw;
+pub mod recording;
 pub mod upstream;
 
 use std::collections::HashMap;
