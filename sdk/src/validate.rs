@@ -21,6 +21,8 @@
 pub const RESERVED_HEADERS: &[&str] = &[
     "connection",
     "content-length",
+    "expect",
+    "http2-settings",
     "keep-alive",
     "proxy-connection",
     "te",
@@ -81,7 +83,10 @@ pub const MAX_HEADER_BYTES_PER_CALL: usize = 64 * 1024;
 pub const MAX_HEAD_FIELDS: usize = 2_000;
 
 /// Checks a header name a plugin wants to write: an RFC 9110 token, not
-/// one of [`RESERVED_HEADERS`].
+/// one of [`RESERVED_HEADERS`], and not a name that reads as
+/// `Transfer-Encoding` or `Content-Length` once `_` becomes `-` and runs
+/// of `-` become one (`transfer_encoding`): an upstream that folds names
+/// so would frame the body by it.
 ///
 /// # Example
 ///
@@ -89,18 +94,49 @@ pub const MAX_HEAD_FIELDS: usize = 2_000;
 /// assert!(weir_sdk::validate::header_name("x-consumer").is_ok());
 /// assert!(weir_sdk::validate::header_name("x consumer").is_err());
 /// assert!(weir_sdk::validate::header_name("Content-Length").is_err());
+/// assert!(weir_sdk::validate::header_name("Transfer_Encoding").is_err());
 /// ```
 pub fn header_name(name: &str) -> Result<(), String> {
     header_syntax(name)?;
     if RESERVED_HEADERS
         .iter()
         .any(|reserved| reserved.eq_ignore_ascii_case(name))
+        || reads_as_framing(name)
     {
         return Err(format!(
             "header {name:?} is managed by the gateway and cannot be set by a plugin"
         ));
     }
     Ok(())
+}
+
+/// Whether `name` reads as `Transfer-Encoding` or `Content-Length` once
+/// `_` becomes `-`, runs of `-` become one and case is ignored, without
+/// being one of them. The gateway's rule, mirrored (a gateway test pins
+/// the two to the same answers).
+pub(crate) fn reads_as_framing(name: &str) -> bool {
+    let folds_to = |target: &[u8]| {
+        let mut want = target.iter();
+        let mut after_dash = false;
+        for b in name.bytes() {
+            let b = if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            };
+            if b == b'-' && after_dash {
+                continue;
+            }
+            after_dash = b == b'-';
+            if want.next() != Some(&b) {
+                return false;
+            }
+        }
+        want.next().is_none()
+    };
+    !name.eq_ignore_ascii_case("transfer-encoding")
+        && !name.eq_ignore_ascii_case("content-length")
+        && (folds_to(b"transfer-encoding") || folds_to(b"content-length"))
 }
 
 /// Only the token syntax: what a header received from a client may be named.

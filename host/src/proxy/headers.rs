@@ -5,6 +5,7 @@
 //! framing checks read in a request's parsed headers: the transfer coding
 //! and the names that only look like framing headers.
 
+use crate::framing::is_framing_lookalike;
 use std::net::IpAddr;
 
 use http::Version;
@@ -113,34 +114,6 @@ pub fn transfer_coding_is_plain(h: &HeaderMap) -> bool {
         (Some(one), None) => one.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
         (Some(_), Some(_)) => false,
     }
-}
-
-/// Whether `name` (lower-case, as `HeaderName` keeps it) is not a framing
-/// header but reads as `Transfer-Encoding` or `Content-Length` once `_`
-/// becomes `-` and runs of `-` become one: `transfer_encoding`,
-/// `content__length`, `transfer---encoding`. A server or middleware that
-/// folds names so (CGI's `HTTP_TRANSFER_ENCODING`, some frameworks) would
-/// frame the body by a header Weir did not, the smuggling RFC 9112
-/// section 6.1 warns of.
-pub fn is_framing_lookalike(name: &str) -> bool {
-    let folded = |target: &[u8]| {
-        let mut want = target.iter();
-        let mut after_dash = false;
-        for b in name.bytes() {
-            let b = if b == b'_' { b'-' } else { b };
-            if b == b'-' && after_dash {
-                continue;
-            }
-            after_dash = b == b'-';
-            if want.next() != Some(&b) {
-                return false;
-            }
-        }
-        want.next().is_none()
-    };
-    name != header::TRANSFER_ENCODING
-        && name != header::CONTENT_LENGTH
-        && (folded(b"transfer-encoding") || folded(b"content-length"))
 }
 
 /// Screens the request's header names: a framing look-alike

@@ -39,6 +39,24 @@ fn the_sdk_states_the_gateways_bounds() {
     sdk.sort_unstable();
     gateway.sort_unstable();
     assert_eq!(sdk, gateway);
+    // The look-alikes the SDK refuses are the gateway's.
+    for name in [
+        "transfer_encoding",
+        "Content_Length",
+        "transfer---encoding",
+        "content-_-length",
+        "x_transfer_encoding",
+        "transfer-encodings",
+        "x-fine",
+        "x_fine",
+        "Transfer-Encoding",
+    ] {
+        assert_eq!(
+            validate::header_name(name).is_err(),
+            reserved(name),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -49,6 +67,13 @@ fn header_values_cannot_split_lines() {
     assert!(header_pair("x-a\r\nb", "1".into(), &mut budget).is_err());
     assert!(header_pair("content-length", "1".into(), &mut budget).is_err());
     assert!(header_pair("Transfer-Encoding", "chunked".into(), &mut budget).is_err());
+    // What the listener screens out of a client's request, a plugin cannot
+    // put back (RFC 9112 section 6.1).
+    assert!(header_pair("Transfer_Encoding", "chunked".into(), &mut budget).is_err());
+    assert!(header_pair("content__length", "5".into(), &mut budget).is_err());
+    assert!(header_pair("http2-settings", "AAMAAABk".into(), &mut budget).is_err());
+    assert!(header_pair("expect", "100-continue".into(), &mut budget).is_err());
+    assert!(header_pair("x_custom", "1".into(), &mut budget).is_ok());
     let (n, v) = header_pair("X-Fine", "caf\u{e9}".into(), &mut budget).unwrap();
     assert_eq!(n, "x-fine");
     assert_eq!(v.as_bytes(), "caf\u{e9}".as_bytes());
