@@ -35,8 +35,8 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
-echo "==> Building Weir and the demo upstream (the first time: about 10 minutes on 2 cores)"
-cargo build -p weir --bin weir --example echo-upstream
+echo "==> Building Weir and the demo upstream (the first time takes a few minutes)"
+cargo build --profile quickstart -p weir --bin weir --example echo-upstream
 echo "==> Building the api-key, header-rewrite and noop plugins for wasm32-wasip2"
 (cd plugins && cargo build --release --target wasm32-wasip2 -p api-key -p header-rewrite -p noop)
 
@@ -45,15 +45,15 @@ echo "==> Building the api-key, header-rewrite and noop plugins for wasm32-wasip
 mkdir -p $quickstart/plugins.d
 cp "$wasm/api_key.wasm" $quickstart/plugins.d/api-key.wasm
 cp "$wasm/noop.wasm" $quickstart/plugins.d/header-rewrite.wasm
-"$target/debug/weir" check -c $quickstart/weir.toml
+"$target/quickstart/weir" check -c $quickstart/weir.toml
 
 upstream='' gateway=''
 trap 'kill $upstream $gateway 2>/dev/null || true; wait' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-"$target/debug/examples/echo-upstream" 127.0.0.1:9000 &
+"$target/quickstart/examples/echo-upstream" 127.0.0.1:9000 &
 upstream=$!
-"$target/debug/weir" run -c $quickstart/weir.toml &
+"$target/quickstart/weir" run -c $quickstart/weir.toml &
 gateway=$!
 
 # Both answer within a minute, or the script stops with what they logged.
