@@ -35,7 +35,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
-echo "==> Building Weir and the demo upstream (the first time takes a few minutes)"
+echo "==> Building Weir and the demo upstream (the first time: about 3 minutes on 2 cores)"
 cargo build --profile quickstart -p weir --bin weir --example echo-upstream
 echo "==> Building the api-key, header-rewrite and noop plugins for wasm32-wasip2"
 (cd plugins && cargo build --release --target wasm32-wasip2 -p api-key -p header-rewrite -p noop)
