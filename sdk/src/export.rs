@@ -71,6 +71,8 @@ pub struct Guest<P>(PhantomData<P>);
 
 impl<P: Plugin> guest::Guest for Guest<P> {
     fn init(config: String, heads: guest::Heads) -> Result<types::Capabilities, String> {
+        // First, so a panic in the plugin's own `new` is reported too.
+        crate::panic::install();
         HEADS.with(|cell| *cell.borrow_mut() = Some(heads));
         let plugin = instantiate::<P>(&config)?;
         let phases = plugin.phases();

@@ -99,6 +99,7 @@ mod http;
 mod limits;
 pub mod log;
 pub mod metrics;
+mod panic;
 mod phases;
 mod plugin;
 pub mod random;

@@ -62,6 +62,31 @@ pub mod log {
     /// assert_eq!(weir_sdk::log::MAX_LINES_PER_CALL, 32);
     /// ```
     pub const MAX_LINES_PER_CALL: usize = 32;
+
+    /// How the SDK's panic hook starts the error line it sends when a
+    /// plugin panics. The gateway keeps a line that starts so for the
+    /// call's failure report (`trapped: panicked at src/lib.rs:42:5: …`)
+    /// instead of logging it on its own; it is not counted against
+    /// [`MAX_LINES_PER_CALL`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::log::PANIC_PREFIX, "plugin panic: ");
+    /// ```
+    pub const PANIC_PREFIX: &str = "plugin panic: ";
+
+    /// The longest panic report (`panicked at FILE:LINE:COLUMN: MESSAGE`,
+    /// after [`PANIC_PREFIX`]), in bytes: a longer one is cut, by the
+    /// SDK's hook and again by the gateway. Short enough for one log line
+    /// and the failure line that quotes it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::log::MAX_PANIC_BYTES, 1024);
+    /// ```
+    pub const MAX_PANIC_BYTES: usize = 1024;
 }
 
 /// Metrics counters.

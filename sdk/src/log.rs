@@ -6,7 +6,9 @@
 //! included.
 
 use crate::backend;
-pub use crate::limits::log::{MAX_LINES_PER_CALL, MAX_MESSAGE_BYTES};
+pub use crate::limits::log::{
+    MAX_LINES_PER_CALL, MAX_MESSAGE_BYTES, MAX_PANIC_BYTES, PANIC_PREFIX,
+};
 pub use crate::types::Level;
 
 /// Logs a line at `level`.

@@ -48,6 +48,7 @@ plugins = [{ name = "lenient", config = { mode = "panic" } }]
         ("hostile", "bomb"),
         ("hostile", "recurse"),
         ("hostile", "panic"),
+        ("hostile", "panic-hook"),
         ("roomy", "crlf"),
         ("roomy", "big"),
         ("roomy", "respond-crlf"),
@@ -247,6 +248,26 @@ async fn recursion_and_panics_trap_without_hurting_the_process() {
     // no stdio).
     fails_with(&gw, &c, "/panic", "trapped").await;
     fails_with(&gw, &c, "/recurse", "overflowed its stack").await;
+    // With a panic hook that reports as weir-sdk's does, the failure line
+    // carries the panic's location and message instead.
+    fails_with(
+        &gw,
+        &c,
+        "/panic-hook",
+        "trapped: panicked at hostile/src/lib.rs:",
+    )
+    .await;
+    fails_with(
+        &gw,
+        &c,
+        "/panic-hook",
+        "the hostile plugin panics on purpose",
+    )
+    .await;
+    assert!(
+        log_lines_with(&gw, &["plugin panic: "]).is_empty(),
+        "the report is not a line of its own"
+    );
     assert!(gw.alive());
     assert_eq!(get(&c, &gw.url("/plain"), &[]).await.status, 200);
 }

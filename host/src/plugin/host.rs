@@ -32,6 +32,13 @@ pub mod limits {
     /// Log lines one call may write, its own and the host's warnings about
     /// it together; past them one line says so and the rest are dropped.
     pub const MAX_LOG_LINES_PER_CALL: u32 = 32;
+    /// How the SDK's panic hook starts the error line it sends before the
+    /// panic traps: such a line is kept for the call's failure report
+    /// instead of being logged (and costs no line of the budget).
+    pub const PANIC_PREFIX: &str = "plugin panic: ";
+    /// Longest panic report kept (`panicked at FILE:LINE:COLUMN: MESSAGE`):
+    /// it is quoted in the failure line, which should stay short.
+    pub const MAX_PANIC_BYTES: usize = 1024;
     /// Request-scoped context: entries per plugin per request, key and
     /// value sizes.
     pub const MAX_CONTEXT_ENTRIES: usize = 32;
@@ -124,6 +131,10 @@ pub struct Call {
     /// request phases the handle names the plugin's own answer, and an
     /// answer one of whose values was refused is not sent (`pool`).
     pub refused: Option<String>,
+    /// The last panic report the plugin sent in this call (see
+    /// [`limits::PANIC_PREFIX`]); the trap that follows a panic is
+    /// described with it. Taken when the call ends.
+    pub panic: Option<String>,
 }
 
 impl Call {
@@ -195,6 +206,7 @@ impl Default for Call {
             header_budget: limits::MAX_HEADER_BYTES_PER_CALL,
             log_budget: limits::MAX_LOG_LINES_PER_CALL,
             refused: None,
+            panic: None,
         }
     }
 }
@@ -557,6 +569,13 @@ impl whttp::HostFields for StoreData {
 
 impl host::Host for StoreData {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        if let (LogLevel::Error, Some(report)) = (level, message.strip_prefix(limits::PANIC_PREFIX))
+        {
+            let mut report = report.replace(['\n', '\r'], " ");
+            cut(&mut report, limits::MAX_PANIC_BYTES);
+            self.call.panic = Some(report);
+            return Ok(());
+        }
         if !self.may_log() {
             return Ok(());
         }

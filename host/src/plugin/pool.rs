@@ -198,8 +198,14 @@ impl std::fmt::Debug for Slot {
 }
 
 /// Our reading of a trap, for logs: short and without Wasm backtraces.
-/// `deadline` is the store's deadline as the call left it.
-fn describe(e: &wasmtime::Error, deadline: &CpuDeadline) -> String {
+/// `deadline` is the store's deadline as the call left it, and `panic` the
+/// panic report the plugin sent in the call (the SDK's panic hook sends
+/// one just before the panic traps), which names the cause better than
+/// the trap itself.
+fn describe(e: &wasmtime::Error, deadline: &CpuDeadline, panic: Option<String>) -> String {
+    if let Some(report) = panic {
+        return report;
+    }
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         return match trap {
             wasmtime::Trap::Interrupt => match deadline.stopped() {
@@ -221,7 +227,8 @@ fn describe(e: &wasmtime::Error, deadline: &CpuDeadline) -> String {
     let mut line = root.lines().next().unwrap_or("").to_owned();
     if line.contains("unknown import") {
         line.push_str(
-            " (plugins have no stdio, filesystem or sockets; a panic writes its message to stderr)",
+            " (plugins have no stdio, filesystem or sockets; without weir-sdk's panic hook a \
+             panic writes its message to stderr)",
         );
     }
     host::cut(&mut line, 512);
@@ -344,13 +351,18 @@ impl Maker {
         let mut store = Store::new(&compiled.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
         deadline::install(&mut store, StoreData::deadline);
-        let trap = |e: wasmtime::Error, store: &Store<StoreData>| {
-            self.fail(FailureKind::Trap(describe(&e, &store.data().deadline)))
+        let trap = |e: wasmtime::Error, store: &mut Store<StoreData>| {
+            let panic = store.data_mut().call.panic.take();
+            self.fail(FailureKind::Trap(describe(
+                &e,
+                &store.data().deadline,
+                panic,
+            )))
         };
         deadline::arm(&mut store, StoreData::deadline, budget);
         let guest = match compiled.pre.instantiate(&mut store) {
             Ok(g) => g,
-            Err(e) => return Err(trap(e, &store)),
+            Err(e) => return Err(trap(e, &mut store)),
         };
         deadline::arm(&mut store, StoreData::deadline, budget);
         let caps = guest
@@ -365,7 +377,7 @@ impl Maker {
                     response_headers: Resource::new_own(RESPONSE_FIELDS_REP),
                 },
             )
-            .map_err(|e| trap(e, &store))?
+            .map_err(|e| trap(e, &mut store))?
             .map_err(|msg| {
                 let mut msg = msg;
                 host::cut(&mut msg, 1024);
@@ -519,6 +531,7 @@ impl Slot {
         lend(&mut inst.store, io);
         deadline::arm(&mut inst.store, StoreData::deadline, self.maker.deadline);
         let result = f(&inst.guest, &mut inst.store);
+        let panic = inst.store.data_mut().call.panic.take();
         let answer = match io.resp {
             None => take_answer(&mut inst.store.data_mut().call),
             Some(_) => None,
@@ -539,7 +552,8 @@ impl Slot {
             // A trapped instance may be in any state: drop it.
             Err(e) => {
                 self.shared.failures.fetch_add(1, Ordering::Relaxed);
-                Err(self.fail(FailureKind::Trap(describe(&e, &inst.store.data().deadline))))
+                let deadline = &inst.store.data().deadline;
+                Err(self.fail(FailureKind::Trap(describe(&e, deadline, panic))))
             }
         }
     }

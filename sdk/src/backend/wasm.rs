@@ -71,6 +71,12 @@ pub(crate) fn log(level: Level, message: &str) {
     host::log(level, message)
 }
 
+/// A panic report from the SDK's panic hook: one error line, which the
+/// gateway keeps for the call's failure report.
+pub(crate) fn panicked(line: &str) {
+    host::log(types::LogLevel::Error, line)
+}
+
 pub(crate) fn context_get(key: &str) -> Option<String> {
     host::context_get(key)
 }

@@ -78,6 +78,7 @@ impl<P: Plugin> TestHost<P> {
     /// assert!(TestHost::<Noop>::from_json("").is_ok());
     /// ```
     pub fn from_json(config: &str) -> Result<Self, String> {
+        crate::panic::install();
         let env = Rc::new(Env::new());
         let _current = install(&env);
         let plugin = instantiate::<P>(config)?;

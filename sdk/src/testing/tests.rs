@@ -504,3 +504,57 @@ fn metrics_counters_are_bounded_and_refusals_logged() {
         ]
     );
 }
+
+/// Panics in its request phase with a message long enough to be cut.
+struct Panics;
+
+impl Plugin for Panics {
+    type Config = serde::de::IgnoredAny;
+
+    fn new(_: Self::Config) -> Result<Self, String> {
+        Ok(Panics)
+    }
+
+    fn on_request(&mut self, req: &mut Request<'_>) -> Action {
+        if req.header("x-long").is_some() {
+            panic!("{}", "é".repeat(2 * crate::log::MAX_PANIC_BYTES));
+        }
+        panic!("no token for {}", req.path());
+    }
+}
+
+#[test]
+fn a_panicking_plugin_reports_its_message_and_location_as_the_gateway_does() {
+    let mut host = TestHost::<Panics>::new(serde_json::json!({})).unwrap();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        host.run(TestRequest::get("/secret"))
+    }));
+    assert!(
+        run.is_err(),
+        "the panic still fails the run, as a trap does"
+    );
+    let logs = host.logs();
+    let line = &logs.last().expect("the hook's line").message;
+    let report = line
+        .strip_prefix(crate::log::PANIC_PREFIX)
+        .unwrap_or_else(|| panic!("{line:?}"));
+    assert!(
+        report.starts_with("panicked at sdk/src/testing/tests.rs:"),
+        "{report}"
+    );
+    assert!(report.ends_with(": no token for /secret"), "{report}");
+    assert_eq!(logs.last().unwrap().level, crate::log::Level::Error);
+
+    let long = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        host.run(TestRequest::get("/").header("x-long", "1"))
+    }));
+    assert!(long.is_err());
+    let line = host.logs().last().unwrap().message.clone();
+    let report = line.strip_prefix(crate::log::PANIC_PREFIX).unwrap();
+    assert!(
+        report.len() <= crate::log::MAX_PANIC_BYTES,
+        "{}",
+        report.len()
+    );
+    assert!(report.len() > crate::log::MAX_PANIC_BYTES - 4);
+}

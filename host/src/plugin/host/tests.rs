@@ -18,6 +18,8 @@ fn the_sdk_states_the_gateways_bounds() {
     assert_eq!(validate::MAX_REPLY_HEADERS, limits::MAX_RESPONSE_HEADERS);
     assert_eq!(validate::MAX_TARGET_BYTES, limits::MAX_TARGET_BYTES);
     assert_eq!(log::MAX_MESSAGE_BYTES, limits::MAX_LOG_BYTES);
+    assert_eq!(log::PANIC_PREFIX, limits::PANIC_PREFIX);
+    assert_eq!(log::MAX_PANIC_BYTES, limits::MAX_PANIC_BYTES);
     assert_eq!(
         log::MAX_LINES_PER_CALL,
         limits::MAX_LOG_LINES_PER_CALL as usize

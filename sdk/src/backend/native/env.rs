@@ -164,6 +164,23 @@ pub(super) fn with_env<R>(f: impl FnOnce(&Env) -> R) -> R {
     f(&env)
 }
 
+/// Adds a panic report to the current environment's logs, if it can be
+/// reached without panicking (the hook may run while the logs are
+/// borrowed, or while the thread's locals are being torn down).
+pub(super) fn record_panic(line: &str) {
+    let env = CURRENT
+        .try_with(|current| current.try_borrow().ok().and_then(|c| c.clone()))
+        .ok()
+        .flatten()
+        .or_else(|| DEFAULT.try_with(Rc::clone).ok());
+    if let Some(mut logs) = env.as_ref().and_then(|e| e.logs.try_borrow_mut().ok()) {
+        logs.push(LogLine {
+            level: Level::Error,
+            message: line.to_owned(),
+        });
+    }
+}
+
 /// Makes an environment the current one until dropped.
 pub(crate) struct Installed(Option<Rc<Env>>);
 

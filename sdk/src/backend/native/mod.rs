@@ -44,6 +44,14 @@ pub(crate) fn log(level: Level, message: &str) {
     })
 }
 
+/// A panic report from the SDK's panic hook: one error line in the current
+/// environment's logs whatever is left of the call's line budget, as the
+/// gateway keeps it apart from the plugin's lines. Never panics itself: it
+/// runs inside the panic hook, where a second panic would abort the test.
+pub(crate) fn panicked(line: &str) {
+    env::record_panic(line);
+}
+
 pub(crate) fn context_get(key: &str) -> Option<String> {
     with_env(|env| env.context.borrow().get(key).cloned())
 }
