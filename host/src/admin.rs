@@ -143,6 +143,31 @@ pub struct PluginStatus {
     /// for the moments after a deploy of an uncached file.
     pub tier: Option<&'static str>,
     pub last_attempt: Option<PluginAttempt>,
+    /// Its breakers on repeated deadline traps, read when the view is
+    /// served.
+    pub breaker: BreakerView,
+}
+
+/// The breakers of a serving plugin's slots (one per configuration), summed
+/// when shown: `open_workers` (workers whose breaker is open or probing
+/// now, counted once per configuration), `opened` (times one opened) and
+/// `refused` (calls refused at once), since the slot was made.
+#[derive(Debug, Clone, Default)]
+pub struct BreakerView(Vec<Arc<crate::plugin::breaker::BreakerStats>>);
+
+impl Serialize for BreakerView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        use std::sync::atomic::Ordering::Relaxed;
+        let sum = |f: &dyn Fn(&crate::plugin::breaker::BreakerStats) -> u64| {
+            self.0.iter().map(|b| f(b)).sum::<u64>()
+        };
+        let mut out = s.serialize_struct("BreakerView", 3)?;
+        out.serialize_field("open_workers", &sum(&|b| b.open.load(Relaxed) as u64))?;
+        out.serialize_field("opened", &sum(&|b| b.opened.load(Relaxed)))?;
+        out.serialize_field("refused", &sum(&|b| b.refused.load(Relaxed)))?;
+        out.end()
+    }
 }
 
 /// What the admin views show about plugins.
@@ -172,6 +197,7 @@ impl PluginsStatus {
                 status.sha256 = None;
                 status.deployed_at = None;
                 status.tier = None;
+                status.breaker = BreakerView::default();
             }
         }
         for s in serving {
@@ -185,11 +211,13 @@ impl PluginsStatus {
                     deployed_at: None,
                     tier: None,
                     last_attempt: None,
+                    breaker: BreakerView::default(),
                 });
             entry.file = s.path.display().to_string();
             entry.tier = Some(s.tier.as_str());
             entry.sha256 = Some(s.sha256);
             entry.deployed_at = Some(rfc3339(s.deployed_at));
+            entry.breaker = BreakerView(plugins.breaker_stats(&s.name));
         }
     }
 
@@ -211,6 +239,7 @@ impl PluginsStatus {
                 deployed_at: None,
                 tier: None,
                 last_attempt: None,
+                breaker: BreakerView::default(),
             });
         entry.last_attempt = Some(attempt);
     }

@@ -12,6 +12,7 @@ mod check;
 mod forwarding;
 mod hot_deploy;
 mod plugins;
+mod plugins_breaker;
 mod plugins_hostile;
 mod plugins_support;
 mod reload;

@@ -39,6 +39,18 @@ pub mod limits {
     pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
     pub const MIN_COMPILE_TIMEOUT: Duration = Duration::from_secs(1);
     pub const MAX_COMPILE_TIMEOUT: Duration = Duration::from_secs(600);
+    /// Consecutive calls of a plugin on one worker that end at their
+    /// deadline before its breaker opens (0: never). Each such call held
+    /// the worker for a whole deadline; more than a few in a row is a
+    /// plugin stuck on its input, not bad luck.
+    pub const DEFAULT_BREAKER_AFTER: u32 = 5;
+    pub const MAX_BREAKER_AFTER: u32 = 1000;
+    /// How long an open breaker refuses calls before one probe, at first
+    /// (it doubles with each probe that reaches its deadline, up to
+    /// `plugin::breaker::MAX_BACKOFF`).
+    pub const DEFAULT_BREAKER_BACKOFF: Duration = Duration::from_secs(1);
+    pub const MIN_BREAKER_BACKOFF: Duration = Duration::from_millis(10);
+    pub const MAX_BREAKER_BACKOFF: Duration = Duration::from_secs(10);
 }
 
 /// What a plugin does when a call fails (trap, deadline, memory cap,
@@ -70,6 +82,11 @@ pub struct PluginSettings {
     pub max_instances: usize,
     pub failure: FailurePolicy,
     pub isolation: Isolation,
+    /// Consecutive deadline traps on one worker that open the plugin's
+    /// breaker there; 0 turns the breaker off.
+    pub breaker_after: u32,
+    /// How long an open breaker refuses calls before its first probe.
+    pub breaker_backoff: Duration,
 }
 
 impl Default for PluginSettings {
@@ -80,6 +97,8 @@ impl Default for PluginSettings {
             max_instances: limits::DEFAULT_MAX_INSTANCES,
             failure: FailurePolicy::Closed,
             isolation: Isolation::Pooled,
+            breaker_after: limits::DEFAULT_BREAKER_AFTER,
+            breaker_backoff: limits::DEFAULT_BREAKER_BACKOFF,
         }
     }
 }
@@ -305,7 +324,43 @@ impl Validator<'_> {
                 FailurePolicy::Closed
             }
         };
-        let isolation = match raw.isolation.as_deref() {
+        let isolation = self.isolation(raw.isolation.as_deref(), at);
+        let breaker_after = raw.breaker_after.unwrap_or(d.breaker_after);
+        let breaker_after = self.range(
+            at,
+            "breaker_after",
+            breaker_after,
+            0,
+            limits::MAX_BREAKER_AFTER,
+        );
+        let breaker_backoff = raw.breaker_backoff.unwrap_or(d.breaker_backoff);
+        if !(limits::MIN_BREAKER_BACKOFF..=limits::MAX_BREAKER_BACKOFF).contains(&breaker_backoff) {
+            self.report(
+                &field(at, "breaker_backoff"),
+                Problem::OutOfRange {
+                    field: "breaker_backoff",
+                    rule: format!(
+                        "between {:?} and {:?}: how long a plugin stuck at its deadline is \
+                         refused before it is tried again",
+                        limits::MIN_BREAKER_BACKOFF,
+                        limits::MAX_BREAKER_BACKOFF
+                    ),
+                },
+            );
+        }
+        PluginSettings {
+            deadline,
+            memory_bytes: memory as usize,
+            max_instances,
+            failure,
+            isolation,
+            breaker_after,
+            breaker_backoff,
+        }
+    }
+
+    fn isolation(&mut self, raw: Option<&str>, at: &At) -> Isolation {
+        match raw {
             None | Some("pooled") => Isolation::Pooled,
             Some("request") => Isolation::Request,
             Some(other) => {
@@ -318,13 +373,6 @@ impl Validator<'_> {
                 );
                 Isolation::Pooled
             }
-        };
-        PluginSettings {
-            deadline,
-            memory_bytes: memory as usize,
-            max_instances,
-            failure,
-            isolation,
         }
     }
 

@@ -265,6 +265,9 @@ pub struct RawPluginSettings {
     pub max_instances: Option<usize>,
     pub failure: Option<String>,
     pub isolation: Option<String>,
+    pub breaker_after: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub breaker_backoff: Option<Duration>,
 }
 
 /// `{ name = "api-key", config = { ... } }` in a chain.

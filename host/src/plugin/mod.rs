@@ -17,6 +17,7 @@
 //! when its last request ends.
 
 pub mod bindings;
+pub mod breaker;
 mod deadline;
 mod engine;
 pub mod host;
@@ -489,6 +490,15 @@ impl Plugins {
     }
 
     /// The version serving for each plugin, sorted by name.
+    /// The breaker counters of every slot serving plugin `name`.
+    pub fn breaker_stats(&self, name: &str) -> Vec<Arc<breaker::BreakerStats>> {
+        self.slots
+            .iter()
+            .filter(|(r, _)| r.name == name)
+            .map(|(_, slot)| slot.breaker_stats.clone())
+            .collect()
+    }
+
     pub fn serving(&self) -> Vec<Serving> {
         let mut v: Vec<Serving> = self.versions.values().map(|c| serving(c)).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));

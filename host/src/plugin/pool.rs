@@ -19,12 +19,16 @@
 //! calls fail fast (failure policy). So a plugin that traps on every call
 //! and has a slow `init` costs a worker no more than a call's deadline, and
 //! the host at most one `init` per back-off.
+//!
+//! Each worker also keeps, beside its instance, the slot's breaker on
+//! repeated deadline traps (`super::breaker`): while it is open the
+//! slot's calls on that worker fail at once.
 
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thread_local::ThreadLocal;
 
@@ -33,6 +37,7 @@ use wasmtime::component::Resource;
 use wasmtime::{Store, StoreLimitsBuilder};
 
 use super::bindings::{self, REQUEST_FIELDS_REP, REQUEST_REP, RESPONSE_FIELDS_REP, RESPONSE_REP};
+use super::breaker::{Admit, Breaker, BreakerSettings, BreakerStats, Outcome};
 use super::deadline::{self, CpuDeadline, Stop};
 use super::host::{self, Context, StoreData};
 use super::load::Compiled;
@@ -90,6 +95,33 @@ pub enum FailureKind {
     Init(String),
     #[error("is replacing an instance that trapped")]
     Recovering,
+    /// This worker's breaker is open: the plugin's last calls here ended
+    /// at their deadline.
+    #[error(
+        "is refused at once on this worker: its breaker opened after {after} calls in a row \
+         ended at their deadline (next probe in {retry_after:?})"
+    )]
+    Breaker { after: u32, retry_after: Duration },
+}
+
+impl FailureKind {
+    /// Whether the plugin could not be called at all (no instance, or its
+    /// breaker open): a closed policy answers 503, not 500.
+    pub fn unavailable(&self) -> bool {
+        matches!(
+            self,
+            FailureKind::Busy(_) | FailureKind::Recovering | FailureKind::Breaker { .. }
+        )
+    }
+
+    /// When to try again, for a `Retry-After`: known only for an open
+    /// breaker.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FailureKind::Breaker { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
 }
 
 /// A failed plugin call, with the plugin's name.
@@ -184,8 +216,18 @@ pub struct Slot {
     /// without a lock or any atomic read-modify-write (each costs tens of
     /// nanoseconds per call); `idle` serves a thread whose own is missing.
     /// These go with the slot: for a retired slot, when the last request
-    /// holding it ends.
-    local: ThreadLocal<Cell<Option<Box<Instance>>>>,
+    /// holding it ends. Beside it, that worker's breaker.
+    local: ThreadLocal<Local>,
+    breaker: BreakerSettings,
+    /// What the workers' breakers report, for `/admin/plugins`.
+    pub breaker_stats: Arc<BreakerStats>,
+}
+
+/// What one worker thread keeps per slot.
+#[derive(Default)]
+struct Local {
+    inst: Cell<Option<Box<Instance>>>,
+    breaker: Cell<Breaker>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -251,6 +293,10 @@ impl Slot {
     ) -> Result<Slot, Failure> {
         let s = &compiled.settings;
         let (failure, isolation, deadline) = (s.failure, s.isolation, s.deadline);
+        let breaker = BreakerSettings {
+            after: s.breaker_after,
+            backoff: s.breaker_backoff,
+        };
         let maker = Arc::new(Maker {
             name: compiled.name.clone(),
             config,
@@ -285,6 +331,8 @@ impl Slot {
             isolation,
             body_cap,
             local: ThreadLocal::new(),
+            breaker,
+            breaker_stats: Arc::default(),
             maker,
         };
         if slot.isolation == Isolation::Pooled {
@@ -396,7 +444,7 @@ impl Maker {
 impl Slot {
     fn checkout(&self) -> Result<Box<Instance>, Failure> {
         if self.isolation == Isolation::Pooled {
-            if let Some(inst) = self.local.get().and_then(Cell::take) {
+            if let Some(inst) = self.local.get().and_then(|l| l.inst.take()) {
                 return Ok(inst);
             }
             if let Some(inst) = self.shared.idle().pop() {
@@ -481,8 +529,8 @@ impl Slot {
         if self.isolation != Isolation::Pooled || self.shared.retired.load(Ordering::Acquire) {
             return;
         }
-        let mine = self.local.get_or(|| Cell::new(None));
-        if let Some(other) = mine.replace(Some(inst)) {
+        let mine = self.local.get_or(Local::default);
+        if let Some(other) = mine.inst.replace(Some(inst)) {
             self.shared.idle().push(other);
         }
     }
@@ -524,6 +572,7 @@ impl Slot {
         io: &mut Io<'_>,
         f: impl FnOnce(&bindings::Plugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
     ) -> Result<(R, Option<Answer>), Failure> {
+        self.admit()?;
         let mut inst = match io.held.take() {
             Some(i) => i,
             None => self.checkout()?,
@@ -539,6 +588,7 @@ impl Slot {
         lend(&mut inst.store, io);
         match result {
             Ok(v) => {
+                self.record(Outcome::Other);
                 let failures = &self.shared.failures;
                 if failures.load(Ordering::Relaxed) != 0 {
                     failures.store(0, Ordering::Relaxed);
@@ -551,11 +601,61 @@ impl Slot {
             }
             // A trapped instance may be in any state: drop it.
             Err(e) => {
+                self.record(match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => Outcome::Deadline,
+                    _ => Outcome::Other,
+                });
                 self.shared.failures.fetch_add(1, Ordering::Relaxed);
                 let deadline = &inst.store.data().deadline;
                 Err(self.fail(FailureKind::Trap(describe(&e, deadline, panic))))
             }
         }
+    }
+
+    /// Whether this worker's breaker lets a call start. A closed breaker
+    /// (the common case) costs a thread-local read: no clock, no lock.
+    fn admit(&self) -> Result<(), Failure> {
+        let Some(local) = self.local.get() else {
+            return Ok(());
+        };
+        let mut breaker = local.breaker.get();
+        if breaker.is_closed() {
+            return Ok(());
+        }
+        let admit = breaker.admit(Instant::now());
+        local.breaker.set(breaker);
+        match admit {
+            Admit::Call => Ok(()),
+            Admit::Refuse { retry_after } => {
+                self.breaker_stats.refused.fetch_add(1, Ordering::Relaxed);
+                Err(self.fail(FailureKind::Breaker {
+                    after: self.breaker.after,
+                    retry_after,
+                }))
+            }
+        }
+    }
+
+    /// Tells this worker's breaker how a call that started ended. Free for
+    /// a call that answered while its breaker is closed with no streak.
+    fn record(&self, outcome: Outcome) {
+        if self.breaker.after == 0 {
+            return;
+        }
+        let local = match outcome {
+            Outcome::Deadline => self.local.get_or(Local::default),
+            Outcome::Other => match self.local.get() {
+                Some(local) => local,
+                None => return,
+            },
+        };
+        let mut breaker = local.breaker.get();
+        if outcome == Outcome::Other && breaker.is_idle() {
+            return;
+        }
+        let change = breaker.record(outcome, Instant::now(), self.breaker);
+        local.breaker.set(breaker);
+        self.breaker_stats.count(change);
     }
 
     pub fn on_request(&self, io: &mut Io<'_>) -> Result<Action, Failure> {

@@ -46,7 +46,8 @@ pub enum ProxyError {
         source: hyper::Error,
     },
     /// A plugin with `failure = "closed"` failed (trap, deadline, memory
-    /// cap, invalid answer, or every instance busy).
+    /// cap, invalid answer), or could not be called (`busy`: every
+    /// instance busy, one being replaced, or its breaker open).
     #[error("{failure}")]
     Plugin {
         failure: crate::plugin::Failure,
@@ -147,6 +148,15 @@ impl ProxyError {
         }
     }
 
+    /// How long the client should wait before trying again (`Retry-After`),
+    /// when that is known: a plugin whose breaker is open.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ProxyError::Plugin { failure, .. } => failure.kind.retry_after(),
+            _ => None,
+        }
+    }
+
     /// Whether the client connection must close after the answer: when the
     /// request's body was not (or cannot be) read to its end, the next bytes
     /// on the connection are not a request.
@@ -182,5 +192,27 @@ mod tests {
             assert_eq!(e.source_kind(), ErrorSource::Client);
             assert!(e.closes_connection());
         }
+    }
+
+    #[test]
+    fn an_open_breaker_is_a_503_with_a_retry_after() {
+        use crate::plugin::{Failure, FailureKind};
+        let kind = FailureKind::Breaker {
+            after: 5,
+            retry_after: std::time::Duration::from_millis(1500),
+        };
+        let e = ProxyError::Plugin {
+            busy: kind.unavailable(),
+            failure: Failure {
+                plugin: "p".into(),
+                kind,
+            },
+        };
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            e.retry_after(),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(e.source_kind(), ErrorSource::Plugin);
     }
 }

@@ -362,5 +362,11 @@ fn error_response(e: &ProxyError) -> Response<ResponseBody> {
     if e.closes_connection() {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    if let Some(wait) = e.retry_after() {
+        // Whole seconds (RFC 9110, section 10.2.3), rounded up: a client
+        // that waits this long finds the probe's turn come.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     resp
 }

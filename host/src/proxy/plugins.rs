@@ -30,7 +30,7 @@ use super::error::ProxyError;
 use super::response::ResponseBody;
 use crate::body::RequestBody;
 use crate::config::FailurePolicy;
-use crate::plugin::{Action, BodyAction, Chain, Context, Failure, FailureKind, Instance, Io, Slot};
+use crate::plugin::{Action, BodyAction, Chain, Context, Failure, Instance, Io, Slot};
 use crate::router::{Route, Router};
 use crate::upstream::Upstream;
 use smallvec::SmallVec;
@@ -148,7 +148,7 @@ impl Scope {
                     Ok(None)
                 }
                 FailurePolicy::Closed => Err(ProxyError::Plugin {
-                    busy: matches!(f.kind, FailureKind::Busy(_) | FailureKind::Recovering),
+                    busy: f.kind.unavailable(),
                     failure: f,
                 }),
             },

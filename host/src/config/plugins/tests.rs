@@ -108,3 +108,42 @@ plugins = [{{ name = "api-key" }}]
     assert!(all.contains("t.toml:"), "{all}");
     assert!(all.contains("[plugin_limits.NAME]"), "{all}");
 }
+
+#[test]
+fn breaker_settings_have_defaults_and_bounds() {
+    let text = |extra: &str| {
+        format!(
+            "{BASE}\n[plugin_limits.p]\n{extra}\n\n[[route]]\nupstream = \"app\"\nplugins = [{{ name = \"p\" }}]\n"
+        )
+    };
+    let c = Config::parse(Path::new("t.toml"), &text("")).unwrap();
+    let s = c.plugins.settings("p");
+    assert_eq!(s.breaker_after, 5);
+    assert_eq!(s.breaker_backoff, Duration::from_secs(1));
+    let c = Config::parse(
+        Path::new("t.toml"),
+        &text("breaker_after = 0\nbreaker_backoff = \"250ms\""),
+    )
+    .unwrap();
+    let s = c.plugins.settings("p");
+    assert_eq!(
+        (s.breaker_after, s.breaker_backoff),
+        (0, Duration::from_millis(250))
+    );
+    for (bad, key) in [
+        ("breaker_after = 1001", "plugin_limits.p.breaker_after"),
+        (
+            "breaker_backoff = \"1ms\"",
+            "plugin_limits.p.breaker_backoff",
+        ),
+        (
+            "breaker_backoff = \"11s\"",
+            "plugin_limits.p.breaker_backoff",
+        ),
+    ] {
+        let all = Config::parse(Path::new("t.toml"), &text(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains(key), "{bad}: {all}");
+    }
+}
