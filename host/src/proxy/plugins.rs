@@ -13,8 +13,9 @@
 //! and the task the log phase runs in.
 //!
 //! A failing plugin either fails the request (`failure = "closed"`: 500,
-//! or 503 when all its instances are busy) or is skipped for that call
-//! (`failure = "open"`), and the skip is logged with the request id.
+//! or 503 when it could not be called: every instance busy, one being
+//! replaced, or its breaker open on this worker) or is skipped for that
+//! call (`failure = "open"`), and the skip is logged with the request id.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
