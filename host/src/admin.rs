@@ -146,6 +146,8 @@ pub struct PluginStatus {
     /// Its breakers on repeated deadline traps, read when the view is
     /// served.
     pub breaker: BreakerView,
+    /// Its CPU shares, read when the view is served.
+    pub cpu_share: ShareView,
 }
 
 /// The breakers of a serving plugin's slots (one per configuration), summed
@@ -165,6 +167,32 @@ impl Serialize for BreakerView {
         let mut out = s.serialize_struct("BreakerView", 3)?;
         out.serialize_field("open_workers", &sum(&|b| b.open.load(Relaxed) as u64))?;
         out.serialize_field("opened", &sum(&|b| b.opened.load(Relaxed)))?;
+        out.serialize_field("refused", &sum(&|b| b.refused.load(Relaxed)))?;
+        out.end()
+    }
+}
+
+/// The CPU shares of a serving plugin's slots, summed when shown:
+/// `percent` and `window_ms` (the settings), `charged_ms` (worker time
+/// charged to its calls, sampled at epoch ticks), `spent` (times a
+/// worker's share ran out) and `refused` (calls refused at once), since
+/// the slot was made.
+#[derive(Debug, Clone, Default)]
+pub struct ShareView(Vec<Arc<crate::plugin::share::ShareStats>>);
+
+impl Serialize for ShareView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        use std::sync::atomic::Ordering::Relaxed;
+        let sum = |f: &dyn Fn(&crate::plugin::share::ShareStats) -> u64| {
+            self.0.iter().map(|b| f(b)).sum::<u64>()
+        };
+        let settings = self.0.iter().find_map(|x| x.settings);
+        let mut out = s.serialize_struct("ShareView", 5)?;
+        out.serialize_field("percent", &settings.map(|x| x.percent))?;
+        out.serialize_field("window_ms", &settings.map(|x| x.window.as_millis() as u64))?;
+        out.serialize_field("charged_ms", &sum(&|b| b.charged_ms.load(Relaxed)))?;
+        out.serialize_field("spent", &sum(&|b| b.spent.load(Relaxed)))?;
         out.serialize_field("refused", &sum(&|b| b.refused.load(Relaxed)))?;
         out.end()
     }
@@ -198,6 +226,7 @@ impl PluginsStatus {
                 status.deployed_at = None;
                 status.tier = None;
                 status.breaker = BreakerView::default();
+                status.cpu_share = ShareView::default();
             }
         }
         for s in serving {
@@ -212,12 +241,14 @@ impl PluginsStatus {
                     tier: None,
                     last_attempt: None,
                     breaker: BreakerView::default(),
+                    cpu_share: ShareView::default(),
                 });
             entry.file = s.path.display().to_string();
             entry.tier = Some(s.tier.as_str());
             entry.sha256 = Some(s.sha256);
             entry.deployed_at = Some(rfc3339(s.deployed_at));
             entry.breaker = BreakerView(plugins.breaker_stats(&s.name));
+            entry.cpu_share = ShareView(plugins.share_stats(&s.name));
         }
     }
 
@@ -240,6 +271,7 @@ impl PluginsStatus {
                 tier: None,
                 last_attempt: None,
                 breaker: BreakerView::default(),
+                cpu_share: ShareView::default(),
             });
         entry.last_attempt = Some(attempt);
     }

@@ -32,6 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 WEIR = os.path.join(REPO, "target", "release", "weir")
 LUA = os.path.join(HERE, "report.lua")
+ATTACK_LUA = os.path.join(HERE, "attack.lua")
+HOSTILE_WASM = os.path.join(REPO, "target", "fixture-plugins", "wasm32-wasip2", "release",
+                            "fixture_hostile.wasm")
 IDLE = os.path.join(HERE, "idle_conns.py")
 
 LOAD_CPU = 0   # wrk, the upstream, this driver
@@ -41,9 +44,9 @@ MODES = {
     # seconds per measured run, warm-up seconds, rounds, start-up samples
     # per proxy and round, wrk connections
     "quick": dict(duration=3, warmup=1, rounds=1, startup_samples=3, conns=50,
-                  idle_conns=10_000, budget=240),
+                  idle_conns=10_000, budget=300),
     "full": dict(duration=8, warmup=2, rounds=3, startup_samples=5, conns=50,
-                 idle_conns=10_000, budget=1100),
+                 idle_conns=10_000, budget=1400),
 }
 
 # Hot deploy: swaps under load, and plugins in the start-up scenario.
@@ -904,6 +907,85 @@ def hot_deploy_phase(bench, results, log):
 
 
 # --------------------------------------------------------------------------
+# A plugin under attack
+# --------------------------------------------------------------------------
+
+# (id, Weir protected?, attacking connections, one request in N spins)
+ATTACKS = [
+    ("alone", True, 0, 1),
+    ("1 conn, every call spins", True, 1, 1),
+    ("2 conns, every call spins", True, 2, 1),
+    ("2 conns, every 2nd call spins", True, 2, 2),
+    ("2 conns, every call spins, unprotected", False, 2, 1),
+]
+
+
+def attack_background(port, conns, every):
+    argv = ["wrk", "-t1", f"-c{conns}", "-d600s", "--timeout", "5s", "-s", ATTACK_LUA,
+            f"http://127.0.0.1:{port}/spin", "--", str(every)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def attack_stop(p):
+    p.send_signal(signal.SIGINT)
+    try:
+        out, _ = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise BenchError("attacking wrk did not stop within 30 s of SIGINT")
+    m = re.search(r"^ATTACK_JSON (.*)$", out, re.M)
+    if not m:
+        raise BenchError(f"attacking wrk printed no summary: {out[-800:]}")
+    return {int(k): v for k, v in json.loads(m.group(1)).items()}
+
+
+def attack_phase(bench, results, log):
+    """Issue 24: the plain route of a two-worker Weir measured alone, then
+    while 1 or 2 connections keep sending requests that make the plugin
+    of another route spin to its 10 ms deadline (every call, or every
+    second call so that no breaker opens), with the defaults (breaker
+    after 5, 25 % CPU share) and with both turned off."""
+    out = results["attack"]
+    if not os.path.exists(HOSTILE_WASM):
+        out.append({"round": 0, "target": "all", "status": f"skipped: {HOSTILE_WASM} not built"})
+        log(f"  skipped: {HOSTILE_WASM} not built")
+        return
+    for rnd in range(1, bench.mode["rounds"] + 1):
+        servers = {}
+        try:
+            for protected in (True, False):
+                name = f"attack-{'protected' if protected else 'unprotected'}-{rnd}"
+                d = bench.dir(name)
+                plugin_dir = os.path.join(d, "plugins")
+                os.makedirs(plugin_dir, exist_ok=True)
+                shutil.copyfile(HOSTILE_WASM, os.path.join(plugin_dir, "spinner.wasm"))
+                port = free_port()
+                conf = configs.weir_attack_config(port, bench.upstream.port, plugin_dir,
+                                                  os.path.join(d, "cache"), protected)
+                weir_check(d, conf)
+                servers[protected] = bench.start(name, "weir", conf, port)
+            for target, protected, conns, every in ATTACKS:
+                server = servers[protected]
+                attacker = attack_background(server.port, conns, every) if conns else None
+                try:
+                    run = bench.measure(server)
+                finally:
+                    seen = attack_stop(attacker) if attacker else {}
+                run.update({"round": rnd, "target": target, "attacker_statuses": seen})
+                out.append(run)
+                answers = ", ".join(f"{k}: {v}" for k, v in sorted(seen.items())) or "-"
+                log(f"  round {rnd} {target:<40} {run['rps']:8.0f} req/s  p99 "
+                    f"{run['p99_us'] / 1000:7.2f} ms  plugin route: {answers}  {run['status']}")
+        except BenchError as e:
+            out.append({"round": rnd, "target": "all", "status": f"failed: {e}"})
+            log(f"  round {rnd}: {e}")
+        finally:
+            for server in servers.values():
+                bench.procs.stop(server.proc)
+
+
+# --------------------------------------------------------------------------
 # Summary and goals
 # --------------------------------------------------------------------------
 
@@ -1000,7 +1082,28 @@ def summarize(results):
                         "failures": [r["status"] for r in mine if r["status"] != "ok"]})
     warm = [x["ms"] for x in hot["startup"] if x["cache"] == "warm" and x["status"] == "ok"]
     cold = [x["ms"] for x in hot["startup"] if x["cache"] == "cold" and x["status"] == "ok"]
+    attack = []
+    for target, _, conns, every in ATTACKS:
+        mine = [r for r in results["attack"] if r["target"] == target and r["status"] == "ok"]
+        failures = [r["status"] for r in results["attack"]
+                    if r["target"] in (target, "all") and r["status"] != "ok"]
+        rps_ratio, p99_ratio = [], []
+        for r in mine:
+            b = next((x for x in results["attack"] if x["target"] == "alone"
+                      and x["round"] == r["round"] and x["status"] == "ok"), None)
+            if b and b["rps"] and b["p99_us"]:
+                rps_ratio.append(r["rps"] / b["rps"])
+                p99_ratio.append(r["p99_us"] / b["p99_us"])
+        statuses = {}
+        for r in mine:
+            for k, v in r["attacker_statuses"].items():
+                statuses[k] = statuses.get(k, 0) + v
+        attack.append({"target": target, "rps": spread([r["rps"] for r in mine]),
+                       "p99_us": spread([r["p99_us"] for r in mine]),
+                       "rps_vs_alone": spread(rps_ratio), "p99_vs_alone": spread(p99_ratio),
+                       "attacker_statuses": statuses, "failures": failures})
     results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
+                          "attack": attack,
                           "hot_deploy": {"deploys": deploys, "load": hot["load"],
                                          "startup_warm_ms": spread(warm),
                                          "startup_cold_ms": spread(cold),
@@ -1111,6 +1214,18 @@ def goals(summary):
     goal(f"start-up to first response with {MANY_PLUGINS} cached plugins < 100 ms",
          sw["median"] if sw else None, lambda v: v < 100.0,
          lambda v: f"median {v:.1f} ms", "start-up runs failed or not run")
+
+    attacks = {r["target"]: r for r in summary["attack"]}
+    for target, rps_min, p99_max in (("1 conn, every call spins", 0.85, 1.5),
+                                     ("2 conns, every call spins", 0.7, 2.0)):
+        row = attacks.get(target)
+        why = (row["failures"][0] if row and row["failures"] else "not run")
+        paired_goal(f"plugin attack, {target}: other route req/s >= {rps_min}x alone", row,
+                    "rps_vs_alone", lambda v, m=rps_min: v >= m,
+                    lambda v: f"median {v:.2f}x", why)
+        paired_goal(f"plugin attack, {target}: other route p99 <= {p99_max}x alone", row,
+                    "p99_vs_alone", lambda v, m=p99_max: v <= m,
+                    lambda v: f"median {v:.2f}x", why)
     return out
 
 
@@ -1262,6 +1377,21 @@ def render(results, markdown=False):
                      f"first start (cache empty) {fmt_spread(hot['startup_cold_ms'], 1, 1, ' ms')}")
     lines.append("")
 
+    title("7. A plugin under attack: Weir, 2 workers; the plain route while connections "
+          "send requests that make another route's plugin spin to its 10 ms deadline")
+    rows = []
+    for r in s["attack"]:
+        if not r["rps"]:
+            rows.append([r["target"], ("FAILED: " + r["failures"][0][:120]) if r["failures"]
+                         else "not run", "", "", "", ""])
+            continue
+        answers = ", ".join(f"{k}: {v}" for k, v in sorted(r["attacker_statuses"].items()))
+        rows.append([r["target"], fmt_spread(r["rps"]), fmt_ratio(r["rps_vs_alone"]),
+                     fmt_spread(r["p99_us"], 1e-3, 2), fmt_ratio(r["p99_vs_alone"]),
+                     answers or "-"])
+    table(["attack", "req/s", "req/s vs alone", "p99 ms", "p99 vs alone",
+           "plugin route answers (status: count)"], rows)
+
     title("Goals (Weir vs nginx, same run)")
     table(["goal", "status", "detail"],
           [[g["goal"], g["status"], g["detail"]] for g in results["goals"]])
@@ -1316,8 +1446,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round, short runs (< 2 minutes)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy",
-                    help="comma-separated phases to run (throughput, idle, startup, hotdeploy)")
+    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack",
+                    help="comma-separated phases to run (throughput, idle, startup, hotdeploy, "
+                         "attack)")
     ap.add_argument("--keep-workdir", action="store_true",
                     help="keep the generated configurations and logs")
     args = ap.parse_args()
@@ -1366,6 +1497,7 @@ def main():
         },
         "runs": [], "skipped": [], "idle": [], "startup": [],
         "hot_deploy": {"swap": [], "load": None, "startup": []},
+        "attack": [],
     }
     bench = Bench(args, mode, workdir, procs)
     try:
@@ -1384,6 +1516,9 @@ def main():
         if "hotdeploy" in phases:
             log("hot deploy: rename -> first response, swaps under load, start-up with plugins")
             hot_deploy_phase(bench, results, log)
+        if "attack" in phases:
+            log("plugin attack: the plain route alone and while another route's plugin spins")
+            attack_phase(bench, results, log)
         results["meta"]["status"] = "complete"
     except (BenchError, KeyboardInterrupt) as e:
         results["meta"]["status"] = f"aborted: {e!r}"

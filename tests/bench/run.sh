@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Weir side by side with nginx and HAProxy, one command:
 #
-#   tests/bench/run.sh            # full: 3 rounds, ~10 minutes
-#   tests/bench/run.sh --quick    # 1 round, short runs, < 2 minutes
+#   tests/bench/run.sh            # full: 3 rounds, ~13 minutes
+#   tests/bench/run.sh --quick    # 1 round, short runs, < 3 minutes
 #
 # Installs nginx, HAProxy, wrk and the nginx Lua module when one is missing
 # (apt-get, needs root), builds Weir in release mode (and the plugins in
-# plugins/, when that folder exists), then hands over to bench.py. Any other argument is passed to bench.py (see --help there).
+# plugins/, when that folder exists, and the test fixture plugins), then
+# hands over to bench.py. Any other argument is passed to bench.py (see
+# --help there).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,6 +37,14 @@ if [ -f "$repo/plugins/Cargo.toml" ]; then
         cd "$repo/plugins" && cargo build --release --target wasm32-wasip2); then
         echo "bench: building the plugins failed; their scenarios will be skipped" >&2
     fi
+fi
+
+# The hostile test-fixture plugin, for the plugin-attack scenario (the
+# same build and folder as the end-to-end tests use).
+echo "bench: cargo build --release --target wasm32-wasip2 (tests/fixtures/plugins)" >&2
+if ! (cd "$repo/tests/fixtures/plugins" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
+    cargo build --release --target wasm32-wasip2 --target-dir "$repo/target/fixture-plugins"); then
+    echo "bench: building the fixture plugins failed; the attack scenario will be skipped" >&2
 fi
 
 # 10,000 idle client connections need more than the usual 1024 files.

@@ -14,6 +14,7 @@ mod hot_deploy;
 mod plugins;
 mod plugins_breaker;
 mod plugins_hostile;
+mod plugins_share;
 mod plugins_support;
 mod reload;
 mod routing;

@@ -51,6 +51,18 @@ pub mod limits {
     pub const DEFAULT_BREAKER_BACKOFF: Duration = Duration::from_secs(1);
     pub const MIN_BREAKER_BACKOFF: Duration = Duration::from_millis(10);
     pub const MAX_BREAKER_BACKOFF: Duration = Duration::from_secs(10);
+    /// The share of a worker's time one plugin's calls may take there
+    /// (`plugin::share`): a quarter leaves three quarters of every worker
+    /// to the other routes whatever one plugin's input does to it. 100
+    /// turns the share off.
+    pub const DEFAULT_CPU_SHARE_PERCENT: u32 = 25;
+    /// How much unused share a worker saves up: the share of this long.
+    pub const DEFAULT_CPU_WINDOW: Duration = Duration::from_secs(1);
+    /// Twenty epoch ticks: the share is charged in ticks, so a shorter
+    /// window would save up too few of them to be fair to a plugin whose
+    /// calls are short.
+    pub const MIN_CPU_WINDOW: Duration = Duration::from_millis(100);
+    pub const MAX_CPU_WINDOW: Duration = Duration::from_secs(60);
 }
 
 /// What a plugin does when a call fails (trap, deadline, memory cap,
@@ -87,6 +99,11 @@ pub struct PluginSettings {
     pub breaker_after: u32,
     /// How long an open breaker refuses calls before its first probe.
     pub breaker_backoff: Duration,
+    /// The share of a worker's time the plugin's calls may take, in per
+    /// cent (1 to 100; 100: no limit).
+    pub cpu_share_percent: u32,
+    /// How much unused share a worker saves up: the share of this long.
+    pub cpu_window: Duration,
 }
 
 impl Default for PluginSettings {
@@ -99,6 +116,8 @@ impl Default for PluginSettings {
             isolation: Isolation::Pooled,
             breaker_after: limits::DEFAULT_BREAKER_AFTER,
             breaker_backoff: limits::DEFAULT_BREAKER_BACKOFF,
+            cpu_share_percent: limits::DEFAULT_CPU_SHARE_PERCENT,
+            cpu_window: limits::DEFAULT_CPU_WINDOW,
         }
     }
 }
@@ -348,6 +367,21 @@ impl Validator<'_> {
                 },
             );
         }
+        let cpu_share_percent = self.cpu_share(raw.cpu_share.as_deref(), at);
+        let cpu_window = raw.cpu_window.unwrap_or(d.cpu_window);
+        if !(limits::MIN_CPU_WINDOW..=limits::MAX_CPU_WINDOW).contains(&cpu_window) {
+            self.report(
+                &field(at, "cpu_window"),
+                Problem::OutOfRange {
+                    field: "cpu_window",
+                    rule: format!(
+                        "between {:?} and {:?}: how much unused CPU share a worker saves up",
+                        limits::MIN_CPU_WINDOW,
+                        limits::MAX_CPU_WINDOW
+                    ),
+                },
+            );
+        }
         PluginSettings {
             deadline,
             memory_bytes: memory as usize,
@@ -356,7 +390,34 @@ impl Validator<'_> {
             isolation,
             breaker_after,
             breaker_backoff,
+            cpu_share_percent,
+            cpu_window,
         }
+    }
+
+    /// `cpu_share = "25%"`: a whole percentage from 1 to 100.
+    fn cpu_share(&mut self, raw: Option<&str>, at: &At) -> u32 {
+        let Some(text) = raw else {
+            return limits::DEFAULT_CPU_SHARE_PERCENT;
+        };
+        let parsed = text
+            .trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .filter(|n| (1..=100).contains(n));
+        parsed.unwrap_or_else(|| {
+            self.report(
+                &field(at, "cpu_share"),
+                Problem::Invalid {
+                    field: "cpu_share",
+                    reason: format!(
+                        "`{text}` is not a share of a worker's time: write a whole percentage \
+                         from \"1%\" to \"100%\" (\"100%\" sets no limit)"
+                    ),
+                },
+            );
+            limits::DEFAULT_CPU_SHARE_PERCENT
+        })
     }
 
     fn isolation(&mut self, raw: Option<&str>, at: &At) -> Isolation {

@@ -268,6 +268,9 @@ pub struct RawPluginSettings {
     pub breaker_after: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub breaker_backoff: Option<Duration>,
+    pub cpu_share: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub cpu_window: Option<Duration>,
 }
 
 /// `{ name = "api-key", config = { ... } }` in a chain.

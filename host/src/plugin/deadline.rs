@@ -207,6 +207,9 @@ pub struct CpuDeadline {
     /// Thread CPU time and wall-clock time at the first tick inside the
     /// call, if a tick has fallen inside it yet.
     mark: Option<(Duration, Instant)>,
+    /// Epoch ticks that fell inside the call: what the call is charged
+    /// against its CPU share (`super::share`).
+    ticks: u32,
     stopped: Option<Stop>,
     /// The engine's ticker, woken by a call if it sleeps.
     activity: Arc<Activity>,
@@ -219,6 +222,7 @@ impl CpuDeadline {
         CpuDeadline {
             budget: Duration::ZERO,
             mark: None,
+            ticks: 0,
             stopped: None,
             activity,
         }
@@ -231,6 +235,7 @@ impl CpuDeadline {
     pub fn arm(&mut self, budget: Duration) {
         self.budget = budget;
         self.mark = None;
+        self.ticks = 0;
         self.stopped = None;
         self.activity.touch();
     }
@@ -238,6 +243,11 @@ impl CpuDeadline {
     /// The CPU deadline the current (or last) call was armed with.
     pub fn budget(&self) -> Duration {
         self.budget
+    }
+
+    /// How many epoch ticks fell inside the current (or last) call.
+    pub fn ticks(&self) -> u32 {
+        self.ticks
     }
 
     /// Why the last call was stopped, if it was.
@@ -262,6 +272,7 @@ impl CpuDeadline {
     /// next tick: every tick must reach a running call (see [`Activity`]),
     /// and a clock read every tick is nothing next to a call that long.
     fn on_tick_at(&mut self, cpu: Duration, now: Instant) -> UpdateDeadline {
+        self.ticks = self.ticks.saturating_add(1);
         let Some((cpu0, wall0)) = self.mark else {
             self.mark = Some((cpu, now));
             return UpdateDeadline::Continue(1);

@@ -122,3 +122,40 @@ fn per_call_cost() {
         eprintln!("{what}: on-request {per:?} per call{cpu} ({n} calls)");
     }
 }
+
+/// What checking the breaker and the CPU share costs before a call, on a
+/// worker that has called the plugin before (its per-thread cell exists),
+/// with both in their usual state: breaker closed, share not spent.
+#[test]
+#[ignore = "measurement; prints numbers"]
+fn admission_cost() {
+    let file = "fixture-plugins/wasm32-wasip2/release/fixture_hostile.wasm";
+    let Some((_plugins, chain)) = slot_for(file, "{ mode = \"none\" }") else {
+        eprintln!("{file} not built; skipped");
+        return;
+    };
+    let slot = &chain.slots[0];
+    let mut id = HeaderValue::from_static("measure");
+    let mut context = Context::default();
+    let mut held = None;
+    let mut parts = http::Request::get("/x").body(()).unwrap().into_parts().0;
+    let mut io = Io {
+        req: &mut parts,
+        resp: None,
+        context: &mut context,
+        id: &mut id,
+        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        held: &mut held,
+    };
+    slot.on_request(&mut io).unwrap();
+    // The cell exists once the worker has had something to remember: a
+    // charge makes it, as a call that saw a tick would.
+    slot.charge(1);
+    let n: u32 = 10_000_000;
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(std::hint::black_box(slot).admit()).unwrap();
+    }
+    let per = started.elapsed().as_nanos() as f64 / f64::from(n);
+    eprintln!("breaker and CPU share check before a call: {per:.1} ns ({n} checks)");
+}

@@ -25,6 +25,7 @@ mod hot;
 mod load;
 pub mod offload;
 mod pool;
+pub mod share;
 pub mod state;
 
 use std::collections::HashMap;
@@ -489,7 +490,6 @@ impl Plugins {
         self.config.as_ref()
     }
 
-    /// The version serving for each plugin, sorted by name.
     /// The breaker counters of every slot serving plugin `name`.
     pub fn breaker_stats(&self, name: &str) -> Vec<Arc<breaker::BreakerStats>> {
         self.slots
@@ -499,6 +499,16 @@ impl Plugins {
             .collect()
     }
 
+    /// The CPU share counters of every slot serving plugin `name`.
+    pub fn share_stats(&self, name: &str) -> Vec<Arc<share::ShareStats>> {
+        self.slots
+            .iter()
+            .filter(|(r, _)| r.name == name)
+            .map(|(_, slot)| slot.share_stats.clone())
+            .collect()
+    }
+
+    /// The version serving for each plugin, sorted by name.
     pub fn serving(&self) -> Vec<Serving> {
         let mut v: Vec<Serving> = self.versions.values().map(|c| serving(c)).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));

@@ -21,7 +21,8 @@
 //! the host at most one `init` per back-off.
 //!
 //! Each worker also keeps, beside its instance, the slot's breaker on
-//! repeated deadline traps (`super::breaker`): while it is open the
+//! repeated deadline traps (`super::breaker`) and its CPU share
+//! (`super::share`): while the breaker is open or the share spent, the
 //! slot's calls on that worker fail at once.
 
 use std::cell::Cell;
@@ -41,6 +42,7 @@ use super::breaker::{Admit, Breaker, BreakerSettings, BreakerStats, Outcome};
 use super::deadline::{self, CpuDeadline, Stop};
 use super::host::{self, Context, StoreData};
 use super::load::Compiled;
+use super::share::{self, Share, ShareSettings, ShareStats};
 use super::state::{Counters, Namespace};
 use crate::config::{FailurePolicy, Isolation};
 
@@ -102,23 +104,39 @@ pub enum FailureKind {
          ended at their deadline (next probe in {retry_after:?})"
     )]
     Breaker { after: u32, retry_after: Duration },
+    /// This worker's CPU share for the plugin is spent.
+    #[error(
+        "is refused at once on this worker: its calls used their CPU share ({percent}% of the \
+         worker, saved up over {window:?}); calls resume in {retry_after:?}"
+    )]
+    Share {
+        percent: u32,
+        window: Duration,
+        retry_after: Duration,
+    },
 }
 
 impl FailureKind {
-    /// Whether the plugin could not be called at all (no instance, or its
-    /// breaker open): a closed policy answers 503, not 500.
+    /// Whether the plugin could not be called at all (no instance, its
+    /// breaker open or its share spent): a closed policy answers 503, not
+    /// 500.
     pub fn unavailable(&self) -> bool {
         matches!(
             self,
-            FailureKind::Busy(_) | FailureKind::Recovering | FailureKind::Breaker { .. }
+            FailureKind::Busy(_)
+                | FailureKind::Recovering
+                | FailureKind::Breaker { .. }
+                | FailureKind::Share { .. }
         )
     }
 
-    /// When to try again, for a `Retry-After`: known only for an open
-    /// breaker.
+    /// When to try again, for a `Retry-After`: known for an open breaker
+    /// and a spent share.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            FailureKind::Breaker { retry_after, .. } => Some(*retry_after),
+            FailureKind::Breaker { retry_after, .. } | FailureKind::Share { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -216,11 +234,14 @@ pub struct Slot {
     /// without a lock or any atomic read-modify-write (each costs tens of
     /// nanoseconds per call); `idle` serves a thread whose own is missing.
     /// These go with the slot: for a retired slot, when the last request
-    /// holding it ends. Beside it, that worker's breaker.
+    /// holding it ends. Beside it, that worker's breaker and CPU share.
     local: ThreadLocal<Local>,
     breaker: BreakerSettings,
     /// What the workers' breakers report, for `/admin/plugins`.
     pub breaker_stats: Arc<BreakerStats>,
+    share: ShareSettings,
+    /// What the workers' shares report, for `/admin/plugins`.
+    pub share_stats: Arc<ShareStats>,
 }
 
 /// What one worker thread keeps per slot.
@@ -228,6 +249,7 @@ pub struct Slot {
 struct Local {
     inst: Cell<Option<Box<Instance>>>,
     breaker: Cell<Breaker>,
+    share: Cell<Share>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -297,6 +319,10 @@ impl Slot {
             after: s.breaker_after,
             backoff: s.breaker_backoff,
         };
+        let share = ShareSettings {
+            percent: s.cpu_share_percent,
+            window: s.cpu_window,
+        };
         let maker = Arc::new(Maker {
             name: compiled.name.clone(),
             config,
@@ -333,6 +359,11 @@ impl Slot {
             local: ThreadLocal::new(),
             breaker,
             breaker_stats: Arc::default(),
+            share,
+            share_stats: Arc::new(ShareStats {
+                settings: Some(share),
+                ..ShareStats::default()
+            }),
             maker,
         };
         if slot.isolation == Isolation::Pooled {
@@ -580,6 +611,7 @@ impl Slot {
         lend(&mut inst.store, io);
         deadline::arm(&mut inst.store, StoreData::deadline, self.maker.deadline);
         let result = f(&inst.guest, &mut inst.store);
+        self.charge(inst.store.data().deadline.ticks());
         let panic = inst.store.data_mut().call.panic.take();
         let answer = match io.resp {
             None => take_answer(&mut inst.store.data_mut().call),
@@ -612,28 +644,55 @@ impl Slot {
         }
     }
 
-    /// Whether this worker's breaker lets a call start. A closed breaker
-    /// (the common case) costs a thread-local read: no clock, no lock.
-    fn admit(&self) -> Result<(), Failure> {
+    /// Whether this worker's breaker and CPU share let a call start. A
+    /// closed breaker and a share with credit (the common case) cost a
+    /// thread-local read and two comparisons: no clock, no lock.
+    #[inline]
+    pub(super) fn admit(&self) -> Result<(), Failure> {
         let Some(local) = self.local.get() else {
             return Ok(());
         };
         let mut breaker = local.breaker.get();
-        if breaker.is_closed() {
-            return Ok(());
-        }
-        let admit = breaker.admit(Instant::now());
-        local.breaker.set(breaker);
-        match admit {
-            Admit::Call => Ok(()),
-            Admit::Refuse { retry_after } => {
+        if !breaker.is_closed() {
+            let admit = breaker.admit(Instant::now());
+            local.breaker.set(breaker);
+            if let Admit::Refuse { retry_after } = admit {
                 self.breaker_stats.refused.fetch_add(1, Ordering::Relaxed);
-                Err(self.fail(FailureKind::Breaker {
+                return Err(self.fail(FailureKind::Breaker {
                     after: self.breaker.after,
                     retry_after,
-                }))
+                }));
             }
         }
+        let mut share = local.share.get();
+        if let share::Admit::Refuse { retry_after } = share.admit(Instant::now, self.share) {
+            local.share.set(share);
+            self.share_stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(self.fail(FailureKind::Share {
+                percent: self.share.percent,
+                window: self.share.window,
+                retry_after,
+            }));
+        }
+        local.share.set(share);
+        Ok(())
+    }
+
+    /// Charges this worker's share for a call that saw `ticks` epoch
+    /// ticks. Free for a call that saw none (nearly every short call).
+    #[inline]
+    pub(super) fn charge(&self, ticks: u32) {
+        if ticks == 0 || !self.share.is_on() {
+            return;
+        }
+        let used = share::charge_for(ticks);
+        let local = self.local.get_or(Local::default);
+        let mut share = local.share.get();
+        let was_spent = share.is_spent();
+        share.charge(used, Instant::now(), self.share);
+        local.share.set(share);
+        self.share_stats
+            .charged(used, !was_spent && share.is_spent());
     }
 
     /// Tells this worker's breaker how a call that started ended. Free for

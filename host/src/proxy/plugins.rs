@@ -14,8 +14,9 @@
 //!
 //! A failing plugin either fails the request (`failure = "closed"`: 500,
 //! or 503 when it could not be called: every instance busy, one being
-//! replaced, or its breaker open on this worker) or is skipped for that
-//! call (`failure = "open"`), and the skip is logged with the request id.
+//! replaced, its breaker open or its CPU share spent on this worker) or is
+//! skipped for that call (`failure = "open"`), and the skip is logged with
+//! the request id.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

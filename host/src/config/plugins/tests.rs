@@ -147,3 +147,57 @@ fn breaker_settings_have_defaults_and_bounds() {
         assert!(all.contains(key), "{bad}: {all}");
     }
 }
+
+#[test]
+fn cpu_share_settings_have_defaults_and_bounds() {
+    let text = |extra: &str| {
+        format!(
+            "{BASE}\n[plugin_limits.p]\n{extra}\n\n[[route]]\nupstream = \"app\"\nplugins = [{{ name = \"p\" }}]\n"
+        )
+    };
+    let c = Config::parse(Path::new("t.toml"), &text("")).unwrap();
+    let s = c.plugins.settings("p");
+    assert_eq!(
+        (s.cpu_share_percent, s.cpu_window),
+        (25, Duration::from_secs(1))
+    );
+    let c = Config::parse(
+        Path::new("t.toml"),
+        &text("cpu_share = \" 100 %\"\ncpu_window = \"250ms\""),
+    )
+    .unwrap();
+    let s = c.plugins.settings("p");
+    assert_eq!(
+        (s.cpu_share_percent, s.cpu_window),
+        (100, Duration::from_millis(250))
+    );
+    for (bad, key, reason) in [
+        (
+            "cpu_share = \"25\"",
+            "plugin_limits.p.cpu_share",
+            "whole percentage",
+        ),
+        ("cpu_share = \"0%\"", "plugin_limits.p.cpu_share", "\"1%\""),
+        (
+            "cpu_share = \"101%\"",
+            "plugin_limits.p.cpu_share",
+            "\"100%\"",
+        ),
+        (
+            "cpu_share = \"2.5%\"",
+            "plugin_limits.p.cpu_share",
+            "`2.5%`",
+        ),
+        (
+            "cpu_window = \"50ms\"",
+            "plugin_limits.p.cpu_window",
+            "100ms",
+        ),
+        ("cpu_window = \"61s\"", "plugin_limits.p.cpu_window", "60s"),
+    ] {
+        let all = Config::parse(Path::new("t.toml"), &text(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains(key) && all.contains(reason), "{bad}: {all}");
+    }
+}
