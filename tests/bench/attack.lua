@@ -1,8 +1,9 @@
--- wrk script for the plugin-attack scenario: requests to /spin, every
--- Nth of them (N is the first script argument, default 1: all) with
--- `x-spin: 1`, which makes the hostile fixture plugin spin to its
--- deadline. Counts answers by status and prints them as one line of JSON
--- prefixed by "ATTACK_JSON ".
+-- wrk script for the plugin-attack scenario: requests to a path (the
+-- second script argument, default /spin), every Nth of them (N is the
+-- first script argument, default 1: all; 0: none) with `x-spin: 1`, which
+-- makes the hostile fixture plugin spin to its deadline. Counts answers
+-- by status and prints them as one line of JSON prefixed by
+-- "ATTACK_JSON ".
 
 local threads = {}
 
@@ -12,6 +13,7 @@ end
 
 function init(args)
   every = tonumber(args[1]) or 1
+  path = args[2] or "/spin"
   sent = 0
   statuses = {}
 end
@@ -20,11 +22,11 @@ local spin_req, plain_req
 
 function request()
   if not spin_req then
-    spin_req = wrk.format("GET", "/spin", { ["x-spin"] = "1" })
-    plain_req = wrk.format("GET", "/spin", {})
+    spin_req = wrk.format("GET", path, { ["x-spin"] = "1" })
+    plain_req = wrk.format("GET", path, {})
   end
   sent = sent + 1
-  if sent % every == 0 then
+  if every > 0 and sent % every == 0 then
     return spin_req
   end
   return plain_req

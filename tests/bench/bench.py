@@ -910,19 +910,23 @@ def hot_deploy_phase(bench, results, log):
 # A plugin under attack
 # --------------------------------------------------------------------------
 
-# (id, Weir protected?, attacking connections, one request in N spins)
+# (id, Weir protected?, attacking connections, one request in N spins,
+# path). The last but one floods a path no route serves (404s, as cheap as
+# a refused call): what the attacking connections cost by their requests
+# alone, with no plugin involved.
 ATTACKS = [
-    ("alone", True, 0, 1),
-    ("1 conn, every call spins", True, 1, 1),
-    ("2 conns, every call spins", True, 2, 1),
-    ("2 conns, every 2nd call spins", True, 2, 2),
-    ("2 conns, every call spins, unprotected", False, 2, 1),
+    ("alone", True, 0, 1, "/spin"),
+    ("1 conn, every call spins", True, 1, 1, "/spin"),
+    ("2 conns, every call spins", True, 2, 1, "/spin"),
+    ("2 conns, every 2nd call spins", True, 2, 2, "/spin"),
+    ("2 conns, no plugin: 404s as fast as they come", True, 2, 0, "/none"),
+    ("2 conns, every call spins, unprotected", False, 2, 1, "/spin"),
 ]
 
 
-def attack_background(port, conns, every):
+def attack_background(port, conns, every, path):
     argv = ["wrk", "-t1", f"-c{conns}", "-d600s", "--timeout", "5s", "-s", ATTACK_LUA,
-            f"http://127.0.0.1:{port}/spin", "--", str(every)]
+            f"http://127.0.0.1:{port}{path}", "--", str(every), path]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -965,9 +969,9 @@ def attack_phase(bench, results, log):
                                                   os.path.join(d, "cache"), protected)
                 weir_check(d, conf)
                 servers[protected] = bench.start(name, "weir", conf, port)
-            for target, protected, conns, every in ATTACKS:
+            for target, protected, conns, every, path in ATTACKS:
                 server = servers[protected]
-                attacker = attack_background(server.port, conns, every) if conns else None
+                attacker = attack_background(server.port, conns, every, path) if conns else None
                 try:
                     run = bench.measure(server)
                 finally:
@@ -1083,7 +1087,7 @@ def summarize(results):
     warm = [x["ms"] for x in hot["startup"] if x["cache"] == "warm" and x["status"] == "ok"]
     cold = [x["ms"] for x in hot["startup"] if x["cache"] == "cold" and x["status"] == "ok"]
     attack = []
-    for target, _, conns, every in ATTACKS:
+    for target, *_ in ATTACKS:
         mine = [r for r in results["attack"] if r["target"] == target and r["status"] == "ok"]
         failures = [r["status"] for r in results["attack"]
                     if r["target"] in (target, "all") and r["status"] != "ok"]

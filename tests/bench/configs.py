@@ -415,7 +415,8 @@ def weir_attack_config(port, upstream_port, plugin_dir, cache_dir, protected):
     """The plugin-attack scenario (issue 24): two workers, a route `/spin`
     whose plugin (the hostile test fixture, `spin-on-demand`) spins to its
     10 ms deadline when a request has `x-spin`, and the plain route `/`
-    the load is measured on. `protected`: the default breaker and CPU
+    (that path only) the load is measured on; any other path has no route.
+    `protected`: the default breaker and CPU
     share; otherwise both are turned off, to show what they buy."""
     limits = "" if protected else 'breaker_after = 0\ncpu_share = "100%"\n'
     return _weir_with_cache(port, upstream_port, plugin_dir, cache_dir).replace(
@@ -431,6 +432,7 @@ path = "/spin"
 plugins = [{{ name = "spinner", config = {{ mode = "spin-on-demand" }} }}]
 
 [[route]]
-name = "all"
+name = "plain"
 upstream = "origin"
+path = "/"
 """
