@@ -1,8 +1,10 @@
 //! The admin listener: a small HTTP/1.1 server for operators, on loopback
 //! by default, separate from traffic listeners. It answers `GET /healthz`,
-//! `GET /admin/config` (what configuration serves and how the last reload
-//! went) and `GET /admin/plugins` (which version of each plugin serves and
-//! how the last deployment of its file went) as JSON. It owns the status
+//! `GET /admin/config` (what configuration serves, how the last reload
+//! went, and each TLS listener's certificates), `GET /admin/tls` (the TLS
+//! listeners alone, with their handshake counts) and `GET /admin/plugins`
+//! (which version of each plugin serves and how the last deployment of
+//! its file went) as JSON. It owns the status
 //! records those views show; `control` updates them.
 
 use std::convert::Infallible;
@@ -291,6 +293,34 @@ struct PluginsView<'a> {
 pub struct AdminState {
     pub config: Mutex<ConfigStatus>,
     pub plugins: Mutex<PluginsStatus>,
+    /// Each TLS listener's state, by name (fixed for the process's life).
+    pub tls: Vec<(String, Arc<crate::tls::TlsListener>)>,
+}
+
+/// The TLS listeners as `/admin/config` and `/admin/tls` show them: per
+/// listener, the certificates serving (file, subject, names, validity,
+/// days left), the client CA bundle's, and how handshakes ended. Never a
+/// key.
+fn tls_view(state: &AdminState) -> serde_json::Value {
+    let now = SystemTime::now();
+    let cert = |i: &crate::tls::certs::CertInfo| {
+        let mut v = serde_json::to_value(i).unwrap_or_default();
+        v["expires_in_days"] = (i.expires_in(now).as_secs() / 86_400).into();
+        v
+    };
+    let mut out = serde_json::Map::new();
+    for (name, t) in &state.tls {
+        let current = t.current.load();
+        out.insert(
+            name.clone(),
+            serde_json::json!({
+                "certificates": current.certs.infos().map(cert).collect::<Vec<_>>(),
+                "client_cas": current.client_cas.iter().map(cert).collect::<Vec<_>>(),
+                "handshakes": &t.stats,
+            }),
+        );
+    }
+    serde_json::Value::Object(out)
 }
 
 pub fn now_rfc3339() -> String {
@@ -351,8 +381,11 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            json(StatusCode::OK, &status)
+            let mut view = serde_json::to_value(&status).unwrap_or_default();
+            view["tls"] = tls_view(state);
+            json(StatusCode::OK, &view)
         }
+        "/admin/tls" => json(StatusCode::OK, &tls_view(state)),
         "/admin/plugins" => {
             let status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
             let view = PluginsView {
@@ -365,7 +398,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         _ => json(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found", "endpoints": ["/healthz", "/admin/config", "/admin/plugins"]}),
+            &serde_json::json!({"error": "not found", "endpoints": ["/healthz", "/admin/config", "/admin/plugins", "/admin/tls"]}),
         ),
     }
 }

@@ -1,7 +1,8 @@
 //! What one client connection's task (`listener`) and its requests
-//! (`proxy`) share: who the client is, the route table, the counts the
-//! framing checks and the drain read, and the [`Watchdog`]'s clocks. It
-//! sits below both, so neither imports the other for it.
+//! (`proxy`) share: who the client is (and, over TLS, what its handshake
+//! settled), the route table, the counts the framing checks and the drain
+//! read, and the [`Watchdog`]'s clocks. It sits below both, so neither
+//! imports the other for it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,17 @@ pub struct ConnContext {
     /// keeps holding its `max_connections` permit, counts as open for the
     /// drain, and is closed after `idle_timeout` without bytes.
     pub tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What the TLS handshake settled; none on a plain connection.
+    pub tls: Option<Box<TlsConn>>,
+}
+
+/// A TLS connection's facts, for its requests.
+#[derive(Debug)]
+pub struct TlsConn {
+    pub session: crate::tls::Session,
+    /// The header that carries the client certificate upstream, if the
+    /// listener forwards it (see `[listener.tls.client_auth]`).
+    pub forward_header: Option<http::HeaderName>,
 }
 
 impl ConnContext {
@@ -46,6 +58,7 @@ impl ConnContext {
         listener: Arc<ListenerConfig>,
         router: Arc<ArcSwap<Router>>,
         access_log: bool,
+        tls: Option<Box<TlsConn>>,
     ) -> ConnContext {
         ConnContext {
             peer,
@@ -58,6 +71,7 @@ impl ConnContext {
             requests: AtomicU64::new(0),
             smuggled: AtomicU64::new(0),
             tunnel: std::sync::Mutex::new(None),
+            tls,
         }
     }
 

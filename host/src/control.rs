@@ -1,8 +1,9 @@
 //! The control thread of `weir run`: starts the gateway and the admin
 //! listener, then waits for what changes its life: SIGTERM or SIGINT
 //! (drain and stop), SIGHUP or an edit of the configuration file (reload),
-//! and a `NAME.wasm` added, replaced or removed in the plugin folder (hot
-//! deploy of that plugin). Changes are applied one at a time, in order.
+//! a `NAME.wasm` added, replaced or removed in the plugin folder (hot
+//! deploy of that plugin), and a TLS listener's certificate file changed
+//! (its certificates reload). Changes are applied one at a time, in order.
 //! A reload is validated exactly as `weir check` would, a plugin file as
 //! start-up would; what is refused is reported (log and admin views) and
 //! what serves keeps serving.
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState, Attempt, ConfigStatus, PluginAttempt};
 use crate::config::Config;
+use crate::deploy::certs::{self, CertWatch};
 use crate::deploy::plugin::{self, PluginWatch};
 use crate::deploy::{FileWatch, WatchError, watch_ready};
 use crate::digest::sha256_hex;
@@ -49,6 +51,8 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
     let (plugin_tx, mut plugin_changed) = mpsc::unbounded_channel();
     let (optimized_tx, mut optimized) = mpsc::unbounded_channel();
     let mut plugin_watch = PluginWatch::start(&config.plugins.dir, plugin_tx.clone());
+    let (cert_tx, mut cert_changed) = mpsc::unbounded_channel();
+    let mut cert_watch = CertWatch::start(&config, &cert_tx);
     let sha = std::fs::read(&path)
         .map(|b| sha256_hex(&b))
         .unwrap_or_default();
@@ -70,6 +74,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
             }),
         }),
         plugins: Mutex::default(),
+        tls: gateway.tls.clone(),
     });
     {
         let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,6 +118,19 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
                 }
             }
             Some(built) = optimized.recv() => plugin::optimized_ready(&mut gateway, built, &state).await,
+            Some(first) = cert_changed.recv() => {
+                // One reload for every file a renewal wrote at once.
+                tokio::time::sleep(crate::deploy::SETTLE).await;
+                let mut files = vec![first];
+                while let Ok(p) = cert_changed.try_recv() {
+                    files.push(p);
+                }
+                certs::changed(&gateway, &files);
+            }
+        }
+        // A reload may have named other certificate files.
+        if !cert_watch.covers(&gateway.config) {
+            cert_watch = CertWatch::start(&gateway.config, &cert_tx);
         }
         // A reload may have moved the plugin folder.
         let dir = &gateway.config.plugins.dir;

@@ -20,5 +20,6 @@ pub mod plugin;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 pub mod worker;

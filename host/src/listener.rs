@@ -1,8 +1,10 @@
 //! Listening sockets and client connections: one `SO_REUSEPORT` socket per
 //! worker and listener, the accept loop with the listener's connection
-//! limit, and each connection's life: HTTP/1.1 or HTTP/2 (h2c prior
-//! knowledge) through hyper, the header read and idle timeouts, and
-//! graceful drain on shutdown. What happens to a request is `proxy`'s job.
+//! limit (and, on a TLS listener, its bound on handshakes under way), and
+//! each connection's life: the TLS handshake (`tls::accept`) on a TLS
+//! listener, then HTTP/1.1 or HTTP/2 (ALPN `h2`, or h2c prior knowledge)
+//! through hyper, the header read and idle timeouts, and graceful drain on
+//! shutdown. What happens to a request is `proxy`'s job.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,15 +20,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::ListenerConfig;
-use crate::conn::{ConnContext, Watchdog};
+use crate::conn::{ConnContext, TlsConn, Watchdog};
 use crate::framing::FramingWatch;
 use crate::proxy::stall::StreamExec;
 use crate::proxy::{self, Counted};
 use crate::router::Router;
+use crate::tls::{self, TlsListener};
 use crate::worker;
 
 /// HTTP/2 streams one client connection may have open at once.
@@ -76,6 +79,8 @@ pub struct Shared {
     pub connections: Arc<Semaphore>,
     /// Open connections, for the drain at shutdown.
     pub open: Arc<AtomicUsize>,
+    /// The TLS state of a TLS listener.
+    pub tls: Option<Arc<TlsListener>>,
 }
 
 fn http_builder(cfg: &ListenerConfig) -> auto::Builder<StreamExec> {
@@ -137,6 +142,15 @@ pub async fn accept_loop(
             p = shared.connections.clone().acquire_owned() => p.expect("semaphore never closed"),
             _ = shutdown.changed() => break,
         };
+        // And on a TLS listener a handshake slot, for the same reason:
+        // beyond `max_handshakes` connections wait in the backlog.
+        let handshake = match &shared.tls {
+            None => None,
+            Some(tls) => tokio::select! {
+                p = tls.handshakes.clone().acquire_owned() => Some(p.expect("semaphore never closed")),
+                _ = shutdown.changed() => break,
+            },
+        };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let builder = builder.clone();
@@ -145,26 +159,51 @@ pub async fn accept_loop(
         // for it; given back when the task ends, even by unwinding.
         let open = Counted::enter(shared.open.clone());
         tokio::spawn(async move {
-            serve(stream, peer, &shared, &builder, shutdown).await;
+            match &shared.tls {
+                None => serve(stream, peer, None, &shared, &builder, shutdown).await,
+                Some(tls) => {
+                    let current = tls.current.load_full();
+                    let timeout = tls.settings().handshake_timeout;
+                    let done = tls::accept::handshake(stream, &current, timeout, &tls.stats).await;
+                    drop(handshake);
+                    match done {
+                        Ok((stream, session)) => {
+                            let conn = TlsConn {
+                                session,
+                                forward_header: current.forward_header.clone(),
+                            };
+                            drop(current);
+                            serve(stream, peer, Some(conn), &shared, &builder, shutdown).await;
+                        }
+                        Err(why) => {
+                            tracing::debug!(%peer, listener = %shared.config.name, reason = why.as_str(), "TLS handshake failed");
+                        }
+                    }
+                }
+            }
             drop(open);
             drop(permit);
         });
     }
 }
 
-async fn serve(
-    stream: TcpStream,
+async fn serve<S>(
+    stream: S,
     peer: SocketAddr,
+    tls: Option<TlsConn>,
     shared: &Shared,
     builder: &auto::Builder<StreamExec>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let cx = Arc::new(ConnContext::new(
         peer,
         crate::proxy::headers::peer_value(peer.ip()),
         shared.config.clone(),
         shared.router.clone(),
         shared.access_log,
+        tls.map(Box::new),
     ));
     let io = TokioIo::new(ActivityIo {
         inner: stream,
@@ -336,13 +375,13 @@ enum Wake<E> {
 /// The client socket, stamping the connection's last activity on every
 /// successful read or write so the idle timeout sees real traffic, and
 /// showing every byte read to the framing watcher.
-struct ActivityIo {
-    inner: TcpStream,
+struct ActivityIo<S> {
+    inner: S,
     cx: Arc<ConnContext>,
     framing: FramingWatch,
 }
 
-impl AsyncRead for ActivityIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -364,7 +403,7 @@ impl AsyncRead for ActivityIo {
     }
 }
 
-impl AsyncWrite for ActivityIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -65,28 +65,47 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             // Plugins are compiled and initialised with their
-            // configurations, so a plugin that would fail start-up fails
-            // the check.
-            Ok(c) => match weir::plugin::Plugins::load(&c) {
-                Err(errors) => {
-                    for e in &errors.0 {
-                        eprintln!("error: {e}");
+            // configurations, and every TLS file is loaded and checked, so
+            // whatever would fail start-up fails the check.
+            Ok(c) => {
+                let mut problems: Vec<String> = Vec::new();
+                let plugins = match weir::plugin::Plugins::load(&c) {
+                    Ok((plugins, _)) => plugins.names().len(),
+                    Err(errors) => {
+                        problems.extend(errors.0.iter().map(ToString::to_string));
+                        0
                     }
-                    eprintln!("{}: {} problem(s) found", config.display(), errors.0.len());
-                    ExitCode::FAILURE
+                };
+                let mut tls = 0;
+                for l in &c.listeners {
+                    let Some(cfg) = &l.tls else { continue };
+                    tls += 1;
+                    if let Err(errors) = weir::tls::TlsListener::load(&l.name, cfg) {
+                        problems.extend(
+                            errors
+                                .0
+                                .iter()
+                                .map(|e| format!("listener `{}`: TLS: {e}", l.name)),
+                        );
+                    }
                 }
-                Ok((plugins, _)) => {
+                if problems.is_empty() {
                     println!(
-                        "{}: ok ({} listeners, {} upstreams, {} routes, {} plugins)",
+                        "{}: ok ({} listeners, {tls} with TLS, {} upstreams, {} routes, {plugins} plugins)",
                         config.display(),
                         c.listeners.len(),
                         c.upstreams.len(),
                         c.routes.len(),
-                        plugins.names().len()
                     );
                     ExitCode::SUCCESS
+                } else {
+                    for e in &problems {
+                        eprintln!("error: {e}");
+                    }
+                    eprintln!("{}: {} problem(s) found", config.display(), problems.len());
+                    ExitCode::FAILURE
                 }
-            },
+            }
             Err(errors) => {
                 for e in &errors.0 {
                     eprintln!("error: {e}");

@@ -51,6 +51,9 @@ pub struct Router {
     uses_hosts: bool,
     /// Caps on bodies buffered for body-phase plugins.
     pub plugin_body_caps: PluginBodyCaps,
+    /// The headers TLS listeners forward client certificates in: removed
+    /// from every client's request, on every listener.
+    pub client_cert_headers: Vec<http::HeaderName>,
 }
 
 /// How much of a body is buffered for the plugins that asked for it
@@ -154,6 +157,7 @@ impl Router {
             .collect();
         let mut router = Router::new(routes, self.upstreams.clone());
         router.plugin_body_caps = self.plugin_body_caps;
+        router.client_cert_headers = self.client_cert_headers.clone();
         router
     }
 
@@ -167,6 +171,7 @@ impl Router {
             upstreams,
             uses_hosts,
             plugin_body_caps: PluginBodyCaps::default(),
+            client_cert_headers: Vec::new(),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::listener::{self, Bound, Shared};
 use crate::plugin::offload::{COMPILING, off_request_path};
 use crate::plugin::{Chain, PluginError, PluginErrors, Plugins, Serving};
 use crate::router::{PluginBodyCaps, Route, Router};
+use crate::tls::{TlsErrors, TlsListener};
 use crate::upstream::{Upstream, discovery};
 use crate::worker;
 
@@ -37,6 +38,8 @@ pub enum StartError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("listener `{listener}`: TLS: {errors}")]
+    Tls { listener: String, errors: TlsErrors },
     #[error("{0}")]
     Plugins(PluginErrors),
     #[error(
@@ -112,6 +115,19 @@ pub async fn build_router(
         request: config.plugins.max_request_body_bytes,
         response: config.plugins.max_response_body_bytes,
     };
+    router.client_cert_headers = config
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            l.tls
+                .as_ref()?
+                .client_auth
+                .as_ref()?
+                .forward_header
+                .as_deref()
+        })
+        .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+        .collect();
     Ok(router)
 }
 
@@ -124,6 +140,8 @@ pub struct Gateway {
     pub config: Config,
     /// The plugin registry (its engine, versions, state and counters).
     pub plugins: Plugins,
+    /// Each TLS listener's state, by listener name.
+    pub tls: Vec<(String, Arc<TlsListener>)>,
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -144,6 +162,9 @@ impl Gateway {
                 "plugins loaded"
             );
         }
+        // Certificates load before anything binds, like plugins: an
+        // unusable file stops start-up with the file and the reason.
+        let tls = load_tls(&config)?;
         let router = Arc::new(ArcSwap::from_pointee(
             build_router(&config, None, &chains).await?,
         ));
@@ -174,6 +195,10 @@ impl Gateway {
                     access_log: config.server.access_log,
                     connections: Arc::new(Semaphore::new(b.config.max_connections)),
                     open: open.clone(),
+                    tls: tls
+                        .iter()
+                        .find(|(name, _)| *name == b.config.name)
+                        .map(|(_, t)| t.clone()),
                 })
             })
             .collect();
@@ -210,6 +235,7 @@ impl Gateway {
             router,
             config,
             plugins,
+            tls,
             shutdown,
             workers: handles,
         })
@@ -222,8 +248,38 @@ impl Gateway {
     /// named in the returned [`Reloaded`].
     pub async fn reload(&mut self, config: Config) -> Result<Reloaded, StartError> {
         let mut needs_restart = Vec::new();
-        if self.config.listeners != config.listeners {
+        // A TLS listener's certificates and settings apply on reload
+        // (checked before anything changes); the rest of a listener, and
+        // turning TLS on or off, needs a restart.
+        let mut tls_changes = Vec::new();
+        let mut listeners_differ = self.config.listeners.len() != config.listeners.len();
+        for (old, new) in self.config.listeners.iter().zip(&config.listeners) {
+            let mut same = old.clone();
+            same.tls = new.tls.clone();
+            if same != *new || old.tls.is_some() != new.tls.is_some() {
+                listeners_differ = true;
+            } else if let (Some(t), Some(cfg)) = (self.tls_of(&old.name), &new.tls) {
+                tls_changes.push((t, cfg.clone()));
+            }
+        }
+        if listeners_differ {
             needs_restart.push("[[listener]]".to_owned());
+        }
+        // Every TLS listener's files load before anything changes, so a
+        // bad file refuses the whole reload.
+        let mut loaded = Vec::new();
+        for (t, cfg) in &tls_changes {
+            let fresh = crate::tls::ServerTls::load(
+                cfg,
+                t.resumption(),
+                &crate::tls::provider(),
+                std::time::SystemTime::now(),
+            )
+            .map_err(|errors| StartError::Tls {
+                listener: t.name().to_owned(),
+                errors,
+            })?;
+            loaded.push(fresh);
         }
         if self.config.server.workers != config.server.workers {
             needs_restart.push("server.workers".to_owned());
@@ -249,12 +305,39 @@ impl Gateway {
         let router = build_router(&config, Some(&current), &plugins.chains).await?;
         self.router.store(Arc::new(router));
         self.replace_plugins(plugins.plugins);
+        for ((t, cfg), fresh) in tls_changes.iter().zip(loaded) {
+            t.swap(fresh, cfg);
+            if let Some(l) = config.listeners.iter_mut().find(|l| l.name == t.name()) {
+                l.tls = Some(cfg.clone());
+            }
+        }
         self.config = config;
         Ok(Reloaded {
             needs_restart,
             compiled: plugins.compiled,
             kept: plugins.kept,
         })
+    }
+
+    /// The TLS state of the listener `name`, if it is a TLS listener.
+    pub fn tls_of(&self, name: &str) -> Option<Arc<TlsListener>> {
+        self.tls
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+    }
+
+    /// Loads every TLS listener's files again (one of them changed on
+    /// disk) and swaps in each listener's that are all usable; returns
+    /// the listeners refused, with why. Those keep serving what they had.
+    pub fn reload_certificates(&self) -> Vec<(String, TlsErrors)> {
+        let mut refused = Vec::new();
+        for (name, t) in &self.tls {
+            if let Err(e) = t.reload(&t.settings()) {
+                refused.push((name.clone(), e));
+            }
+        }
+        refused
     }
 
     /// Swaps in a route table whose routes keep their upstreams and take
@@ -285,6 +368,21 @@ impl Gateway {
         })
         .await;
     }
+}
+
+/// Loads the files of every TLS listener, reporting every unusable one.
+pub fn load_tls(config: &Config) -> Result<Vec<(String, Arc<TlsListener>)>, StartError> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        if let Some(cfg) = &l.tls {
+            let t = TlsListener::load(&l.name, cfg).map_err(|errors| StartError::Tls {
+                listener: l.name.clone(),
+                errors,
+            })?;
+            out.push((l.name.clone(), Arc::new(t)));
+        }
+    }
+    Ok(out)
 }
 
 async fn run_worker(

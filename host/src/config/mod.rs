@@ -13,6 +13,7 @@ mod upstream;
 
 mod plugins;
 mod route;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +28,9 @@ use toml::Spanned;
 pub use error::{ConfigError, ConfigErrors, Problem};
 pub use plugins::{FailurePolicy, Isolation, PluginRef, PluginSettings, PluginsConfig};
 use raw::*;
+pub use tls::{
+    CertPair, ClientAuth, HttpsRedirect, ListenerTls, MinVersion, UnknownSni, limits as tls_limits,
+};
 pub use upstream::*;
 
 /// Bounds on values that come from the configuration file. They exist so a
@@ -110,6 +114,11 @@ pub struct ListenerConfig {
     /// Whether request header names with `_` are forwarded; when false
     /// (the default) they are dropped.
     pub underscores_in_headers: bool,
+    /// HTTPS on this listener, when set.
+    pub tls: Option<ListenerTls>,
+    /// A plain listener that redirects every request to HTTPS instead of
+    /// proxying it.
+    pub https_redirect: Option<HttpsRedirect>,
 }
 
 #[derive(Debug, Clone)]
@@ -479,6 +488,19 @@ impl Validator<'_> {
         );
         let max_headers = raw.max_headers.unwrap_or(100);
         let max_headers = self.range(at, "max_headers", max_headers, 1, limits::MAX_HEADERS);
+        let tls = raw.tls.map(|t| self.listener_tls(t, at));
+        let https_redirect = raw.https_redirect.map(|r| self.https_redirect(r, at));
+        if tls.is_some() && https_redirect.is_some() {
+            self.report(
+                &field(at, "https_redirect"),
+                Problem::Invalid {
+                    field: "https_redirect",
+                    reason: "a listener with `tls` already serves HTTPS; redirect from a plain \
+                             listener"
+                        .into(),
+                },
+            );
+        }
         Some(ListenerConfig {
             name,
             address: address?,
@@ -506,6 +528,8 @@ impl Validator<'_> {
             max_uri_bytes: max_uri_bytes as usize,
             max_body_bytes: raw.max_body_bytes.map_or(10 * 1024 * 1024, |b| b.as_u64()),
             underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
+            tls,
+            https_redirect,
         })
     }
 }

@@ -67,6 +67,8 @@ pub struct RawListener {
     pub max_uri_bytes: Option<ByteSize>,
     pub max_body_bytes: Option<ByteSize>,
     pub underscores_in_headers: Option<bool>,
+    pub tls: Option<super::tls::RawTls>,
+    pub https_redirect: Option<super::tls::RawRedirect>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,8 +4,10 @@
 //! serving: compile off the request path, `init`, the atomic swap, the
 //! background optimized build, and the report. The control loop
 //! (`control`) only routes events here, one at a time; a configuration
-//! reload is `server::Gateway::reload`.
+//! reload is `server::Gateway::reload`. `certs` watches a TLS listener's
+//! certificate files and reloads them when they change.
 
+pub mod certs;
 pub mod plugin;
 mod watch;
 

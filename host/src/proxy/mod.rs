@@ -17,6 +17,7 @@
 pub mod error;
 pub mod headers;
 pub mod plugins;
+mod redirect;
 pub mod response;
 mod send;
 pub mod stall;
@@ -114,6 +115,9 @@ async fn phases(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     check_framing(&mut parts, cx)?;
+    if let Some(r) = cx.listener.https_redirect {
+        return redirect::answer(&parts, r);
+    }
 
     let router = cx.router.load_full();
     let route = router.find(&parts).ok_or(ProxyError::NoRoute)?;
@@ -127,7 +131,8 @@ async fn phases(
     prepare_upstream_request(
         &mut parts,
         route,
-        &cx.peer_ip,
+        cx,
+        &router.client_cert_headers,
         id,
         upgrade.as_ref().map(|u| &u.protocol),
     )?;
@@ -261,7 +266,8 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
 fn prepare_upstream_request(
     parts: &mut Parts,
     route: &Route,
-    peer_ip: &HeaderValue,
+    cx: &ConnContext,
+    client_cert_headers: &[http::HeaderName],
     id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
 ) -> Result<(), ProxyError> {
@@ -281,7 +287,20 @@ fn prepare_upstream_request(
     if client_version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
-    headers::set_forwarded(&mut parts.headers, peer_ip, "http", host.clone());
+    let proto = if cx.tls.is_some() { "https" } else { "http" };
+    headers::set_forwarded(&mut parts.headers, &cx.peer_ip, proto, host.clone());
+    // A client certificate header is the gateway's word: whatever a
+    // client sends under any listener's name for it is dropped, on every
+    // listener, and only a verified certificate sets it.
+    for name in client_cert_headers {
+        parts.headers.remove(name);
+    }
+    if let Some(tls) = &cx.tls
+        && let (Some(name), Some(cert)) = (&tls.forward_header, &tls.session.client_cert)
+        && let Some(value) = cert.header_value()
+    {
+        parts.headers.insert(name.clone(), value);
+    }
     headers::append_via(&mut parts.headers, client_version);
     parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
     // Set again even when unchanged: a client's `Connection: host` has
