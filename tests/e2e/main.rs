@@ -22,3 +22,4 @@ mod shutdown;
 mod smuggling;
 mod streaming;
 mod timeouts;
+mod tls;

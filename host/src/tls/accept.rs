@@ -34,6 +34,7 @@ fn alert(description: u8) -> [u8; 7] {
 const UNRECOGNIZED_NAME: u8 = 112;
 const HANDSHAKE_FAILURE: u8 = 40;
 const PROTOCOL_VERSION: u8 = 70;
+const DECODE_ERROR: u8 = 50;
 
 /// How a listener's handshakes ended, since start-up.
 #[derive(Debug, Default, Serialize)]
@@ -304,6 +305,15 @@ async fn client_hello(mut tcp: TcpStream) -> Result<StartHandshake<TcpStream>, F
                     bytes.extend_from_slice(&alert(PROTOCOL_VERSION));
                 } else {
                     let _ = their_alert.write(&mut bytes);
+                }
+                if bytes.is_empty() {
+                    // rustls has none for some errors (a message it will
+                    // not buffer): the generic one that fits.
+                    let code = match f {
+                        Failure::NotTls => DECODE_ERROR,
+                        _ => HANDSHAKE_FAILURE,
+                    };
+                    bytes.extend_from_slice(&alert(code));
                 }
                 refuse(&mut tcp, &bytes).await;
                 return Err(f);

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod raw;
 pub mod recording;
 pub mod upstream;
