@@ -89,6 +89,23 @@ fn main() -> ExitCode {
                         );
                     }
                 }
+                for u in &c.upstreams {
+                    let Some(cfg) = &u.tls else { continue };
+                    if cfg.insecure_skip_verify {
+                        eprintln!(
+                            "warning: upstream `{}`: tls.insecure_skip_verify = true: its certificates are not verified, so anyone on the path can read and change its traffic",
+                            u.name
+                        );
+                    }
+                    if let Err(errors) = weir::tls::ClientTls::load(cfg, &weir::tls::provider()) {
+                        problems.extend(
+                            errors
+                                .0
+                                .iter()
+                                .map(|e| format!("upstream `{}`: TLS: {e}", u.name)),
+                        );
+                    }
+                }
                 if problems.is_empty() {
                     println!(
                         "{}: ok ({} listeners, {tls} with TLS, {} upstreams, {} routes, {plugins} plugins)",

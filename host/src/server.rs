@@ -40,6 +40,8 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("listener `{listener}`: TLS: {errors}")]
     Tls { listener: String, errors: TlsErrors },
+    #[error("upstream `{upstream}`: TLS: {errors}")]
+    UpstreamTls { upstream: String, errors: TlsErrors },
     #[error("{0}")]
     Plugins(PluginErrors),
     #[error(
@@ -73,12 +75,16 @@ pub async fn build_router(
 ) -> Result<Router, StartError> {
     let mut upstreams = HashMap::new();
     for u in &config.upstreams {
+        // An upstream with TLS is made anew on every reload, so its CA
+        // and client certificate files are read again.
         if let Some(old) = previous.and_then(|p| p.upstream(&u.name))
             && old.config == *u
+            && u.tls.is_none()
         {
             upstreams.insert(u.name.clone(), old.clone());
             continue;
         }
+        let tls = load_upstream_tls(u)?;
         let addrs = discovery::resolve(u)
             .await
             .map_err(|e| StartError::Resolve {
@@ -86,7 +92,12 @@ pub async fn build_router(
                 endpoint: e.endpoint,
                 reason: e.reason,
             })?;
-        let upstream = Arc::new(Upstream::new(u.clone(), &addrs, config.server.workers));
+        let upstream = Arc::new(Upstream::with_tls(
+            u.clone(),
+            &addrs,
+            config.server.workers,
+            tls,
+        ));
         upstream.spawn_background();
         upstreams.insert(u.name.clone(), upstream);
     }
@@ -368,6 +379,25 @@ impl Gateway {
         })
         .await;
     }
+}
+
+/// Loads an upstream's TLS files (none for a plain upstream), warning
+/// when it does not verify its endpoints.
+pub fn load_upstream_tls(
+    u: &crate::config::UpstreamConfig,
+) -> Result<Option<Arc<crate::tls::ClientTls>>, StartError> {
+    let Some(cfg) = &u.tls else {
+        return Ok(None);
+    };
+    if cfg.insecure_skip_verify {
+        tracing::warn!(upstream = %u.name, "tls.insecure_skip_verify is set: this upstream's certificates are not verified, so anyone on the path can read and change its traffic");
+    }
+    crate::tls::ClientTls::load(cfg, &crate::tls::provider())
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|errors| StartError::UpstreamTls {
+            upstream: u.name.clone(),
+            errors,
+        })
 }
 
 /// Loads the files of every TLS listener, reporting every unusable one.

@@ -23,3 +23,4 @@ mod smuggling;
 mod streaming;
 mod timeouts;
 mod tls;
+mod tls_upstream;

@@ -77,6 +77,7 @@ pub struct RawUpstream {
     pub name: String,
     pub endpoints: Vec<RawEndpoint>,
     pub balancer: Option<String>,
+    pub tls: Option<toml::Value>,
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]

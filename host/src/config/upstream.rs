@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use http::HeaderName;
+use serde::Deserialize;
 
 use super::raw::{RawEndpoint, RawHealthCheck, RawOutlier, RawPool, RawRetry, RawUpstream};
 use super::{At, Problem, Validator, field, limits, split_host_port};
@@ -33,6 +34,34 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheckConfig>,
     pub outlier: OutlierConfig,
     pub retry: RetryConfig,
+    /// TLS to the endpoints (`tls = true`, a `tls` table, or `https://`
+    /// endpoints).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// An upstream's TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// The name sent (SNI) and verified instead of each endpoint's host.
+    pub sni: Option<String>,
+    /// Trust only this CA bundle instead of the built-in public roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate and key to present (mutual TLS).
+    pub client_cert: Option<super::CertPair>,
+    /// Accept any certificate for any name. For tests and migrations
+    /// only: anyone on the path can read and change the traffic.
+    pub insecure_skip_verify: bool,
+}
+
+/// `tls = { ... }` on an `[[upstream]]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamTls {
+    sni: Option<String>,
+    ca: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
+    insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +140,8 @@ impl Validator<'_> {
         };
         let at = &named;
         self.name(at, &raw.name);
-        let endpoints = self.endpoints(at, &raw.endpoints);
+        let (endpoints, https) = self.endpoints(at, &raw.endpoints);
+        let tls = self.upstream_tls(at, raw.tls, https);
         let balancer = self.balancer(at, raw.balancer.as_deref(), raw.hash_key.as_deref());
         let pool = self.pool(&field(at, "pool"), raw.pool);
         let panic_threshold = self.range(
@@ -176,11 +206,104 @@ impl Validator<'_> {
             health_check,
             outlier,
             retry,
+            tls,
         })
     }
 
-    /// 1 to `MAX_ENDPOINTS` endpoints, each `host:port` with a weight.
-    fn endpoints(&mut self, at: &At, raw: &[RawEndpoint]) -> Vec<EndpointConfig> {
+    /// `tls = true`, `tls = { sni, ca, client_cert, client_key,
+    /// insecure_skip_verify }`, or endpoints written `https://…` (`https`).
+    fn upstream_tls(
+        &mut self,
+        at: &At,
+        raw: Option<toml::Value>,
+        https: bool,
+    ) -> Option<UpstreamTls> {
+        let tls_at = field(at, "tls");
+        let raw = match raw {
+            None => return https.then(UpstreamTls::default),
+            Some(toml::Value::Boolean(false)) if https => {
+                self.report(
+                    &tls_at,
+                    Problem::Invalid {
+                        field: "tls",
+                        reason: "`https://` endpoints need TLS; drop `tls = false`".into(),
+                    },
+                );
+                return None;
+            }
+            Some(toml::Value::Boolean(on)) => return on.then(UpstreamTls::default),
+            Some(toml::Value::Table(t)) => match RawUpstreamTls::deserialize(t) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.report(
+                        &tls_at,
+                        Problem::Invalid {
+                            field: "tls",
+                            reason: e.to_string(),
+                        },
+                    );
+                    return None;
+                }
+            },
+            Some(other) => {
+                self.report(
+                    &tls_at,
+                    Problem::Invalid {
+                        field: "tls",
+                        reason: format!(
+                            "`{other}` is neither `true`/`false` nor a table of TLS settings"
+                        ),
+                    },
+                );
+                return None;
+            }
+        };
+        let base = self
+            .file
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let client_cert = match (raw.client_cert, raw.client_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(super::CertPair {
+                cert: base.join(cert),
+                key: base.join(key),
+            }),
+            _ => {
+                self.report(
+                    &tls_at,
+                    Problem::Invalid {
+                        field: "client_cert",
+                        reason: "`client_cert` and `client_key` go together".into(),
+                    },
+                );
+                None
+            }
+        };
+        if let Some(sni) = &raw.sni
+            && rustls_pki_types::ServerName::try_from(sni.as_str()).is_err()
+        {
+            self.report(
+                &field(&tls_at, "sni"),
+                Problem::Invalid {
+                    field: "sni",
+                    reason: format!("`{sni}` is not a DNS name or an IP address"),
+                },
+            );
+        }
+        Some(UpstreamTls {
+            sni: raw.sni,
+            ca: raw.ca.map(|c| base.join(c)),
+            client_cert,
+            insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        })
+    }
+
+    /// 1 to `MAX_ENDPOINTS` endpoints, each `host:port` with a weight,
+    /// optionally `http://` or `https://` first (all of an upstream's the
+    /// same; `https://` means TLS, and 443 when no port is given). Also
+    /// returns whether they were `https://`.
+    fn endpoints(&mut self, at: &At, raw: &[RawEndpoint]) -> (Vec<EndpointConfig>, bool) {
         if raw.is_empty() || raw.len() > limits::MAX_ENDPOINTS {
             self.report(
                 &field(at, "endpoints"),
@@ -191,11 +314,26 @@ impl Validator<'_> {
             );
         }
         let mut endpoints = Vec::new();
+        let mut schemes = Vec::new();
         for (j, ep) in raw.iter().enumerate() {
             let ep_at = field(at, &format!("endpoints[{j}]"));
             let weight = ep.weight.unwrap_or(1);
             self.range(&ep_at, "weight", weight, 1, limits::MAX_WEIGHT);
-            match split_host_port(&ep.address) {
+            let (https, address) = match ep.address.split_once("://") {
+                Some(("https", rest)) => (true, rest),
+                Some(("http", rest)) => (false, rest),
+                _ => (false, ep.address.as_str()),
+            };
+            schemes.push(https);
+            let address = address.trim_end_matches('/');
+            let with_port;
+            let address = if https && split_host_port(address).is_none() {
+                with_port = format!("{address}:443");
+                with_port.as_str()
+            } else {
+                address
+            };
+            match split_host_port(address) {
                 Some((host, port)) => endpoints.push(EndpointConfig { host, port, weight }),
                 None => self.report(
                     &ep_at,
@@ -209,7 +347,19 @@ impl Validator<'_> {
                 ),
             }
         }
-        endpoints
+        let https = schemes.first().copied().unwrap_or(false);
+        if schemes.iter().any(|s| *s != https) {
+            self.report(
+                &field(at, "endpoints"),
+                Problem::Invalid {
+                    field: "endpoints",
+                    reason: "some endpoints are `https://` and some are not: TLS is set per \
+                             upstream; split them into two upstreams"
+                        .into(),
+                },
+            );
+        }
+        (endpoints, https)
     }
 
     fn balancer(&mut self, at: &At, kind: Option<&str>, hash_key: Option<&str>) -> BalancerKind {

@@ -1,5 +1,6 @@
 //! TLS with rustls: what a TLS listener serves and how its handshakes run
-//! (`server`, `accept`), and the files behind them (`certs`). rustls does
+//! (`server`, `accept`), the client side for upstreams (`client`), and
+//! the files behind them (`certs`). rustls does
 //! the protocol; what is here is loading and checking the files an
 //! operator names (with the file and the reason for each problem), the
 //! choice of certificate by SNI, the bounds on handshakes, their counts,
@@ -10,6 +11,7 @@
 
 pub mod accept;
 pub mod certs;
+pub mod client;
 pub mod server;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use rustls::crypto::CryptoProvider;
 use tokio::sync::Semaphore;
 
 pub use accept::{ClientCert, Handshakes, Session};
+pub use client::ClientTls;
 pub use server::{Resumption, ServerTls, TlsErrors};
 
 use crate::config::ListenerTls;

@@ -118,6 +118,21 @@ impl Endpoint {
             .await
     }
 
+    /// The same endpoint, reached over TLS with `tls`.
+    pub(super) fn with_tls(mut self, tls: Option<super::pool::EndpointTls>) -> Endpoint {
+        self.pool.set_tls(tls);
+        self
+    }
+
+    /// A fresh connection outside the pool and its limit, for an active
+    /// health check.
+    pub(super) async fn connect_unpooled(
+        &self,
+        timeout: Duration,
+    ) -> Result<Connection, ConnectError> {
+        self.pool.connect_unpooled(self.addr, timeout).await
+    }
+
     /// Hands a connection whose response finished back to the pool.
     pub fn give_back(&self, conn: Connection) {
         self.pool.put(conn);

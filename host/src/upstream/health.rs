@@ -14,7 +14,6 @@ use std::sync::{Arc, Weak};
 use http::{Request, header};
 use tokio::task::JoinSet;
 
-use super::pool;
 use super::{Endpoint, Upstream};
 use crate::body::RequestBody;
 use crate::config::HealthCheckConfig;
@@ -54,7 +53,7 @@ pub(super) async fn run(up: Weak<Upstream>, cfg: Arc<HealthCheckConfig>) {
 /// within the timeout?
 async fn probe(ep: &Endpoint, cfg: &HealthCheckConfig) -> bool {
     let attempt = async {
-        let mut conn = pool::connect(ep.addr, cfg.timeout, false).await.ok()?;
+        let mut conn = ep.connect_unpooled(cfg.timeout).await.ok()?;
         let host = cfg.host.as_deref().unwrap_or(&ep.label);
         let req = Request::get(cfg.path.as_str())
             .header(header::HOST, host)
@@ -110,6 +109,7 @@ mod tests {
 
     use super::*;
     use crate::config::PoolConfig;
+    use crate::upstream::pool;
 
     #[test]
     fn thresholds_flip_state_once() {

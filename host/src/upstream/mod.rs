@@ -52,6 +52,8 @@ pub struct Upstream {
     next: Box<[Position]>,
     pending: AtomicUsize,
     pub budget: RetryBudget,
+    /// TLS to the endpoints, when the upstream has it.
+    tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,17 @@ impl Upstream {
     /// sizes the per-worker connection pools. Call
     /// [`Upstream::spawn_background`] to start health checks and discovery.
     pub fn new(config: UpstreamConfig, addrs: &[(usize, SocketAddr)], workers: usize) -> Upstream {
+        Upstream::with_tls(config, addrs, workers, None)
+    }
+
+    /// [`Upstream::new`] with the TLS client settings loaded from the
+    /// configuration's `tls` (none for a plain upstream).
+    pub fn with_tls(
+        config: UpstreamConfig,
+        addrs: &[(usize, SocketAddr)],
+        workers: usize,
+        tls: Option<Arc<crate::tls::ClientTls>>,
+    ) -> Upstream {
         let connections = pool::ConnCounter::new(config.max_connections);
         let up = Upstream {
             budget: RetryBudget::new(
@@ -143,6 +156,7 @@ impl Upstream {
             rebuild: Mutex::new(()),
             next: (0..workers.max(1)).map(|_| Position::default()).collect(),
             pending: AtomicUsize::new(0),
+            tls,
         };
         let all = addrs
             .iter()
@@ -154,15 +168,22 @@ impl Upstream {
 
     fn make_endpoint(&self, source: usize, addr: SocketAddr) -> Arc<Endpoint> {
         let e = &self.config.endpoints[source];
-        Arc::new(Endpoint::new(
-            addr,
-            format!("{}:{}", e.host, e.port),
-            source,
-            e.weight,
-            self.workers,
-            &self.config.pool,
-            self.connections.clone(),
-        ))
+        let tls = self.tls.as_ref().map(|t| pool::EndpointTls {
+            config: t.config.clone(),
+            name: t.server_name(&e.host),
+        });
+        Arc::new(
+            Endpoint::new(
+                addr,
+                format!("{}:{}", e.host, e.port),
+                source,
+                e.weight,
+                self.workers,
+                &self.config.pool,
+                self.connections.clone(),
+            )
+            .with_tls(tls),
+        )
     }
 
     /// Starts the active health checker (when configured) and DNS

@@ -2,7 +2,10 @@
 //! idle list, so checking a connection out or in never contends with
 //! another thread and a connection is always driven by the event loop of
 //! the thread that uses it. Connections are HTTP/1.1 (hyper's client
-//! connection), opened with a connect timeout and TCP_NODELAY. Every open
+//! connection), opened with a connect timeout and TCP_NODELAY, over TLS
+//! when the upstream has it (the handshake within the same timeout, the
+//! request never sent to an endpoint whose certificate does not verify);
+//! a TLS connection is pooled and reused like a plain one. Every open
 //! connection of an upstream holds one unit of its [`ConnCounter`], so the
 //! upstream's `max_connections` bounds pooled and busy ones together.
 
@@ -66,6 +69,14 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// TLS to one endpoint: the upstream's client settings and the name it
+/// sends and verifies (none when the endpoint's host is not a valid name).
+#[derive(Debug, Clone)]
+pub struct EndpointTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: Option<rustls_pki_types::ServerName<'static>>,
+}
+
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -73,6 +84,10 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("connect failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake failed: the certificate did not verify, no
+    /// protocol or cipher in common, the endpoint closed.
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
     /// Not a failure of the endpoint: the upstream's `max_connections`
@@ -86,6 +101,7 @@ pub(super) struct EndpointPool {
     idle: Box<[Mutex<Vec<Connection>>]>,
     cfg: PoolConfig,
     counter: ConnCounter,
+    tls: Option<EndpointTls>,
 }
 
 impl EndpointPool {
@@ -97,7 +113,12 @@ impl EndpointPool {
             idle: lists,
             cfg: cfg.clone(),
             counter,
+            tls: None,
         }
+    }
+
+    pub(super) fn set_tls(&mut self, tls: Option<EndpointTls>) {
+        self.tls = tls;
     }
 
     fn list(&self) -> &Mutex<Vec<Connection>> {
@@ -128,9 +149,18 @@ impl EndpointPool {
         let slot = self.counter.acquire()?;
         // Boxed: opening a connection is the rare path, and its future
         // would otherwise make every checkout's (and request's) future big.
-        let mut conn = Box::pin(connect(addr, connect_timeout, false)).await?;
+        let mut conn = Box::pin(connect(addr, connect_timeout, false, self.tls.as_ref())).await?;
         conn._slot = Some(slot);
         Ok(conn)
+    }
+
+    /// A fresh connection outside the pool and its limit.
+    pub(super) async fn connect_unpooled(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Connection, ConnectError> {
+        Box::pin(connect(addr, timeout, false, self.tls.as_ref())).await
     }
 
     /// A fresh connection that is never pooled, for protocol upgrades.
@@ -140,7 +170,7 @@ impl EndpointPool {
         connect_timeout: Duration,
     ) -> Result<Connection, ConnectError> {
         let slot = self.counter.acquire()?;
-        let mut conn = Box::pin(connect(addr, connect_timeout, true)).await?;
+        let mut conn = Box::pin(connect(addr, connect_timeout, true, self.tls.as_ref())).await?;
         conn._slot = Some(slot);
         Ok(conn)
     }
@@ -166,19 +196,58 @@ impl EndpointPool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection and starts driving it on this thread.
+/// Opens a new HTTP/1.1 connection (over TLS with `tls`) and starts
+/// driving it on this thread. `timeout` bounds the TCP connect and the
+/// TLS handshake together.
 pub(crate) async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     upgrades: bool,
+    tls: Option<&EndpointTls>,
 ) -> Result<Connection, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout(timeout))??;
     stream.set_nodelay(true)?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await?;
+    let sender = match tls {
+        None => {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await?;
+            drive(conn, upgrades);
+            sender
+        }
+        Some(tls) => {
+            let name = tls.name.clone().ok_or_else(|| {
+                ConnectError::Tls(std::io::Error::other(
+                    "the endpoint's host is not a name TLS can verify; set `tls.sni`",
+                ))
+            })?;
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            let stream = tokio::time::timeout_at(deadline, connector.connect(name, stream))
+                .await
+                .map_err(|_| ConnectError::Timeout(timeout))?
+                .map_err(ConnectError::Tls)?;
+            let (sender, conn) = http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await?;
+            drive(conn, upgrades);
+            sender
+        }
+    };
+    Ok(Connection {
+        sender,
+        idle_since: Instant::now(),
+        _slot: None,
+    })
+}
+
+/// Spawns the task that drives a client connection on this thread.
+fn drive<T>(conn: http1::Connection<T, RequestBody>, upgrades: bool)
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     if upgrades {
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -192,9 +261,4 @@ pub(crate) async fn connect(
             }
         });
     }
-    Ok(Connection {
-        sender,
-        idle_since: Instant::now(),
-        _slot: None,
-    })
 }
