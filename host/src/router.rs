@@ -20,6 +20,7 @@ use crate::upstream::Upstream;
 pub struct Route {
     pub name: String,
     hosts: Vec<HostPattern>,
+    client_cert_names: Vec<HostPattern>,
     path: Option<PathMatch>,
     methods: Vec<Method>,
     headers: Vec<HeaderMatch>,
@@ -69,6 +70,7 @@ impl Route {
         Route {
             name: cfg.name.clone(),
             hosts: cfg.hosts.clone(),
+            client_cert_names: cfg.client_cert_names.clone(),
             path: cfg.path.clone(),
             methods: cfg.methods.clone(),
             headers: cfg.headers.clone(),
@@ -98,9 +100,21 @@ impl Route {
         method: &Method,
         path: &str,
         headers: &HeaderMap,
+        client_cert: Option<&[String]>,
     ) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return false;
+        }
+        if !self.client_cert_names.is_empty() {
+            let Some(names) = client_cert else {
+                return false;
+            };
+            if !names
+                .iter()
+                .any(|n| self.client_cert_names.iter().any(|p| host_matches(p, n)))
+            {
+                return false;
+            }
         }
         if !self.hosts.is_empty() {
             let Some(host) = host else { return false };
@@ -181,7 +195,9 @@ impl Router {
     }
 
     /// The first route that matches the request, in configuration order.
-    pub fn find(&self, req: &Parts) -> Option<&Route> {
+    /// The first route that matches the request; `client_cert` holds the
+    /// names of the connection's verified client certificate, if any.
+    pub fn find(&self, req: &Parts, client_cert: Option<&[String]>) -> Option<&Route> {
         let host = if self.uses_hosts {
             request_host(req)
         } else {
@@ -191,7 +207,7 @@ impl Router {
         let path = req.uri.path();
         self.routes
             .iter()
-            .find(|r| r.matches(host, &req.method, path, &req.headers))
+            .find(|r| r.matches(host, &req.method, path, &req.headers, client_cert))
     }
 }
 

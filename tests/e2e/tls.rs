@@ -710,3 +710,63 @@ async fn many_handshakes_at_once_wait_their_turn_and_all_finish() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(tls_admin(&gw).await["handshakes"]["full"], 40);
 }
+
+#[tokio::test]
+async fn a_route_can_require_a_client_certificate_name() {
+    let ca = Ca::new("Server CA");
+    let clients = Ca::new("Client CA");
+    let billing = clients.client("billing", "billing.internal");
+    let other = clients.client("web", "web.internal");
+    let mut files = usual(&ca);
+    files.extend([
+        ("clients.pem", clients.pem()),
+        ("billing.pem", billing.cert),
+        ("billing.key", billing.key),
+        ("web.pem", other.cert),
+        ("web.key", other.key),
+    ]);
+    let app = Upstream::echo("app").await;
+    let routes = "[[route]]\nname = \"billing\"\nupstream = \"app\"\npath_prefix = \"/billing\"\nclient_cert_names = [\"billing.internal\", \"*.ops.internal\"]\n\n[[route]]\nname = \"rest\"\nupstream = \"app\"\npath_prefix = \"/public\"\n";
+    let cfg = config(
+        &format!(
+            "\n[listener.tls]\n{TWO_CERTS}\n[listener.tls.client_auth]\nca = \"clients.pem\"\nmode = \"optional\"\n"
+        ),
+        &[("app", app.addr)],
+        routes,
+    );
+    let mut b = Gateway::with_config(cfg);
+    for (name, text) in &files {
+        b = b.file(name, text.as_bytes());
+    }
+    let gw = b.start();
+    let dir = gw.dir().to_owned();
+    let path = |f: &str| dir.join(f).display().to_string();
+    let with = |who: &str| {
+        vec![
+            "--cert".to_owned(),
+            path(&format!("{who}.pem")),
+            "--key".to_owned(),
+            path(&format!("{who}.key")),
+        ]
+    };
+    let status = |o: &Output| text(o).lines().last().unwrap_or("").to_owned();
+    let billing_args = with("billing");
+    let billing_args: Vec<&str> = billing_args.iter().map(String::as_str).collect();
+    let web_args = with("web");
+    let web_args: Vec<&str> = web_args.iter().map(String::as_str).collect();
+    assert_eq!(
+        status(&curl(&gw, "a.test", "/billing/1", &billing_args).await),
+        "200 2"
+    );
+    // Another verified client, or none (optional mode lets it connect):
+    // no route matches.
+    assert_eq!(
+        status(&curl(&gw, "a.test", "/billing/1", &web_args).await),
+        "404 2"
+    );
+    assert_eq!(
+        status(&curl(&gw, "a.test", "/billing/1", &[]).await),
+        "404 2"
+    );
+    assert_eq!(status(&curl(&gw, "a.test", "/public", &[]).await), "200 2");
+}

@@ -126,6 +126,9 @@ pub struct RouteConfig {
     pub name: String,
     pub upstream: String,
     pub hosts: Vec<HostPattern>,
+    /// The route serves only requests on connections whose verified
+    /// client certificate has one of these names (mutual TLS).
+    pub client_cert_names: Vec<HostPattern>,
     pub path: Option<PathMatch>,
     pub methods: Vec<Method>,
     pub headers: Vec<HeaderMatch>,

@@ -218,6 +218,8 @@ pub struct RawRoute {
     pub upstream: String,
     #[serde(default)]
     pub hosts: Vec<String>,
+    #[serde(default)]
+    pub client_cert_names: Vec<String>,
     pub path: Option<String>,
     pub path_prefix: Option<String>,
     pub path_regex: Option<String>,

@@ -65,6 +65,7 @@ impl Validator<'_> {
         self.name(at, &name);
 
         let hosts = self.hosts(at, &raw.hosts);
+        let client_cert_names = self.client_cert_names(at, &raw.client_cert_names);
         let path = self.path_match(at, &raw);
         let methods = self.methods(at, &raw.methods);
         let headers = self.header_matches(at, &raw.headers);
@@ -80,6 +81,7 @@ impl Validator<'_> {
             name,
             upstream: raw.upstream,
             hosts,
+            client_cert_names,
             path,
             methods,
             headers,
@@ -117,6 +119,27 @@ impl Validator<'_> {
             }
         }
         hosts
+    }
+
+    /// Names a verified client certificate must have (one of), exact or
+    /// `*.suffix`, like `hosts`.
+    fn client_cert_names(&mut self, at: &At, raw: &[String]) -> Vec<HostPattern> {
+        let mut names = Vec::new();
+        for n in raw {
+            match host_pattern(n) {
+                Some(p) => names.push(p),
+                None => self.report(
+                    &field(at, "client_cert_names"),
+                    Problem::Invalid {
+                        field: "client_cert_names",
+                        reason: format!(
+                            "`{n}` is not a DNS name or `*.suffix` wildcard (letters, digits, `-` and `.`)"
+                        ),
+                    },
+                ),
+            }
+        }
+        names
     }
 
     /// At most one of `path`, `path_prefix` and `path_regex`.

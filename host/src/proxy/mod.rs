@@ -120,7 +120,14 @@ async fn phases(
     }
 
     let router = cx.router.load_full();
-    let route = router.find(&parts).ok_or(ProxyError::NoRoute)?;
+    let client_cert = cx
+        .tls
+        .as_ref()
+        .and_then(|t| t.session.client_cert.as_ref())
+        .map(|c| c.names.as_slice());
+    let route = router
+        .find(&parts, client_cert)
+        .ok_or(ProxyError::NoRoute)?;
     if content_length(&parts.headers).is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {
             limit: route.max_body_bytes,
