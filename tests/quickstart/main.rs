@@ -1,4 +1,4 @@
-//! The quickstart followed as a new user would (issue 16, must-show 1):
+//! The quickstart and the TLS example followed as a new user would:
 //! run the real `examples/quickstart/run.sh` from the repository root, read
 //! the three tries it prints once Weir serves, run each printed command as
 //! a reader would paste it (`sh -c`, from the same folder), and check that
@@ -7,10 +7,13 @@
 //! The commands and the claims are read from the script's output, so the
 //! test fails when the printed tries stop working.
 //!
-//! A test binary of its own, not part of `e2e`: the script builds (a no-op
+//! `examples/tls/run.sh` is followed the same way: its three tries (HTTPS
+//! over HTTP/2, the redirect, a route for clients with a certificate).
+//!
+//! A test binary of its own, not part of `e2e`: the scripts build (a no-op
 //! for the gateway after `cargo test` built it, the plugins' first Wasm
-//! build otherwise), and the quickstart's fixed ports 8080, 9000 and 9901
-//! are used by nothing else in the test suite.
+//! build otherwise), and the examples' fixed ports (8080, 9000 and 9901;
+//! 8443, 8088, 9100 and 9911) are used by nothing else in the test suite.
 
 // Only `eventually` and the repository root are used here.
 #[allow(unused_imports)]
@@ -45,15 +48,15 @@ struct Script {
 }
 
 impl Script {
-    fn start(root: &Path) -> Script {
-        let mut child = Command::new("./examples/quickstart/run.sh")
+    fn start(root: &Path, script: &str) -> Script {
+        let mut child = Command::new(script)
             .current_dir(root)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start examples/quickstart/run.sh");
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
         let group = Pid::from_child(&child);
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
@@ -218,7 +221,7 @@ fn port_open(port: u16) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_quickstart_prints_three_tries_that_work_as_printed() {
     let root: PathBuf = support::repo_root().canonicalize().unwrap();
-    let script = Script::start(&root);
+    let script = Script::start(&root, "./examples/quickstart/run.sh");
     eventually(BUILD_AND_START, || async {
         script.exited().is_some() || script.stdout().contains(LAST_LINE)
     })
@@ -325,6 +328,77 @@ async fn the_quickstart_prints_three_tries_that_work_as_printed() {
     script.signal(Signal::INT);
     let stopped = eventually(Duration::from_secs(20), || async {
         script.exited().is_some() && ![8080, 9000, 9901].into_iter().any(port_open)
+    })
+    .await;
+    assert!(
+        stopped,
+        "Ctrl-C did not stop everything:\n{}",
+        script.failure()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tls_example_prints_tries_that_work_as_printed() {
+    let root: PathBuf = support::repo_root().canonicalize().unwrap();
+    let script = Script::start(&root, "./examples/tls/run.sh");
+    eventually(BUILD_AND_START, || async {
+        script.exited().is_some() || script.stdout().contains(LAST_LINE)
+    })
+    .await;
+    let printed = script.stdout();
+    assert!(
+        printed.contains(LAST_LINE),
+        "the script did not get to its tries (exit: {:?}):\n{}",
+        script.exited(),
+        script.failure()
+    );
+    let tries = tries(&printed);
+    assert_eq!(tries.len(), 3, "three tries:\n{printed}");
+
+    // 1. HTTPS over HTTP/2, and what the upstream was told.
+    let [https] = tries[0].commands.as_slice() else {
+        panic!("one command in try 1: {:?}", tries[0]);
+    };
+    let out = run(&root, https);
+    assert_eq!(status_line(&out), "HTTP/2 200", "{out}");
+    let claimed = echoed_pairs(&tries[0].says);
+    assert!(!claimed.is_empty(), "{:?}", tries[0].says);
+    for pair in &claimed {
+        assert!(out.contains(pair.as_str()), "{pair} in:\n{out}");
+    }
+
+    // 2. The redirect, to the same path over HTTPS.
+    let [plain] = tries[1].commands.as_slice() else {
+        panic!("one command in try 2: {:?}", tries[1]);
+    };
+    let out = run(&root, plain);
+    assert_eq!(
+        status_line(&out),
+        "HTTP/1.1 308 Permanent Redirect",
+        "{out}"
+    );
+    assert!(
+        out.contains("location: https://localhost:8443/hello"),
+        "{out}"
+    );
+
+    // 3. With the client certificate the route serves, and the upstream
+    // sees who called; without it, no route serves the client.
+    let [with_cert, without] = tries[2].commands.as_slice() else {
+        panic!("two commands in try 3: {:?}", tries[2]);
+    };
+    let out = run(&root, with_cert);
+    assert_eq!(status_line(&out), "HTTP/2 200", "{out}");
+    assert!(
+        out.contains("\"x-client-cert\": \"subject=\\\"CN=demo-client"),
+        "{out}"
+    );
+    let out = run(&root, without);
+    assert_eq!(status_line(&out), "HTTP/2 404", "{out}");
+
+    script.signal(Signal::INT);
+    let stopped = eventually(Duration::from_secs(20), || async {
+        script.exited().is_some() && ![8443, 8088, 9100, 9911].into_iter().any(port_open)
     })
     .await;
     assert!(
