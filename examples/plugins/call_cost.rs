@@ -329,6 +329,7 @@ impl<'a> Requests<'a> {
                 context: &mut self.context,
                 id: &mut self.id,
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                client_cert: None,
                 held: &mut self.held,
             };
             match slot.on_request(&mut io) {

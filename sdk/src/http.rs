@@ -343,6 +343,26 @@ impl Request<'_> {
         self.handle.client_ip()
     }
 
+    /// The client certificate the gateway's TLS listener verified for this
+    /// connection (mutual TLS); `None` on a plain connection or when the
+    /// client presented none. Read-only.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use weir_sdk::testing::{with_request, TestRequest};
+    /// # with_request(TestRequest::get("/").client_cert("CN=ops", &["ops.internal"]), |req| {
+    /// let who = req.client_cert().map(|c| c.dns_names.join(","));
+    /// assert_eq!(who.as_deref(), Some("ops.internal"));
+    /// # });
+    /// ```
+    pub fn client_cert(&self) -> Option<crate::ClientCert> {
+        // The Wasm side converts the contract's record; the test host
+        // keeps the SDK's own type.
+        #[allow(clippy::useless_conversion)]
+        self.handle.client_cert().map(Into::into)
+    }
+
     /// The request id (the `x-request-id` header Weir guarantees).
     ///
     /// # Example

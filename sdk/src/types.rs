@@ -1,6 +1,7 @@
 //! Plain values that cross the seam between the host services and the host:
-//! a log line's [`Level`] and a token bucket's [`BucketOutcome`] (the
-//! contract's `log-level` and `bucket-outcome`). They sit below both the
+//! a log line's [`Level`], a token bucket's [`BucketOutcome`] and a
+//! request's [`ClientCert`] (the contract's `log-level`, `bucket-outcome`
+//! and `client-cert`). They sit below both the
 //! services, which re-export them where plugins look for them
 //! ([`log`](crate::log), [`state`](crate::state)), and the two sides of the
 //! seam, which build and read them.
@@ -47,4 +48,29 @@ pub struct BucketOutcome {
     pub remaining: u64,
     /// When refused: how long until enough tokens are available.
     pub retry_after: Duration,
+}
+
+/// A client certificate the gateway's listener verified (mutual TLS), as
+/// [`Request::client_cert`](crate::Request::client_cert) gives it.
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::testing::{with_request, TestRequest};
+///
+/// let req = TestRequest::get("/").client_cert("CN=billing", &["billing.internal"]);
+/// with_request(req, |req| {
+///     let cert = req.client_cert().unwrap();
+///     assert_eq!(cert.subject, "CN=billing");
+///     assert_eq!(cert.dns_names, ["billing.internal"]);
+/// });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Its subject: attributes as the certificate lists them, `TYPE=value`
+    /// joined by `, `, e.g. `CN=billing, O=Example`.
+    pub subject: String,
+    /// The DNS names of its subjectAltName (its common name when it has
+    /// none), lower-case.
+    pub dns_names: Vec<String>,
 }

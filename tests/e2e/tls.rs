@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::plugins_support::with_plugins;
 use crate::support::pki::{Ca, Pem};
 use crate::support::upstream::Upstream;
 use crate::support::*;
@@ -726,7 +727,9 @@ async fn a_route_can_require_a_client_certificate_name() {
         ("web.key", other.key),
     ]);
     let app = Upstream::echo("app").await;
-    let routes = "[[route]]\nname = \"billing\"\nupstream = \"app\"\npath_prefix = \"/billing\"\nclient_cert_names = [\"billing.internal\", \"*.ops.internal\"]\n\n[[route]]\nname = \"rest\"\nupstream = \"app\"\npath_prefix = \"/public\"\n";
+    // Both routes also run the basic fixture plugin, which passes on what
+    // `request.client-cert` gave it.
+    let routes = "[[route]]\nname = \"billing\"\nupstream = \"app\"\npath_prefix = \"/billing\"\nclient_cert_names = [\"billing.internal\", \"*.ops.internal\"]\nplugins = [{ name = \"basic\", config = { tag = \"t\" } }]\n\n[[route]]\nname = \"rest\"\nupstream = \"app\"\npath_prefix = \"/public\"\nplugins = [{ name = \"basic\", config = { tag = \"t\" } }]\n";
     let cfg = config(
         &format!(
             "\n[listener.tls]\n{TWO_CERTS}\n[listener.tls.client_auth]\nca = \"clients.pem\"\nmode = \"optional\"\n"
@@ -734,7 +737,7 @@ async fn a_route_can_require_a_client_certificate_name() {
         &[("app", app.addr)],
         routes,
     );
-    let mut b = Gateway::with_config(cfg);
+    let mut b = with_plugins(Gateway::with_config(cfg), &[("basic", "basic")]);
     for (name, text) in &files {
         b = b.file(name, text.as_bytes());
     }
@@ -754,9 +757,14 @@ async fn a_route_can_require_a_client_certificate_name() {
     let billing_args: Vec<&str> = billing_args.iter().map(String::as_str).collect();
     let web_args = with("web");
     let web_args: Vec<&str> = web_args.iter().map(String::as_str).collect();
+    let out = curl(&gw, "a.test", "/billing/1", &billing_args).await;
+    assert_eq!(status(&out), "200 2");
+    // The plugin read the verified certificate through the contract.
+    let body = text(&out);
+    let echo: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
     assert_eq!(
-        status(&curl(&gw, "a.test", "/billing/1", &billing_args).await),
-        "200 2"
+        echo["headers"]["x-fx-client-cert"], "CN=billing, O=Weir tests|billing.internal",
+        "{echo}"
     );
     // Another verified client, or none (optional mode lets it connect):
     // no route matches.
@@ -768,5 +776,10 @@ async fn a_route_can_require_a_client_certificate_name() {
         status(&curl(&gw, "a.test", "/billing/1", &[]).await),
         "404 2"
     );
-    assert_eq!(status(&curl(&gw, "a.test", "/public", &[]).await), "200 2");
+    let out = curl(&gw, "a.test", "/public", &[]).await;
+    assert_eq!(status(&out), "200 2");
+    // Without a certificate the plugin sees none.
+    let body = text(&out);
+    let echo: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert!(echo["headers"].get("x-fx-client-cert").is_none(), "{echo}");
 }

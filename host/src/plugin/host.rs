@@ -123,6 +123,8 @@ pub struct Call {
     pub context: Context,
     pub id: HeaderValue,
     pub client_ip: IpAddr,
+    /// The connection's verified client certificate, if any.
+    pub client_cert: Option<Arc<crate::tls::ClientCert>>,
     /// Header bytes this call may still set or add.
     pub header_budget: usize,
     /// Log lines this call may still write.
@@ -203,6 +205,7 @@ impl Default for Call {
             context: Context::default(),
             id: HeaderValue::from_static(""),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            client_cert: None,
             header_budget: limits::MAX_HEADER_BYTES_PER_CALL,
             log_budget: limits::MAX_LOG_LINES_PER_CALL,
             refused: None,
@@ -502,6 +505,15 @@ impl whttp::HostRequest for StoreData {
     }
     fn id(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
         Ok(self.request_id().to_owned())
+    }
+    fn client_cert(
+        &mut self,
+        _: Resource<RequestHandle>,
+    ) -> wasmtime::Result<Option<whttp::ClientCert>> {
+        Ok(self.call.client_cert.as_ref().map(|c| whttp::ClientCert {
+            subject: c.subject.clone(),
+            dns_names: c.names.clone(),
+        }))
     }
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         // The handle names whatever head is lent; the head is the pipeline's.

@@ -104,6 +104,7 @@ fn per_call_cost() {
                 context: &mut context,
                 id: &mut id,
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                client_cert: None,
                 held: &mut held,
             };
             let action = slot.on_request(&mut io).unwrap();
@@ -145,6 +146,7 @@ fn admission_cost() {
         context: &mut context,
         id: &mut id,
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        client_cert: None,
         held: &mut held,
     };
     slot.on_request(&mut io).unwrap();

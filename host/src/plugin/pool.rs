@@ -174,6 +174,8 @@ pub struct Io<'a> {
     /// Lent like the heads (swapped, not cloned).
     pub id: &'a mut HeaderValue,
     pub client_ip: IpAddr,
+    /// The connection's verified client certificate, if any.
+    pub client_cert: Option<&'a Arc<crate::tls::ClientCert>>,
     /// The instance this request holds (request isolation only).
     pub held: &'a mut Option<Box<Instance>>,
 }
@@ -791,6 +793,16 @@ fn lend(store: &mut Store<StoreData>, io: &mut Io<'_>) {
     std::mem::swap(&mut call.context, io.context);
     std::mem::swap(&mut call.id, io.id);
     call.client_ip = io.client_ip;
+    // The same certificate for every call of a connection: cloned (an
+    // atomic increment) only when it changes.
+    let same = match (&call.client_cert, io.client_cert) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same {
+        call.client_cert = io.client_cert.cloned();
+    }
     call.header_budget = host::limits::MAX_HEADER_BYTES_PER_CALL;
     call.log_budget = host::limits::MAX_LOG_LINES_PER_CALL;
     call.refused = None;

@@ -151,7 +151,8 @@ async fn phases(
         (None, RequestBody::limited(body, route.max_body_bytes))
     } else {
         // Plugins see the request as it will be sent upstream.
-        plugins.start(route, cx.peer.ip(), id);
+        let cert = cx.tls.as_ref().and_then(|t| t.session.client_cert.as_ref());
+        plugins.start(route, cx.peer.ip(), cert, id);
         let steered = match plugins.on_request(&mut parts, &router)? {
             plugins::Decision::Respond(resp) => return Ok(*resp),
             plugins::Decision::Forward(steered) => steered,

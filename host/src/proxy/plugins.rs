@@ -56,6 +56,8 @@ pub struct Scope {
     /// The request id, lent to each call (see `plugin::Io`).
     id: HeaderValue,
     client_ip: IpAddr,
+    /// The connection's verified client certificate, if any.
+    client_cert: Option<Arc<crate::tls::ClientCert>>,
     /// Plugins the request went through (their request phase ran, or they
     /// did not ask for it): the response phase runs for these.
     ran: usize,
@@ -71,6 +73,7 @@ impl Default for Scope {
             each: SmallVec::new(),
             id: HeaderValue::from_static(""),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            client_cert: None,
             ran: 0,
             request: None,
         }
@@ -98,7 +101,13 @@ fn copy_head(p: &Parts) -> Parts {
 
 impl Scope {
     /// Prepares the scope for a route's chain.
-    pub fn start(&mut self, route: &Route, client_ip: IpAddr, id: &HeaderValue) {
+    pub fn start(
+        &mut self,
+        route: &Route,
+        client_ip: IpAddr,
+        client_cert: Option<&Arc<crate::tls::ClientCert>>,
+        id: &HeaderValue,
+    ) {
         let chain = &route.plugins;
         if chain.is_empty() {
             return;
@@ -107,6 +116,7 @@ impl Scope {
         self.each = (0..n).map(|_| PerPlugin::default()).collect();
         self.id = id.clone();
         self.client_ip = client_ip;
+        self.client_cert = client_cert.cloned();
         self.chain = Some(chain.clone());
     }
 
@@ -120,7 +130,7 @@ impl Scope {
 
     fn io<'a>(
         id: &'a mut HeaderValue,
-        client_ip: IpAddr,
+        client: (IpAddr, Option<&'a Arc<crate::tls::ClientCert>>),
         req: &'a mut Parts,
         resp: Option<&'a mut response::Parts>,
         each: &'a mut PerPlugin,
@@ -130,7 +140,8 @@ impl Scope {
             resp,
             context: &mut each.context,
             id,
-            client_ip,
+            client_ip: client.0,
+            client_cert: client.1,
             held: &mut each.held,
         }
     }
@@ -185,7 +196,13 @@ impl Scope {
                 self.ran = i + 1;
                 continue;
             }
-            let mut io = Self::io(&mut self.id, self.client_ip, parts, None, &mut self.each[i]);
+            let mut io = Self::io(
+                &mut self.id,
+                (self.client_ip, self.client_cert.as_ref()),
+                parts,
+                None,
+                &mut self.each[i],
+            );
             let r = slot.on_request(&mut io);
             self.ran = i + 1;
             match self.judge(slot, r)? {
@@ -274,7 +291,13 @@ impl Scope {
             if !slot.caps.request_body {
                 continue;
             }
-            let mut io = Self::io(&mut self.id, self.client_ip, parts, None, &mut self.each[i]);
+            let mut io = Self::io(
+                &mut self.id,
+                (self.client_ip, self.client_cert.as_ref()),
+                parts,
+                None,
+                &mut self.each[i],
+            );
             let r = slot.on_request_body(&mut io, &bytes);
             match self.judge(slot, r)? {
                 None | Some(BodyAction::Continue) => {}
@@ -338,7 +361,7 @@ impl Scope {
             }
             let mut io = Self::io(
                 &mut self.id,
-                self.client_ip,
+                (self.client_ip, self.client_cert.as_ref()),
                 &mut req,
                 Some(&mut head),
                 &mut self.each[i],
@@ -390,7 +413,7 @@ impl Scope {
             }
             let mut io = Self::io(
                 &mut self.id,
-                self.client_ip,
+                (self.client_ip, self.client_cert.as_ref()),
                 &mut req,
                 Some(head),
                 &mut self.each[i],
@@ -433,7 +456,7 @@ impl Scope {
                 }
                 let mut io = Self::io(
                     &mut this.id,
-                    this.client_ip,
+                    (this.client_ip, this.client_cert.as_ref()),
                     &mut req,
                     None,
                     &mut this.each[i],

@@ -154,13 +154,13 @@ pub struct Session {
     /// ALPN chose HTTP/2.
     pub h2: bool,
     /// The verified client certificate, when one was given.
-    pub client_cert: Option<ClientCert>,
+    pub client_cert: Option<std::sync::Arc<ClientCert>>,
 }
 
 /// A verified client certificate, as routes, plugins and upstreams see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCert {
-    /// RFC 4514 subject, e.g. `CN=billing,O=Example`.
+    /// Its subject, e.g. `CN=billing, O=Example` (see `CertInfo::subject`).
     pub subject: String,
     /// DNS names of its subjectAltName.
     pub names: Vec<String>,
@@ -225,9 +225,11 @@ pub async fn handshake(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|leaf| CertInfo::parse(leaf, std::path::Path::new("client certificate")).ok())
-        .map(|info| ClientCert {
-            subject: info.subject,
-            names: info.names,
+        .map(|info| {
+            std::sync::Arc::new(ClientCert {
+                subject: info.subject,
+                names: info.names,
+            })
         });
     let session = Session {
         sni,

@@ -98,7 +98,8 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, FileError> {
 pub struct CertInfo {
     /// The chain file it came from.
     pub file: String,
-    /// Its subject, as RFC 4514 text.
+    /// Its subject: attributes as the certificate lists them, `TYPE=value`
+    /// joined by `, `.
     pub subject: String,
     /// DNS names of its subjectAltName (lower-case; `*.` for wildcards),
     /// or, without any, its subject's common name.

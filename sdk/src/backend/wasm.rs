@@ -8,6 +8,15 @@ use crate::bindings::weir::plugin::{host, http, types};
 use crate::types::{BucketOutcome, Level};
 
 pub(crate) type RequestRef<'a> = WasmHead<'a, http::Request>;
+
+impl From<http::ClientCert> for crate::types::ClientCert {
+    fn from(c: http::ClientCert) -> Self {
+        crate::types::ClientCert {
+            subject: c.subject,
+            dns_names: c.dns_names,
+        }
+    }
+}
 pub(crate) type ResponseRef<'a> = WasmHead<'a, http::Response>;
 
 /// A head as the Wasm side reaches it: the contract's `request` or

@@ -57,6 +57,7 @@ impl TestRequest {
                 query,
                 headers: Headers::default(),
                 client_ip: "127.0.0.1".to_owned(),
+                client_cert: None,
                 id: "test-request".to_owned(),
             },
             body: Vec::new(),
@@ -132,6 +133,23 @@ impl TestRequest {
     /// ```
     pub fn client_ip(mut self, ip: &str) -> Self {
         self.state.client_ip = ip.to_owned();
+        self
+    }
+
+    /// Sets the client certificate the gateway verified: its subject and
+    /// DNS names.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let req = weir_sdk::testing::TestRequest::get("/").client_cert("CN=ops", &["ops.internal"]);
+    /// # let _ = req;
+    /// ```
+    pub fn client_cert(mut self, subject: &str, dns_names: &[&str]) -> Self {
+        self.state.client_cert = Some(crate::types::ClientCert {
+            subject: subject.to_owned(),
+            dns_names: dns_names.iter().map(|n| n.to_string()).collect(),
+        });
         self
     }
 

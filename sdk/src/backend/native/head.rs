@@ -110,6 +110,7 @@ pub struct RequestState {
     pub(crate) query: Option<String>,
     pub(crate) headers: Headers,
     pub(crate) client_ip: String,
+    pub(crate) client_cert: Option<crate::types::ClientCert>,
     pub(crate) id: String,
 }
 
@@ -148,6 +149,10 @@ impl RequestState {
 
     pub(crate) fn id(&self) -> String {
         self.id.clone()
+    }
+
+    pub(crate) fn client_cert(&self) -> Option<crate::types::ClientCert> {
+        self.client_cert.clone()
     }
 }
 
