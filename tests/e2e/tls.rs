@@ -783,3 +783,75 @@ async fn a_route_can_require_a_client_certificate_name() {
     let echo: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
     assert!(echo["headers"].get("x-fx-client-cert").is_none(), "{echo}");
 }
+
+#[tokio::test]
+async fn sighup_reloads_certificates_behind_a_swapped_symlink() {
+    // Renewal tools such as certbot point a `live` folder (a symlink) at
+    // the newest files; swapping the link changes no watched file, so
+    // SIGHUP is what reloads them.
+    let ca = Ca::new("Test CA");
+    let v1 = ca.server(&["a.test", "v1.a.test"], false);
+    let v2 = ca.server(&["a.test", "v2.a.test"], false);
+    let mut files = usual(&ca);
+    files.extend([
+        ("v1/a.pem", v1.cert),
+        ("v1/a.key", v1.key),
+        ("v2/a.pem", v2.cert),
+        ("v2/a.key", v2.key),
+    ]);
+    let app = Upstream::echo("app").await;
+    let cfg = config(
+        "\n[listener.tls]\ncertificates = [{ cert = \"live/a.pem\", key = \"live/a.key\" }]\n",
+        &[("app", app.addr)],
+        "[[route]]\nupstream = \"app\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n",
+    );
+    let mut b = Gateway::with_config(cfg);
+    for (name, text) in &files {
+        b = b.file(name, text.as_bytes());
+    }
+    let gw = b.symlink("live", "v1").start();
+    let names = |admin: serde_json::Value| admin["certificates"][0]["names"][1].clone();
+    assert_eq!(names(tls_admin(&gw).await), "v1.a.test");
+    let dir = gw.dir().to_owned();
+    std::os::unix::fs::symlink("v2", dir.join("live.new")).unwrap();
+    std::fs::rename(dir.join("live.new"), dir.join("live")).unwrap();
+    gw.sighup();
+    let swapped = eventually(Duration::from_secs(10), || async {
+        names(tls_admin(&gw).await) == "v2.a.test"
+    })
+    .await;
+    assert!(swapped, "{}", gw.logs_for_failure());
+    let s = s_client(&gw, &["-servername", "a.test"]).await;
+    assert!(s.contains("Verify return code: 0"), "{s}");
+}
+
+#[tokio::test]
+async fn a_certificate_near_its_end_is_warned_about() {
+    let ca = Ca::new("Test CA");
+    let soon = ca.server_expiring_in("a.test", 10);
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("a.pem", soon.cert),
+        ("a.key", soon.key),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let (_app, gw) = start(
+        "certificates = [{ cert = \"a.pem\", key = \"a.key\" }]\nexpiry_warning = \"30d\"",
+        &files,
+        "",
+    )
+    .await;
+    let warned = eventually(Duration::from_secs(5), || async {
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("certificate expires soon") && l.contains("a.pem"))
+    })
+    .await;
+    assert!(warned, "{}", gw.logs_for_failure());
+    let days = tls_admin(&gw).await["certificates"][0]["expires_in_days"]
+        .as_u64()
+        .unwrap();
+    assert!((8..=10).contains(&days), "{days}");
+    // And it serves: a warning, not a refusal.
+    assert!(curl(&gw, "a.test", "/", &[]).await.status.success());
+}

@@ -52,12 +52,20 @@ pub struct Gateway {
 pub struct GatewayBuilder {
     config: String,
     files: Vec<(String, Vec<u8>)>,
+    /// Symbolic links (name, target) made after the files.
+    links: Vec<(String, String)>,
     args: Vec<String>,
 }
 
 impl GatewayBuilder {
     pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
         self.files.push((name.to_owned(), contents.into()));
+        self
+    }
+
+    /// A symbolic link `name` → `target` in the gateway's folder.
+    pub fn symlink(mut self, name: &str, target: &str) -> Self {
+        self.links.push((name.to_owned(), target.to_owned()));
         self
     }
 
@@ -75,6 +83,9 @@ impl GatewayBuilder {
                 std::fs::create_dir_all(parent).unwrap();
             }
             std::fs::write(p, contents).unwrap();
+        }
+        for (name, target) in &self.links {
+            std::os::unix::fs::symlink(target, dir.path().join(name)).unwrap();
         }
         let config = dir.path().join("weir.toml");
         std::fs::write(&config, &self.config).unwrap();
@@ -143,6 +154,7 @@ impl Gateway {
         GatewayBuilder {
             config: config.into(),
             files: Vec::new(),
+            links: Vec::new(),
             args: Vec::new(),
         }
     }

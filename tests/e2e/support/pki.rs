@@ -92,6 +92,16 @@ impl Ca {
         self.sign(params, name, false)
     }
 
+    /// A server certificate for `name` that expires `days` days from now.
+    pub fn server_expiring_in(&self, name: &str, days: u64) -> Pem {
+        let at = std::time::SystemTime::now() + std::time::Duration::from_secs(days * 86_400);
+        let text = humantime::format_rfc3339(at).to_string();
+        let ymd: Vec<i32> = text[..10].split('-').map(|n| n.parse().unwrap()).collect();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(ymd[0], ymd[1] as u8, ymd[2] as u8);
+        self.sign(params, name, false)
+    }
+
     /// A client certificate with common name `cn` and DNS name `dns`.
     pub fn client(&self, cn: &str, dns: &str) -> Pem {
         let mut params = CertificateParams::new(vec![dns.to_string()]).unwrap();
