@@ -20,6 +20,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -44,10 +45,18 @@ MODES = {
     # seconds per measured run, warm-up seconds, rounds, start-up samples
     # per proxy and round, wrk connections
     "quick": dict(duration=3, warmup=1, rounds=1, startup_samples=3, conns=50,
-                  idle_conns=10_000, budget=300),
+                  idle_conns=10_000, budget=420),
     "full": dict(duration=8, warmup=2, rounds=3, startup_samples=5, conns=50,
-                 idle_conns=10_000, budget=1400),
+                 idle_conns=10_000, budget=2000),
 }
+
+# TLS handshake scenarios: `openssl s_time` processes running at once
+# (each one makes its connections one after another), and the request
+# each connection sends. s_time sends `GET <-www> HTTP/1.0` and a blank
+# line, so the path argument carries an HTTP/1.1 request with a Host and
+# `Connection: close`; the trailing " HTTP/1.0" lands in a header value.
+STIME_CLIENTS = 8
+STIME_REQUEST = "/ HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nX-Bench: s_time"
 
 # Hot deploy: swaps under load, and plugins in the start-up scenario.
 HOT_SWAPS = 100
@@ -216,12 +225,36 @@ def established_to(port):
     return n
 
 
-def http_get(port, headers=(), timeout=1.0, whole=False, path="/"):
-    """One request on a fresh connection: the status code (None if there
-    was no answer), or with `whole` the status, the head and the body."""
+def tls_client(cafile=None, alpn=("http/1.1",)):
+    """A TLS client context: TLS 1.3, ALPN `alpn`; it verifies the server
+    against `cafile` (the benchmark's certificate, for name `localhost`)
+    when given, otherwise it does not verify."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if cafile:
+        ctx.load_verify_locations(cafile)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+_TLS_PROBE = None
+
+
+def http_get(port, headers=(), timeout=1.0, whole=False, path="/", tls=False):
+    """One request on a fresh connection (with `tls`, over TLS without
+    verification): the status code (None if there was no answer), or with
+    `whole` the status, the head and the body."""
+    global _TLS_PROBE
     data = b""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = raw
+            if tls:
+                _TLS_PROBE = _TLS_PROBE or tls_client()
+                s = _TLS_PROBE.wrap_socket(raw, server_hostname="localhost")
             extra = "".join(f"{h}\r\n" for h in headers)
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{extra}"
                       "Connection: close\r\n\r\n".encode())
@@ -230,6 +263,8 @@ def http_get(port, headers=(), timeout=1.0, whole=False, path="/"):
                 if not chunk:
                     break
                 data += chunk
+            if s is not raw:
+                s.close()
     except OSError:
         if not whole or not data:
             return (None, "", b"") if whole else None
@@ -256,10 +291,10 @@ def check_behaviour(server, checks):
             raise BenchError(f"{what}: no {header} header in the answer")
 
 
-def wait_200(port, deadline, headers=(), proc=None, pause=0.0002, path="/"):
+def wait_200(port, deadline, headers=(), proc=None, pause=0.0002, path="/", tls=False):
     """Polls tightly until a request through `port` answers 200."""
     while time.monotonic() < deadline:
-        if http_get(port, headers, path=path) == 200:
+        if http_get(port, headers, path=path, tls=tls) == 200:
             return True
         if proc is not None and proc.poll() is not None:
             return False
@@ -280,18 +315,93 @@ def tail(path, n=15):
 # --------------------------------------------------------------------------
 
 class Server:
-    def __init__(self, name, port, proc, log, headers=()):
+    def __init__(self, name, port, proc, log, headers=(), tls=False):
         self.name, self.port, self.proc, self.log = name, port, proc, log
         self.headers = list(headers)
+        self.tls = tls
+        # Where its handshake counts are read (TLS): Weir's admin
+        # listener, HAProxy's stats socket; nginx has none.
+        self.admin_port = None
+        self.stats_socket = None
+        # Bytes of its 200 to STIME_REQUEST (tls_check).
+        self.stime_bytes = None
 
     def pids(self):
         return tree(self.proc.pid)
+
+    def handshakes(self):
+        """Full, resumed and failed TLS handshakes so far, as the proxy
+        counts them, or None when it does not say."""
+        if self.admin_port:
+            status, _, body = http_get(self.admin_port, whole=True, path="/admin/tls")
+            if status != 200:
+                return None
+            try:
+                h = json.loads(body.decode())["bench"]["handshakes"]
+                return {"full": h["full"], "resumed": h["resumed"],
+                        "failed": sum(h["failed"].values())}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return None
+        if self.stats_socket:
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(2.0)
+                    s.connect(self.stats_socket)
+                    s.sendall(b"show stat\n")
+                    out = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        out += chunk
+            except OSError:
+                return None
+            lines = out.decode().splitlines()
+            if not lines:
+                return None
+            head = lines[0].lstrip("# ").split(",")
+            for line in lines[1:]:
+                row = dict(zip(head, line.split(",")))
+                if row.get("pxname") == "bench" and row.get("svname") == "FRONTEND":
+                    try:
+                        # `ssl_sess` counts new sessions (full handshakes)
+                        # only, `ssl_reused_sess` the resumed ones.
+                        return {"full": int(row["ssl_sess"]),
+                                "resumed": int(row["ssl_reused_sess"]),
+                                "failed": int(row["ssl_failed_handshake"])}
+                    except (KeyError, ValueError):
+                        return None
+        return None
 
 
 class Bench:
     def __init__(self, args, mode, workdir, procs):
         self.args, self.mode, self.workdir, self.procs = args, mode, workdir, procs
         self.upstream = None
+        self._tls = None
+
+    def tls(self):
+        """The certificate of every TLS scenario, made once per run: ECDSA
+        P-256, self-signed, for DNS:localhost and IP:127.0.0.1."""
+        if self._tls is None:
+            d = self.dir("tls")
+            cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+            r = subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                 "-days", "365", "-subj", "/CN=localhost",
+                 "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                raise BenchError(f"openssl req failed: {r.stderr[-800:]}")
+            # HAProxy reads the certificate and its key from one file.
+            combined = os.path.join(d, "combined.pem")
+            with open(combined, "w") as f:
+                for path in (cert, key):
+                    with open(path) as part:
+                        f.write(part.read())
+            self._tls = configs.Tls(cert, key, combined)
+        return self._tls
 
     def dir(self, name):
         d = os.path.join(self.workdir, name)
@@ -318,12 +428,13 @@ class Bench:
             return [WEIR, "run", "-c", conf]
         raise ValueError(kind)
 
-    def start(self, name, kind, conf_text, port, cpu=PROXY_CPU, headers=(), ready_s=10.0):
+    def start(self, name, kind, conf_text, port, cpu=PROXY_CPU, headers=(), ready_s=10.0,
+              tls=False):
         d = self.dir(name)
         argv = self.argv_for(kind, d, conf_text)
         log = os.path.join(d, "stderr.log")
         proc = self.procs.start(argv, cpu, log)
-        if not wait_200(port, time.monotonic() + ready_s, headers, proc, pause=0.005):
+        if not wait_200(port, time.monotonic() + ready_s, headers, proc, pause=0.005, tls=tls):
             self.procs.stop(proc)
             raise BenchError(f"{name} did not answer 200 on port {port} within "
                              f"{ready_s}s; its log:\n{tail(log)}"
@@ -332,7 +443,7 @@ class Bench:
         if pinned != str(cpu):
             self.procs.stop(proc)
             raise BenchError(f"{name} runs on CPUs {pinned}, not {cpu}")
-        return Server(name, port, proc, log, headers)
+        return Server(name, port, proc, log, headers, tls)
 
     def start_upstream(self):
         port = free_port()
@@ -342,33 +453,41 @@ class Bench:
         return self.upstream
 
     def proxy_conf(self, kind, port, **kw):
+        """A proxy's configuration; with `tls=True`, HTTPS to clients with
+        the run's certificate (and Weir's admin listener on `admin_port`)."""
         up = self.upstream.port
+        tls = self.tls() if kw.get("tls") else None
         if kind == "weir":
-            return configs.weir_plain(port, up)
+            return configs.weir_plain(port, up, tls, kw.get("admin_port"))
         if kind == "nginx":
             return configs.proxy_nginx(self.dir(kw["name"]), port, up,
-                                       api_key_lua=kw.get("lua", False))
+                                       api_key_lua=kw.get("lua", False), tls=tls)
         if kind == "haproxy":
-            return configs.haproxy(self.dir(kw["name"]), port, up)
+            return configs.haproxy(self.dir(kw["name"]), port, up, tls)
         raise ValueError(kind)
 
-    def start_proxy(self, name, kind, lua=False, headers=()):
+    def start_proxy(self, name, kind, lua=False, headers=(), tls=False):
         port = free_port()
-        conf = self.proxy_conf(kind, port, name=name, lua=lua)
+        admin_port = free_port() if tls and kind == "weir" else None
+        conf = self.proxy_conf(kind, port, name=name, lua=lua, tls=tls, admin_port=admin_port)
         if kind == "weir":
             weir_check(self.dir(name), conf)
-        return self.start(name, kind, conf, port, headers=headers)
+        server = self.start(name, kind, conf, port, headers=headers, tls=tls)
+        server.admin_port = admin_port
+        if tls and kind == "haproxy":
+            server.stats_socket = os.path.join(self.dir(name), "haproxy.sock")
+        return server
 
     # ---- wrk ------------------------------------------------------------
 
-    def wrk(self, port, seconds, headers=(), close=False):
+    def wrk(self, port, seconds, headers=(), close=False, tls=False):
         argv = ["wrk", "-t1", f"-c{self.mode['conns']}", f"-d{seconds}s",
                 "--timeout", "5s", "--latency", "-s", LUA]
         for h in headers:
             argv += ["-H", h]
         if close:
             argv += ["-H", "Connection: close"]
-        argv.append(f"http://127.0.0.1:{port}/")
+        argv.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}/")
         try:
             # The driver runs on LOAD_CPU; wrk inherits it.
             r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
@@ -385,12 +504,14 @@ class Bench:
         """Warm-up, then one measured wrk run with CPU deltas of the proxy
         (all its processes and threads) and of the upstream."""
         m = self.mode
-        warm = self.wrk(server.port, m["warmup"], server.headers, close)
+        warm = self.wrk(server.port, m["warmup"], server.headers, close, server.tls)
         proxy_pids = server.pids() if server is not self.upstream else []
         up_pids = self.upstream.pids()
+        h0 = server.handshakes() if server.tls else None
         c0, u0 = cpu_ns(proxy_pids), cpu_ns(up_pids)
-        w = self.wrk(server.port, m["duration"], server.headers, close)
+        w = self.wrk(server.port, m["duration"], server.headers, close, server.tls)
         c1, u1 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        h1 = server.handshakes() if server.tls else None
         n = w["requests"]
         errors = sum(w["errors"].values())
         run = {
@@ -407,6 +528,8 @@ class Bench:
             "warmup": {"requests": warm["requests"], "non2xx": warm["non2xx"],
                        "errors": warm["errors"]},
         }
+        if h0 and h1:
+            run["handshakes"] = {k: h1[k] - h0[k] for k in h0}
         problems = []
         if n == 0:
             problems.append("no requests completed")
@@ -416,6 +539,120 @@ class Bench:
             problems.append(f"socket errors {w['errors']}")
         if warm["non2xx"] or sum(warm["errors"].values()):
             problems.append(f"warm-up had {warm['non2xx']} non-2xx and errors {warm['errors']}")
+        if server.proc.poll() is not None:
+            problems.append(f"{server.name} exited during the run")
+        run["status"] = "failed: " + "; ".join(problems) if problems else "ok"
+        return run
+
+    # ---- openssl s_time ---------------------------------------------------
+
+    def stime(self, port, seconds, reuse):
+        """`STIME_CLIENTS` `openssl s_time` processes at once, each making
+        connections one after another for `seconds` (s_time's clock counts
+        whole seconds: up to one more): with `-new` every connection is a
+        full handshake, with `-reuse` each resumes the session of the
+        process's first connection (made before its timed loop). Each
+        connection sends STIME_REQUEST and reads the answer until the
+        proxy closes. Returns the connections made, their kinds as s_time
+        saw them (one character each: `r` resumed, `*` a full TLS 1.3
+        handshake) and the bytes read per connection of each process."""
+        argv = ["openssl", "s_time", "-connect", f"127.0.0.1:{port}",
+                "-reuse" if reuse else "-new", "-www", STIME_REQUEST, "-time", str(seconds)]
+        procs = []
+        try:
+            # The driver runs on LOAD_CPU; s_time inherits it.
+            for _ in range(STIME_CLIENTS):
+                procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True,
+                                              start_new_session=True))
+            deadline = time.monotonic() + seconds + 30
+            outs = []
+            for p in procs:
+                try:
+                    out, _ = p.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    raise BenchError(f"openssl s_time did not finish within {seconds + 30}s")
+                outs.append((p.returncode, out))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        out = {"connections": 0, "resumed": 0, "full": 0, "bytes_per_conn": [], "errors": []}
+        for rc, text in outs:
+            m = re.search(r"^(\d+) connections in [\d.]+s; [\d.]+ connections/user sec, "
+                          r"bytes read (\d+)$", text, re.M)
+            if rc != 0 or not m:
+                out["errors"].append(f"exit {rc}: {text[-300:]!r}")
+                continue
+            n = int(m.group(1))
+            # The process's first connection, made before its timed loop,
+            # is not in its count (nor in the progress characters).
+            out["connections"] += n + (1 if reuse else 0)
+            progress = "".join(re.findall(r"^[r*t3]+$", text, re.M))
+            out["resumed"] += progress.count("r")
+            out["full"] += progress.count("*")
+            out["bytes_per_conn"].append(int(m.group(2)) / n if n else 0)
+        return out
+
+    def measure_handshakes(self, server, reuse):
+        """Warm-up, then one measured s_time run with the CPU deltas of
+        the proxy and the upstream: CPU per connection, each connection a
+        full (`reuse` False) or resumed TLS handshake and one request.
+        s_time runs one second less than the mode's times ask, since it
+        may run up to one second more."""
+        m = self.mode
+        warm = self.stime(server.port, max(m["warmup"] - 1, 1), reuse)
+        proxy_pids, up_pids = server.pids(), self.upstream.pids()
+        h0 = server.handshakes()
+        c0, u0 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        t0 = time.monotonic()
+        st = self.stime(server.port, max(m["duration"] - 1, 1), reuse)
+        seconds = time.monotonic() - t0
+        c1, u1 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        h1 = server.handshakes()
+        n = st["connections"]
+        run = {
+            "requests": n,
+            "rps": n / seconds if seconds else 0.0,
+            "p50_us": None,
+            "p99_us": None,
+            "proxy_cpu_ns": c1 - c0,
+            "proxy_cpu_us_per_req": (c1 - c0) / 1000 / n if n else None,
+            "handshakes_per_cpu_s": n / ((c1 - c0) / 1e9) if n and c1 > c0 else None,
+            "upstream_cpu_ns": u1 - u0,
+            "upstream_cpu_us_per_req": (u1 - u0) / 1000 / n if n else None,
+            "proxy_pids": proxy_pids,
+            "s_time": dict(st, clients=STIME_CLIENTS, seconds=round(seconds, 3),
+                           mode="-reuse" if reuse else "-new"),
+            "warmup": {"connections": warm["connections"], "errors": warm["errors"]},
+        }
+        if h0 and h1:
+            run["handshakes"] = {k: h1[k] - h0[k] for k in h0}
+        problems = []
+        if n == 0:
+            problems.append("no connections completed")
+        if st["errors"] or warm["errors"]:
+            problems.append(f"s_time failed: {(st['errors'] + warm['errors'])[0]}")
+        # Every connection of the kind measured, as the client saw it...
+        wrong = st["full"] if reuse else st["resumed"]
+        if wrong:
+            problems.append(f"{wrong} connections were {'full' if reuse else 'resumed'} "
+                            "handshakes (s_time)")
+        # ...and as the proxy counted them, where it counts them (the
+        # processes' first connections in -reuse are full handshakes).
+        hs = run.get("handshakes")
+        if hs:
+            expect_full = STIME_CLIENTS if reuse else n
+            if hs["failed"] or hs["full"] != expect_full or hs["full"] + hs["resumed"] != n:
+                problems.append(f"the proxy counted {hs}, expected {expect_full} full of {n}")
+        # Every answer the size of the proxy's 200 (s_time cannot see the
+        # status): HAProxy's request ids vary by a few bytes.
+        want = server.stime_bytes
+        if want:
+            off = [b for b in st["bytes_per_conn"] if abs(b - want) > 0.05 * want]
+            if off:
+                problems.append(f"answers of {off[0]:.0f} bytes on average, the 200 has {want}")
         if server.proc.poll() is not None:
             problems.append(f"{server.name} exited during the run")
         run["status"] = "failed: " + "; ".join(problems) if problems else "ok"
@@ -558,32 +795,41 @@ def fmt_run(run):
     if run["status"] != "ok":
         return run["status"][:200]
     cpu = run["proxy_cpu_us_per_req"]
+    if run["p50_us"] is None:
+        # openssl s_time: connections, no latencies.
+        return f"{run['rps']:>9.0f} conn/s  cpu {cpu:.2f} us/conn"
     return (f"{run['rps']:>9.0f} req/s  p50 {run['p50_us'] / 1000:.2f} ms  "
             f"p99 {run['p99_us'] / 1000:.2f} ms  "
             f"cpu {'-' if cpu is None else f'{cpu:.2f} us/req'}")
 
 
-def idle_phase(bench, results, log):
+def idle_phase(bench, results, log, tls=False):
+    """10,000 idle client connections per proxy (with `tls`, each one a TLS
+    connection that completed its handshake and one request): RSS growth."""
     m = bench.mode
+    out = results["tls_idle"] if tls else results["idle"]
+    what = "idle-tls" if tls else "idle"
     for rnd in range(1, m["rounds"] + 1):
         for kind in ("weir", "nginx", "haproxy"):
-            name = f"idle-{kind}-{rnd}"
+            name = f"{what}-{kind}-{rnd}"
             rec = {"round": rnd, "target": kind, "connections": m["idle_conns"]}
             server = None
             client = None
             try:
-                server = bench.start_proxy(name, kind)
+                server = bench.start_proxy(name, kind, tls=tls)
                 # Warm the process once, as a serving proxy would be.
-                bench.wrk(server.port, 1)
+                bench.wrk(server.port, 1, tls=tls)
                 time.sleep(0.5)
                 pids = server.pids()
                 rec["rss_before_kib"] = rss_kib(pids)
+                h0 = server.handshakes() if tls else None
                 client = bench.procs.start(
                     [sys.executable, IDLE, "--port", str(server.port), "-n", str(m["idle_conns"]),
-                     "--hold", "120"],
+                     "--hold", "120"] + (["--tls"] if tls else []),
                     LOAD_CPU, os.path.join(bench.dir(name), "idle-client.log"),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-                line = read_line(client, 90)
+                # TLS: the client's side of 10,000 handshakes is Python's.
+                line = read_line(client, 150 if tls else 90)
                 stats = json.loads(line)
                 time.sleep(1.0)
                 rec["rss_after_kib"] = rss_kib(pids)
@@ -591,6 +837,9 @@ def idle_phase(bench, results, log):
                 rec["client"] = stats
                 rec["growth_kib"] = rec["rss_after_kib"] - rec["rss_before_kib"]
                 rec["bytes_per_conn"] = rec["growth_kib"] * 1024 / max(stats["ok"], 1)
+                h1 = server.handshakes() if tls else None
+                if h0 and h1:
+                    rec["handshakes"] = {k: h1[k] - h0[k] for k in h0}
                 bad = []
                 if stats["failed"] or stats["non200"]:
                     bad.append(f"{stats['failed']} connections failed, {stats['non200']} non-200 "
@@ -609,13 +858,123 @@ def idle_phase(bench, results, log):
                     bench.procs.stop(client)
                 if server is not None:
                     bench.procs.stop(server.proc)
-            results["idle"].append(rec)
+            out.append(rec)
             if rec["status"] == "ok":
-                log(f"  round {rnd} idle   {kind:<8} RSS {rec['rss_before_kib']} -> "
+                log(f"  round {rnd} {what:<6} {kind:<8} RSS {rec['rss_before_kib']} -> "
                     f"{rec['rss_after_kib']} KiB (+{rec['growth_kib']} KiB, "
                     f"{rec['bytes_per_conn']:.0f} B/conn), {rec['established']} open")
             else:
-                log(f"  round {rnd} idle   {kind:<8} {rec['status']}")
+                log(f"  round {rnd} {what:<6} {kind:<8} {rec['status']}")
+
+
+def tls_check(bench, server):
+    """What a TLS proxy negotiates and that it does its job over TLS,
+    before it is measured: `openssl s_client` (the library wrk and s_time
+    use) verifies the run's certificate for `localhost` and reports the
+    version, cipher suite, signature and key exchange it got; Python's ssl
+    checks that ALPN h2 is offered back, that a request answers the
+    upstream's body, and that the session of that connection resumes on
+    the next one. Also records the size of the proxy's answer to
+    STIME_REQUEST, against which s_time's bytes per connection are
+    checked. Raises on the first problem; returns what it saw."""
+    tls = bench.tls()
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}",
+                        "-servername", "localhost", "-brief", "-CAfile", tls.cert,
+                        "-verify_return_error", "-verify_hostname", "localhost"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+    seen = dict(re.findall(r"^(Protocol version|Ciphersuite|Signature type|Verification|"
+                           r"Server Temp Key): (.*)$", r.stdout + r.stderr, re.M))
+    rec = {"target": server.name, "protocol": seen.get("Protocol version"),
+           "cipher": seen.get("Ciphersuite"), "signature": seen.get("Signature type"),
+           "key_exchange": seen.get("Server Temp Key"), "verified": seen.get("Verification")}
+    if r.returncode != 0 or rec["verified"] != "OK" or rec["protocol"] != "TLSv1.3":
+        raise BenchError(f"{server.name}: openssl s_client saw {rec}: {(r.stdout + r.stderr)[-400:]}")
+
+    def get(ctx, request, session=None):
+        """One connection: the answer to `request` (read until the proxy
+        closes; no request: only the handshake), the ALPN protocol, the
+        session and whether it was resumed."""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+                data = b""
+                if request is None:
+                    return data, s.selected_alpn_protocol(), None, s.session_reused
+                s.sendall(request)
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data, s.selected_alpn_protocol(), s.session, s.session_reused
+
+    try:
+        _, alpn, _, _ = get(tls_client(tls.cert, ("h2", "http/1.1")), None)
+        ctx = tls_client(tls.cert)
+        plain = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        data, _, session, _ = get(ctx, plain)
+        _, _, _, resumed = get(ctx, plain, session)
+        stime, _, _, _ = get(ctx, f"GET {STIME_REQUEST} HTTP/1.0\r\n\r\n".encode())
+    except (OSError, ValueError) as e:
+        raise BenchError(f"{server.name}: TLS check failed: {e!r}")
+    rec.update(alpn_h2=alpn, resumed=resumed, stime_answer_bytes=len(stime))
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200") or body != configs.UPSTREAM_BODY.encode():
+        raise BenchError(f"{server.name} answered {data[:120]!r} over TLS")
+    if not stime.startswith(b"HTTP/1.1 200"):
+        raise BenchError(f"{server.name} answered s_time's request with {stime[:120]!r}")
+    if alpn != "h2":
+        raise BenchError(f"{server.name}: ALPN h2 offered, {alpn!r} chosen")
+    if not resumed:
+        raise BenchError(f"{server.name}: the TLS session did not resume")
+    server.stime_bytes = len(stime)
+    return rec
+
+
+def tls_phase(bench, results, log):
+    """HTTPS to the clients (the upstream stays plain HTTP), every proxy
+    with the same certificate: keep-alive proxying (wrk), a full handshake
+    per connection and request (openssl s_time -new), a resumed one
+    (s_time -reuse); then 10,000 idle TLS connections per proxy."""
+    m = bench.mode
+    servers = {}
+    try:
+        for kind in ("weir", "nginx", "haproxy"):
+            servers[kind] = bench.start_proxy(f"tls-{kind}", kind, tls=True)
+        for kind, srv in servers.items():
+            rec = dict(tls_check(bench, srv), target=kind)
+            results["tls_checks"].append(rec)
+            log(f"  {kind:<8} {rec['protocol']} {rec['cipher']} {rec['signature']} "
+                f"{rec['key_exchange']}, ALPN {rec['alpn_h2']}, resumption "
+                f"{'works' if rec['resumed'] else 'FAILS'}")
+        # Each row runs right after the one it is compared with: Weir's
+        # full handshakes with nginx's and with its own resumed ones.
+        plan = [("tls", t) for t in ("weir", "nginx", "haproxy")]
+        plan += [("tls-new", "nginx"), ("tls-new", "weir"), ("tls-resumed", "weir"),
+                 ("tls-resumed", "nginx"), ("tls-new", "haproxy"), ("tls-resumed", "haproxy")]
+        for rnd in range(1, m["rounds"] + 1):
+            for group, target in plan:
+                t0 = time.monotonic()
+                try:
+                    if group == "tls":
+                        run = bench.measure(servers[target])
+                    else:
+                        run = bench.measure_handshakes(servers[target], group == "tls-resumed")
+                except BenchError as e:
+                    run = {"status": f"failed: {e}"}
+                run.update(round=rnd, group=group, target=target)
+                results["runs"].append(run)
+                hs = run.get("handshakes")
+                counted = (f"  (proxy counted {hs['full']} full, {hs['resumed']} resumed)"
+                           if hs else "")
+                log(f"  round {rnd} {group:<11} {target:<8} {fmt_run(run)}{counted}  "
+                    f"({time.monotonic() - t0:.1f}s)")
+    except BenchError as e:
+        results["skipped"].append({"group": "tls", "target": "all", "reason": f"FAILED: {e}"})
+        log(f"  {e}")
+    finally:
+        for s in servers.values():
+            bench.procs.stop(s.proc)
+    idle_phase(bench, results, log, tls=True)
 
 
 def read_line(proc, timeout):
@@ -1002,7 +1361,8 @@ def spread(xs):
 
 
 BASELINE = {"plain": ("plain", "nginx"), "plugin": ("plain", "nginx"), "close": ("close", "nginx"),
-            "balancer": ("plain", "nginx")}
+            "balancer": ("plain", "nginx"), "tls": ("tls", "nginx"),
+            "tls-new": ("tls-new", "nginx"), "tls-resumed": ("tls-resumed", "nginx")}
 
 
 def summarize(results):
@@ -1023,8 +1383,9 @@ def summarize(results):
         all_runs = [r for r in results["runs"] if r["group"] == group and r["target"] == target]
         row = {"group": group, "target": target, "ok_runs": len(mine), "runs": len(all_runs),
                "failures": [r["status"] for r in all_runs if r["status"] != "ok"]}
-        for f in ("rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req"):
-            row[f] = spread([r[f] for r in mine])
+        for f in ("rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req",
+                  "handshakes_per_cpu_s"):
+            row[f] = spread([r.get(f) for r in mine])
         def paired(base, f="proxy_cpu_us_per_req", op=lambda a, b: a / b):
             """`op` of this row's figure and `base`'s, round by round."""
             out = []
@@ -1046,24 +1407,40 @@ def summarize(results):
         # A policy's cost against round_robin over the same endpoints.
         if group == "balancer":
             row["cpu_vs_round_robin"] = paired(("balancer", "weir-2ep-round_robin"))
+        # A resumed handshake's cost against a full one, same proxy and round.
+        if group == "tls-resumed":
+            row["cpu_vs_full_handshake"] = paired(("tls-new", target))
+        # Handshakes as the proxy counted them (Weir, HAProxy) and as
+        # s_time saw them, over the measured runs.
+        counted = [r["handshakes"] for r in mine if r.get("handshakes")]
+        if counted:
+            row["handshakes_counted"] = {k: sum(h[k] for h in counted) for k in counted[0]}
+        if any("s_time" in r for r in mine):
+            row["client_saw"] = {k: sum(r["s_time"][k] for r in mine)
+                                 for k in ("full", "resumed")}
         rows.append(row)
     for s in results["skipped"]:
         rows.append({"group": s["group"], "target": s["target"], "skipped": s["reason"]})
 
-    idle = []
-    for kind in ("weir", "nginx", "haproxy"):
-        mine = [r for r in results["idle"] if r["target"] == kind and r["status"] == "ok"]
-        failures = [r["status"] for r in results["idle"] if r["target"] == kind and r["status"] != "ok"]
-        ratios = []
-        for r in mine:
-            b = next((x for x in results["idle"] if x["target"] == "nginx" and x["round"] == r["round"]
-                      and x["status"] == "ok"), None)
-            if b and b["growth_kib"] > 0:
-                ratios.append(r["growth_kib"] / b["growth_kib"])
-        idle.append({"target": kind, "growth_kib": spread([r["growth_kib"] for r in mine]),
-                     "bytes_per_conn": spread([r["bytes_per_conn"] for r in mine]),
-                     "rss_before_kib": spread([r["rss_before_kib"] for r in mine]),
-                     "growth_vs_nginx": spread(ratios), "failures": failures})
+    def idle_summary(recs):
+        idle = []
+        for kind in ("weir", "nginx", "haproxy"):
+            mine = [r for r in recs if r["target"] == kind and r["status"] == "ok"]
+            failures = [r["status"] for r in recs if r["target"] == kind and r["status"] != "ok"]
+            ratios = []
+            for r in mine:
+                b = next((x for x in recs if x["target"] == "nginx"
+                          and x["round"] == r["round"] and x["status"] == "ok"), None)
+                if b and b["growth_kib"] > 0:
+                    ratios.append(r["growth_kib"] / b["growth_kib"])
+            idle.append({"target": kind, "growth_kib": spread([r["growth_kib"] for r in mine]),
+                         "bytes_per_conn": spread([r["bytes_per_conn"] for r in mine]),
+                         "rss_before_kib": spread([r["rss_before_kib"] for r in mine]),
+                         "rss_after_kib": spread([r["rss_after_kib"] for r in mine]),
+                         "growth_vs_nginx": spread(ratios), "failures": failures})
+        return idle
+
+    idle = idle_summary(results["idle"])
 
     startup = []
     for kind in ("weir", "nginx", "haproxy", "spawn-baseline"):
@@ -1107,7 +1484,8 @@ def summarize(results):
                        "rps_vs_alone": spread(rps_ratio), "p99_vs_alone": spread(p99_ratio),
                        "attacker_statuses": statuses, "failures": failures})
     results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
-                          "attack": attack,
+                          "attack": attack, "tls_idle": idle_summary(results["tls_idle"]),
+                          "tls_checks": results["tls_checks"],
                           "hot_deploy": {"deploys": deploys, "load": hot["load"],
                                          "startup_warm_ms": spread(warm),
                                          "startup_cold_ms": spread(cold),
@@ -1230,6 +1608,25 @@ def goals(summary):
         paired_goal(f"plugin attack, {target}: other route p99 <= {p99_max}x alone", row,
                     "p99_vs_alone", lambda v, m=p99_max: v <= m,
                     lambda v: f"median {v:.2f}x", why)
+
+    def tls_why(group):
+        failed = rows.get(("tls", "all"))
+        row = rows.get((group, "weir"))
+        if failed:
+            return failed["skipped"]
+        if row is None:
+            return "TLS phase not run"
+        return row["failures"][0] if row.get("failures") else "no successful runs"
+
+    paired_goal("HTTPS keep-alive proxying: Weir CPU/request <= 1.0x nginx",
+                rows.get(("tls", "weir")), "proxy_cpu_us_per_req_vs_nginx", lambda v: v <= 1.0,
+                lambda v: f"median ratio {v:.2f}x", tls_why("tls"))
+    paired_goal("new TLS connections (full handshake each): Weir CPU/connection <= 1.0x nginx",
+                rows.get(("tls-new", "weir")), "proxy_cpu_us_per_req_vs_nginx",
+                lambda v: v <= 1.0, lambda v: f"median ratio {v:.2f}x", tls_why("tls-new"))
+    paired_goal("resumed TLS connections: Weir CPU/connection <= 0.5x its full handshake",
+                rows.get(("tls-resumed", "weir")), "cpu_vs_full_handshake", lambda v: v <= 0.5,
+                lambda v: f"median ratio {v:.2f}x", tls_why("tls-resumed"))
     return out
 
 
@@ -1259,6 +1656,7 @@ GROUP_TITLES = {
     "plugin": "2. Plugins (Weir) and the API-key check in Lua (nginx), keep-alive",
     "close": "3. Connection: close clients (accept + connect cost)",
     "balancer": "1b. Balancer cost: Weir over two endpoints, round_robin vs least_request, keep-alive",
+    "tls": "8a. HTTPS keep-alive proxying (wrk -c{c} https://, {d}s per run)",
 }
 
 
@@ -1292,7 +1690,13 @@ def render(results, markdown=False):
                  "(plain nginx for plugin rows). CPU is the proxy's own CPU time per request "
                  "(all its threads/processes, from schedstat).")
     lines.append("")
-    for group in ("plain", "balancer", "plugin", "close"):
+
+    def failed_row(r, width):
+        if r.get("skipped"):
+            return [r["target"], r["skipped"]] + [""] * (width - 2)
+        return [r["target"], "FAILED: " + r["failures"][0][:120]] + [""] * (width - 2)
+
+    def throughput_table(group):
         title(GROUP_TITLES[group].format(c=m["conns"], d=m["duration"]))
         header = ["proxy", "req/s", "req/s vs nginx", "p50 ms", "p99 ms",
                   "CPU us/req", "CPU vs nginx", "upstream CPU us/req"]
@@ -1304,10 +1708,8 @@ def render(results, markdown=False):
         for r in s["throughput"]:
             if r["group"] != group:
                 continue
-            if r.get("skipped"):
-                row = [r["target"], r["skipped"]] + [""] * (len(header) - 2)
-            elif not r["ok_runs"]:
-                row = [r["target"], "FAILED: " + r["failures"][0][:120]] + [""] * (len(header) - 2)
+            if r.get("skipped") or not r["ok_runs"]:
+                row = failed_row(r, len(header))
             else:
                 row = [r["target"] + ("" if not r["failures"] else f" ({len(r['failures'])} failed)"),
                        fmt_spread(r["rps"]), fmt_ratio(r["rps_vs_nginx"]),
@@ -1325,17 +1727,54 @@ def render(results, markdown=False):
             rows.append(row)
         table(header, rows)
 
+    def idle_table(recs):
+        rows = []
+        for r in recs:
+            if not r["growth_kib"]:
+                rows.append([r["target"], ("FAILED: " + r["failures"][0][:120]) if r["failures"]
+                             else "not run", "", "", "", ""])
+                continue
+            rows.append([r["target"], fmt_spread(r["rss_before_kib"], 1 / 1024, 1, " MiB"),
+                         fmt_spread(r.get("rss_after_kib"), 1 / 1024, 1, " MiB"),
+                         fmt_spread(r["growth_kib"], 1 / 1024, 1, " MiB"),
+                         fmt_spread(r["bytes_per_conn"], 1, 0, " B"),
+                         fmt_ratio(r["growth_vs_nginx"])])
+        table(["proxy", "RSS before", "RSS with them", "RSS growth", "per connection",
+               "growth vs nginx"], rows)
+
+    def kinds(h):
+        return "-" if not h else f"{h['full']} full, {h['resumed']} resumed"
+
+    def handshake_table(group):
+        header = ["proxy", "conn/s", "conn/s vs nginx", "CPU us/conn", "CPU vs nginx",
+                  "handshakes per CPU-second", "upstream CPU us/conn"]
+        if group == "tls-resumed":
+            header.append("CPU vs its full handshake")
+        header.append("handshakes: proxy counted / s_time saw")
+        rows = []
+        for r in s["throughput"]:
+            if r["group"] != group:
+                continue
+            if r.get("skipped") or not r["ok_runs"]:
+                rows.append(failed_row(r, len(header)))
+                continue
+            row = [r["target"] + ("" if not r["failures"] else f" ({len(r['failures'])} failed)"),
+                   fmt_spread(r["rps"]), fmt_ratio(r["rps_vs_nginx"]),
+                   fmt_spread(r["proxy_cpu_us_per_req"], 1, 2),
+                   fmt_ratio(r["proxy_cpu_us_per_req_vs_nginx"]),
+                   fmt_spread(r["handshakes_per_cpu_s"]),
+                   fmt_spread(r["upstream_cpu_us_per_req"], 1, 2)]
+            if group == "tls-resumed":
+                row.append(fmt_ratio(r.get("cpu_vs_full_handshake")))
+            row.append(f"{kinds(r.get('handshakes_counted'))} / {kinds(r.get('client_saw'))}")
+            rows.append(row)
+        table(header, rows)
+
+    for group in ("plain", "balancer", "plugin", "close"):
+        throughput_table(group)
+
     title(f"4. {results['meta']['mode']['idle_conns']:,} idle keep-alive client connections: RSS growth")
-    rows = []
-    for r in s["idle"]:
-        if not r["growth_kib"]:
-            rows.append([r["target"], ("FAILED: " + r["failures"][0][:120]) if r["failures"] else "not run",
-                         "", "", ""])
-            continue
-        rows.append([r["target"], fmt_spread(r["rss_before_kib"], 1 / 1024, 1, " MiB"),
-                     fmt_spread(r["growth_kib"], 1 / 1024, 1, " MiB"),
-                     fmt_spread(r["bytes_per_conn"], 1, 0, " B"), fmt_ratio(r["growth_vs_nginx"])])
-    table(["proxy", "RSS before", "RSS growth", "per connection", "growth vs nginx"], rows)
+    idle_table(s["idle"])
 
     title("5. Start-up: spawn to first proxied 200")
     rows = []
@@ -1396,6 +1835,24 @@ def render(results, markdown=False):
     table(["attack", "req/s", "req/s vs alone", "p99 ms", "p99 vs alone",
            "plugin route answers (status: count)"], rows)
 
+    title("8. TLS to the clients: TLS 1.3, the same ECDSA P-256 certificate for every proxy; "
+          "the upstream stays plain HTTP")
+    for c in s["tls_checks"]:
+        lines.append(f"{c['target']}: {c['protocol']}, {c['cipher']}, {c['signature']} signature, "
+                     f"key exchange {c['key_exchange']}, ALPN {c['alpn_h2']} (h2 and http/1.1 "
+                     f"offered), session resumption {'works' if c['resumed'] else 'FAILS'}")
+    lines.append("")
+    throughput_table("tls")
+    title(f"8b. New TLS connections, a full handshake and one request each, Connection: close "
+          f"(openssl s_time -new, {STIME_CLIENTS} processes)")
+    handshake_table("tls-new")
+    title(f"8c. Resumed TLS connections, one request each, Connection: close "
+          f"(openssl s_time -reuse, {STIME_CLIENTS} processes)")
+    handshake_table("tls-resumed")
+    title(f"8d. {results['meta']['mode']['idle_conns']:,} idle TLS client connections "
+          "(a handshake and one request each): RSS")
+    idle_table(s["tls_idle"])
+
     title("Goals (Weir vs nginx, same run)")
     table(["goal", "status", "detail"],
           [[g["goal"], g["status"], g["detail"]] for g in results["goals"]])
@@ -1429,7 +1886,8 @@ def machine():
 def versions():
     out = {}
     for name, argv in (("nginx", ["nginx", "-v"]), ("haproxy", ["haproxy", "-v"]),
-                       ("wrk", ["wrk", "-v"]), ("weir", [WEIR, "--version"])):
+                       ("wrk", ["wrk", "-v"]), ("weir", [WEIR, "--version"]),
+                       ("openssl", ["openssl", "version"])):
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
             out[name] = (r.stdout + r.stderr).strip().splitlines()[0]
@@ -1448,11 +1906,11 @@ def versions():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one round, short runs (< 2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="one round, short runs (about 4 minutes)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack",
+    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack,tls",
                     help="comma-separated phases to run (throughput, idle, startup, hotdeploy, "
-                         "attack)")
+                         "attack, tls)")
     ap.add_argument("--keep-workdir", action="store_true",
                     help="keep the generated configurations and logs")
     args = ap.parse_args()
@@ -1462,7 +1920,7 @@ def main():
 
     if (os.cpu_count() or 1) < 2:
         sys.exit("bench: needs at least 2 CPUs (one for the proxy, one for load and upstream)")
-    for tool in ("nginx", "haproxy", "wrk"):
+    for tool in ("nginx", "haproxy", "wrk", "openssl"):
         if shutil.which(tool) is None:
             sys.exit(f"bench: `{tool}` not found; run tests/bench/run.sh, which installs it")
     if not os.access(WEIR, os.X_OK):
@@ -1501,7 +1959,7 @@ def main():
         },
         "runs": [], "skipped": [], "idle": [], "startup": [],
         "hot_deploy": {"swap": [], "load": None, "startup": []},
-        "attack": [],
+        "attack": [], "tls_checks": [], "tls_idle": [],
     }
     bench = Bench(args, mode, workdir, procs)
     try:
@@ -1523,6 +1981,9 @@ def main():
         if "attack" in phases:
             log("plugin attack: the plain route alone and while another route's plugin spins")
             attack_phase(bench, results, log)
+        if "tls" in phases:
+            log("tls: HTTPS keep-alive, full and resumed handshakes, idle TLS connections")
+            tls_phase(bench, results, log)
         results["meta"]["status"] = "complete"
     except (BenchError, KeyboardInterrupt) as e:
         results["meta"]["status"] = f"aborted: {e!r}"

@@ -3,7 +3,10 @@
 
 Each connection sends one `GET /` and reads the whole response, so the
 proxy has finished a request on it and keeps it as an idle keep-alive
-connection (the state a real idle client leaves it in). Once every
+connection (the state a real idle client leaves it in). With --tls each
+connection first completes a TLS handshake (TLS 1.3, ALPN http/1.1, no
+certificate verification, a full handshake each: no session is reused)
+and sends its request over it. Once every
 connection has had its answer the script prints one JSON line to stdout:
 
     {"ready": true, "ok": 9998, "failed": 2, "non200": 0, "seconds": 1.9}
@@ -18,15 +21,28 @@ import asyncio
 import json
 import os
 import resource
+import ssl
 import sys
 import time
 
 
-async def open_one(host, port, sem, conns, stats, timeout):
+def tls_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def open_one(host, port, sem, conns, stats, timeout, tls):
     async with sem:
         try:
+            # A TLS connection is open once its handshake is done.
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), timeout)
+                asyncio.open_connection(host, port, ssl=tls,
+                                        server_hostname="localhost" if tls else None),
+                timeout)
             writer.write(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
             lines = head.decode("latin-1").split("\r\n")
@@ -59,6 +75,8 @@ async def main():
                     help="seconds per connect or read")
     ap.add_argument("--hold", type=float, default=60.0,
                     help="most seconds to hold the connections")
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS connections (no certificate verification)")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -69,8 +87,9 @@ async def main():
     conns = []
     stats = {"ok": 0, "failed": 0, "non200": 0}
     sem = asyncio.Semaphore(args.parallel)
+    tls = tls_context() if args.tls else None
     started = time.monotonic()
-    await asyncio.gather(*(open_one(args.host, args.port, sem, conns, stats, args.timeout)
+    await asyncio.gather(*(open_one(args.host, args.port, sem, conns, stats, args.timeout, tls)
                            for _ in range(args.n)))
     stats["ready"] = True
     stats["seconds"] = round(time.monotonic() - started, 3)

@@ -1,29 +1,29 @@
 #!/usr/bin/env bash
 # Weir side by side with nginx and HAProxy, one command:
 #
-#   tests/bench/run.sh            # full: 3 rounds, ~13 minutes
-#   tests/bench/run.sh --quick    # 1 round, short runs, < 3 minutes
+#   tests/bench/run.sh            # full: 3 rounds, ~22 minutes
+#   tests/bench/run.sh --quick    # 1 round, short runs, ~4 minutes
 #
-# Installs nginx, HAProxy, wrk and the nginx Lua module when one is missing
-# (apt-get, needs root), builds Weir in release mode (and the plugins in
-# plugins/, when that folder exists, and the test fixture plugins), then
-# hands over to bench.py. Any other argument is passed to bench.py (see
-# --help there).
+# Installs nginx, HAProxy, wrk, openssl (the TLS certificate, s_time) and
+# the nginx Lua module when one is missing (apt-get, needs root), builds
+# Weir in release mode (and the plugins in plugins/, when that folder
+# exists, and the test fixture plugins), then hands over to bench.py. Any
+# other argument is passed to bench.py (see --help there).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 need_install=0
-for tool in nginx haproxy wrk python3; do
+for tool in nginx haproxy wrk openssl python3; do
     command -v "$tool" >/dev/null 2>&1 || need_install=1
 done
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_install=1
 if [ "$need_install" = 1 ]; then
-    echo "bench: installing nginx-light haproxy wrk libnginx-mod-http-lua" >&2
+    echo "bench: installing nginx-light haproxy wrk openssl libnginx-mod-http-lua" >&2
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        nginx-light haproxy wrk libnginx-mod-http-lua python3
+        nginx-light haproxy wrk openssl libnginx-mod-http-lua python3
 fi
 
 echo "bench: cargo build --release -p weir" >&2

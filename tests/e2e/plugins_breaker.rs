@@ -12,7 +12,9 @@ use crate::support::upstream::Upstream;
 use crate::support::*;
 
 /// Calls end at a 100 ms deadline; three in a row open the breaker for
-/// 400 ms. One worker, so every request meets the same breaker.
+/// 400 ms. One worker, so every request meets the same breaker. No CPU
+/// share: three calls of 100 ms would spend the default one (250 ms per
+/// second) and be refused by it first (`plugins_share.rs` has the share).
 async fn start() -> (Upstream, Gateway) {
     let app = Upstream::echo("app").await;
     let routes = r#"
@@ -20,12 +22,14 @@ async fn start() -> (Upstream, Gateway) {
 deadline = "100ms"
 breaker_after = 3
 breaker_backoff = "400ms"
+cpu_share = "100%"
 
 [plugin_limits.lenient]
 deadline = "100ms"
 failure = "open"
 breaker_after = 3
 breaker_backoff = "400ms"
+cpu_share = "100%"
 
 [[route]]
 name = "plain"

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::support::{Gateway, GatewayBuilder};
+use crate::support::upstream::Upstream;
+use crate::support::{Gateway, GatewayBuilder, client, config, get};
 
 /// Builds a plugin workspace of this repository (`tests/fixtures/plugins`,
 /// `plugins`) once for wasm32-wasip2 in release mode into its own target
@@ -132,4 +133,53 @@ pub fn log_lines_with(gw: &Gateway, needles: &[&str]) -> Vec<String> {
         .into_iter()
         .filter(|l| needles.iter().all(|n| l.contains(n)))
         .collect()
+}
+
+/// Two workers (the configuration helper's default), a plain route and a
+/// route whose plugin spins to its deadline (10 ms, the default) when a
+/// request has `x-spin`. `limits` goes into `[plugin_limits.spinner]`.
+pub async fn spinner_gateway(limits: &str) -> (Upstream, Gateway) {
+    let app = Upstream::echo("app").await;
+    let routes = format!(
+        r#"
+[plugin_limits.spinner]
+{limits}
+
+[[route]]
+name = "plain"
+upstream = "app"
+path = "/plain"
+
+[[route]]
+name = "spin"
+upstream = "app"
+path = "/spin"
+plugins = [{{ name = "spinner", config = {{ mode = "spin-on-demand" }} }}]
+
+[admin]
+address = "127.0.0.1:0"
+"#
+    );
+    let cfg = config("", &[("app", app.addr)], &routes);
+    assert!(cfg.contains("workers = 2"), "{cfg}");
+    let gw = with_plugins(Gateway::with_config(cfg), &[("spinner", "hostile")]).start();
+    (app, gw)
+}
+
+/// A URL on the gateway's main listener (it also has an admin one).
+pub fn main_url(gw: &Gateway, path: &str) -> String {
+    format!("http://{}{path}", gw.listener("main"))
+}
+
+/// The `name` object of plugin `plugin` in `/admin/plugins`.
+pub async fn admin_plugin_view(gw: &Gateway, plugin: &str, name: &str) -> serde_json::Value {
+    let url = format!("http://{}/admin/plugins", gw.listener("admin"));
+    let all = get(&client(), &url, &[]).await.json();
+    all["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == plugin)
+        .map(|p| p[name].clone())
+        .unwrap_or(serde_json::Value::Null)
 }

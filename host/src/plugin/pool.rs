@@ -27,7 +27,7 @@
 
 use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -244,7 +244,17 @@ pub struct Slot {
     share: ShareSettings,
     /// What the workers' shares report, for `/admin/plugins`.
     pub share_stats: Arc<ShareStats>,
+    /// When a call refused at once (breaker, share) was last logged, in
+    /// ms of `worker::now_ms` (0: never), and how many were not logged
+    /// since: see [`Slot::refusal_report`].
+    refusals_logged_ms: AtomicU64,
+    refusals_unlogged: AtomicU64,
 }
+
+/// Calls refused at once (an open breaker, a spent share) are logged at
+/// most once per this long per slot: under attack they come as fast as a
+/// client can send, and a line each would cost more than the refusal.
+pub const REFUSAL_LOG_INTERVAL_MS: u64 = 1000;
 
 /// What one worker thread keeps per slot.
 #[derive(Default)]
@@ -366,6 +376,8 @@ impl Slot {
                 settings: Some(share),
                 ..ShareStats::default()
             }),
+            refusals_logged_ms: AtomicU64::new(0),
+            refusals_unlogged: AtomicU64::new(0),
             maker,
         };
         if slot.isolation == Isolation::Pooled {
@@ -678,6 +690,25 @@ impl Slot {
         }
         local.share.set(share);
         Ok(())
+    }
+
+    /// Whether a call refused at once should be logged now: at most one
+    /// line per [`REFUSAL_LOG_INTERVAL_MS`] for the slot (all workers).
+    /// `Some(n)`: log it, and say `n` more were refused since the last
+    /// line; `None`: counted, not logged.
+    pub fn refusal_report(&self) -> Option<u64> {
+        let now = crate::worker::now_ms().max(1);
+        let last = self.refusals_logged_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < REFUSAL_LOG_INTERVAL_MS
+            || self
+                .refusals_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.refusals_unlogged.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.refusals_unlogged.swap(0, Ordering::Relaxed))
     }
 
     /// Charges this worker's share for a call that saw `ticks` epoch

@@ -148,6 +148,12 @@ impl ProxyError {
         }
     }
 
+    /// A plugin call refused without running (an open breaker, a spent
+    /// CPU share): `proxy::plugins` logs those, rate-limited.
+    pub fn refused_at_once(&self) -> bool {
+        matches!(self, ProxyError::Plugin { failure, .. } if failure.kind.retry_after().is_some())
+    }
+
     /// How long the client should wait before trying again (`Retry-After`),
     /// when that is known: a plugin whose breaker is open.
     pub fn retry_after(&self) -> Option<std::time::Duration> {

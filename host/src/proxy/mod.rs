@@ -62,6 +62,8 @@ pub async fn handle(
                 ErrorSource::Client => {
                     tracing::debug!(request_id = ?id, peer = %cx.peer, error = %e, "request refused")
                 }
+                // Logged where it was refused, at most once a second.
+                _ if e.refused_at_once() => {}
                 _ => tracing::warn!(request_id = ?id, error = %e, "request failed"),
             }
             error_response(&e)

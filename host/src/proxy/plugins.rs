@@ -147,24 +147,48 @@ impl Scope {
     }
 
     /// Applies a slot's failure policy: `Ok(None)` means skip the plugin.
+    /// A call refused at once (an open breaker, a spent share) is logged
+    /// here, at most once a second per slot with the count of the others
+    /// (`Slot::refusal_report`); `proxy::handle` does not log it again.
     fn judge<T>(&self, slot: &Slot, r: Result<T, Failure>) -> Result<Option<T>, ProxyError> {
-        match r {
-            Ok(v) => Ok(Some(v)),
-            Err(f) => match slot.failure {
-                FailurePolicy::Open => {
+        let f = match r {
+            Ok(v) => return Ok(Some(v)),
+            Err(f) => f,
+        };
+        let refused = f.kind.retry_after().is_some();
+        let report = if refused {
+            slot.refusal_report()
+        } else {
+            Some(0)
+        };
+        match slot.failure {
+            FailurePolicy::Open => {
+                if let Some(unlogged) = report {
                     tracing::warn!(
                         plugin = &*f.plugin,
                         request_id = ?self.id,
                         reason = %f.kind,
+                        unlogged,
                         "plugin skipped (failure = \"open\")"
                     );
-                    Ok(None)
                 }
-                FailurePolicy::Closed => Err(ProxyError::Plugin {
+                Ok(None)
+            }
+            FailurePolicy::Closed => {
+                if refused && let Some(unlogged) = report {
+                    tracing::warn!(
+                        plugin = &*f.plugin,
+                        request_id = ?self.id,
+                        reason = %f.kind,
+                        unlogged,
+                        "request refused: plugin unavailable (failure = \"closed\")"
+                    );
+                }
+                Err(ProxyError::Plugin {
                     busy: f.kind.unavailable(),
                     failure: f,
-                }),
-            },
+                })
+            }
         }
     }
 
