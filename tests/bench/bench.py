@@ -1838,7 +1838,7 @@ def render(results, markdown=False):
     title("8. TLS to the clients: TLS 1.3, the same ECDSA P-256 certificate for every proxy; "
           "the upstream stays plain HTTP")
     for c in s["tls_checks"]:
-        lines.append(f"{c['target']}: {c['protocol']}, {c['cipher']}, {c['signature']} signature, "
+        lines.append(("* " if markdown else "") + f"{c['target']}: {c['protocol']}, {c['cipher']}, {c['signature']} signature, "
                      f"key exchange {c['key_exchange']}, ALPN {c['alpn_h2']} (h2 and http/1.1 "
                      f"offered), session resumption {'works' if c['resumed'] else 'FAILS'}")
     lines.append("")
