@@ -241,6 +241,19 @@ async fn old_versions_garbage_and_plain_http_get_the_right_answer() {
     )
     .await;
     assert!(s.contains("alert protocol version"), "{s}");
+    // And TLS 1.0.
+    let s = s_client(
+        &gw,
+        &[
+            "-servername",
+            "a.test",
+            "-tls1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+        ],
+    )
+    .await;
+    assert!(s.contains("alert protocol version"), "{s}");
     // TLS 1.2 is accepted by default.
     let s = s_client(&gw, &["-servername", "a.test", "-tls1_2"]).await;
     assert!(
@@ -271,7 +284,7 @@ async fn old_versions_garbage_and_plain_http_get_the_right_answer() {
 
     let admin = tls_admin(&gw).await;
     let failed = &admin["handshakes"]["failed"];
-    assert_eq!(failed["version"], 1, "{admin}");
+    assert_eq!(failed["version"], 2, "{admin}");
     assert_eq!(failed["not_tls"], 2, "{admin}");
     // And the gateway serves on.
     assert!(curl(&gw, "a.test", "/", &[]).await.status.success());
@@ -354,6 +367,7 @@ async fn mutual_tls_forwards_the_verified_client_and_refuses_the_rest() {
     let stranger = Ca::new("Other CA");
     let good = clients.client("billing", "billing.internal");
     let bad = stranger.client("mallory", "mallory.internal");
+    let old = clients.expired_client("billing", "billing.internal");
     let mut files = usual(&ca);
     files.extend([
         ("clients.pem", clients.pem()),
@@ -361,6 +375,8 @@ async fn mutual_tls_forwards_the_verified_client_and_refuses_the_rest() {
         ("good.key", good.key),
         ("bad.pem", bad.cert),
         ("bad.key", bad.key),
+        ("old.pem", old.cert),
+        ("old.key", old.key),
     ]);
     let plain = "\n[[listener]]\nname = \"plain\"\naddress = \"127.0.0.1:0\"\n";
     let (_app, gw) = start(
@@ -414,8 +430,23 @@ async fn mutual_tls_forwards_the_verified_client_and_refuses_the_rest() {
     )
     .await;
     assert!(!out.status.success(), "{}", text(&out));
+    // One from the right CA that has expired: refused with its alert.
+    let (old_cert, old_key) = (path("old.pem"), path("old.key"));
+    let s = s_client(
+        &gw,
+        &[
+            "-servername",
+            "a.test",
+            "-cert",
+            &old_cert,
+            "-key",
+            &old_key,
+        ],
+    )
+    .await;
+    assert!(s.contains("certificate expired"), "{s}");
     let refused = eventually(Duration::from_secs(5), || async {
-        tls_admin(&gw).await["handshakes"]["failed"]["client_cert"] == 2
+        tls_admin(&gw).await["handshakes"]["failed"]["client_cert"] == 3
     })
     .await;
     assert!(refused, "{}", tls_admin(&gw).await);

@@ -102,6 +102,15 @@ impl Ca {
         self.sign(params, name, false)
     }
 
+    /// A client certificate whose validity ended in 2020.
+    pub fn expired_client(&self, cn: &str, dns: &str) -> Pem {
+        let mut params = CertificateParams::new(vec![dns.to_string()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        self.sign(params, cn, false)
+    }
+
     /// A client certificate with common name `cn` and DNS name `dns`.
     pub fn client(&self, cn: &str, dns: &str) -> Pem {
         let mut params = CertificateParams::new(vec![dns.to_string()]).unwrap();
