@@ -693,13 +693,8 @@ async fn check_reports_every_unusable_tls_file_with_its_reason() {
     let cfg = "[[listener]]\nname = \"https\"\naddress = \"127.0.0.1:0\"\n[listener.tls]\ncertificates = [\n  { cert = \"a.pem\", key = \"other.key\" },\n  { cert = \"old.pem\", key = \"old.key\" },\n]\n[listener.tls.client_auth]\nca = \"missing-ca.pem\"\n\n[[upstream]]\nname = \"app\"\nendpoints = [\"127.0.0.1:9\"]\n[[route]]\nupstream = \"app\"\n";
     let path = dir.path().join("weir.toml");
     std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(weir_bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let (passed, err) = weir_check(&path);
+    assert!(!passed, "{err}");
     assert!(err.contains("3 problem(s) found"), "{err}");
     for (file, reason) in [
         ("other.key", "does not match the certificate"),

@@ -224,13 +224,8 @@ async fn insecure_skip_verify_connects_to_anything_and_check_warns() {
     })
     .await;
     assert!(warned, "{}", gw.logs_for_failure());
-    let out = std::process::Command::new(weir_bin())
-        .args(["check", "-c"])
-        .arg(gw.dir().join("weir.toml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (passed, err) = weir_check(&gw.dir().join("weir.toml"));
+    assert!(passed, "{err}");
     assert!(
         err.contains("warning: upstream `app`: tls.insecure_skip_verify"),
         "{err}"
@@ -299,13 +294,8 @@ async fn check_reports_unusable_upstream_tls_files() {
     let cfg = "[[listener]]\naddress = \"127.0.0.1:0\"\n[[upstream]]\nname = \"app\"\nendpoints = [\"https://api.test\"]\ntls = { ca = \"junk.pem\", client_cert = \"none.pem\", client_key = \"none.key\" }\n[[route]]\nupstream = \"app\"\n";
     let path = dir.path().join("weir.toml");
     std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(weir_bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let (passed, err) = weir_check(&path);
+    assert!(!passed, "{err}");
     for (file, reason) in [
         ("junk.pem", "no certificate"),
         ("none.pem", "cannot read"),

@@ -214,14 +214,10 @@ fn sha256_of(path: &Path) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_quickstart_prints_three_tries_that_work_as_printed() {
-    let root: PathBuf = support::repo_root().canonicalize().unwrap();
-    let script = Script::start(&root, "./examples/quickstart/run.sh");
+/// Starts `script` and waits until it has printed its tries (or exited);
+/// asserts that it printed three.
+async fn start_and_read_tries(root: &Path, script: &str) -> (Script, Vec<Try>) {
+    let script = Script::start(root, script);
     eventually(BUILD_AND_START, || async {
         script.exited().is_some() || script.stdout().contains(LAST_LINE)
     })
@@ -235,6 +231,17 @@ async fn the_quickstart_prints_three_tries_that_work_as_printed() {
     );
     let tries = tries(&printed);
     assert_eq!(tries.len(), 3, "three tries:\n{printed}");
+    (script, tries)
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quickstart_prints_three_tries_that_work_as_printed() {
+    let root: PathBuf = support::repo_root().canonicalize().unwrap();
+    let (script, tries) = start_and_read_tries(&root, "./examples/quickstart/run.sh").await;
 
     // 1. Refused without a key, by the plugin (its 401 and its reason).
     let [refused] = tries[0].commands.as_slice() else {
@@ -340,20 +347,7 @@ async fn the_quickstart_prints_three_tries_that_work_as_printed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_tls_example_prints_tries_that_work_as_printed() {
     let root: PathBuf = support::repo_root().canonicalize().unwrap();
-    let script = Script::start(&root, "./examples/tls/run.sh");
-    eventually(BUILD_AND_START, || async {
-        script.exited().is_some() || script.stdout().contains(LAST_LINE)
-    })
-    .await;
-    let printed = script.stdout();
-    assert!(
-        printed.contains(LAST_LINE),
-        "the script did not get to its tries (exit: {:?}):\n{}",
-        script.exited(),
-        script.failure()
-    );
-    let tries = tries(&printed);
-    assert_eq!(tries.len(), 3, "three tries:\n{printed}");
+    let (script, tries) = start_and_read_tries(&root, "./examples/tls/run.sh").await;
 
     // 1. HTTPS over HTTP/2, and what the upstream was told.
     let [https] = tries[0].commands.as_slice() else {

@@ -33,6 +33,20 @@ pub fn weir_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weir"))
 }
 
+/// Runs `weir check -c path`: whether it passed, and what it printed on
+/// stderr (the problems, one per line, and warnings).
+pub fn weir_check(path: &Path) -> (bool, String) {
+    let out = Command::new(weir_bin())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run weir check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The repository root (for `examples/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
