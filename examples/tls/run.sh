@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HTTPS in one command: makes a CA, a certificate for localhost and a
-# client certificate with openssl (into certs/ beside this file, anew each
-# run), builds Weir and the demo upstream, starts the upstream on
+# client certificate with openssl (make-certs.sh, into certs/ beside this
+# file, anew each run), builds Weir and the demo upstream, starts the upstream on
 # 127.0.0.1:9100 and Weir on weir.toml beside this file (HTTPS on :8443,
 # plain HTTP redirecting on :8088, admin on :9911), and prints what to
 # try. Ctrl-C stops both.
@@ -35,19 +35,7 @@ for tool in openssl curl; do
 done
 
 echo "==> Making a CA, a certificate for localhost and a client certificate in $certs"
-rm -rf $certs && mkdir -p $certs
-ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
-openssl req -x509 "${ec[@]}" -days 365 -subj "/CN=Weir example CA" \
-    -keyout $certs/ca.key -out $certs/ca.pem \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-issue() { # name subject extensions
-    openssl req "${ec[@]}" -subj "$2" -keyout $certs/$1.key -out $certs/$1.csr 2>/dev/null
-    openssl x509 -req -in $certs/$1.csr -CA $certs/ca.pem -CAkey $certs/ca.key \
-        -CAcreateserial -days 365 -out $certs/$1.pem -extfile <(printf '%s\n' "$3") 2>/dev/null
-    rm $certs/$1.csr
-}
-issue server /CN=localhost $'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth'
-issue client /CN=demo-client $'subjectAltName=DNS:demo-client.internal\nextendedKeyUsage=clientAuth'
+$example/make-certs.sh $certs
 
 echo "==> Building Weir and the demo upstream (the first time: about 3 minutes on 2 cores)"
 cargo build --profile quickstart -p weir --bin weir --example echo-upstream
