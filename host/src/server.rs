@@ -302,6 +302,14 @@ impl Gateway {
         let mut config = config;
         // Listener limits and worker count stay those the sockets run with.
         config.listeners = self.config.listeners.clone();
+        // A TLS listener's settings are the new ones, already loaded: the
+        // route table built below strips the client-certificate headers
+        // they name.
+        for (t, cfg) in &tls_changes {
+            if let Some(l) = config.listeners.iter_mut().find(|l| l.name == t.name()) {
+                l.tls = Some(cfg.clone());
+            }
+        }
         config.server.workers = self.config.server.workers;
         let current = self.router.load_full();
         // Plugins whose file and settings did not change keep their
@@ -318,9 +326,6 @@ impl Gateway {
         self.replace_plugins(plugins.plugins);
         for ((t, cfg), fresh) in tls_changes.iter().zip(loaded) {
             t.swap(fresh, cfg);
-            if let Some(l) = config.listeners.iter_mut().find(|l| l.name == t.name()) {
-                l.tls = Some(cfg.clone());
-            }
         }
         self.config = config;
         Ok(Reloaded {

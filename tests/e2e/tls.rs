@@ -878,3 +878,28 @@ async fn a_certificate_near_its_end_is_warned_about() {
     // And it serves: a warning, not a refusal.
     assert!(curl(&gw, "a.test", "/", &[]).await.status.success());
 }
+
+#[tokio::test]
+async fn a_reload_that_renames_the_forwarded_header_strips_the_new_name_everywhere() {
+    let ca = Ca::new("Server CA");
+    let clients = Ca::new("Client CA");
+    let mut files = usual(&ca);
+    files.push(("clients.pem", clients.pem()));
+    let plain = "\n[[listener]]\nname = \"plain\"\naddress = \"127.0.0.1:0\"\n";
+    let tls = |header: &str| {
+        format!(
+            "{TWO_CERTS}\n[listener.tls.client_auth]\nca = \"clients.pem\"\nmode = \"optional\"\nforward_header = \"{header}\""
+        )
+    };
+    let (_app, gw) = start(&tls("x-cert-a"), &refs(&files), plain).await;
+    let path = gw.dir().join("weir.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("x-cert-a", "x-cert-b")).unwrap();
+    let url = format!("http://{}/", gw.listener("plain"));
+    let stripped = eventually(Duration::from_secs(10), || async {
+        let r = get(&client(), &url, &[("x-cert-b", "subject=\"CN=admin\"")]).await;
+        r.json()["headers"].get("x-cert-b").is_none()
+    })
+    .await;
+    assert!(stripped, "{}", gw.logs_for_failure());
+}
