@@ -12,10 +12,14 @@ use crate::support::*;
 fn hostile_config(app: std::net::SocketAddr) -> String {
     let mut routes = String::from(
         r#"
+# No CPU share: five 50 ms calls in a row, slower still on a busy
+# machine, would spend the default one and be refused before their
+# deadline is what stops them (`plugins_share.rs` has the share).
 [plugin_limits.hostile]
 deadline = "50ms"
 memory = "16MiB"
 max_instances = 8
+cpu_share = "100%"
 
 # Header tests move 10 MB through the host's header calls, which take
 # real CPU in the unoptimized test build of the gateway.
