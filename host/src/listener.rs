@@ -144,7 +144,7 @@ pub async fn accept_loop(
         };
         // And on a TLS listener a handshake slot, for the same reason:
         // beyond `max_handshakes` connections wait in the backlog.
-        let handshake = match &shared.tls {
+        let handshake_slot = match &shared.tls {
             None => None,
             Some(tls) => tokio::select! {
                 p = tls.handshakes.clone().acquire_owned() => Some(p.expect("semaphore never closed")),
@@ -162,28 +162,46 @@ pub async fn accept_loop(
             match &shared.tls {
                 None => serve(stream, peer, None, &shared, &builder, shutdown).await,
                 Some(tls) => {
-                    let current = tls.current.load_full();
-                    let timeout = tls.settings().handshake_timeout;
-                    let done = tls::accept::handshake(stream, &current, timeout, &tls.stats).await;
-                    drop(handshake);
-                    match done {
-                        Ok((stream, session)) => {
-                            let conn = TlsConn {
-                                session,
-                                forward_header: current.forward_header.clone(),
-                            };
-                            drop(current);
-                            serve(stream, peer, Some(conn), &shared, &builder, shutdown).await;
-                        }
-                        Err(why) => {
-                            tracing::debug!(%peer, listener = %shared.config.name, reason = why.as_str(), "TLS handshake failed");
-                        }
+                    if let Some((stream, conn)) = handshake(stream, peer, tls, handshake_slot).await
+                    {
+                        serve(stream, peer, Some(conn), &shared, &builder, shutdown).await;
                     }
                 }
             }
             drop(open);
             drop(permit);
         });
+    }
+}
+
+/// The TLS handshake of a connection on a TLS listener, with the
+/// listener's serving certificates and timeout; gives the handshake slot
+/// back when it ends. `None`: it failed (counted and logged by `tls`).
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: &TlsListener,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    TlsConn,
+)> {
+    let current = tls.current.load_full();
+    let timeout = tls.settings().handshake_timeout;
+    let done = tls::accept::handshake(stream, &current, timeout, &tls.stats).await;
+    drop(slot);
+    match done {
+        Ok((stream, session)) => Some((
+            stream,
+            TlsConn {
+                session,
+                forward_header: current.forward_header.clone(),
+            },
+        )),
+        Err(why) => {
+            tracing::debug!(%peer, listener = tls.name(), reason = why.as_str(), "TLS handshake failed");
+            None
+        }
     }
 }
 

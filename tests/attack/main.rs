@@ -19,9 +19,9 @@
 //! quarter of each worker goes to the plugin) and the p99 bound plus two
 //! deadlines, since the share bounds how much of a worker a plugin takes,
 //! not how long one call holds it (docs/plugins.md). Without the breaker
-//! and the share, these attacks took the other route here to 0.02× and
-//! 0.07× of its throughput (p99 96 ms and 35 ms); the benchmark's "plugin
-//! under attack" scenario measures the goal.
+//! and the share the same attacks leave the other route a few per cent of
+//! its throughput, far below these bounds; the benchmark's "plugin under
+//! attack" scenario measures the goal.
 
 // The e2e harness: the gateway process, clients, the fixture plugins.
 #[allow(unused_imports)]

@@ -155,41 +155,38 @@ impl Scope {
             Ok(v) => return Ok(Some(v)),
             Err(f) => f,
         };
+        // Every other failure is logged: here when the plugin is skipped,
+        // by `proxy::handle` when the request fails.
         let refused = f.kind.retry_after().is_some();
-        let report = if refused {
+        let unlogged = if refused {
             slot.refusal_report()
         } else {
             Some(0)
         };
-        match slot.failure {
-            FailurePolicy::Open => {
-                if let Some(unlogged) = report {
-                    tracing::warn!(
-                        plugin = &*f.plugin,
-                        request_id = ?self.id,
-                        reason = %f.kind,
-                        unlogged,
-                        "plugin skipped (failure = \"open\")"
-                    );
-                }
-                Ok(None)
-            }
-            FailurePolicy::Closed => {
-                if refused && let Some(unlogged) = report {
-                    tracing::warn!(
-                        plugin = &*f.plugin,
-                        request_id = ?self.id,
-                        reason = %f.kind,
-                        unlogged,
-                        "request refused: plugin unavailable (failure = \"closed\")"
-                    );
-                }
-                Err(ProxyError::Plugin {
-                    busy: f.kind.unavailable(),
-                    failure: f,
-                })
-            }
+        let skip = slot.failure == FailurePolicy::Open;
+        if let Some(unlogged) = unlogged
+            && (skip || refused)
+        {
+            let what = if skip {
+                "plugin skipped (failure = \"open\")"
+            } else {
+                "request refused: plugin unavailable (failure = \"closed\")"
+            };
+            tracing::warn!(
+                plugin = &*f.plugin,
+                request_id = ?self.id,
+                reason = %f.kind,
+                unlogged,
+                "{what}"
+            );
         }
+        if skip {
+            return Ok(None);
+        }
+        Err(ProxyError::Plugin {
+            busy: f.kind.unavailable(),
+            failure: f,
+        })
     }
 
     /// The request phase, in chain order.
