@@ -12,9 +12,10 @@ use crate::support::*;
 fn hostile_config(app: std::net::SocketAddr) -> String {
     let mut routes = String::from(
         r#"
-# No CPU share: five 50 ms calls in a row, slower still on a busy
-# machine, would spend the default one and be refused before their
-# deadline is what stops them (`plugins_share.rs` has the share).
+# These three have no CPU share: the tests here are about deadlines and
+# caps, and calls that run long (or are slowed by a crowded core, which
+# the share counts as the worker's time) would spend the default share
+# and be refused first (`plugins_share.rs` has the share).
 [plugin_limits.hostile]
 deadline = "50ms"
 memory = "16MiB"
@@ -26,6 +27,7 @@ cpu_share = "100%"
 [plugin_limits.roomy]
 deadline = "2s"
 memory = "64MiB"
+cpu_share = "100%"
 
 [plugin_limits.lenient]
 failure = "open"
@@ -33,6 +35,7 @@ failure = "open"
 # The shortest deadline there is, for a plugin that needs 3 ms of it.
 [plugin_limits.brisk]
 deadline = "5ms"
+cpu_share = "100%"
 
 [[route]]
 name = "plain"
