@@ -228,6 +228,14 @@ impl Validator<'_> {
             + 1
     }
 
+    /// The configuration file's folder: relative paths in it start there.
+    fn base(&self) -> PathBuf {
+        self.file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     fn report(&mut self, at: &At, problem: Problem) {
         self.errors.push(ConfigError {
             file: self.file.clone(),

@@ -5,7 +5,7 @@
 //! is a valid plugin is checked by `crate::plugin` when it compiles it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -208,11 +208,7 @@ impl Validator<'_> {
                 },
             ),
         };
-        let base = self
-            .file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base = self.base();
         let dir = base.join(raw.dir.as_deref().unwrap_or("plugins"));
         let cache_dir = match (raw.cache, &raw.cache_dir) {
             (Some(false), Some(_)) => {

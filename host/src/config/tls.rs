@@ -136,14 +136,6 @@ pub struct HttpsRedirect {
 }
 
 impl Validator<'_> {
-    /// The configuration file's folder: relative paths start there.
-    fn base(&self) -> PathBuf {
-        self.file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    }
-
     pub(super) fn listener_tls(&mut self, raw: RawTls, at: &At) -> ListenerTls {
         let at = field(at, "tls");
         let base = self.base();

@@ -258,11 +258,7 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let base = self
-            .file
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
+        let base = self.base();
         let client_cert = match (raw.client_cert, raw.client_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(super::CertPair {

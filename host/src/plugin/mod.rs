@@ -492,19 +492,20 @@ impl Plugins {
 
     /// The breaker counters of every slot serving plugin `name`.
     pub fn breaker_stats(&self, name: &str) -> Vec<Arc<breaker::BreakerStats>> {
-        self.slots
-            .iter()
-            .filter(|(r, _)| r.name == name)
-            .map(|(_, slot)| slot.breaker_stats.clone())
-            .collect()
+        self.slots_of(name, |slot| slot.breaker_stats.clone())
     }
 
     /// The CPU share counters of every slot serving plugin `name`.
     pub fn share_stats(&self, name: &str) -> Vec<Arc<share::ShareStats>> {
+        self.slots_of(name, |slot| slot.share_stats.clone())
+    }
+
+    /// `f` of every slot serving plugin `name` (one per configuration).
+    fn slots_of<T>(&self, name: &str, f: impl Fn(&Slot) -> T) -> Vec<T> {
         self.slots
             .iter()
             .filter(|(r, _)| r.name == name)
-            .map(|(_, slot)| slot.share_stats.clone())
+            .map(|(_, slot)| f(slot))
             .collect()
     }
 
