@@ -10,6 +10,7 @@ mod balancing_retry;
 mod bundled_plugins;
 mod check;
 mod forwarding;
+mod grpc;
 mod hot_deploy;
 mod plugins;
 mod plugins_breaker;

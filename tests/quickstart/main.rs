@@ -10,10 +10,18 @@
 //! `examples/tls/run.sh` is followed the same way: its three tries (HTTPS
 //! over HTTP/2, the redirect, a route for clients with a certificate).
 //!
+//! `examples/grpc/run.sh` too: the calls it makes itself (one of each
+//! kind, and a server error) must have printed what they should, then its
+//! three tries (calls balanced over two gRPC servers, one taken out by the
+//! gRPC health check and brought back, Weir's UNIMPLEMENTED for a service
+//! no route serves). It needs the Python environment `.ci/run` makes
+//! (the script makes it when missing).
+//!
 //! A test binary of its own, not part of `e2e`: the scripts build (a no-op
 //! for the gateway after `cargo test` built it, the plugins' first Wasm
 //! build otherwise), and the examples' fixed ports (8080, 9000 and 9901;
-//! 8443, 8088, 9100 and 9911) are used by nothing else in the test suite.
+//! 8443, 8088, 9100 and 9911; 8091, 9921, 50051 and 50052) are used by
+//! nothing else in the test suite.
 
 // Only `eventually` and the repository root are used here.
 #[allow(unused_imports)]
@@ -393,6 +401,134 @@ async fn the_tls_example_prints_tries_that_work_as_printed() {
     script.signal(Signal::INT);
     let stopped = eventually(Duration::from_secs(20), || async {
         script.exited().is_some() && ![8443, 8088, 9100, 9911].into_iter().any(port_open)
+    })
+    .await;
+    assert!(
+        stopped,
+        "Ctrl-C did not stop everything:\n{}",
+        script.failure()
+    );
+}
+
+/// The JSON results `client.py` printed in `text`, one per line (the
+/// gRPC example's own calls, or a try's output).
+fn grpc_results(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(|l| {
+            serde_json::from_str(l.trim())
+                .unwrap_or_else(|e| panic!("not a client.py result ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// The one result a try's command printed.
+fn grpc_result(text: &str) -> serde_json::Value {
+    let mut all = grpc_results(text);
+    assert_eq!(all.len(), 1, "one client.py result:\n{text}");
+    all.remove(0)
+}
+
+/// The server names a `whoami` result lists.
+fn names(result: &serde_json::Value) -> Vec<String> {
+    result["names"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| n.as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grpc_example_shows_every_call_kind_and_prints_tries_that_work_as_printed() {
+    let root: PathBuf = support::repo_root().canonicalize().unwrap();
+    let (script, tries) = start_and_read_tries(&root, "./examples/grpc/run.sh").await;
+
+    // The calls the script made itself, before its tries: each kind OK
+    // with its replies intact, and the server's error unchanged.
+    let printed = script.stdout();
+    let made = grpc_results(printed.split("Try these").next().unwrap());
+    let case = |name: &str| {
+        made.iter()
+            .find(|r| r["case"] == name)
+            .unwrap_or_else(|| panic!("no {name} call printed:\n{}", script.failure()))
+    };
+    for kind in ["unary", "server_stream", "client_stream", "bidi"] {
+        let r = case(kind);
+        assert_eq!(r["code"], "OK", "{kind}: {r}");
+        assert_eq!(r["intact"], true, "{kind}: {r}");
+    }
+    let failed = case("fail");
+    assert_eq!(failed["code"], "INVALID_ARGUMENT", "{failed}");
+    assert_eq!(failed["details"], "bad thing", "{failed}");
+    assert!(
+        failed["trailing"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|p| p[0] == "x-detail" && p[1] == "why")),
+        "{failed}"
+    );
+
+    // 1. Balanced: both servers answer.
+    let [whoami] = tries[0].commands.as_slice() else {
+        panic!("one command in try 1: {:?}", tries[0]);
+    };
+    let r = grpc_result(&run(&root, whoami));
+    let seen = names(&r);
+    assert!(
+        seen.iter().any(|n| n == "alpha") && seen.iter().any(|n| n == "beta"),
+        "{r}"
+    );
+
+    // 2. alpha NOT_SERVING: within seconds only beta answers; SERVING
+    // again: alpha is back.
+    let [down, whoami_again, up] = tries[1].commands.as_slice() else {
+        panic!("three commands in try 2: {:?}", tries[1]);
+    };
+    assert!(tries[1].says.contains("NOT_SERVING"), "{:?}", tries[1].says);
+    run(&root, down);
+    let only_beta = eventually(Duration::from_secs(10), || async {
+        let r = grpc_result(&run(&root, whoami_again));
+        r["code"] == "OK" && names(&r).iter().all(|n| n == "beta")
+    })
+    .await;
+    assert!(
+        only_beta,
+        "alpha still served after NOT_SERVING:\n{}\n{}",
+        run(&root, whoami_again),
+        script.failure()
+    );
+    run(&root, up);
+    let back = eventually(Duration::from_secs(10), || async {
+        names(&grpc_result(&run(&root, whoami_again)))
+            .iter()
+            .any(|n| n == "alpha")
+    })
+    .await;
+    assert!(back, "alpha did not come back:\n{}", script.failure());
+
+    // 3. Weir's own answer for a service no route serves, as a gRPC status
+    // (grpcio would say "Received http2 header with status: 404" for a
+    // bare HTTP 404).
+    let [unrouted] = tries[2].commands.as_slice() else {
+        panic!("one command in try 3: {:?}", tries[2]);
+    };
+    assert!(
+        tries[2].says.contains("UNIMPLEMENTED"),
+        "{:?}",
+        tries[2].says
+    );
+    let r = grpc_result(&run(&root, unrouted));
+    assert_eq!(r["code"], "UNIMPLEMENTED", "{r}");
+    assert!(
+        !r["details"].as_str().unwrap_or("").contains("http2 header"),
+        "an HTTP status, not a gRPC one: {r}"
+    );
+
+    script.signal(Signal::INT);
+    let stopped = eventually(Duration::from_secs(20), || async {
+        script.exited().is_some() && ![8091, 9921, 50051, 50052].into_iter().any(port_open)
     })
     .await;
     assert!(
