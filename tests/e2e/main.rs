@@ -11,6 +11,7 @@ mod bundled_plugins;
 mod check;
 mod forwarding;
 mod grpc;
+mod h2_upstream;
 mod hot_deploy;
 mod plugins;
 mod plugins_breaker;
