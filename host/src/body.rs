@@ -5,8 +5,11 @@
 //! records whether it is waiting for the client ([`Stalled`]) so a
 //! deadline can say whose fault a slow upload is. It never buffers a
 //! whole body; a body that request-body plugins asked for arrives already
-//! buffered ([`RequestBody::Full`]).
+//! buffered ([`RequestBody::Full`]), and one sent again after an HTTP/2
+//! upstream refused it starts with the frames already sent
+//! ([`RequestBody::Replayed`]).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +80,12 @@ pub enum RequestBody {
         limit: u64,
         stalled: Arc<Stalled>,
     },
+    /// A body sent again after an HTTP/2 upstream refused it unprocessed:
+    /// the frames sent the first time, then the rest of the client's.
+    Replayed {
+        sent: VecDeque<Frame<Bytes>>,
+        rest: Box<RequestBody>,
+    },
 }
 
 impl RequestBody {
@@ -98,7 +107,19 @@ impl RequestBody {
     pub fn stalled(&self) -> Option<&Arc<Stalled>> {
         match self {
             RequestBody::Stream { stalled, .. } => Some(stalled),
+            RequestBody::Replayed { rest, .. } => rest.stalled(),
             _ => None,
+        }
+    }
+
+    /// The body to send again: `sent` first, then what is left of `rest`.
+    pub fn replayed(sent: VecDeque<Frame<Bytes>>, rest: RequestBody) -> RequestBody {
+        if sent.is_empty() {
+            return rest;
+        }
+        RequestBody::Replayed {
+            sent,
+            rest: Box::new(rest),
         }
     }
 }
@@ -150,6 +171,10 @@ impl Body for RequestBody {
                     None => Poll::Ready(None),
                 }
             }
+            RequestBody::Replayed { sent, rest } => match sent.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None => Pin::new(rest.as_mut()).poll_frame(cx),
+            },
         }
     }
 
@@ -158,6 +183,7 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Full(b) => b.is_none(),
             RequestBody::Stream { inner, .. } => inner.is_end_stream(),
+            RequestBody::Replayed { sent, rest } => sent.is_empty() && rest.is_end_stream(),
         }
     }
 
@@ -167,6 +193,20 @@ impl Body for RequestBody {
             RequestBody::Full(None) => SizeHint::with_exact(0),
             RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RequestBody::Stream { inner, .. } => inner.size_hint(),
+            RequestBody::Replayed { sent, rest } => {
+                let again: u64 = sent
+                    .iter()
+                    .filter_map(|f| f.data_ref())
+                    .map(|d| d.len() as u64)
+                    .sum();
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + again);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + again);
+                }
+                hint
+            }
         }
     }
 }
@@ -174,6 +214,11 @@ impl Body for RequestBody {
 /// Whether an error from sending upstream was our body limit tripping.
 pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     find::<BodyTooLarge>(err).is_some()
+}
+
+/// The body limit that tripped, if that is what `err` is.
+pub fn body_too_large<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTooLarge> {
+    find(err)
 }
 
 /// The client's body failure behind an error from sending upstream, if

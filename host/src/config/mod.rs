@@ -62,6 +62,23 @@ pub mod limits {
     /// DNS names are not re-resolved more often than this.
     pub const MIN_DNS_REFRESH: Duration = Duration::from_secs(1);
     pub const MAX_HEALTH_PATH_BYTES: usize = 1024;
+    /// A gRPC health check's service name (it is sent in every probe).
+    pub const MAX_GRPC_SERVICE_BYTES: usize = 256;
+    /// HTTP/2 connections per endpoint and worker.
+    pub const MAX_H2_CONNECTIONS_PER_ENDPOINT: usize = 64;
+    /// Streams Weir opens at once on one HTTP/2 connection.
+    pub const MAX_H2_STREAMS: u32 = 10_000;
+    /// HTTP/2 flow-control windows: from the protocol's initial 64 KiB
+    /// (RFC 9113 section 6.9.2) to 64 MiB. A window is how much an
+    /// upstream may send before Weir reads it, so it bounds the memory
+    /// one stream (or one connection) holds.
+    pub const MIN_H2_WINDOW: u64 = 65_535;
+    pub const MAX_H2_WINDOW: u64 = 64 * 1024 * 1024;
+    /// The largest response header block accepted from an HTTP/2 upstream.
+    pub const MIN_H2_HEADER_LIST: u64 = 1024;
+    pub const MAX_H2_HEADER_LIST: u64 = 1024 * 1024;
+    /// The PING keep-alive's interval, when on.
+    pub const MIN_H2_KEEPALIVE: Duration = Duration::from_millis(100);
     pub const MAX_RETRY_FLOOR_PER_SECOND: u32 = 10_000;
     /// Compiled size limit of one `path_regex`, so a pathological pattern
     /// cannot eat memory at load time.

@@ -77,6 +77,8 @@ pub struct RawUpstream {
     pub name: String,
     pub endpoints: Vec<RawEndpoint>,
     pub balancer: Option<String>,
+    pub protocol: Option<String>,
+    pub http2: Option<RawHttp2>,
     pub tls: Option<toml::Value>,
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
@@ -99,7 +101,10 @@ pub struct RawUpstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
-    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub service: Option<String>,
     pub host: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
@@ -201,6 +206,21 @@ impl<'de> Deserialize<'de> for RawEndpoint {
             ))),
         }
     }
+}
+
+/// `[upstream.http2]`: the HTTP/2 connections to an upstream's endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp2 {
+    pub max_connections_per_endpoint: Option<usize>,
+    pub max_concurrent_streams: Option<u32>,
+    pub initial_stream_window: Option<ByteSize>,
+    pub initial_connection_window: Option<ByteSize>,
+    pub max_header_list_size: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

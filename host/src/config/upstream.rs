@@ -8,7 +8,9 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::Deserialize;
 
-use super::raw::{RawEndpoint, RawHealthCheck, RawOutlier, RawPool, RawRetry, RawUpstream};
+use super::raw::{
+    RawEndpoint, RawHealthCheck, RawHttp2, RawOutlier, RawPool, RawRetry, RawUpstream,
+};
 use super::{At, Problem, Validator, field, limits, split_host_port};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +18,10 @@ pub struct UpstreamConfig {
     pub name: String,
     pub endpoints: Vec<EndpointConfig>,
     pub balancer: BalancerKind,
+    /// The HTTP version spoken to the endpoints.
+    pub protocol: Protocol,
+    /// HTTP/2 connection settings; used when `protocol` is not `http1`.
+    pub http2: Http2Config,
     pub connect_timeout: Duration,
     /// The whole request until the response head, retries included.
     pub timeout: Duration,
@@ -51,6 +57,74 @@ pub struct UpstreamTls {
     /// Accept any certificate for any name. For tests and migrations
     /// only: anyone on the path can read and change the traffic.
     pub insecure_skip_verify: bool,
+    /// The protocols offered by ALPN, from the upstream's `protocol`.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// `protocol` on an `[[upstream]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 (over TLS too, offering `http/1.1` by ALPN).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (RFC 9113 section 3.3).
+    H2c,
+    /// HTTP/2 over TLS, agreed by ALPN; an endpoint that does not agree
+    /// fails the connection.
+    H2,
+    /// Over TLS, offers `h2` and `http/1.1` by ALPN and speaks what the
+    /// endpoint picks.
+    Auto,
+}
+
+impl Protocol {
+    /// Whether requests may go over HTTP/2.
+    pub fn may_be_h2(self) -> bool {
+        self != Protocol::Http1
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+            Protocol::Auto => "auto",
+        }
+    }
+}
+
+/// `[upstream.http2]`: how HTTP/2 connections to the endpoints are made
+/// and shared. Defaults and bounds are in `docs/upstreams.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Config {
+    /// Connections per endpoint and worker; another is opened only when
+    /// the streams of those open are all in use.
+    pub max_connections_per_endpoint: usize,
+    /// Streams Weir opens at once on one connection; the endpoint's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` lowers it.
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window: u32,
+    pub initial_connection_window: u32,
+    /// The largest response header block accepted.
+    pub max_header_list_size: u32,
+    /// A PING on a connection without streams this often; `None` is off.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a PING may go unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Http2Config {
+    fn default() -> Http2Config {
+        Http2Config {
+            max_connections_per_endpoint: 4,
+            max_concurrent_streams: 256,
+            initial_stream_window: 1024 * 1024,
+            initial_connection_window: 4 * 1024 * 1024,
+            max_header_list_size: 64 * 1024,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `tls = { ... }` on an `[[upstream]]`.
@@ -95,6 +169,8 @@ pub struct PoolConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckConfig {
+    pub kind: CheckKind,
+    /// The HTTP check's path (`/` for a gRPC check, which does not use it).
     pub path: String,
     /// `Host` header of the probe; the endpoint's configured host when unset.
     pub host: Option<String>,
@@ -106,6 +182,16 @@ pub struct HealthCheckConfig {
     pub unhealthy_threshold: u32,
     /// Inclusive ranges of statuses that count as a pass.
     pub expected_statuses: Vec<(u16, u16)>,
+}
+
+/// What a health probe asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `GET path`, passing on an expected status.
+    Http,
+    /// `grpc.health.v1.Health/Check` for `service` ("" is the server as
+    /// a whole), passing on `SERVING`.
+    Grpc { service: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +227,16 @@ impl Validator<'_> {
         let at = &named;
         self.name(at, &raw.name);
         let (endpoints, https) = self.endpoints(at, &raw.endpoints);
-        let tls = self.upstream_tls(at, raw.tls, https);
+        let mut tls = self.upstream_tls(at, raw.tls, https);
+        let protocol = self.protocol(at, raw.protocol.as_deref(), tls.is_some());
+        if let Some(tls) = &mut tls {
+            tls.alpn = match protocol {
+                Protocol::Http1 | Protocol::H2c => vec![b"http/1.1".to_vec()],
+                Protocol::H2 => vec![b"h2".to_vec()],
+                Protocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            };
+        }
+        let http2 = self.http2(&field(at, "http2"), raw.http2, protocol);
         let balancer = self.balancer(at, raw.balancer.as_deref(), raw.hash_key.as_deref());
         let pool = self.pool(&field(at, "pool"), raw.pool);
         let panic_threshold = self.range(
@@ -178,13 +273,15 @@ impl Validator<'_> {
         }
         let health_check = raw
             .health_check
-            .map(|h| self.health_check(&field(at, "health_check"), h));
+            .map(|h| self.health_check(&field(at, "health_check"), h, protocol));
         let outlier = self.outlier(&field(at, "outlier"), raw.outlier);
         let retry = self.retry(&field(at, "retry"), raw.retry);
         Some(UpstreamConfig {
             name: raw.name,
             endpoints,
             balancer,
+            protocol,
+            http2,
             connect_timeout: self.duration(
                 at,
                 "connect_timeout",
@@ -292,7 +389,139 @@ impl Validator<'_> {
             ca: raw.ca.map(|c| base.join(c)),
             client_cert,
             insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+            alpn: Vec::new(),
         })
+    }
+
+    /// `protocol`: `http1` (default), `h2c`, `h2` or `auto`; the last two
+    /// agree on HTTP/2 by ALPN, so they need TLS, and `h2c` is the one
+    /// without it.
+    fn protocol(&mut self, at: &At, raw: Option<&str>, tls: bool) -> Protocol {
+        let at = field(at, "protocol");
+        let bad = |this: &mut Self, reason: String| {
+            this.report(
+                &at,
+                Problem::Invalid {
+                    field: "protocol",
+                    reason,
+                },
+            );
+        };
+        let p = match raw.unwrap_or("http1") {
+            "http1" => Protocol::Http1,
+            "h2c" => Protocol::H2c,
+            "h2" => Protocol::H2,
+            "auto" => Protocol::Auto,
+            other => {
+                bad(
+                    self,
+                    format!("unknown protocol `{other}`; known: http1, h2c, h2, auto"),
+                );
+                return Protocol::Http1;
+            }
+        };
+        match p {
+            Protocol::H2 | Protocol::Auto if !tls => bad(
+                self,
+                format!(
+                    "`{}` agrees on HTTP/2 by ALPN, which needs TLS: add `tls` (or `https://` \
+                     endpoints), or use `h2c` for HTTP/2 over plain TCP",
+                    p.as_str()
+                ),
+            ),
+            Protocol::H2c if tls => bad(
+                self,
+                "`h2c` is HTTP/2 over plain TCP; over TLS use `h2` (or `auto`)".into(),
+            ),
+            _ => {}
+        }
+        p
+    }
+
+    /// `[upstream.http2]`, only on an upstream that may speak HTTP/2.
+    fn http2(&mut self, at: &At, raw: Option<RawHttp2>, protocol: Protocol) -> Http2Config {
+        let d = Http2Config::default();
+        let Some(raw) = raw else { return d };
+        if !protocol.may_be_h2() {
+            self.report(
+                at,
+                Problem::Invalid {
+                    field: "http2",
+                    reason: "the upstream speaks HTTP/1.1; set `protocol` to `h2c`, `h2` or \
+                             `auto` to use HTTP/2 settings"
+                        .into(),
+                },
+            );
+        }
+        let window = |this: &mut Self, name: &'static str, v: Option<bytesize::ByteSize>, dv| {
+            let v = v.map_or(u64::from(dv), |b| b.as_u64());
+            this.range(at, name, v, limits::MIN_H2_WINDOW, limits::MAX_H2_WINDOW) as u32
+        };
+        let initial_stream_window = window(
+            self,
+            "initial_stream_window",
+            raw.initial_stream_window,
+            d.initial_stream_window,
+        );
+        let initial_connection_window = window(
+            self,
+            "initial_connection_window",
+            raw.initial_connection_window,
+            d.initial_connection_window,
+        );
+        let max_header_list_size = self.range(
+            at,
+            "max_header_list_size",
+            raw.max_header_list_size
+                .map_or(u64::from(d.max_header_list_size), |b| b.as_u64()),
+            limits::MIN_H2_HEADER_LIST,
+            limits::MAX_H2_HEADER_LIST,
+        ) as u32;
+        // `0s` turns the keep-alive off.
+        let keepalive_interval = match raw.keepalive_interval {
+            None => d.keepalive_interval,
+            Some(i) if i.is_zero() => None,
+            Some(i) => {
+                if i < limits::MIN_H2_KEEPALIVE || i > limits::MAX_TIMEOUT {
+                    self.report(
+                        &field(at, "keepalive_interval"),
+                        Problem::OutOfRange {
+                            field: "keepalive_interval",
+                            rule: "0s (off), or from 100ms to 1h".into(),
+                        },
+                    );
+                }
+                Some(i)
+            }
+        };
+        Http2Config {
+            max_connections_per_endpoint: self.range(
+                at,
+                "max_connections_per_endpoint",
+                raw.max_connections_per_endpoint
+                    .unwrap_or(d.max_connections_per_endpoint),
+                1,
+                limits::MAX_H2_CONNECTIONS_PER_ENDPOINT,
+            ),
+            max_concurrent_streams: self.range(
+                at,
+                "max_concurrent_streams",
+                raw.max_concurrent_streams
+                    .unwrap_or(d.max_concurrent_streams),
+                1,
+                limits::MAX_H2_STREAMS,
+            ),
+            initial_stream_window,
+            initial_connection_window,
+            max_header_list_size,
+            keepalive_interval,
+            keepalive_timeout: self.duration(
+                at,
+                "keepalive_timeout",
+                raw.keepalive_timeout,
+                d.keepalive_timeout,
+            ),
+        }
     }
 
     /// 1 to `MAX_ENDPOINTS` endpoints, each `host:port` with a weight,
@@ -444,20 +673,103 @@ impl Validator<'_> {
         }
     }
 
-    fn health_check(&mut self, at: &At, raw: RawHealthCheck) -> HealthCheckConfig {
-        if !raw.path.starts_with('/')
-            || raw.path.len() > limits::MAX_HEALTH_PATH_BYTES
-            || http::uri::PathAndQuery::try_from(raw.path.as_str()).is_err()
-        {
+    fn health_check(
+        &mut self,
+        at: &At,
+        raw: RawHealthCheck,
+        protocol: Protocol,
+    ) -> HealthCheckConfig {
+        let kind = match raw.kind.as_deref().unwrap_or("http") {
+            "http" => CheckKind::Http,
+            "grpc" => CheckKind::Grpc {
+                service: raw.service.clone().unwrap_or_default(),
+            },
+            other => {
+                self.report(
+                    &field(at, "type"),
+                    Problem::Invalid {
+                        field: "type",
+                        reason: format!("unknown health check `{other}`; known: http, grpc"),
+                    },
+                );
+                CheckKind::Http
+            }
+        };
+        let path = match (&kind, raw.path) {
+            (CheckKind::Http, Some(path)) => {
+                if !path.starts_with('/')
+                    || path.len() > limits::MAX_HEALTH_PATH_BYTES
+                    || http::uri::PathAndQuery::try_from(path.as_str()).is_err()
+                {
+                    self.report(
+                        &field(at, "path"),
+                        Problem::Invalid {
+                            field: "path",
+                            reason: format!(
+                                "`{path}` must be a request path starting with `/`, at most {} bytes",
+                                limits::MAX_HEALTH_PATH_BYTES
+                            ),
+                        },
+                    );
+                }
+                path
+            }
+            (CheckKind::Http, None) => {
+                self.report(
+                    &field(at, "path"),
+                    Problem::Invalid {
+                        field: "path",
+                        reason: "an HTTP health check needs the `path` it asks for".into(),
+                    },
+                );
+                String::new()
+            }
+            (CheckKind::Grpc { .. }, Some(_)) => {
+                self.report(
+                    &field(at, "path"),
+                    Problem::Invalid {
+                        field: "path",
+                        reason: "a gRPC health check always asks `/grpc.health.v1.Health/Check`; \
+                                 name the service with `service`"
+                            .into(),
+                    },
+                );
+                "/".into()
+            }
+            (CheckKind::Grpc { .. }, None) => "/".into(),
+        };
+        if let CheckKind::Grpc { service } = &kind {
+            if !protocol.may_be_h2() {
+                self.report(
+                    &field(at, "type"),
+                    Problem::Invalid {
+                        field: "type",
+                        reason: "gRPC runs over HTTP/2: set the upstream's `protocol` to `h2c`, \
+                                 `h2` or `auto`"
+                            .into(),
+                    },
+                );
+            }
+            if service.len() > limits::MAX_GRPC_SERVICE_BYTES
+                || service.bytes().any(|b| !b.is_ascii_graphic())
+            {
+                self.report(
+                    &field(at, "service"),
+                    Problem::Invalid {
+                        field: "service",
+                        reason: format!(
+                            "a service name is at most {} visible ASCII characters",
+                            limits::MAX_GRPC_SERVICE_BYTES
+                        ),
+                    },
+                );
+            }
+        } else if raw.service.is_some() {
             self.report(
-                &field(at, "path"),
+                &field(at, "service"),
                 Problem::Invalid {
-                    field: "path",
-                    reason: format!(
-                        "`{}` must be a request path starting with `/`, at most {} bytes",
-                        raw.path,
-                        limits::MAX_HEALTH_PATH_BYTES
-                    ),
+                    field: "service",
+                    reason: "only a `type = \"grpc\"` health check names a service".into(),
                 },
             );
         }
@@ -517,7 +829,8 @@ impl Validator<'_> {
             expected_statuses.push((200, 299));
         }
         HealthCheckConfig {
-            path: raw.path,
+            kind,
+            path,
             host: raw.host,
             interval,
             timeout,

@@ -22,6 +22,9 @@ pub enum ProxyError {
     BadFraming(&'static str),
     #[error("bad request target: {0}")]
     BadTarget(&'static str),
+    /// A header the request is read by is malformed (`grpc-timeout`).
+    #[error("bad request header: {0}")]
+    BadHeader(&'static str),
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("upstream `{upstream}` has no endpoint to send to")]
@@ -45,6 +48,8 @@ pub enum ProxyError {
         endpoint: String,
         source: hyper::Error,
     },
+    #[error("{endpoint} failed over HTTP/2: {source}")]
+    Http2 { endpoint: String, source: h2::Error },
     /// A plugin with `failure = "closed"` failed (trap, deadline, memory
     /// cap, invalid answer), or could not be called (`busy`: every
     /// instance busy, one being replaced, or its breaker open).
@@ -87,6 +92,7 @@ impl ProxyError {
             | ProxyError::UriTooLong { .. }
             | ProxyError::BadFraming(_)
             | ProxyError::BadTarget(_)
+            | ProxyError::BadHeader(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BodyTimeout
             | ProxyError::RequestBodyBroken { .. } => ErrorSource::Client,
@@ -98,6 +104,7 @@ impl ProxyError {
             | ProxyError::Connect { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::Http2 { .. }
             | ProxyError::BadSwitch { .. }
             | ProxyError::Overloaded { .. } => ErrorSource::Upstream,
         }
@@ -110,6 +117,7 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BadFraming(_)
             | ProxyError::BadTarget(_)
+            | ProxyError::BadHeader(_)
             | ProxyError::RequestBodyBroken { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
@@ -122,6 +130,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::Http2 { .. }
             | ProxyError::BadSwitch { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Plugin { busy: true, .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Plugin { busy: false, .. } | ProxyError::UnknownUpstream { .. } => {
@@ -143,7 +152,7 @@ impl ProxyError {
                 crate::upstream::Limit::PendingRequests => "upstream pending request limit reached",
             }),
             ProxyError::NoEndpoint { .. } => Some("no healthy upstream endpoint"),
-            ProxyError::BadTarget(why) => Some(why),
+            ProxyError::BadTarget(why) | ProxyError::BadHeader(why) => Some(why),
             _ => None,
         }
     }

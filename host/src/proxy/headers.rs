@@ -1,6 +1,7 @@
 //! Header hygiene between client and upstream: hop-by-hop headers are
 //! removed in both directions (RFC 9110 section 7.6.1, including every
-//! header the `Connection` field lists), the `X-Forwarded-*` family and
+//! header the `Connection` field lists; `Trailer` is not one, so trailers
+//! stay declared), the `X-Forwarded-*` family and
 //! `Via` are set, and the request id is kept or made. Also what the
 //! framing checks read in a request's parsed headers: the transfer coding
 //! and the names that only look like framing headers.
@@ -31,7 +32,6 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TE
-        || name == header::TRAILER
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
         || name == header::PROXY_AUTHENTICATE
@@ -48,7 +48,6 @@ fn is_fixed_hop_by_hop_token(t: &str) -> bool {
         "keep-alive",
         "connection",
         "te",
-        "trailer",
         "transfer-encoding",
         "upgrade",
         "proxy-authenticate",
@@ -142,6 +141,17 @@ pub fn screen_names(h: &mut HeaderMap, keep_underscores: bool) -> Result<(), &'s
         h.remove(name);
     }
     Ok(())
+}
+
+/// Whether the request's `TE` accepts trailers (RFC 9110 section 10.1.4).
+pub fn accepts_trailers(h: &HeaderMap) -> bool {
+    h.get_all(header::TE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| {
+            let t = t.split(|b| *b == b';').next().unwrap_or_default();
+            t.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        })
 }
 
 /// Whether `Connection` lists `token` (case-insensitive).

@@ -15,6 +15,7 @@
 //! module only decides what happens to a request.
 
 pub mod error;
+pub mod grpc;
 pub mod headers;
 pub mod plugins;
 mod redirect;
@@ -49,13 +50,14 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let in_flight = Counted::enter(&cx.in_flight);
     let id = headers::request_id(req.headers());
+    let grpc = grpc::is_call(req.version(), req.headers());
     // Only the access log reads the clock and the request line.
     let logged = cx
         .access_log
         .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
 
     let mut plugins = plugins::Scope::default();
-    let mut resp = match phases(&cx, req, &id, &mut plugins).await {
+    let mut resp = match phases(&cx, req, &id, &mut plugins, grpc).await {
         Ok(r) => r,
         Err(e) => {
             match e.source_kind() {
@@ -66,7 +68,11 @@ pub async fn handle(
                 _ if e.refused_at_once() => {}
                 _ => tracing::warn!(request_id = ?id, error = %e, "request failed"),
             }
-            error_response(&e)
+            if grpc {
+                grpc::error_response(&e)
+            } else {
+                error_response(&e)
+            }
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
@@ -108,12 +114,15 @@ impl<R: Deref<Target = AtomicUsize>> Drop for Counted<R> {
 }
 
 /// The phases of one request, in order, up to the response head handed to
-/// the client (the log phase runs after, from [`handle`]).
+/// the client (the log phase runs after, from [`handle`]). `grpc`: the
+/// request is a gRPC call (its deadline may be shorter than the route's,
+/// and a plugin's refusal is answered as a gRPC status).
 async fn phases(
     cx: &ConnContext,
     req: Request<Incoming>,
     id: &HeaderValue,
     plugins: &mut plugins::Scope,
+    grpc: bool,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     check_framing(&mut parts, cx)?;
@@ -135,6 +144,15 @@ async fn phases(
             limit: route.max_body_bytes,
         });
     }
+    // A gRPC client's deadline caps the route's.
+    let timeout = if grpc {
+        match grpc::timeout(&parts.headers).map_err(ProxyError::BadHeader)? {
+            Some(t) => t.min(route.timeout),
+            None => route.timeout,
+        }
+    } else {
+        route.timeout
+    };
 
     let upgrade = upgrade::take(&mut parts, &route.upgrades);
     prepare_upstream_request(
@@ -156,7 +174,7 @@ async fn phases(
         let cert = cx.tls.as_ref().and_then(|t| t.session.client_cert.as_ref());
         plugins.start(route, cx.peer.ip(), cert, id);
         let steered = match plugins.on_request(&mut parts, &router)? {
-            plugins::Decision::Respond(resp) => return Ok(*resp),
+            plugins::Decision::Respond(resp) => return Ok(answer(*resp, grpc)),
             plugins::Decision::Forward(steered) => steered,
         };
         if !plugins.wants_request_body() {
@@ -166,7 +184,7 @@ async fn phases(
             // do not need it should not carry (and move) it.
             match Box::pin(plugins.on_request_body(&mut parts, body, route, caps.request)).await? {
                 Ok(body) => (steered, body),
-                Err(resp) => return Ok(resp),
+                Err(resp) => return Ok(answer(resp, grpc)),
             }
         }
     };
@@ -188,7 +206,16 @@ async fn phases(
         resp,
         endpoint,
         conn,
-    } = send::send(route, upstream, cx.peer, parts, body, upgrade.is_some()).await?;
+    } = send::send(
+        route,
+        upstream,
+        cx.peer,
+        parts,
+        body,
+        upgrade.is_some(),
+        timeout,
+    )
+    .await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return upgrade::switch(cx, upgrade, resp, &endpoint.label);
@@ -196,11 +223,11 @@ async fn phases(
 
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
-    headers::append_via(&mut rparts.headers, Version::HTTP_11);
-    let lease = Lease::new(endpoint, conn);
+    headers::append_via(&mut rparts.headers, rparts.version);
+    let lease = conn.map(|c| Lease::new(endpoint, c));
     let resp = Response::from_parts(
         rparts,
-        ResponseBody::upstream(rbody, Some(lease), route.read_timeout),
+        ResponseBody::upstream(rbody, lease, route.read_timeout),
     );
     if plain {
         return Ok(resp);
@@ -209,6 +236,12 @@ async fn phases(
         return plugins.on_response(resp);
     }
     Box::pin(plugins.on_response_body(resp, caps.response, route)).await
+}
+
+/// A plugin's own answer, as the client receives it: a gRPC status for a
+/// gRPC call ([`grpc::from_answer`]).
+fn answer(resp: Response<ResponseBody>, grpc: bool) -> Response<ResponseBody> {
+    if grpc { grpc::from_answer(resp) } else { resp }
 }
 
 /// Request smuggling, size and `Host` checks that hyper leaves to us; the
@@ -283,7 +316,15 @@ fn prepare_upstream_request(
 ) -> Result<(), ProxyError> {
     let host = forwarded_host(parts);
     let client_version = parts.version;
+    // `TE: trailers` says the client takes trailers; Weir carries them, so
+    // the upstream is told the same (gRPC servers require it).
+    let trailers = headers::accepts_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
+    if trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // Weir answers `100-continue` itself (hyper sends the 100 once the
     // body is first read, that is once the request is on its way
     // upstream); forwarded, it would ask the upstream for a second one.

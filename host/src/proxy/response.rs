@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::body::BoxError;
-use crate::upstream::{Connection, Endpoint};
+use crate::upstream::{Connection, Endpoint, Received};
 
 /// A connection waiting for its response body to end before it can be
 /// reused.
@@ -45,7 +44,7 @@ pub struct UpstreamBodyStalled {
 
 /// The upstream's body as it streams to the client.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Received,
     lease: Option<Lease>,
     read_timeout: Duration,
     /// Armed when a poll finds nothing to read and the timer is not
@@ -72,7 +71,7 @@ impl ResponseBody {
 
     /// Streams `inner`; the connection goes back to the pool once it ends.
     /// `read_timeout` bounds each wait for the upstream's next bytes.
-    pub fn upstream(inner: Incoming, lease: Option<Lease>, read_timeout: Duration) -> ResponseBody {
+    pub fn upstream(inner: Received, lease: Option<Lease>, read_timeout: Duration) -> ResponseBody {
         let mut lease = lease;
         if inner.is_end_stream()
             && let Some(l) = lease.take()
@@ -106,7 +105,7 @@ impl UpstreamBody {
             // A broken body means a broken connection: drop it.
             Some(Err(_)) => drop(self.lease.take()),
         }
-        Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+        Poll::Ready(frame)
     }
 
     /// The upstream has nothing for us: start (or keep) the clock of this

@@ -28,21 +28,23 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 
 use super::error::ProxyError;
 use crate::body::{self, RequestBody};
 use crate::router::Route;
+use crate::upstream::http2::{self, H2Failure};
 use crate::upstream::{
-    ConnectError, Connection, Endpoint, Limit, Outcome, Outstanding, Tried, Upstream,
+    Checkout, ConnectError, Connection, Endpoint, Limit, Outcome, Outstanding, Received, Tried,
+    Upstream,
 };
 use crate::worker;
 
-/// A response head from the upstream, with the connection it came on.
+/// A response head from the upstream, with the HTTP/1.1 connection it
+/// came on (an HTTP/2 stream's place goes with its body).
 pub(super) struct Sent {
-    pub resp: Response<Incoming>,
+    pub resp: Response<Received>,
     pub endpoint: Arc<Endpoint>,
-    pub conn: Connection,
+    pub conn: Option<Connection>,
 }
 
 /// How one try ended.
@@ -129,7 +131,8 @@ impl Replay {
 }
 
 /// Sends the request to `upstream` (the route's, or one a plugin chose),
-/// with retries, under `route`'s deadline and limits.
+/// with retries, under `route`'s limits and the deadline `timeout` (the
+/// route's, or less when a gRPC client asked for less).
 pub(super) async fn send(
     route: &Route,
     upstream: &Arc<Upstream>,
@@ -137,6 +140,7 @@ pub(super) async fn send(
     parts: Parts,
     body: RequestBody,
     upgrade: bool,
+    timeout: Duration,
 ) -> Result<Sent, ProxyError> {
     let _pending = upstream.admit().map_err(|o| ProxyError::Overloaded {
         upstream: upstream.config.name.clone(),
@@ -146,7 +150,7 @@ pub(super) async fn send(
     // One clock read: the deadline, the retry budget's window, and the
     // age of a pooled connection.
     let now = std::time::Instant::now();
-    let deadline = tokio::time::Instant::from_std(now) + route.timeout;
+    let deadline = tokio::time::Instant::from_std(now) + timeout;
     let hash = upstream.hash_of(&parts, peer);
     let retry = &upstream.config.retry;
     let replay = Replay::if_needed(route, upstream, &parts, &body, upgrade);
@@ -173,7 +177,16 @@ pub(super) async fn send(
         } else {
             std::time::Instant::now()
         };
-        let outcome = attempt(route, upstream, &ep, request, deadline, upgrade, at).await;
+        let outcome = attempt(
+            route,
+            upstream,
+            &ep,
+            request,
+            (deadline, timeout),
+            upgrade,
+            at,
+        )
+        .await;
         let (may_retry, stale) = match &outcome {
             Attempt::Answered(f) => (
                 replay.is_some() && retry.statuses.contains(&f.resp.status().as_u16()),
@@ -217,11 +230,11 @@ async fn attempt(
     upstream: &Upstream,
     ep: &Arc<Endpoint>,
     req: Request<RequestBody>,
-    deadline: tokio::time::Instant,
+    (deadline, timeout): (tokio::time::Instant, Duration),
     upgrade: bool,
     now: std::time::Instant,
 ) -> Attempt {
-    let (connect_timeout, timeout) = (route.connect_timeout, route.timeout);
+    let connect_timeout = route.connect_timeout;
     let _outstanding = Outstanding::new(ep.clone());
     let started = upstream.try_started();
     let timed_out = || ProxyError::UpstreamTimeout {
@@ -230,12 +243,14 @@ async fn attempt(
     };
     let connecting = async {
         if upgrade {
-            ep.connect_for_upgrade(connect_timeout).await
+            ep.connect_for_upgrade(connect_timeout)
+                .await
+                .map(Checkout::H1)
         } else {
             ep.checkout(connect_timeout, now).await
         }
     };
-    let mut conn = match tokio::time::timeout_at(deadline, connecting).await {
+    let conn = match tokio::time::timeout_at(deadline, connecting).await {
         Err(_) => return Attempt::Final(timed_out()),
         Ok(Err(ConnectError::LimitReached { limit })) => {
             return Attempt::Final(ProxyError::Overloaded {
@@ -256,6 +271,22 @@ async fn attempt(
             };
         }
         Ok(Ok(c)) => c,
+    };
+    let mut conn = match conn {
+        Checkout::H1(c) => c,
+        Checkout::H2(stream) => {
+            let keep = route.retry_attempts > 0;
+            return attempt_h2(
+                upstream,
+                ep,
+                stream,
+                req,
+                (deadline, timeout),
+                keep,
+                started,
+            )
+            .await;
+        }
     };
     // Kept to tell, at the deadline, a stalled upload from a slow upstream.
     let stalled = req.body().stalled().cloned();
@@ -300,12 +331,87 @@ async fn attempt(
         Ok(Ok(resp)) => {
             upstream.record(ep, Outcome::Status(resp.status().as_u16()), started);
             Attempt::Answered(Sent {
-                resp,
+                resp: resp.map(Received::H1),
                 endpoint: ep.clone(),
-                conn,
+                conn: Some(conn),
             })
         }
     }
+}
+
+/// One try on a stream of an HTTP/2 connection. A stream the upstream
+/// refused unprocessed (`REFUSED_STREAM`, or above a GOAWAY's last stream
+/// id) comes back as not sent, like a pooled HTTP/1.1 connection found
+/// closed: it is nobody's fault and may go again at once, also to the
+/// same endpoint on another connection.
+async fn attempt_h2(
+    upstream: &Upstream,
+    ep: &Arc<Endpoint>,
+    stream: http2::Stream,
+    req: Request<RequestBody>,
+    (deadline, timeout): (tokio::time::Instant, Duration),
+    keep: bool,
+    started: crate::upstream::TryStart,
+) -> Attempt {
+    let stalled = req.body().stalled().cloned();
+    let sending = http2::send(stream, req, ep.scheme(), &ep.label, keep);
+    let failed = |source| ProxyError::Http2 {
+        endpoint: ep.label.clone(),
+        source,
+    };
+    match tokio::time::timeout_at(deadline, sending).await {
+        Err(_) => {
+            if stalled.is_some_and(|s| s.get()) {
+                return Attempt::Final(ProxyError::BodyTimeout);
+            }
+            upstream.record(ep, Outcome::Failed, started);
+            Attempt::Final(ProxyError::UpstreamTimeout {
+                endpoint: ep.label.clone(),
+                timeout,
+            })
+        }
+        Ok(Ok(resp)) => {
+            upstream.record(ep, Outcome::Status(resp.status().as_u16()), started);
+            Attempt::Answered(Sent {
+                resp: resp.map(Received::H2),
+                endpoint: ep.clone(),
+                conn: None,
+            })
+        }
+        Ok(Err(H2Failure::Unprocessed {
+            req: Some(req),
+            error,
+        })) => Attempt::NotSent {
+            req: *req,
+            error: failed(error),
+            stale: true,
+        },
+        // Unprocessed, but too much of its body went to keep a copy: only
+        // a bodiless replay copy (status retries) may still go again.
+        Ok(Err(H2Failure::Unprocessed { req: None, error })) => Attempt::Failed(failed(error)),
+        Ok(Err(H2Failure::Failed(error))) => {
+            upstream.record(ep, Outcome::Failed, started);
+            Attempt::Failed(failed(error))
+        }
+        Ok(Err(H2Failure::Body(e))) => {
+            if body::is_body_too_large(&*e) {
+                return Attempt::Final(ProxyError::BodyTooLarge {
+                    limit: upstream_body_limit(&*e),
+                });
+            }
+            Attempt::Final(ProxyError::RequestBodyBroken {
+                reason: match body::client_body_error(&*e) {
+                    Some(c) => c.to_string(),
+                    None => e.to_string(),
+                },
+            })
+        }
+    }
+}
+
+/// The limit a body-too-large error names.
+fn upstream_body_limit(e: &(dyn std::error::Error + 'static)) -> u64 {
+    body::body_too_large(e).map_or(0, |b| b.limit)
 }
 
 /// RFC 9110 9.2.2: methods whose repetition has the effect of one request.

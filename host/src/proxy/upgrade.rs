@@ -15,7 +15,6 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Response, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -96,7 +95,7 @@ fn switched_as_offered(resp: &HeaderMap, offered: &HeaderValue) -> bool {
 pub(super) fn switch(
     cx: &ConnContext,
     upgrade: Option<Upgrade>,
-    mut resp: Response<Incoming>,
+    mut resp: Response<crate::upstream::Received>,
     endpoint: &str,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Some(up) = upgrade.filter(|up| switched_as_offered(resp.headers(), &up.protocol)) else {

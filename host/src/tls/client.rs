@@ -4,8 +4,8 @@
 //! the configuration names), the name to send and verify (the
 //! endpoint's host name, or an explicit `sni`), an optional client
 //! certificate, and, only when a key whose name says so is set, no
-//! verification at all. ALPN offers `http/1.1`: upstream connections are
-//! HTTP/1.1. rustls keeps sessions per server name, so reconnections to
+//! verification at all. ALPN offers what the upstream's `protocol` says
+//! (`http/1.1`, `h2`, or both for `auto`). rustls keeps sessions per server name, so reconnections to
 //! an endpoint resume.
 
 use std::sync::Arc;
@@ -92,7 +92,11 @@ impl ClientTls {
                 })?
             }
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = if cfg.alpn.is_empty() {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            cfg.alpn.clone()
+        };
         Ok(ClientTls {
             config: Arc::new(config),
             sni: cfg.sni.clone(),

@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::balancer::stable_hash;
-use super::pool::{ConnCounter, ConnectError, Connection, EndpointPool};
-use crate::config::{OutlierConfig, PoolConfig};
+#[cfg(test)]
+use super::pool::ConnCounter;
+use super::pool::{Checkout, ConnectError, Connection, EndpointPool};
+use crate::config::OutlierConfig;
 
 /// How fast the latency estimate forgets a slow response: after this long
 /// its weight has fallen to 1/e (linkerd's default decay), in microseconds.
@@ -82,30 +84,35 @@ impl Endpoint {
         label: String,
         source: usize,
         weight: u32,
-        workers: usize,
-        pool: &PoolConfig,
-        counter: ConnCounter,
+        pool: EndpointPool,
     ) -> Endpoint {
         Endpoint {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             key: stable_hash(addr.to_string().as_bytes()),
+            pool,
             addr,
             label,
             source,
             weight,
-            pool: EndpointPool::new(workers, pool, counter),
             state: EndpointState::default(),
         }
     }
 
-    /// A connection, reused from this worker's idle list when possible;
-    /// `now` (the request's start) judges whether an idle one is too old.
+    /// A connection for one request: an HTTP/1.1 one reused from this
+    /// worker's idle list when possible (`now`, the request's start,
+    /// judges whether an idle one is too old), or a stream on a shared
+    /// HTTP/2 connection.
     pub async fn checkout(
         &self,
         connect_timeout: Duration,
         now: Instant,
-    ) -> Result<Connection, ConnectError> {
+    ) -> Result<Checkout, ConnectError> {
         self.pool.checkout(self.addr, connect_timeout, now).await
+    }
+
+    /// The `:scheme` of requests to this endpoint over HTTP/2.
+    pub fn scheme(&self) -> &'static http::uri::Scheme {
+        self.pool.scheme()
     }
 
     /// A fresh, never pooled connection for a protocol upgrade.
@@ -129,7 +136,7 @@ impl Endpoint {
     pub(super) async fn connect_unpooled(
         &self,
         timeout: Duration,
-    ) -> Result<Connection, ConnectError> {
+    ) -> Result<Checkout, ConnectError> {
         self.pool.connect_unpooled(self.addr, timeout).await
     }
 
@@ -290,6 +297,7 @@ impl Drop for Outstanding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{PoolConfig, Protocol};
 
     fn ep() -> Endpoint {
         let pool = PoolConfig {
@@ -301,9 +309,14 @@ mod tests {
             "x:1".into(),
             0,
             1,
-            1,
-            &pool,
-            ConnCounter::new(1),
+            EndpointPool::new(
+                1,
+                &pool,
+                ConnCounter::new(1),
+                Protocol::Http1,
+                &Arc::default(),
+                "x:1",
+            ),
         )
     }
 

@@ -1,6 +1,10 @@
 //! Active health checks: every `interval`, each endpoint of an upstream
-//! gets `GET path` on a fresh connection, with `timeout` for connect and
-//! answer together. `unhealthy_threshold` failures in a row take an
+//! gets `GET path` on a fresh connection (over HTTP/2 when the upstream
+//! speaks it), or for `type = "grpc"` the gRPC health-checking protocol's
+//! `grpc.health.v1.Health/Check`, with `timeout` for connect and answer
+//! together. A gRPC check passes on `SERVING` with `grpc-status` 0; its
+//! two messages are a length-prefixed protobuf of one field each, written
+//! and read here by hand rather than with a protobuf code generator. `unhealthy_threshold` failures in a row take an
 //! endpoint out of the live set; `healthy_threshold` passes in a row bring
 //! it back, and also end a passive ejection it may still be serving (the
 //! endpoint was restarted: waiting out the ejection would only cost
@@ -11,12 +15,18 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use http::{Request, header};
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::BodyExt;
 use tokio::task::JoinSet;
 
-use super::{Endpoint, Upstream};
+use super::http2;
+use super::{Checkout, Endpoint, Received, Upstream};
 use crate::body::RequestBody;
-use crate::config::HealthCheckConfig;
+use crate::config::{CheckKind, HealthCheckConfig};
+
+/// The most of a gRPC health answer read (the answer is a few bytes).
+const MAX_GRPC_ANSWER: usize = 1024;
 
 pub(super) async fn run(up: Weak<Upstream>, cfg: Arc<HealthCheckConfig>) {
     let mut tick = tokio::time::interval(cfg.interval);
@@ -49,28 +59,145 @@ pub(super) async fn run(up: Weak<Upstream>, cfg: Arc<HealthCheckConfig>) {
     }
 }
 
-/// One probe: does the endpoint answer `path` with an expected status
-/// within the timeout?
+/// One probe: does the endpoint answer as a healthy one does, within
+/// the timeout?
 async fn probe(ep: &Endpoint, cfg: &HealthCheckConfig) -> bool {
-    let attempt = async {
-        let mut conn = ep.connect_unpooled(cfg.timeout).await.ok()?;
-        let host = cfg.host.as_deref().unwrap_or(&ep.label);
-        let req = Request::get(cfg.path.as_str())
+    tokio::time::timeout(cfg.timeout, ask(ep, cfg))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Sends the probe and judges the answer; `None` when none came.
+async fn ask(ep: &Endpoint, cfg: &HealthCheckConfig) -> Option<bool> {
+    let conn = ep.connect_unpooled(cfg.timeout).await.ok()?;
+    let host = cfg.host.as_deref().unwrap_or(&ep.label);
+    let req = match &cfg.kind {
+        CheckKind::Http => Request::get(cfg.path.as_str())
             .header(header::HOST, host)
             .header(header::USER_AGENT, "weir-health-check")
-            .header(header::CONNECTION, "close")
             .body(RequestBody::Empty)
-            .ok()?;
-        let resp = conn.sender.send_request(req).await.ok()?;
-        Some(resp.status().as_u16())
+            .ok()?,
+        CheckKind::Grpc { service } => Request::post("/grpc.health.v1.Health/Check")
+            .header(header::HOST, host)
+            .header(header::USER_AGENT, "weir-health-check")
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header(header::TE, "trailers")
+            .body(RequestBody::full(grpc_check_request(service)))
+            .ok()?,
     };
-    match tokio::time::timeout(cfg.timeout, attempt).await {
-        Ok(Some(status)) => cfg
-            .expected_statuses
-            .iter()
-            .any(|(lo, hi)| (*lo..=*hi).contains(&status)),
-        _ => false,
+    let resp: Response<Received> = match conn {
+        Checkout::H1(mut c) => {
+            let mut req = req;
+            req.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            c.sender.send_request(req).await.ok()?.map(Received::H1)
+        }
+        Checkout::H2(s) => http2::send(s, req, ep.scheme(), &ep.label, false)
+            .await
+            .ok()?
+            .map(Received::H2),
+    };
+    Some(match &cfg.kind {
+        CheckKind::Http => {
+            let status = resp.status().as_u16();
+            cfg.expected_statuses
+                .iter()
+                .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+        }
+        CheckKind::Grpc { .. } => grpc_serving(resp).await,
+    })
+}
+
+/// `HealthCheckRequest { service }` as a gRPC message: the frame's
+/// 5-byte prefix (not compressed, length), then field 1 (a string).
+fn grpc_check_request(service: &str) -> Bytes {
+    let mut msg = Vec::with_capacity(service.len() + 8);
+    if !service.is_empty() {
+        msg.push(0x0a);
+        // The configuration bounds a service name to 256 bytes: a varint.
+        let mut n = service.len();
+        while n >= 0x80 {
+            msg.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        msg.push(n as u8);
+        msg.extend_from_slice(service.as_bytes());
     }
+    let mut framed = Vec::with_capacity(5 + msg.len());
+    framed.push(0);
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    Bytes::from(framed)
+}
+
+/// Whether a gRPC health answer says `SERVING`: status 200, `grpc-status`
+/// 0 (in the trailers, or the headers of a trailers-only answer), and a
+/// `HealthCheckResponse` whose field 1 is 1.
+async fn grpc_serving(resp: Response<Received>) -> bool {
+    if resp.status() != http::StatusCode::OK {
+        return false;
+    }
+    let ok_status = |h: &http::HeaderMap| h.get("grpc-status").map(|v| v == "0");
+    if ok_status(resp.headers()) == Some(false) {
+        return false;
+    }
+    let head_status = ok_status(resp.headers());
+    let limited = http_body_util::Limited::new(resp.into_body(), MAX_GRPC_ANSWER);
+    let Ok(collected) = limited.collect().await else {
+        return false;
+    };
+    let trailer_status = collected.trailers().and_then(ok_status);
+    if !(trailer_status.or(head_status).unwrap_or(false)) {
+        return false;
+    }
+    serving(&collected.to_bytes())
+}
+
+/// Reads `HealthCheckResponse.status` out of one gRPC message.
+fn serving(framed: &[u8]) -> bool {
+    let Some((&[0, a, b, c, d], msg)) = framed.split_first_chunk::<5>() else {
+        return false;
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    let Some(mut msg) = msg.get(..len) else {
+        return false;
+    };
+    // Fields: the status is field 1, a varint (tag 0x08); skip others.
+    let mut status = 0u64;
+    while let Some((&tag, rest)) = msg.split_first() {
+        let Some((value, rest)) = varint(rest, tag & 7) else {
+            return false;
+        };
+        if tag == 0x08 {
+            status = value;
+        }
+        msg = rest;
+    }
+    status == 1
+}
+
+/// One field's value after its tag: a varint's value, or a
+/// length-delimited field skipped; `None` for anything else or short input.
+fn varint(buf: &[u8], wire: u8) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    let mut rest = buf;
+    for shift in (0..64).step_by(7) {
+        let (&b, r) = rest.split_first()?;
+        rest = r;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return match wire {
+                0 => Some((value, rest)),
+                2 => Some((0, rest.get(value as usize..)?)),
+                _ => None,
+            };
+        }
+    }
+    None
 }
 
 /// Applies one verdict to the endpoint's streaks; true when the endpoint
@@ -112,6 +239,27 @@ mod tests {
     use crate::upstream::pool;
 
     #[test]
+    fn grpc_health_messages() {
+        assert_eq!(&grpc_check_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(
+            &grpc_check_request("a.B")[..],
+            &[0, 0, 0, 0, 5, 0x0a, 3, b'a', b'.', b'B']
+        );
+        let long = "s".repeat(200);
+        let framed = grpc_check_request(&long);
+        assert_eq!(&framed[5..8], &[0x0a, 0xc8, 0x01]);
+        assert_eq!(framed.len(), 5 + 3 + 200);
+
+        assert!(serving(&[0, 0, 0, 0, 2, 0x08, 1]));
+        assert!(!serving(&[0, 0, 0, 0, 2, 0x08, 2]), "NOT_SERVING");
+        assert!(!serving(&[0, 0, 0, 0, 0]), "UNKNOWN (the default)");
+        assert!(!serving(&[0, 0, 0, 0, 2, 0x08]), "cut short");
+        assert!(!serving(&[1, 0, 0, 0, 2, 0x08, 1]), "compressed");
+        // An unknown string field before the status is skipped.
+        assert!(serving(&[0, 0, 0, 0, 5, 0x12, 1, b'x', 0x08, 1]));
+    }
+
+    #[test]
     fn thresholds_flip_state_once() {
         let pool = PoolConfig {
             max_idle: 1,
@@ -122,11 +270,17 @@ mod tests {
             "x:1".into(),
             0,
             1,
-            1,
-            &pool,
-            pool::ConnCounter::new(1),
+            pool::EndpointPool::new(
+                1,
+                &pool,
+                pool::ConnCounter::new(1),
+                crate::config::Protocol::Http1,
+                &Arc::default(),
+                "x:1",
+            ),
         );
         let cfg = HealthCheckConfig {
+            kind: crate::config::CheckKind::Http,
             path: "/".into(),
             host: None,
             interval: Duration::from_secs(1),

@@ -19,7 +19,9 @@ mod budget;
 pub mod discovery;
 mod endpoint;
 mod health;
+pub mod http2;
 mod pool;
+mod received;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +38,8 @@ use balancer::{MAGLEV_SIZE, maglev, p2c, smooth_schedule, stable_hash};
 pub use balancer::{MAX_TRIES, Tried};
 pub use budget::RetryBudget;
 pub use endpoint::{Endpoint, Outcome, Outstanding};
-pub use pool::{ConnectError, Connection};
+pub use pool::{Checkout, ConnectError, Connection};
+pub use received::Received;
 
 /// A named group of endpoints with its balancing state.
 #[derive(Debug)]
@@ -54,6 +57,9 @@ pub struct Upstream {
     pub budget: RetryBudget,
     /// TLS to the endpoints, when the upstream has it.
     tls: Option<Arc<crate::tls::ClientTls>>,
+    /// The same TLS settings offering only `http/1.1` by ALPN (upgrades).
+    tls_http1: Option<Arc<rustls::ClientConfig>>,
+    http2: Arc<crate::config::Http2Config>,
 }
 
 #[derive(Debug)]
@@ -138,6 +144,16 @@ impl Upstream {
         tls: Option<Arc<crate::tls::ClientTls>>,
     ) -> Upstream {
         let connections = pool::ConnCounter::new(config.max_connections);
+        let tls_http1 = tls.as_ref().map(|t| {
+            if t.config.alpn_protocols == [b"http/1.1".to_vec()] {
+                t.config.clone()
+            } else {
+                let mut c = (*t.config).clone();
+                c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(c)
+            }
+        });
+        let http2 = Arc::new(config.http2.clone());
         let up = Upstream {
             budget: RetryBudget::new(
                 config.retry.budget_per_mille,
@@ -157,6 +173,8 @@ impl Upstream {
             next: (0..workers.max(1)).map(|_| Position::default()).collect(),
             pending: AtomicUsize::new(0),
             tls,
+            tls_http1,
+            http2,
         };
         let all = addrs
             .iter()
@@ -168,22 +186,25 @@ impl Upstream {
 
     fn make_endpoint(&self, source: usize, addr: SocketAddr) -> Arc<Endpoint> {
         let e = &self.config.endpoints[source];
-        let tls = self.tls.as_ref().map(|t| pool::EndpointTls {
-            config: t.config.clone(),
-            name: t.server_name(&e.host),
-        });
-        Arc::new(
-            Endpoint::new(
-                addr,
-                format!("{}:{}", e.host, e.port),
-                source,
-                e.weight,
-                self.workers,
-                &self.config.pool,
-                self.connections.clone(),
-            )
-            .with_tls(tls),
-        )
+        let tls = self
+            .tls
+            .as_ref()
+            .zip(self.tls_http1.as_ref())
+            .map(|(t, h1)| pool::EndpointTls {
+                config: t.config.clone(),
+                http1_config: h1.clone(),
+                name: t.server_name(&e.host),
+            });
+        let label = format!("{}:{}", e.host, e.port);
+        let pool = pool::EndpointPool::new(
+            self.workers,
+            &self.config.pool,
+            self.connections.clone(),
+            self.config.protocol,
+            &self.http2,
+            &label,
+        );
+        Arc::new(Endpoint::new(addr, label, source, e.weight, pool).with_tls(tls))
     }
 
     /// Starts the active health checker (when configured) and DNS

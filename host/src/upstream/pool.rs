@@ -1,16 +1,19 @@
-//! Keep-alive connections to one endpoint. Each worker thread has its own
-//! idle list, so checking a connection out or in never contends with
-//! another thread and a connection is always driven by the event loop of
-//! the thread that uses it. Connections are HTTP/1.1 (hyper's client
-//! connection), opened with a connect timeout and TCP_NODELAY, over TLS
-//! when the upstream has it (the handshake within the same timeout, the
-//! request never sent to an endpoint whose certificate does not verify);
-//! a TLS connection is pooled and reused like a plain one. Every open
+//! Connections to one endpoint. Each worker thread has its own idle list,
+//! so checking a connection out or in never contends with another thread
+//! and a connection is always driven by the event loop of the thread that
+//! uses it. Connections are opened with a connect timeout and TCP_NODELAY,
+//! over TLS when the upstream has it (the handshake within the same
+//! timeout, the request never sent to an endpoint whose certificate does
+//! not verify). An HTTP/1.1 connection (hyper's client connection) carries
+//! one request at a time and waits in the idle list between them; HTTP/2
+//! connections are shared by many streams (`http2.rs`). With `protocol =
+//! "auto"` the first connection's ALPN decides which the endpoint gets,
+//! and a later one that negotiates otherwise switches it. Every open
 //! connection of an upstream holds one unit of its [`ConnCounter`], so the
 //! upstream's `max_connections` bounds pooled and busy ones together.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,11 +21,26 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::http2::{self, H2Conn, H2Pool};
 use crate::body::RequestBody;
-use crate::config::PoolConfig;
+use crate::config::{Http2Config, PoolConfig, Protocol};
 use crate::worker;
 
-/// A connection ready to carry one request.
+/// A connection ready to carry one request: HTTP/1.1, or a stream on a
+/// shared HTTP/2 connection.
+#[derive(Debug)]
+pub enum Checkout {
+    H1(Connection),
+    H2(http2::Stream),
+}
+
+/// A connection just opened, as ALPN (or the protocol) made it.
+enum Opened {
+    H1(Connection),
+    H2(H2Conn),
+}
+
+/// An HTTP/1.1 connection ready to carry one request.
 pub struct Connection {
     pub sender: http1::SendRequest<RequestBody>,
     idle_since: Instant,
@@ -74,6 +92,9 @@ impl std::fmt::Debug for Connection {
 #[derive(Debug, Clone)]
 pub struct EndpointTls {
     pub config: Arc<rustls::ClientConfig>,
+    /// The same settings offering only `http/1.1`, for upgrades (WebSocket)
+    /// on an upstream whose ALPN also offers `h2`.
+    pub http1_config: Arc<rustls::ClientConfig>,
     pub name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
@@ -90,11 +111,24 @@ pub enum ConnectError {
     Tls(std::io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
+    #[error("HTTP/2 handshake failed: {0}")]
+    Http2(#[from] h2::Error),
+    /// `protocol = "h2"` and the endpoint's ALPN did not pick `h2`.
+    #[error("the endpoint did not agree to HTTP/2 by ALPN (it offered {0})")]
+    NoH2(String),
+    /// An upgrade (WebSocket) needs HTTP/1.1; the upstream speaks HTTP/2.
+    #[error("upgrades need HTTP/1.1 and this upstream speaks HTTP/2 (`protocol = \"{0}\"`)")]
+    UpgradeOverH2(&'static str),
     /// Not a failure of the endpoint: the upstream's `max_connections`
     /// are all open.
     #[error("the upstream's limit of {limit} open connections is reached")]
     LimitReached { limit: usize },
 }
+
+/// What `auto` learnt of an endpoint from its last connection's ALPN.
+const LEARNT_NOTHING: u8 = 0;
+const LEARNT_H1: u8 = 1;
+const LEARNT_H2: u8 = 2;
 
 #[derive(Debug)]
 pub(super) struct EndpointPool {
@@ -102,10 +136,24 @@ pub(super) struct EndpointPool {
     cfg: PoolConfig,
     counter: ConnCounter,
     tls: Option<EndpointTls>,
+    protocol: Protocol,
+    /// HTTP/2 connections, when the protocol may be HTTP/2.
+    h2: Option<H2Pool>,
+    /// For `auto`: which protocol the endpoint picked last.
+    learnt: AtomicU8,
+    /// `host:port`, the `:authority` when a request has no `Host`.
+    label: String,
 }
 
 impl EndpointPool {
-    pub(super) fn new(workers: usize, cfg: &PoolConfig, counter: ConnCounter) -> EndpointPool {
+    pub(super) fn new(
+        workers: usize,
+        cfg: &PoolConfig,
+        counter: ConnCounter,
+        protocol: Protocol,
+        http2: &Arc<Http2Config>,
+        label: &str,
+    ) -> EndpointPool {
         let lists = (0..workers.max(1))
             .map(|_| Mutex::new(Vec::with_capacity(cfg.max_idle.min(64))))
             .collect();
@@ -114,6 +162,12 @@ impl EndpointPool {
             cfg: cfg.clone(),
             counter,
             tls: None,
+            protocol,
+            h2: protocol
+                .may_be_h2()
+                .then(|| H2Pool::new(workers, http2.clone(), cfg.idle_timeout)),
+            learnt: AtomicU8::new(LEARNT_NOTHING),
+            label: label.to_owned(),
         }
     }
 
@@ -121,11 +175,98 @@ impl EndpointPool {
         self.tls = tls;
     }
 
+    /// The `:scheme` requests to this endpoint carry over HTTP/2.
+    pub(super) fn scheme(&self) -> &'static http::uri::Scheme {
+        static HTTP: http::uri::Scheme = http::uri::Scheme::HTTP;
+        static HTTPS: std::sync::LazyLock<http::uri::Scheme> =
+            std::sync::LazyLock::new(|| http::uri::Scheme::HTTPS);
+        if self.tls.is_some() { &HTTPS } else { &HTTP }
+    }
+
+    /// A connection for one request: a stream on an HTTP/2 connection
+    /// when the endpoint speaks it, else a pooled HTTP/1.1 connection.
+    pub(super) async fn checkout(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        now: Instant,
+    ) -> Result<Checkout, ConnectError> {
+        match (self.protocol, self.learnt.load(Ordering::Relaxed)) {
+            (Protocol::Http1, _) | (Protocol::Auto, LEARNT_H1) => self
+                .checkout_h1(addr, connect_timeout, now)
+                .await
+                .map(Checkout::H1),
+            _ => self.checkout_h2(addr, connect_timeout).await,
+        }
+    }
+
+    async fn checkout_h2(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<Checkout, ConnectError> {
+        let Some(h2) = &self.h2 else {
+            unreachable!("an endpoint that may speak HTTP/2 has its pool")
+        };
+        if let Some(s) = h2.take(false) {
+            return Ok(Checkout::H2(s));
+        }
+        let _turn = h2.opening().await;
+        // Another request may have opened one while this one waited.
+        if let Some(s) = h2.take(false) {
+            return Ok(Checkout::H2(s));
+        }
+        if h2.full()
+            && let Some(s) = h2.take(true)
+        {
+            return Ok(Checkout::H2(s));
+        }
+        let slot = match self.counter.acquire() {
+            Ok(slot) => slot,
+            // At the upstream's limit: queue on a busy connection if any.
+            Err(e) => return h2.take(true).map(Checkout::H2).ok_or(e),
+        };
+        let mode = match self.protocol {
+            Protocol::Auto => Mode::Auto(&h2.cfg),
+            _ => Mode::H2(&h2.cfg),
+        };
+        let opened = Box::pin(self.open(addr, connect_timeout, mode, slot)).await?;
+        Ok(match opened {
+            Opened::H2(conn) => {
+                self.learnt.store(LEARNT_H2, Ordering::Relaxed);
+                Checkout::H2(h2.add(conn))
+            }
+            Opened::H1(conn) => {
+                self.learnt.store(LEARNT_H1, Ordering::Relaxed);
+                Checkout::H1(conn)
+            }
+        })
+    }
+
+    /// Opens a connection, over TLS when the endpoint has it.
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        mode: Mode<'_>,
+        slot: ConnSlot,
+    ) -> Result<Opened, ConnectError> {
+        connect(
+            addr,
+            timeout,
+            mode,
+            self.tls.as_ref(),
+            Some(slot),
+            &self.label,
+        )
+        .await
+    }
+
     fn list(&self) -> &Mutex<Vec<Connection>> {
         &self.idle[worker::id() % self.idle.len()]
     }
 
-    pub(super) async fn checkout(
+    async fn checkout_h1(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
@@ -149,30 +290,58 @@ impl EndpointPool {
         let slot = self.counter.acquire()?;
         // Boxed: opening a connection is the rare path, and its future
         // would otherwise make every checkout's (and request's) future big.
-        let mut conn = Box::pin(connect(addr, connect_timeout, false, self.tls.as_ref())).await?;
-        conn._slot = Some(slot);
-        Ok(conn)
+        let opened =
+            Box::pin(self.open(addr, connect_timeout, Mode::H1 { upgrades: false }, slot)).await?;
+        match opened {
+            Opened::H1(conn) => Ok(conn),
+            Opened::H2(_) => unreachable!("an HTTP/1.1 connection was asked for"),
+        }
     }
 
-    /// A fresh connection outside the pool and its limit.
+    /// A fresh connection outside the pool and its limit, for an active
+    /// health check: HTTP/1.1 or HTTP/2 as the endpoint speaks.
     pub(super) async fn connect_unpooled(
         &self,
         addr: SocketAddr,
         timeout: Duration,
-    ) -> Result<Connection, ConnectError> {
-        Box::pin(connect(addr, timeout, false, self.tls.as_ref())).await
+    ) -> Result<Checkout, ConnectError> {
+        let mode = match (&self.h2, self.protocol) {
+            (Some(h2), Protocol::Auto) => Mode::Auto(&h2.cfg),
+            (Some(h2), _) => Mode::H2(&h2.cfg),
+            (None, _) => Mode::H1 { upgrades: false },
+        };
+        let opened = Box::pin(connect(
+            addr,
+            timeout,
+            mode,
+            self.tls.as_ref(),
+            None,
+            &self.label,
+        ))
+        .await?;
+        Ok(match opened {
+            Opened::H1(c) => Checkout::H1(c),
+            Opened::H2(c) => Checkout::H2(c.take()),
+        })
     }
 
-    /// A fresh connection that is never pooled, for protocol upgrades.
+    /// A fresh connection that is never pooled, for protocol upgrades:
+    /// always HTTP/1.1 (ALPN offers only `http/1.1`).
     pub(super) async fn connect_for_upgrade(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<Connection, ConnectError> {
+        if matches!(self.protocol, Protocol::H2c | Protocol::H2) {
+            return Err(ConnectError::UpgradeOverH2(self.protocol.as_str()));
+        }
         let slot = self.counter.acquire()?;
-        let mut conn = Box::pin(connect(addr, connect_timeout, true, self.tls.as_ref())).await?;
-        conn._slot = Some(slot);
-        Ok(conn)
+        let opened =
+            Box::pin(self.open(addr, connect_timeout, Mode::H1 { upgrades: true }, slot)).await?;
+        match opened {
+            Opened::H1(conn) => Ok(conn),
+            Opened::H2(_) => unreachable!("an HTTP/1.1 connection was asked for"),
+        }
     }
 
     pub(super) fn put(&self, mut conn: Connection) {
@@ -196,51 +365,97 @@ impl EndpointPool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection (over TLS with `tls`) and starts
-/// driving it on this thread. `timeout` bounds the TCP connect and the
-/// TLS handshake together.
-pub(crate) async fn connect(
+/// Which protocol a new connection is to speak.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    H1 {
+        upgrades: bool,
+    },
+    /// HTTP/2 by prior knowledge (plain TCP) or ALPN `h2` (TLS, required).
+    H2(&'a Http2Config),
+    /// Over TLS: what ALPN picks.
+    Auto(&'a Http2Config),
+}
+
+/// Opens a new connection (over TLS with `tls`) and starts driving it on
+/// this thread. `timeout` bounds the TCP connect, the TLS handshake and
+/// the HTTP/2 preface together; `slot` is held as long as it is open.
+async fn connect(
     addr: SocketAddr,
     timeout: Duration,
-    upgrades: bool,
+    mode: Mode<'_>,
     tls: Option<&EndpointTls>,
-) -> Result<Connection, ConnectError> {
+    slot: Option<ConnSlot>,
+    label: &str,
+) -> Result<Opened, ConnectError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout(timeout))??;
     stream.set_nodelay(true)?;
-    let sender = match tls {
-        None => {
-            let (sender, conn) = http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await?;
-            drive(conn, upgrades);
-            sender
-        }
-        Some(tls) => {
-            let name = tls.name.clone().ok_or_else(|| {
-                ConnectError::Tls(std::io::Error::other(
-                    "the endpoint's host is not a name TLS can verify; set `tls.sni`",
-                ))
-            })?;
-            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-            let stream = tokio::time::timeout_at(deadline, connector.connect(name, stream))
-                .await
-                .map_err(|_| ConnectError::Timeout(timeout))?
-                .map_err(ConnectError::Tls)?;
-            let (sender, conn) = http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await?;
-            drive(conn, upgrades);
-            sender
-        }
+    let Some(tls) = tls else {
+        return tokio::time::timeout_at(deadline, over(stream, mode, false, slot, label))
+            .await
+            .map_err(|_| ConnectError::Timeout(timeout))?;
     };
-    Ok(Connection {
+    let name = tls.name.clone().ok_or_else(|| {
+        ConnectError::Tls(std::io::Error::other(
+            "the endpoint's host is not a name TLS can verify; set `tls.sni`",
+        ))
+    })?;
+    let config = match mode {
+        Mode::H1 { upgrades: true } => tls.http1_config.clone(),
+        _ => tls.config.clone(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let stream = tokio::time::timeout_at(deadline, connector.connect(name, stream))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))?
+        .map_err(ConnectError::Tls)?;
+    let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if let (Mode::H2(_), false) = (mode, alpn_h2) {
+        let offered = match stream.get_ref().1.alpn_protocol() {
+            Some(p) => format!("`{}`", String::from_utf8_lossy(p)),
+            None => "no protocol".to_owned(),
+        };
+        return Err(ConnectError::NoH2(offered));
+    }
+    tokio::time::timeout_at(deadline, over(stream, mode, alpn_h2, slot, label))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))?
+}
+
+/// The HTTP handshake on an open stream: HTTP/2 for `H2`, or for `Auto`
+/// when ALPN picked `h2`; HTTP/1.1 otherwise.
+async fn over<T>(
+    io: T,
+    mode: Mode<'_>,
+    alpn_h2: bool,
+    slot: Option<ConnSlot>,
+    label: &str,
+) -> Result<Opened, ConnectError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match mode {
+        Mode::H2(cfg) => Ok(Opened::H2(http2::handshake(io, cfg, label, slot).await?)),
+        Mode::Auto(cfg) if alpn_h2 => Ok(Opened::H2(http2::handshake(io, cfg, label, slot).await?)),
+        Mode::H1 { upgrades } => h1(io, upgrades, slot).await,
+        Mode::Auto(_) => h1(io, false, slot).await,
+    }
+}
+
+async fn h1<T>(io: T, upgrades: bool, slot: Option<ConnSlot>) -> Result<Opened, ConnectError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+    drive(conn, upgrades);
+    Ok(Opened::H1(Connection {
         sender,
         idle_since: Instant::now(),
-        _slot: None,
-    })
+        _slot: slot,
+    }))
 }
 
 /// Spawns the task that drives a client connection on this thread.

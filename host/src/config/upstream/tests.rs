@@ -91,3 +91,95 @@ fn hash_keys() {
         assert_eq!(c.upstreams[0].balancer, BalancerKind::ConsistentHash(want));
     }
 }
+
+#[test]
+fn http2_upstreams_load_with_their_settings() {
+    let c = parse(
+        r#"
+[[upstream]]
+name = "grpc"
+protocol = "h2c"
+endpoints = ["127.0.0.1:1"]
+health_check = { type = "grpc", service = "echo.Echo", interval = "1s" }
+http2 = { max_connections_per_endpoint = 2, max_concurrent_streams = 50, initial_stream_window = "256KiB", initial_connection_window = "8MiB", max_header_list_size = "16KiB", keepalive_interval = "0s", keepalive_timeout = "2s" }
+
+[[upstream]]
+name = "tls"
+protocol = "auto"
+endpoints = ["https://a.example"]
+"#,
+    )
+    .unwrap();
+    let u = &c.upstreams[0];
+    assert_eq!(u.protocol, Protocol::H2c);
+    assert_eq!(u.http2.max_connections_per_endpoint, 2);
+    assert_eq!(u.http2.max_concurrent_streams, 50);
+    assert_eq!(u.http2.initial_stream_window, 256 * 1024);
+    assert_eq!(u.http2.initial_connection_window, 8 * 1024 * 1024);
+    assert_eq!(u.http2.max_header_list_size, 16 * 1024);
+    assert_eq!(u.http2.keepalive_interval, None);
+    assert_eq!(
+        u.health_check.as_ref().unwrap().kind,
+        CheckKind::Grpc {
+            service: "echo.Echo".into()
+        }
+    );
+    let t = &c.upstreams[1];
+    assert_eq!(t.protocol, Protocol::Auto);
+    assert_eq!(
+        t.tls.as_ref().unwrap().alpn,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+    assert_eq!(t.http2, Http2Config::default());
+}
+
+#[test]
+fn http2_mistakes_are_named() {
+    for (toml, needles) in [
+        (r#"protocol = "h2""#, &["protocol", "needs TLS", "h2c"][..]),
+        (r#"protocol = "h3""#, &["unknown protocol `h3`"][..]),
+        (
+            r#"protocol = "h2c"
+tls = true"#,
+            &["`h2c` is HTTP/2 over plain TCP"][..],
+        ),
+        (
+            "http2 = { max_concurrent_streams = 5 }",
+            &["http2", "speaks HTTP/1.1"][..],
+        ),
+        (
+            r#"protocol = "h2c"
+http2 = { initial_stream_window = "1KiB", max_connections_per_endpoint = 0, keepalive_interval = "10ms" }"#,
+            &[
+                "initial_stream_window",
+                "max_connections_per_endpoint",
+                "keepalive_interval",
+            ][..],
+        ),
+        (
+            r#"health_check = { type = "grpc" }"#,
+            &["gRPC runs over HTTP/2"][..],
+        ),
+        (
+            r#"protocol = "h2c"
+health_check = { type = "grpc", path = "/x" }"#,
+            &["always asks `/grpc.health.v1.Health/Check`"][..],
+        ),
+        (
+            r#"health_check = { type = "tcp", path = "/" }"#,
+            &["unknown health check `tcp`"][..],
+        ),
+        (
+            r#"health_check = { interval = "1s" }"#,
+            &["needs the `path`"][..],
+        ),
+    ] {
+        let err = parse(&format!(
+            "[[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:1\"]\n{toml}\n"
+        ))
+        .unwrap_err();
+        for n in needles {
+            assert!(err.contains(n), "{toml}: `{n}` not in {err}");
+        }
+    }
+}
