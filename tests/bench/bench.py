@@ -37,6 +37,11 @@ ATTACK_LUA = os.path.join(HERE, "attack.lua")
 HOSTILE_WASM = os.path.join(REPO, "target", "fixture-plugins", "wasm32-wasip2", "release",
                             "fixture_hostile.wasm")
 IDLE = os.path.join(HERE, "idle_conns.py")
+# Phase h2: the gRPC upstream (tests/bench/grpc_upstream, built by run.sh),
+# and the Python with grpcio that run.sh sets up for the real-client check.
+GRPC_UPSTREAM = os.path.join(REPO, "target", "bench-upstream", "release", "bench-grpc-upstream")
+GRPC_CHECK = os.path.join(HERE, "grpc_check.py")
+GRPC_PYTHON = os.path.join(REPO, "target", "bench-venv", "bin", "python")
 
 LOAD_CPU = 0   # wrk, the upstream, this driver
 PROXY_CPU = 1  # the proxy under test, alone
@@ -45,9 +50,9 @@ MODES = {
     # seconds per measured run, warm-up seconds, rounds, start-up samples
     # per proxy and round, wrk connections
     "quick": dict(duration=3, warmup=1, rounds=1, startup_samples=3, conns=50,
-                  idle_conns=10_000, budget=420),
+                  idle_conns=10_000, budget=540),
     "full": dict(duration=8, warmup=2, rounds=3, startup_samples=5, conns=50,
-                 idle_conns=10_000, budget=2000),
+                 idle_conns=10_000, budget=2400),
 }
 
 # TLS handshake scenarios: `openssl s_time` processes running at once
@@ -57,6 +62,11 @@ MODES = {
 # `Connection: close`; the trailing " HTTP/1.0" lands in a header value.
 STIME_CLIENTS = 8
 STIME_REQUEST = "/ HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nX-Bench: s_time"
+
+# Phase h2: h2load's clients (connections) and the streams each keeps in
+# flight (README.md, scenario 9, says why these).
+H2LOAD_CLIENTS = 10
+H2LOAD_STREAMS = 20
 
 # Hot deploy: swaps under load, and plugins in the start-up scenario.
 HOT_SWAPS = 100
@@ -325,6 +335,11 @@ class Server:
         self.stats_socket = None
         # Bytes of its 200 to STIME_REQUEST (tls_check).
         self.stime_bytes = None
+        # Phase h2: which proxy (or "direct" for an upstream measured
+        # alone), and the gRPC upstream's stats port.
+        self.kind = name
+        self.direct = False
+        self.stats_port = None
 
     def pids(self):
         return tree(self.proc.pid)
@@ -426,15 +441,22 @@ class Bench:
             with open(conf, "w") as f:
                 f.write(conf_text)
             return [WEIR, "run", "-c", conf]
+        if kind == "grpc-upstream":
+            # No configuration file: the ports are its arguments.
+            return [GRPC_UPSTREAM] + conf_text.split()
         raise ValueError(kind)
 
     def start(self, name, kind, conf_text, port, cpu=PROXY_CPU, headers=(), ready_s=10.0,
-              tls=False):
+              tls=False, ready=None):
+        """Starts a server and waits until it answers 200: to an HTTP/1.1
+        GET, or as `ready(deadline, proc)` says (the h2c-only servers)."""
         d = self.dir(name)
         argv = self.argv_for(kind, d, conf_text)
         log = os.path.join(d, "stderr.log")
         proc = self.procs.start(argv, cpu, log)
-        if not wait_200(port, time.monotonic() + ready_s, headers, proc, pause=0.005, tls=tls):
+        deadline = time.monotonic() + ready_s
+        if not (ready(deadline, proc) if ready else
+                wait_200(port, deadline, headers, proc, pause=0.005, tls=tls)):
             self.procs.stop(proc)
             raise BenchError(f"{name} did not answer 200 on port {port} within "
                              f"{ready_s}s; its log:\n{tail(log)}"
@@ -653,6 +675,112 @@ class Bench:
             off = [b for b in st["bytes_per_conn"] if abs(b - want) > 0.05 * want]
             if off:
                 problems.append(f"answers of {off[0]:.0f} bytes on average, the 200 has {want}")
+        if server.proc.poll() is not None:
+            problems.append(f"{server.name} exited during the run")
+        run["status"] = "failed: " + "; ".join(problems) if problems else "ok"
+        return run
+
+    # ---- h2load (phase h2) ----------------------------------------------
+
+    def h2load(self, port, seconds, grpc, log_file=None):
+        """One h2load run of `seconds` over h2c prior knowledge: GET / or
+        (`grpc`) the unary gRPC call, H2LOAD_CLIENTS connections with
+        H2LOAD_STREAMS streams in flight on each. With `log_file`, h2load
+        writes a line per request there (its latency, for p50 and p99)."""
+        argv = ["h2load", "-t1", f"-c{H2LOAD_CLIENTS}", f"-m{H2LOAD_STREAMS}", "-D", str(seconds)]
+        if log_file:
+            argv += ["--log-file", log_file]
+        path = "/"
+        if grpc:
+            argv += ["-d", self.grpc_body(), "-H", "content-type: application/grpc",
+                     "-H", "te: trailers"]
+            path = configs.GRPC_PATH
+        argv.append(f"http://127.0.0.1:{port}{path}")
+        try:
+            # The driver runs on LOAD_CPU; h2load inherits it.
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"h2load did not finish within {seconds + 30}s")
+        out = parse_h2load(r.stdout)
+        if r.returncode != 0 or out is None:
+            raise BenchError(f"h2load failed (exit {r.returncode}): {r.stdout[-800:]} "
+                             f"{r.stderr[-800:]}")
+        if log_file:
+            out["latency_us"] = h2load_latencies(log_file)
+        return out
+
+    def grpc_body(self):
+        """The file h2load posts: one gRPC message (configs.grpc_message)."""
+        path = os.path.join(self.workdir, "grpc-request.bin")
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(configs.grpc_message())
+        return path
+
+    def measure_h2load(self, server, upstream, grpc):
+        """As `measure`, with h2load: a warm-up run, then the measured run
+        with the CPU deltas of the proxy and the upstream. For gRPC also
+        the calls the upstream answered in the measured run, which must be
+        at least the 2xx h2load counted (a proxy's own gRPC errors are
+        HTTP 200 as well, with a grpc-status in the trailers that h2load
+        does not read); and the upstream connections the proxy holds just
+        after the run."""
+        m = self.mode
+        warm = self.h2load(server.port, m["warmup"], grpc)
+        proxy_pids = server.pids() if server is not upstream else []
+        up_pids = upstream.pids()
+        log_file = os.path.join(self.workdir, "h2load-requests.log")
+        a0 = grpc_answered(upstream.stats_port) if grpc else None
+        c0, u0 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        h = self.h2load(server.port, m["duration"], grpc, log_file)
+        c1, u1 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        a1 = grpc_answered(upstream.stats_port) if grpc else None
+        conns = conns_to(proxy_pids, upstream.port) if proxy_pids else None
+        try:
+            os.unlink(log_file)
+        except OSError:
+            pass
+        n = h["succeeded"]
+        lat = h.get("latency_us") or {}
+        run = {
+            "requests": n,
+            "rps": n / h["seconds"] if h["seconds"] else 0.0,
+            "p50_us": lat.get("p50"),
+            "p99_us": lat.get("p99"),
+            "proxy_cpu_ns": c1 - c0 if proxy_pids else None,
+            "proxy_cpu_us_per_req": (c1 - c0) / 1000 / n if proxy_pids and n else None,
+            # Share of one core the proxy used: near 100 % when it is the
+            # bottleneck.
+            "proxy_busy": (c1 - c0) / 1e9 / h["seconds"] if proxy_pids and h["seconds"] else None,
+            "upstream_cpu_ns": u1 - u0,
+            "upstream_cpu_us_per_req": (u1 - u0) / 1000 / n if n else None,
+            "upstream_conns": conns,
+            "proxy_pids": proxy_pids,
+            "h2load": h,
+            "warmup": {k: warm[k] for k in ("succeeded", "failed", "errored", "timeout",
+                                            "status")},
+        }
+        problems = []
+        if n == 0:
+            problems.append("no requests completed")
+        for what, res in (("", h), ("warm-up: ", warm)):
+            bad = {k: res["status"][k] for k in ("3xx", "4xx", "5xx") if res["status"][k]}
+            if bad:
+                problems.append(f"{what}non-2xx responses {bad}")
+            if res["failed"] or res["errored"] or res["timeout"]:
+                problems.append(f"{what}{res['failed']} failed, {res['errored']} errored, "
+                                f"{res['timeout']} timed out")
+            if res["protocol"] != "h2c":
+                problems.append(f"{what}h2load spoke {res['protocol']!r}, not h2c")
+        if grpc:
+            if a0 is None or a1 is None:
+                problems.append("the gRPC upstream's count could not be read")
+            else:
+                run["upstream_answered"] = a1 - a0
+                if a1 - a0 < h["status"]["2xx"]:
+                    problems.append(f"{h['status']['2xx'] - (a1 - a0)} of the "
+                                    f"{h['status']['2xx']} 2xx answers were not the upstream's "
+                                    f"(it answered {a1 - a0} calls)")
         if server.proc.poll() is not None:
             problems.append(f"{server.name} exited during the run")
         run["status"] = "failed: " + "; ".join(problems) if problems else "ok"
@@ -975,6 +1103,350 @@ def tls_phase(bench, results, log):
         for s in servers.values():
             bench.procs.stop(s.proc)
     idle_phase(bench, results, log, tls=True)
+
+
+# --------------------------------------------------------------------------
+# HTTP/2 and gRPC to the upstream (phase h2)
+# --------------------------------------------------------------------------
+
+def parse_h2load(text):
+    """h2load's summary: requests by outcome, status classes, the run's
+    length and its own req/s and latency line; None if it is not there."""
+    fin = re.search(r"^finished in ([\d.]+)(s|ms), ([\d.]+) req/s", text, re.M)
+    req = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                    r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    st = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if not (fin and req and st):
+        return None
+    proto = re.search(r"^Application protocol: (\S+)", text, re.M)
+    traffic = re.search(r"^traffic: .*\((\d+)\) total, .*\((\d+)\) headers .*\((\d+)\) data",
+                        text, re.M)
+    timing = re.search(r"^time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    out = {
+        "seconds": float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1),
+        "h2load_rps": float(fin.group(3)),
+        "protocol": proto.group(1) if proto else None,
+        "status": dict(zip(("2xx", "3xx", "4xx", "5xx"), map(int, st.groups()))),
+    }
+    out.update(zip(("total", "started", "done", "succeeded", "failed", "errored", "timeout"),
+                   map(int, req.groups())))
+    if traffic:
+        out["bytes"] = dict(zip(("total", "headers", "data"), map(int, traffic.groups())))
+    if timing:
+        out["time_for_request"] = dict(zip(("min", "max", "mean", "sd"), timing.groups()))
+    return out
+
+
+def h2load_latencies(path):
+    """Percentiles (µs) of the requests h2load logged with `--log-file`
+    (start, status, µs to the end of the response), nearest rank; failed
+    streams (status -1) are left out."""
+    times = []
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.split("\t")
+                if len(fields) >= 3 and fields[1] != "-1":
+                    times.append(int(fields[2]))
+    except (OSError, ValueError):
+        return None
+    if not times:
+        return None
+    times.sort()
+
+    def pct(p):
+        rank = -(-len(times) * p // 100)  # ceil
+        return float(times[min(len(times) - 1, max(0, int(rank) - 1))])
+
+    return {"p50": pct(50), "p90": pct(90), "p99": pct(99), "p999": pct(99.9),
+            "max": float(times[-1]), "mean": sum(times) / len(times), "logged": len(times)}
+
+
+def grpc_answered(port):
+    """The unary calls the gRPC upstream answered so far (its stats port),
+    None if it does not say."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                data += chunk
+        return int(data)
+    except (OSError, ValueError):
+        return None
+
+
+def conns_to(pids, port):
+    """Established TCP connections of the processes `pids` (their socket
+    descriptors) whose remote port is `port`: a proxy's connections to the
+    upstream."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if (fields[3] == "01" and int(fields[2].split(":")[1], 16) == port
+                            and fields[9] in inodes):
+                        n += 1
+        except OSError:
+            pass
+    return n
+
+
+def h2_request(port, grpc=False, path=None, headers=(), timeout=2.0):
+    """One request over h2c prior knowledge with curl (nghttp2): GET `path`
+    (default /) or, with `grpc`, the benchmark's unary call. Returns
+    (status, HTTP version, response headers, body, trailers), the headers
+    and trailers as {lowercase name: value}; status None if no answer."""
+    with tempfile.TemporaryDirectory(prefix="h2req-") as d:
+        head_file, body_file = os.path.join(d, "head"), os.path.join(d, "body")
+        argv = ["curl", "-s", "--http2-prior-knowledge", "--max-time", str(timeout),
+                "-D", head_file, "-o", body_file, "-w", "%{http_code} %{http_version}"]
+        for h in headers:
+            argv += ["-H", h]
+        if grpc:
+            with open(os.path.join(d, "req"), "wb") as f:
+                f.write(configs.grpc_message())
+            argv += ["--data-binary", "@" + os.path.join(d, "req"),
+                     "-H", "content-type: application/grpc", "-H", "te: trailers"]
+            path = path or configs.GRPC_PATH
+        argv.append(f"http://127.0.0.1:{port}{path or '/'}")
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5)
+        except subprocess.TimeoutExpired:
+            return None, None, {}, b"", {}
+        code, _, version = r.stdout.partition(" ")
+        if r.returncode != 0 or not code.isdigit() or code == "000":
+            return None, None, {}, b"", {}
+        try:
+            with open(head_file, "rb") as f:
+                raw = f.read().decode("latin-1")
+            with open(body_file, "rb") as f:
+                body = f.read()
+        except OSError:
+            raw, body = "", b""
+    # curl writes the status line and the head, a blank line, then the
+    # trailers (if any).
+    head, _, trail = raw.replace("\r\n", "\n").partition("\n\n")
+
+    def fields(lines):
+        out = {}
+        for line in lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                out[name.strip().lower()] = value.strip()
+        return out
+
+    return int(code), version, fields(head.splitlines()[1:]), body, fields(trail.splitlines())
+
+
+def wait_h2(port, grpc, deadline, proc):
+    """Polls (curl, h2c) until GET / or the gRPC call answers 200."""
+    while time.monotonic() < deadline:
+        if h2_request(port, grpc, timeout=1.0)[0] == 200:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def h2_check(server, grpc):
+    """What a proxy (or the upstream, `server.direct`) does with one request
+    of the scenario, before it is measured: curl over h2c must get HTTP/2
+    200 with the upstream's answer (gRPC: the echoed message and the
+    trailer grpc-status 0), the proxy's X-Request-Id and Via on the answer,
+    and (asked with `x-bench-echo`) the upstream must have seen
+    X-Forwarded-For, -Proto, -Host, Via, X-Request-Id and, for gRPC,
+    `te: trailers`. For gRPC one call through grpcio (a real gRPC client)
+    must end OK with the same message. Raises on the first problem;
+    returns what it saw."""
+    name = server.name
+    status, version, head, body, trailers = h2_request(server.port, grpc)
+    if status != 200 or version != "2":
+        raise BenchError(f"{name}: answered {status} over HTTP/{version}, not 200 over HTTP/2")
+    want = configs.grpc_message() if grpc else configs.UPSTREAM_BODY.encode()
+    if body != want:
+        raise BenchError(f"{name}: answered {body[:80]!r}, not the upstream's {want!r}")
+    rec = {"target": server.kind, "response_headers": head, "trailers": trailers}
+    if grpc and trailers.get("grpc-status") != "0":
+        raise BenchError(f"{name}: trailers {trailers}, no grpc-status 0")
+    if not server.direct:
+        missing = [h for h in ("x-request-id", "via") if h not in head]
+        if missing:
+            raise BenchError(f"{name}: no {', '.join(missing)} on the answer ({head})")
+    # What reached the upstream: its echo path (h2) or echo header (gRPC).
+    if grpc:
+        status, _, head, body, _ = h2_request(server.port, True, headers=["x-bench-echo: 1"])
+        seen = head.get("x-bench-seen", "")
+    else:
+        status, _, _, body, _ = h2_request(server.port, path=configs.ECHO_PATH)
+        seen = body.decode("latin-1").strip()
+    if status != 200 or not seen:
+        raise BenchError(f"{name}: the upstream's echo answered {status} {seen!r}")
+    rec["upstream_saw"] = seen
+    got = dict(re.findall(r"([a-z-]+)=(\S*)", seen))
+    need = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via", "x-request-id"]
+    if server.direct:
+        need = []
+    if grpc:
+        need.append("te")
+    missing = [h for h in need if not got.get(h)]
+    if missing:
+        raise BenchError(f"{name}: the upstream did not get {', '.join(missing)} ({seen!r})")
+    if grpc and got.get("te") != "trailers":
+        raise BenchError(f"{name}: the upstream got te: {got.get('te')!r}, not trailers")
+    if grpc:
+        rec["grpcio"] = grpcio_check(server.port)
+        g = rec["grpcio"]
+        if g.get("code") not in (None, "OK") or g.get("answer_matches") is False:
+            raise BenchError(f"{name}: grpcio's call ended {g}")
+    return rec
+
+
+def grpcio_check(port):
+    """One call through grpcio (grpc_check.py in run.sh's virtual
+    environment); {"skipped": why} when that environment is missing."""
+    if not os.access(GRPC_PYTHON, os.X_OK):
+        return {"skipped": f"no {GRPC_PYTHON} (run.sh makes it)"}
+    try:
+        r = subprocess.run([GRPC_PYTHON, GRPC_CHECK, str(port), configs.GRPC_PAYLOAD.hex()],
+                           capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise BenchError("grpc_check.py did not finish within 30 s")
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError(f"grpc_check.py failed (exit {r.returncode}): {r.stderr[-400:]}")
+
+
+def h2_phase(bench, results, log):
+    """Scenarios 9 and 10: h2c clients (h2load, many streams per
+    connection) through each proxy to an HTTP/2 upstream: GET to nginx
+    (`h2`), and unary gRPC calls to the tonic upstream (`grpc`). Each
+    round, per scenario: direct (h2load to the upstream), HAProxy, Weir,
+    nginx, so Weir runs between the two it is compared with."""
+    m = bench.mode
+    started = []
+    servers = {}
+    try:
+        upstreams = {}
+        port = free_port()
+        d = bench.dir("upstream-h2")
+        upstreams["h2"] = bench.start(
+            "upstream-h2", "nginx", configs.upstream_nginx_h2(d, port), port, cpu=LOAD_CPU,
+            ready=lambda dl, p, port=port: wait_h2(port, False, dl, p))
+        started.append(upstreams["h2"])
+        if os.access(GRPC_UPSTREAM, os.X_OK):
+            port, stats = free_port(), free_port()
+            upstreams["grpc"] = bench.start(
+                "upstream-grpc", "grpc-upstream", f"{port} {stats}", port, cpu=LOAD_CPU,
+                ready=lambda dl, p, port=port: wait_h2(port, True, dl, p))
+            upstreams["grpc"].stats_port = stats
+            started.append(upstreams["grpc"])
+        else:
+            results["skipped"].append({"group": "grpc", "target": "all",
+                                       "reason": f"not measured: {GRPC_UPSTREAM} not built "
+                                                 "(run.sh builds it)"})
+        for group, up in upstreams.items():
+            grpc = group == "grpc"
+            up.kind, up.direct = "direct", True
+            servers[(group, "direct")] = up
+            for kind in ("haproxy", "weir", "nginx"):
+                name = f"{group}-{kind}"
+                port = free_port()
+                d = bench.dir(name)
+                if kind == "weir":
+                    conf = configs.weir_h2(port, up.port)
+                    try:
+                        weir_check(d, conf)
+                    except BenchError as e:
+                        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()),
+                                     str(e))
+                        # Without the file's temporary path.
+                        first = re.sub(r"^error: \S+weir\.toml:\d+: ", "", first)
+                        results["skipped"].append({
+                            "group": group, "target": kind,
+                            "reason": "not measured: weir check refused the configuration "
+                                      f"(protocol = \"h2c\" is issue 19's): {first}"})
+                        log(f"  {group} {kind}: weir check refused the configuration: {first}")
+                        continue
+                elif kind == "nginx":
+                    conf = configs.proxy_nginx_h2(d, port, up.port)
+                else:
+                    conf = configs.haproxy_h2(d, port, up.port)
+                try:
+                    srv = bench.start(name, kind, conf, port,
+                                      ready=lambda dl, p, port=port, g=grpc: wait_h2(port, g, dl, p))
+                except BenchError as e:
+                    results["skipped"].append({"group": group, "target": kind,
+                                               "reason": f"FAILED to start: {e}"})
+                    log(f"  {group} {kind}: FAILED to start: {e}")
+                    continue
+                srv.kind, srv.direct = kind, False
+                started.append(srv)
+                servers[(group, kind)] = srv
+            for (g, kind), srv in list(servers.items()):
+                if g != group:
+                    continue
+                try:
+                    rec = dict(h2_check(srv, grpc), group=group)
+                except BenchError as e:
+                    results["skipped"].append({"group": group, "target": kind,
+                                               "reason": f"FAILED set-up check, not measured: {e}"})
+                    log(f"  {group} {kind}: FAILED set-up check: {e}")
+                    del servers[(g, kind)]
+                    continue
+                results["h2_checks"].append(rec)
+                g_rpc = rec.get("grpcio")
+                log(f"  {group:<4} {kind:<8} set-up check ok; upstream saw: {rec['upstream_saw']}"
+                    + (f"; grpcio call: {g_rpc.get('code') or g_rpc.get('skipped')}"
+                       if g_rpc else ""))
+        for rnd in range(1, m["rounds"] + 1):
+            for group in upstreams:
+                for kind in ("direct", "haproxy", "weir", "nginx"):
+                    srv = servers.get((group, kind))
+                    if srv is None:
+                        continue
+                    t0 = time.monotonic()
+                    try:
+                        run = bench.measure_h2load(srv, upstreams[group], group == "grpc")
+                    except BenchError as e:
+                        run = {"status": f"failed: {e}"}
+                    run.update(round=rnd, group=group, target=kind)
+                    results["runs"].append(run)
+                    extra = ""
+                    if run["status"] == "ok" and run.get("proxy_busy") is not None:
+                        extra = (f"  busy {run['proxy_busy'] * 100:.0f}%, "
+                                 f"{run['upstream_conns']} upstream conns")
+                    log(f"  round {rnd} {group:<4} {kind:<8} {fmt_run(run)}{extra}  "
+                        f"({time.monotonic() - t0:.1f}s)")
+                    if run["status"] != "ok" and kind == "weir":
+                        run["weir_log_tail"] = tail(srv.log, 40)
+                        log(f"    weir's log:\n{tail(srv.log, 20)}")
+    except BenchError as e:
+        results["skipped"].append({"group": "h2", "target": "all", "reason": f"FAILED: {e}"})
+        log(f"  {e}")
+    finally:
+        for s in started:
+            bench.procs.stop(s.proc)
 
 
 def read_line(proc, timeout):
@@ -1362,7 +1834,8 @@ def spread(xs):
 
 BASELINE = {"plain": ("plain", "nginx"), "plugin": ("plain", "nginx"), "close": ("close", "nginx"),
             "balancer": ("plain", "nginx"), "tls": ("tls", "nginx"),
-            "tls-new": ("tls-new", "nginx"), "tls-resumed": ("tls-resumed", "nginx")}
+            "tls-new": ("tls-new", "nginx"), "tls-resumed": ("tls-resumed", "nginx"),
+            "h2": ("h2", "nginx"), "grpc": ("grpc", "nginx")}
 
 
 def summarize(results):
@@ -1384,7 +1857,7 @@ def summarize(results):
         row = {"group": group, "target": target, "ok_runs": len(mine), "runs": len(all_runs),
                "failures": [r["status"] for r in all_runs if r["status"] != "ok"]}
         for f in ("rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req",
-                  "handshakes_per_cpu_s"):
+                  "handshakes_per_cpu_s", "upstream_conns", "proxy_busy"):
             row[f] = spread([r.get(f) for r in mine])
         def paired(base, f="proxy_cpu_us_per_req", op=lambda a, b: a / b):
             """`op` of this row's figure and `base`'s, round by round."""
@@ -1407,6 +1880,21 @@ def summarize(results):
         # A policy's cost against round_robin over the same endpoints.
         if group == "balancer":
             row["cpu_vs_round_robin"] = paired(("balancer", "weir-2ep-round_robin"))
+        # HTTP/2 and gRPC: against HAProxy too, and against the better
+        # (lower CPU per request) of HAProxy and nginx in the same round.
+        if group in ("h2", "grpc"):
+            row["proxy_cpu_us_per_req_vs_haproxy"] = paired((group, "haproxy"))
+            best = []
+            for r in mine:
+                others = [b for b in (get(group, "nginx", r["round"]),
+                                      get(group, "haproxy", r["round"]))
+                          if b and b["proxy_cpu_us_per_req"]]
+                if others and r["proxy_cpu_us_per_req"] is not None:
+                    b = min(others, key=lambda b: b["proxy_cpu_us_per_req"])
+                    best.append((r["proxy_cpu_us_per_req"] / b["proxy_cpu_us_per_req"],
+                                 b["target"]))
+            row["proxy_cpu_us_per_req_vs_best"] = spread([v for v, _ in best])
+            row["best_by_round"] = [t for _, t in best]
         # A resumed handshake's cost against a full one, same proxy and round.
         if group == "tls-resumed":
             row["cpu_vs_full_handshake"] = paired(("tls-new", target))
@@ -1486,6 +1974,7 @@ def summarize(results):
     results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
                           "attack": attack, "tls_idle": idle_summary(results["tls_idle"]),
                           "tls_checks": results["tls_checks"],
+                          "h2_checks": results.get("h2_checks", []),
                           "hot_deploy": {"deploys": deploys, "load": hot["load"],
                                          "startup_warm_ms": spread(warm),
                                          "startup_cold_ms": spread(cold),
@@ -1627,6 +2116,24 @@ def goals(summary):
     paired_goal("resumed TLS connections: Weir CPU/connection <= 0.5x its full handshake",
                 rows.get(("tls-resumed", "weir")), "cpu_vs_full_handshake", lambda v: v <= 0.5,
                 lambda v: f"median ratio {v:.2f}x", tls_why("tls-resumed"))
+
+    def h2_why(group):
+        for key in ((group, "weir"), (group, "all"), ("h2", "all")):
+            row = rows.get(key)
+            if row and row.get("skipped"):
+                return row["skipped"]
+            if row and row.get("failures"):
+                return row["failures"][0]
+        return "h2 phase not run" if not any(g in ("h2", "grpc") for g, _ in rows) \
+            else "no successful runs of Weir and of HAProxy or nginx in the same round"
+
+    for group, what in (("h2", "HTTP/2 end to end (h2c both sides)"),
+                        ("grpc", "gRPC unary (h2c both sides)")):
+        row = rows.get((group, "weir"))
+        paired_goal(f"{what}: Weir CPU/request <= 1.0x the better of HAProxy and nginx",
+                    row, "proxy_cpu_us_per_req_vs_best", lambda v: v <= 1.0,
+                    lambda v, row=row: f"median ratio {v:.2f}x (the better: "
+                    f"{', '.join(sorted(set(row['best_by_round'])))})", h2_why(group))
     return out
 
 
@@ -1853,7 +2360,66 @@ def render(results, markdown=False):
           "(a handshake and one request each): RSS")
     idle_table(s["tls_idle"])
 
-    title("Goals (Weir vs nginx, same run)")
+    def h2_table(group):
+        header = ["proxy", "req/s", "p50 ms", "p99 ms", "CPU us/req", "CPU vs nginx",
+                  "CPU vs HAProxy", "CPU vs the better", "proxy busy", "upstream CPU us/req",
+                  "upstream conns"]
+        rows, notes = [], []
+        for r in s["throughput"]:
+            if r["group"] != group and not (r["group"] == "h2" and r["target"] == "all"
+                                            and r.get("skipped")):
+                continue
+            if r.get("skipped") or not r["ok_runs"]:
+                # The reason below the table: it would widen a column.
+                why = r.get("skipped") or "FAILED: " + r["failures"][0]
+                rows.append([r["target"], why.split(":")[0] + " (below)"] + [""] * (len(header) - 2))
+                notes.append(f"{r['target']}: {why}")
+                continue
+            busy = r.get("proxy_busy")
+            rows.append([r["target"] + ("" if not r["failures"] else f" ({len(r['failures'])} failed)"),
+                         fmt_spread(r["rps"]), fmt_spread(r["p50_us"], 1e-3, 2),
+                         fmt_spread(r["p99_us"], 1e-3, 2),
+                         fmt_spread(r["proxy_cpu_us_per_req"], 1, 2),
+                         fmt_ratio(r["proxy_cpu_us_per_req_vs_nginx"]),
+                         fmt_ratio(r.get("proxy_cpu_us_per_req_vs_haproxy")),
+                         fmt_ratio(r.get("proxy_cpu_us_per_req_vs_best")),
+                         fmt_spread(busy, 100, 0, " %") if busy else "-",
+                         fmt_spread(r["upstream_cpu_us_per_req"], 1, 2),
+                         fmt_spread(r.get("upstream_conns")) if r.get("upstream_conns") else "-"])
+        if rows:
+            table(header, rows)
+        else:
+            lines.append("not run")
+            lines.append("")
+        for n in notes:
+            lines.append(("* " if markdown else "") + n)
+        if notes:
+            lines.append("")
+
+    h2_mode = f"h2load -t1 -c{H2LOAD_CLIENTS} -m{H2LOAD_STREAMS}, {m['duration']}s per run"
+    title(f"9. HTTP/2 end to end: h2c clients ({h2_mode}), GET / to an HTTP/2 upstream "
+          "(nginx, h2c)")
+    for c in s.get("h2_checks", []):
+        if c["group"] == "h2" and c["target"] != "direct":
+            lines.append(("* " if markdown else "") + f"{c['target']}: upstream saw "
+                         f"{c['upstream_saw']}")
+    if any(c["group"] == "h2" for c in s.get("h2_checks", [])):
+        lines.append("")
+    h2_table("h2")
+    title(f"10. gRPC unary: POST {configs.GRPC_PATH} ({len(configs.grpc_message())}-byte message, "
+          f"echoed) to a tonic upstream (h2c), {h2_mode}")
+    for c in s.get("h2_checks", []):
+        if c["group"] == "grpc" and c["target"] != "direct":
+            g = c.get("grpcio") or {}
+            lines.append(("* " if markdown else "") + f"{c['target']}: trailers "
+                         f"{c.get('trailers')}, grpcio call "
+                         f"{g.get('code') or g.get('skipped')}; upstream saw {c['upstream_saw']}")
+    if any(c["group"] == "grpc" for c in s.get("h2_checks", [])):
+        lines.append("")
+    h2_table("grpc")
+
+    title("Goals (Weir vs nginx, and for HTTP/2 and gRPC the better of nginx and HAProxy; "
+          "same run)")
     table(["goal", "status", "detail"],
           [[g["goal"], g["status"], g["detail"]] for g in results["goals"]])
     return "\n".join(lines)
@@ -1887,7 +2453,8 @@ def versions():
     out = {}
     for name, argv in (("nginx", ["nginx", "-v"]), ("haproxy", ["haproxy", "-v"]),
                        ("wrk", ["wrk", "-v"]), ("weir", [WEIR, "--version"]),
-                       ("openssl", ["openssl", "version"])):
+                       ("openssl", ["openssl", "version"]), ("h2load", ["h2load", "--version"]),
+                       ("curl", ["curl", "--version"])):
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
             out[name] = (r.stdout + r.stderr).strip().splitlines()[0]
@@ -1897,6 +2464,12 @@ def versions():
         out["weir_commit"] = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"],
                                             capture_output=True, text=True,
                                             timeout=10).stdout.strip()
+        # Changes to the gateway's source not in that commit (the binary
+        # is built from the work tree).
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "host", "sdk",
+                                "Cargo.toml", "Cargo.lock"],
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        out["weir_tree_changes"] = [x for x in dirty if x.strip()]
     except (OSError, subprocess.TimeoutExpired):
         pass
     return out
@@ -1908,9 +2481,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round, short runs (about 4 minutes)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack,tls",
+    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack,tls,h2",
                     help="comma-separated phases to run (throughput, idle, startup, hotdeploy, "
-                         "attack, tls)")
+                         "attack, tls, h2)")
     ap.add_argument("--keep-workdir", action="store_true",
                     help="keep the generated configurations and logs")
     args = ap.parse_args()
@@ -1920,7 +2493,8 @@ def main():
 
     if (os.cpu_count() or 1) < 2:
         sys.exit("bench: needs at least 2 CPUs (one for the proxy, one for load and upstream)")
-    for tool in ("nginx", "haproxy", "wrk", "openssl"):
+    for tool in ("nginx", "haproxy", "wrk", "openssl") + (("h2load", "curl") if "h2" in phases
+                                                           else ()):
         if shutil.which(tool) is None:
             sys.exit(f"bench: `{tool}` not found; run tests/bench/run.sh, which installs it")
     if not os.access(WEIR, os.X_OK):
@@ -1959,7 +2533,7 @@ def main():
         },
         "runs": [], "skipped": [], "idle": [], "startup": [],
         "hot_deploy": {"swap": [], "load": None, "startup": []},
-        "attack": [], "tls_checks": [], "tls_idle": [],
+        "attack": [], "tls_checks": [], "tls_idle": [], "h2_checks": [],
     }
     bench = Bench(args, mode, workdir, procs)
     try:
@@ -1984,6 +2558,9 @@ def main():
         if "tls" in phases:
             log("tls: HTTPS keep-alive, full and resumed handshakes, idle TLS connections")
             tls_phase(bench, results, log)
+        if "h2" in phases:
+            log("h2: h2c clients (h2load) to an HTTP/2 upstream, GET and unary gRPC")
+            h2_phase(bench, results, log)
         results["meta"]["status"] = "complete"
     except (BenchError, KeyboardInterrupt) as e:
         results["meta"]["status"] = f"aborted: {e!r}"

@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
 # Weir side by side with nginx and HAProxy, one command:
 #
-#   tests/bench/run.sh            # full: 3 rounds, ~22 minutes
-#   tests/bench/run.sh --quick    # 1 round, short runs, ~4 minutes
+#   tests/bench/run.sh            # full: 3 rounds, ~25 minutes
+#   tests/bench/run.sh --quick    # 1 round, short runs, ~6 minutes
 #
-# Installs nginx, HAProxy, wrk, openssl (the TLS certificate, s_time) and
-# the nginx Lua module when one is missing (apt-get, needs root), builds
-# Weir in release mode (and the plugins in plugins/, when that folder
-# exists, and the test fixture plugins), then hands over to bench.py. Any
-# other argument is passed to bench.py (see --help there).
+# Installs nginx, HAProxy, wrk, openssl (the TLS certificate, s_time),
+# h2load (nghttp2-client), curl, python3-venv and the nginx Lua module when
+# one is missing (apt-get, needs root), builds Weir in release mode (and
+# the plugins in plugins/, when that folder exists, the test fixture
+# plugins, and the gRPC upstream of tests/bench/grpc_upstream), makes a
+# Python virtual environment with grpcio (target/bench-venv, pip) for the
+# gRPC set-up check, then hands over to bench.py. Any other argument is
+# passed to bench.py (see --help there).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 need_install=0
-for tool in nginx haproxy wrk openssl python3; do
+for tool in nginx haproxy wrk openssl python3 h2load curl; do
     command -v "$tool" >/dev/null 2>&1 || need_install=1
 done
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_install=1
+# `python3 -m venv` needs ensurepip (Debian's python3-venv).
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_install=1
 if [ "$need_install" = 1 ]; then
-    echo "bench: installing nginx-light haproxy wrk openssl libnginx-mod-http-lua" >&2
+    echo "bench: installing nginx-light haproxy wrk openssl libnginx-mod-http-lua" \
+        "nghttp2-client curl python3-venv" >&2
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        nginx-light haproxy wrk openssl libnginx-mod-http-lua python3
+        nginx-light haproxy wrk openssl libnginx-mod-http-lua python3 \
+        nghttp2-client curl python3-venv
 fi
 
 echo "bench: cargo build --release -p weir" >&2
@@ -45,6 +52,22 @@ echo "bench: cargo build --release --target wasm32-wasip2 (tests/fixtures/plugin
 if ! (cd "$repo/tests/fixtures/plugins" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
     cargo build --release --target wasm32-wasip2 --target-dir "$repo/target/fixture-plugins"); then
     echo "bench: building the fixture plugins failed; the attack scenario will be skipped" >&2
+fi
+
+# The gRPC upstream of the h2 phase (a tonic server, its own workspace).
+echo "bench: cargo build --release (tests/bench/grpc_upstream)" >&2
+if ! (cd "$repo" && cargo build --release --manifest-path tests/bench/grpc_upstream/Cargo.toml \
+    --target-dir target/bench-upstream); then
+    echo "bench: building the gRPC upstream failed; the gRPC scenario will not be measured" >&2
+fi
+
+# A real gRPC client (grpcio) for the gRPC scenario's set-up check.
+venv="$repo/target/bench-venv"
+if ! "$venv/bin/python" -c 'import grpc' >/dev/null 2>&1; then
+    echo "bench: python3 -m venv target/bench-venv; pip install grpcio" >&2
+    if ! (python3 -m venv "$venv" && "$venv/bin/pip" install -q grpcio); then
+        echo "bench: no grpcio; the gRPC set-up check will skip its grpcio call" >&2
+    fi
 fi
 
 # 10,000 idle client connections need more than the usual 1024 files.
