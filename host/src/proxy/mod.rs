@@ -320,11 +320,6 @@ fn prepare_upstream_request(
     // the upstream is told the same (gRPC servers require it).
     let trailers = headers::accepts_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
-    if trailers {
-        parts
-            .headers
-            .insert(header::TE, HeaderValue::from_static("trailers"));
-    }
     // Weir answers `100-continue` itself (hyper sends the 100 once the
     // body is first read, that is once the request is on its way
     // upstream); forwarded, it would ask the upstream for a second one.
@@ -365,6 +360,16 @@ fn prepare_upstream_request(
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if trailers {
+        // RFC 9110 section 10.1.4: `TE` goes with a `te` connection option
+        // (HTTP/2 upstreams get neither `Connection` nor the option).
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+        parts
+            .headers
+            .append(header::CONNECTION, HeaderValue::from_static("te"));
     }
 
     // Origin-form and unchanged (the common case): keep the parsed URI.

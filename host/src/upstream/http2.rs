@@ -448,6 +448,7 @@ fn to_h2_head(
 ) -> Result<Request<()>, BoxError> {
     let h = &mut parts.headers;
     h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::CONNECTION);
     if h.get(header::TE).is_some_and(|v| v != "trailers") {
         h.remove(header::TE);
     }
@@ -706,6 +707,7 @@ mod tests {
             .header("host", "api.example")
             .header("te", "trailers")
             .header("transfer-encoding", "chunked")
+            .header("connection", "te")
             .header("x-kept", "1")
             .body(())
             .unwrap();
@@ -715,6 +717,7 @@ mod tests {
         assert_eq!(head.method(), http::Method::POST);
         assert_eq!(head.headers()["te"], "trailers");
         assert!(!head.headers().contains_key("transfer-encoding"));
+        assert!(!head.headers().contains_key("connection"));
         assert!(!head.headers().contains_key("host"));
         assert_eq!(head.headers()["x-kept"], "1");
 
