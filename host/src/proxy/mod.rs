@@ -224,7 +224,7 @@ async fn phases(
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
     headers::append_via(&mut rparts.headers, rparts.version);
-    let lease = conn.map(|c| Lease::new(endpoint, c));
+    let lease = Lease::new(endpoint, conn);
     let resp = Response::from_parts(
         rparts,
         ResponseBody::upstream(rbody, lease, route.read_timeout),

@@ -16,20 +16,23 @@ use http_body::{Body, Frame, SizeHint};
 use crate::body::BoxError;
 use crate::upstream::{Connection, Endpoint, Received};
 
-/// A connection waiting for its response body to end before it can be
-/// reused.
+/// Where a response body comes from: its endpoint, and the HTTP/1.1
+/// connection waiting for the body to end before it can be reused (an
+/// HTTP/2 stream gives its place back itself).
 pub struct Lease {
     endpoint: Arc<Endpoint>,
-    conn: Connection,
+    conn: Option<Connection>,
 }
 
 impl Lease {
-    pub fn new(endpoint: Arc<Endpoint>, conn: Connection) -> Lease {
+    pub fn new(endpoint: Arc<Endpoint>, conn: Option<Connection>) -> Lease {
         Lease { endpoint, conn }
     }
 
-    fn release(self) {
-        self.endpoint.give_back(self.conn);
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.endpoint.give_back(conn);
+        }
     }
 }
 
@@ -45,7 +48,7 @@ pub struct UpstreamBodyStalled {
 /// The upstream's body as it streams to the client.
 pub struct UpstreamBody {
     inner: Received,
-    lease: Option<Lease>,
+    lease: Lease,
     read_timeout: Duration,
     /// Armed when a poll finds nothing to read and the timer is not
     /// already running for this wait; made on the first such wait only,
@@ -71,12 +74,9 @@ impl ResponseBody {
 
     /// Streams `inner`; the connection goes back to the pool once it ends.
     /// `read_timeout` bounds each wait for the upstream's next bytes.
-    pub fn upstream(inner: Received, lease: Option<Lease>, read_timeout: Duration) -> ResponseBody {
-        let mut lease = lease;
-        if inner.is_end_stream()
-            && let Some(l) = lease.take()
-        {
-            l.release();
+    pub fn upstream(inner: Received, mut lease: Lease, read_timeout: Duration) -> ResponseBody {
+        if inner.is_end_stream() {
+            lease.release();
         }
         ResponseBody::Upstream(UpstreamBody {
             inner,
@@ -97,13 +97,9 @@ impl UpstreamBody {
         self.waiting = false;
         match &frame {
             Some(Ok(_)) if !self.inner.is_end_stream() => {}
-            Some(Ok(_)) | None => {
-                if let Some(l) = self.lease.take() {
-                    l.release();
-                }
-            }
+            Some(Ok(_)) | None => self.lease.release(),
             // A broken body means a broken connection: drop it.
-            Some(Err(_)) => drop(self.lease.take()),
+            Some(Err(_)) => drop(self.lease.conn.take()),
         }
         Poll::Ready(frame)
     }
@@ -126,12 +122,9 @@ impl UpstreamBody {
             return Poll::Pending;
         }
         // The connection is in the middle of a body: never reuse it.
-        let endpoint = self
-            .lease
-            .take()
-            .map_or_else(|| "?".to_owned(), |l| l.endpoint.addr.to_string());
+        drop(self.lease.conn.take());
         let err = UpstreamBodyStalled {
-            endpoint,
+            endpoint: self.lease.endpoint.addr.to_string(),
             after: self.read_timeout,
         };
         tracing::warn!(error = %err, "response body cut off");
