@@ -211,7 +211,14 @@ impl EndpointPool {
         if let Some(s) = h2.take(false) {
             return Ok(Checkout::H2(s));
         }
-        let _turn = h2.opening().await;
+        // Waiting for another request's connect counts toward this one's
+        // connect timeout, so requests behind an endpoint that does not
+        // answer fail together, not one connect timeout after another.
+        let started = tokio::time::Instant::now();
+        let _turn = tokio::time::timeout(connect_timeout, h2.opening())
+            .await
+            .map_err(|_| ConnectError::Timeout(connect_timeout))?;
+        let connect_timeout = connect_timeout.saturating_sub(started.elapsed());
         // Another request may have opened one while this one waited.
         if let Some(s) = h2.take(false) {
             return Ok(Checkout::H2(s));
@@ -403,8 +410,11 @@ async fn connect(
             "the endpoint's host is not a name TLS can verify; set `tls.sni`",
         ))
     })?;
+    // An HTTP/1.1 connection offers only `http/1.1`, also on an `auto`
+    // upstream: an upgrade needs it, and an endpoint `auto` found to pick
+    // HTTP/1.1 stays there.
     let config = match mode {
-        Mode::H1 { upgrades: true } => tls.http1_config.clone(),
+        Mode::H1 { .. } => tls.http1_config.clone(),
         _ => tls.config.clone(),
     };
     let connector = tokio_rustls::TlsConnector::from(config);
