@@ -49,7 +49,10 @@ pub enum ProxyError {
         source: hyper::Error,
     },
     #[error("{endpoint} failed over HTTP/2: {source}")]
-    Http2 { endpoint: String, source: h2::Error },
+    Http2 {
+        endpoint: String,
+        source: crate::upstream::http2::H2Error,
+    },
     /// A plugin with `failure = "closed"` failed (trap, deadline, memory
     /// cap, invalid answer), or could not be called (`busy`: every
     /// instance busy, one being replaced, or its breaker open).

@@ -357,7 +357,7 @@ async fn attempt_h2(
     let sending = http2::send(stream, req, ep.scheme(), &ep.label, keep);
     let failed = |source| ProxyError::Http2 {
         endpoint: ep.label.clone(),
-        source,
+        source: http2::H2Error(source),
     };
     match tokio::time::timeout_at(deadline, sending).await {
         Err(_) => {

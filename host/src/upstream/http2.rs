@@ -220,6 +220,12 @@ where
         .initial_window_size(cfg.initial_stream_window)
         .initial_connection_window_size(cfg.initial_connection_window)
         .max_header_list_size(cfg.max_header_list_size)
+        // Until the peer's SETTINGS say how many streams it takes, assume
+        // one: a burst on a new connection would otherwise open streams
+        // past a limit the peer is about to announce, and have them
+        // refused. Requests meanwhile queue in h2 or open another
+        // connection, as for a full one.
+        .initial_max_send_streams(1)
         .max_concurrent_reset_streams(MAX_LOCAL_RESETS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_RESETS))
         .handshake::<T, Bytes>(io)
@@ -320,6 +326,31 @@ pub enum H2Failure {
     Failed(h2::Error),
     /// The client's body failed (too large, broken) before the head.
     Body(BoxError),
+}
+
+/// An HTTP/2 failure as the log and the client's error say it: h2's own
+/// words, with what a local protocol error on a stream most likely was
+/// (h2 tells which only in its debug log).
+#[derive(Debug)]
+pub struct H2Error(pub h2::Error);
+
+impl std::fmt::Display for H2Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        if !self.0.is_remote() && self.0.reason() == Some(Reason::PROTOCOL_ERROR) {
+            f.write_str(
+                " (the response broke HTTP/2: a header block over `max_header_list_size`, \
+                 a field HTTP/2 forbids, or a malformed frame)",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for H2Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// Whether a stream's error says the upstream never processed it.
