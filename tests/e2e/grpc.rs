@@ -362,10 +362,15 @@ async fn the_four_call_kinds_pass_to_an_upstream_over_tls() {
     }
 }
 
+/// A stream's messages are one request body, so three of 4 MiB need a
+/// route `max_body_bytes` above the default 10 MiB; under the default the
+/// client stream is refused with a gRPC status (413 is UNKNOWN in gRPC's
+/// mapping of HTTP statuses).
 #[tokio::test]
 async fn four_mib_messages_pass_intact_in_every_call_kind() {
     let server = GrpcServer::start("one");
-    let gw = Gateway::with_config(grpc_config("", &[server.addr], "", "", "")).start();
+    let route = "max_body_bytes = \"64MiB\"";
+    let gw = Gateway::with_config(grpc_config("", &[server.addr], "", route, "")).start();
     let via = Via::h2c(gw.addr());
     let four_mib = (4 * 1024 * 1024).to_string();
     let size = four_mib.as_str();
@@ -379,7 +384,24 @@ async fn four_mib_messages_pass_intact_in_every_call_kind() {
         let r = grpc(&via, &[case, "--count", "3", "--size", size]).await;
         assert_code(&r, "OK", &gw);
         assert_eq!(r["intact"], true, "{case}: {r}");
+        assert_eq!(
+            r["sizes"].as_array().map(Vec::len),
+            Some(if case == "client_stream" { 1 } else { 3 }),
+            "{case}: {r}"
+        );
     }
+
+    let limited = Gateway::with_config(grpc_config("", &[server.addr], "", "", "")).start();
+    let r = grpc(
+        &Via::h2c(limited.addr()),
+        &["client_stream", "--count", "3", "--size", size],
+    )
+    .await;
+    assert_code(&r, "UNKNOWN", &limited);
+    assert!(
+        !r["details"].as_str().unwrap().contains("http2 header"),
+        "an HTTP status, not a gRPC one: {r}"
+    );
 }
 
 #[tokio::test]
@@ -573,7 +595,7 @@ async fn a_full_pending_request_limit_is_unavailable() {
     // its reply), which fills the limit of one.
     let first = {
         let via = via.clone();
-        tokio::spawn(async move { grpc(&via, &["sleep", "--ms", "3000"]).await })
+        tokio::spawn(async move { grpc(&via, &["sleep", "--ms", "6000"]).await })
     };
     let sleeping = eventually(Duration::from_secs(20), || async {
         !server.events("sleep").is_empty()
@@ -697,14 +719,17 @@ healthy_threshold = 1"#
             .unwrap_or_default()
     };
 
-    // Both serve.
-    let r = grpc(&via, &["whoami", "--count", "10"]).await;
-    assert_code(&r, "OK", &gw);
-    let both = names(&r);
-    assert!(
-        both.iter().any(|n| n == "one") && both.iter().any(|n| n == "two"),
-        "{r}"
-    );
+    // Both serve (once their first checks passed, if Weir waits for them).
+    let (both, last) = until(
+        Duration::from_secs(10),
+        || grpc(&via, &["whoami", "--count", "10"]),
+        |r| {
+            let n = names(r);
+            r["code"] == "OK" && n.iter().any(|n| n == "one") && n.iter().any(|n| n == "two")
+        },
+    )
+    .await;
+    assert!(both, "not both served: {last}\n{}", gw.logs_for_failure());
 
     // `one` reports NOT_SERVING: after a few intervals every call lands on
     // `two`, and stays there.
