@@ -14,5 +14,9 @@ for ws in tests/fixtures/plugins:fixture-plugins plugins:bundled-plugins; do
     (cd "${ws%%:*}" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
         cargo build --release --target wasm32-wasip2 --target-dir "$root/target/${ws##*:}")
 done
+# The gRPC tests (tests/e2e/grpc.rs) and examples/grpc run a real grpcio
+# server and client from this virtual environment, with pinned versions.
+[ -x target/grpc-venv/bin/python ] || python3 -m venv target/grpc-venv
+target/grpc-venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/grpc/requirements.txt
 cargo test --workspace "$@"
 (cd plugins && cargo test "$@")
