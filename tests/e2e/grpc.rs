@@ -15,7 +15,6 @@
 //! (`.ci/run` makes it from `tests/e2e/grpc/requirements.txt`), or from
 //! the interpreter `WEIR_GRPC_PYTHON` names.
 
-use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,13 +23,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::bundled_plugins::bundled;
+use crate::support::grpc::{has_pair, names};
+use crate::support::h2::{TcpServer, h2c_upstream, handler};
 use crate::support::pki::Ca;
-use crate::support::upstream::ClosedPort;
+use crate::support::upstream::{ClosedPort, full};
 use crate::support::*;
 
 /// How long one client run may take: its calls carry their own deadlines,
@@ -190,14 +192,6 @@ async fn grpc(via: &Via, args: &[&str]) -> Value {
     })
 }
 
-/// Whether `pairs` (a client result's `initial` or `trailing`) holds
-/// `[key, value]`.
-fn has_pair(pairs: &Value, key: &str, value: &str) -> bool {
-    pairs
-        .as_array()
-        .is_some_and(|a| a.iter().any(|p| p[0] == key && p[1] == value))
-}
-
 /// Asserts a client result's status code (with the whole result and the
 /// gateway's log on failure).
 fn assert_code(r: &Value, code: &str, gw: &Gateway) {
@@ -211,15 +205,9 @@ fn assert_code(r: &Value, code: &str, gw: &Gateway) {
 
 /// A configuration: listener `main` (with `listener` lines), upstream
 /// `grpc` over h2c to `endpoints` (with `upstream` lines, which may end in
-/// its sub-tables), route `echo` for the service echo.Echo (with `route`
-/// lines), then `extra`.
-fn grpc_config(
-    listener: &str,
-    endpoints: &[SocketAddr],
-    upstream: &str,
-    route: &str,
-    extra: &str,
-) -> String {
+/// its sub-tables), and route `echo` for the service echo.Echo (with
+/// `route` lines).
+fn grpc_config(listener: &str, endpoints: &[SocketAddr], upstream: &str, route: &str) -> String {
     let endpoints: Vec<String> = endpoints
         .iter()
         .map(|a| format!("{{ address = \"{a}\" }}"))
@@ -241,8 +229,6 @@ endpoints = [{}]
 connect_timeout = "1s"
 {upstream}
 
-{extra}
-
 [[route]]
 name = "echo"
 path_prefix = "/echo.Echo/"
@@ -251,6 +237,28 @@ upstream = "grpc"
 "#,
         endpoints.join(", ")
     )
+}
+
+/// A started gateway with a plain listener and [`grpc_config`]'s
+/// upstream (to `endpoints`, with `upstream` lines) and route (with
+/// `route` lines).
+fn grpc_gateway(endpoints: &[SocketAddr], upstream: &str, route: &str) -> Gateway {
+    Gateway::with_config(grpc_config("", endpoints, upstream, route)).start()
+}
+
+/// Asserts that the status the client read is one Weir sent as a gRPC
+/// status: grpcio makes one up from a bare HTTP status too, and then its
+/// details quote the HTTP/2 header.
+fn assert_not_from_http_status(r: &Value) {
+    assert!(
+        !r["details"].as_str().unwrap().contains("http2 header"),
+        "an HTTP status, not a gRPC one: {r}"
+    );
+}
+
+/// How long a client call took, in milliseconds.
+fn elapsed_ms(r: &Value) -> u64 {
+    r["elapsed_ms"].as_u64().unwrap()
 }
 
 /// The four call kinds and a server error, each checked for what it must
@@ -311,7 +319,7 @@ async fn server_error_passes_unchanged(via: &Via, gw: &Gateway) {
 #[tokio::test]
 async fn the_four_call_kinds_and_a_server_error_pass_over_h2c() {
     let server = GrpcServer::start("one");
-    let gw = Gateway::with_config(grpc_config("", &[server.addr], "", "", "")).start();
+    let gw = grpc_gateway(&[server.addr], "", "");
     four_kinds_and_an_error(&Via::h2c(gw.addr()), &gw).await;
 }
 
@@ -321,7 +329,7 @@ async fn the_four_call_kinds_and_a_server_error_pass_over_tls() {
     let cert = ca.server(&["a.test"], false);
     let server = GrpcServer::start("one");
     let tls = "[listener.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]";
-    let gw = Gateway::with_config(grpc_config(tls, &[server.addr], "", "", ""))
+    let gw = Gateway::with_config(grpc_config(tls, &[server.addr], "", ""))
         .file("ca.pem", ca.pem())
         .file("a.pem", cert.cert)
         .file("a.key", cert.key)
@@ -355,7 +363,7 @@ async fn the_four_call_kinds_pass_to_an_upstream_over_tls() {
     );
     for protocol in ["h2", "auto"] {
         let upstream = "tls = { ca = \"ca.pem\", sni = \"grpc.test\" }";
-        let cfg = grpc_config("", &[server.addr], upstream, "", "")
+        let cfg = grpc_config("", &[server.addr], upstream, "")
             .replace("protocol = \"h2c\"", &format!("protocol = \"{protocol}\""));
         let gw = Gateway::with_config(cfg).file("ca.pem", ca.pem()).start();
         four_kinds_and_an_error(&Via::h2c(gw.addr()), &gw).await;
@@ -370,7 +378,7 @@ async fn the_four_call_kinds_pass_to_an_upstream_over_tls() {
 async fn four_mib_messages_pass_intact_in_every_call_kind() {
     let server = GrpcServer::start("one");
     let route = "max_body_bytes = \"64MiB\"";
-    let gw = Gateway::with_config(grpc_config("", &[server.addr], "", route, "")).start();
+    let gw = grpc_gateway(&[server.addr], "", route);
     let via = Via::h2c(gw.addr());
     let four_mib = (4 * 1024 * 1024).to_string();
     let size = four_mib.as_str();
@@ -391,31 +399,35 @@ async fn four_mib_messages_pass_intact_in_every_call_kind() {
         );
     }
 
-    let limited = Gateway::with_config(grpc_config("", &[server.addr], "", "", "")).start();
+    let limited = grpc_gateway(&[server.addr], "", "");
     let r = grpc(
         &Via::h2c(limited.addr()),
         &["client_stream", "--count", "3", "--size", size],
     )
     .await;
     assert_code(&r, "UNKNOWN", &limited);
-    assert!(
-        !r["details"].as_str().unwrap().contains("http2 header"),
-        "an HTTP status, not a gRPC one: {r}"
-    );
+    assert_not_from_http_status(&r);
+}
+
+/// A `sleep` call of `ms` milliseconds with a client deadline of
+/// `timeout` seconds through `gw`, asserted to end in DEADLINE_EXCEEDED:
+/// its result.
+async fn sleep_past_a_deadline(gw: &Gateway, ms: &str, timeout: &str) -> Value {
+    let r = grpc(
+        &Via::h2c(gw.addr()),
+        &["sleep", "--ms", ms, "--timeout", timeout],
+    )
+    .await;
+    assert_code(&r, "DEADLINE_EXCEEDED", gw);
+    r
 }
 
 #[tokio::test]
 async fn a_client_deadline_shorter_than_the_route_timeout_ends_the_call_at_the_server_too() {
     let server = GrpcServer::start("one");
-    let cfg = grpc_config("", &[server.addr], "timeout = \"10s\"", "", "");
-    let gw = Gateway::with_config(cfg).start();
-    let r = grpc(
-        &Via::h2c(gw.addr()),
-        &["sleep", "--ms", "5000", "--timeout", "0.5"],
-    )
-    .await;
-    assert_code(&r, "DEADLINE_EXCEEDED", &gw);
-    assert!(r["elapsed_ms"].as_u64().unwrap() < 3000, "{r}");
+    let gw = grpc_gateway(&[server.addr], "timeout = \"10s\"", "");
+    let r = sleep_past_a_deadline(&gw, "5000", "0.5").await;
+    assert!(elapsed_ms(&r) < 3000, "{r}");
     // The server's call ended with the client's deadline, not after its
     // whole sleep: Weir passed the deadline on or ended the stream.
     let ended = eventually(Duration::from_secs(5), || async {
@@ -431,55 +443,34 @@ async fn a_client_deadline_shorter_than_the_route_timeout_ends_the_call_at_the_s
 /// An h2c upstream that answers every request after `delay`, whatever its
 /// `grpc-timeout` says: what Weir does with a deadline is then Weir's
 /// alone. Records each request's `grpc-timeout`.
-async fn slow_h2c_upstream(
-    delay: Duration,
-) -> (
-    SocketAddr,
-    Arc<Mutex<Vec<Option<String>>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+async fn slow_h2c_upstream(delay: Duration) -> (TcpServer, Arc<Mutex<Vec<Option<String>>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let record = record.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<_>| {
-                    let timeout = req
-                        .headers()
-                        .get("grpc-timeout")
-                        .map(|v: &http::HeaderValue| v.to_str().unwrap_or("?").to_owned());
-                    record.lock().unwrap().push(timeout);
-                    async move {
-                        drop::<hyper::body::Incoming>(req.into_body());
-                        tokio::time::sleep(delay).await;
-                        let resp = http::Response::builder()
-                            .header("content-type", "application/grpc")
-                            .header("grpc-status", "0")
-                            .body(Full::new(Bytes::new()))
-                            .unwrap();
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let server = h2c_upstream(handler(move |req: Request<Incoming>| {
+        let timeout = req
+            .headers()
+            .get("grpc-timeout")
+            .map(|v| v.to_str().unwrap_or("?").to_owned());
+        record.lock().unwrap().push(timeout);
+        async move {
+            drop(req.into_body());
+            tokio::time::sleep(delay).await;
+            Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "0")
+                .body(full(Bytes::new()))
+                .unwrap()
         }
-    });
-    (addr, seen, task)
+    }))
+    .await;
+    (server, seen)
 }
 
 /// A gRPC request as bytes on the wire would have it, over h2c: POST,
 /// `content-type: application/grpc`, `te: trailers`, one empty
 /// length-prefixed message, and `headers`.
 async fn raw_grpc(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut b = http::Request::post(format!("http://{gw}{path}"))
+    let mut b = Request::post(format!("http://{gw}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     for (k, v) in headers {
@@ -509,11 +500,21 @@ fn assert_trailers_only(r: &Reply, code: u32, gw: &Gateway) {
     assert!(r.body.is_empty(), "{r:?}");
 }
 
+/// Asserts Weir's own error status `code` (`number` on the wire) for a
+/// call to `method`, both ways: in `r`, what the grpcio client read, as a
+/// status Weir sent (not one grpcio made up from an HTTP status), and on
+/// the wire as the trailers-only answer to a raw call.
+async fn assert_weirs_own_status(gw: &Gateway, r: &Value, code: &str, number: u32, method: &str) {
+    assert_code(r, code, gw);
+    assert_not_from_http_status(r);
+    let raw = raw_grpc(gw.addr(), method, &[]).await;
+    assert_trailers_only(&raw, number, gw);
+}
+
 #[tokio::test]
 async fn grpc_timeout_caps_the_route_deadline() {
-    let (up, seen, task) = slow_h2c_upstream(Duration::from_secs(5)).await;
-    let cfg = grpc_config("", &[up], "timeout = \"10s\"", "", "");
-    let gw = Gateway::with_config(cfg).start();
+    let (up, seen) = slow_h2c_upstream(Duration::from_secs(5)).await;
+    let gw = grpc_gateway(&[up.addr], "timeout = \"10s\"", "");
     let started = Instant::now();
     let r = raw_grpc(gw.addr(), "/echo.Echo/Sleep", &[("grpc-timeout", "300m")]).await;
     let took = started.elapsed();
@@ -527,22 +528,15 @@ async fn grpc_timeout_caps_the_route_deadline() {
         1,
         "the request reached the upstream"
     );
-    task.abort();
 }
 
 #[tokio::test]
 async fn the_route_timeout_answers_deadline_exceeded_before_a_longer_client_deadline() {
     let server = GrpcServer::start("one");
-    let cfg = grpc_config("", &[server.addr], "timeout = \"500ms\"", "", "");
-    let gw = Gateway::with_config(cfg).start();
-    let r = grpc(
-        &Via::h2c(gw.addr()),
-        &["sleep", "--ms", "3000", "--timeout", "10"],
-    )
-    .await;
-    assert_code(&r, "DEADLINE_EXCEEDED", &gw);
+    let gw = grpc_gateway(&[server.addr], "timeout = \"500ms\"", "");
+    let r = sleep_past_a_deadline(&gw, "3000", "10").await;
     // Weir's 500 ms, not the client's 10 s nor the server's 3 s.
-    assert!(r["elapsed_ms"].as_u64().unwrap() < 2500, "{r}");
+    assert!(elapsed_ms(&r) < 2500, "{r}");
 
     let r = raw_grpc(gw.addr(), "/echo.Echo/Sleep", &[]).await;
     assert_trailers_only(&r, 4, &gw);
@@ -551,20 +545,14 @@ async fn the_route_timeout_answers_deadline_exceeded_before_a_longer_client_dead
 #[tokio::test]
 async fn no_route_is_unimplemented() {
     let server = GrpcServer::start("one");
-    let gw = Gateway::with_config(grpc_config("", &[server.addr], "", "", "")).start();
+    let gw = grpc_gateway(&[server.addr], "", "");
     let r = grpc(
         &Via::h2c(gw.addr()),
         &["call", "--method", "/other.Service/Method"],
     )
     .await;
-    assert_code(&r, "UNIMPLEMENTED", &gw);
     // grpcio maps a bare HTTP 404 to UNIMPLEMENTED too, saying so.
-    assert!(
-        !r["details"].as_str().unwrap().contains("http2 header"),
-        "an HTTP status, not a gRPC one: {r}"
-    );
-    let r = raw_grpc(gw.addr(), "/other.Service/Method", &[]).await;
-    assert_trailers_only(&r, 12, &gw);
+    assert_weirs_own_status(&gw, &r, "UNIMPLEMENTED", 12, "/other.Service/Method").await;
     // A request that is not gRPC keeps its HTTP status.
     let r = get(&h2c_client(), &gw.url("/other.Service/Method"), &[]).await;
     assert_eq!(r.status, 404, "{r:?}");
@@ -573,22 +561,15 @@ async fn no_route_is_unimplemented() {
 #[tokio::test]
 async fn an_upstream_that_refuses_connections_is_unavailable() {
     let closed = ClosedPort::new();
-    let gw = Gateway::with_config(grpc_config("", &[closed.addr()], "", "", "")).start();
+    let gw = grpc_gateway(&[closed.addr()], "", "");
     let r = grpc(&Via::h2c(gw.addr()), &["unary", "--text", "x"]).await;
-    assert_code(&r, "UNAVAILABLE", &gw);
-    assert!(
-        !r["details"].as_str().unwrap().contains("http2 header"),
-        "an HTTP status, not a gRPC one: {r}"
-    );
-    let r = raw_grpc(gw.addr(), "/echo.Echo/Unary", &[]).await;
-    assert_trailers_only(&r, 14, &gw);
+    assert_weirs_own_status(&gw, &r, "UNAVAILABLE", 14, "/echo.Echo/Unary").await;
 }
 
 #[tokio::test]
 async fn a_full_pending_request_limit_is_unavailable() {
     let server = GrpcServer::start("one");
-    let cfg = grpc_config("", &[server.addr], "max_pending_requests = 1", "", "");
-    let gw = Gateway::with_config(cfg).start();
+    let gw = grpc_gateway(&[server.addr], "max_pending_requests = 1", "");
     let via = Arc::new(Via::h2c(gw.addr()));
 
     // One call waits for its answer (grpcio sends a unary call's head with
@@ -605,7 +586,7 @@ async fn a_full_pending_request_limit_is_unavailable() {
 
     let r = grpc(&via, &["unary", "--text", "x"]).await;
     assert_code(&r, "UNAVAILABLE", &gw);
-    assert!(r["elapsed_ms"].as_u64().unwrap() < 2000, "not at once: {r}");
+    assert!(elapsed_ms(&r) < 2000, "not at once: {r}");
     let r = raw_grpc(gw.addr(), "/echo.Echo/Unary", &[]).await;
     assert_trailers_only(&r, 14, &gw);
 
@@ -624,20 +605,14 @@ async fn a_plugin_refusal_is_unauthenticated_and_plugin_headers_reach_the_server
   { name = "api-key", config = { keys = { "k-grpc-1" = "grpc-app" } } },
   { name = "header-rewrite", config = { set_name = "x-from-plugin", set_value = "header-rewrite", remove = "x-remove-me" } },
 ]"#;
-    let gw = Gateway::with_config(grpc_config("", &[server.addr], "", route, ""))
+    let gw = Gateway::with_config(grpc_config("", &[server.addr], "", route))
         .file("plugins/api-key.wasm", bundled("api-key"))
         .file("plugins/header-rewrite.wasm", bundled("header-rewrite"))
         .start();
     let via = Via::h2c(gw.addr());
 
     let r = grpc(&via, &["metadata"]).await;
-    assert_code(&r, "UNAUTHENTICATED", &gw);
-    assert!(
-        !r["details"].as_str().unwrap().contains("http2 header"),
-        "an HTTP status, not a gRPC one: {r}"
-    );
-    let r = raw_grpc(gw.addr(), "/echo.Echo/Metadata", &[]).await;
-    assert_trailers_only(&r, 16, &gw);
+    assert_weirs_own_status(&gw, &r, "UNAUTHENTICATED", 16, "/echo.Echo/Metadata").await;
 
     let r = grpc(
         &via,
@@ -705,19 +680,8 @@ timeout = "1s"
 unhealthy_threshold = 1
 healthy_threshold = 1"#
     );
-    let cfg = grpc_config("", &[one.addr, two.addr], &upstream, "", "");
-    let gw = Gateway::with_config(cfg).start();
+    let gw = grpc_gateway(&[one.addr, two.addr], &upstream, "");
     let via = Via::h2c(gw.addr());
-    let names = |r: &Value| -> Vec<String> {
-        r["names"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|n| n.as_str().unwrap_or("").to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
 
     // Both serve (once their first checks passed, if Weir waits for them).
     let (both, last) = until(

@@ -23,7 +23,8 @@
 //! 8443, 8088, 9100 and 9911; 8091, 9921, 50051 and 50052) are used by
 //! nothing else in the test suite.
 
-// Only `eventually` and the repository root are used here.
+// Only `eventually`, the repository root and the gRPC client's results
+// (`support::grpc`) are used here.
 #[allow(unused_imports)]
 #[path = "../e2e/support/mod.rs"]
 mod support;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, kill_process_group};
 use sha2::{Digest, Sha256};
 use support::eventually;
+use support::grpc::names;
 
 /// Bound on the script's builds and start-up. After `cargo test` the
 /// gateway build finds nothing to do, but the plugins may be built for the
@@ -427,18 +429,6 @@ fn grpc_result(text: &str) -> serde_json::Value {
     let mut all = grpc_results(text);
     assert_eq!(all.len(), 1, "one client.py result:\n{text}");
     all.remove(0)
-}
-
-/// The server names a `whoami` result lists.
-fn names(result: &serde_json::Value) -> Vec<String> {
-    result["names"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| n.as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]

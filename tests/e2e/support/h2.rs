@@ -1,5 +1,5 @@
 //! HTTP/2 upstreams for the tests of Weir's HTTP/2 upstream side
-//! (`h2_upstream.rs`): a TCP server that hands each connection to a
+//! (`h2_upstream/`): a TCP server that hands each connection to a
 //! script and counts them; hyper HTTP/2 servers with a handler (h2c, or
 //! over rustls with the ALPN a test chooses, recording the version each
 //! request arrived in); an h2-crate server that records every request by

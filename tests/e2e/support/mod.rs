@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod h2;
 pub mod pki;
 pub mod raw;
