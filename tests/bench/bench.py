@@ -682,11 +682,13 @@ class Bench:
 
     # ---- h2load (phase h2) ----------------------------------------------
 
-    def h2load(self, port, seconds, grpc, log_file=None):
+    def h2load(self, port, seconds, grpc, log_file=None, midway=None):
         """One h2load run of `seconds` over h2c prior knowledge: GET / or
         (`grpc`) the unary gRPC call, H2LOAD_CLIENTS connections with
         H2LOAD_STREAMS streams in flight on each. With `log_file`, h2load
-        writes a line per request there (its latency, for p50 and p99)."""
+        writes a line per request there (its latency, for p50 and p99).
+        `midway()`, if given, is called half-way through the run; what it
+        returns is the run's "midway"."""
         argv = ["h2load", "-t1", f"-c{H2LOAD_CLIENTS}", f"-m{H2LOAD_STREAMS}", "-D", str(seconds)]
         if log_file:
             argv += ["--log-file", log_file]
@@ -696,17 +698,28 @@ class Bench:
                      "-H", "te: trailers"]
             path = configs.GRPC_PATH
         argv.append(f"http://127.0.0.1:{port}{path}")
+        # The driver runs on LOAD_CPU; h2load inherits it.
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        seen = None
         try:
-            # The driver runs on LOAD_CPU; h2load inherits it.
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+            if midway:
+                time.sleep(seconds / 2)
+                seen = midway()
+            stdout, stderr = p.communicate(timeout=seconds + 30)
         except subprocess.TimeoutExpired:
             raise BenchError(f"h2load did not finish within {seconds + 30}s")
-        out = parse_h2load(r.stdout)
-        if r.returncode != 0 or out is None:
-            raise BenchError(f"h2load failed (exit {r.returncode}): {r.stdout[-800:]} "
-                             f"{r.stderr[-800:]}")
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        out = parse_h2load(stdout)
+        if p.returncode != 0 or out is None:
+            raise BenchError(f"h2load failed (exit {p.returncode}): {stdout[-800:]} "
+                             f"{stderr[-800:]}")
         if log_file:
             out["latency_us"] = h2load_latencies(log_file)
+        out["midway"] = seen
         return out
 
     def grpc_body(self):
@@ -723,19 +736,20 @@ class Bench:
         the calls the upstream answered in the measured run, which must be
         at least the 2xx h2load counted (a proxy's own gRPC errors are
         HTTP 200 as well, with a grpc-status in the trailers that h2load
-        does not read); and the upstream connections the proxy holds just
-        after the run."""
+        does not read); and the upstream connections the proxy holds
+        half-way through the run."""
         m = self.mode
         warm = self.h2load(server.port, m["warmup"], grpc)
         proxy_pids = server.pids() if server is not upstream else []
         up_pids = upstream.pids()
         log_file = os.path.join(self.workdir, "h2load-requests.log")
         a0 = grpc_answered(upstream.stats_port) if grpc else None
+        midway = (lambda: conns_to(proxy_pids, upstream.port)) if proxy_pids else None
         c0, u0 = cpu_ns(proxy_pids), cpu_ns(up_pids)
-        h = self.h2load(server.port, m["duration"], grpc, log_file)
+        h = self.h2load(server.port, m["duration"], grpc, log_file, midway)
         c1, u1 = cpu_ns(proxy_pids), cpu_ns(up_pids)
         a1 = grpc_answered(upstream.stats_port) if grpc else None
-        conns = conns_to(proxy_pids, upstream.port) if proxy_pids else None
+        conns = h.pop("midway")
         try:
             os.unlink(log_file)
         except OSError:
