@@ -249,8 +249,14 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
     }
     // Owned by one shared allocation: the clones for the upstream request
     // and the response only count references.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
-        .expect("hex is a valid header value")
+    let mut id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("hex is a valid header value");
+    // Unique per request, so HTTP/2's header compression could never reuse
+    // it: marked, HPACK sends it as a literal that is never indexed
+    // instead of adding it to (and evicting others from) the dynamic table
+    // on every request. HTTP/1.1 ignores the mark.
+    id.set_sensitive(true);
+    id
 }
 
 #[cfg(test)]

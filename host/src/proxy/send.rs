@@ -218,7 +218,12 @@ pub(super) async fn send(
         req = outcome.into_retry(&ep, retries);
         if !stale {
             let wait = backoff(retries, retry.backoff, retry.max_backoff);
-            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + wait)).await;
+            // Boxed: a timer is large, and a backoff is rare; inline it
+            // would grow every request's future.
+            Box::pin(tokio::time::sleep_until(
+                deadline.min(tokio::time::Instant::now() + wait),
+            ))
+            .await;
         }
         ep = next;
     }
@@ -276,7 +281,11 @@ async fn attempt(
         Checkout::H1(c) => c,
         Checkout::H2(stream) => {
             let keep = route.retry_attempts > 0;
-            return attempt_h2(
+            // Boxed: an HTTP/2 try holds its stream, the kept head and the
+            // body pump; inline, they would grow every request's future,
+            // HTTP/1.1 ones too, and each HTTP/2 stream's task is moved
+            // several times on its way to the executor.
+            return Box::pin(attempt_h2(
                 upstream,
                 ep,
                 stream,
@@ -284,7 +293,7 @@ async fn attempt(
                 (deadline, timeout),
                 keep,
                 started,
-            )
+            ))
             .await;
         }
     };

@@ -57,8 +57,11 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
+        // Boxed once here: a stream's future is the whole request's
+        // (kilobytes), and tokio's spawn would otherwise move it by value
+        // through several calls into its task.
         tokio::spawn(Watched {
-            inner: Some(fut),
+            inner: Some(Box::pin(fut)),
             send_timeout: self.send_timeout,
             started: false,
             timer: None,
@@ -70,8 +73,7 @@ where
 pin_project_lite::pin_project! {
     /// One stream's task and the clock of its unread body.
     pub struct Watched<F> {
-        #[pin]
-        inner: Option<F>,
+        inner: Option<Pin<Box<F>>>,
         send_timeout: Duration,
         // Whether the response body has been polled at all: before that
         // the task waits for the response head, which `timeout` bounds.
@@ -86,12 +88,12 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+        let this = self.project();
+        let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(());
         };
         let before = SEEN.with(|s| s.replace(Seen::Nothing));
-        let r = inner.poll(cx);
+        let r = inner.as_mut().poll(cx);
         let seen = SEEN.with(|s| s.replace(before));
         if r.is_ready() {
             return Poll::Ready(());
@@ -124,7 +126,7 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         );
         // Dropping the task resets the stream and drops the response body
         // with its upstream connection.
-        this.inner.set(None);
+        *this.inner = None;
         Poll::Ready(())
     }
 }

@@ -211,6 +211,19 @@ impl EndpointPool {
         if let Some(s) = h2.take(false) {
             return Ok(Checkout::H2(s));
         }
+        // Boxed: the rare path (a wait and a connect) would otherwise grow
+        // every request's future.
+        Box::pin(self.open_h2(h2, addr, connect_timeout)).await
+    }
+
+    /// Opens another HTTP/2 connection for a request that found none with
+    /// room, one at a time per worker.
+    async fn open_h2(
+        &self,
+        h2: &H2Pool,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<Checkout, ConnectError> {
         // Waiting for another request's connect counts toward this one's
         // connect timeout, so requests behind an endpoint that does not
         // answer fail together, not one connect timeout after another.
@@ -237,7 +250,7 @@ impl EndpointPool {
             Protocol::Auto => Mode::Auto(&h2.cfg),
             _ => Mode::H2(&h2.cfg),
         };
-        let opened = Box::pin(self.open(addr, connect_timeout, mode, slot)).await?;
+        let opened = self.open(addr, connect_timeout, mode, slot).await?;
         Ok(match opened {
             Opened::H2(conn) => {
                 self.learnt.store(LEARNT_H2, Ordering::Relaxed);
