@@ -249,14 +249,20 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
     }
     // Owned by one shared allocation: the clones for the upstream request
     // and the response only count references.
-    let mut id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
-        .expect("hex is a valid header value");
-    // Unique per request, so HTTP/2's header compression could never reuse
-    // it: marked, HPACK sends it as a literal that is never indexed
-    // instead of adding it to (and evicting others from) the dynamic table
-    // on every request. HTTP/1.1 ignores the mark.
-    id.set_sensitive(true);
-    id
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("hex is a valid header value")
+}
+
+/// The request id as a header of the messages Weir sends. It is unique
+/// per request, so HTTP/2's header compression could never reuse it:
+/// marked sensitive, HPACK sends it as a literal that is never indexed
+/// instead of adding it to (and evicting others from) the dynamic table
+/// on every request. HTTP/1.1 ignores the mark. The id itself stays
+/// unmarked: logs print a sensitive value as `Sensitive`.
+pub fn request_id_field(id: &HeaderValue) -> HeaderValue {
+    let mut v = id.clone();
+    v.set_sensitive(true);
+    v
 }
 
 #[cfg(test)]
@@ -404,6 +410,12 @@ mod tests {
         let mut h = HeaderMap::new();
         let a = request_id(&h);
         assert_eq!(a.len(), 32);
+        // Logged as itself; sent marked for HPACK, with the same bytes.
+        assert!(!a.is_sensitive());
+        assert!(format!("{a:?}").contains(a.to_str().unwrap()));
+        let sent = request_id_field(&a);
+        assert!(sent.is_sensitive());
+        assert_eq!(sent.as_bytes(), a.as_bytes());
         assert_ne!(a, request_id(&h));
         h.insert("x-request-id", HeaderValue::from_static("abc"));
         assert_eq!(request_id(&h), "abc");

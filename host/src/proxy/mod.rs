@@ -75,7 +75,8 @@ pub async fn handle(
             }
         }
     };
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), headers::request_id_field(&id));
     plugins.on_log(resp.status().as_u16());
     if let Some((started, method, uri)) = logged {
         tracing::info!(
@@ -348,7 +349,9 @@ fn prepare_upstream_request(
         parts.headers.insert(name.clone(), value);
     }
     headers::append_via(&mut parts.headers, client_version);
-    parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), headers::request_id_field(id));
     // Set again even when unchanged: a client's `Connection: host` has
     // just stripped it, and a target's authority replaces the client's.
     match host {
