@@ -47,7 +47,19 @@ cargo build --profile quickstart -p weir --bin weir
 # Each server reads its health statuses from a file here (see server.py).
 state=$(mktemp -d)
 alpha='' beta='' gateway=''
-trap 'kill $alpha $beta $gateway 2>/dev/null || true; wait; rm -rf "$state"' EXIT
+# Ctrl-C stops the three servers; one still there after 5 s (a gRPC
+# server can hang on its way out) is killed, so the ports are always freed.
+stop_all() {
+    kill $alpha $beta $gateway 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 $alpha $beta $gateway 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 $alpha $beta $gateway 2>/dev/null || true
+    wait
+    rm -rf "$state"
+}
+trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 "$python" $scripts/server.py --port 50051 --name alpha --health-file "$state/alpha.health" >"$state/alpha.out" &

@@ -347,9 +347,14 @@ async fn the_quickstart_prints_three_tries_that_work_as_printed() {
         script.exited().is_some() && ![8080, 9000, 9901].into_iter().any(port_open)
     })
     .await;
+    let open: Vec<u16> = [8091, 9921, 50051, 50052]
+        .into_iter()
+        .filter(|p| port_open(*p))
+        .collect();
     assert!(
         stopped,
-        "Ctrl-C did not stop everything:\n{}",
+        "Ctrl-C did not stop everything (script exited: {}, ports still open: {open:?}):\n{}",
+        script.exited().is_some(),
         script.failure()
     );
 }
