@@ -52,10 +52,14 @@ enum Attempt {
     Answered(Sent),
     /// The request never left; it comes back untouched. `stale` when the
     /// endpoint was reached but a pooled connection had just closed.
+    /// `routine` when that was an HTTP/2 connection going away (GOAWAY, or
+    /// closed): connection rotation, not an overload or a failure, so its
+    /// retry is not charged to the retry budget.
     NotSent {
         req: Request<RequestBody>,
         error: ProxyError,
         stale: bool,
+        routine: bool,
     },
     /// Sent, then failed: only a replayable request may try again.
     Failed(ProxyError),
@@ -187,14 +191,15 @@ pub(super) async fn send(
             at,
         )
         .await;
-        let (may_retry, stale) = match &outcome {
+        let (may_retry, stale, routine) = match &outcome {
             Attempt::Answered(f) => (
                 replay.is_some() && retry.statuses.contains(&f.resp.status().as_u16()),
                 false,
+                false,
             ),
-            Attempt::NotSent { stale, .. } => (true, *stale),
-            Attempt::Failed(_) => (replay.is_some(), false),
-            Attempt::Final(_) => (false, false),
+            Attempt::NotSent { stale, routine, .. } => (true, *stale, *routine),
+            Attempt::Failed(_) => (replay.is_some(), false, false),
+            Attempt::Final(_) => (false, false, false),
         };
         let next = if may_retry && retries < route.retry_attempts {
             // A closed pooled connection says nothing about the endpoint:
@@ -202,7 +207,7 @@ pub(super) async fn send(
             upstream
                 .pick(hash, &tried)
                 .or_else(|| stale.then(|| ep.clone()))
-                .filter(|_| upstream.budget.try_retry(worker::now_ms()))
+                .filter(|_| routine || upstream.budget.try_retry(worker::now_ms()))
         } else {
             None
         };
@@ -273,6 +278,7 @@ async fn attempt(
                     source,
                 },
                 stale: false,
+                routine: false,
             };
         }
         Ok(Ok(c)) => c,
@@ -318,6 +324,7 @@ async fn attempt(
                         source: e.into_error(),
                     },
                     stale: true,
+                    routine: false,
                 };
             }
             let source = e.into_error();
@@ -392,6 +399,7 @@ async fn attempt_h2(
             error,
         })) => Attempt::NotSent {
             req: *req,
+            routine: error.is_go_away() || error.is_io(),
             error: failed(error),
             stale: true,
         },

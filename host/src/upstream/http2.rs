@@ -427,6 +427,11 @@ pub async fn send(
         }
         Err(Ok(client)) => Err(H2Failure::Body(client)),
         Err(Err(error)) => {
+            // The connection is going away: no later request may pick it
+            // (h2 refuses new streams on it, but only once asked).
+            if error.is_go_away() {
+                slot.0.dead.store(true, Ordering::Relaxed);
+            }
             if unprocessed(&error) {
                 let replay = match pump {
                     None => Some(RequestBody::Empty),
