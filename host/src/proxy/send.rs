@@ -407,7 +407,11 @@ async fn attempt_h2(
         // a bodiless replay copy (status retries) may still go again.
         Ok(Err(H2Failure::Unprocessed { req: None, error })) => Attempt::Failed(failed(error)),
         Ok(Err(H2Failure::Failed(error))) => {
-            upstream.record(ep, Outcome::Failed, started);
+            // A head h2 refused to send (a user error: no reason, no I/O)
+            // is not the endpoint's failure.
+            if error.reason().is_some() || error.is_io() {
+                upstream.record(ep, Outcome::Failed, started);
+            }
             Attempt::Failed(failed(error))
         }
         Ok(Err(H2Failure::Body(e))) => {

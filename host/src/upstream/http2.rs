@@ -379,15 +379,16 @@ pub async fn send(
     let (response, send_stream) = match send.send_request(head, end) {
         Ok(pair) => pair,
         Err(error) => {
+            // No stream was opened, so nothing left. A refusal of the head
+            // itself (h2's user errors: no reason, no I/O) is final and
+            // says nothing of the connection; anything else means the
+            // connection is gone.
+            if error.reason().is_none() && !error.is_io() {
+                return Err(H2Failure::Failed(error));
+            }
             slot.0.dead.store(true, Ordering::Relaxed);
             let req = kept.map(|h| Box::new(h.request(body)));
-            // No stream was opened, so nothing left; only a refusal of the
-            // head itself (h2's user errors: no reason, no I/O) is final.
-            return if error.reason().is_none() && !error.is_io() {
-                Err(H2Failure::Failed(error))
-            } else {
-                Err(H2Failure::Unprocessed { req, error })
-            };
+            return Err(H2Failure::Unprocessed { req, error });
         }
     };
     let mut pump = (!end).then(|| Pump::new(body, send_stream, keep));
