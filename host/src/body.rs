@@ -211,14 +211,42 @@ impl Body for RequestBody {
     }
 }
 
+/// A copy of a request's head, kept to send the request again: a retry
+/// of a bodiless request after a bad status or a reset, or one an HTTP/2
+/// upstream refused before it ran. Each copy made from it clones the
+/// fields (the header values only count references).
+#[derive(Debug)]
+pub struct RequestHead {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl RequestHead {
+    pub fn of(parts: &http::request::Parts) -> RequestHead {
+        RequestHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        }
+    }
+
+    /// The request again, with `body`.
+    pub fn request(&self, body: RequestBody) -> http::Request<RequestBody> {
+        let mut req = http::Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
 /// Whether an error from sending upstream was our body limit tripping.
 pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     find::<BodyTooLarge>(err).is_some()
-}
-
-/// The body limit that tripped, if that is what `err` is.
-pub fn body_too_large<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTooLarge> {
-    find(err)
 }
 
 /// The client's body failure behind an error from sending upstream, if

@@ -175,6 +175,26 @@ impl ProxyError {
         }
     }
 
+    /// What the client is told: the status's reason, and the detail
+    /// when there is one (`Service Unavailable: no healthy upstream
+    /// endpoint`).
+    pub fn client_message(&self) -> String {
+        let reason = self.status().canonical_reason().unwrap_or("error");
+        match self.client_detail() {
+            Some(detail) => format!("{reason}: {detail}"),
+            None => reason.to_owned(),
+        }
+    }
+
+    /// [`ProxyError::retry_after`] as a `Retry-After` value: whole seconds
+    /// (RFC 9110, section 10.2.3), rounded up, so a client that waits this
+    /// long finds the probe's turn come.
+    pub fn retry_after_header(&self) -> Option<http::HeaderValue> {
+        let wait = self.retry_after()?;
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Some(http::HeaderValue::from(secs.max(1)))
+    }
+
     /// Whether the client connection must close after the answer: when the
     /// request's body was not (or cannot be) read to its end, the next bytes
     /// on the connection are not a request.

@@ -95,21 +95,13 @@ pub fn code_for(status: StatusCode) -> u32 {
 
 /// Weir's answer to a gRPC call that failed here.
 pub fn error_response(e: &ProxyError) -> Response<ResponseBody> {
-    let status = e.status();
     let code = match e {
         ProxyError::UpstreamTimeout { .. } => code::DEADLINE_EXCEEDED,
-        _ => code_for(status),
+        _ => code_for(e.status()),
     };
-    let reason = status.canonical_reason().unwrap_or("error");
-    let message = match e.client_detail() {
-        Some(detail) => format!("{reason}: {detail}"),
-        None => reason.to_owned(),
-    };
-    let mut resp = trailers_only(code, &message);
-    if let Some(wait) = e.retry_after() {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    let mut resp = trailers_only(code, &e.client_message());
+    if let Some(wait) = e.retry_after_header() {
+        resp.headers_mut().insert(header::RETRY_AFTER, wait);
     }
     resp
 }

@@ -145,21 +145,29 @@ pub fn screen_names(h: &mut HeaderMap, keep_underscores: bool) -> Result<(), &'s
 
 /// Whether the request's `TE` accepts trailers (RFC 9110 section 10.1.4).
 pub fn accepts_trailers(h: &HeaderMap) -> bool {
-    h.get_all(header::TE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| {
-            let t = t.split(|b| *b == b';').next().unwrap_or_default();
-            t.trim_ascii().eq_ignore_ascii_case(b"trailers")
-        })
+    // TE's members may carry a weight (`trailers;q=1` is unusual but valid).
+    lists(h, header::TE, "trailers", true)
 }
 
 /// Whether `Connection` lists `token` (case-insensitive).
 pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(header::CONNECTION)
+    lists(h, header::CONNECTION, token, false)
+}
+
+/// Whether the comma-separated list in the `name` fields has `token`
+/// (case-insensitive; with `params`, what follows a member's `;` is
+/// ignored).
+fn lists(h: &HeaderMap, name: HeaderName, token: &str, params: bool) -> bool {
+    h.get_all(name)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        .any(|t| {
+            let t = match (params, t.iter().position(|b| *b == b';')) {
+                (true, Some(i)) => &t[..i],
+                _ => t,
+            };
+            t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())
+        })
 }
 
 fn via_value(version: Version) -> &'static str {

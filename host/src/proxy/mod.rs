@@ -425,13 +425,8 @@ fn join_cookies(h: &mut http::HeaderMap) {
 }
 
 fn error_response(e: &ProxyError) -> Response<ResponseBody> {
-    let status = e.status();
-    let reason = status.canonical_reason().unwrap_or("error");
-    let mut resp = Response::new(ResponseBody::full(match e.client_detail() {
-        Some(detail) => format!("{reason}: {detail}\n"),
-        None => format!("{reason}\n"),
-    }));
-    *resp.status_mut() = status;
+    let mut resp = Response::new(ResponseBody::full(format!("{}\n", e.client_message())));
+    *resp.status_mut() = e.status();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -440,11 +435,8 @@ fn error_response(e: &ProxyError) -> Response<ResponseBody> {
     if e.closes_connection() {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if let Some(wait) = e.retry_after() {
-        // Whole seconds (RFC 9110, section 10.2.3), rounded up: a client
-        // that waits this long finds the probe's turn come.
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    if let Some(wait) = e.retry_after_header() {
+        h.insert(header::RETRY_AFTER, wait);
     }
     resp
 }

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response};
 
 use super::error::ProxyError;
-use crate::body::{self, RequestBody};
+use crate::body::{self, RequestBody, RequestHead};
 use crate::router::Route;
 use crate::upstream::http2::{self, H2Failure};
 use crate::upstream::{
@@ -89,49 +89,26 @@ impl Attempt {
     }
 }
 
-/// What is needed to send a bodiless request again.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-}
-
-impl Replay {
-    /// A copy of the head when one could be needed: status retries are
-    /// configured and the request could be replayed somewhere else (a
-    /// retry after a sent try never goes back to an endpoint already
-    /// tried, so a single endpoint needs no copy). Connect retries need no
-    /// copy; the copy also serves a retry after a reset.
-    fn if_needed(
-        route: &Route,
-        upstream: &Upstream,
-        parts: &Parts,
-        body: &RequestBody,
-        upgrade: bool,
-    ) -> Option<Replay> {
-        (route.retry_attempts > 0
-            && !upstream.config.retry.statuses.is_empty()
-            && !upgrade
-            && matches!(body, RequestBody::Empty)
-            && is_idempotent(&parts.method)
-            && upstream.has_alternatives())
-        .then(|| Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-        })
-    }
-
-    fn request(&self) -> Request<RequestBody> {
-        let mut req = Request::new(RequestBody::Empty);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
+/// A copy of a bodiless request's head when one could be needed to send
+/// it again: status retries are configured and the request could be
+/// replayed somewhere else (a retry after a sent try never goes back to
+/// an endpoint already tried, so a single endpoint needs no copy).
+/// Connect retries need no copy; the copy also serves a retry after a
+/// reset.
+fn replay_copy(
+    route: &Route,
+    upstream: &Upstream,
+    parts: &Parts,
+    body: &RequestBody,
+    upgrade: bool,
+) -> Option<RequestHead> {
+    (route.retry_attempts > 0
+        && !upstream.config.retry.statuses.is_empty()
+        && !upgrade
+        && matches!(body, RequestBody::Empty)
+        && is_idempotent(&parts.method)
+        && upstream.has_alternatives())
+    .then(|| RequestHead::of(parts))
 }
 
 /// Sends the request to `upstream` (the route's, or one a plugin chose),
@@ -157,7 +134,7 @@ pub(super) async fn send(
     let deadline = tokio::time::Instant::from_std(now) + timeout;
     let hash = upstream.hash_of(&parts, peer);
     let retry = &upstream.config.retry;
-    let replay = Replay::if_needed(route, upstream, &parts, &body, upgrade);
+    let replay = replay_copy(route, upstream, &parts, &body, upgrade);
     if route.retry_attempts > 0 {
         upstream.budget.record_request(worker::ms_at(now));
     }
@@ -172,7 +149,10 @@ pub(super) async fn send(
         })?;
     loop {
         tried.push(ep.id);
-        let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else {
+        let Some(request) = req
+            .take()
+            .or_else(|| replay.as_ref().map(|h| h.request(RequestBody::Empty)))
+        else {
             unreachable!("a try is only repeated with the request back or a replay copy");
         };
         // A retry, after a backoff, reads the clock afresh.
@@ -247,10 +227,6 @@ async fn attempt(
     let connect_timeout = route.connect_timeout;
     let _outstanding = Outstanding::new(ep.clone());
     let started = upstream.try_started();
-    let timed_out = || ProxyError::UpstreamTimeout {
-        endpoint: ep.label.clone(),
-        timeout,
-    };
     let connecting = async {
         if upgrade {
             ep.connect_for_upgrade(connect_timeout)
@@ -261,7 +237,12 @@ async fn attempt(
         }
     };
     let conn = match tokio::time::timeout_at(deadline, connecting).await {
-        Err(_) => return Attempt::Final(timed_out()),
+        Err(_) => {
+            return Attempt::Final(ProxyError::UpstreamTimeout {
+                endpoint: ep.label.clone(),
+                timeout,
+            });
+        }
         Ok(Err(ConnectError::LimitReached { limit })) => {
             return Attempt::Final(ProxyError::Overloaded {
                 upstream: upstream.config.name.clone(),
@@ -286,18 +267,17 @@ async fn attempt(
     let mut conn = match conn {
         Checkout::H1(c) => c,
         Checkout::H2(stream) => {
-            let keep = route.retry_attempts > 0;
             // Boxed: an HTTP/2 try holds its stream, the kept head and the
             // body pump; inline, they would grow every request's future,
             // HTTP/1.1 ones too, and each HTTP/2 stream's task is moved
             // several times on its way to the executor.
             return Box::pin(attempt_h2(
+                route,
                 upstream,
                 ep,
                 stream,
                 req,
                 (deadline, timeout),
-                keep,
                 started,
             ))
             .await;
@@ -306,15 +286,7 @@ async fn attempt(
     // Kept to tell, at the deadline, a stalled upload from a slow upstream.
     let stalled = req.body().stalled().cloned();
     match tokio::time::timeout_at(deadline, conn.sender.try_send_request(req)).await {
-        Err(_) => {
-            // The upstream was waiting for the client's body: the client
-            // is too slow, not the endpoint.
-            if stalled.is_some_and(|s| s.get()) {
-                return Attempt::Final(ProxyError::BodyTimeout);
-            }
-            upstream.record(ep, Outcome::Failed, started);
-            Attempt::Final(timed_out())
-        }
+        Err(_) => past_deadline(upstream, ep, stalled.as_deref(), started, timeout),
         Ok(Err(mut e)) => {
             if let Some(req) = e.take_message() {
                 return Attempt::NotSent {
@@ -328,15 +300,8 @@ async fn attempt(
                 };
             }
             let source = e.into_error();
-            if body::is_body_too_large(&source) {
-                return Attempt::Final(ProxyError::BodyTooLarge {
-                    limit: route.max_body_bytes,
-                });
-            }
-            if let Some(e) = body::client_body_error(&source) {
-                return Attempt::Final(ProxyError::RequestBodyBroken {
-                    reason: e.to_string(),
-                });
+            if let Some(e) = client_body_failure(&source, route.max_body_bytes) {
+                return Attempt::Final(e);
             }
             upstream.record(ep, Outcome::Failed, started);
             Attempt::Failed(ProxyError::Upstream {
@@ -361,31 +326,24 @@ async fn attempt(
 /// closed: it is nobody's fault and may go again at once, also to the
 /// same endpoint on another connection.
 async fn attempt_h2(
+    route: &Route,
     upstream: &Upstream,
     ep: &Arc<Endpoint>,
     stream: http2::Stream,
     req: Request<RequestBody>,
     (deadline, timeout): (tokio::time::Instant, Duration),
-    keep: bool,
     started: crate::upstream::TryStart,
 ) -> Attempt {
     let stalled = req.body().stalled().cloned();
+    // A copy for a replay only when a retry is possible at all.
+    let keep = route.retry_attempts > 0;
     let sending = http2::send(stream, req, ep.scheme(), &ep.label, keep);
     let failed = |source| ProxyError::Http2 {
         endpoint: ep.label.clone(),
         source: http2::H2Error(source),
     };
     match tokio::time::timeout_at(deadline, sending).await {
-        Err(_) => {
-            if stalled.is_some_and(|s| s.get()) {
-                return Attempt::Final(ProxyError::BodyTimeout);
-            }
-            upstream.record(ep, Outcome::Failed, started);
-            Attempt::Final(ProxyError::UpstreamTimeout {
-                endpoint: ep.label.clone(),
-                timeout,
-            })
-        }
+        Err(_) => past_deadline(upstream, ep, stalled.as_deref(), started, timeout),
         Ok(Ok(resp)) => {
             upstream.record(ep, Outcome::Status(resp.status().as_u16()), started);
             Attempt::Answered(Sent {
@@ -414,25 +372,48 @@ async fn attempt_h2(
             }
             Attempt::Failed(failed(error))
         }
-        Ok(Err(H2Failure::Body(e))) => {
-            if body::is_body_too_large(&*e) {
-                return Attempt::Final(ProxyError::BodyTooLarge {
-                    limit: upstream_body_limit(&*e),
-                });
-            }
-            Attempt::Final(ProxyError::RequestBodyBroken {
-                reason: match body::client_body_error(&*e) {
-                    Some(c) => c.to_string(),
-                    None => e.to_string(),
-                },
-            })
-        }
+        Ok(Err(H2Failure::Body(e))) => Attempt::Final(
+            client_body_failure(&*e, route.max_body_bytes).unwrap_or_else(|| {
+                ProxyError::RequestBodyBroken {
+                    reason: e.to_string(),
+                }
+            }),
+        ),
     }
 }
 
-/// The limit a body-too-large error names.
-fn upstream_body_limit(e: &(dyn std::error::Error + 'static)) -> u64 {
-    body::body_too_large(e).map_or(0, |b| b.limit)
+/// A try that ran into the request's deadline: the client's fault when
+/// the upstream was waiting for its stalled upload, else the endpoint's.
+fn past_deadline(
+    upstream: &Upstream,
+    ep: &Endpoint,
+    stalled: Option<&body::Stalled>,
+    started: crate::upstream::TryStart,
+    timeout: Duration,
+) -> Attempt {
+    if stalled.is_some_and(body::Stalled::get) {
+        return Attempt::Final(ProxyError::BodyTimeout);
+    }
+    upstream.record(ep, Outcome::Failed, started);
+    Attempt::Final(ProxyError::UpstreamTimeout {
+        endpoint: ep.label.clone(),
+        timeout,
+    })
+}
+
+/// The client's answer when a send failed on the client's own body: it
+/// grew past the route's limit, or broke off. Neither is the endpoint's
+/// fault, so neither is recorded against it.
+fn client_body_failure(
+    source: &(dyn std::error::Error + 'static),
+    limit: u64,
+) -> Option<ProxyError> {
+    if body::is_body_too_large(source) {
+        return Some(ProxyError::BodyTooLarge { limit });
+    }
+    body::client_body_error(source).map(|e| ProxyError::RequestBodyBroken {
+        reason: e.to_string(),
+    })
 }
 
 /// RFC 9110 9.2.2: methods whose repetition has the effect of one request.

@@ -40,11 +40,11 @@ use h2::client::SendRequest;
 use h2::{Reason, RecvStream, SendStream};
 use http::request::Parts;
 use http::uri::{Authority, Scheme};
-use http::{HeaderMap, Request, Response, Uri, header};
+use http::{Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{BoxError, RequestBody};
+use crate::body::{BoxError, RequestBody, RequestHead};
 use crate::config::Http2Config;
 use crate::worker;
 
@@ -370,7 +370,7 @@ pub async fn send(
 ) -> Result<Response<RecvBody>, H2Failure> {
     let Stream { mut send, slot } = stream;
     let (mut parts, body) = req.into_parts();
-    let kept = keep.then(|| Head::of(&parts));
+    let kept = keep.then(|| RequestHead::of(&parts));
     let head = match to_h2_head(&mut parts, scheme, fallback_authority) {
         Ok(h) => h,
         Err(e) => return Err(H2Failure::Body(e)),
@@ -444,34 +444,6 @@ pub async fn send(
                 Err(H2Failure::Failed(error))
             }
         }
-    }
-}
-
-/// The head of a request, kept to send it again.
-struct Head {
-    method: http::Method,
-    uri: Uri,
-    version: http::Version,
-    headers: HeaderMap,
-}
-
-impl Head {
-    fn of(parts: &Parts) -> Head {
-        Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-        }
-    }
-
-    fn request(self, body: RequestBody) -> Request<RequestBody> {
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers;
-        req
     }
 }
 

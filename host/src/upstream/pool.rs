@@ -178,8 +178,7 @@ impl EndpointPool {
     /// The `:scheme` requests to this endpoint carry over HTTP/2.
     pub(super) fn scheme(&self) -> &'static http::uri::Scheme {
         static HTTP: http::uri::Scheme = http::uri::Scheme::HTTP;
-        static HTTPS: std::sync::LazyLock<http::uri::Scheme> =
-            std::sync::LazyLock::new(|| http::uri::Scheme::HTTPS);
+        static HTTPS: http::uri::Scheme = http::uri::Scheme::HTTPS;
         if self.tls.is_some() { &HTTPS } else { &HTTP }
     }
 
@@ -246,11 +245,9 @@ impl EndpointPool {
             // At the upstream's limit: queue on a busy connection if any.
             Err(e) => return h2.take(true).map(Checkout::H2).ok_or(e),
         };
-        let mode = match self.protocol {
-            Protocol::Auto => Mode::Auto(&h2.cfg),
-            _ => Mode::H2(&h2.cfg),
-        };
-        let opened = self.open(addr, connect_timeout, mode, slot).await?;
+        let opened = self
+            .open(addr, connect_timeout, self.h2_mode(h2), Some(slot))
+            .await?;
         Ok(match opened {
             Opened::H2(conn) => {
                 self.learnt.store(LEARNT_H2, Ordering::Relaxed);
@@ -263,23 +260,43 @@ impl EndpointPool {
         })
     }
 
-    /// Opens a connection, over TLS when the endpoint has it.
+    /// How a connection that may be HTTP/2 is opened: by ALPN's choice
+    /// for `auto`, HTTP/2 for the others.
+    fn h2_mode<'a>(&self, h2: &'a H2Pool) -> Mode<'a> {
+        match self.protocol {
+            Protocol::Auto => Mode::Auto(&h2.cfg),
+            _ => Mode::H2(&h2.cfg),
+        }
+    }
+
+    /// Opens a connection, over TLS when the endpoint has it; `slot` is
+    /// its unit of the upstream's `max_connections` (none outside the
+    /// limit, for health checks).
     async fn open(
         &self,
         addr: SocketAddr,
         timeout: Duration,
         mode: Mode<'_>,
-        slot: ConnSlot,
+        slot: Option<ConnSlot>,
     ) -> Result<Opened, ConnectError> {
-        connect(
-            addr,
-            timeout,
-            mode,
-            self.tls.as_ref(),
-            Some(slot),
-            &self.label,
-        )
-        .await
+        connect(addr, timeout, mode, self.tls.as_ref(), slot, &self.label).await
+    }
+
+    /// Opens an HTTP/1.1 connection. Boxed: opening is the rare path, and
+    /// its future would otherwise make every checkout's (and request's)
+    /// future big.
+    async fn open_h1(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        upgrades: bool,
+        slot: ConnSlot,
+    ) -> Result<Connection, ConnectError> {
+        let mode = Mode::H1 { upgrades };
+        match Box::pin(self.open(addr, timeout, mode, Some(slot))).await? {
+            Opened::H1(conn) => Ok(conn),
+            Opened::H2(_) => unreachable!("an HTTP/1.1 connection was asked for"),
+        }
     }
 
     fn list(&self) -> &Mutex<Vec<Connection>> {
@@ -308,14 +325,7 @@ impl EndpointPool {
             }
         }
         let slot = self.counter.acquire()?;
-        // Boxed: opening a connection is the rare path, and its future
-        // would otherwise make every checkout's (and request's) future big.
-        let opened =
-            Box::pin(self.open(addr, connect_timeout, Mode::H1 { upgrades: false }, slot)).await?;
-        match opened {
-            Opened::H1(conn) => Ok(conn),
-            Opened::H2(_) => unreachable!("an HTTP/1.1 connection was asked for"),
-        }
+        self.open_h1(addr, connect_timeout, false, slot).await
     }
 
     /// A fresh connection outside the pool and its limit, for an active
@@ -325,20 +335,11 @@ impl EndpointPool {
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<Checkout, ConnectError> {
-        let mode = match (&self.h2, self.protocol) {
-            (Some(h2), Protocol::Auto) => Mode::Auto(&h2.cfg),
-            (Some(h2), _) => Mode::H2(&h2.cfg),
-            (None, _) => Mode::H1 { upgrades: false },
+        let mode = match &self.h2 {
+            Some(h2) => self.h2_mode(h2),
+            None => Mode::H1 { upgrades: false },
         };
-        let opened = Box::pin(connect(
-            addr,
-            timeout,
-            mode,
-            self.tls.as_ref(),
-            None,
-            &self.label,
-        ))
-        .await?;
+        let opened = Box::pin(self.open(addr, timeout, mode, None)).await?;
         Ok(match opened {
             Opened::H1(c) => Checkout::H1(c),
             Opened::H2(c) => Checkout::H2(c.take()),
@@ -356,12 +357,7 @@ impl EndpointPool {
             return Err(ConnectError::UpgradeOverH2(self.protocol.as_str()));
         }
         let slot = self.counter.acquire()?;
-        let opened =
-            Box::pin(self.open(addr, connect_timeout, Mode::H1 { upgrades: true }, slot)).await?;
-        match opened {
-            Opened::H1(conn) => Ok(conn),
-            Opened::H2(_) => unreachable!("an HTTP/1.1 connection was asked for"),
-        }
+        self.open_h1(addr, connect_timeout, true, slot).await
     }
 
     pub(super) fn put(&self, mut conn: Connection) {
