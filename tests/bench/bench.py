@@ -218,21 +218,26 @@ def cpus_allowed(pid):
     return "?"
 
 
-def established_to(port):
-    """Established TCP connections whose local port is `port` (the proxy's
-    side of its client connections)."""
-    n = 0
+def established():
+    """Each established TCP connection of the machine, as (local port,
+    remote port, socket inode), from /proc/net/tcp and tcp6."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
                 for line in f:
                     fields = line.split()
-                    if fields[3] == "01" and int(fields[1].split(":")[1], 16) == port:
-                        n += 1
+                    if fields[3] == "01":
+                        yield (int(fields[1].split(":")[1], 16),
+                               int(fields[2].split(":")[1], 16), fields[9])
         except OSError:
             pass
-    return n
+
+
+def established_to(port):
+    """Established TCP connections whose local port is `port` (the proxy's
+    side of its client connections)."""
+    return sum(1 for local, _, _ in established() if local == port)
 
 
 def tls_client(cafile=None, alpn=("http/1.1",)):
@@ -1209,19 +1214,7 @@ def conns_to(pids, port):
                 continue
             if link.startswith("socket:["):
                 inodes.add(link[8:-1])
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if (fields[3] == "01" and int(fields[2].split(":")[1], 16) == port
-                            and fields[9] in inodes):
-                        n += 1
-        except OSError:
-            pass
-    return n
+    return sum(1 for _, remote, inode in established() if remote == port and inode in inodes)
 
 
 def h2_request(port, grpc=False, path=None, headers=(), timeout=2.0):

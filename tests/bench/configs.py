@@ -55,6 +55,17 @@ events {{
 """
 
 
+def _nginx_origin(upstream_port):
+    """nginx's upstream block: the origin over pooled keep-alive
+    connections, never closed during a run."""
+    return f"""    upstream origin {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 256;
+        keepalive_requests 10000000;
+        keepalive_timeout 300s;
+    }}"""
+
+
 def _nginx_http_common(workdir):
     return f"""
     access_log off;
@@ -120,12 +131,7 @@ def proxy_nginx(workdir, port, upstream_port, api_key_lua=False, tls=None):
     return _nginx_prelude(workdir, 30000, modules) + f"""
 http {{
 {_nginx_http_common(workdir)}{init}
-    upstream origin {{
-        server 127.0.0.1:{upstream_port};
-        keepalive 256;
-        keepalive_requests 10000000;
-        keepalive_timeout 300s;
-    }}
+{_nginx_origin(upstream_port)}
     server {{
         {_nginx_listen(port, tls)}
         location / {{{access}
@@ -559,12 +565,7 @@ def proxy_nginx_h2(workdir, port, upstream_port):
 http {{
 {_nginx_http_common(workdir)}
     http2_max_concurrent_streams 128;
-    upstream origin {{
-        server 127.0.0.1:{upstream_port};
-        keepalive 256;
-        keepalive_requests 10000000;
-        keepalive_timeout 300s;
-    }}
+{_nginx_origin(upstream_port)}
     server {{
         listen 127.0.0.1:{port} http2 backlog=4096;
         location / {{
