@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod digest;
 pub mod framing;
 pub mod listener;
+pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod router;
