@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -57,14 +57,23 @@ impl std::error::Error for ClientBodyError {
 /// client's fault) from a slow upstream. Set on every poll of the body, so
 /// it is true only while the upstream connection has asked for more and
 /// the client has not sent it; an upstream that stops reading leaves it
-/// false.
+/// false. It also keeps how many body bytes have come from the client, for
+/// the request's metrics and access log.
 #[derive(Debug, Default)]
-pub struct Stalled(AtomicBool);
+pub struct Stalled {
+    waiting: AtomicBool,
+    received: AtomicU64,
+}
 
 impl Stalled {
     /// Whether the body was last found waiting for the client's bytes.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes received from the client so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 }
 
@@ -154,11 +163,14 @@ impl Body for RequestBody {
                 let polled = Pin::new(inner).poll_frame(cx);
                 // A relaxed store per poll: only this body writes the flag,
                 // and the forwarder reads it once, when its deadline fires.
-                stalled.0.store(polled.is_pending(), Ordering::Relaxed);
+                stalled
+                    .waiting
+                    .store(polled.is_pending(), Ordering::Relaxed);
                 match std::task::ready!(polled) {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
                             *seen += data.len() as u64;
+                            stalled.received.store(*seen, Ordering::Relaxed);
                             if *seen > *limit {
                                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
                                     limit: *limit,

@@ -23,7 +23,8 @@ pub struct ConnContext {
     pub peer_ip: HeaderValue,
     pub listener: Arc<ListenerConfig>,
     pub router: Arc<ArcSwap<Router>>,
-    pub access_log: bool,
+    /// What the listener's requests leave behind (metrics, access log).
+    pub observe: Arc<Observe>,
     /// When the connection is quiet or stuck enough to close.
     pub watchdog: Watchdog,
     /// Requests whose response head has not been produced yet.
@@ -42,6 +43,24 @@ pub struct ConnContext {
     pub tls: Option<Box<TlsConn>>,
 }
 
+/// What every request of a listener leaves behind when it ends, fixed at
+/// start-up: counts in the metrics, a line in the access log. With all of
+/// it off, a request keeps no record of itself at all.
+#[derive(Debug, Default, Clone)]
+pub struct Observe {
+    /// `[server] metrics`: requests counted per route.
+    pub metrics: bool,
+    /// `[server] access_log`.
+    pub access_log: bool,
+}
+
+impl Observe {
+    /// Whether a request needs its record ([`crate::proxy::exchange`]).
+    pub fn any(&self) -> bool {
+        self.metrics || self.access_log
+    }
+}
+
 /// A TLS connection's facts, for its requests.
 #[derive(Debug)]
 pub struct TlsConn {
@@ -57,7 +76,7 @@ impl ConnContext {
         peer_ip: HeaderValue,
         listener: Arc<ListenerConfig>,
         router: Arc<ArcSwap<Router>>,
-        access_log: bool,
+        observe: Arc<Observe>,
         tls: Option<Box<TlsConn>>,
     ) -> ConnContext {
         ConnContext {
@@ -66,7 +85,7 @@ impl ConnContext {
             watchdog: Watchdog::new(&listener),
             listener,
             router,
-            access_log,
+            observe,
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             smuggled: AtomicU64::new(0),

@@ -74,7 +74,7 @@ pub fn bind(config: &ListenerConfig, workers: usize) -> io::Result<Bound> {
 pub struct Shared {
     pub config: Arc<ListenerConfig>,
     pub router: Arc<ArcSwap<Router>>,
-    pub access_log: bool,
+    pub observe: Arc<crate::conn::Observe>,
     /// One permit per open connection: `max_connections` bounds them.
     pub connections: Arc<Semaphore>,
     /// Open connections, for the drain at shutdown.
@@ -220,7 +220,7 @@ async fn serve<S>(
         crate::proxy::headers::peer_value(peer.ip()),
         shared.config.clone(),
         shared.router.clone(),
-        shared.access_log,
+        shared.observe.clone(),
         tls.map(Box::new),
     ));
     let io = TokioIo::new(ActivityIo {

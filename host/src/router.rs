@@ -38,6 +38,8 @@ pub struct Route {
     pub upgrades: Vec<String>,
     /// Plugins to run, global chain first; empty on most routes.
     pub plugins: Arc<Chain>,
+    /// Its counts in `/metrics`, kept by name over reloads.
+    pub stats: Arc<crate::metrics::RouteStats>,
 }
 
 /// Routes in the order the configuration file lists them, and the
@@ -69,6 +71,7 @@ impl Route {
     pub fn new(cfg: &RouteConfig, upstream: Arc<Upstream>, default_max_body: u64) -> Route {
         Route {
             name: cfg.name.clone(),
+            stats: crate::metrics::global().route(&cfg.name),
             hosts: cfg.hosts.clone(),
             client_cert_names: cfg.client_cert_names.clone(),
             path: cfg.path.clone(),
@@ -198,6 +201,16 @@ impl Router {
     /// The first route that matches the request; `client_cert` holds the
     /// names of the connection's verified client certificate, if any.
     pub fn find(&self, req: &Parts, client_cert: Option<&[String]>) -> Option<&Route> {
+        self.find_indexed(req, client_cert).map(|(_, r)| r)
+    }
+
+    /// [`Router::find`] with the route's place in the table, which a
+    /// request's record keeps ([`Router::route_at`]) instead of the route.
+    pub fn find_indexed(
+        &self,
+        req: &Parts,
+        client_cert: Option<&[String]>,
+    ) -> Option<(usize, &Route)> {
         let host = if self.uses_hosts {
             request_host(req)
         } else {
@@ -207,7 +220,18 @@ impl Router {
         let path = req.uri.path();
         self.routes
             .iter()
-            .find(|r| r.matches(host, &req.method, path, &req.headers, client_cert))
+            .enumerate()
+            .find(|(_, r)| r.matches(host, &req.method, path, &req.headers, client_cert))
+    }
+
+    /// The route at `i` in the table (from [`Router::find_indexed`]).
+    pub fn route_at(&self, i: usize) -> Option<&Route> {
+        self.routes.get(i)
+    }
+
+    /// The names of the routes, in table order.
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.name.as_str())
     }
 }
 

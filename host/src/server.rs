@@ -160,6 +160,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds and starts serving. Returns once every listener is accepting.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        crate::metrics::process::mark_start();
         // Plugins compile before anything binds: a missing or invalid
         // plugin stops start-up with the file and the reason.
         let (plugins, chains) = Plugins::load(&config).map_err(StartError::Plugins)?;
@@ -197,13 +198,17 @@ impl Gateway {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let open = Arc::new(AtomicUsize::new(0));
+        let observe = Arc::new(crate::conn::Observe {
+            metrics: config.server.metrics,
+            access_log: config.server.access_log,
+        });
         let shared: Vec<Arc<Shared>> = bound
             .iter()
             .map(|b| {
                 Arc::new(Shared {
                     config: b.config.clone(),
                     router: router.clone(),
-                    access_log: config.server.access_log,
+                    observe: observe.clone(),
                     connections: Arc::new(Semaphore::new(b.config.max_connections)),
                     open: open.clone(),
                     tls: tls
@@ -295,6 +300,12 @@ impl Gateway {
         if self.config.server.workers != config.server.workers {
             needs_restart.push("server.workers".to_owned());
         }
+        if self.config.server.metrics != config.server.metrics {
+            needs_restart.push("server.metrics".to_owned());
+        }
+        if self.config.server.access_log != config.server.access_log {
+            needs_restart.push("server.access_log".to_owned());
+        }
         if self.config.admin.as_ref().map(|a| a.address) != config.admin.as_ref().map(|a| a.address)
         {
             needs_restart.push("admin.address".to_owned());
@@ -321,8 +332,9 @@ impl Gateway {
             .await
             .ok_or(StartError::PluginTimeout(timeout))?
             .map_err(StartError::Plugins)?;
-        let router = build_router(&config, Some(&current), &plugins.chains).await?;
-        self.router.store(Arc::new(router));
+        let router = Arc::new(build_router(&config, Some(&current), &plugins.chains).await?);
+        crate::metrics::global().keep_routes(router.route_names());
+        self.router.store(router);
         self.replace_plugins(plugins.plugins);
         for ((t, cfg), fresh) in tls_changes.iter().zip(loaded) {
             t.swap(fresh, cfg);

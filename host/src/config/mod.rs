@@ -7,6 +7,7 @@
 //! This module knows nothing about sockets or requests: it only produces
 //! plain values that `router`, `upstream` and `listener` build from.
 
+mod admin;
 mod error;
 mod raw;
 mod upstream;
@@ -25,6 +26,7 @@ use regex::Regex;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
+pub use admin::{AdminConfig, AdminToken, is_loopback};
 pub use error::{ConfigError, ConfigErrors, Problem};
 pub use plugins::{FailurePolicy, Isolation, PluginRef, PluginSettings, PluginsConfig};
 use raw::*;
@@ -87,6 +89,10 @@ pub mod limits {
     pub const MAX_UPGRADES: usize = 16;
     /// Length of one upgrade protocol name.
     pub const MAX_UPGRADE_LEN: usize = 64;
+    /// An admin token file holds one token: a bigger file is the wrong one.
+    pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+    /// An admin token shorter than this could be guessed.
+    pub const MIN_TOKEN_BYTES: usize = 16;
 }
 
 /// A validated configuration.
@@ -107,11 +113,8 @@ pub struct ServerConfig {
     pub workers: usize,
     pub drain_timeout: Duration,
     pub access_log: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminConfig {
-    pub address: SocketAddr,
+    /// Requests counted per route for `/metrics` (on by default).
+    pub metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -462,13 +465,8 @@ impl Validator<'_> {
                 Duration::from_secs(30),
             ),
             access_log: raw.access_log.unwrap_or(false),
+            metrics: raw.metrics.unwrap_or(true),
         }
-    }
-
-    fn admin(&mut self, raw: RawAdmin, at: &At) -> Option<AdminConfig> {
-        let address = raw.address.as_deref().unwrap_or("127.0.0.1:9901");
-        self.socket_addr(at, "address", address)
-            .map(|address| AdminConfig { address })
     }
 
     fn socket_addr(&mut self, at: &At, field_name: &'static str, s: &str) -> Option<SocketAddr> {

@@ -42,12 +42,15 @@ pub struct RawServer {
     #[serde(default, with = "humantime_serde")]
     pub drain_timeout: Option<Duration>,
     pub access_log: Option<bool>,
+    pub metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub address: Option<String>,
+    pub token_file: Option<String>,
+    pub metrics_address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

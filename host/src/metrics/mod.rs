@@ -87,6 +87,8 @@ impl<T> Family<T> {
 #[derive(Debug, Default)]
 pub struct Registry {
     pub routes: Family<RouteStats>,
+    /// The stats of requests no route matched, kept at hand.
+    no_route: OnceLock<Arc<RouteStats>>,
 }
 
 /// The process's registry.

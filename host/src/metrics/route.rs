@@ -124,6 +124,20 @@ impl Registry {
         self.routes.get(name)
     }
 
+    /// The stats of requests that matched no route.
+    pub fn no_route(&self) -> &RouteStats {
+        self.no_route
+            .get_or_init(|| self.routes.get(super::NO_ROUTE))
+    }
+
+    /// Forgets routes the configuration no longer names (after a reload
+    /// swapped in a table of `names`).
+    pub fn keep_routes<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let names: std::collections::HashSet<&str> = names.collect();
+        self.routes
+            .retain(|n| n == super::NO_ROUTE || names.contains(n));
+    }
+
     pub(super) fn routes_section(&self, out: &mut Out<'_>) -> fmt::Result {
         encode(&self.routes, out)
     }

@@ -36,11 +36,16 @@ fn a_route_counts_by_method_and_status_class_and_renders_both_formats() {
         "{text}"
     );
     assert!(
-        text.contains("weir_request_duration_seconds_bucket{route=\"metrics-unit-route\",le=\"0.005\"} 3\n"),
+        text.contains(
+            "weir_request_duration_seconds_bucket{route=\"metrics-unit-route\",le=\"0.005\"} 3\n"
+        ),
         "{text}"
     );
     assert!(text.contains("weir_response_body_bytes_total{route=\"metrics-unit-route\"} 300\n"));
-    assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"), "{text}");
+    assert!(
+        text.contains("# TYPE process_cpu_seconds_total counter\n"),
+        "{text}"
+    );
     assert!(!text.contains("# EOF"));
 
     let (ct, om) = render(true);

@@ -115,11 +115,10 @@ pub fn from_answer(resp: Response<ResponseBody>) -> Response<ResponseBody> {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
-    let text = match &body {
-        ResponseBody::Full(Some(b)) => std::str::from_utf8(b).ok().map(str::trim),
-        _ => None,
-    }
-    .filter(|t| !t.is_empty());
+    let text = body
+        .as_full()
+        .and_then(|b| std::str::from_utf8(b).ok().map(str::trim))
+        .filter(|t| !t.is_empty());
     let message = text.unwrap_or(parts.status.canonical_reason().unwrap_or("error"));
     let code = code_for(parts.status);
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -15,6 +15,7 @@
 //! module only decides what happens to a request.
 
 pub mod error;
+pub mod exchange;
 pub mod grpc;
 pub mod headers;
 pub mod plugins;
@@ -38,8 +39,10 @@ use hyper::body::Incoming;
 
 use crate::body::RequestBody;
 pub use crate::conn::ConnContext;
+use crate::metrics::MethodClass;
 use crate::router::{self, HostSource, Route};
 pub use error::{ErrorSource, ProxyError};
+use exchange::{Exchange, Trail};
 use headers::X_REQUEST_ID;
 use response::{Lease, ResponseBody};
 
@@ -51,13 +54,17 @@ pub async fn handle(
     let in_flight = Counted::enter(&cx.in_flight);
     let id = headers::request_id(req.headers());
     let grpc = grpc::is_call(req.version(), req.headers());
-    // Only the access log reads the clock and the request line.
+    // Only a kept record (metrics, access log) reads the clock.
+    let started = cx.observe.any().then(Instant::now);
+    let method = MethodClass::of(req.method());
     let logged = cx
+        .observe
         .access_log
-        .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
+        .then(|| (req.method().clone(), req.uri().clone()));
 
     let mut plugins = plugins::Scope::default();
-    let mut resp = match phases(&cx, req, &id, &mut plugins, grpc).await {
+    let mut trail = Trail::default();
+    let mut resp = match phases(&cx, req, &id, &mut plugins, grpc, &mut trail).await {
         Ok(r) => r,
         Err(e) => {
             match e.source_kind() {
@@ -77,17 +84,22 @@ pub async fn handle(
     };
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), headers::request_id_field(&id));
-    plugins.on_log(resp.status().as_u16());
-    if let Some((started, method, uri)) = logged {
+    let status = resp.status().as_u16();
+    plugins.on_log(status);
+    if let (Some(started), Some((method, uri))) = (started, logged) {
         tracing::info!(
             target: "weir::access",
             request_id = ?id,
             peer = %cx.peer,
             %method,
             %uri,
-            status = resp.status().as_u16(),
+            status,
             micros = started.elapsed().as_micros() as u64,
         );
+    }
+    if let Some(started) = started {
+        let record = Exchange::new(started, method, trail, status, cx.observe.metrics);
+        resp.body_mut().keep(Box::new(record));
     }
     drop(in_flight);
     Ok(resp)
@@ -124,6 +136,7 @@ async fn phases(
     id: &HeaderValue,
     plugins: &mut plugins::Scope,
     grpc: bool,
+    trail: &mut Trail,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     check_framing(&mut parts, cx)?;
@@ -131,15 +144,17 @@ async fn phases(
         return redirect::answer(&parts, r);
     }
 
-    let router = cx.router.load_full();
+    // Kept in the request's record, which names the route by its place.
+    let router = &*trail.router.insert(cx.router.load_full());
     let client_cert = cx
         .tls
         .as_ref()
         .and_then(|t| t.session.client_cert.as_ref())
         .map(|c| c.names.as_slice());
-    let route = router
-        .find(&parts, client_cert)
+    let (index, route) = router
+        .find_indexed(&parts, client_cert)
         .ok_or(ProxyError::NoRoute)?;
+    trail.route = Some(index);
     if content_length(&parts.headers).is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {
             limit: route.max_body_bytes,
@@ -174,7 +189,7 @@ async fn phases(
         // Plugins see the request as it will be sent upstream.
         let cert = cx.tls.as_ref().and_then(|t| t.session.client_cert.as_ref());
         plugins.start(route, cx.peer.ip(), cert, id);
-        let steered = match plugins.on_request(&mut parts, &router)? {
+        let steered = match plugins.on_request(&mut parts, router)? {
             plugins::Decision::Respond(resp) => return Ok(answer(*resp, grpc)),
             plugins::Decision::Forward(steered) => steered,
         };
@@ -201,6 +216,9 @@ async fn phases(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
+    }
+    if cx.observe.any() {
+        trail.body.note(&body);
     }
     let upstream = steered.as_ref().unwrap_or(&route.upstream);
     let send::Sent {

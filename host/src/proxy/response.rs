@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::exchange::Exchange;
 use crate::body::BoxError;
 use crate::upstream::{Connection, Endpoint, Received};
 
@@ -57,19 +58,43 @@ pub struct UpstreamBody {
     waiting: bool,
 }
 
-/// What the client receives.
-pub enum ResponseBody {
+/// What the client receives, and the record of the request it answers
+/// (finished when the body is dropped, see [`super::exchange`]).
+pub struct ResponseBody {
+    kind: Kind,
+    record: Option<Box<Exchange>>,
+}
+
+enum Kind {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
 }
 
 impl ResponseBody {
     pub fn full(b: impl Into<Bytes>) -> ResponseBody {
-        ResponseBody::Full(Some(b.into()))
+        ResponseBody::of(Kind::Full(Some(b.into())))
     }
 
     pub fn empty() -> ResponseBody {
-        ResponseBody::Full(None)
+        ResponseBody::of(Kind::Full(None))
+    }
+
+    fn of(kind: Kind) -> ResponseBody {
+        ResponseBody { kind, record: None }
+    }
+
+    /// The whole body, when it is one of Weir's own answers.
+    pub fn as_full(&self) -> Option<&Bytes> {
+        match &self.kind {
+            Kind::Full(b) => b.as_ref(),
+            Kind::Upstream(_) => None,
+        }
+    }
+
+    /// Hands the request's record to the body, which counts what it sends
+    /// and finishes the record when dropped.
+    pub fn keep(&mut self, record: Box<Exchange>) {
+        self.record = Some(record);
     }
 
     /// Streams `inner`; the connection goes back to the pool once it ends.
@@ -78,13 +103,13 @@ impl ResponseBody {
         if inner.is_end_stream() {
             lease.release();
         }
-        ResponseBody::Upstream(UpstreamBody {
+        ResponseBody::of(Kind::Upstream(UpstreamBody {
             inner,
             lease,
             read_timeout,
             stall: None,
             waiting: false,
-        })
+        }))
     }
 }
 
@@ -141,24 +166,31 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         super::stall::body_polled();
-        match self.get_mut() {
-            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Upstream(up) => up.poll_frame(cx),
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(up) => up.poll_frame(cx),
+        };
+        if let (Some(record), Poll::Ready(Some(Ok(frame)))) = (&mut this.record, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            record.bytes_out += data.len() as u64;
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Full(b) => b.is_none(),
-            ResponseBody::Upstream(up) => up.inner.is_end_stream(),
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(up) => up.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Full(None) => SizeHint::with_exact(0),
-            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            ResponseBody::Upstream(up) => up.inner.size_hint(),
+        match &self.kind {
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Upstream(up) => up.inner.size_hint(),
         }
     }
 }
