@@ -44,20 +44,22 @@ pub struct ConnContext {
 }
 
 /// What every request of a listener leaves behind when it ends, fixed at
-/// start-up: counts in the metrics, a line in the access log. With all of
-/// it off, a request keeps no record of itself at all.
-#[derive(Debug, Default, Clone)]
+/// start-up: counts in the metrics, a line in the access log, spans.
+/// With all of it off, a request keeps no record of itself at all.
+#[derive(Debug, Default)]
 pub struct Observe {
     /// `[server] metrics`: requests counted per route.
     pub metrics: bool,
     /// `[server] access_log`.
     pub access_log: bool,
+    /// Trace context and span export, when `[tracing]` is on.
+    pub tracing: Option<crate::trace::Tracing>,
 }
 
 impl Observe {
     /// Whether a request needs its record ([`crate::proxy::exchange`]).
     pub fn any(&self) -> bool {
-        self.metrics || self.access_log
+        self.metrics || self.access_log || self.tracing.is_some()
     }
 }
 

@@ -22,5 +22,6 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod worker;

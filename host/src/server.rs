@@ -201,6 +201,7 @@ impl Gateway {
         let observe = Arc::new(crate::conn::Observe {
             metrics: config.server.metrics,
             access_log: config.server.access_log,
+            tracing: crate::trace::Tracing::start(&config.tracing).map_err(StartError::Runtime)?,
         });
         let shared: Vec<Arc<Shared>> = bound
             .iter()
@@ -306,11 +307,17 @@ impl Gateway {
         if self.config.server.access_log != config.server.access_log {
             needs_restart.push("server.access_log".to_owned());
         }
+        if self.config.tracing != config.tracing {
+            needs_restart.push("tracing".to_owned());
+        }
         if self.config.admin.as_ref().map(|a| a.address) != config.admin.as_ref().map(|a| a.address)
         {
             needs_restart.push("admin.address".to_owned());
         }
         let mut config = config;
+        // Tracing stays what the listeners started with (`conn::Observe`),
+        // so a later reload still names a change it did not apply.
+        config.tracing = self.config.tracing.clone();
         // Listener limits and worker count stay those the sockets run with.
         config.listeners = self.config.listeners.clone();
         // A TLS listener's settings are the new ones, already loaded: the

@@ -26,3 +26,4 @@ mod streaming;
 mod timeouts;
 mod tls;
 mod tls_upstream;
+mod trace_context;

@@ -15,6 +15,7 @@ mod upstream;
 mod plugins;
 mod route;
 mod tls;
+mod trace;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use raw::*;
 pub use tls::{
     CertPair, ClientAuth, HttpsRedirect, ListenerTls, MinVersion, UnknownSni, limits as tls_limits,
 };
+pub use trace::{OtlpConfig, TracingConfig, limits as tracing_limits};
 pub use upstream::*;
 
 /// Bounds on values that come from the configuration file. They exist so a
@@ -105,6 +107,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub plugins: PluginsConfig,
+    /// `[tracing]`: trace context and span export.
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +353,13 @@ impl Validator<'_> {
             self.report(&at, Problem::RenamedPluginLimits);
         }
         let plugins = self.plugins(file.plugins.as_ref(), &file.plugin_limits, &routes);
+        let tracing = match &file.tracing {
+            Some(t) => {
+                let (raw, at) = self.section::<trace::RawTracing>(t, "tracing".into());
+                raw.map(|r| self.tracing(r, &at)).unwrap_or_default()
+            }
+            None => TracingConfig::default(),
+        };
 
         Some(Config {
             path: self.file.clone(),
@@ -358,6 +369,7 @@ impl Validator<'_> {
             upstreams,
             routes,
             plugins,
+            tracing,
         })
     }
 

@@ -33,6 +33,9 @@ pub struct RawFile {
     /// refuse it with the new name.
     #[serde(default)]
     pub plugin: Option<Spanned<toml::Table>>,
+    /// `[tracing]`, read in `config/trace.rs`.
+    #[serde(default)]
+    pub tracing: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -25,6 +25,7 @@
 pub mod cells;
 pub mod process;
 pub mod route;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -87,6 +88,8 @@ impl<T> Family<T> {
 #[derive(Debug, Default)]
 pub struct Registry {
     pub routes: Family<RouteStats>,
+    /// Span export (`[tracing.otlp]`).
+    pub trace: trace::TraceStats,
     /// The stats of requests no route matched, kept at hand.
     no_route: OnceLock<Arc<RouteStats>>,
 }
@@ -142,6 +145,7 @@ impl Collector for Scrape {
         let reg = global();
         let mut out = Out(encoder);
         reg.routes_section(&mut out)?;
+        reg.trace_section(&mut out)?;
         process::encode(&mut out)?;
         Ok(())
     }

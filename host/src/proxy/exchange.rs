@@ -1,13 +1,15 @@
 //! A request's record, from its head to the end of its response: what the
 //! pipeline learns about it on the way (its route, its body's progress),
-//! and what it leaves behind when it ends (its counts in the metrics).
+//! and what it leaves behind when it ends (its counts in the metrics, its
+//! spans).
 //!
 //! The record rides in the response body ([`super::ResponseBody`]), which
 //! counts the bytes sent through it, and is finished when the body is
 //! dropped: after its last byte, on an error, or when the client goes
 //! away mid-body. A request is therefore counted exactly once, with the
-//! whole exchange's duration and bytes. With metrics off the pipeline
-//! keeps no record at all ([`crate::conn::Observe::any`]).
+//! whole exchange's duration and bytes. With metrics, the access log and
+//! tracing off the pipeline keeps no record at all
+//! ([`crate::conn::Observe::any`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +28,18 @@ pub struct Trail {
     pub route: Option<usize>,
     /// The client's body, for its byte count.
     pub body: BodySeen,
+    /// Its trace (`[tracing]` on): the context it carries upstream and,
+    /// when sampled and exported, the spans it records. Boxed: a request
+    /// without tracing carries one pointer of it.
+    pub trace: Option<Box<crate::trace::Trace>>,
+}
+
+impl Trail {
+    /// The request's trace id as lower-case hex (32 characters), when
+    /// tracing is on.
+    pub fn trace_id_hex(&self) -> Option<String> {
+        self.trace.as_ref().map(|t| t.context.trace_id.to_string())
+    }
 }
 
 /// The client's body as the record sees it: a streamed body counts its
@@ -85,23 +99,27 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        if !self.metrics {
-            return;
-        }
-        let finished = Finished {
-            method: self.method,
-            status: self.status,
-            duration: self.started.elapsed(),
-            bytes_in: self.trail.body.bytes(),
-            bytes_out: self.bytes_out,
-        };
+        let duration = self.started.elapsed();
         let route = match (&self.trail.router, self.trail.route) {
             (Some(router), Some(i)) => router.route_at(i),
             _ => None,
         };
-        match route {
-            Some(route) => route.stats.record(&finished),
-            None => metrics::global().no_route().record(&finished),
+        if self.metrics {
+            let finished = Finished {
+                method: self.method,
+                status: self.status,
+                duration,
+                bytes_in: self.trail.body.bytes(),
+                bytes_out: self.bytes_out,
+            };
+            match route {
+                Some(route) => route.stats.record(&finished),
+                None => metrics::global().no_route().record(&finished),
+            }
+        }
+        if let Some(trace) = self.trail.trace.take() {
+            let end = self.started + duration;
+            trace.finish(self.status, end, route.map(|r| r.name.as_str()));
         }
     }
 }

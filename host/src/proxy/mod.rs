@@ -49,12 +49,12 @@ use response::{Lease, ResponseBody};
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(
     cx: Arc<ConnContext>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let in_flight = Counted::enter(&cx.in_flight);
     let id = headers::request_id(req.headers());
     let grpc = grpc::is_call(req.version(), req.headers());
-    // Only a kept record (metrics, access log) reads the clock.
+    // Only a kept record (metrics, access log, tracing) reads the clock.
     let started = cx.observe.any().then(Instant::now);
     let method = MethodClass::of(req.method());
     let logged = cx
@@ -64,6 +64,15 @@ pub async fn handle(
 
     let mut plugins = plugins::Scope::default();
     let mut trail = Trail::default();
+    // Tracing on: the trace headers are decided (and replaced) before any
+    // phase sees the request.
+    if let (Some(tracing), Some(started)) = (&cx.observe.tracing, started) {
+        let trace = tracing.begin(&mut req, started, cx.peer.ip(), cx.tls.is_some());
+        if trace.recording() {
+            plugins.calls = crate::trace::PluginCalls::recording();
+        }
+        trail.trace = Some(trace);
+    }
     let mut resp = match phases(&cx, req, &id, &mut plugins, grpc, &mut trail).await {
         Ok(r) => r,
         Err(e) => {
@@ -85,6 +94,9 @@ pub async fn handle(
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), headers::request_id_field(&id));
     let status = resp.status().as_u16();
+    if let Some(t) = trail.trace.as_deref_mut() {
+        t.add_plugin_calls(&mut plugins.calls);
+    }
     plugins.on_log(status);
     if let (Some(started), Some((method, uri))) = (started, logged) {
         tracing::info!(
@@ -233,6 +245,7 @@ async fn phases(
         body,
         upgrade.is_some(),
         timeout,
+        trail.trace.as_deref_mut().filter(|t| t.recording()),
     )
     .await?;
 

@@ -34,6 +34,7 @@ use crate::body::RequestBody;
 use crate::config::FailurePolicy;
 use crate::plugin::{Action, BodyAction, Chain, Context, Failure, Instance, Io, Slot};
 use crate::router::{Route, Router};
+use crate::trace::PluginCalls;
 use crate::upstream::Upstream;
 use smallvec::SmallVec;
 
@@ -53,6 +54,8 @@ pub struct Scope {
     /// One entry per plugin of the chain, inline for chains of up to
     /// four plugins (no allocation per request).
     each: SmallVec<[PerPlugin; 4]>,
+    /// The calls' spans, while the request's trace records them.
+    pub calls: PluginCalls,
     /// The request id, lent to each call (see `plugin::Io`).
     id: HeaderValue,
     client_ip: IpAddr,
@@ -71,6 +74,7 @@ impl Default for Scope {
         Scope {
             chain: None,
             each: SmallVec::new(),
+            calls: PluginCalls::default(),
             id: HeaderValue::from_static(""),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             client_cert: None,
@@ -86,6 +90,16 @@ struct PerPlugin {
     context: Context,
     /// The instance held for the whole request (request isolation only).
     held: Option<Box<Instance>>,
+}
+
+/// A call's outcome as its span names it: `refused` when the plugin could
+/// not be called (busy, breaker open, share spent).
+fn outcome<T>(r: &Result<T, Failure>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(f) if f.kind.unavailable() => "refused",
+        Err(_) => "failed",
+    }
 }
 
 /// A copy of a request head without its extensions (which are not Clone
@@ -224,7 +238,9 @@ impl Scope {
                 None,
                 &mut self.each[i],
             );
+            let t = self.calls.start();
             let r = slot.on_request(&mut io);
+            self.calls.done(t, &slot.name, "request", outcome(&r));
             self.ran = i + 1;
             match self.judge(slot, r)? {
                 None | Some(Action::Continue) => {}
@@ -319,7 +335,9 @@ impl Scope {
                 None,
                 &mut self.each[i],
             );
+            let t = self.calls.start();
             let r = slot.on_request_body(&mut io, &bytes);
+            self.calls.done(t, &slot.name, "request_body", outcome(&r));
             match self.judge(slot, r)? {
                 None | Some(BodyAction::Continue) => {}
                 Some(BodyAction::Replace(b)) => {
@@ -387,7 +405,9 @@ impl Scope {
                 Some(&mut head),
                 &mut self.each[i],
             );
+            let t = self.calls.start();
             let r = slot.on_response_body(&mut io, &bytes);
+            self.calls.done(t, &slot.name, "response_body", outcome(&r));
             match self.judge(slot, r) {
                 Ok(Some(Some(b))) => bytes = Bytes::from(b),
                 Ok(_) => {}
@@ -439,7 +459,9 @@ impl Scope {
                 Some(head),
                 &mut self.each[i],
             );
+            let t = self.calls.start();
             let r = slot.on_response(&mut io);
+            self.calls.done(t, &slot.name, "response", outcome(&r));
             if let Err(e) = self.judge(slot, r) {
                 result = Err(e);
                 break;

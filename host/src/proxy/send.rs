@@ -32,6 +32,7 @@ use http::{Method, Request, Response};
 use super::error::ProxyError;
 use crate::body::{self, RequestBody, RequestHead};
 use crate::router::Route;
+use crate::trace::Trace;
 use crate::upstream::http2::{self, H2Failure};
 use crate::upstream::{
     Checkout, ConnectError, Connection, Endpoint, Limit, Outcome, Outstanding, Received, Tried,
@@ -68,6 +69,16 @@ enum Attempt {
 }
 
 impl Attempt {
+    /// How the try ended, as its span says it.
+    fn summary(&self) -> (&'static str, Option<u16>) {
+        match self {
+            Attempt::Answered(f) => ("answered", Some(f.resp.status().as_u16())),
+            Attempt::NotSent { .. } => ("not_sent", None),
+            Attempt::Failed(_) => ("failed", None),
+            Attempt::Final(_) => ("stopped", None),
+        }
+    }
+
     /// Gives up a try that is retried elsewhere: logs why, and hands back
     /// the request when it never left.
     fn into_retry(self, ep: &Endpoint, retry: u32) -> Option<Request<RequestBody>> {
@@ -114,6 +125,9 @@ fn replay_copy(
 /// Sends the request to `upstream` (the route's, or one a plugin chose),
 /// with retries, under `route`'s limits and the deadline `timeout` (the
 /// route's, or less when a gRPC client asked for less).
+// The request, where it goes and under which limits, and the spans a
+// recorded request's tries add to its trace.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     route: &Route,
     upstream: &Arc<Upstream>,
@@ -122,6 +136,7 @@ pub(super) async fn send(
     body: RequestBody,
     upgrade: bool,
     timeout: Duration,
+    mut trace: Option<&mut Trace>,
 ) -> Result<Sent, ProxyError> {
     let _pending = upstream.admit().map_err(|o| ProxyError::Overloaded {
         upstream: upstream.config.name.clone(),
@@ -149,7 +164,7 @@ pub(super) async fn send(
         })?;
     loop {
         tried.push(ep.id);
-        let Some(request) = req
+        let Some(mut request) = req
             .take()
             .or_else(|| replay.as_ref().map(|h| h.request(RequestBody::Empty)))
         else {
@@ -161,6 +176,11 @@ pub(super) async fn send(
         } else {
             std::time::Instant::now()
         };
+        // A recorded request's try is a span of its own, the parent the
+        // upstream is told.
+        let span = trace
+            .as_deref_mut()
+            .map(|t| t.try_begins(request.headers_mut()));
         let outcome = attempt(
             route,
             upstream,
@@ -171,6 +191,10 @@ pub(super) async fn send(
             at,
         )
         .await;
+        if let (Some(t), Some(span)) = (trace.as_deref_mut(), span) {
+            let (what, status) = outcome.summary();
+            t.try_ended(span, at, (&upstream.config.name, &ep.label), what, status);
+        }
         let (may_retry, stale, routine) = match &outcome {
             Attempt::Answered(f) => (
                 replay.is_some() && retry.statuses.contains(&f.resp.status().as_u16()),
