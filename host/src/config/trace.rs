@@ -13,7 +13,7 @@ use super::{At, Problem, Validator, field};
 /// spans can hold to a known size: a span is at most about 10 KiB (its
 /// attributes bounded in number and length, at most
 /// `crate::trace::MAX_CHILD_SPANS` children), so a full queue of
-/// [`MAX_QUEUE_SPANS`] is at most about 640 MiB, and the default 2048
+/// `MAX_QUEUE_SPANS` is at most about 640 MiB, and the default 2048
 /// about 20 MiB (most spans are well under 1 KiB).
 pub mod limits {
     use std::time::Duration;
