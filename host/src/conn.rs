@@ -12,6 +12,8 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::config::ListenerConfig;
+use crate::metrics::ListenerStats;
+use crate::metrics::listener::Timeout;
 use crate::router::Router;
 use crate::worker;
 
@@ -41,6 +43,8 @@ pub struct ConnContext {
     pub tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// What the TLS handshake settled; none on a plain connection.
     pub tls: Option<Box<TlsConn>>,
+    /// The listener's counts in `/metrics` (refusals, timeouts).
+    pub stats: Arc<ListenerStats>,
 }
 
 /// What every request of a listener leaves behind when it ends, fixed at
@@ -80,6 +84,7 @@ impl ConnContext {
         router: Arc<ArcSwap<Router>>,
         observe: Arc<Observe>,
         tls: Option<Box<TlsConn>>,
+        stats: Arc<ListenerStats>,
     ) -> ConnContext {
         ConnContext {
             peer,
@@ -93,6 +98,7 @@ impl ConnContext {
             smuggled: AtomicU64::new(0),
             tunnel: std::sync::Mutex::new(None),
             tls,
+            stats,
         }
     }
 
@@ -156,6 +162,16 @@ impl Watchdog {
             self.last_activity.load(Ordering::Relaxed) + self.head_ms
         } else {
             self.last_activity.load(Ordering::Relaxed) + self.idle_ms
+        }
+    }
+
+    /// Which timeout [`Watchdog::quiet_deadline`] is now: the header read
+    /// (nothing sent yet, or a request head under way) or idleness.
+    pub fn quiet_timeout(&self) -> Timeout {
+        if self.head_started.load(Ordering::Relaxed) != 0 || !self.spoke.load(Ordering::Relaxed) {
+            Timeout::HeaderRead
+        } else {
+            Timeout::Idle
         }
     }
 

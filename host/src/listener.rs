@@ -4,7 +4,10 @@
 //! each connection's life: the TLS handshake (`tls::accept`) on a TLS
 //! listener, then HTTP/1.1 or HTTP/2 (ALPN `h2`, or h2c prior knowledge)
 //! through hyper, the header read and idle timeouts, and graceful drain on
-//! shutdown. What happens to a request is `proxy`'s job.
+//! shutdown; and what the listener's metrics count of all that (accepts,
+//! waits at the connection limit, timeouts, the requests hyper refuses
+//! before Weir sees them) and read from it ([`ListenerProbe`]). What
+//! happens to a request is `proxy`'s job.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,8 +27,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::ListenerConfig;
-use crate::conn::{ConnContext, TlsConn, Watchdog};
+use crate::conn::{ConnContext, TlsConn};
 use crate::framing::FramingWatch;
+use crate::metrics::ListenerStats;
+use crate::metrics::listener::{ClientError, ListenerProbe, Timeout, TlsHandshakes};
 use crate::proxy::stall::StreamExec;
 use crate::proxy::{self, Counted};
 use crate::router::Router;
@@ -120,6 +125,8 @@ pub async fn accept_loop(
         }
     };
     let builder = Arc::new(http_builder(&shared.config));
+    let stats = crate::metrics::global().listener(&shared.config.name);
+    stats.show(Arc::<Shared>::downgrade(&shared));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -133,14 +140,21 @@ pub async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        stats.accepted();
         // Then a connection slot: at the limit each worker holds at most
         // this one accepted connection and the rest wait in the kernel's
         // backlog. (Taken before accepting, a freed slot could go to a
         // worker whose own socket, SO_REUSEPORT, has nobody waiting, while
         // a client waits in another worker's backlog.)
-        let permit = tokio::select! {
-            p = shared.connections.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = shutdown.changed() => break,
+        let permit = match shared.connections.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                stats.limited();
+                tokio::select! {
+                    p = shared.connections.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    _ = shutdown.changed() => break,
+                }
+            }
         };
         // And on a TLS listener a handshake slot, for the same reason:
         // beyond `max_handshakes` connections wait in the backlog.
@@ -155,16 +169,17 @@ pub async fn accept_loop(
         let shared = shared.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let stats = stats.clone();
         // Counted before the task starts, so a drain that begins now waits
         // for it; given back when the task ends, even by unwinding.
         let open = Counted::enter(shared.open.clone());
         tokio::spawn(async move {
             match &shared.tls {
-                None => serve(stream, peer, None, &shared, &builder, shutdown).await,
+                None => serve(stream, peer, None, &shared, &builder, shutdown, stats).await,
                 Some(tls) => {
                     if let Some((stream, conn)) = handshake(stream, peer, tls, handshake_slot).await
                     {
-                        serve(stream, peer, Some(conn), &shared, &builder, shutdown).await;
+                        serve(stream, peer, Some(conn), &shared, &builder, shutdown, stats).await;
                     }
                 }
             }
@@ -212,6 +227,7 @@ async fn serve<S>(
     shared: &Shared,
     builder: &auto::Builder<StreamExec>,
     mut shutdown: watch::Receiver<bool>,
+    stats: Arc<ListenerStats>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -222,6 +238,7 @@ async fn serve<S>(
         shared.router.clone(),
         shared.observe.clone(),
         tls.map(Box::new),
+        stats,
     ));
     let io = TokioIo::new(ActivityIo {
         inner: stream,
@@ -242,11 +259,14 @@ async fn serve<S>(
         match next_wake(conn.as_mut(), &cx, &shutdown, draining).await {
             Wake::Ended(r) => {
                 if let Err(e) = r {
+                    if let Some(reason) = refused_by_hyper(&*e) {
+                        cx.stats.client_error(reason);
+                    }
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
                 let tunnel = cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(tunnel) = tunnel {
-                    watch_tunnel(tunnel, dog, peer).await;
+                    watch_tunnel(tunnel, &cx, peer).await;
                 }
                 return;
             }
@@ -261,10 +281,12 @@ async fn serve<S>(
                 let now = worker::now_ms();
                 if now >= dog.quiet_deadline() && !cx.busy() {
                     tracing::debug!(%peer, "closing quiet client connection");
+                    cx.stats.timed_out(dog.quiet_timeout());
                     return;
                 }
                 if dog.send_stall().is_some_and(|stall| now >= stall) {
                     tracing::debug!(%peer, "closing client connection: it read nothing for send_timeout");
+                    cx.stats.timed_out(Timeout::Send);
                     return;
                 }
             }
@@ -273,7 +295,7 @@ async fn serve<S>(
 }
 
 /// Drives the connection until it ends, shutdown begins (unless already
-/// `draining`), or the watchdog's timer fires (see [`Watchdog`]).
+/// `draining`), or the watchdog's timer fires (see [`crate::conn::Watchdog`]).
 async fn next_wake<C, E>(
     mut conn: Pin<&mut C>,
     cx: &ConnContext,
@@ -357,8 +379,9 @@ where
 }
 
 /// Waits for an upgraded connection's tunnel to end, and ends it at the
-/// watchdog's tunnel deadline ([`Watchdog::tunnel_deadline`]).
-async fn watch_tunnel(mut tunnel: tokio::task::JoinHandle<()>, dog: &Watchdog, peer: SocketAddr) {
+/// watchdog's tunnel deadline ([`crate::conn::Watchdog::tunnel_deadline`]).
+async fn watch_tunnel(mut tunnel: tokio::task::JoinHandle<()>, cx: &ConnContext, peer: SocketAddr) {
+    let dog = &cx.watchdog;
     loop {
         // A write can block at any time in the tunnel's own task, which
         // does not wake this one: look again within `send_timeout`, so a
@@ -367,8 +390,11 @@ async fn watch_tunnel(mut tunnel: tokio::task::JoinHandle<()>, dog: &Watchdog, p
         tokio::select! {
             _ = &mut tunnel => return,
             () = tokio::time::sleep(wait_until(at)) => {
-                if worker::now_ms() >= dog.tunnel_deadline() {
+                let now = worker::now_ms();
+                if now >= dog.tunnel_deadline() {
                     tracing::debug!(%peer, "closing idle or unread upgraded connection");
+                    let stalled = dog.send_stall().is_some_and(|stall| now >= stall);
+                    cx.stats.timed_out(if stalled { Timeout::Send } else { Timeout::Idle });
                     tunnel.abort();
                     return;
                 }
@@ -381,6 +407,58 @@ async fn watch_tunnel(mut tunnel: tokio::task::JoinHandle<()>, dog: &Watchdog, p
 /// least 1 ms.
 fn wait_until(at: u64) -> Duration {
     Duration::from_millis(at.saturating_sub(worker::now_ms()).max(1))
+}
+
+/// The refusal hyper answered itself before the request reached Weir,
+/// from the error that then ended the connection: a request head it
+/// could not parse (400) or one over the listener's size limits (431, or
+/// 414 for a target over hyper's own 64 KiB cap). HTTP/1 only; `None`
+/// for every other ending.
+fn refused_by_hyper(e: &(dyn std::error::Error + 'static)) -> Option<ClientError> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if !e.is_parse() || e.is_parse_version_h2() {
+        return None;
+    }
+    Some(if e.is_parse_too_large() {
+        // hyper tells its two "too large" kinds apart only in its message.
+        if e.to_string().starts_with("URI too long") {
+            ClientError::UriTooLong
+        } else {
+            ClientError::HeadersTooLarge
+        }
+    } else {
+        ClientError::Malformed
+    })
+}
+
+/// What a scrape reads from a listener: its `max_connections` slots in
+/// use, and a TLS listener's handshake counts (the ones `/admin/tls`
+/// shows).
+impl ListenerProbe for Shared {
+    fn open_connections(&self) -> u64 {
+        self.config
+            .max_connections
+            .saturating_sub(self.connections.available_permits()) as u64
+    }
+
+    fn tls_handshakes(&self) -> Option<TlsHandshakes> {
+        let stats = &self.tls.as_ref()?.stats;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let f = &stats.failed;
+        Some(TlsHandshakes {
+            full: n(&stats.full),
+            resumed: n(&stats.resumed),
+            failed: vec![
+                ("timeout", n(&f.timeout)),
+                ("not_tls", n(&f.not_tls)),
+                ("version", n(&f.version)),
+                ("unknown_sni", n(&f.unknown_sni)),
+                ("client_cert", n(&f.client_cert)),
+                ("closed", n(&f.closed)),
+                ("other", n(&f.other)),
+            ],
+        })
+    }
 }
 
 /// What woke a connection's task in [`serve`].

@@ -13,6 +13,7 @@ mod forwarding;
 mod grpc;
 mod h2_upstream;
 mod hot_deploy;
+mod metrics_upstreams;
 mod plugins;
 mod plugins_breaker;
 mod plugins_hostile;

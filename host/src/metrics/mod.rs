@@ -23,9 +23,11 @@
 //! gauges live in the objects they describe.
 
 pub mod cells;
+pub mod listener;
 pub mod process;
 pub mod route;
 pub mod trace;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,7 +40,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 pub use cells::{Hist, HistSum, PerThread, Tally};
+pub use listener::ListenerStats;
 pub use route::{MethodClass, RouteStats};
+pub use upstream::{EndpointStats, UpstreamStats};
 
 /// The label value of requests that matched no route (route names are
 /// `[A-Za-z0-9._-]+`, so it cannot be a route's name).
@@ -88,6 +92,8 @@ impl<T> Family<T> {
 #[derive(Debug, Default)]
 pub struct Registry {
     pub routes: Family<RouteStats>,
+    pub upstreams: Family<UpstreamStats>,
+    pub listeners: Family<ListenerStats>,
     /// Span export (`[tracing.otlp]`).
     pub trace: trace::TraceStats,
     /// The stats of requests no route matched, kept at hand.
@@ -145,6 +151,8 @@ impl Collector for Scrape {
         let reg = global();
         let mut out = Out(encoder);
         reg.routes_section(&mut out)?;
+        reg.upstreams_section(&mut out)?;
+        reg.listeners_section(&mut out)?;
         reg.trace_section(&mut out)?;
         process::encode(&mut out)?;
         Ok(())

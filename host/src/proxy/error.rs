@@ -3,6 +3,8 @@
 
 use http::StatusCode;
 
+use crate::metrics::listener::ClientError;
+
 /// Whose fault an error is: it decides the log level and, later, metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorSource {
@@ -111,6 +113,22 @@ impl ProxyError {
             | ProxyError::BadSwitch { .. }
             | ProxyError::Overloaded { .. } => ErrorSource::Upstream,
         }
+    }
+
+    /// The fixed reason a client's error is counted under in the
+    /// listener's metrics; `None` for errors that are not the client's.
+    pub fn client_reason(&self) -> Option<ClientError> {
+        Some(match self {
+            ProxyError::NoRoute => ClientError::NoRoute,
+            ProxyError::UriTooLong { .. } => ClientError::UriTooLong,
+            ProxyError::BadFraming(_) => ClientError::BadFraming,
+            ProxyError::BadTarget(_) => ClientError::BadTarget,
+            ProxyError::BadHeader(_) => ClientError::BadHeader,
+            ProxyError::BodyTooLarge { .. } => ClientError::BodyTooLarge,
+            ProxyError::BodyTimeout => ClientError::BodyTimeout,
+            ProxyError::RequestBodyBroken { .. } => ClientError::BodyBroken,
+            _ => return None,
+        })
     }
 
     /// The status the client receives.
@@ -229,6 +247,38 @@ mod tests {
             assert_eq!(e.status(), status);
             assert_eq!(e.source_kind(), ErrorSource::Client);
             assert!(e.closes_connection());
+        }
+    }
+
+    #[test]
+    fn every_client_error_has_a_reason_and_no_other_error_has_one() {
+        let errors = [
+            ProxyError::NoRoute,
+            ProxyError::UriTooLong { limit: 1 },
+            ProxyError::BadFraming("x"),
+            ProxyError::BadTarget("x"),
+            ProxyError::BadHeader("x"),
+            ProxyError::BodyTooLarge { limit: 1 },
+            ProxyError::BodyTimeout,
+            ProxyError::RequestBodyBroken { reason: "x".into() },
+            ProxyError::NoEndpoint {
+                upstream: "u".into(),
+            },
+            ProxyError::ResponseBodyBroken,
+            ProxyError::BadSwitch {
+                endpoint: "e".into(),
+            },
+        ];
+        for e in &errors {
+            assert_eq!(
+                e.client_reason().is_some(),
+                e.source_kind() == ErrorSource::Client,
+                "{e}"
+            );
+            // Weir's own refusals of a client are 4xx.
+            if e.client_reason().is_some() {
+                assert!(e.status().is_client_error(), "{e}");
+            }
         }
     }
 

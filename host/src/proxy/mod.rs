@@ -76,6 +76,9 @@ pub async fn handle(
     let mut resp = match phases(&cx, req, &id, &mut plugins, grpc, &mut trail).await {
         Ok(r) => r,
         Err(e) => {
+            if let Some(reason) = e.client_reason() {
+                cx.stats.client_error(reason);
+            }
             match e.source_kind() {
                 ErrorSource::Client => {
                     tracing::debug!(request_id = ?id, peer = %cx.peer, error = %e, "request refused")

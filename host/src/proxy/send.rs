@@ -21,6 +21,10 @@
 //! bad framing ends the request with 400, one stalled past the deadline
 //! with 408. Neither is the endpoint's fault, so neither is recorded
 //! against it (passive health) nor retried.
+//!
+//! Every try is counted in its endpoint's metrics by how it ended
+//! ([`outcome_of`]), with the time to its response head; retries, the
+//! budget's refusals and the limits' refusals in the upstream's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use http::{Method, Request, Response};
 
 use super::error::ProxyError;
 use crate::body::{self, RequestBody, RequestHead};
+use crate::metrics::upstream::{LimitKind, TryOutcome};
 use crate::router::Route;
 use crate::trace::Trace;
 use crate::upstream::http2::{self, H2Failure};
@@ -138,10 +143,13 @@ pub(super) async fn send(
     timeout: Duration,
     mut trace: Option<&mut Trace>,
 ) -> Result<Sent, ProxyError> {
-    let _pending = upstream.admit().map_err(|o| ProxyError::Overloaded {
-        upstream: upstream.config.name.clone(),
-        what: Limit::PendingRequests,
-        limit: o.limit,
+    let _pending = upstream.admit().map_err(|o| {
+        upstream.stats.limited(LimitKind::PendingRequests);
+        ProxyError::Overloaded {
+            upstream: upstream.config.name.clone(),
+            what: Limit::PendingRequests,
+            limit: o.limit,
+        }
     })?;
     // One clock read: the deadline, the retry budget's window, and the
     // age of a pooled connection.
@@ -195,6 +203,7 @@ pub(super) async fn send(
             let (what, status) = outcome.summary();
             t.try_ended(span, at, (&upstream.config.name, &ep.label), what, status);
         }
+        count(upstream, &ep, &outcome, at);
         let (may_retry, stale, routine) = match &outcome {
             Attempt::Answered(f) => (
                 replay.is_some() && retry.statuses.contains(&f.resp.status().as_u16()),
@@ -211,7 +220,7 @@ pub(super) async fn send(
             upstream
                 .pick(hash, &tried)
                 .or_else(|| stale.then(|| ep.clone()))
-                .filter(|_| routine || upstream.budget.try_retry(worker::now_ms()))
+                .filter(|_| routine || upstream.take_retry(worker::now_ms()))
         } else {
             None
         };
@@ -224,6 +233,7 @@ pub(super) async fn send(
             };
         };
         retries += 1;
+        upstream.stats.retried();
         req = outcome.into_retry(&ep, retries);
         if !stale {
             let wait = backoff(retries, retry.backoff, retry.max_backoff);
@@ -236,6 +246,62 @@ pub(super) async fn send(
         }
         ep = next;
     }
+}
+
+/// Counts a try that started at `started` in the metrics: by its outcome
+/// in its endpoint's, or as the connection limit's refusal in the
+/// upstream's (the request never reached the endpoint).
+fn count(upstream: &Upstream, ep: &Endpoint, a: &Attempt, started: std::time::Instant) {
+    match outcome_of(a) {
+        Some(TryOutcome::Response) => ep.stats().answered(started.elapsed()),
+        Some(outcome) => ep.stats().tried(outcome),
+        None => upstream.stats.limited(LimitKind::Connections),
+    }
+}
+
+/// How a try ended, for the metrics; `None` when the upstream's
+/// connection limit refused it before it reached the endpoint.
+fn outcome_of(a: &Attempt) -> Option<TryOutcome> {
+    use crate::upstream::ConnectError as Connect;
+    let error = match a {
+        Attempt::Answered(_) => return Some(TryOutcome::Response),
+        Attempt::NotSent { error, .. } | Attempt::Failed(error) | Attempt::Final(error) => error,
+    };
+    let sent = !matches!(a, Attempt::NotSent { .. });
+    Some(match error {
+        ProxyError::Overloaded { .. } => return None,
+        ProxyError::Connect {
+            source: Connect::Timeout(_),
+            ..
+        } => TryOutcome::ConnectTimeout,
+        ProxyError::Connect {
+            source: Connect::UpgradeOverH2(_),
+            ..
+        } => TryOutcome::LocalError,
+        ProxyError::Connect { .. } => TryOutcome::ConnectError,
+        ProxyError::Upstream { .. } if sent => TryOutcome::Reset,
+        ProxyError::Upstream { .. } => TryOutcome::ClosedBeforeSend,
+        ProxyError::Http2 { source, .. } => {
+            let e = &source.0;
+            if e.is_go_away() {
+                TryOutcome::GoAway
+            } else if e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                TryOutcome::RefusedStream
+            } else if !sent {
+                TryOutcome::ClosedBeforeSend
+            } else if e.reason().is_some() || e.is_io() {
+                TryOutcome::Reset
+            } else {
+                // A head h2 refused to send: a user error, not the endpoint's.
+                TryOutcome::LocalError
+            }
+        }
+        ProxyError::UpstreamTimeout { .. } => TryOutcome::Timeout,
+        ProxyError::BodyTimeout
+        | ProxyError::BodyTooLarge { .. }
+        | ProxyError::RequestBodyBroken { .. } => TryOutcome::ClientBody,
+        _ => TryOutcome::LocalError,
+    })
 }
 
 /// One try on one endpoint.

@@ -16,6 +16,7 @@ use super::balancer::stable_hash;
 use super::pool::ConnCounter;
 use super::pool::{Checkout, ConnectError, Connection, EndpointPool};
 use crate::config::OutlierConfig;
+use crate::metrics::EndpointStats;
 
 /// How fast the latency estimate forgets a slow response: after this long
 /// its weight has fallen to 1/e (linkerd's default decay), in microseconds.
@@ -145,6 +146,21 @@ impl Endpoint {
         self.pool.put(conn);
     }
 
+    /// Its counts in `/metrics` (kept by upstream name and address).
+    pub fn stats(&self) -> &Arc<EndpointStats> {
+        &self.pool.stats
+    }
+
+    /// Pool connections open or opening to it (for the metrics).
+    pub(super) fn open_connections(&self) -> usize {
+        self.pool.open_connections()
+    }
+
+    /// Idle pool connections to it (for the metrics).
+    pub(super) fn idle_connections(&self) -> usize {
+        self.pool.idle_connections()
+    }
+
     /// Whether the balancer may use this endpoint at `now_ms`.
     pub(super) fn available(&self, now_ms: u64) -> bool {
         !self.state.active_down.load(Ordering::Relaxed)
@@ -251,6 +267,7 @@ impl Endpoint {
         s.last_ejected_ms.store(now_ms, Ordering::Relaxed);
         s.consecutive_5xx.store(0, Ordering::Relaxed);
         s.consecutive_connect_failures.store(0, Ordering::Relaxed);
+        self.stats().ejected();
         tracing::warn!(endpoint = %self.label, addr = %self.addr, ejected_for_ms = ms, "endpoint ejected");
         true
     }
@@ -316,6 +333,7 @@ mod tests {
                 Protocol::Http1,
                 &Arc::default(),
                 "x:1",
+                Arc::default(),
             ),
         )
     }

@@ -277,6 +277,7 @@ mod tests {
                 crate::config::Protocol::Http1,
                 &Arc::default(),
                 "x:1",
+                Arc::default(),
             ),
         );
         let cfg = HealthCheckConfig {

@@ -184,6 +184,23 @@ impl H2Pool {
         None
     }
 
+    /// Connections without streams, over every worker's list (for a
+    /// metrics scrape).
+    pub(super) fn idle(&self) -> usize {
+        self.lists
+            .iter()
+            .map(|l| {
+                let list = l.lock().unwrap_or_else(|e| e.into_inner());
+                list.iter()
+                    .filter(|c| {
+                        !c.shared.dead.load(Ordering::Relaxed)
+                            && c.shared.streams.load(Ordering::Relaxed) == 0
+                    })
+                    .count()
+            })
+            .sum()
+    }
+
     /// Whether this worker has all the connections it may open.
     pub(super) fn full(&self) -> bool {
         self.list().len() >= self.cfg.max_connections_per_endpoint

@@ -18,6 +18,7 @@ mod balancer;
 mod budget;
 pub mod discovery;
 mod endpoint;
+mod gauges;
 mod health;
 pub mod http2;
 mod pool;
@@ -60,6 +61,8 @@ pub struct Upstream {
     /// The same TLS settings offering only `http/1.1` by ALPN (upgrades).
     tls_http1: Option<Arc<rustls::ClientConfig>>,
     http2: Arc<crate::config::Http2Config>,
+    /// Its counts in `/metrics`, kept by name over reloads.
+    pub stats: Arc<crate::metrics::UpstreamStats>,
 }
 
 #[derive(Debug)]
@@ -154,6 +157,7 @@ impl Upstream {
             }
         });
         let http2 = Arc::new(config.http2.clone());
+        let stats = crate::metrics::global().upstream(&config.name);
         let up = Upstream {
             budget: RetryBudget::new(
                 config.retry.budget_per_mille,
@@ -175,6 +179,7 @@ impl Upstream {
             tls,
             tls_http1,
             http2,
+            stats,
         };
         let all = addrs
             .iter()
@@ -203,6 +208,7 @@ impl Upstream {
             self.config.protocol,
             &self.http2,
             &label,
+            self.stats.endpoint(&addr.to_string()),
         );
         Arc::new(Endpoint::new(addr, label, source, e.weight, pool).with_tls(tls))
     }
@@ -210,7 +216,10 @@ impl Upstream {
     /// Starts the active health checker (when configured) and DNS
     /// re-resolution (when an endpoint is a name) on the current runtime.
     /// Both hold only a weak reference and stop when the upstream is gone.
+    /// Also makes this the upstream `/metrics` shows under its name (by a
+    /// weak reference too).
     pub fn spawn_background(self: &Arc<Self>) {
+        self.stats.show(Arc::<Upstream>::downgrade(self));
         if let Some(hc) = &self.config.health_check {
             tokio::spawn(health::run(Arc::downgrade(self), Arc::new(hc.clone())));
         }
@@ -251,6 +260,16 @@ impl Upstream {
             return Err(Overloaded { limit });
         }
         Ok(Pending(&self.pending))
+    }
+
+    /// Takes one retry from the retry budget, or says no (and counts the
+    /// refusal).
+    pub fn take_retry(&self, now_ms: u64) -> bool {
+        let granted = self.budget.try_retry(now_ms);
+        if !granted {
+            self.stats.retry_refused();
+        }
+        granted
     }
 
     /// The request's hash for `consistent_hash`; `None` for other

@@ -10,7 +10,8 @@
 //! "auto"` the first connection's ALPN decides which the endpoint gets,
 //! and a later one that negotiates otherwise switches it. Every open
 //! connection of an upstream holds one unit of its [`ConnCounter`], so the
-//! upstream's `max_connections` bounds pooled and busy ones together.
+//! upstream's `max_connections` bounds pooled and busy ones together, and
+//! one of its endpoint's open count, which the metrics read.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -24,6 +25,7 @@ use tokio::net::TcpStream;
 use super::http2::{self, H2Conn, H2Pool};
 use crate::body::RequestBody;
 use crate::config::{Http2Config, PoolConfig, Protocol};
+use crate::metrics::EndpointStats;
 use crate::worker;
 
 /// A connection ready to carry one request: HTTP/1.1, or a stream on a
@@ -54,13 +56,18 @@ pub struct ConnCounter {
     limit: usize,
 }
 
-/// One unit of a [`ConnCounter`], given back when the connection drops.
+/// One unit of a [`ConnCounter`] and of its endpoint's open count, given
+/// back when the connection drops.
 #[derive(Debug)]
-struct ConnSlot(Arc<AtomicUsize>);
+struct ConnSlot {
+    upstream: Arc<AtomicUsize>,
+    endpoint: Arc<AtomicUsize>,
+}
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.upstream.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -72,12 +79,18 @@ impl ConnCounter {
         }
     }
 
-    fn acquire(&self) -> Result<ConnSlot, ConnectError> {
+    /// A unit for a connection to the endpoint whose open count is
+    /// `endpoint`, or the limit's refusal.
+    fn acquire(&self, endpoint: &Arc<AtomicUsize>) -> Result<ConnSlot, ConnectError> {
         if self.open.fetch_add(1, Ordering::Relaxed) >= self.limit {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return Err(ConnectError::LimitReached { limit: self.limit });
         }
-        Ok(ConnSlot(self.open.clone()))
+        endpoint.fetch_add(1, Ordering::Relaxed);
+        Ok(ConnSlot {
+            upstream: self.open.clone(),
+            endpoint: endpoint.clone(),
+        })
     }
 }
 
@@ -143,6 +156,11 @@ pub(super) struct EndpointPool {
     learnt: AtomicU8,
     /// `host:port`, the `:authority` when a request has no `Host`.
     label: String,
+    /// Connections open (or opening) to the endpoint, under the limit.
+    open: Arc<AtomicUsize>,
+    /// The endpoint's counts: new connections here, the rest by the
+    /// endpoint and the proxy ([`super::Endpoint::stats`]).
+    pub(super) stats: Arc<EndpointStats>,
 }
 
 impl EndpointPool {
@@ -153,6 +171,7 @@ impl EndpointPool {
         protocol: Protocol,
         http2: &Arc<Http2Config>,
         label: &str,
+        stats: Arc<EndpointStats>,
     ) -> EndpointPool {
         let lists = (0..workers.max(1))
             .map(|_| Mutex::new(Vec::with_capacity(cfg.max_idle.min(64))))
@@ -168,7 +187,28 @@ impl EndpointPool {
                 .then(|| H2Pool::new(workers, http2.clone(), cfg.idle_timeout)),
             learnt: AtomicU8::new(LEARNT_NOTHING),
             label: label.to_owned(),
+            open: Arc::default(),
+            stats,
         }
+    }
+
+    /// Connections open or being opened to the endpoint, idle or busy
+    /// (health check connections, outside the limit, excluded).
+    pub(super) fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Idle connections: HTTP/1.1 ones in the idle lists (some may have
+    /// expired or been closed by the endpoint, found out at their next
+    /// use) and HTTP/2 ones without streams. Takes each worker's list
+    /// lock briefly: for a metrics scrape, not the request path.
+    pub(super) fn idle_connections(&self) -> usize {
+        let h1: usize = self
+            .idle
+            .iter()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum();
+        h1 + self.h2.as_ref().map_or(0, H2Pool::idle)
     }
 
     pub(super) fn set_tls(&mut self, tls: Option<EndpointTls>) {
@@ -240,7 +280,7 @@ impl EndpointPool {
         {
             return Ok(Checkout::H2(s));
         }
-        let slot = match self.counter.acquire() {
+        let slot = match self.counter.acquire(&self.open) {
             Ok(slot) => slot,
             // At the upstream's limit: queue on a busy connection if any.
             Err(e) => return h2.take(true).map(Checkout::H2).ok_or(e),
@@ -279,7 +319,12 @@ impl EndpointPool {
         mode: Mode<'_>,
         slot: Option<ConnSlot>,
     ) -> Result<Opened, ConnectError> {
-        connect(addr, timeout, mode, self.tls.as_ref(), slot, &self.label).await
+        let pooled = slot.is_some();
+        let opened = connect(addr, timeout, mode, self.tls.as_ref(), slot, &self.label).await;
+        if pooled && opened.is_ok() {
+            self.stats.connection_opened();
+        }
+        opened
     }
 
     /// Opens an HTTP/1.1 connection. Boxed: opening is the rare path, and
@@ -324,7 +369,7 @@ impl EndpointPool {
                 return Ok(conn);
             }
         }
-        let slot = self.counter.acquire()?;
+        let slot = self.counter.acquire(&self.open)?;
         self.open_h1(addr, connect_timeout, false, slot).await
     }
 
@@ -356,7 +401,7 @@ impl EndpointPool {
         if matches!(self.protocol, Protocol::H2c | Protocol::H2) {
             return Err(ConnectError::UpgradeOverH2(self.protocol.as_str()));
         }
-        let slot = self.counter.acquire()?;
+        let slot = self.counter.acquire(&self.open)?;
         self.open_h1(addr, connect_timeout, true, slot).await
     }
 

@@ -169,3 +169,81 @@ proptest! {
         prop_assert!(u.pick(Some(key), &Tried::default()).is_none());
     }
 }
+
+/// An upstream of its own name (the metrics registry is process-wide, and
+/// other tests' upstreams are all named `u`).
+fn named(name: &str, addrs: &[SocketAddr]) -> Upstream {
+    let eps: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    let text = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[upstream]]\nname = \"{name}\"\nendpoints = [{}]\n",
+        eps.join(", ")
+    );
+    let c = Config::parse(std::path::Path::new("t.toml"), &text).unwrap();
+    let indexed: Vec<(usize, SocketAddr)> = addrs.iter().copied().enumerate().collect();
+    Upstream::new(c.upstreams[0].clone(), &indexed, 1)
+}
+
+#[test]
+fn an_ejection_is_counted_and_shown_as_the_endpoints_state() {
+    use crate::metrics::upstream::UpstreamProbe;
+    let a: SocketAddr = "127.0.0.1:80".parse().unwrap();
+    let b: SocketAddr = "127.0.0.2:80".parse().unwrap();
+    let u = named("metrics-unit-ejection", &[a, b]);
+    eject(&u, 0);
+    let seen = u.endpoints();
+    assert_eq!(seen[0].stats().ejections(), 1);
+    assert_eq!(seen[1].stats().ejections(), 0);
+    let now = UpstreamProbe::endpoints(&u);
+    assert_eq!(now[0].address, "127.0.0.1:80");
+    assert!(now[0].ejected && !now[0].healthy);
+    assert!(!now[1].ejected && now[1].healthy);
+    assert!(!u.in_panic());
+    // Failures while ejected do not count another ejection.
+    u.record(&seen[0], Outcome::ConnectFailed, u.try_started());
+    assert_eq!(seen[0].stats().ejections(), 1);
+}
+
+#[tokio::test]
+async fn the_pool_counts_new_connections_and_shows_open_and_idle_ones() {
+    use crate::metrics::upstream::UpstreamProbe;
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    // Accepts and keeps the connections open; never answers (none is sent).
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = server.accept().await {
+            open.push(s);
+        }
+    });
+    let u = named("metrics-unit-pool", &[addr]);
+    let ep = u.endpoints()[0].clone();
+    let gauges = |u: &Upstream| {
+        let e = &UpstreamProbe::endpoints(u)[0];
+        (e.open, e.idle)
+    };
+    let timeout = Duration::from_secs(5);
+    let Checkout::H1(conn) = ep
+        .checkout(timeout, std::time::Instant::now())
+        .await
+        .unwrap()
+    else {
+        panic!("an HTTP/1.1 upstream gives HTTP/1.1 connections")
+    };
+    assert_eq!(ep.stats().connections_opened(), 1);
+    assert_eq!(gauges(&u), (1, 0));
+    ep.give_back(conn);
+    assert_eq!(gauges(&u), (1, 1));
+    // Reused, not opened again.
+    let Checkout::H1(conn) = ep
+        .checkout(timeout, std::time::Instant::now())
+        .await
+        .unwrap()
+    else {
+        panic!("an HTTP/1.1 upstream gives HTTP/1.1 connections")
+    };
+    assert_eq!(ep.stats().connections_opened(), 1);
+    assert_eq!(gauges(&u), (1, 0));
+    drop(conn);
+    assert_eq!(gauges(&u), (0, 0));
+    held.abort();
+}
