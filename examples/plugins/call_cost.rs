@@ -40,7 +40,7 @@ use http::HeaderValue;
 use std::sync::Arc;
 use weir::config::Config;
 
-use weir::plugin::{Action, Chain, Context, Io, Plugins};
+use weir::plugin::{Action, Chain, Context, Io, LogFields, Plugins};
 
 const ROUNDS: usize = 5;
 /// Cache line and page sizes assumed by the walks.
@@ -299,6 +299,7 @@ struct Requests<'a> {
     base: &'a http::request::Parts,
     id: HeaderValue,
     context: Context,
+    log_fields: LogFields,
     held: Option<Box<weir::plugin::Instance>>,
     req: http::request::Parts,
 }
@@ -310,6 +311,7 @@ impl<'a> Requests<'a> {
             base,
             id: HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
             context: Context::default(),
+            log_fields: LogFields::for_request(),
             held: None,
             req: copy_head(base),
         }
@@ -327,6 +329,7 @@ impl<'a> Requests<'a> {
                 req: &mut self.req,
                 resp: None,
                 context: &mut self.context,
+                log_fields: &mut self.log_fields,
                 id: &mut self.id,
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 client_cert: None,

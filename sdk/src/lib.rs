@@ -1,7 +1,7 @@
 //! The Weir plugin SDK: write a gateway plugin as a plain Rust type.
 //!
 //! A plugin is a type that implements [`Plugin`]; [`export!`] turns it into
-//! the `guest` interface of the `weir:plugin@0.6.0` WebAssembly component
+//! the `guest` interface of the `weir:plugin@0.7.0` WebAssembly component
 //! (the contract in `sdk/wit/weir.wit`). The SDK owns the translation between
 //! that contract and ordinary Rust types: [`Request`] and [`Response`] wrap
 //! the host's resources, [`Action`] and [`BodyAction`] are what the phases

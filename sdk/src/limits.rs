@@ -87,6 +87,39 @@ pub mod log {
     /// assert_eq!(weir_sdk::log::MAX_PANIC_BYTES, 1024);
     /// ```
     pub const MAX_PANIC_BYTES: usize = 1024;
+
+    /// The most access-log fields one request carries
+    /// ([`set_field`](crate::log::set_field)), all plugins of its chain
+    /// together: a new name past it is refused (replacing a value is not
+    /// a new field).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::log::MAX_FIELDS, 16);
+    /// ```
+    pub const MAX_FIELDS: usize = 16;
+
+    /// The longest access-log field name, in bytes (at least 1; `a-z`,
+    /// `0-9`, `_`, `.` and `-`, starting with a letter).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::validate::log_field;
+    /// assert!(log_field(&"n".repeat(weir_sdk::log::MAX_FIELD_NAME_BYTES + 1), "v").is_err());
+    /// ```
+    pub const MAX_FIELD_NAME_BYTES: usize = 64;
+
+    /// The longest access-log field value, in bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::validate::log_field;
+    /// assert!(log_field("consumer", &"v".repeat(weir_sdk::log::MAX_FIELD_VALUE_BYTES + 1)).is_err());
+    /// ```
+    pub const MAX_FIELD_VALUE_BYTES: usize = 512;
 }
 
 /// Metrics counters.

@@ -5,9 +5,14 @@
 //! [`MAX_HEADER_VALUE_BYTES`]; paths start with `/`, and paths and queries
 //! hold no whitespace, controls or `#` and together are at most
 //! [`MAX_TARGET_BYTES`]; a status is final (200..=999: a 1xx cannot end a
-//! response). The test host applies them to every write; plugins use them
-//! to refuse a bad configuration at deploy time rather than fail on every
-//! request.
+//! response); an access-log field's name is 1 to
+//! [`MAX_FIELD_NAME_BYTES`] bytes of `a-z`, `0-9`, `_`, `.` and `-`
+//! starting with a letter, and its value at most [`MAX_FIELD_VALUE_BYTES`]
+//! without control characters. The test host applies them to every write;
+//! plugins use them to refuse a bad configuration at deploy time rather
+//! than fail on every request.
+
+use crate::limits::log::{MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES};
 
 /// Headers the gateway manages itself; a plugin cannot set them (and
 /// removing them has no effect). Content-Length is fixed by the host when a
@@ -223,6 +228,41 @@ pub(crate) fn target(path: &str, query: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an access-log field for [`log::set_field`](crate::log::set_field):
+/// its name and value, with the gateway's errors (whether the request
+/// has room for one more field is the gateway's to say).
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::validate::log_field;
+/// assert!(log_field("consumer", "mobile-app").is_ok());
+/// assert!(log_field("Consumer", "mobile-app").is_err());
+/// assert!(log_field("consumer", "two\nlines").is_err());
+/// ```
+pub fn log_field(name: &str, value: &str) -> Result<(), String> {
+    let name_ok = (1..=MAX_FIELD_NAME_BYTES).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'));
+    if !name_ok {
+        return Err(format!(
+            "a log field name is 1 to {MAX_FIELD_NAME_BYTES} bytes of a-z, 0-9, `_`, `.` and \
+             `-`, starting with a letter"
+        ));
+    }
+    if value.len() > MAX_FIELD_VALUE_BYTES {
+        return Err(format!(
+            "a log field value is at most {MAX_FIELD_VALUE_BYTES} bytes"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("a log field value cannot hold control characters".into());
+    }
+    Ok(())
+}
+
 /// Checks a status a plugin sets or replies with: a final status,
 /// 200..=999 (a 1xx cannot end a response).
 ///
@@ -276,5 +316,21 @@ mod tests {
         assert!(target("/p", Some(&"q".repeat(MAX_TARGET_BYTES - 3))).is_ok());
         assert!(target("/p", Some(&"q".repeat(MAX_TARGET_BYTES - 2))).is_err());
         assert!(status(199).is_err() && status(1000).is_err() && status(204).is_ok());
+    }
+
+    #[test]
+    fn log_field_rules_match_the_gateway() {
+        assert!(log_field("consumer", "").is_ok());
+        assert!(log_field("a.b-c_9", "caf\u{e9}").is_ok());
+        assert!(log_field(&"n".repeat(MAX_FIELD_NAME_BYTES), "v").is_ok());
+        for name in ["", "9a", "_a", "A", "a b", "\u{e9}", "a:b"] {
+            assert!(log_field(name, "v").is_err(), "{name:?}");
+        }
+        assert!(log_field(&"n".repeat(MAX_FIELD_NAME_BYTES + 1), "v").is_err());
+        assert!(log_field("v", &"v".repeat(MAX_FIELD_VALUE_BYTES)).is_ok());
+        assert!(log_field("v", &"\u{e9}".repeat(MAX_FIELD_VALUE_BYTES / 2 + 1)).is_err());
+        for value in ["a\tb", "a\nb", "\0", "\u{7f}", "\u{85}"] {
+            assert!(log_field("v", value).is_err(), "{value:?}");
+        }
     }
 }

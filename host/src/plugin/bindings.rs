@@ -24,7 +24,7 @@ pub use weir::plugin::types::{Action, BodyAction, BucketOutcome, Capabilities, L
 /// the names below are built from it.
 macro_rules! contract_version {
     (minor) => {
-        "0.6."
+        "0.7."
     };
     () => {
         concat!(contract_version!(minor), "0")
@@ -32,7 +32,7 @@ macro_rules! contract_version {
 }
 
 /// The contract this gateway speaks; a plugin must import and export
-/// `weir:plugin/*` at a semver-compatible version (0.6.x).
+/// `weir:plugin/*` at a semver-compatible version (0.7.x).
 pub const CONTRACT: &str = concat!("weir:plugin@", contract_version!());
 /// The contract's `http` interface, as components import it.
 pub const HTTP_INTERFACE: &str = concat!("weir:plugin/http@", contract_version!());

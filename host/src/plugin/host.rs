@@ -23,6 +23,7 @@ use super::bindings::{
     BucketOutcome, FieldsHandle, LogLevel, REQUEST_FIELDS_REP, RequestHandle, ResponseHandle,
 };
 use super::deadline::CpuDeadline;
+use super::log_fields::LogFields;
 use super::state::{Counters, Namespace};
 
 /// Bounds on what a plugin may hand the host in one call.
@@ -63,6 +64,11 @@ pub mod limits {
     pub const MAX_HEAD_FIELDS: usize = 2 * crate::config::limits::MAX_HEADERS;
     /// Characters of a refused header name quoted back in the error.
     pub const MAX_QUOTED_NAME_CHARS: usize = 64;
+    /// Access-log fields (`log-field`): per request, all plugins of the
+    /// chain together; name and value sizes. Kept beside their checks.
+    pub use super::super::log_fields::{
+        MAX_LOG_FIELD_NAME_BYTES, MAX_LOG_FIELD_VALUE_BYTES, MAX_LOG_FIELDS,
+    };
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary; whether it
@@ -121,6 +127,9 @@ pub struct Call {
     pub req: http::request::Parts,
     pub resp: http::response::Parts,
     pub context: Context,
+    /// The request's access-log fields, shared by its chain; outside a
+    /// call, a placeholder that refuses them.
+    pub log_fields: LogFields,
     pub id: HeaderValue,
     pub client_ip: IpAddr,
     /// The connection's verified client certificate, if any.
@@ -203,6 +212,7 @@ impl Default for Call {
             req: http::Request::new(()).into_parts().0,
             resp: http::Response::new(()).into_parts().0,
             context: Context::default(),
+            log_fields: LogFields::no_request(),
             id: HeaderValue::from_static(""),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             client_cert: None,
@@ -698,6 +708,12 @@ impl host::Host for StoreData {
             );
         }
         Ok(())
+    }
+
+    fn log_field(&mut self, name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        // A refusal is the plugin's to handle, and not logged here: the
+        // value, which may be an identity, goes nowhere but the access log.
+        Ok(self.call.log_fields.set(name, value))
     }
 
     fn now_ms(&mut self) -> wasmtime::Result<u64> {

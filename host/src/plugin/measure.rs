@@ -87,6 +87,7 @@ fn per_call_cost() {
         let slot = &chain.slots[0];
         let mut id = HeaderValue::from_static("measure");
         let mut context = Context::default();
+        let mut log_fields = LogFields::for_request();
         let mut held = None;
         let mut parts = http::Request::get("/x")
             .header("host", "a")
@@ -102,6 +103,7 @@ fn per_call_cost() {
                 req: &mut parts,
                 resp: None,
                 context: &mut context,
+                log_fields: &mut log_fields,
                 id: &mut id,
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 client_cert: None,
@@ -138,12 +140,14 @@ fn admission_cost() {
     let slot = &chain.slots[0];
     let mut id = HeaderValue::from_static("measure");
     let mut context = Context::default();
+    let mut log_fields = LogFields::for_request();
     let mut held = None;
     let mut parts = http::Request::get("/x").body(()).unwrap().into_parts().0;
     let mut io = Io {
         req: &mut parts,
         resp: None,
         context: &mut context,
+        log_fields: &mut log_fields,
         id: &mut id,
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         client_cert: None,

@@ -1,8 +1,8 @@
 //! Wasm plugins: the wasmtime engine (`engine`), the generated contract
 //! bindings (`bindings`, the only generated code), the host functions
 //! (`host`, with the hot header calls bound by hand in `hot`), shared
-//! state (`state`), CPU deadlines and the epoch ticker (`deadline`),
-//! loading and version checks (`load`) and instance pools (`pool`). This module's [`Plugins`] is the registry
+//! state (`state`), a request's access-log fields (`log_fields`), CPU
+//! deadlines and the epoch ticker (`deadline`), loading and version checks (`load`) and instance pools (`pool`). This module's [`Plugins`] is the registry
 //! the server builds at start-up and `weir check` builds to validate; it
 //! hands each route a [`Chain`]. The order of phases within a request is
 //! not decided here but in `proxy`.
@@ -23,6 +23,7 @@ mod engine;
 pub mod host;
 mod hot;
 mod load;
+mod log_fields;
 pub mod offload;
 mod pool;
 pub mod share;
@@ -42,6 +43,7 @@ pub use load::{
     Compiled, MAX_PLUGIN_FILE_BYTES, PluginError, PluginErrors, PluginFile, Step,
     read as read_plugin,
 };
+pub use log_fields::LogFields;
 pub use pool::{
     Action, BodyAction, Capabilities, Failure, FailureKind, Instance, Io, Respond, Slot,
 };

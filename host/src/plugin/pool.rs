@@ -42,6 +42,7 @@ use super::breaker::{Admit, Breaker, BreakerSettings, BreakerStats, Outcome};
 use super::deadline::{self, CpuDeadline, Stop};
 use super::host::{self, Context, StoreData};
 use super::load::Compiled;
+use super::log_fields::LogFields;
 use super::share::{self, Share, ShareSettings, ShareStats};
 use super::state::{Counters, Namespace};
 use crate::config::{FailurePolicy, Isolation};
@@ -171,6 +172,9 @@ pub struct Io<'a> {
     pub req: &'a mut http::request::Parts,
     pub resp: Option<&'a mut http::response::Parts>,
     pub context: &'a mut Context,
+    /// The request's access-log fields, one set for the whole chain;
+    /// lent like the heads.
+    pub log_fields: &'a mut LogFields,
     /// Lent like the heads (swapped, not cloned).
     pub id: &'a mut HeaderValue,
     pub client_ip: IpAddr,
@@ -813,8 +817,9 @@ impl Slot {
     }
 }
 
-/// Swaps the pipeline's request, response and context with the store's:
-/// called before a call to lend them and after it to take them back.
+/// Swaps the pipeline's request, response, context and log fields with
+/// the store's: called before a call to lend them and after it to take
+/// them back.
 fn lend(store: &mut Store<StoreData>, io: &mut Io<'_>) {
     let call = &mut store.data_mut().call;
     std::mem::swap(&mut call.req, io.req);
@@ -822,6 +827,7 @@ fn lend(store: &mut Store<StoreData>, io: &mut Io<'_>) {
         std::mem::swap(&mut call.resp, resp);
     }
     std::mem::swap(&mut call.context, io.context);
+    std::mem::swap(&mut call.log_fields, io.log_fields);
     std::mem::swap(&mut call.id, io.id);
     call.client_ip = io.client_ip;
     // The same certificate for every call of a connection: cloned (an

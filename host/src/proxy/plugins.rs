@@ -4,8 +4,9 @@
 //! buffered up to a cap, the response phase in reverse order, and the log
 //! phase spawned after the response is handed to the connection, off the
 //! critical path. A [`Scope`] carries what lives from the request to the
-//! log phase: each plugin's request-scoped context, the request head the
-//! later phases read, and (with request isolation) the instances held.
+//! log phase: each plugin's request-scoped context, the access-log fields
+//! the chain sets, the request head the later phases read, and (with
+//! request isolation) the instances held.
 //!
 //! Each plugin is called only in the phases it asked for in `init`. What
 //! a phase needs is paid for only when some plugin of the chain asked for
@@ -32,7 +33,7 @@ use super::error::ProxyError;
 use super::response::ResponseBody;
 use crate::body::RequestBody;
 use crate::config::FailurePolicy;
-use crate::plugin::{Action, BodyAction, Chain, Context, Failure, Instance, Io, Slot};
+use crate::plugin::{Action, BodyAction, Chain, Context, Failure, Instance, Io, LogFields, Slot};
 use crate::router::{Route, Router};
 use crate::trace::PluginCalls;
 use crate::upstream::Upstream;
@@ -54,6 +55,9 @@ pub struct Scope {
     /// One entry per plugin of the chain, inline for chains of up to
     /// four plugins (no allocation per request).
     each: SmallVec<[PerPlugin; 4]>,
+    /// The access-log fields the chain's plugins set, one set for all of
+    /// them (empty, and unallocated, until one sets a field).
+    log_fields: LogFields,
     /// The calls' spans, while the request's trace records them.
     pub calls: PluginCalls,
     /// The request id, lent to each call (see `plugin::Io`).
@@ -74,6 +78,7 @@ impl Default for Scope {
         Scope {
             chain: None,
             each: SmallVec::new(),
+            log_fields: LogFields::for_request(),
             calls: PluginCalls::default(),
             id: HeaderValue::from_static(""),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -134,6 +139,14 @@ impl Scope {
         self.chain = Some(chain.clone());
     }
 
+    /// The access-log fields the chain's plugins set, for the access-log
+    /// line. Called once the response is decided and before
+    /// [`Scope::on_log`]: the log phase runs after the line is written,
+    /// and its `log-field` calls are refused.
+    pub fn take_log_fields(&mut self) -> LogFields {
+        self.log_fields.take()
+    }
+
     /// Keeps a copy of the request head as forwarded when a later phase
     /// will read it.
     fn keep_request(&mut self, chain: &Chain, parts: &Parts) {
@@ -144,6 +157,7 @@ impl Scope {
 
     fn io<'a>(
         id: &'a mut HeaderValue,
+        log_fields: &'a mut LogFields,
         client: (IpAddr, Option<&'a Arc<crate::tls::ClientCert>>),
         req: &'a mut Parts,
         resp: Option<&'a mut response::Parts>,
@@ -153,6 +167,7 @@ impl Scope {
             req,
             resp,
             context: &mut each.context,
+            log_fields,
             id,
             client_ip: client.0,
             client_cert: client.1,
@@ -233,6 +248,7 @@ impl Scope {
             }
             let mut io = Self::io(
                 &mut self.id,
+                &mut self.log_fields,
                 (self.client_ip, self.client_cert.as_ref()),
                 parts,
                 None,
@@ -330,6 +346,7 @@ impl Scope {
             }
             let mut io = Self::io(
                 &mut self.id,
+                &mut self.log_fields,
                 (self.client_ip, self.client_cert.as_ref()),
                 parts,
                 None,
@@ -400,6 +417,7 @@ impl Scope {
             }
             let mut io = Self::io(
                 &mut self.id,
+                &mut self.log_fields,
                 (self.client_ip, self.client_cert.as_ref()),
                 &mut req,
                 Some(&mut head),
@@ -454,6 +472,7 @@ impl Scope {
             }
             let mut io = Self::io(
                 &mut self.id,
+                &mut self.log_fields,
                 (self.client_ip, self.client_cert.as_ref()),
                 &mut req,
                 Some(head),
@@ -479,6 +498,9 @@ impl Scope {
         let Some(chain) = self.chain.take() else {
             return;
         };
+        // Whether or not the access log took the fields, the line is
+        // written: the log phase cannot add to it.
+        self.log_fields.take();
         // Instances held for the request (request isolation) are dropped
         // in the task too: dropping a store is not free either.
         let held = self.each.iter().any(|p| p.held.is_some());
@@ -499,6 +521,7 @@ impl Scope {
                 }
                 let mut io = Self::io(
                     &mut this.id,
+                    &mut this.log_fields,
                     (this.client_ip, this.client_cert.as_ref()),
                     &mut req,
                     None,

@@ -1,8 +1,10 @@
 //! `api-key`: authenticates a request by an API key carried in a header or
 //! a query parameter (one of the two, configured), answers 401 with `WWW-Authenticate` when the key is
 //! missing or unknown, and forwards the consumer the key belongs to as a
-//! header (the one `rate-limit` can key on). The key itself is stripped
-//! before forwarding, so upstreams never see credentials.
+//! header (the one `rate-limit` can key on) and in the request's
+//! access-log line (the field [`CONSUMER_FIELD`]). The key itself is
+//! stripped before forwarding, so upstreams never see credentials, and is
+//! never logged.
 //!
 //! Keys are looked up without leaking them through timing: the presented
 //! key is hashed with SipHash-2-4 under a secret 128-bit key drawn from the
@@ -27,6 +29,9 @@ pub const MAX_KEY_BYTES: usize = 512;
 
 /// The most keys one instance holds (they are all in its memory).
 pub const MAX_KEYS: usize = 10_000;
+
+/// The access-log field a let-through request's consumer is named in.
+pub const CONSUMER_FIELD: &str = "consumer";
 
 /// Raw configuration, as written in the route's `config` table.
 #[derive(Debug, Deserialize)]
@@ -127,6 +132,7 @@ impl Plugin for ApiKey {
                 ));
             }
             validate::header_value(&config.consumer_header, &consumer)
+                .and_then(|()| validate::log_field(CONSUMER_FIELD, &consumer))
                 .map_err(|e| format!("keys: consumer {consumer:?}: {e}"))?;
             keys.push((keyed_hash(secret, &key), key, consumer));
         }
@@ -163,15 +169,18 @@ impl Plugin for ApiKey {
         if self.remove_key {
             self.strip_key(req);
         }
-        match req.set_header(&self.consumer_header, consumer) {
-            Ok(()) => Action::Continue,
+        if let Err(e) = req.set_header(&self.consumer_header, consumer) {
             // Names and consumers were validated in `new`; refuse rather
             // than forward an unauthenticated-looking request.
-            Err(e) => {
-                weir_sdk::log::error(&format!("could not set consumer header: {e}"));
-                Action::respond(500).into()
-            }
+            weir_sdk::log::error(&format!("could not set consumer header: {e}"));
+            return Action::respond(500).into();
         }
+        // Consumers were checked as field values in `new`: only the
+        // chain's field count can refuse this, and the request still goes.
+        if let Err(e) = weir_sdk::log::set_field(CONSUMER_FIELD, consumer) {
+            weir_sdk::log::warn(&format!("consumer not in the access log: {e}"));
+        }
+        Action::Continue
     }
 }
 

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use weir_sdk::testing::{Exchange, TestHost, TestRequest};
 
-use super::{ApiKey, MAX_KEY_BYTES};
+use super::{ApiKey, CONSUMER_FIELD, MAX_KEY_BYTES};
 
 fn host(config: Value) -> TestHost<ApiKey> {
     TestHost::new(config).unwrap()
@@ -31,6 +31,27 @@ fn valid_header_key_forwards_consumer_and_strips_the_key() {
     assert_eq!(upstream.header("x-consumer"), Some("bob"));
     assert_eq!(upstream.header("x-api-key"), None);
     assert_eq!(exchange.status(), 200);
+    // The access log names the consumer, never the key.
+    assert_eq!(
+        exchange.log_fields(),
+        [(CONSUMER_FIELD.to_owned(), "bob".to_owned())]
+    );
+}
+
+#[test]
+fn refused_requests_name_no_consumer_in_the_access_log() {
+    let mut host = host(json!({ "keys": keys() }));
+    for request in [
+        TestRequest::get("/"),
+        TestRequest::get("/").header("x-api-key", "k-bob-45"),
+        TestRequest::get("/")
+            .header("x-api-key", "k-bob-456")
+            .header("x-api-key", "k-alice-123"),
+    ] {
+        let exchange = host.run(request);
+        assert_eq!(exchange.status(), 401);
+        assert!(exchange.log_fields().is_empty());
+    }
 }
 
 #[test]
@@ -152,6 +173,16 @@ fn invalid_configurations_are_refused_with_the_key_named() {
             "consumer_header:",
         ),
         (json!({ "keys": { "k": "line\nbreak" } }), "keys: consumer"),
+        // A consumer is also an access-log field value: no tab, and at
+        // most 512 bytes.
+        (
+            json!({ "keys": { "k": "tab\there" } }),
+            "keys: consumer \"tab\\there\": a log field value cannot hold control",
+        ),
+        (
+            json!({ "keys": { "k": "c".repeat(513) } }),
+            "a log field value is at most 512 bytes",
+        ),
         (json!({ "keys": keys(), "realm": "a\"b" }), "realm:"),
         (
             json!({ "keys": keys(), "source": "query", "name": "a&b" }),
@@ -181,6 +212,10 @@ fn each_of_many_keys_finds_its_own_consumer() {
         let upstream = exchange.upstream_request().expect("forwarded");
         assert_eq!(
             upstream.header("x-consumer"),
+            Some(format!("consumer-{i}").as_str())
+        );
+        assert_eq!(
+            exchange.log_field(CONSUMER_FIELD),
             Some(format!("consumer-{i}").as_str())
         );
     }

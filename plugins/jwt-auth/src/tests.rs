@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use weir_sdk::testing::{Exchange, TestHost, TestRequest};
 
-use super::JwtAuth;
 use super::keys::pem_decode;
+use super::{CONSUMER_FIELD, JwtAuth};
 
 const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!";
 const PRIVATE_PEM: &str = include_str!("testdata/test-private.pem");
@@ -90,6 +90,46 @@ fn valid_hs256_token_is_accepted_and_claims_forwarded() {
     let upstream = exchange.upstream_request().expect("forwarded");
     assert_eq!(upstream.header("x-user"), Some("user-42"));
     assert_eq!(upstream.header("x-level"), Some("3"));
+    // The access log names the subject, never the token.
+    assert_eq!(
+        exchange.log_fields(),
+        [(CONSUMER_FIELD.to_owned(), "user-42".to_owned())]
+    );
+}
+
+#[test]
+fn the_access_log_names_a_usable_subject_only() {
+    let mut host = hs_host();
+    let mut claims = valid_claims();
+    claims["sub"] = json!("x".repeat(513));
+    let too_long = host.run(with_token(&hs_token(claims.clone())));
+    assert_eq!(too_long.status(), 200);
+    assert!(too_long.log_fields().is_empty());
+    assert_eq!(
+        host.logs().last().unwrap().message,
+        "subject not in the access log: a log field value is at most 512 bytes"
+    );
+
+    claims["sub"] = json!(42);
+    let not_a_string = host.run(with_token(&hs_token(claims.clone())));
+    assert_eq!(not_a_string.status(), 200);
+    assert!(not_a_string.log_fields().is_empty());
+
+    claims.as_object_mut().unwrap().remove("sub");
+    assert!(
+        host.run(with_token(&hs_token(claims)))
+            .log_fields()
+            .is_empty()
+    );
+
+    // A refused token names nobody.
+    let refused = host.run(with_token(&hs256(
+        json!({ "alg": "HS256" }),
+        valid_claims(),
+        "another-secret-of-at-least-32-bytes!!",
+    )));
+    assert_eq!(refused.status(), 401);
+    assert!(refused.log_fields().is_empty());
 }
 
 #[test]

@@ -127,6 +127,10 @@ pub(crate) fn counter_add(name: &str, delta: u64) {
     host::counter_add(name, delta)
 }
 
+pub(crate) fn log_field(name: &str, value: &str) -> Result<(), String> {
+    host::log_field(name, value)
+}
+
 pub(crate) fn now_ms() -> u64 {
     host::now_ms()
 }

@@ -166,6 +166,7 @@ pub struct Exchange {
     pub(super) headers: Headers,
     pub(super) body: Vec<u8>,
     pub(super) context: BTreeMap<String, String>,
+    pub(super) log_fields: Vec<(String, String)>,
     pub(super) phases: Vec<Phase>,
 }
 
@@ -276,6 +277,48 @@ impl Exchange {
     /// ```
     pub fn context(&self, key: &str) -> Option<&str> {
         self.context.get(key).map(String::as_str)
+    }
+
+    /// The value of an access-log field the plugin set for this request
+    /// ([`log::set_field`](crate::log::set_field)), as the gateway would
+    /// write it in the request's access-log line.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use weir_sdk::testing::{TestHost, TestRequest};
+    /// # use weir_sdk::{Action, Plugin, Request};
+    /// struct Who;
+    /// impl Plugin for Who {
+    ///     type Config = serde::de::IgnoredAny;
+    ///     fn new(_: Self::Config) -> Result<Self, String> { Ok(Who) }
+    ///     fn on_request(&mut self, req: &mut Request<'_>) -> Action {
+    ///         if let Some(user) = req.header("x-user") {
+    ///             weir_sdk::log::set_field("consumer", &user).unwrap();
+    ///         }
+    ///         Action::Continue
+    ///     }
+    /// }
+    /// let mut host = TestHost::<Who>::new(serde_json::json!({})).unwrap();
+    /// let exchange = host.run(TestRequest::get("/").header("x-user", "ada"));
+    /// assert_eq!(exchange.log_field("consumer"), Some("ada"));
+    /// assert_eq!(host.run(TestRequest::get("/")).log_field("consumer"), None);
+    /// ```
+    pub fn log_field(&self, name: &str) -> Option<&str> {
+        self.log_fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every access-log field the plugin set for this request, as
+    /// (name, value) in the order first set.
+    ///
+    /// # Example
+    ///
+    /// See [`Exchange::log_field`] and [`log::set_field`](crate::log::set_field).
+    pub fn log_fields(&self) -> &[(String, String)] {
+        &self.log_fields
     }
 
     /// The phases that ran, in order.

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::backend::native::LogLine;
-use crate::backend::{Env, install};
+use crate::backend::{Env, LogWindow, install};
 use crate::phases::Phases;
 use crate::plugin::{Plugin, instantiate};
 
@@ -80,6 +80,8 @@ impl<P: Plugin> TestHost<P> {
     pub fn from_json(config: &str) -> Result<Self, String> {
         crate::panic::install();
         let env = Rc::new(Env::new());
+        // `new` is the gateway's `init`: no request, no access-log line.
+        env.log_window.set(LogWindow::NoRequest);
         let _current = install(&env);
         let plugin = instantiate::<P>(config)?;
         let phases = plugin.phases();

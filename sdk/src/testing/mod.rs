@@ -21,7 +21,9 @@
 //!   request context ([`crate::context`]) and metrics counters
 //!   ([`crate::metrics`]), whose refusals are logged as in the gateway;
 //! - logging ([`crate::log`]: lines per call, message length, one line per
-//!   message).
+//!   message) and access-log fields ([`crate::log::set_field`]: names,
+//!   values and fields per request; refused in `Plugin::new` and in the
+//!   log phase), which [`Exchange::log_fields`] reads back.
 //!
 //! Setters return the gateway's errors, and a reply the gateway would
 //! refuse fails the test with a panic. Each phase call starts with full

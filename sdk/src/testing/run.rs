@@ -6,7 +6,7 @@ use super::exchange::{Exchange, Forwarded, Phase};
 use super::host::TestHost;
 use super::request::{TestRequest, TestResponse};
 use crate::action::{Action, BodyAction, Reply};
-use crate::backend::{Headers, RequestState, install};
+use crate::backend::{Headers, LogWindow, RequestState, install};
 use crate::http::{Request, Response};
 use crate::plugin::Plugin;
 use crate::validate;
@@ -14,8 +14,10 @@ use crate::validate;
 impl<P: Plugin> TestHost<P> {
     /// Plays one request through every phase the gateway would run (those
     /// the plugin asked for, see [`TestHost::phases`]). The request context
-    /// starts empty; shared state, logs, counters and the clock carry over
-    /// between runs.
+    /// and access-log fields start empty; shared state, logs, counters and
+    /// the clock carry over between runs. The access-log line is written
+    /// before the log phase, as in the gateway: the fields set until then
+    /// are the [`Exchange`]'s, and `on_log` cannot set more.
     ///
     /// # Example
     ///
@@ -28,6 +30,8 @@ impl<P: Plugin> TestHost<P> {
     pub fn run(&mut self, request: TestRequest) -> Exchange {
         let _current = install(&self.env);
         self.env.context.borrow_mut().clear();
+        self.env.log_fields.borrow_mut().clear();
+        self.env.log_window.set(LogWindow::Open);
         let TestRequest {
             state: mut req,
             body,
@@ -46,6 +50,8 @@ impl<P: Plugin> TestHost<P> {
                 (answer, Some(forwarded))
             }
         };
+        let log_fields = std::mem::take(&mut *self.env.log_fields.borrow_mut());
+        self.env.log_window.set(LogWindow::Written);
         if self.begin(Phase::Log, &mut ran) {
             self.plugin.on_log(&Request::new(&mut req), answer.status);
         }
@@ -57,6 +63,7 @@ impl<P: Plugin> TestHost<P> {
             headers: answer.headers,
             body: answer.body,
             context: self.env.context.borrow().clone(),
+            log_fields,
             phases: ran,
         }
     }

@@ -115,6 +115,99 @@ fn context_is_reset_between_requests() {
     assert_eq!(second.context("seen"), Some("/two"));
 }
 
+/// Sets access-log fields in every phase, as steered by the request:
+/// `x-fields: N` sets N distinct ones in the request phase. What each
+/// call answered goes into the context (`init` and `log`: a field of the
+/// plugin itself, read back after the run).
+struct Fields {
+    init: Result<(), String>,
+    log: Option<Result<(), String>>,
+}
+
+impl Plugin for Fields {
+    type Config = serde::de::IgnoredAny;
+
+    fn new(_: Self::Config) -> Result<Self, String> {
+        Ok(Fields {
+            init: crate::log::set_field("init", "x"),
+            log: None,
+        })
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::ALL
+    }
+
+    fn on_request(&mut self, req: &mut Request<'_>) -> Action {
+        crate::log::set_field("consumer", "ada").unwrap();
+        let n: usize = req.header("x-fields").map_or(0, |n| n.parse().unwrap());
+        for i in 0..n {
+            if let Err(e) = crate::log::set_field(&format!("f{i}"), "v") {
+                crate::context::set("refused", &e);
+                break;
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_request_body(&mut self, _: &mut Request<'_>, _: Vec<u8>) -> BodyAction {
+        if let Err(e) = crate::log::set_field("body", "a\tb") {
+            crate::context::set("body", &e);
+        }
+        BodyAction::Continue
+    }
+
+    fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) {
+        let _ = crate::log::set_field("status", &resp.status().to_string());
+        // Replaces the request phase's value: one field, the last value.
+        let _ = crate::log::set_field("consumer", "grace");
+    }
+
+    fn on_log(&mut self, _: &Request<'_>, _: u16) {
+        self.log = Some(crate::log::set_field("late", "x"));
+    }
+}
+
+#[test]
+fn log_fields_are_per_request_bounded_and_refused_in_init_and_the_log_phase() {
+    let mut host = TestHost::<Fields>::new(serde_json::json!({})).unwrap();
+    assert_eq!(
+        host.plugin().init.as_ref().unwrap_err(),
+        "log fields belong to a request, and init runs outside one"
+    );
+    let exchange = host.run(TestRequest::post("/").body("b"));
+    assert_eq!(
+        exchange.log_fields(),
+        [
+            ("consumer".to_owned(), "grace".to_owned()),
+            ("status".to_owned(), "200".to_owned())
+        ]
+    );
+    assert_eq!(
+        exchange.context("body"),
+        Some("a log field value cannot hold control characters")
+    );
+    assert_eq!(
+        host.plugin().log.as_ref().unwrap().as_ref().unwrap_err(),
+        "the access-log line is already written: the log phase cannot set log fields"
+    );
+
+    // Sixteen fields in all: `consumer` and 15 more, then refusals, also
+    // for the response phase's new name; its replacement still goes.
+    let full = host.run(TestRequest::get("/").header("x-fields", "20"));
+    assert_eq!(full.log_fields().len(), crate::log::MAX_FIELDS);
+    assert_eq!(
+        full.context("refused"),
+        Some("at most 16 log fields per request (all plugins of the chain together)")
+    );
+    assert_eq!(full.log_field("status"), None);
+    assert_eq!(full.log_field("consumer"), Some("grace"));
+
+    // The next request starts with none.
+    let next = host.run(TestRequest::get("/"));
+    assert_eq!(next.log_fields().len(), 2);
+}
+
 #[test]
 #[should_panic(expected = "invalid status 42")]
 fn a_reply_the_gateway_would_refuse_fails_the_test() {

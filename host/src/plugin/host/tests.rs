@@ -36,6 +36,12 @@ fn the_sdk_states_the_gateways_bounds() {
     assert_eq!(weir_sdk::state::SWEEP_INTERVAL, state::SWEEP_INTERVAL);
     assert_eq!(metrics::MAX_NAME_BYTES, state::MAX_COUNTER_NAME_BYTES);
     assert_eq!(metrics::MAX_COUNTERS, state::MAX_COUNTERS);
+    assert_eq!(log::MAX_FIELDS, limits::MAX_LOG_FIELDS);
+    assert_eq!(log::MAX_FIELD_NAME_BYTES, limits::MAX_LOG_FIELD_NAME_BYTES);
+    assert_eq!(
+        log::MAX_FIELD_VALUE_BYTES,
+        limits::MAX_LOG_FIELD_VALUE_BYTES
+    );
     let mut sdk = validate::RESERVED_HEADERS.to_vec();
     let mut gateway = RESERVED.to_vec();
     sdk.sort_unstable();
@@ -181,4 +187,99 @@ fn context_is_bounded() {
         c.set("k".into(), "v".repeat(limits::MAX_CONTEXT_VALUE_BYTES + 1))
             .is_err()
     );
+}
+
+/// A plugin's `cargo test` must see the gateway's answers to `log-field`:
+/// the same fields kept and the same errors, word for word.
+#[test]
+fn the_sdk_test_host_sets_log_fields_as_the_gateway_does() {
+    use super::super::log_fields::LogFields;
+    use weir_sdk::testing::{TestHost, TestRequest};
+    use weir_sdk::{Action, Phases, Plugin, Request};
+
+    /// Each (name, value) tried in turn, in init, in the request phase and
+    /// in the log phase; the answers kept per phase.
+    const TRIES: &[(&str, &str)] = &[
+        ("consumer", "ada"),
+        ("", "v"),
+        ("9lives", "v"),
+        ("Consumer", "v"),
+        ("consumer", "two\nlines"),
+        ("consumer", "tab\t"),
+        ("long", "\u{e9}"),
+        ("consumer", "grace"),
+    ];
+    type Answers = Vec<Result<(), String>>;
+    fn try_all(extra: usize) -> Answers {
+        let long = "v".repeat(limits::MAX_LOG_FIELD_VALUE_BYTES + 1);
+        let name = "n".repeat(limits::MAX_LOG_FIELD_NAME_BYTES + 1);
+        let mut out: Answers = TRIES
+            .iter()
+            .map(|(n, v)| weir_sdk::log::set_field(n, v))
+            .collect();
+        out.push(weir_sdk::log::set_field("long", &long));
+        out.push(weir_sdk::log::set_field(&name, "v"));
+        out.extend((0..extra).map(|i| weir_sdk::log::set_field(&format!("f{i}"), "v")));
+        out
+    }
+    struct Tries {
+        init: Answers,
+        request: Answers,
+        log: Answers,
+    }
+    impl Plugin for Tries {
+        type Config = serde::de::IgnoredAny;
+        fn new(_: Self::Config) -> Result<Self, String> {
+            Ok(Tries {
+                init: try_all(0),
+                request: Vec::new(),
+                log: Vec::new(),
+            })
+        }
+        fn phases(&self) -> Phases {
+            Phases::REQUEST | Phases::LOG
+        }
+        fn on_request(&mut self, _: &mut Request<'_>) -> Action {
+            self.request = try_all(limits::MAX_LOG_FIELDS);
+            Action::Continue
+        }
+        fn on_log(&mut self, _: &Request<'_>, _: u16) {
+            self.log = try_all(0);
+        }
+    }
+    fn gateway(f: &mut LogFields, extra: usize) -> Answers {
+        let long = "v".repeat(limits::MAX_LOG_FIELD_VALUE_BYTES + 1);
+        let name = "n".repeat(limits::MAX_LOG_FIELD_NAME_BYTES + 1);
+        let mut tries: Vec<(String, String)> = TRIES
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        tries.push(("long".into(), long));
+        tries.push((name, "v".into()));
+        tries.extend((0..extra).map(|i| (format!("f{i}"), "v".to_owned())));
+        tries.into_iter().map(|(n, v)| f.set(n, v)).collect()
+    }
+
+    let mut host = TestHost::<Tries>::new(serde_json::json!({})).unwrap();
+    let exchange = host.run(TestRequest::get("/"));
+    let sdk = host.plugin();
+
+    assert_eq!(sdk.init, gateway(&mut LogFields::no_request(), 0));
+    let mut fields = LogFields::for_request();
+    assert_eq!(sdk.request, gateway(&mut fields, limits::MAX_LOG_FIELDS));
+    let kept: Vec<(String, String)> = fields
+        .iter()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(exchange.log_fields(), kept);
+    assert_eq!(kept.len(), limits::MAX_LOG_FIELDS);
+    fields.take();
+    assert_eq!(sdk.log, gateway(&mut fields, 0));
+    // Every kind of refusal was met.
+    let refusals: std::collections::BTreeSet<_> = [&sdk.init, &sdk.request, &sdk.log]
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_ref().err())
+        .collect();
+    assert_eq!(refusals.len(), 6, "{refusals:#?}");
 }

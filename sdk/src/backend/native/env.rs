@@ -1,7 +1,7 @@
 //! The test host's environment for one plugin ([`Env`]: clock, logs,
-//! request context, counters, shared state, random generator, and what is
-//! left of the current phase call's budgets) and which environment is
-//! current on this thread: the one a running [`TestHost`](crate::testing::TestHost)
+//! request context and access-log fields, counters, shared state, random
+//! generator, and what is left of the current phase call's budgets) and
+//! which environment is current on this thread: the one a running [`TestHost`](crate::testing::TestHost)
 //! installed, or a per-thread default when none is (doc examples, and unit
 //! tests of a plugin's helper functions).
 
@@ -52,6 +52,10 @@ pub(crate) struct Env {
     pub(crate) now_ms: Cell<u64>,
     pub(crate) logs: RefCell<Vec<LogLine>>,
     pub(crate) context: RefCell<BTreeMap<String, String>>,
+    /// The current request's access-log fields, in the order first set.
+    pub(crate) log_fields: RefCell<Vec<(String, String)>>,
+    /// Whether `log_fields` can be set now (see [`LogWindow`]).
+    pub(crate) log_window: Cell<LogWindow>,
     pub(crate) counters: RefCell<BTreeMap<String, u64>>,
     store: RefCell<Store>,
     rng: Cell<u64>,
@@ -69,6 +73,10 @@ impl Env {
             now_ms: Cell::new(DEFAULT_NOW_MS),
             logs: RefCell::default(),
             context: RefCell::default(),
+            log_fields: RefCell::default(),
+            // Outside a test host (doc examples, unit tests of helpers)
+            // code runs as if in a request phase.
+            log_window: Cell::new(LogWindow::Open),
             counters: RefCell::default(),
             store: RefCell::default(),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15),
@@ -119,6 +127,37 @@ impl Env {
         }
     }
 
+    /// A plugin's `log-field`, as the gateway applies it: refused outside a
+    /// request and in the log phase, then checked, then a new name counted
+    /// against [`log::MAX_FIELDS`].
+    pub(super) fn set_log_field(&self, name: &str, value: &str) -> Result<(), String> {
+        match self.log_window.get() {
+            LogWindow::Open => {}
+            LogWindow::NoRequest => {
+                return Err("log fields belong to a request, and init runs outside one".into());
+            }
+            LogWindow::Written => {
+                return Err("the access-log line is already written: the log phase \
+                            cannot set log fields"
+                    .into());
+            }
+        }
+        validate::log_field(name, value)?;
+        let mut fields = self.log_fields.borrow_mut();
+        if let Some(slot) = fields.iter_mut().find(|(n, _)| n == name) {
+            slot.1 = value.to_owned();
+            return Ok(());
+        }
+        if fields.len() >= log::MAX_FIELDS {
+            return Err(format!(
+                "at most {} log fields per request (all plugins of the chain together)",
+                log::MAX_FIELDS
+            ));
+        }
+        fields.push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
     /// Takes `cost` bytes from the current call's header budget.
     fn spend_header_bytes(&self, cost: usize) -> Result<(), String> {
         let left = self.header_budget.get();
@@ -149,6 +188,17 @@ impl Env {
     pub(crate) fn seed_random(&self, seed: u64) {
         self.rng.set(seed);
     }
+}
+
+/// Where the test host is relative to the request's access-log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogWindow {
+    /// No request: `Plugin::new` (the gateway's `init`).
+    NoRequest,
+    /// The request, request-body, response and response-body phases.
+    Open,
+    /// The log phase: the line is written.
+    Written,
 }
 
 thread_local! {

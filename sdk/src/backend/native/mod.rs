@@ -12,7 +12,7 @@ mod store;
 
 pub use env::LogLine;
 use env::with_env;
-pub(crate) use env::{Env, begin_call, install};
+pub(crate) use env::{Env, LogWindow, begin_call, install};
 pub(crate) use head::{Headers, RequestState, ResponseState};
 
 use crate::limits::{context, log, metrics, random};
@@ -138,6 +138,11 @@ pub(crate) fn counter_add(name: &str, delta: u64) {
             env.warn(format!("counter-add refused: {refusal}"));
         }
     })
+}
+
+/// As in the gateway: see [`Env::set_log_field`].
+pub(crate) fn log_field(name: &str, value: &str) -> Result<(), String> {
+    with_env(|env| env.set_log_field(name, value))
 }
 
 pub(crate) fn now_ms() -> u64 {
