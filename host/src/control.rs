@@ -1,5 +1,6 @@
 //! The control thread of `weir run`: starts the gateway and the admin
-//! listener, then waits for what changes its life: SIGTERM or SIGINT
+//! listeners (the admin API and, when configured, the metrics listener),
+//! then waits for what changes its life: SIGTERM or SIGINT
 //! (drain and stop), SIGHUP or an edit of the configuration file (reload),
 //! a `NAME.wasm` added, replaced or removed in the plugin folder (hot
 //! deploy of that plugin), and a TLS listener's certificate file changed
@@ -9,12 +10,12 @@
 //! what serves keeps serving.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::admin::{self, AdminState, Attempt, ConfigStatus, PluginAttempt};
+use crate::admin::{self, AdminState, Attempt, ConfigStatus, PluginAttempt, Surface};
 use crate::config::Config;
 use crate::deploy::certs::{self, CertWatch};
 use crate::deploy::plugin::{self, PluginWatch};
@@ -29,8 +30,10 @@ pub enum RunError {
     Start(#[from] StartError),
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
-    #[error("admin listener: cannot listen on {address}: {source}")]
+    #[error("{field}: cannot listen on {address}: {source}")]
     Admin {
+        /// `admin.address` or `admin.metrics_address`.
+        field: &'static str,
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
@@ -56,11 +59,11 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
     let sha = std::fs::read(&path)
         .map(|b| sha256_hex(&b))
         .unwrap_or_default();
-    let admin_addr = config.admin.as_ref().map(|a| a.address);
+    let admin_config = config.admin.clone();
     let mut gateway = Gateway::start(config).await?;
 
-    let state = Arc::new(AdminState {
-        config: Mutex::new(ConfigStatus {
+    let state = Arc::new(AdminState::new(
+        ConfigStatus {
             path: path.display().to_string(),
             sha256: sha.clone(),
             applied_at: admin::now_rfc3339(),
@@ -72,10 +75,11 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
                 needs_restart: Vec::new(),
                 sha256: Some(sha),
             }),
-        }),
-        plugins: Mutex::default(),
-        tls: gateway.tls.clone(),
-    });
+        },
+        gateway.tls.clone(),
+        gateway.router.clone(),
+    ));
+    state.apply(&gateway.config);
     {
         let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
         status.set_serving(&gateway.plugins);
@@ -87,17 +91,37 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
             );
         }
     }
-    let admin_task = match admin_addr {
-        Some(address) => {
+    let mut admin_tasks = Vec::new();
+    if let Some(a) = &admin_config {
+        // The admin listener first: its `listening` line comes before the
+        // metrics listener's.
+        let listeners = [
+            (Surface::Admin, "admin", "admin.address", Some(a.address)),
+            (
+                Surface::Metrics,
+                "metrics",
+                "admin.metrics_address",
+                a.metrics_address,
+            ),
+        ];
+        for (surface, name, field, address) in listeners {
+            let Some(address) = address else { continue };
             let l = tokio::net::TcpListener::bind(address)
                 .await
-                .map_err(|source| RunError::Admin { address, source })?;
+                .map_err(|source| RunError::Admin {
+                    field,
+                    address,
+                    source,
+                })?;
             let bound = l.local_addr().unwrap_or(address);
-            tracing::info!(listener = "admin", address = %bound, "listening");
-            Some(tokio::spawn(admin::serve(l, state.clone())))
+            let auth = match surface {
+                Surface::Admin if a.token.is_some() => "bearer",
+                _ => "none",
+            };
+            tracing::info!(listener = name, address = %bound, auth, "listening");
+            admin_tasks.push(tokio::spawn(admin::serve(l, state.clone(), surface)));
         }
-        None => None,
-    };
+    }
 
     loop {
         tokio::select! {
@@ -140,7 +164,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), RunError> {
     }
 
     tracing::info!("shutting down: draining in-flight requests");
-    if let Some(t) = admin_task {
+    for t in admin_tasks {
         t.abort();
     }
     gateway.shutdown().await;
@@ -206,6 +230,7 @@ async fn reload(gateway: &mut Gateway, path: &Path, state: &AdminState, trigger:
                     status.record(&e.name, &e.path, PluginAttempt::removed("config-reload"));
                 }
             }
+            state.apply(&gateway.config);
             let needs_restart = reloaded.needs_restart;
             attempt.outcome = "applied";
             attempt.needs_restart = needs_restart.clone();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::Config;
+use crate::config::{AdminConfig, Config};
 use crate::listener::{self, Bound, Shared};
 use crate::plugin::offload::{COMPILING, off_request_path};
 use crate::plugin::{Chain, PluginError, PluginErrors, Plugins, Serving};
@@ -48,6 +48,11 @@ pub enum StartError {
         "compiling and initialising the plugins took longer than plugins.compile_timeout ({0:?})"
     )]
     PluginTimeout(Duration),
+    #[error(
+        "admin.token_file: the admin listener stays on {address}, not a loopback address, until \
+         a restart, so it cannot go without a token before then"
+    )]
+    AdminWithoutToken { address: SocketAddr },
 }
 
 /// What a configuration reload did besides swapping the configuration.
@@ -261,8 +266,8 @@ impl Gateway {
     /// Swaps in a new, already validated configuration: routes, upstreams
     /// and their settings change at once for new requests; requests in
     /// flight finish on the table they started with. Settings that need a
-    /// restart (listeners, workers, admin address) are kept as they are and
-    /// named in the returned [`Reloaded`].
+    /// restart (listeners, workers, the admin and metrics addresses) are
+    /// kept as they are and named in the returned [`Reloaded`].
     pub async fn reload(&mut self, config: Config) -> Result<Reloaded, StartError> {
         let mut needs_restart = Vec::new();
         // A TLS listener's certificates and settings apply on reload
@@ -310,11 +315,13 @@ impl Gateway {
         if self.config.tracing != config.tracing {
             needs_restart.push("tracing".to_owned());
         }
-        if self.config.admin.as_ref().map(|a| a.address) != config.admin.as_ref().map(|a| a.address)
-        {
-            needs_restart.push("admin.address".to_owned());
-        }
+        let admin = admin_on_reload(
+            self.config.admin.as_ref(),
+            config.admin.clone(),
+            &mut needs_restart,
+        )?;
         let mut config = config;
+        config.admin = admin;
         // Tracing stays what the listeners started with (`conn::Observe`),
         // so a later reload still names a change it did not apply.
         config.tracing = self.config.tracing.clone();
@@ -403,6 +410,38 @@ impl Gateway {
         })
         .await;
     }
+}
+
+/// The admin settings a reload leaves serving: the admin and metrics
+/// listeners stay where they were bound until a restart (a change is named
+/// in `needs_restart`), and the token is the new configuration's. A
+/// listener that stays beyond loopback keeps asking for a token, whatever
+/// address the new configuration names.
+fn admin_on_reload(
+    running: Option<&AdminConfig>,
+    new: Option<AdminConfig>,
+    needs_restart: &mut Vec<String>,
+) -> Result<Option<AdminConfig>, StartError> {
+    if running.map(|a| a.address) != new.as_ref().map(|a| a.address) {
+        needs_restart.push("admin.address".to_owned());
+    }
+    if running.and_then(|a| a.metrics_address) != new.as_ref().and_then(|a| a.metrics_address) {
+        needs_restart.push("admin.metrics_address".to_owned());
+    }
+    let (Some(running), Some(new)) = (running, new) else {
+        // Adding or removing `[admin]` waits for the restart.
+        return Ok(running.cloned());
+    };
+    if new.token.is_none() && !crate::config::is_loopback(running.address) {
+        return Err(StartError::AdminWithoutToken {
+            address: running.address,
+        });
+    }
+    Ok(Some(AdminConfig {
+        address: running.address,
+        metrics_address: running.metrics_address,
+        ..new
+    }))
 }
 
 /// Loads an upstream's TLS files (none for a plain upstream), warning

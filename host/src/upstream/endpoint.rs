@@ -161,6 +161,37 @@ impl Endpoint {
         self.pool.idle_connections()
     }
 
+    /// Requests sent to this endpoint and not finished yet.
+    pub fn outstanding(&self) -> u32 {
+        self.state.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Whether the active health checker has marked it down.
+    pub fn failing_active_checks(&self) -> bool {
+        self.state.active_down.load(Ordering::Relaxed)
+    }
+
+    /// How long its passive ejection still lasts; `None` when it is not
+    /// ejected.
+    pub fn ejected_for(&self) -> Option<Duration> {
+        let until = self.state.ejected_until_ms.load(Ordering::Relaxed);
+        let now = now_us() / 1000;
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// The latency estimate (peak EWMA) as the balancer would read it now,
+    /// decayed for the time since its last sample; `None` before the first
+    /// sample (only `least_request` takes samples).
+    pub fn latency_estimate(&self) -> Option<Duration> {
+        let s = &self.state;
+        let rtt = f64::from_bits(s.rtt_ewma.load(Ordering::Relaxed));
+        if rtt == 0.0 {
+            return None;
+        }
+        let age = now_us().saturating_sub(s.rtt_stamp_us.load(Ordering::Relaxed));
+        Some(Duration::from_secs_f64(rtt * decay(age as f64) / 1e6))
+    }
+
     /// Whether the balancer may use this endpoint at `now_ms`.
     pub(super) fn available(&self, now_ms: u64) -> bool {
         !self.state.active_down.load(Ordering::Relaxed)

@@ -252,6 +252,19 @@ impl Upstream {
         self.live.load().panic
     }
 
+    /// Every known endpoint with whether the live set holds it, and
+    /// whether the upstream is in panic mode, from one snapshot: what the
+    /// balancer sees now (for the admin view).
+    pub fn live_view(&self) -> (Vec<(Arc<Endpoint>, bool)>, bool) {
+        let set = self.live.load();
+        let endpoints = set
+            .all
+            .iter()
+            .map(|e| (e.clone(), set.live.iter().any(|l| l.id == e.id)))
+            .collect();
+        (endpoints, set.panic)
+    }
+
     /// Counts a request against `max_pending_requests`, or refuses it.
     pub fn admit(&self) -> Result<Pending<'_>, Overloaded> {
         let limit = self.config.max_pending_requests;

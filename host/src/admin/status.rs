@@ -1,35 +1,18 @@
-//! The admin listener: a small HTTP/1.1 server for operators, on loopback
-//! by default, separate from traffic listeners. It answers `GET /healthz`,
-//! `GET /admin/config` (what configuration serves, how the last reload
-//! went, and each TLS listener's certificates), `GET /admin/tls` (the TLS
-//! listeners alone, with their handshake counts) and `GET /admin/plugins`
-//! (which version of each plugin serves and how the last deployment of
-//! its file went) as JSON. It owns the status
-//! records those views show; `control` updates them.
+//! What the admin views show and `control` records: each attempt to apply
+//! a configuration, each plugin file's deployments with its breakers and
+//! CPU shares, and the TLS listeners' certificates and handshake counts.
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
+use super::AdminState;
 use crate::plugin::{NOT_NAMED, PluginError};
 
-/// Admin connections served at once; more wait in the backlog.
-const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// Entries in `/admin/plugins` (plugins the configuration names always
 /// have one; stray files in the folder fill the rest).
 pub const MAX_PLUGIN_ENTRIES: usize = 1024;
-/// Time an admin client has to send its request head.
-const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One attempt to apply a configuration (start-up or reload).
 #[derive(Debug, Clone, Serialize)]
@@ -281,27 +264,29 @@ impl PluginsStatus {
 
 /// The JSON shape of `GET /admin/plugins`: plugins as a list, by name.
 #[derive(Serialize)]
-struct PluginsView<'a> {
+pub(super) struct PluginsView<'a> {
     dir: &'a str,
     cache_dir: Option<&'a str>,
     cache: Option<crate::plugin::CacheStats>,
     plugins: Vec<&'a PluginStatus>,
 }
 
-/// Shared status behind the admin views.
-#[derive(Debug, Default)]
-pub struct AdminState {
-    pub config: Mutex<ConfigStatus>,
-    pub plugins: Mutex<PluginsStatus>,
-    /// Each TLS listener's state, by name (fixed for the process's life).
-    pub tls: Vec<(String, Arc<crate::tls::TlsListener>)>,
+impl PluginsStatus {
+    pub(super) fn view(&self) -> PluginsView<'_> {
+        PluginsView {
+            dir: &self.dir,
+            cache_dir: self.cache_dir.as_deref(),
+            cache: self.cache,
+            plugins: self.plugins.values().collect(),
+        }
+    }
 }
 
 /// The TLS listeners as `/admin/config` and `/admin/tls` show them: per
 /// listener, the certificates serving (file, subject, names, validity,
 /// days left), the client CA bundle's, and how handshakes ended. Never a
 /// key.
-fn tls_view(state: &AdminState) -> serde_json::Value {
+pub(super) fn tls_view(state: &AdminState) -> serde_json::Value {
     let now = SystemTime::now();
     let cert = |i: &crate::tls::certs::CertInfo| {
         let mut v = serde_json::to_value(i).unwrap_or_default();
@@ -329,86 +314,4 @@ pub fn now_rfc3339() -> String {
 
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Serves the admin API on an already bound listener until the task is
-/// dropped.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
-    let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, _) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-            drop(permit);
-        });
-    }
-}
-
-fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({"error": "only GET is supported"}),
-        );
-    }
-    match req.uri().path() {
-        "/healthz" => Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain")
-            .body(Full::new(Bytes::from_static(b"ok\n")))
-            .expect("static response"),
-        "/admin/config" => {
-            let status = state
-                .config
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let mut view = serde_json::to_value(&status).unwrap_or_default();
-            view["tls"] = tls_view(state);
-            json(StatusCode::OK, &view)
-        }
-        "/admin/tls" => json(StatusCode::OK, &tls_view(state)),
-        "/admin/plugins" => {
-            let status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
-            let view = PluginsView {
-                dir: &status.dir,
-                cache_dir: status.cache_dir.as_deref(),
-                cache: status.cache,
-                plugins: status.plugins.values().collect(),
-            };
-            json(StatusCode::OK, &view)
-        }
-        _ => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found", "endpoints": ["/healthz", "/admin/config", "/admin/plugins", "/admin/tls"]}),
-        ),
-    }
-}
-
-fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
-    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    body.push(b'\n');
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts")
 }
