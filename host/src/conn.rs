@@ -54,8 +54,8 @@ pub struct ConnContext {
 pub struct Observe {
     /// `[server] metrics`: requests counted per route.
     pub metrics: bool,
-    /// `[server] access_log`.
-    pub access_log: bool,
+    /// The access log, when on (`[access_log]`).
+    pub access_log: Option<crate::access_log::AccessLog>,
     /// Trace context and span export, when `[tracing]` is on.
     pub tracing: Option<crate::trace::Tracing>,
 }
@@ -63,7 +63,7 @@ pub struct Observe {
 impl Observe {
     /// Whether a request needs its record ([`crate::proxy::exchange`]).
     pub fn any(&self) -> bool {
-        self.metrics || self.access_log || self.tracing.is_some()
+        self.metrics || self.access_log.is_some() || self.tracing.is_some()
     }
 }
 

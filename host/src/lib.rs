@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config;

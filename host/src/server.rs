@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, watch};
 
+use crate::access_log::AccessLog;
 use crate::config::{AdminConfig, Config};
 use crate::listener::{self, Bound, Shared};
 use crate::plugin::offload::{COMPILING, off_request_path};
@@ -53,6 +54,27 @@ pub enum StartError {
          a restart, so it cannot go without a token before then"
     )]
     AdminWithoutToken { address: SocketAddr },
+    #[error("{0}")]
+    AccessLog(String),
+}
+
+/// SIGUSR1 reopens the access log's file (logrotate's convention). The
+/// handler is installed even with the log off, so a rotation script's
+/// signal never ends the process (SIGUSR1's default action).
+fn reopen_on_sigusr1(observe: Arc<crate::conn::Observe>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot handle SIGUSR1: the access log cannot be reopened by signal");
+        return;
+    };
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            match &observe.access_log {
+                Some(log) => log.reopen(),
+                None => tracing::debug!("SIGUSR1: no access log to reopen"),
+            }
+        }
+    });
 }
 
 /// What a configuration reload did besides swapping the configuration.
@@ -203,11 +225,16 @@ impl Gateway {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let open = Arc::new(AtomicUsize::new(0));
+        let access_log = match &config.access_log {
+            Some(cfg) => Some(AccessLog::start(cfg).map_err(StartError::AccessLog)?),
+            None => None,
+        };
         let observe = Arc::new(crate::conn::Observe {
             metrics: config.server.metrics,
-            access_log: config.server.access_log,
+            access_log,
             tracing: crate::trace::Tracing::start(&config.tracing).map_err(StartError::Runtime)?,
         });
+        reopen_on_sigusr1(observe.clone());
         let shared: Vec<Arc<Shared>> = bound
             .iter()
             .map(|b| {
@@ -309,8 +336,8 @@ impl Gateway {
         if self.config.server.metrics != config.server.metrics {
             needs_restart.push("server.metrics".to_owned());
         }
-        if self.config.server.access_log != config.server.access_log {
-            needs_restart.push("server.access_log".to_owned());
+        if self.config.access_log != config.access_log {
+            needs_restart.push("access_log".to_owned());
         }
         if self.config.tracing != config.tracing {
             needs_restart.push("tracing".to_owned());
@@ -321,10 +348,10 @@ impl Gateway {
             &mut needs_restart,
         )?;
         let mut config = config;
-        config.admin = admin;
         // Tracing stays what the listeners started with (`conn::Observe`),
         // so a later reload still names a change it did not apply.
         config.tracing = self.config.tracing.clone();
+        config.admin = admin;
         // Listener limits and worker count stay those the sockets run with.
         config.listeners = self.config.listeners.clone();
         // A TLS listener's settings are the new ones, already loaded: the

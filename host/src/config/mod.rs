@@ -7,6 +7,7 @@
 //! This module knows nothing about sockets or requests: it only produces
 //! plain values that `router`, `upstream` and `listener` build from.
 
+mod access_log;
 mod admin;
 mod error;
 mod raw;
@@ -27,6 +28,8 @@ use regex::Regex;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
+use access_log::RawAccessLog;
+pub use access_log::{AccessLogConfig, Field as LogField, Format as LogFormat, Sink as LogSink};
 pub use admin::{AdminConfig, AdminToken, is_loopback};
 pub use error::{ConfigError, ConfigErrors, Problem};
 pub use plugins::{FailurePolicy, Isolation, PluginRef, PluginSettings, PluginsConfig};
@@ -103,6 +106,8 @@ pub struct Config {
     pub path: PathBuf,
     pub server: ServerConfig,
     pub admin: Option<AdminConfig>,
+    /// The access log, when on.
+    pub access_log: Option<AccessLogConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
@@ -116,7 +121,6 @@ pub struct ServerConfig {
     /// Worker threads, each with its own event loop and accept socket.
     pub workers: usize,
     pub drain_timeout: Duration,
-    pub access_log: bool,
     /// Requests counted per route for `/metrics` (on by default).
     pub metrics: bool,
 }
@@ -319,6 +323,14 @@ impl Validator<'_> {
             None => None,
         };
 
+        let access_log = match &file.access_log {
+            Some(t) => {
+                let (raw, at) = self.section::<RawAccessLog>(t, "access_log".into());
+                raw.and_then(|r| self.access_log(r, &at))
+            }
+            None => None,
+        };
+
         let mut listeners = Vec::new();
         let mut names = HashMap::new();
         for (i, t) in file.listener.iter().enumerate() {
@@ -363,6 +375,18 @@ impl Validator<'_> {
 
         Some(Config {
             path: self.file.clone(),
+            // `[server] access_log` turns the log on or off; unset, the
+            // section's presence turns it on.
+            access_log: match file
+                .server
+                .as_ref()
+                .and_then(|t| t.get_ref().get("access_log"))
+                .and_then(toml::Value::as_bool)
+            {
+                Some(false) => None,
+                Some(true) => Some(access_log.unwrap_or_default()),
+                None => access_log,
+            },
             server: server?,
             admin,
             listeners,
@@ -476,7 +500,6 @@ impl Validator<'_> {
                 raw.drain_timeout,
                 Duration::from_secs(30),
             ),
-            access_log: raw.access_log.unwrap_or(false),
             metrics: raw.metrics.unwrap_or(true),
         }
     }

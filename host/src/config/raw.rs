@@ -19,6 +19,8 @@ pub struct RawFile {
     #[serde(default)]
     pub admin: Option<Spanned<toml::Table>>,
     #[serde(default)]
+    pub access_log: Option<Spanned<toml::Table>>,
+    #[serde(default)]
     pub listener: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     pub upstream: Vec<Spanned<toml::Table>>,
@@ -44,6 +46,8 @@ pub struct RawServer {
     pub workers: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub drain_timeout: Option<Duration>,
+    /// Read from the table itself, beside `[access_log]` (`Validator::validate`).
+    #[allow(dead_code)]
     pub access_log: Option<bool>,
     pub metrics: Option<bool>,
 }

@@ -22,6 +22,7 @@
 //! through one collector, because its own counters are per thread and its
 //! gauges live in the objects they describe.
 
+pub mod access_log;
 pub mod cells;
 pub mod listener;
 pub mod process;
@@ -94,6 +95,8 @@ pub struct Registry {
     pub routes: Family<RouteStats>,
     pub upstreams: Family<UpstreamStats>,
     pub listeners: Family<ListenerStats>,
+    /// The access log's lines: queued, dropped, written.
+    pub access_log: PerThread<access_log::AccessLogCells>,
     /// Span export (`[tracing.otlp]`).
     pub trace: trace::TraceStats,
     /// The stats of requests no route matched, kept at hand.
@@ -153,6 +156,7 @@ impl Collector for Scrape {
         reg.routes_section(&mut out)?;
         reg.upstreams_section(&mut out)?;
         reg.listeners_section(&mut out)?;
+        access_log::encode(&reg.access_log, &mut out)?;
         reg.trace_section(&mut out)?;
         process::encode(&mut out)?;
         Ok(())

@@ -1,22 +1,29 @@
 //! A request's record, from its head to the end of its response: what the
-//! pipeline learns about it on the way (its route, its body's progress),
-//! and what it leaves behind when it ends (its counts in the metrics, its
-//! spans).
+//! pipeline learns about it on the way (its route, its body's progress,
+//! its tries upstream, the fields its plugins set), and what it leaves
+//! behind when it ends (its counts in the metrics, its access-log line,
+//! its spans).
 //!
 //! The record rides in the response body ([`super::ResponseBody`]), which
 //! counts the bytes sent through it, and is finished when the body is
 //! dropped: after its last byte, on an error, or when the client goes
-//! away mid-body. A request is therefore counted exactly once, with the
-//! whole exchange's duration and bytes. With metrics, the access log and
-//! tracing off the pipeline keeps no record at all
+//! away mid-body. A request is therefore counted and logged exactly once,
+//! with the whole exchange's duration and bytes. With metrics, the
+//! access log and tracing off the pipeline keeps no record at all
 //! ([`crate::conn::Observe::any`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
+use http::{HeaderValue, Method, Uri, Version, header};
+
+use crate::access_log::Line;
 use crate::body::{RequestBody, Stalled};
+use crate::conn::ConnContext;
 use crate::metrics::{self, MethodClass, route::Finished};
+use crate::plugin::LogFields;
 use crate::router::Router;
+use crate::upstream::{Endpoint, Upstream};
 
 /// What the pipeline learns about a request while it runs, on the
 /// request's own stack: cheap to fill whether or not it is kept.
@@ -28,6 +35,8 @@ pub struct Trail {
     pub route: Option<usize>,
     /// The client's body, for its byte count.
     pub body: BodySeen,
+    /// Its tries upstream.
+    pub tries: Tries,
     /// Its trace (`[tracing]` on): the context it carries upstream and,
     /// when sampled and exported, the spans it records. Boxed: a request
     /// without tracing carries one pointer of it.
@@ -67,6 +76,70 @@ impl BodySeen {
     }
 }
 
+/// A request's tries upstream, as the access log shows them: how many,
+/// where the last one went, and the time from the first try's start to
+/// the end of the last (its response head, or its failure). The upstream
+/// and endpoint are kept only when `wanted` (the access log is on).
+#[derive(Default)]
+pub struct Tries {
+    pub wanted: bool,
+    count: u32,
+    time: Option<Duration>,
+    upstream: Option<Arc<Upstream>>,
+    endpoint: Option<Arc<Endpoint>>,
+}
+
+impl Tries {
+    /// The last try is over: `count` tries since `started`, the last on
+    /// `ep`.
+    pub fn note(
+        &mut self,
+        count: u32,
+        upstream: &Arc<Upstream>,
+        ep: &Arc<Endpoint>,
+        started: Instant,
+    ) {
+        self.count = count;
+        if self.wanted {
+            self.time = Some(started.elapsed());
+            self.upstream = Some(upstream.clone());
+            self.endpoint = Some(ep.clone());
+        }
+    }
+}
+
+/// What the access log needs beyond the metrics, copied from the request
+/// head before the pipeline consumes it.
+pub struct LogInfo {
+    pub cx: Arc<ConnContext>,
+    pub id: HeaderValue,
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub user_agent: Option<HeaderValue>,
+    pub referer: Option<HeaderValue>,
+    pub plugin: LogFields,
+}
+
+impl LogInfo {
+    pub fn of(
+        cx: &Arc<ConnContext>,
+        req: &http::Request<hyper::body::Incoming>,
+        id: &HeaderValue,
+    ) -> LogInfo {
+        LogInfo {
+            cx: cx.clone(),
+            id: id.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            referer: req.headers().get(header::REFERER).cloned(),
+            plugin: LogFields::for_request(),
+        }
+    }
+}
+
 /// A kept record, finished when dropped.
 pub struct Exchange {
     started: Instant,
@@ -76,6 +149,7 @@ pub struct Exchange {
     /// Body bytes the client has been sent so far.
     pub bytes_out: u64,
     metrics: bool,
+    log: Option<LogInfo>,
 }
 
 impl Exchange {
@@ -85,6 +159,7 @@ impl Exchange {
         trail: Trail,
         status: u16,
         metrics: bool,
+        log: Option<LogInfo>,
     ) -> Exchange {
         Exchange {
             started,
@@ -93,13 +168,46 @@ impl Exchange {
             status,
             bytes_out: 0,
             metrics,
+            log,
         }
+    }
+
+    fn write_log(&self, log: &LogInfo, duration: Duration, bytes_in: u64, route: Option<&str>) {
+        let Some(access_log) = &log.cx.observe.access_log else {
+            return;
+        };
+        let tls = log.cx.tls.as_ref().map(|t| &t.session);
+        let tries = &self.trail.tries;
+        access_log.write(&Line {
+            time: SystemTime::now() - duration,
+            request_id: &log.id,
+            trace_id: self.trail.trace_id_hex().as_deref(),
+            client: log.cx.peer,
+            method: &log.method,
+            uri: &log.uri,
+            version: log.version,
+            status: self.status,
+            bytes_in,
+            bytes_out: self.bytes_out,
+            duration,
+            upstream_duration: tries.time,
+            route,
+            upstream: tries.upstream.as_ref().map(|u| u.config.name.as_str()),
+            endpoint: tries.endpoint.as_ref().map(|e| e.label.as_str()),
+            attempts: tries.count,
+            tls_version: tls.map(|s| s.version),
+            sni: tls.and_then(|s| s.sni.as_deref()),
+            user_agent: log.user_agent.as_ref(),
+            referer: log.referer.as_ref(),
+            plugin: log.plugin.iter().collect(),
+        });
     }
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
+        let bytes_in = self.trail.body.bytes();
         let route = match (&self.trail.router, self.trail.route) {
             (Some(router), Some(i)) => router.route_at(i),
             _ => None,
@@ -109,13 +217,16 @@ impl Drop for Exchange {
                 method: self.method,
                 status: self.status,
                 duration,
-                bytes_in: self.trail.body.bytes(),
+                bytes_in,
                 bytes_out: self.bytes_out,
             };
             match route {
                 Some(route) => route.stats.record(&finished),
                 None => metrics::global().no_route().record(&finished),
             }
+        }
+        if let Some(log) = &self.log {
+            self.write_log(log, duration, bytes_in, route.map(|r| r.name.as_str()));
         }
         if let Some(trace) = self.trail.trace.take() {
             let end = self.started + duration;

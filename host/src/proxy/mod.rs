@@ -42,7 +42,7 @@ pub use crate::conn::ConnContext;
 use crate::metrics::MethodClass;
 use crate::router::{self, HostSource, Route};
 pub use error::{ErrorSource, ProxyError};
-use exchange::{Exchange, Trail};
+use exchange::{Exchange, LogInfo, Trail};
 use headers::X_REQUEST_ID;
 use response::{Lease, ResponseBody};
 
@@ -57,13 +57,17 @@ pub async fn handle(
     // Only a kept record (metrics, access log, tracing) reads the clock.
     let started = cx.observe.any().then(Instant::now);
     let method = MethodClass::of(req.method());
-    let logged = cx
+    // The access log's copy of the request line, taken before the
+    // pipeline consumes the head.
+    let mut logged = cx
         .observe
         .access_log
-        .then(|| (req.method().clone(), req.uri().clone()));
+        .is_some()
+        .then(|| LogInfo::of(&cx, &req, &id));
 
     let mut plugins = plugins::Scope::default();
     let mut trail = Trail::default();
+    trail.tries.wanted = logged.is_some();
     // Tracing on: the trace headers are decided (and replaced) before any
     // phase sees the request.
     if let (Some(tracing), Some(started)) = (&cx.observe.tracing, started) {
@@ -100,20 +104,15 @@ pub async fn handle(
     if let Some(t) = trail.trace.as_deref_mut() {
         t.add_plugin_calls(&mut plugins.calls);
     }
-    plugins.on_log(status);
-    if let (Some(started), Some((method, uri))) = (started, logged) {
-        tracing::info!(
-            target: "weir::access",
-            request_id = ?id,
-            peer = %cx.peer,
-            %method,
-            %uri,
-            status,
-            micros = started.elapsed().as_micros() as u64,
-        );
+    // The fields plugins set go to the access log before the log phase,
+    // which runs after the line is made and may set none.
+    let fields = plugins.take_log_fields();
+    if let Some(l) = &mut logged {
+        l.plugin = fields;
     }
+    plugins.on_log(status);
     if let Some(started) = started {
-        let record = Exchange::new(started, method, trail, status, cx.observe.metrics);
+        let record = Exchange::new(started, method, trail, status, cx.observe.metrics, logged);
         resp.body_mut().keep(Box::new(record));
     }
     drop(in_flight);
@@ -248,6 +247,7 @@ async fn phases(
         body,
         upgrade.is_some(),
         timeout,
+        &mut trail.tries,
         trail.trace.as_deref_mut().filter(|t| t.recording()),
     )
     .await?;

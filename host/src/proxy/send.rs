@@ -34,6 +34,7 @@ use http::request::Parts;
 use http::{Method, Request, Response};
 
 use super::error::ProxyError;
+use super::exchange::Tries;
 use crate::body::{self, RequestBody, RequestHead};
 use crate::metrics::upstream::{LimitKind, TryOutcome};
 use crate::router::Route;
@@ -130,8 +131,8 @@ fn replay_copy(
 /// Sends the request to `upstream` (the route's, or one a plugin chose),
 /// with retries, under `route`'s limits and the deadline `timeout` (the
 /// route's, or less when a gRPC client asked for less).
-// The request, where it goes and under which limits, and the spans a
-// recorded request's tries add to its trace.
+// The request, where it goes and under which limits, and the two parts
+// of its record a try writes (the access log's tries, the trace's spans).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     route: &Route,
@@ -141,6 +142,7 @@ pub(super) async fn send(
     body: RequestBody,
     upgrade: bool,
     timeout: Duration,
+    tries: &mut Tries,
     mut trace: Option<&mut Trace>,
 ) -> Result<Sent, ProxyError> {
     let _pending = upstream.admit().map_err(|o| {
@@ -225,6 +227,7 @@ pub(super) async fn send(
             None
         };
         let Some(next) = next else {
+            tries.note(retries + 1, upstream, &ep, now);
             return match outcome {
                 Attempt::Answered(f) => Ok(f),
                 Attempt::NotSent { error, .. } | Attempt::Failed(error) | Attempt::Final(error) => {

@@ -153,6 +153,9 @@ pub struct Session {
     pub sni: Option<Box<str>>,
     /// ALPN chose HTTP/2.
     pub h2: bool,
+    /// The protocol version agreed, as the access log writes it
+    /// (`TLSv1.3`, `TLSv1.2`).
+    pub version: &'static str,
     /// The verified client certificate, when one was given.
     pub client_cert: Option<std::sync::Arc<ClientCert>>,
 }
@@ -234,6 +237,11 @@ pub async fn handshake(
     let session = Session {
         sni,
         h2: conn.alpn_protocol() == Some(b"h2"),
+        version: match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        },
         client_cert,
     };
     Ok((stream, session))

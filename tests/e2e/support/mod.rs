@@ -268,6 +268,11 @@ impl Gateway {
         self.signal(Signal::HUP);
     }
 
+    /// Sends SIGUSR1 (reopen the access log's file).
+    pub fn sigusr1(&self) {
+        self.signal(Signal::USR1);
+    }
+
     /// Sends `sig` with a system call: slim images may lack a `kill`
     /// program. The child is only reaped by `wait_exit` or on drop, so its
     /// pid cannot have been reused meanwhile.

@@ -1,0 +1,494 @@
+//! The access log: one line per request, made on the worker when the
+//! response ends and written by a thread of its own.
+//!
+//! **The request never waits for the log.** A worker formats its line and
+//! hands it over through a bounded queue (`queue_lines`); when the queue is
+//! full (the disk or the terminal is slower than the traffic) the line is
+//! dropped and counted (`weir_access_log_lines_dropped_total`), never
+//! waited for. The writer thread drains the queue into a buffered writer
+//! and flushes whenever the queue runs dry, so a quiet gateway's lines
+//! reach the file at once.
+//!
+//! **Rotation** follows logrotate's convention: after the file is renamed,
+//! `SIGUSR1` makes the writer flush what it holds into the old file and
+//! open the path anew. Every line goes to exactly one of the two: none is
+//! lost or written twice.
+//!
+//! **Formats**: JSON lines with the fields the configuration lists (in its
+//! order; strings escaped by serde_json), or the combined log format of
+//! Apache and nginx, whose fields are fixed. A line is written by hand
+//! rather than through `serde_json::Value` so making one costs one buffer,
+//! not a map of allocations.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderValue, Method, Uri, Version};
+
+use crate::config::{AccessLogConfig, LogField, LogFormat, LogSink};
+use crate::metrics;
+
+/// The writer's buffer: lines are written in blocks of this size at most.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Longest string value a line carries (a path, a user agent, a plugin's
+/// field is already bounded tighter); longer ones are cut, so a client
+/// cannot make one line megabytes long. Heads are bounded by the listener
+/// anyway; this bounds the queue's memory to `queue_lines` × a few KiB.
+pub const MAX_VALUE_BYTES: usize = 4 * 1024;
+
+/// What goes through the queue.
+enum Msg {
+    Line(Vec<u8>),
+    Reopen,
+}
+
+/// The workers' end of the access log.
+#[derive(Debug)]
+pub struct AccessLog {
+    tx: SyncSender<Msg>,
+    format: LogFormat,
+    fields: Vec<LogField>,
+    reopen: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Line(l) => write!(f, "Line({} bytes)", l.len()),
+            Msg::Reopen => f.write_str("Reopen"),
+        }
+    }
+}
+
+/// One request's line, borrowed from its record.
+pub struct Line<'a> {
+    /// When the request's head arrived.
+    pub time: SystemTime,
+    pub request_id: &'a HeaderValue,
+    pub trace_id: Option<&'a str>,
+    pub client: SocketAddr,
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub version: Version,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration: Duration,
+    /// From the first try's start to the response head (none when no try
+    /// was made).
+    pub upstream_duration: Option<Duration>,
+    pub route: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub endpoint: Option<&'a str>,
+    pub attempts: u32,
+    pub tls_version: Option<&'a str>,
+    pub sni: Option<&'a str>,
+    pub user_agent: Option<&'a HeaderValue>,
+    pub referer: Option<&'a HeaderValue>,
+    /// Fields plugins set, in the order they were first set.
+    pub plugin: Vec<(&'a str, &'a str)>,
+}
+
+impl AccessLog {
+    /// Opens the sink and starts the writer thread. A file that cannot be
+    /// opened is an error here, at start-up, with the path and the reason.
+    pub fn start(cfg: &AccessLogConfig) -> Result<AccessLog, String> {
+        let sink = Sink::open(&cfg.sink)?;
+        let (tx, rx) = mpsc::sync_channel(cfg.queue_lines);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let flag = reopen.clone();
+        std::thread::Builder::new()
+            .name("weir-access-log".into())
+            .spawn(move || write_lines(rx, sink, &flag))
+            .map_err(|e| format!("cannot start the access log's writer thread: {e}"))?;
+        Ok(AccessLog {
+            tx,
+            format: cfg.format,
+            fields: cfg.fields.clone(),
+            reopen,
+        })
+    }
+
+    /// Asks the writer to reopen its file (SIGUSR1). Never blocks: when the
+    /// queue is full the writer finds the flag after its next line.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        let _ = self.tx.try_send(Msg::Reopen);
+    }
+
+    /// Formats `line` and queues it; a full queue drops it (counted).
+    pub fn write(&self, line: &Line<'_>) {
+        let mut out = String::with_capacity(384);
+        match self.format {
+            LogFormat::Json => json(&mut out, line, &self.fields),
+            LogFormat::Combined => combined(&mut out, line),
+        }
+        out.push('\n');
+        let stats = metrics::global().access_log.local();
+        match self.tx.try_send(Msg::Line(out.into_bytes())) {
+            Ok(()) => stats.queued.inc(),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => stats.dropped.inc(),
+        }
+    }
+}
+
+/// Where the writer writes.
+enum Sink {
+    Stdout(io::Stdout),
+    File { path: PathBuf, file: File },
+}
+
+impl Sink {
+    fn open(sink: &LogSink) -> Result<Sink, String> {
+        match sink {
+            LogSink::Stdout => Ok(Sink::Stdout(io::stdout())),
+            LogSink::File(path) => Ok(Sink::File {
+                path: path.clone(),
+                file: open_append(path)
+                    .map_err(|e| format!("access log: cannot open `{}`: {e}", path.display()))?,
+            }),
+        }
+    }
+}
+
+fn open_append(path: &PathBuf) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(s) => s.write(buf),
+            Sink::File { file, .. } => file.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(s) => s.flush(),
+            Sink::File { file, .. } => file.flush(),
+        }
+    }
+}
+
+/// The writer thread: lines in queue order, a flush when the queue runs
+/// dry, a reopen when asked. Ends when every sender is gone (shutdown),
+/// after writing what was queued.
+fn write_lines(rx: Receiver<Msg>, sink: Sink, reopen: &AtomicBool) {
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, sink);
+    let mut failing = false;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            if let Msg::Line(line) = msg {
+                failing = report(out.write_all(&line), failing);
+                metrics::global().access_log.local().written.inc();
+            }
+            if reopen.swap(false, Ordering::Acquire) {
+                failing = report(reopen_sink(&mut out), failing);
+            }
+            next = rx.try_recv().ok();
+        }
+        failing = report(out.flush(), failing);
+    }
+    let _ = out.flush();
+}
+
+/// Flushes into the old file, then opens the path again (logrotate has
+/// renamed the old one). If the path cannot be opened, lines keep going to
+/// the old file rather than nowhere.
+fn reopen_sink(out: &mut BufWriter<Sink>) -> io::Result<()> {
+    out.flush()?;
+    if let Sink::File { path, file } = out.get_mut() {
+        *file = open_append(path)?;
+        metrics::global().access_log.local().reopened.inc();
+    }
+    Ok(())
+}
+
+/// Counts a write error and logs the first of a run of them (a full disk
+/// fails every write; one line says so, and one says when it recovered).
+fn report(r: io::Result<()>, failing: bool) -> bool {
+    match r {
+        Ok(()) => {
+            if failing {
+                tracing::info!("access log: writing again");
+            }
+            false
+        }
+        Err(e) => {
+            metrics::global().access_log.local().write_errors.inc();
+            if !failing {
+                tracing::warn!(error = %e, "access log: write failed; lines are lost until it works again");
+            }
+            true
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// A string value cut to [`MAX_VALUE_BYTES`] at a character boundary.
+fn bounded(s: &str) -> &str {
+    if s.len() <= MAX_VALUE_BYTES {
+        return s;
+    }
+    let mut end = MAX_VALUE_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A header value as text: UTF-8 as it is, other bytes replaced.
+fn text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(v.as_bytes())
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP",
+    }
+}
+
+fn json_str(out: &mut String, s: &str) {
+    // serde_json writes a valid JSON string (escapes included) or fails
+    // only on a writer error, which a String never has.
+    let mut buf = Vec::with_capacity(s.len() + 2);
+    let _ = serde_json::to_writer(&mut buf, bounded(s));
+    out.push_str(std::str::from_utf8(&buf).unwrap_or("\"\""));
+}
+
+fn json(out: &mut String, l: &Line<'_>, fields: &[LogField]) {
+    out.push('{');
+    let mut first = true;
+    for f in fields {
+        let key = f.name();
+        let mut key_ = |out: &mut String| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('"');
+            out.push_str(key);
+            out.push_str("\":");
+        };
+        match f {
+            LogField::Time => {
+                key_(out);
+                json_str(out, &humantime::format_rfc3339_millis(l.time).to_string());
+            }
+            LogField::RequestId => {
+                key_(out);
+                json_str(out, &text(l.request_id));
+            }
+            LogField::TraceId => {
+                if let Some(t) = l.trace_id {
+                    key_(out);
+                    json_str(out, t);
+                }
+            }
+            LogField::ClientAddress => {
+                key_(out);
+                json_str(out, &l.client.ip().to_string());
+            }
+            LogField::Method => {
+                key_(out);
+                json_str(out, l.method.as_str());
+            }
+            LogField::Path => {
+                key_(out);
+                json_str(out, l.uri.path());
+            }
+            LogField::Query => {
+                if let Some(q) = l.uri.query() {
+                    key_(out);
+                    json_str(out, q);
+                }
+            }
+            LogField::Protocol => {
+                key_(out);
+                json_str(out, protocol(l.version));
+            }
+            LogField::Status => {
+                key_(out);
+                let _ = write!(out, "{}", l.status);
+            }
+            LogField::BytesIn => {
+                key_(out);
+                let _ = write!(out, "{}", l.bytes_in);
+            }
+            LogField::BytesOut => {
+                key_(out);
+                let _ = write!(out, "{}", l.bytes_out);
+            }
+            LogField::DurationMs => {
+                key_(out);
+                let _ = write!(out, "{:.3}", ms(l.duration));
+            }
+            LogField::UpstreamDurationMs => {
+                if let Some(d) = l.upstream_duration {
+                    key_(out);
+                    let _ = write!(out, "{:.3}", ms(d));
+                }
+            }
+            LogField::Route => opt(out, &mut key_, l.route),
+            LogField::Upstream => opt(out, &mut key_, l.upstream),
+            LogField::Endpoint => opt(out, &mut key_, l.endpoint),
+            LogField::Attempts => {
+                key_(out);
+                let _ = write!(out, "{}", l.attempts);
+            }
+            LogField::TlsVersion => opt(out, &mut key_, l.tls_version.filter(|v| !v.is_empty())),
+            LogField::Sni => opt(out, &mut key_, l.sni),
+            LogField::UserAgent => {
+                if let Some(v) = l.user_agent {
+                    key_(out);
+                    json_str(out, &text(v));
+                }
+            }
+            LogField::Referer => {
+                if let Some(v) = l.referer {
+                    key_(out);
+                    json_str(out, &text(v));
+                }
+            }
+            LogField::Plugin => {
+                if !l.plugin.is_empty() {
+                    key_(out);
+                    out.push('{');
+                    for (i, (k, v)) in l.plugin.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        json_str(out, k);
+                        out.push(':');
+                        json_str(out, v);
+                    }
+                    out.push('}');
+                }
+            }
+        }
+    }
+    out.push('}');
+}
+
+fn opt(out: &mut String, key: &mut impl FnMut(&mut String), v: Option<&str>) {
+    if let Some(v) = v {
+        key(out);
+        json_str(out, v);
+    }
+}
+
+/// `%h - %u [%t] "%r" %>s %b "%{Referer}i" "%{User-Agent}i"`: the client
+/// address, the `consumer` a plugin set (`-` when none), the request's
+/// time, its request line, the status, the body bytes sent (`-` for none),
+/// the referer and the user agent.
+fn combined(out: &mut String, l: &Line<'_>) {
+    let consumer = l
+        .plugin
+        .iter()
+        .find(|(k, _)| *k == "consumer")
+        .map(|(_, v)| *v);
+    let _ = write!(out, "{} - ", l.client.ip());
+    quoted_or_dash(out, consumer.map(str::as_bytes), false);
+    out.push_str(" [");
+    clf_time(out, l.time);
+    out.push_str("] \"");
+    escaped(out, l.method.as_str().as_bytes());
+    out.push(' ');
+    escaped(
+        out,
+        l.uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    out.push(' ');
+    out.push_str(protocol(l.version));
+    let _ = write!(out, "\" {} ", l.status);
+    if l.bytes_out == 0 {
+        out.push('-');
+    } else {
+        let _ = write!(out, "{}", l.bytes_out);
+    }
+    out.push(' ');
+    quoted_or_dash(out, l.referer.map(HeaderValue::as_bytes), true);
+    out.push(' ');
+    quoted_or_dash(out, l.user_agent.map(HeaderValue::as_bytes), true);
+}
+
+fn quoted_or_dash(out: &mut String, v: Option<&[u8]>, quoted: bool) {
+    match v {
+        Some(v) if quoted => {
+            out.push('"');
+            escaped(out, v);
+            out.push('"');
+        }
+        Some(v) => escaped(out, v),
+        None if quoted => out.push_str("\"-\""),
+        None => out.push('-'),
+    }
+}
+
+/// nginx's escaping for the combined format: `"`, `\`, control and
+/// non-ASCII bytes as `\xHH`, so one line stays one line of ASCII.
+fn escaped(out: &mut String, s: &[u8]) {
+    for &b in &s[..s.len().min(MAX_VALUE_BYTES)] {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(b as char);
+        }
+    }
+}
+
+/// `07/Dec/2026:08:46:31 +0000`: the common log format's time, in UTC.
+fn clf_time(out: &mut String, t: SystemTime) {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    let _ = write!(
+        out,
+        "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+}
+
+/// Year, month (1–12) and day of a count of days since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests;
