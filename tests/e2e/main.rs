@@ -16,6 +16,7 @@ mod grpc;
 mod h2_upstream;
 mod hot_deploy;
 mod metrics_upstreams;
+mod observability_example;
 mod plugins;
 mod plugins_breaker;
 mod plugins_hostile;

@@ -1,7 +1,7 @@
 //! Validation of `[tracing]`: W3C trace context on every request and the
 //! optional OTLP export of spans (`[tracing.otlp]`). Every key, default
 //! and bound is in `docs/configuration.md`; what they do is in
-//! `docs/tracing.md`.
+//! `docs/observability.md` ("Trace context").
 
 use std::time::Duration;
 
