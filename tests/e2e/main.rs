@@ -15,6 +15,7 @@ mod forwarding;
 mod grpc;
 mod h2_upstream;
 mod hot_deploy;
+mod metrics_plugins;
 mod metrics_upstreams;
 mod observability_example;
 mod plugins;

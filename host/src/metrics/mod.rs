@@ -25,6 +25,7 @@
 pub mod access_log;
 pub mod cells;
 pub mod listener;
+pub mod plugin;
 pub mod process;
 pub mod route;
 pub mod trace;
@@ -95,6 +96,7 @@ pub struct Registry {
     pub routes: Family<RouteStats>,
     pub upstreams: Family<UpstreamStats>,
     pub listeners: Family<ListenerStats>,
+    pub plugins: Family<plugin::PluginStats>,
     /// The access log's lines: queued, dropped, written.
     pub access_log: PerThread<access_log::AccessLogCells>,
     /// Span export (`[tracing.otlp]`).
@@ -156,6 +158,7 @@ impl Collector for Scrape {
         reg.routes_section(&mut out)?;
         reg.upstreams_section(&mut out)?;
         reg.listeners_section(&mut out)?;
+        reg.plugins_section(&mut out)?;
         access_log::encode(&reg.access_log, &mut out)?;
         reg.trace_section(&mut out)?;
         process::encode(&mut out)?;

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{StatusCode, Uri};
-use wasmtime::StoreLimits;
 use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::{host, http as whttp, types};
@@ -24,7 +24,8 @@ use super::bindings::{
 };
 use super::deadline::CpuDeadline;
 use super::log_fields::LogFields;
-use super::state::{Counters, Namespace};
+use super::state::Namespace;
+use crate::metrics::plugin::PluginStats;
 
 /// Bounds on what a plugin may hand the host in one call.
 pub mod limits {
@@ -224,12 +225,69 @@ impl Default for Call {
     }
 }
 
+/// A store's resource limits (wasmtime's [`StoreLimits`]), noting when
+/// they refused a memory growth: the trap that follows is then counted as
+/// a memory-cap hit (`weir_plugin_traps{cause="memory"}`), which the trap
+/// itself does not say.
+pub(crate) struct Limits {
+    inner: StoreLimits,
+    /// A memory growth was refused in this store. Growth failures trap,
+    /// and a trapped instance is never used again, so it is never reset.
+    pub(crate) memory_refused: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_refused = true;
+        }
+        allowed
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 /// The data of one plugin store.
 pub struct StoreData {
     pub(crate) plugin: Arc<str>,
     pub(crate) state: Arc<Namespace>,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) limits: StoreLimits,
+    /// The plugin's metrics; its `counter-add` counters live there.
+    pub(crate) stats: Arc<PluginStats>,
+    pub(crate) limits: Limits,
     pub(crate) call: Call,
     /// The CPU deadline of the call under way.
     pub(crate) deadline: CpuDeadline,
@@ -241,15 +299,18 @@ impl StoreData {
     pub(crate) fn new(
         plugin: Arc<str>,
         state: Arc<Namespace>,
-        counters: Arc<Counters>,
+        stats: Arc<PluginStats>,
         limits: StoreLimits,
         deadline: CpuDeadline,
     ) -> StoreData {
         StoreData {
             plugin,
             state,
-            counters,
-            limits,
+            stats,
+            limits: Limits {
+                inner: limits,
+                memory_refused: false,
+            },
             call: Call::default(),
             deadline,
             // No preopens, no environment, no arguments, no inherited
@@ -698,7 +759,7 @@ impl host::Host for StoreData {
     }
 
     fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
-        if let Err(e) = self.counters.add(&self.plugin, &name, delta)
+        if let Err(e) = self.stats.add_counter(&name, delta)
             && self.may_log()
         {
             tracing::warn!(

@@ -11,10 +11,11 @@
 //! builds a new registry from the current one (off the request path),
 //! reusing everything that did not change (the engine, compiled versions,
 //! slots with their warm instances) and always keeping each plugin's
-//! shared state and the counters. The server then swaps in a route table
-//! holding the new chains; a request keeps the chain it started with, so
-//! it finishes on the version it started on, and an old version is freed
-//! when its last request ends.
+//! shared state (its metrics, `counter-add` counters included, are kept
+//! by name in `crate::metrics::plugin`). The server then swaps in a route
+//! table holding the new chains; a request keeps the chain it started
+//! with, so it finishes on the version it started on, and an old version
+//! is freed when its last request ends.
 
 pub mod bindings;
 pub mod breaker;
@@ -47,7 +48,7 @@ pub use log_fields::LogFields;
 pub use pool::{
     Action, BodyAction, Capabilities, Failure, FailureKind, Instance, Io, Respond, Slot,
 };
-use state::{Counters, Namespace};
+use state::Namespace;
 
 /// The plugins of one route, global chain first, in call order.
 #[derive(Debug, Default)]
@@ -105,7 +106,6 @@ pub struct Plugins {
     versions: HashMap<String, Arc<Compiled>>,
     /// Shared state per plugin name; kept across deploys and reloads.
     namespaces: HashMap<String, Arc<Namespace>>,
-    pub counters: Arc<Counters>,
     /// One slot per (plugin, configuration), shared by every chain that
     /// names that pair: the global chain's slots serve every route.
     slots: HashMap<PluginRef, Arc<Slot>>,
@@ -158,9 +158,9 @@ impl Plugins {
     /// runs each configuration's `init` once). Returns one chain per route
     /// of `config.routes`, in order. Without plugins no engine is started.
     pub fn load(config: &Config) -> Result<(Plugins, Vec<Arc<Chain>>), PluginErrors> {
-        Plugins::default()
-            .reconfigure(config)
-            .map(|r| (r.plugins, r.chains))
+        let r = Plugins::default().reconfigure(config)?;
+        r.plugins.publish();
+        Ok((r.plugins, r.chains))
     }
 
     /// Builds the registry for `config` from this one. Blocking: it reads,
@@ -179,7 +179,6 @@ impl Plugins {
             baseline: None,
             versions: HashMap::new(),
             namespaces: HashMap::new(),
-            counters: self.counters.clone(),
             slots: HashMap::new(),
             routes: config
                 .routes
@@ -438,7 +437,6 @@ impl Plugins {
             version,
             r.config.clone(),
             self.namespaces[&r.name].clone(),
-            self.counters.clone(),
             pc.max_request_body_bytes.max(pc.max_response_body_bytes),
             warm,
         )
@@ -479,6 +477,17 @@ impl Plugins {
                 slot.retire();
             }
         }
+        next.publish();
+    }
+
+    /// Tells the metrics which versions serve, and forgets the plugins no
+    /// chain names any more: called once this registry is in service.
+    fn publish(&self) {
+        let metrics = crate::metrics::global();
+        for (name, version) in &self.versions {
+            metrics.plugin(name).set_serving(&version.sha256);
+        }
+        metrics.keep_plugins(self.versions.keys().map(String::as_str));
     }
 
     /// Whether a chain names this plugin.

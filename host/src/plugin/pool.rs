@@ -24,6 +24,12 @@
 //! repeated deadline traps (`super::breaker`) and its CPU share
 //! (`super::share`): while the breaker is open or the share spent, the
 //! slot's calls on that worker fail at once.
+//!
+//! Every call and every `init` is counted in its plugin's metrics
+//! (`crate::metrics::plugin`, resolved once per slot): phase, outcome,
+//! the time the Wasm call ran (two clock reads per call), and a trap's
+//! cause. The slot's instance count, breaker and share atomics are read
+//! from there at scrape time.
 
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -44,8 +50,9 @@ use super::host::{self, Context, StoreData};
 use super::load::Compiled;
 use super::log_fields::LogFields;
 use super::share::{self, Share, ShareSettings, ShareStats};
-use super::state::{Counters, Namespace};
+use super::state::Namespace;
 use crate::config::{FailurePolicy, Isolation};
+use crate::metrics::plugin::{self as metrics, Cause, Phase, PluginStats, Registered, SlotReading};
 
 /// CPU time making an instance and running its `init` may take, when the
 /// plugin's call deadline is shorter: `init` parses configuration and may
@@ -191,7 +198,8 @@ struct Maker {
     /// The version the slot serves.
     compiled: Arc<Compiled>,
     state: Arc<Namespace>,
-    counters: Arc<Counters>,
+    /// The plugin's metrics, resolved once per slot.
+    stats: Arc<PluginStats>,
     /// CPU deadline of a call (see `deadline`).
     deadline: Duration,
     max_instances: usize,
@@ -253,6 +261,32 @@ pub struct Slot {
     /// since: see [`Slot::refusal_report`].
     refusals_logged_ms: AtomicU64,
     refusals_unlogged: AtomicU64,
+    /// Lends the slot's instance count, breaker and share atomics to its
+    /// plugin's metrics while the slot exists ([`Gauges`]).
+    _metrics: Registered,
+}
+
+/// What a metrics scrape reads of a slot: the atomics `/admin/plugins`
+/// shows too, so nothing is counted twice.
+struct Gauges {
+    live: Arc<AtomicUsize>,
+    breaker: Arc<BreakerStats>,
+    share: Arc<ShareStats>,
+}
+
+impl metrics::SlotSource for Gauges {
+    fn read(&self) -> SlotReading {
+        let r = Ordering::Relaxed;
+        SlotReading {
+            instances: self.live.load(r) as u64,
+            breakers_open: self.breaker.open.load(r) as u64,
+            breaker_opens: self.breaker.opened.load(r),
+            breaker_refusals: self.breaker.refused.load(r),
+            share_refusals: self.share.refused.load(r),
+            share_spent: self.share.spent.load(r),
+            cpu_charged_ms: self.share.charged_ms.load(r),
+        }
+    }
 }
 
 /// Calls refused at once (an open breaker, a spent share) are logged at
@@ -315,6 +349,22 @@ fn describe(e: &wasmtime::Error, deadline: &CpuDeadline, panic: Option<String>) 
     line
 }
 
+/// Why a call trapped, for the metrics: what `describe` says in words.
+fn cause(e: &wasmtime::Error, data: &StoreData) -> Cause {
+    // A refused memory growth traps with an error of its own, not a
+    // `wasmtime::Trap`: the store's limiter noted it.
+    if data.limits.memory_refused {
+        return Cause::Memory;
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => match data.deadline.stopped() {
+            Some(Stop::Wall) => Cause::WallClock,
+            _ => Cause::Deadline,
+        },
+        _ => Cause::Other,
+    }
+}
+
 impl Slot {
     /// Makes the slot and `warm` instances (at least one, at most
     /// `max_instances`), each running `init` with the configuration: a
@@ -325,7 +375,6 @@ impl Slot {
         compiled: Arc<Compiled>,
         config: String,
         state: Arc<Namespace>,
-        counters: Arc<Counters>,
         body_cap: usize,
         warm: usize,
     ) -> Result<Slot, Failure> {
@@ -343,7 +392,7 @@ impl Slot {
             name: compiled.name.clone(),
             config,
             state,
-            counters,
+            stats: crate::metrics::global().plugin(&compiled.name),
             deadline,
             max_instances: s.max_instances,
             live: Arc::new(AtomicUsize::new(0)),
@@ -365,6 +414,16 @@ impl Slot {
             }
             _ => f,
         })?;
+        let breaker_stats = Arc::<BreakerStats>::default();
+        let share_stats = Arc::new(ShareStats {
+            settings: Some(share),
+            ..ShareStats::default()
+        });
+        let _metrics = maker.stats.register(Arc::new(Gauges {
+            live: maker.live.clone(),
+            breaker: breaker_stats.clone(),
+            share: share_stats.clone(),
+        }));
         let slot = Slot {
             name: maker.name.clone(),
             shared: Arc::default(),
@@ -374,14 +433,12 @@ impl Slot {
             body_cap,
             local: ThreadLocal::new(),
             breaker,
-            breaker_stats: Arc::default(),
+            breaker_stats,
             share,
-            share_stats: Arc::new(ShareStats {
-                settings: Some(share),
-                ..ShareStats::default()
-            }),
+            share_stats,
             refusals_logged_ms: AtomicU64::new(0),
             refusals_unlogged: AtomicU64::new(0),
+            _metrics,
             maker,
         };
         if slot.isolation == Isolation::Pooled {
@@ -441,14 +498,18 @@ impl Maker {
         let data = StoreData::new(
             self.name.clone(),
             self.state.clone(),
-            self.counters.clone(),
+            self.stats.clone(),
             limits,
             compiled.runtime.ticker.deadline(),
         );
         let mut store = Store::new(&compiled.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
         deadline::install(&mut store, StoreData::deadline);
+        // Instantiating and `init` are counted together as the init phase.
+        let started = Instant::now();
         let trap = |e: wasmtime::Error, store: &mut Store<StoreData>| {
+            let cause = cause(&e, store.data());
+            self.stats.trapped(Phase::Init, cause, started.elapsed());
             let panic = store.data_mut().call.panic.take();
             self.fail(FailureKind::Trap(describe(
                 &e,
@@ -474,12 +535,15 @@ impl Maker {
                     response_headers: Resource::new_own(RESPONSE_FIELDS_REP),
                 },
             )
-            .map_err(|e| trap(e, &mut store))?
-            .map_err(|msg| {
-                let mut msg = msg;
-                host::cut(&mut msg, 1024);
-                self.fail(FailureKind::Init(msg))
-            })?;
+            .map_err(|e| trap(e, &mut store))?;
+        self.stats
+            .ran(Phase::Init, metrics::Outcome::Ok, started.elapsed());
+        let caps = caps.map_err(|msg| {
+            self.stats.rejected(Phase::Init);
+            let mut msg = msg;
+            host::cut(&mut msg, 1024);
+            self.fail(FailureKind::Init(msg))
+        })?;
         let caps = Capabilities::from(caps);
         let inst = Box::new(Instance {
             store,
@@ -607,10 +671,11 @@ impl Slot {
     /// lent to the store, under the CPU deadline.
     fn call<R>(
         &self,
+        phase: Phase,
         io: &mut Io<'_>,
         f: impl FnOnce(&bindings::Plugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
-        self.call_answering(io, f).map(|(v, _)| v)
+        self.call_answering(phase, io, f).map(|(v, _)| v)
     }
 
     /// [`Slot::call`], also handing back the plugin's own answer when the
@@ -618,17 +683,22 @@ impl Slot {
     /// `response` handle names that answer instead.
     fn call_answering<R>(
         &self,
+        phase: Phase,
         io: &mut Io<'_>,
         f: impl FnOnce(&bindings::Plugin, &mut Store<StoreData>) -> wasmtime::Result<R>,
     ) -> Result<(R, Option<Answer>), Failure> {
         self.admit()?;
         let mut inst = match io.held.take() {
             Some(i) => i,
-            None => self.checkout()?,
+            None => self
+                .checkout()
+                .inspect_err(|_| self.maker.stats.unavailable(phase))?,
         };
         lend(&mut inst.store, io);
         deadline::arm(&mut inst.store, StoreData::deadline, self.maker.deadline);
+        let started = Instant::now();
         let result = f(&inst.guest, &mut inst.store);
+        let took = started.elapsed();
         self.charge(inst.store.data().deadline.ticks());
         let panic = inst.store.data_mut().call.panic.take();
         let answer = match io.resp {
@@ -638,6 +708,7 @@ impl Slot {
         lend(&mut inst.store, io);
         match result {
             Ok(v) => {
+                self.maker.stats.ran(phase, metrics::Outcome::Ok, took);
                 self.record(Outcome::Other);
                 let failures = &self.shared.failures;
                 if failures.load(Ordering::Relaxed) != 0 {
@@ -651,6 +722,8 @@ impl Slot {
             }
             // A trapped instance may be in any state: drop it.
             Err(e) => {
+                let cause = cause(&e, inst.store.data());
+                self.maker.stats.trapped(phase, cause, took);
                 self.record(match e.downcast_ref::<wasmtime::Trap>() {
                     Some(wasmtime::Trap::Interrupt) => Outcome::Deadline,
                     _ => Outcome::Other,
@@ -755,28 +828,36 @@ impl Slot {
     }
 
     pub fn on_request(&self, io: &mut Io<'_>) -> Result<Action, Failure> {
-        let (action, answer) =
-            self.call_answering(io, |g, s| g.weir_plugin_guest().call_on_request(s))?;
+        let (action, answer) = self.call_answering(Phase::Request, io, |g, s| {
+            g.weir_plugin_guest().call_on_request(s)
+        })?;
         match action {
             bindings::Action::Continue => Ok(Action::Continue),
             bindings::Action::RouteTo(name) => Ok(Action::RouteTo(name)),
-            bindings::Action::Respond(body) => self.respond(answer, body).map(Action::Respond),
+            bindings::Action::Respond(body) => self
+                .respond(Phase::Request, answer, body)
+                .map(Action::Respond),
         }
     }
 
     pub fn on_request_body(&self, io: &mut Io<'_>, body: &[u8]) -> Result<BodyAction, Failure> {
-        let (action, answer) = self.call_answering(io, |g, s| {
+        let phase = Phase::RequestBody;
+        let (action, answer) = self.call_answering(phase, io, |g, s| {
             g.weir_plugin_guest().call_on_request_body(s, body)
         })?;
         match action {
             bindings::BodyAction::Continue => Ok(BodyAction::Continue),
-            bindings::BodyAction::Replace(b) => self.body(b).map(BodyAction::Replace),
-            bindings::BodyAction::Respond(b) => self.respond(answer, b).map(BodyAction::Respond),
+            bindings::BodyAction::Replace(b) => self.body(phase, b).map(BodyAction::Replace),
+            bindings::BodyAction::Respond(b) => {
+                self.respond(phase, answer, b).map(BodyAction::Respond)
+            }
         }
     }
 
     pub fn on_response(&self, io: &mut Io<'_>) -> Result<(), Failure> {
-        self.call(io, |g, s| g.weir_plugin_guest().call_on_response(s))
+        self.call(Phase::Response, io, |g, s| {
+            g.weir_plugin_guest().call_on_response(s)
+        })
     }
 
     pub fn on_response_body(
@@ -784,35 +865,53 @@ impl Slot {
         io: &mut Io<'_>,
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, Failure> {
-        let replaced = self.call(io, |g, s| {
+        let phase = Phase::ResponseBody;
+        let replaced = self.call(phase, io, |g, s| {
             g.weir_plugin_guest().call_on_response_body(s, body)
         })?;
-        replaced.map(|b| self.body(b)).transpose()
+        replaced.map(|b| self.body(phase, b)).transpose()
     }
 
     pub fn on_log(&self, io: &mut Io<'_>, status: u16) -> Result<(), Failure> {
-        self.call(io, |g, s| g.weir_plugin_guest().call_on_log(s, status))
+        self.call(Phase::Log, io, |g, s| {
+            g.weir_plugin_guest().call_on_log(s, status)
+        })
     }
 
-    fn body(&self, b: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    fn body(&self, phase: Phase, b: Vec<u8>) -> Result<Vec<u8>, Failure> {
         if b.len() > self.body_cap {
-            return Err(self.fail(FailureKind::Invalid(format!(
-                "a body of {} bytes; the cap is {}",
-                b.len(),
-                self.body_cap
-            ))));
+            return Err(self.invalid(
+                phase,
+                format!("a body of {} bytes; the cap is {}", b.len(), self.body_cap),
+            ));
         }
         Ok(b)
+    }
+
+    /// An answer of a call of `phase` that Weir does not use.
+    fn invalid(&self, phase: Phase, why: String) -> Failure {
+        self.maker.stats.rejected(phase);
+        self.fail(FailureKind::Invalid(why))
+    }
+
+    /// The metrics of this slot's plugin.
+    pub fn stats(&self) -> &PluginStats {
+        &self.maker.stats
     }
 
     /// The plugin's own answer: the head it set through its `response`
     /// handle in this call (status 200 and no headers when it set none)
     /// and the body it returned.
-    fn respond(&self, answer: Option<Answer>, body: Vec<u8>) -> Result<Respond, Failure> {
+    fn respond(
+        &self,
+        phase: Phase,
+        answer: Option<Answer>,
+        body: Vec<u8>,
+    ) -> Result<Respond, Failure> {
         let answer = answer.unwrap_or_default();
-        let head = host::answer_head(answer.head, answer.refused)
-            .map_err(|e| self.fail(FailureKind::Invalid(e)))?;
-        let body = self.body(body)?;
+        let head =
+            host::answer_head(answer.head, answer.refused).map_err(|e| self.invalid(phase, e))?;
+        let body = self.body(phase, body)?;
         Ok(Respond { head, body })
     }
 }

@@ -1,11 +1,11 @@
 //! Shared state given to plugins: a key/value store per plugin, backed by
-//! `dashmap`, with TTLs, atomic counters and token buckets, plus the named
-//! counters the admin metrics will expose. Each plugin gets its own
+//! `dashmap`, with TTLs, atomic counters and token buckets. (The named
+//! counters of `counter-add` are metrics, kept with the plugin's other
+//! metrics in `crate::metrics::plugin`.) Each plugin gets its own
 //! [`Namespace`] when it is loaded; a plugin's host calls can only reach
 //! that one, so no key of one plugin is visible to another, whatever its
 //! name. Every size and count is bounded (see [`limits`]).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,9 +27,9 @@ pub mod limits {
     pub const MAX_BYTES: usize = 16 * 1024 * 1024;
     /// Largest bucket capacity and refill rate.
     pub const MAX_BUCKET: u64 = 1_000_000_000;
-    /// Longest counter name, in bytes, and most counters per plugin.
-    pub const MAX_COUNTER_NAME_BYTES: usize = 64;
-    pub const MAX_COUNTERS: usize = 1_000;
+    /// Longest `counter-add` name, in bytes, and most such counters per
+    /// plugin: kept, and checked, with the metrics that expose them.
+    pub use crate::metrics::plugin::{MAX_COUNTER_NAME_BYTES, MAX_COUNTERS};
 }
 
 enum Value {
@@ -467,68 +467,6 @@ impl Namespace {
             keep
         });
         self.next_expiry.fetch_min(earliest, Ordering::Relaxed);
-    }
-}
-
-/// Named counters plugins add to, per plugin; the admin metrics read them
-/// with [`Counters::snapshot`].
-#[derive(Debug, Default)]
-pub struct Counters {
-    map: DashMap<(Arc<str>, String), AtomicU64>,
-    per_plugin: DashMap<Arc<str>, usize>,
-}
-
-impl Counters {
-    /// Adds to a counter; names that are too long, or new names past the
-    /// per-plugin limit, are ignored (and reported by the caller's log).
-    pub fn add(&self, plugin: &Arc<str>, name: &str, delta: u64) -> Result<(), String> {
-        if name.is_empty() || name.len() > limits::MAX_COUNTER_NAME_BYTES {
-            return Err(format!(
-                "counter names are 1 to {} bytes",
-                limits::MAX_COUNTER_NAME_BYTES
-            ));
-        }
-        let key = (plugin.clone(), name.to_owned());
-        if let Some(c) = self.map.get(&key) {
-            c.fetch_add(delta, Ordering::Relaxed);
-            return Ok(());
-        }
-        let mut n = self.per_plugin.entry(plugin.clone()).or_insert(0);
-        if *n >= limits::MAX_COUNTERS {
-            return Err(format!(
-                "at most {} counters per plugin",
-                limits::MAX_COUNTERS
-            ));
-        }
-        let mut fresh = false;
-        self.map
-            .entry(key)
-            .or_insert_with(|| {
-                fresh = true;
-                AtomicU64::new(0)
-            })
-            .fetch_add(delta, Ordering::Relaxed);
-        if fresh {
-            *n += 1;
-        }
-        Ok(())
-    }
-
-    /// Every counter as (plugin, name, value), sorted.
-    pub fn snapshot(&self) -> Vec<(String, String, u64)> {
-        let mut out: Vec<_> = self
-            .map
-            .iter()
-            .map(|e| {
-                (
-                    e.key().0.to_string(),
-                    e.key().1.clone(),
-                    e.value().load(Ordering::Relaxed),
-                )
-            })
-            .collect();
-        out.sort();
-        out
     }
 }
 

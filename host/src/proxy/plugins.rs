@@ -210,6 +210,7 @@ impl Scope {
             );
         }
         if skip {
+            slot.stats().skipped();
             return Ok(None);
         }
         Err(ProxyError::Plugin {

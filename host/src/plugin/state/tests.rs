@@ -196,20 +196,3 @@ fn full_namespace_sweeps_only_when_something_expired() {
     assert!(ns.set_at("c", b"", None, much_later).is_err());
     assert_eq!(ns.sweeps.load(Ordering::Relaxed), 2);
 }
-
-#[test]
-fn counters_are_per_plugin() {
-    let c = Counters::default();
-    let a: Arc<str> = "a".into();
-    let b: Arc<str> = "b".into();
-    c.add(&a, "hits", 2).unwrap();
-    c.add(&a, "hits", 3).unwrap();
-    c.add(&b, "hits", 1).unwrap();
-    assert_eq!(
-        c.snapshot(),
-        vec![
-            ("a".into(), "hits".into(), 5),
-            ("b".into(), "hits".into(), 1)
-        ]
-    );
-}
