@@ -58,5 +58,8 @@ fn every_metric_the_dashboard_queries_is_documented() {
     assert!(queried.len() > 30, "{queried:?}");
     let docs = metric_names(&std::fs::read_to_string(root.join("docs/observability.md")).unwrap());
     let missing: Vec<_> = queried.difference(&docs).collect();
-    assert!(missing.is_empty(), "queried but not documented: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "queried but not documented: {missing:?}"
+    );
 }

@@ -258,6 +258,16 @@ impl PluginsStatus {
                 breaker: BreakerView::default(),
                 cpu_share: ShareView::default(),
             });
+        // Counted here, where every attempt is recorded (start-up, a
+        // reload, a file change). An ignored file's name is no configured
+        // name, so it makes no label.
+        if attempt.outcome != "ignored" {
+            crate::metrics::global().plugin(name).attempt(
+                attempt.trigger,
+                attempt.outcome,
+                attempt.step,
+            );
+        }
         entry.last_attempt = Some(attempt);
     }
 }

@@ -15,9 +15,8 @@
 //!    background ([`optimize_in_background`]); [`optimized_ready`] swaps
 //!    it in if the same file still serves.
 //!
-//! Every outcome is logged and recorded for `/admin/plugins`, and counted
-//! in the plugin's metrics (`weir_plugin_deploys`) unless no chain names
-//! the plugin (a file's name alone does not make a metrics label).
+//! Every outcome is logged and recorded for `/admin/plugins` (which counts
+//! it in the plugin's metrics, `weir_plugin_deploys_total`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,10 +71,6 @@ pub async fn file_changed(
             .unwrap_or_else(|e| e.into_inner())
             .record(name, file, attempt);
     };
-    let counted = |attempt: PluginAttempt| {
-        count(name, &attempt);
-        record(attempt);
-    };
     let exists = file.exists();
     if !gateway.plugins.uses(name) {
         if exists {
@@ -92,7 +87,7 @@ pub async fn file_changed(
         .unwrap_or_else(|| file.to_owned());
     if !exists {
         tracing::warn!(plugin = name, file = %path.display(), "plugin file removed; the last good version keeps serving");
-        counted(PluginAttempt::removed("file-change"));
+        record(PluginAttempt::removed("file-change"));
         return;
     }
     let started = Instant::now();
@@ -108,7 +103,6 @@ pub async fn file_changed(
             );
             {
                 let attempt = PluginAttempt::deployed("file-change", &serving.sha256);
-                count(name, &attempt);
                 let mut status = state.plugins.lock().unwrap_or_else(|e| e.into_inner());
                 status.set_serving(&gateway.plugins);
                 status.record(name, &path, attempt);
@@ -129,18 +123,12 @@ pub async fn file_changed(
                 error = %e.reason,
                 "plugin deployment refused; the serving version stays"
             );
-            counted(PluginAttempt::rejected("file-change", &e));
+            record(PluginAttempt::rejected("file-change", &e));
         }
     }
 }
 
 /// Counts an attempt in the metrics of plugin `name` (one a chain names).
-fn count(name: &str, a: &PluginAttempt) {
-    crate::metrics::global()
-        .plugin(name)
-        .attempt(a.trigger, a.outcome, a.step);
-}
-
 /// Deploys the plugin file at `path` (named `NAME.wasm`) while serving:
 /// reads it, and unless it is the version already serving, compiles it
 /// and runs `init` with every configuration the routes give it, off the

@@ -509,7 +509,8 @@ impl Maker {
         let started = Instant::now();
         let trap = |e: wasmtime::Error, store: &mut Store<StoreData>| {
             let cause = cause(&e, store.data());
-            self.stats.trapped(Phase::Init, cause, started.elapsed());
+            self.stats
+                .trapped(Phase::Init, cause, Some(started.elapsed()));
             let panic = store.data_mut().call.panic.take();
             self.fail(FailureKind::Trap(describe(
                 &e,
@@ -537,7 +538,7 @@ impl Maker {
             )
             .map_err(|e| trap(e, &mut store))?;
         self.stats
-            .ran(Phase::Init, metrics::Outcome::Ok, started.elapsed());
+            .ran(Phase::Init, metrics::Outcome::Ok, Some(started.elapsed()));
         let caps = caps.map_err(|msg| {
             self.stats.rejected(Phase::Init);
             let mut msg = msg;
@@ -696,9 +697,9 @@ impl Slot {
         };
         lend(&mut inst.store, io);
         deadline::arm(&mut inst.store, StoreData::deadline, self.maker.deadline);
-        let started = Instant::now();
+        let timer = metrics::call_timer();
         let result = f(&inst.guest, &mut inst.store);
-        let took = started.elapsed();
+        let took = timer.map(|t| t.elapsed());
         self.charge(inst.store.data().deadline.ticks());
         let panic = inst.store.data_mut().call.panic.take();
         let answer = match io.resp {

@@ -53,15 +53,19 @@ fn has(text: &str, line: &str) {
 fn calls_traps_and_durations_render_by_phase_outcome_and_cause() {
     let family = Arc::new(Family::<PluginStats>::default());
     let s = family.get("auth");
-    s.ran(Phase::Request, Outcome::Ok, Duration::from_micros(3));
-    s.ran(Phase::Request, Outcome::Ok, Duration::from_micros(7));
-    s.trapped(Phase::Request, Cause::Deadline, Duration::from_millis(12));
-    s.trapped(Phase::Log, Cause::Memory, Duration::from_micros(400));
+    s.ran(Phase::Request, Outcome::Ok, Some(Duration::from_micros(3)));
+    s.ran(Phase::Request, Outcome::Ok, Some(Duration::from_micros(7)));
+    s.trapped(
+        Phase::Request,
+        Cause::Deadline,
+        Some(Duration::from_millis(12)),
+    );
+    s.trapped(Phase::Log, Cause::Memory, Some(Duration::from_micros(400)));
     s.unavailable(Phase::Response);
     s.rejected(Phase::RequestBody);
     s.skipped();
     s.skipped();
-    s.ran(Phase::Init, Outcome::Ok, Duration::from_millis(2));
+    s.ran(Phase::Init, Outcome::Ok, Some(Duration::from_millis(2)));
     let text = render(family);
 
     has(
@@ -261,4 +265,14 @@ fn keep_plugins_forgets_plugins_no_chain_names() {
     reg.keep_plugins(["kept"].into_iter());
     let names: Vec<String> = reg.plugins.snapshot().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["kept"]);
+}
+
+#[test]
+fn one_call_in_eight_per_thread_is_timed() {
+    std::thread::spawn(|| {
+        let timed = (0..64).filter(|_| call_timer().is_some()).count();
+        assert_eq!(timed, 64 / TIMED_ONE_IN as usize);
+    })
+    .join()
+    .unwrap();
 }
