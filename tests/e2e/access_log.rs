@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bundled_plugins::bundled;
+use crate::support::metrics::{scrape, value};
 use crate::support::*;
 
 const ADMIN: &str = "\n[admin]\naddress = \"127.0.0.1:0\"\n";
@@ -39,21 +40,9 @@ async fn wait_lines(path: &Path, n: usize) -> Vec<String> {
     got
 }
 
-async fn scrape(gw: &Gateway) -> String {
-    let url = format!("http://{}/metrics", gw.listener("admin"));
-    let r = get(&client(), &url, &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.text()
-}
-
 /// The value of a sample without labels, e.g. `weir_access_log_lines_dropped_total`.
 fn sample(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    value(text, name).unwrap_or_else(|| panic!("{name} not in:\n{text}")) as u64
 }
 
 #[tokio::test]

@@ -9,16 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::plugins_support::{core_module, fixture, main_url, with_plugins};
+use crate::support::metrics::{promtool_finds_nothing, scrape};
 use crate::support::upstream::Upstream;
 use crate::support::*;
-
-/// `/metrics` from the admin listener, as text.
-async fn scrape(gw: &Gateway) -> String {
-    let url = format!("http://{}/metrics", gw.listener("admin"));
-    let r = get(&client(), &url, &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.text()
-}
 
 /// The samples of a scrape: `name{labels}` → value as written.
 fn samples(text: &str) -> BTreeMap<String, String> {
@@ -89,44 +82,6 @@ fn sha256(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// `promtool check metrics` on a scrape: no lint problem, no parse error.
-/// CI installs promtool (Debian package `prometheus`); without it the test
-/// fails rather than pass unchecked.
-fn promtool_finds_nothing(text: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "promtool is needed to check the /metrics exposition and could not be run ({e}); \
-             install it: apt-get install -y prometheus"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics ({}): {said}\nscrape:\n{text}",
-        out.status
-    );
 }
 
 fn traffic_config(app: std::net::SocketAddr) -> String {

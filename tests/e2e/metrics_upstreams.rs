@@ -15,32 +15,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::balancing::{Scripted, endpoints};
+use crate::plugins_support::main_url;
+use crate::support::metrics::{promtool_finds_nothing, scrape, value};
 use crate::support::raw::RawConn;
 use crate::support::upstream::ClosedPort;
 use crate::support::*;
 
 const ADMIN: &str = "\n[admin]\naddress = \"127.0.0.1:0\"\n";
-
-/// One scrape of the gateway's `/metrics` (Prometheus text format).
-async fn scrape(gw: &Gateway) -> String {
-    let url = format!("http://{}/metrics", gw.listener("admin"));
-    let r = get(&client(), &url, &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.text()
-}
-
-/// A URL on the listener `main` (the admin listener is the other one).
-fn main_url(gw: &Gateway, path: &str) -> String {
-    format!("http://{}{path}", gw.listener("main"))
-}
-
-/// The value of the one sample `series` (name and labels exactly as
-/// rendered), or `None` when the scrape has no such series.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().unwrap())
-}
 
 /// Scrapes until every `(series, value)` holds (counts land when a
 /// response's body is dropped, a moment after the client has read it),
@@ -589,31 +570,5 @@ async fn promtool_finds_no_problem_in_a_scrape() {
         "{text}"
     );
 
-    let mut promtool = match tokio::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(p) => p,
-        Err(e) => panic!(
-            "promtool is needed to check the exposition ({e}): install it with \
-             `apt-get install -y prometheus` (Debian) or put Prometheus's promtool on PATH"
-        ),
-    };
-    let mut stdin = promtool.stdin.take().unwrap();
-    stdin.write_all(text.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = promtool.wait_with_output().await.unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics ({}):\n{said}\nthe scrape:\n{text}",
-        out.status
-    );
+    promtool_finds_nothing(&text);
 }

@@ -7,6 +7,7 @@
 
 pub mod grpc;
 pub mod h2;
+pub mod metrics;
 pub mod pki;
 pub mod raw;
 pub mod recording;
