@@ -12,6 +12,7 @@ stopped at the end. Every wait is bounded.
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -195,6 +196,26 @@ def cpu_ns(pids):
             except (OSError, ValueError, IndexError):
                 pass
     return total
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_user_sys_ns(pids):
+    """User-space and kernel CPU time so far, in nanoseconds, summed over
+    `pids` (utime and stime of /proc/PID/stat: every thread of the process;
+    clock ticks, which the kernel scales to the exact total)."""
+    user = sys_ = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        user += int(fields[11])
+        sys_ += int(fields[12])
+    return user * 1_000_000_000 // CLK_TCK, sys_ * 1_000_000_000 // CLK_TCK
 
 
 def rss_kib(pids):
@@ -527,17 +548,21 @@ class Bench:
         out["latency_distribution"] = parse_latency_distribution(r.stdout)
         return out
 
-    def measure(self, server, close=False):
-        """Warm-up, then one measured wrk run with CPU deltas of the proxy
-        (all its processes and threads) and of the upstream."""
+    def measure(self, server, close=False, warmup=None):
+        """Warm-up (`warmup` seconds, the mode's by default), then one
+        measured wrk run with CPU deltas of the proxy (all its processes
+        and threads; also split into user space and kernel) and of the
+        upstream."""
         m = self.mode
-        warm = self.wrk(server.port, m["warmup"], server.headers, close, server.tls)
+        warm = self.wrk(server.port, warmup or m["warmup"], server.headers, close, server.tls)
         proxy_pids = server.pids() if server is not self.upstream else []
         up_pids = self.upstream.pids()
         h0 = server.handshakes() if server.tls else None
         c0, u0 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        us0 = cpu_user_sys_ns(proxy_pids)
         w = self.wrk(server.port, m["duration"], server.headers, close, server.tls)
         c1, u1 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        us1 = cpu_user_sys_ns(proxy_pids)
         h1 = server.handshakes() if server.tls else None
         n = w["requests"]
         errors = sum(w["errors"].values())
@@ -548,6 +573,8 @@ class Bench:
             "p99_us": w["latency_us"]["p99"],
             "proxy_cpu_ns": c1 - c0 if proxy_pids else None,
             "proxy_cpu_us_per_req": (c1 - c0) / 1000 / n if proxy_pids and n else None,
+            "proxy_user_cpu_us_per_req": (us1[0] - us0[0]) / 1000 / n if proxy_pids and n else None,
+            "proxy_sys_cpu_us_per_req": (us1[1] - us0[1]) / 1000 / n if proxy_pids and n else None,
             "upstream_cpu_ns": u1 - u0,
             "upstream_cpu_us_per_req": (u1 - u0) / 1000 / n if n else None,
             "proxy_pids": proxy_pids,
@@ -1828,6 +1855,569 @@ def attack_phase(bench, results, log):
 
 
 # --------------------------------------------------------------------------
+# Observability cost (phase observe, scenario 11)
+# --------------------------------------------------------------------------
+
+# The callgrind part: wrk connections (profile.py's default, so the
+# figures compare with RESULTS.md's profiles), and the responses wrk waits
+# for in the warm-up and in the measured run, by mode.
+CALLGRIND_CONNS = 10
+CALLGRIND_REQUESTS = {"quick": (500, 3000), "full": (2000, 10000)}
+# The longest a counted wrk run may take (Weir under callgrind serves
+# about 2,000 requests a second on the development VM).
+CALLGRIND_CAP_S = 120
+# Warm-up seconds of each CPU run of the phase (its servers stay up over
+# the rounds, so they are warm after the first).
+OBSERVE_WARMUP_S = 1
+
+# A valid W3C traceparent: version 00, trace id, parent id, sampled.
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+# Weir's variants: target, `[server] metrics`, access log, tracing. The
+# tracing one is measured twice, with clients sending a traceparent (the
+# propagation path) and without (Weir starts the trace); the second row is
+# "weir tracing, no header".
+OBSERVE_WEIR = [
+    ("weir metrics+log", True, True, False),
+    ("weir metrics", True, False, False),
+    ("weir off", False, False, False),
+    ("weir tracing", False, False, True),
+]
+TRACING_NO_HEADER = "weir tracing, no header"
+# Each round, in this order: `off` in the middle of the rows compared
+# with it, nginx's log right after nginx plain.
+OBSERVE_ORDER = ["weir metrics+log", "weir metrics", "weir off", "weir tracing",
+                 TRACING_NO_HEADER, "nginx", "nginx log"]
+
+
+def prom_samples(port):
+    """The samples of GET /metrics on `port`: (name, labels text, value)."""
+    status, _, body = http_get(port, whole=True, path="/metrics", timeout=5.0)
+    if status != 200:
+        raise BenchError(f"GET /metrics on the admin listener answered {status}")
+    out = []
+    for line in body.decode("utf-8", "replace").splitlines():
+        m = re.match(r"^([A-Za-z_:][\w:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if m and not line.startswith("#"):
+            try:
+                out.append((m.group(1), m.group(2) or "", float(m.group(3))))
+            except ValueError:
+                pass
+    return out
+
+
+def prom_sum(samples, name, label=None):
+    return sum(v for n, labels, v in samples if n == name and (label is None or label in labels))
+
+
+def route_requests(admin_port):
+    """Requests counted for route `all` (weir_requests_total, every method
+    and status class)."""
+    return prom_sum(prom_samples(admin_port), "weir_requests_total", 'route="all"')
+
+
+def wait_metrics(admin_port, limit_s=30.0):
+    """Waits until the admin listener answers /metrics (Weir opens it after
+    its traffic listeners: under valgrind, tens of milliseconds later)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return prom_samples(admin_port)
+        except BenchError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the admin listener did not answer /metrics within {limit_s}s")
+            time.sleep(0.1)
+
+
+def log_counters(admin_port):
+    s = prom_samples(admin_port)
+    return {k: prom_sum(s, f"weir_access_log_lines_{k}_total")
+            for k in ("queued", "dropped", "written")}
+
+
+def settle_file(path, quiet_s=0.3, limit_s=10.0):
+    """Waits until `path` stops growing (a log writer done with its queue);
+    its size."""
+    deadline = time.monotonic() + limit_s
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = os.path.getsize(path) if os.path.exists(path) else 0
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return size
+        time.sleep(0.05)
+    raise BenchError(f"{path} still growing {limit_s}s after the load stopped")
+
+
+def count_lines(path):
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                return n
+            n += chunk.count(b"\n")
+
+
+def last_line(path):
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - 65536))
+        lines = [ln for ln in f.read().split(b"\n") if ln.strip()]
+    return lines[-1].decode("utf-8", "replace") if lines else None
+
+
+def upstream_traceparent(port, headers=()):
+    """The traceparent the upstream received for a request through `port`
+    (its trace echo path), or '' when none."""
+    status, _, body = http_get(port, headers, whole=True, path=configs.TRACE_ECHO_PATH)
+    m = re.match(rb"traceparent=(\S*) tracestate=", body)
+    if status != 200 or not m:
+        raise BenchError(f"GET {configs.TRACE_ECHO_PATH} answered {status} {body[:120]!r}")
+    return m.group(1).decode()
+
+
+def observe_log_file(bench, name):
+    """Where a variant's access log goes: a folder of its own, away from
+    the configuration file's. Weir watches its configuration's folder for
+    changes, so a log written there would wake the watcher (an inotify
+    event and `notify`'s event loop) on every write, which the log's cost
+    does not include when it lives elsewhere, as logs do."""
+    return os.path.join(bench.dir("observe-logs"), f"{name}.log")
+
+
+class ObserveTarget:
+    """A server of the observe phase and what its checks need."""
+
+    def __init__(self, server, kind, metrics=False, log_file=None, tracing=False,
+                 admin_port=None):
+        self.server, self.kind = server, kind
+        self.metrics, self.log_file, self.tracing = metrics, log_file, tracing
+        self.admin_port = admin_port
+
+
+def observe_check(t):
+    """Shows that a variant does what it is measured doing: the upstream's
+    answer; Weir's route counter moves exactly when metrics are on; the
+    access log gets one JSON line per request; with tracing the upstream
+    receives a traceparent continuing the client's trace (and a new one
+    without), and without tracing none is added. Returns what it saw;
+    raises on the first mismatch."""
+    srv = t.server
+    status, _, body = http_get(srv.port, whole=True)
+    if status != 200 or body != configs.UPSTREAM_BODY.encode():
+        raise BenchError(f"answered {status} {body[:80]!r}, not the upstream's body")
+    seen = {"target": srv.name}
+    probes = 20
+    if t.kind == "weir":
+        before = route_requests(t.admin_port)
+    if t.log_file:
+        settle_file(t.log_file)
+        lines_before = count_lines(t.log_file)
+    for _ in range(probes):
+        if http_get(srv.port) != 200:
+            raise BenchError("a probe request was not answered 200")
+    if t.kind == "weir":
+        deadline = time.monotonic() + (2.0 if t.metrics else 0.5)
+        counted = 0
+        while time.monotonic() < deadline:
+            counted = route_requests(t.admin_port) - before
+            if t.metrics and counted >= probes:
+                break
+            time.sleep(0.05)
+        # (+1: the first request above may be counted only now.)
+        if t.metrics and not probes <= counted <= probes + 1:
+            raise BenchError(f"metrics on, but weir_requests_total{{route=\"all\"}} moved by "
+                             f"{counted:.0f} for {probes} requests")
+        if not t.metrics and counted:
+            raise BenchError(f"metrics = false, but weir_requests_total{{route=\"all\"}} moved "
+                             f"by {counted:.0f}")
+        seen["route_requests_counted"] = int(counted)
+    if t.log_file:
+        settle_file(t.log_file)
+        lines = count_lines(t.log_file) - lines_before
+        if lines < probes:
+            raise BenchError(f"{lines} access log lines for {probes} requests in {t.log_file}")
+        text = last_line(t.log_file)
+        try:
+            line = json.loads(text)
+        except (TypeError, ValueError):
+            raise BenchError(f"the access log's last line is not JSON: {text!r:.300}")
+        if line.get("status") != 200 or line.get("method") != "GET" or line.get("path") != "/":
+            raise BenchError(f"the access log's last line is not the probe's: {text:.300}")
+        seen["log_line"] = line
+    if t.kind == "weir":
+        plain = upstream_traceparent(srv.port)
+        if t.tracing:
+            forwarded = upstream_traceparent(srv.port, [f"traceparent: {TRACEPARENT}"])
+            m = TRACEPARENT_RE.match(forwarded)
+            if not m or m.group(1) != TRACE_ID:
+                raise BenchError(f"tracing on, the client sent traceparent {TRACEPARENT}, the "
+                                 f"upstream received {forwarded!r}: the trace was not continued")
+            m2 = TRACEPARENT_RE.match(plain)
+            if not m2 or m2.group(1) == TRACE_ID:
+                raise BenchError(f"tracing on and no traceparent from the client: the upstream "
+                                 f"received {plain!r}, not a new trace")
+            seen.update(traceparent_sent=TRACEPARENT, traceparent_upstream=forwarded,
+                        traceparent_upstream_no_header=plain)
+        elif plain:
+            raise BenchError(f"tracing off, yet the upstream received traceparent {plain!r}")
+    return seen
+
+
+def observe_measure(bench, t, server=None):
+    """One CPU run (bench.measure, OBSERVE_WARMUP_S of warm-up); with an
+    access log, the file is emptied first and must then hold a line for
+    every request wrk counted, and Weir must have dropped none."""
+    server = server or t.server
+    if t.log_file:
+        settle_file(t.log_file)
+        os.truncate(t.log_file, 0)
+        c0 = log_counters(t.admin_port) if t.kind == "weir" else None
+    run = bench.measure(server, warmup=OBSERVE_WARMUP_S)
+    if t.log_file and run["status"] == "ok":
+        problems = []
+        try:
+            size = settle_file(t.log_file)
+            lines = count_lines(t.log_file)
+            served = run["warmup"]["requests"] + run["requests"]
+            run.update(log_lines=lines, log_bytes=size)
+            if lines < served:
+                problems.append(f"the access log has {lines} lines for {served} requests")
+            if c0 is not None:
+                c1 = log_counters(t.admin_port)
+                run["log_dropped"] = int(c1["dropped"] - c0["dropped"])
+                if run["log_dropped"]:
+                    problems.append(f"Weir dropped {run['log_dropped']} access log lines "
+                                    "(writer queue full): the run did less than the log's work")
+        except (BenchError, OSError) as e:
+            problems.append(f"access log check: {e}")
+        if problems:
+            run["status"] = "failed: " + "; ".join(problems)
+        os.truncate(t.log_file, 0)
+    return run
+
+
+def wrk_count(port, requests, conns, headers=(), cap_s=CALLGRIND_CAP_S):
+    """wrk until `requests` responses (report.lua's limit: a few more
+    arrive in its last turn of the loop, and up to `conns` are left in
+    flight), then SIGINT; wrk's summary. Raises if the count is not
+    reached within `cap_s`."""
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{cap_s}s", "--timeout", "10s", "-s", LUA]
+    for h in headers:
+        argv += ["-H", h]
+    argv += [f"http://127.0.0.1:{port}/", "--", str(requests)]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(p.stdout, selectors.EVENT_READ)
+    out = b""
+    deadline = time.monotonic() + cap_s + 10
+    try:
+        while b"BENCH_LIMIT\n" not in out:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise BenchError(f"wrk did not get {requests} responses within {cap_s + 10}s")
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk:
+                break  # wrk ended (the cap, or an error): its summary says
+            out += chunk
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+        rest, _ = p.communicate(timeout=30)
+        out += rest
+    except subprocess.TimeoutExpired:
+        raise BenchError("wrk did not stop within 30 s of SIGINT")
+    finally:
+        sel.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = out.decode("utf-8", "replace")
+    m = re.search(r"^BENCH_JSON (.*)$", text, re.M)
+    if not m:
+        raise BenchError(f"wrk printed no summary (exit {p.returncode}): {text[-800:]}")
+    w = json.loads(m.group(1))
+    if "BENCH_LIMIT" not in text:
+        raise BenchError(f"wrk stopped after {w['requests']} of {requests} responses")
+    return w
+
+
+def wrk_problems(w, what):
+    errors = sum(w["errors"].values())
+    if w["non2xx"] or errors:
+        return [f"{what}: {w['non2xx']} non-2xx (first {w['first_non2xx_status']}), "
+                f"socket errors {w['errors']}"]
+    return []
+
+
+def callgrind_start(bench, name, conf, port, out_file):
+    """The release weir under `valgrind --tool=callgrind` (writing its
+    dumps to `out_file`.N), pinned to the proxy CPU, once it answers 200."""
+    d = bench.dir(name)
+    for old in glob.glob(out_file + "*"):
+        os.remove(old)
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"] + \
+        bench.argv_for("weir", d, conf)
+    log = os.path.join(d, "stderr.log")
+    proc = bench.procs.start(argv, PROXY_CPU, log)
+    if not wait_200(port, time.monotonic() + 60, proc=proc, pause=0.05):
+        how = (f"exited ({proc.returncode})" if proc.poll() is not None
+               else "did not answer within 60 s")
+        bench.procs.stop(proc)
+        raise BenchError(f"{name}: weir under valgrind {how}:\n{tail(log)}")
+    return Server(name, port, proc, log)
+
+
+def callgrind_control(proc, flag):
+    """`callgrind_control -z` (zero the counters) or `-d` (dump them to a
+    new file, and zero them)."""
+    r = subprocess.run(["callgrind_control", flag, str(proc.pid)], capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode != 0:
+        raise BenchError(f"callgrind_control {flag} failed: {r.stdout[-400:]}{r.stderr[-400:]}")
+
+
+def callgrind_dumps(out_file):
+    """The dumps callgrind_control -d wrote (`out_file`.1, .2, ...), in order."""
+    found = [(int(f.rsplit(".", 1)[1]), f) for f in glob.glob(out_file + ".*")
+             if f.rsplit(".", 1)[1].isdigit()]
+    return [f for _, f in sorted(found)]
+
+
+def callgrind_total(path):
+    """Total instructions (Ir) of a callgrind dump: its `totals:` line
+    (`summary:` in older formats)."""
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = re.match(r"^(?:totals|summary):\s+(\d+)", line)
+            if m:
+                return int(m.group(1))
+    raise BenchError(f"no totals line in {path}")
+
+
+def callgrind_measure(bench, srv, out_file, requests, warmup, headers=(), conns=CALLGRIND_CONNS,
+                      log_file=None):
+    """One measured stretch of a Weir under callgrind: a counted warm-up,
+    the counters zeroed, `requests` responses, the counters dumped. The
+    instructions (Ir, user space, every thread) divided by the requests
+    wrk counted."""
+    problems = []
+    lines0 = count_lines(log_file) if log_file else None
+    warm = wrk_count(srv.port, warmup, conns, headers)
+    problems += wrk_problems(warm, "warm-up")
+    if log_file:
+        settle_file(log_file)
+    done = len(callgrind_dumps(out_file))
+    callgrind_control(srv.proc, "-z")
+    t0 = time.monotonic()
+    w = wrk_count(srv.port, requests, conns, headers)
+    seconds = time.monotonic() - t0
+    if log_file:
+        # The writer's work for these requests belongs in the dump.
+        settle_file(log_file)
+    callgrind_control(srv.proc, "-d")
+    dumps = callgrind_dumps(out_file)
+    if len(dumps) != done + 1:
+        raise BenchError(f"expected one new callgrind dump next to {out_file}, found "
+                         f"{len(dumps) - done}")
+    total = callgrind_total(dumps[-1])
+    problems += wrk_problems(w, "measured run")
+    n = w["requests"]
+    log_lines = None
+    if log_file:
+        # Weir's /metrics is not read here (under valgrind, a scrape
+        # crashes Weir: rustix's vDSO lookup for the process metrics), so
+        # dropped lines show as missing ones.
+        log_lines = count_lines(log_file) - lines0
+        if log_lines < warm["requests"] + n:
+            problems.append(f"the access log got {log_lines} lines for {warm['requests'] + n} "
+                            "requests: Weir dropped lines (writer queue full), work not done")
+    if n == 0:
+        problems.append("no requests completed")
+    if srv.proc.poll() is not None:
+        problems.append(f"{srv.name} exited during the run")
+    return {"requests": n, "warmup_requests": warm["requests"], "conns": conns,
+            "ir_total": total, "ir_per_req": total / n if n else None,
+            "seconds": round(seconds, 2), "dump": os.path.basename(dumps[-1]),
+            "log_lines": log_lines,
+            "status": "failed: " + "; ".join(problems) if problems else "ok"}
+
+
+def observe_phase(bench, results, log):
+    """Scenario 11 (issue 20): what metrics, a JSON access log to a file and
+    W3C trace propagation cost per request, against Weir with all of it
+    off, beside nginx without and with its access log; keep-alive plain
+    proxying as in scenario 1. CPU time per request over the rounds, then
+    user-space instructions per request under callgrind for each Weir
+    variant."""
+    m = bench.mode
+    out = results["observe"]
+    up = bench.upstream
+    targets = {}
+    try:
+        for name, metrics, access_log, tracing in OBSERVE_WEIR:
+            port, admin_port = free_port(), free_port()
+            dirname = "observe-" + name.replace(" ", "-")
+            d = bench.dir(dirname)
+            log_file = observe_log_file(bench, dirname) if access_log else None
+            conf = configs.weir_observe(port, up.port, admin_port, metrics, log_file, tracing)
+            try:
+                weir_check(d, conf)
+            except BenchError as e:
+                first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+                first = re.sub(r"^error: \S+weir\.toml:\d+: ", "", first)
+                what = "[tracing]" if tracing and "tracing" in first else "the configuration"
+                reason = f"skipped: weir check refused {what}: {first}"
+                results["skipped"].append({"group": "observe", "target": name, "reason": reason})
+                if tracing:
+                    results["skipped"].append({"group": "observe", "target": TRACING_NO_HEADER,
+                                               "reason": reason})
+                log(f"  {name}: {reason}")
+                continue
+            srv = None
+            try:
+                srv = bench.start(dirname, "weir", conf, port)
+                wait_metrics(admin_port)
+            except BenchError as e:
+                if srv is not None:
+                    bench.procs.stop(srv.proc)
+                reason = f"FAILED to start, not measured: {e}"
+                results["skipped"].append({"group": "observe", "target": name, "reason": reason})
+                if tracing:
+                    results["skipped"].append({"group": "observe", "target": TRACING_NO_HEADER,
+                                               "reason": reason})
+                log(f"  {name}: {reason}")
+                continue
+            srv.name = name
+            targets[name] = ObserveTarget(srv, "weir", metrics, log_file, tracing, admin_port)
+            if tracing:
+                srv.headers = [f"traceparent: {TRACEPARENT}"]
+        for name, access_log in (("nginx", False), ("nginx log", True)):
+            port = free_port()
+            dirname = "observe-" + name.replace(" ", "-")
+            d = bench.dir(dirname)
+            log_file = observe_log_file(bench, dirname) if access_log else None
+            srv = bench.start(dirname, "nginx",
+                              configs.proxy_nginx(d, port, up.port, access_log=log_file), port)
+            srv.name = name
+            targets[name] = ObserveTarget(srv, "nginx", log_file=log_file)
+
+        for name, t in list(targets.items()):
+            try:
+                seen = observe_check(t)
+            except BenchError as e:
+                reason = f"FAILED set-up check, not measured: {e}"
+                results["skipped"].append({"group": "observe", "target": name, "reason": reason})
+                if t.tracing:
+                    results["skipped"].append({"group": "observe", "target": TRACING_NO_HEADER,
+                                               "reason": reason})
+                log(f"  {name}: {reason}")
+                bench.procs.stop(targets.pop(name).server.proc)
+                continue
+            out["checks"].append(seen)
+            detail = []
+            if "route_requests_counted" in seen:
+                detail.append(f"route counter +{seen['route_requests_counted']}")
+            if "log_line" in seen:
+                detail.append(f"log fields: {', '.join(seen['log_line'])}")
+            if "traceparent_upstream" in seen:
+                detail.append(f"upstream got traceparent {seen['traceparent_upstream']} "
+                              f"(sent {TRACEPARENT}), without one "
+                              f"{seen['traceparent_upstream_no_header']}")
+            log(f"  {name}: set-up check ok; {'; '.join(detail) or 'answers the upstream'}")
+
+        plan = []
+        for name in OBSERVE_ORDER:
+            if name == TRACING_NO_HEADER:
+                t = targets.get("weir tracing")
+                if t:
+                    s = t.server
+                    plan.append((name, t, Server(name, s.port, s.proc, s.log)))
+            elif name in targets:
+                plan.append((name, targets[name], None))
+        for rnd in range(1, m["rounds"] + 1):
+            for name, t, server in plan:
+                t0 = time.monotonic()
+                try:
+                    run = observe_measure(bench, t, server)
+                except BenchError as e:
+                    run = {"status": f"failed: {e}"}
+                run.update(round=rnd, group="observe", target=name)
+                results["runs"].append(run)
+                extra = ""
+                if run.get("proxy_user_cpu_us_per_req") is not None:
+                    extra = f"  (user {run['proxy_user_cpu_us_per_req']:.2f} us/req)"
+                if run.get("log_lines") is not None:
+                    extra += f"  {run['log_lines']} log lines"
+                log(f"  round {rnd} {name:<24} {fmt_run(run)}{extra}  "
+                    f"({time.monotonic() - t0:.1f}s)")
+    except BenchError as e:
+        results["skipped"].append({"group": "observe", "target": "all", "reason": f"FAILED: {e}"})
+        log(f"  {e}")
+    finally:
+        for t in targets.values():
+            bench.procs.stop(t.server.proc)
+    weir_ok = [(name, t) for name, t in targets.items() if t.kind == "weir"]
+    observe_callgrind(bench, out, log, weir_ok)
+
+
+def observe_callgrind(bench, out, log, weir_targets):
+    """User-space instructions per request of each Weir variant that passed
+    its check, each in a fresh Weir under callgrind (the tracing one
+    measured with the traceparent, then without)."""
+    missing = [t for t in ("valgrind", "callgrind_control") if shutil.which(t) is None]
+    if missing:
+        out["callgrind_skipped"] = (f"not measured: {', '.join(missing)} not found "
+                                    "(run.sh installs valgrind)")
+        log(f"  callgrind: {out['callgrind_skipped']}")
+        return
+    warmup, requests = CALLGRIND_REQUESTS[bench.mode["name"]]
+    up = bench.upstream
+    for name, t in weir_targets:
+        port, admin_port = free_port(), free_port()
+        cg_name = "observe-callgrind-" + name.replace(" ", "-")
+        d = bench.dir(cg_name)
+        log_file = observe_log_file(bench, cg_name) if t.log_file else None
+        conf = configs.weir_observe(port, up.port, admin_port, t.metrics, log_file, t.tracing)
+        runs = [(name, [f"traceparent: {TRACEPARENT}"] if t.tracing else [])]
+        if t.tracing:
+            runs.append((TRACING_NO_HEADER, []))
+        srv = None
+        t0 = time.monotonic()
+        try:
+            weir_check(d, conf)
+            out_file = os.path.join(d, "callgrind.out")
+            srv = callgrind_start(bench, cg_name, conf, port, out_file)
+            for target, headers in runs:
+                try:
+                    rec = callgrind_measure(bench, srv, out_file, requests, warmup, headers,
+                                            log_file=log_file)
+                except BenchError as e:
+                    rec = {"status": f"failed: {e}"}
+                rec["target"] = target
+                out["callgrind"].append(rec)
+                if rec["status"] == "ok":
+                    log(f"  callgrind {target:<24} {rec['ir_per_req']:>9,.0f} instructions/request "
+                        f"({rec['requests']} requests, {rec['seconds']:.1f}s)")
+                else:
+                    log(f"  callgrind {target:<24} {rec['status'][:300]}")
+        except BenchError as e:
+            for target, _ in runs:
+                if not any(r["target"] == target for r in out["callgrind"]):
+                    out["callgrind"].append({"target": target, "status": f"failed: {e}"})
+            log(f"  callgrind {name}: {e}")
+        finally:
+            if srv is not None:
+                # The dumps are taken: no need to wait for the final one.
+                bench.procs.stop(srv.proc, grace=2.0)
+        log(f"  callgrind {name}: {time.monotonic() - t0:.1f}s")
+
+
+# --------------------------------------------------------------------------
 # Summary and goals
 # --------------------------------------------------------------------------
 
@@ -1842,7 +2432,7 @@ def spread(xs):
 BASELINE = {"plain": ("plain", "nginx"), "plugin": ("plain", "nginx"), "close": ("close", "nginx"),
             "balancer": ("plain", "nginx"), "tls": ("tls", "nginx"),
             "tls-new": ("tls-new", "nginx"), "tls-resumed": ("tls-resumed", "nginx"),
-            "h2": ("h2", "nginx"), "grpc": ("grpc", "nginx")}
+            "h2": ("h2", "nginx"), "grpc": ("grpc", "nginx"), "observe": ("observe", "nginx")}
 
 
 def summarize(results):
@@ -1864,7 +2454,8 @@ def summarize(results):
         row = {"group": group, "target": target, "ok_runs": len(mine), "runs": len(all_runs),
                "failures": [r["status"] for r in all_runs if r["status"] != "ok"]}
         for f in ("rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req",
-                  "handshakes_per_cpu_s", "upstream_conns", "proxy_busy"):
+                  "handshakes_per_cpu_s", "upstream_conns", "proxy_busy",
+                  "proxy_user_cpu_us_per_req", "proxy_sys_cpu_us_per_req"):
             row[f] = spread([r.get(f) for r in mine])
         def paired(base, f="proxy_cpu_us_per_req", op=lambda a, b: a / b):
             """`op` of this row's figure and `base`'s, round by round."""
@@ -1902,6 +2493,13 @@ def summarize(results):
                                  b["target"]))
             row["proxy_cpu_us_per_req_vs_best"] = spread([v for v, _ in best])
             row["best_by_round"] = [t for _, t in best]
+        # Observability: each Weir variant against Weir with all of it off,
+        # nginx's access log against nginx without, same round.
+        if group == "observe":
+            base = "weir off" if target.startswith("weir") else "nginx"
+            if target != base:
+                row["cpu_delta_us"] = paired(("observe", base), op=lambda a, b: a - b)
+                row["delta_base"] = base
         # A resumed handshake's cost against a full one, same proxy and round.
         if group == "tls-resumed":
             row["cpu_vs_full_handshake"] = paired(("tls-new", target))
@@ -1978,7 +2576,25 @@ def summarize(results):
                        "p99_us": spread([r["p99_us"] for r in mine]),
                        "rps_vs_alone": spread(rps_ratio), "p99_vs_alone": spread(p99_ratio),
                        "attacker_statuses": statuses, "failures": failures})
+    # Observability (phase observe): instructions per request under
+    # callgrind, their deltas against Weir off, and what a user-space
+    # instruction costs on this machine in this run (Weir off's user CPU
+    # per request over its instructions per request, by round).
+    obs = results.get("observe") or {}
+    cg = {r["target"]: r for r in obs.get("callgrind", []) if r["status"] == "ok"}
+    off = cg.get("weir off")
+    ir_delta = {t: r["ir_per_req"] - off["ir_per_req"] for t, r in cg.items()
+                if off and t != "weir off"}
+    ns = None
+    if off:
+        ns = spread([r["proxy_user_cpu_us_per_req"] * 1000 / off["ir_per_req"] for r in runs
+                     if r["group"] == "observe" and r["target"] == "weir off"
+                     and r.get("proxy_user_cpu_us_per_req")])
+    observe = {"checks": obs.get("checks", []), "callgrind": obs.get("callgrind", []),
+               "callgrind_skipped": obs.get("callgrind_skipped"), "ir_delta_vs_off": ir_delta,
+               "ns_per_user_instruction": ns}
     results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
+                          "observe": observe,
                           "attack": attack, "tls_idle": idle_summary(results["tls_idle"]),
                           "tls_checks": results["tls_checks"],
                           "h2_checks": results.get("h2_checks", []),
@@ -2141,6 +2757,76 @@ def goals(summary):
                     row, "proxy_cpu_us_per_req_vs_best", lambda v: v <= 1.0,
                     lambda v, row=row: f"median ratio {v:.2f}x (the better: "
                     f"{', '.join(sorted(set(row['best_by_round'])))})", h2_why(group))
+
+    obs = summary.get("observe") or {}
+    ns = obs.get("ns_per_user_instruction")
+
+    def fmt_delta(s):
+        text = f"median delta {s['median']:+.2f} us/request"
+        return text + (f", rounds {s['min']:+.2f}..{s['max']:+.2f}" if s["n"] > 1
+                       else ", one round only")
+
+    def observe_goal(text, target, limit):
+        """Issue 20's cost goals: decided on the CPU delta against Weir off
+        when every round agrees (as paired_goal), otherwise on the
+        instructions per request under callgrind, converted to time at
+        this run's cost of a user-space instruction; the detail says which
+        figure decided and quotes the other."""
+        row = rows.get(("observe", target))
+        s = None if row is None or row.get("skipped") else row.get("cpu_delta_us")
+        ir = obs.get("ir_delta_vs_off", {}).get(target)
+        est = ir * ns["median"] / 1000 if ir is not None and ns else None
+        cg = None
+        if ir is not None:
+            cg = f"callgrind {ir:+,.0f} instructions/request"
+            if est is not None:
+                cg += (f" = {est:+.2f} us at {ns['median']:.3f} ns per user-space instruction "
+                       "(Weir off's, this run)")
+            if "log" in target:
+                cg += " (user space only: the log's write calls are kernel time)"
+        if not cg:
+            failed = [r for r in obs.get("callgrind", []) if r.get("target") == target
+                      and r["status"] != "ok"]
+            cg = ("no callgrind figure: " + (failed[0]["status"][:200] if failed else
+                                             obs.get("callgrind_skipped") or "not run"))
+        if not s:
+            phase = rows.get(("observe", "all"))
+            why = (row["skipped"] if row and row.get("skipped") else
+                   row["failures"][0] if row and row.get("failures") else
+                   phase["skipped"] if phase and phase.get("skipped") else
+                   "observe phase not run" if row is None else "no successful runs")
+            if row is not None and not row.get("skipped") and not row.get("failures"):
+                off = rows.get(("observe", "weir off"))
+                if off and (off.get("skipped") or off.get("failures")):
+                    why = "weir off: " + (off.get("skipped") or off["failures"][0])
+            out.append({"goal": text, "status": "not measured", "detail": f"{why}; {cg}"})
+            return
+        lo, hi = s["min"] <= limit, s["max"] <= limit
+        if lo == hi:
+            status = "met" if lo else "not met"
+            detail = f"decided by CPU time: {fmt_delta(s)}; {cg}"
+        else:
+            meets = sum(v <= limit for v in s["values"])
+            disagree = f"{fmt_delta(s)} ({meets} of {s['n']} rounds meet it)"
+            if est is not None:
+                status = "met" if est <= limit else "not met"
+                detail = f"rounds disagree on CPU time, {disagree}: decided by {cg}"
+            else:
+                status = "undecided"
+                detail = f"{disagree}; {cg}"
+        if target == "weir metrics+log":
+            ng = rows.get(("observe", "nginx log"))
+            nd = ng.get("cpu_delta_us") if ng and not ng.get("skipped") else None
+            detail += ("; nginx's access log (the anchor): " + fmt_delta(nd) if nd else
+                       "; nginx's access log: not measured")
+        out.append({"goal": text, "status": status, "detail": detail})
+
+    observe_goal("metrics on: <= +0.3 us CPU/request over Weir with metrics, log and tracing off",
+                 "weir metrics", 0.3)
+    observe_goal("metrics + JSON access log to a file: <= +1.0 us CPU/request over Weir all off",
+                 "weir metrics+log", 1.0)
+    observe_goal("tracing, traceparent propagated: <= +0.3 us CPU/request over Weir all off",
+                 "weir tracing", 0.3)
     return out
 
 
@@ -2425,6 +3111,75 @@ def render(results, markdown=False):
         lines.append("")
     h2_table("grpc")
 
+    obs = s.get("observe") or {}
+    cg_warm, cg_n = CALLGRIND_REQUESTS[m["name"]] if m.get("name") in CALLGRIND_REQUESTS \
+        else (None, None)
+    title(f"11. Observability cost: Weir with metrics, a JSON access log to a file, W3C tracing, "
+          f"against all of it off; nginx without and with its access log (keep-alive, "
+          f"wrk -c{m['conns']}, {m['duration']}s per run; callgrind: {cg_n} requests after "
+          f"{cg_warm}, wrk -c{CALLGRIND_CONNS})")
+    cg = {r["target"]: r for r in obs.get("callgrind", [])}
+    ir_delta = obs.get("ir_delta_vs_off", {})
+    header = ["variant", "req/s", "p50 ms", "p99 ms", "CPU us/req", "user CPU us/req",
+              "CPU vs nginx", "CPU delta", "instructions/req", "instructions delta"]
+    rows, notes = [], []
+    shown = ["weir off", "weir metrics", "weir metrics+log", "weir tracing", TRACING_NO_HEADER,
+             "nginx", "nginx log"]
+    for r in sorted((r for r in s["throughput"] if r["group"] == "observe"),
+                    key=lambda r: shown.index(r["target"]) if r["target"] in shown else 99):
+        if r.get("skipped") or not r["ok_runs"]:
+            why = r.get("skipped") or "FAILED: " + r["failures"][0]
+            rows.append([r["target"], why.split(":")[0] + " (below)"] + [""] * (len(header) - 2))
+            notes.append(f"{r['target']}: {why}")
+            continue
+        d = r.get("cpu_delta_us")
+        delta = "-" if not d else (f"{d['median']:+.2f} us" if d["n"] == 1 else
+                                   f"{d['median']:+.2f} us [{d['min']:+.2f}..{d['max']:+.2f}]")
+        if d:
+            delta += f" vs {r['delta_base']}"
+        c = cg.get(r["target"])
+        if c and c["status"] == "ok":
+            instr = f"{c['ir_per_req']:,.0f}"
+        elif c:
+            instr = "FAILED (below)"
+            notes.append(f"{r['target']}, callgrind: {c['status']}")
+        else:
+            instr = "-"
+        idelta = ir_delta.get(r["target"])
+        rows.append([r["target"] + ("" if not r["failures"] else f" ({len(r['failures'])} failed)"),
+                     fmt_spread(r["rps"]), fmt_spread(r["p50_us"], 1e-3, 2),
+                     fmt_spread(r["p99_us"], 1e-3, 2),
+                     fmt_spread(r["proxy_cpu_us_per_req"], 1, 2),
+                     fmt_spread(r.get("proxy_user_cpu_us_per_req"), 1, 2),
+                     fmt_ratio(r["proxy_cpu_us_per_req_vs_nginx"]), delta, instr,
+                     "-" if idelta is None else f"{idelta:+,.0f}"])
+    if rows:
+        table(header, rows)
+    else:
+        lines.append("not run")
+        lines.append("")
+    bullet = "* " if markdown else ""
+    for n in notes:
+        lines.append(bullet + n)
+    if obs.get("callgrind_skipped"):
+        lines.append(bullet + f"callgrind: {obs['callgrind_skipped']}")
+    for c in obs.get("checks", []):
+        if "log_line" in c:
+            lines.append(bullet + f"{c['target']}: one line per request, fields "
+                         f"{', '.join(c['log_line'])}")
+        if "traceparent_upstream" in c:
+            lines.append(bullet + f"{c['target']}: client sent traceparent "
+                         f"{c['traceparent_sent']}, the upstream received "
+                         f"{c['traceparent_upstream']}; without one it received "
+                         f"{c['traceparent_upstream_no_header']}")
+    ns = obs.get("ns_per_user_instruction")
+    if ns:
+        lines.append(bullet + f"a user-space instruction costs {fmt_spread(ns, 1, 3, ' ns')} "
+                     "here (Weir off's user CPU per request over its instructions per request, "
+                     "by round): the goals convert an instruction delta to time with the median")
+    if any(r["group"] == "observe" for r in s["throughput"]):
+        lines.append("")
+
     title("Goals (Weir vs nginx, and for HTTP/2 and gRPC the better of nginx and HAProxy; "
           "same run)")
     table(["goal", "status", "detail"],
@@ -2488,9 +3243,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round, short runs (about 4 minutes)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack,tls,h2",
+    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack,tls,h2,observe",
                     help="comma-separated phases to run (throughput, idle, startup, hotdeploy, "
-                         "attack, tls, h2)")
+                         "attack, tls, h2, observe)")
     ap.add_argument("--keep-workdir", action="store_true",
                     help="keep the generated configurations and logs")
     args = ap.parse_args()
@@ -2541,6 +3296,7 @@ def main():
         "runs": [], "skipped": [], "idle": [], "startup": [],
         "hot_deploy": {"swap": [], "load": None, "startup": []},
         "attack": [], "tls_checks": [], "tls_idle": [], "h2_checks": [],
+        "observe": {"checks": [], "callgrind": [], "callgrind_skipped": None},
     }
     bench = Bench(args, mode, workdir, procs)
     try:
@@ -2568,6 +3324,10 @@ def main():
         if "h2" in phases:
             log("h2: h2c clients (h2load) to an HTTP/2 upstream, GET and unary gRPC")
             h2_phase(bench, results, log)
+        if "observe" in phases:
+            log("observe: metrics, access log and tracing against all off; nginx's access log; "
+                "callgrind")
+            observe_phase(bench, results, log)
         results["meta"]["status"] = "complete"
     except (BenchError, KeyboardInterrupt) as e:
         results["meta"]["status"] = f"aborted: {e!r}"

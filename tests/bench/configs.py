@@ -2,7 +2,8 @@
 
 Every proxy gets the same job, as close as each one allows:
   * one worker (Weir `workers = 1`, nginx `worker_processes 1`, HAProxy
-    `nbthread 1`), no access log;
+    `nbthread 1`), no access log (but in the observe phase, which
+    measures Weir's and nginx's: `weir_observe`, `proxy_nginx(access_log=)`);
   * keep-alive to clients and pooled keep-alive connections to the
     upstream (nginx `upstream { keepalive }` with HTTP/1.1 and an empty
     Connection header, HAProxy `http-reuse always`, Weir's own pool);
@@ -36,6 +37,8 @@ CONSUMER_HEADER = "x-consumer"
 
 # Upstream path that echoes the headers the checks look at.
 ECHO_PATH = "/bench-echo"
+# Upstream path that echoes the W3C trace headers it received (phase observe).
+TRACE_ECHO_PATH = "/bench-echo-trace"
 
 JWT_SECRET = "weir-bench-secret-0123456789abcdef"
 
@@ -95,16 +98,31 @@ http {{
         location = {ECHO_PATH} {{
             return 200 "x-bench=$http_x_bench x-remove-me=$http_x_remove_me x-consumer=$http_x_consumer x-api-key=$http_x_api_key\\n";
         }}
+        # The observe phase's tracing check: the trace headers that arrived.
+        location = {TRACE_ECHO_PATH} {{
+            return 200 "traceparent=$http_traceparent tracestate=$http_tracestate\\n";
+        }}
     }}
 }}
 """
 
 
-def proxy_nginx(workdir, port, upstream_port, api_key_lua=False, tls=None):
+def proxy_nginx(workdir, port, upstream_port, api_key_lua=False, tls=None, access_log=None):
     """nginx as reverse proxy; with `api_key_lua`, the API-key check in Lua;
-    with `tls` (a `Tls`), HTTPS to clients (the upstream stays plain)."""
+    with `tls` (a `Tls`), HTTPS to clients (the upstream stays plain); with
+    `access_log` (a file), its access log there in `NGINX_JSON_LOG`'s
+    format (phase observe)."""
     modules = ()
     init = ""
+    server_log = ""
+    if access_log is not None:
+        # `log_format` belongs to the http level; the `access_log` goes in
+        # the server block, since the http level's `access_log off` cancels
+        # every access_log of its own level.
+        init = f"""
+    {NGINX_JSON_LOG}
+"""
+        server_log = f"\n        access_log {access_log} bench_json;"
     access = ""
     if api_key_lua:
         modules = ("/usr/lib/nginx/modules/ndk_http_module.so",
@@ -113,7 +131,7 @@ def proxy_nginx(workdir, port, upstream_port, api_key_lua=False, tls=None):
         # The table is built once at start-up. Each request: one header
         # read, one table lookup, 401 if unknown; like Weir's api-key
         # plugin, a known key is removed and its consumer forwarded.
-        init = f"""
+        init += f"""
     init_by_lua_block {{
         api_keys = {{ {keys} }}
     }}
@@ -133,7 +151,7 @@ http {{
 {_nginx_http_common(workdir)}{init}
 {_nginx_origin(upstream_port)}
     server {{
-        {_nginx_listen(port, tls)}
+        {_nginx_listen(port, tls)}{server_log}
         location / {{{access}
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -150,6 +168,26 @@ http {{
     }}
 }}
 """
+
+
+# nginx's access log in the observe phase: JSON lines (`escape=json`)
+# with the fields of Weir's default JSON line that nginx has a variable
+# for, under Weir's names where the meaning is the same. Differences:
+# `time` has whole seconds (Weir: milliseconds); `request_length` is the
+# whole request with its head (Weir's `bytes_in` counts body bytes);
+# `duration_s` and `upstream_duration_s` are seconds with millisecond
+# resolution (Weir's are milliseconds); `route` and `upstream` are
+# constants (nginx has one location and one upstream block here); there
+# is no `attempts`. nginx writes each line with its own write(2) (no
+# `buffer=`, its default), where Weir hands lines to a writer thread.
+NGINX_JSON_LOG = (
+    "log_format bench_json escape=json '{"
+    '"time":"$time_iso8601","request_id":"$request_id","client_address":"$remote_addr",'
+    '"method":"$request_method","path":"$uri","protocol":"$server_protocol",'
+    '"status":$status,"request_length":$request_length,"bytes_out":$body_bytes_sent,'
+    '"duration_s":$request_time,"upstream_duration_s":"$upstream_response_time",'
+    '"route":"all","upstream":"origin","endpoint":"$upstream_addr"'
+    "}';")
 
 
 def _nginx_listen(port, tls):
@@ -261,6 +299,34 @@ def weir_plain(port, upstream_port, tls=None, admin_port=None):
 name = "all"
 upstream = "origin"
 """
+
+
+def weir_observe(port, upstream_port, admin_port, metrics=True, access_log=None,
+                 tracing=False):
+    """Weir plain (as `weir_plain`) with the observability switches of
+    issue 20 (phase observe): `[server] metrics`, the access log to the
+    file `access_log` in JSON with its default fields, and W3C trace
+    context (`[tracing]`, no OTLP export: every request sampled, a
+    client's traceparent continued). The admin listener serves /metrics,
+    which the set-up checks read."""
+    conf = weir_plain(port, upstream_port, admin_port=admin_port).replace(
+        "access_log = false\n",
+        f"access_log = {'true' if access_log else 'false'}\n"
+        f"metrics = {'true' if metrics else 'false'}\n", 1)
+    if access_log:
+        conf += f"""
+[access_log]
+path = {json.dumps(access_log)}
+format = "json"
+"""
+    if tracing:
+        conf += """
+[tracing]
+enabled = true
+sample_rate = 1.0
+trust_client_headers = true
+"""
+    return conf
 
 
 def weir_two_endpoints(port, upstream_port, balancer):

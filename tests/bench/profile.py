@@ -14,14 +14,12 @@ number of requests so costs can be read per request. Needs valgrind
 """
 
 import argparse
-import glob
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import bench
 import configs
@@ -74,21 +72,19 @@ def main():
         d = b.dir("weir")
         conf = configs.weir_plain(port, b.upstream.port)
         bench.weir_check(d, conf)
-        for old in glob.glob(args.out + "*"):
-            os.remove(old)
-        argv = ["valgrind", "--tool=callgrind",
-                f"--callgrind-out-file={args.out}"] + b.argv_for("weir", d, conf)
-        proc = procs.start(argv, bench.PROXY_CPU, os.path.join(d, "stderr.log"))
-        if not bench.wait_200(port, time.monotonic() + 60, proc=proc, pause=0.05):
-            sys.exit(f"weir under valgrind did not answer:\n{bench.tail(os.path.join(d, 'stderr.log'))}")
+        # The same start and dump as the benchmark's observe phase.
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        try:
+            srv = bench.callgrind_start(b, "weir", conf, port, args.out)
+        except bench.BenchError as e:
+            sys.exit(str(e))
+        proc = srv.proc
         b.wrk(port, 3)  # warm-up: pool filled, code paths touched
-        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
-                       capture_output=True, timeout=30)
+        bench.callgrind_control(proc, "-z")
         w = b.wrk(port, args.seconds)
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
-                       capture_output=True, timeout=60)
+        bench.callgrind_control(proc, "-d")
         procs.stop(proc, grace=60)
-        dumps = sorted(f for f in glob.glob(args.out + ".*") if f[-1].isdigit())
+        dumps = bench.callgrind_dumps(args.out)
         if not dumps:
             sys.exit(f"no callgrind dump next to {args.out}")
         profile = dumps[0]

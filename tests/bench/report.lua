@@ -4,6 +4,11 @@
 --
 -- Each wrk thread has its own Lua state; `setup` keeps a handle on every
 -- thread so `done` (which runs in the main state) can sum their counters.
+--
+-- An optional script argument (`wrk ... URL -- N`) makes each thread stop
+-- sending after N responses: it prints "BENCH_LIMIT" and stops its loop
+-- (wrk's main thread still waits for -d or SIGINT, which the driver sends
+-- when it reads that line). The observe phase's callgrind runs use it.
 
 local threads = {}
 
@@ -14,6 +19,8 @@ end
 function init(args)
   non2xx = 0
   first_bad = 0
+  answered = 0
+  limit = tonumber(args[1] or "") or 0
 end
 
 function response(status, headers, body)
@@ -21,6 +28,14 @@ function response(status, headers, body)
     non2xx = non2xx + 1
     if first_bad == 0 then
       first_bad = status
+    end
+  end
+  if limit > 0 then
+    answered = answered + 1
+    if answered == limit then
+      io.write("BENCH_LIMIT\n")
+      io.flush()
+      wrk.thread:stop()
     end
   end
 end
