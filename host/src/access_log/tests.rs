@@ -1,9 +1,9 @@
-use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 
 fn line<'a>(
+    ip: &'a HeaderValue,
     id: &'a HeaderValue,
     method: &'a Method,
     uri: &'a Uri,
@@ -14,7 +14,7 @@ fn line<'a>(
         time: UNIX_EPOCH + Duration::from_millis(1_796_633_191_250),
         request_id: id,
         trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
-        client: "192.0.2.7:4242".parse::<SocketAddr>().unwrap(),
+        client_ip: ip,
         method,
         uri,
         version: Version::HTTP_11,
@@ -43,7 +43,8 @@ fn a_json_line_has_the_configured_fields_in_order_and_escapes_strings() {
         .parse()
         .unwrap_or_else(|_| "/a?token=secret".parse().unwrap());
     let ua = HeaderValue::from_static("curl/8 \"x\"");
-    let l = line(&id, &m, &uri, Some(&ua));
+    let ip = HeaderValue::from_static("192.0.2.7");
+    let l = line(&ip, &id, &m, &uri, Some(&ua));
     let mut out = String::new();
     json(
         &mut out,
@@ -78,7 +79,8 @@ fn the_default_fields_are_all_but_the_query_and_two_headers() {
     let id = HeaderValue::from_static("req-2");
     let m = Method::POST;
     let uri: Uri = "/x?secret=1".parse().unwrap();
-    let l = line(&id, &m, &uri, None);
+    let ip = HeaderValue::from_static("192.0.2.7");
+    let l = line(&ip, &id, &m, &uri, None);
     let mut out = String::new();
     json(&mut out, &l, &LogField::defaults());
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -114,7 +116,8 @@ fn a_combined_line_is_what_nginx_writes() {
     let m = Method::GET;
     let uri: Uri = "/p?q=1".parse().unwrap();
     let ua = HeaderValue::from_bytes(b"agent \"007\" \xff").unwrap();
-    let l = line(&id, &m, &uri, Some(&ua));
+    let ip = HeaderValue::from_static("192.0.2.7");
+    let l = line(&ip, &id, &m, &uri, Some(&ua));
     let mut out = String::new();
     combined(&mut out, &l);
     assert_eq!(
@@ -137,4 +140,44 @@ fn civil_dates_are_right_across_leap_years() {
     assert_eq!(civil_from_days(0), (1970, 1, 1));
     assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     assert_eq!(civil_from_days(20_794), (2026, 12, 7));
+}
+
+#[test]
+fn json_strings_round_trip_through_a_json_parser() {
+    let mut every: String = (0u8..0x80).map(char::from).collect();
+    every.push_str("é \u{2028} 😀 \"quoted\" \\back\\");
+    for s in [every.as_str(), "", "plain", "\"", "\\", "\u{7f}"] {
+        let mut out = String::new();
+        json_str(&mut out, s);
+        let back: String = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(back, s);
+        assert!(!out[1..out.len() - 1].bytes().any(|b| b < 0x20), "{out}");
+    }
+}
+
+#[test]
+fn durations_are_milliseconds_with_three_decimals() {
+    for (us, want) in [
+        (0, "0.000"),
+        (7, "0.007"),
+        (1_500, "1.500"),
+        (12_345_678, "12345.678"),
+    ] {
+        let mut out = String::new();
+        millis(&mut out, Duration::from_micros(us));
+        assert_eq!(out, want);
+    }
+}
+
+#[test]
+fn times_within_one_second_reuse_its_text_and_change_with_the_next() {
+    let t = UNIX_EPOCH + Duration::from_millis(1_796_633_191_250);
+    let mut out = String::new();
+    rfc3339(&mut out, t);
+    rfc3339(&mut out, t + Duration::from_millis(749));
+    rfc3339(&mut out, t + Duration::from_millis(750));
+    assert_eq!(
+        out,
+        "\"2026-12-07T08:46:31.250Z\"\"2026-12-07T08:46:31.999Z\"\"2026-12-07T08:46:32.000Z\""
+    );
 }

@@ -182,7 +182,7 @@ impl Exchange {
             time: SystemTime::now() - duration,
             request_id: &log.id,
             trace_id: self.trail.trace_id_hex().as_deref(),
-            client: log.cx.peer,
+            client_ip: &log.cx.peer_ip,
             method: &log.method,
             uri: &log.uri,
             version: log.version,
