@@ -49,7 +49,7 @@ fn a_json_line_has_the_configured_fields_in_order_and_escapes_strings() {
     json(
         &mut out,
         &l,
-        &[
+        &keys(&[
             LogField::Status,
             LogField::Time,
             LogField::Path,
@@ -57,7 +57,7 @@ fn a_json_line_has_the_configured_fields_in_order_and_escapes_strings() {
             LogField::DurationMs,
             LogField::Plugin,
             LogField::TlsVersion,
-        ],
+        ]),
     );
     let v: serde_json::Value = serde_json::from_str(&out).expect(&out);
     assert_eq!(v["status"], 200);
@@ -82,7 +82,7 @@ fn the_default_fields_are_all_but_the_query_and_two_headers() {
     let ip = HeaderValue::from_static("192.0.2.7");
     let l = line(&ip, &id, &m, &uri, None);
     let mut out = String::new();
-    json(&mut out, &l, &LogField::defaults());
+    json(&mut out, &l, &keys(&LogField::defaults()));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     for k in [
         "time",

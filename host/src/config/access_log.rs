@@ -95,11 +95,10 @@ impl Field {
         (Field::Plugin, "plugin"),
     ];
 
+    /// Its name (`ALL` lists the fields in declaration order, so a
+    /// field's place there is its discriminant).
     pub fn name(self) -> &'static str {
-        Field::ALL
-            .iter()
-            .find(|(f, _)| *f == self)
-            .map_or("", |(_, n)| n)
+        Field::ALL[self as usize].1
     }
 
     fn parse(s: &str) -> Option<Field> {
@@ -228,5 +227,18 @@ impl Validator<'_> {
                 reason,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Field;
+
+    #[test]
+    fn a_fields_place_in_all_is_its_discriminant() {
+        for (i, (f, name)) in Field::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, i, "{name}");
+            assert_eq!(f.name(), *name);
+        }
     }
 }
