@@ -9,13 +9,15 @@
 //! fields). Every check here is one rule of the specification, and a
 //! value that breaks one is never forwarded as it came.
 //!
-//! Nothing here allocates for a request without trace headers beyond the
-//! one `traceparent` value Weir sends; the work is bounded by
-//! [`MAX_TRACESTATE_BYTES`] whatever a client sends.
+//! A request costs one look-up of each header name (the field read, then
+//! replaced or removed in place) and one allocation, the `traceparent`
+//! value Weir sends; a client's `tracestate` already in the form Weir
+//! would send is forwarded as the same value, not rebuilt. The work is
+//! bounded by [`MAX_TRACESTATE_BYTES`] whatever a client sends.
 
 use std::fmt;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{Entry, HeaderMap, HeaderName, HeaderValue, ValueIter};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -52,6 +54,13 @@ impl TraceId {
             }
         }
     }
+
+    /// Lower-case hex, as in the header, without allocating.
+    pub fn hex(&self) -> Hex<32> {
+        let mut out = [0u8; 32];
+        write_hex(&mut out, &self.0);
+        Hex(out)
+    }
 }
 
 impl SpanId {
@@ -64,29 +73,54 @@ impl SpanId {
             }
         }
     }
-}
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn write_hex(out: &mut [u8], bytes: &[u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    /// Lower-case hex, as in the header, without allocating.
+    pub fn hex(&self) -> Hex<16> {
+        let mut out = [0u8; 16];
+        write_hex(&mut out, &self.0);
+        Hex(out)
     }
 }
 
-fn fmt_hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let mut buf = [0u8; 32];
-    let out = &mut buf[..2 * bytes.len()];
-    write_hex(out, bytes);
-    // Only ASCII hex digits were written.
-    f.write_str(std::str::from_utf8(out).unwrap_or_default())
+/// An id's lower-case hex digits, on the stack.
+#[derive(Clone, Copy)]
+pub struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Hex<N> {
+    /// The digits as text (for a log line, say).
+    pub fn as_str(&self) -> &str {
+        // Only ever ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// The lower-case hex digits (`HEXDIGLC` in the specification's
+/// grammar), by value.
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Each byte's two hex digits: writing an id is one look-up per byte (a
+/// `traceparent` has 24 bytes of ids, and every request gets one).
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// `bytes` as lower-case hex into `out`, twice as long.
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
+    }
 }
 
 /// Lower-case hex, as in the header.
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt_hex(&self.0, f)
+        f.write_str(self.hex().as_str())
     }
 }
 
@@ -99,7 +133,7 @@ impl fmt::Debug for TraceId {
 /// Lower-case hex, as in the header.
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt_hex(&self.0, f)
+        f.write_str(self.hex().as_str())
     }
 }
 
@@ -124,24 +158,32 @@ impl Parent {
     }
 }
 
-/// Lower-case hex digits only (`HEXDIGLC` in the specification's grammar).
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Each byte's value as one of [`DIGITS`] (upper case is not one), or
+/// `0xff`.
+static DIGIT_VALUES: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[DIGITS[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    t
+};
 
-fn hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
-    if s.len() != 2 * N {
-        return None;
+/// `N` lower-case hex digits (at most 16) as the number they write.
+/// Every digit is looked up and the verdict taken once, at the end: no
+/// branch per digit.
+fn hex_number<const N: usize>(s: &[u8]) -> Option<u64> {
+    const { assert!(N <= 16) };
+    let s: &[u8; N] = s.try_into().ok()?;
+    let mut n = 0u64;
+    let mut bad = 0u8;
+    for c in s {
+        let d = DIGIT_VALUES[usize::from(*c)];
+        bad |= d;
+        n = (n << 4) | u64::from(d);
     }
-    let mut out = [0u8; N];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        out[i] = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
-    }
-    Some(out)
+    (bad <= 0xf).then_some(n)
 }
 
 /// Optional white space around a field value (RFC 9110 section 5.5);
@@ -169,7 +211,7 @@ pub fn parse_traceparent(value: &[u8]) -> Option<Parent> {
     if v.len() < LEN_00 {
         return None;
     }
-    let [version] = hex::<1>(&v[0..2])?;
+    let version = hex_number::<2>(&v[0..2])?;
     if version == 0xff {
         return None;
     }
@@ -182,26 +224,29 @@ pub fn parse_traceparent(value: &[u8]) -> Option<Parent> {
     if v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
         return None;
     }
-    let trace_id = hex::<16>(&v[3..35]).filter(|t| *t != [0; 16])?;
-    let span_id = hex::<8>(&v[36..52]).filter(|s| *s != [0; 8])?;
-    let [flags] = hex::<1>(&v[53..55])?;
+    let trace_id = (u128::from(hex_number::<16>(&v[3..19])?) << 64)
+        | u128::from(hex_number::<16>(&v[19..35])?);
+    let span_id = hex_number::<16>(&v[36..52])?;
+    let flags = hex_number::<2>(&v[53..55])? as u8;
+    if trace_id == 0 || span_id == 0 {
+        return None;
+    }
     Some(Parent {
-        trace_id: TraceId(trace_id),
-        span_id: SpanId(span_id),
+        trace_id: TraceId(trace_id.to_be_bytes()),
+        span_id: SpanId(span_id.to_be_bytes()),
         flags,
     })
 }
 
-/// The client's `traceparent`: `None` when absent, `Some(None)` when
-/// present and invalid. More than one field is invalid (section 3.2: a
-/// participant receiving several cannot tell which is meant).
-fn incoming_parent(headers: &HeaderMap) -> Option<Option<Parent>> {
-    let mut all = headers.get_all(TRACEPARENT).iter();
-    let first = all.next()?;
-    if all.next().is_some() {
-        return Some(None);
+/// The client's `traceparent` fields read as one: `None` when invalid.
+/// More than one field is invalid (section 3.2: a participant receiving
+/// several cannot tell which is meant).
+fn incoming_parent(mut fields: ValueIter<'_, HeaderValue>) -> Option<Parent> {
+    let first = fields.next()?;
+    if fields.next().is_some() {
+        return None;
     }
-    Some(parse_traceparent(first.as_bytes()))
+    parse_traceparent(first.as_bytes())
 }
 
 /// `lcalpha / DIGIT / "_" / "-" / "*" / "/"`: what may follow a key's
@@ -242,59 +287,59 @@ fn value_ok(v: &[u8]) -> bool {
         && v.last().is_some_and(|b| value_char(*b))
 }
 
-/// The client's `tracestate` as one value to forward: every field's list
-/// members joined (several fields form one list, RFC 9110 section 5.3),
-/// white space around members and empty members left out. `None` when
-/// absent or invalid: over [`MAX_TRACESTATE_BYTES`] in all, over
-/// [`MAX_TRACESTATE_MEMBERS`] members, a malformed member, or a key twice
-/// (the specification's keys are unique). An invalid list is dropped
-/// whole: forwarding a part would be Weir's guess at what the vendors
-/// meant.
-pub fn parse_tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
-    let fields = headers.get_all(TRACESTATE);
+/// A valid `tracestate` as Weir forwards it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TraceState {
+    /// One field with no white space around its members and no empty
+    /// member: forwarded as the client's value.
+    AsSent,
+    /// Every field's members joined into one value.
+    Joined(HeaderValue),
+}
+
+/// Reads the client's `tracestate` fields as one list (several fields
+/// form one list, RFC 9110 section 5.3): white space around members and
+/// empty members left out. `None` when absent or invalid: over
+/// [`MAX_TRACESTATE_BYTES`] in all, over [`MAX_TRACESTATE_MEMBERS`]
+/// members, a malformed member, or a key twice (the specification's keys
+/// are unique). An invalid list is dropped whole: forwarding a part would
+/// be Weir's guess at what the vendors meant.
+pub fn parse_tracestate(fields: ValueIter<'_, HeaderValue>) -> Option<TraceState> {
+    // Each member as it will be sent (`key=value`), on the stack.
+    let mut members: [&[u8]; MAX_TRACESTATE_MEMBERS] = [&[]; MAX_TRACESTATE_MEMBERS];
+    let mut count = 0;
     let mut total = 0usize;
-    let mut any = false;
-    for f in fields.iter() {
-        total += f.len() + usize::from(any);
-        any = true;
+    let mut field_count = 0;
+    let mut as_sent = true;
+    for f in fields {
+        total += f.len() + usize::from(field_count > 0);
+        field_count += 1;
         if total > MAX_TRACESTATE_BYTES {
             return None;
         }
-    }
-    if !any {
-        return None;
-    }
-    let mut members: Vec<(&[u8], &[u8])> = Vec::new();
-    for f in fields.iter() {
-        for m in f.as_bytes().split(|b| *b == b',') {
-            let m = trim_ows(m);
+        for raw in f.as_bytes().split(|b| *b == b',') {
+            let m = trim_ows(raw);
+            as_sent &= !m.is_empty() && m.len() == raw.len();
             if m.is_empty() {
                 continue;
             }
             let eq = m.iter().position(|b| *b == b'=')?;
             let (k, v) = (&m[..eq], &m[eq + 1..]);
-            if !key_ok(k) || !value_ok(v) || members.iter().any(|(seen, _)| *seen == k) {
+            let key_twice = members[..count].iter().any(|o| o.starts_with(&m[..=eq]));
+            if !key_ok(k) || !value_ok(v) || key_twice {
                 return None;
             }
-            members.push((k, v));
-            if members.len() > MAX_TRACESTATE_MEMBERS {
-                return None;
-            }
+            *members.get_mut(count)? = m;
+            count += 1;
         }
     }
-    if members.is_empty() {
-        return None;
+    match count {
+        0 => None,
+        _ if as_sent && field_count == 1 => Some(TraceState::AsSent),
+        _ => HeaderValue::from_bytes(&members[..count].join(&b','))
+            .ok()
+            .map(TraceState::Joined),
     }
-    let mut out = Vec::with_capacity(total);
-    for (i, (k, v)) in members.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(k);
-        out.push(b'=');
-        out.extend_from_slice(v);
-    }
-    HeaderValue::from_bytes(&out).ok()
 }
 
 /// How a request's trace context is decided.
@@ -335,36 +380,59 @@ impl Context {
     /// when its `traceparent` is valid and clients are trusted; otherwise
     /// the request starts a new trace and Weir decides its sampling.
     pub fn propagate(headers: &mut HeaderMap, policy: Policy) -> Context {
-        let kept = match incoming_parent(headers) {
-            Some(Some(p)) if policy.trust_client => Some(p),
-            _ => None,
-        };
-        let tracestate = kept.and_then(|_| parse_tracestate(headers));
-        // Whatever came in goes: a replaced context must not leave a
-        // stale field beside the new one.
-        headers.remove(TRACEPARENT);
-        headers.remove(TRACESTATE);
-        let cx = match kept {
+        // Whatever came in is replaced in place (one look-up per name): a
+        // replaced context must not leave a stale field beside the new one.
+        let mut cx;
+        match headers.entry(TRACEPARENT) {
+            Entry::Occupied(mut e) => {
+                let kept = if policy.trust_client {
+                    incoming_parent(e.iter())
+                } else {
+                    None
+                };
+                cx = Context::new(kept, policy);
+                e.insert(cx.traceparent(cx.span_id));
+            }
+            Entry::Vacant(e) => {
+                cx = Context::new(None, policy);
+                e.insert(cx.traceparent(cx.span_id));
+            }
+        }
+        if cx.parent.is_none() {
+            headers.remove(TRACESTATE);
+        } else if let Entry::Occupied(mut e) = headers.entry(TRACESTATE) {
+            match parse_tracestate(e.iter()) {
+                Some(TraceState::AsSent) => cx.tracestate = Some(e.get().clone()),
+                Some(TraceState::Joined(v)) => {
+                    e.insert(v.clone());
+                    cx.tracestate = Some(v);
+                }
+                None => drop(e.remove()),
+            }
+        }
+        cx
+    }
+
+    /// The context of a request whose client's `traceparent` was `kept`
+    /// (or not), with a new span for Weir's server span.
+    fn new(kept: Option<Parent>, policy: Policy) -> Context {
+        let span_id = SpanId::random();
+        match kept {
             Some(p) => Context {
                 trace_id: p.trace_id,
                 parent: Some(p.span_id),
-                span_id: SpanId::random(),
+                span_id,
                 sampled: p.sampled(),
-                tracestate,
+                tracestate: None,
             },
             None => Context {
                 trace_id: TraceId::random(),
                 parent: None,
-                span_id: SpanId::random(),
+                span_id,
                 sampled: policy.sample(),
                 tracestate: None,
             },
-        };
-        headers.insert(TRACEPARENT, cx.traceparent(cx.span_id));
-        if let Some(ts) = &cx.tracestate {
-            headers.insert(TRACESTATE, ts.clone());
         }
-        cx
     }
 
     /// The `traceparent` naming `span` (Weir's server span, or one try
@@ -373,7 +441,9 @@ impl Context {
         let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
         write_hex(&mut v[3..35], &self.trace_id.0);
         write_hex(&mut v[36..52], &span.0);
-        write_hex(&mut v[53..55], &[if self.sampled { SAMPLED } else { 0 }]);
+        if self.sampled {
+            v[54] = b'1';
+        }
         HeaderValue::from_bytes(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }

@@ -79,6 +79,9 @@ impl Tracing {
             }
             _ => None,
         };
-        Box::new(Trace { context, spans })
+        Box::new(Trace {
+            context,
+            spans: spans.map(Box::new),
+        })
     }
 }

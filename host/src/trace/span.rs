@@ -34,8 +34,9 @@ pub const MAX_ATTRIBUTE_BYTES: usize = 256;
 pub struct Trace {
     pub context: Context,
     /// The spans being recorded: for a sampled request, when spans are
-    /// exported; otherwise none, and the hooks cost one branch.
-    pub spans: Option<Spans>,
+    /// exported; otherwise none, and the hooks cost one branch. Boxed, so
+    /// a trace that records none stays small to make and move.
+    pub spans: Option<Box<Spans>>,
 }
 
 /// What the server span records while the request runs.
@@ -159,9 +160,10 @@ impl Trace {
     /// Ends the server span at `end` (the response's end) and hands it to
     /// the exporter; the request never waits for it (a full queue drops
     /// it, counted).
-    pub fn finish(self: Box<Self>, status: u16, end: Instant, route: Option<&str>) {
-        let Trace { context, spans } = *self;
+    pub fn finish(self, status: u16, end: Instant, route: Option<&str>) {
+        let Trace { context, spans } = self;
         let Some(s) = spans else { return };
+        let s = *s;
         if s.dropped > 0 {
             metrics::global()
                 .trace

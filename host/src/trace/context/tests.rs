@@ -101,9 +101,14 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     h
 }
 
+/// The `tracestate` Weir forwards for these fields.
 fn state(values: &[&str]) -> Option<String> {
     let pairs: Vec<_> = values.iter().map(|v| ("tracestate", *v)).collect();
-    parse_tracestate(&headers(&pairs)).map(|v| v.to_str().unwrap().to_owned())
+    let h = headers(&pairs);
+    match parse_tracestate(h.get_all(TRACESTATE).iter())? {
+        TraceState::AsSent => Some(values[0].to_owned()),
+        TraceState::Joined(v) => Some(v.to_str().unwrap().to_owned()),
+    }
 }
 
 #[test]
@@ -148,7 +153,11 @@ fn a_malformed_tracestate_is_dropped_whole() {
         if let Ok(v) = HeaderValue::from_str(s) {
             let mut h = HeaderMap::new();
             h.insert(TRACESTATE, v);
-            assert_eq!(parse_tracestate(&h), None, "{s:?} should be dropped");
+            assert_eq!(
+                parse_tracestate(h.get_all(TRACESTATE).iter()),
+                None,
+                "{s:?} should be dropped"
+            );
         }
     }
     let long_key = format!("{}=1", "k".repeat(257));
@@ -303,4 +312,83 @@ fn new_ids_are_never_zero_and_differ() {
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
     );
+}
+
+#[test]
+fn ids_are_written_and_read_back_as_hex() {
+    for x in [
+        1,
+        9,
+        10,
+        15,
+        16,
+        u128::MAX,
+        0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+    ]
+    .into_iter()
+    .chain((0..1000).map(|_| fastrand::u128(1..)))
+    {
+        let hex = TraceId(x.to_be_bytes()).hex();
+        assert_eq!(hex.as_str(), format!("{x:032x}"));
+        let span = SpanId((x as u64).to_be_bytes()).hex();
+        assert_eq!(span.as_str(), format!("{:016x}", x as u64));
+        let read = parent(&format!("00-{}-{}-01", hex.as_str(), span.as_str()));
+        if x as u64 != 0 {
+            assert_eq!(read.unwrap().trace_id.0, x.to_be_bytes());
+            assert_eq!(read.unwrap().span_id.0, (x as u64).to_be_bytes());
+        }
+    }
+}
+
+#[test]
+fn hex_refuses_every_byte_but_a_lower_case_digit() {
+    let good = *b"0123456789abcdef";
+    assert_eq!(hex_number::<16>(&good), Some(0x0123_4567_89ab_cdef));
+    for at in 0..16 {
+        for b in 0..=255u8 {
+            let mut s = good;
+            s[at] = b;
+            let digit = b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+            assert_eq!(hex_number::<16>(&s).is_some(), digit, "byte {b:#x} at {at}");
+        }
+    }
+}
+
+/// The `tracestate` fields a request is sent upstream with, after a
+/// trusted `traceparent`.
+fn forwarded_state(fields: &[&str]) -> (Vec<String>, Option<HeaderValue>) {
+    let mut pairs = vec![("traceparent", VALID)];
+    pairs.extend(fields.iter().map(|f| ("tracestate", *f)));
+    let mut h = headers(&pairs);
+    let cx = Context::propagate(&mut h, TRUST);
+    let sent = h
+        .get_all(TRACESTATE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    (sent, cx.tracestate)
+}
+
+#[test]
+fn a_tracestate_is_forwarded_as_sent_or_joined_or_not_at_all() {
+    // Already as Weir would send it: the client's own value, unparsed
+    // bytes and all.
+    let (sent, kept) = forwarded_state(&["rojo=00f067aa0ba902b7,congo=t61"]);
+    assert_eq!(sent, ["rojo=00f067aa0ba902b7,congo=t61"]);
+    assert_eq!(kept.unwrap(), "rojo=00f067aa0ba902b7,congo=t61");
+    // Several fields, white space or empty members: one joined field.
+    for fields in [
+        &["rojo=1", "congo=2"][..],
+        &["rojo=1 , congo=2"],
+        &["rojo=1,,congo=2"],
+        &["rojo=1,congo=2,"],
+    ] {
+        let (sent, kept) = forwarded_state(fields);
+        assert_eq!(sent, ["rojo=1,congo=2"], "{fields:?}");
+        assert_eq!(kept.unwrap(), "rojo=1,congo=2", "{fields:?}");
+    }
+    // Invalid in any field: none of them goes.
+    let (sent, kept) = forwarded_state(&["rojo=1", "Congo=2"]);
+    assert!(sent.is_empty());
+    assert_eq!(kept, None);
 }
