@@ -125,6 +125,16 @@ impl AccessLog {
         })
     }
 
+    /// Whether a line shows request headers (`user_agent`, `referer`, or
+    /// the combined format, which has both), so they are kept for it.
+    pub fn shows_headers(&self) -> bool {
+        self.format == LogFormat::Combined
+            || self
+                .fields
+                .iter()
+                .any(|(f, _)| matches!(f, LogField::UserAgent | LogField::Referer))
+    }
+
     /// Asks the writer to reopen its file (SIGUSR1). Never blocks: when the
     /// queue is full the writer finds the flag after its next line.
     pub fn reopen(&self) {

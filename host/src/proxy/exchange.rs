@@ -127,14 +127,22 @@ impl LogInfo {
         req: &http::Request<hyper::body::Incoming>,
         id: &HeaderValue,
     ) -> LogInfo {
+        // Two header look-ups a line need not pay for when it shows
+        // neither header (the default JSON fields).
+        let heads = cx
+            .observe
+            .access_log
+            .as_ref()
+            .is_some_and(|l| l.shows_headers());
+        let header = |name| heads.then(|| req.headers().get(name).cloned()).flatten();
         LogInfo {
             cx: cx.clone(),
             id: id.clone(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            referer: req.headers().get(header::REFERER).cloned(),
+            user_agent: header(header::USER_AGENT),
+            referer: header(header::REFERER),
             plugin: LogFields::for_request(),
         }
     }
