@@ -1,6 +1,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::line::*;
 use super::*;
+use http::{HeaderValue, Method, Uri, Version};
 
 fn line<'a>(
     ip: &'a HeaderValue,

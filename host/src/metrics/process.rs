@@ -61,8 +61,8 @@ const USER_HZ: f64 = 100.0;
 /// User and system CPU seconds from `/proc/self/stat` (fields 14 and 15,
 /// counted after the command name, which may hold spaces and parentheses).
 /// Read from `/proc` rather than `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`
-/// so a scrape needs no vDSO: under valgrind (the benchmark's instruction
-/// counts) the vDSO lookup crashed the process.
+/// so a scrape needs no vDSO, which a process under valgrind (the
+/// benchmark's instruction counts) cannot look up.
 fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     cpu_seconds_in(&stat)
