@@ -32,7 +32,9 @@ use access_log::RawAccessLog;
 pub use access_log::{AccessLogConfig, Field as LogField, Format as LogFormat, Sink as LogSink};
 pub use admin::{AdminConfig, AdminToken, is_loopback};
 pub use error::{ConfigError, ConfigErrors, Problem};
-pub use plugins::{FailurePolicy, Isolation, PluginRef, PluginSettings, PluginsConfig};
+pub use plugins::{
+    CallSettings, FailurePolicy, Isolation, PluginRef, PluginSettings, PluginsConfig,
+};
 use raw::*;
 pub use tls::{
     CertPair, ClientAuth, HttpsRedirect, ListenerTls, MinVersion, UnknownSni, limits as tls_limits,
@@ -364,7 +366,12 @@ impl Validator<'_> {
             };
             self.report(&at, Problem::RenamedPluginLimits);
         }
-        let plugins = self.plugins(file.plugins.as_ref(), &file.plugin_limits, &routes);
+        let plugins = self.plugins(
+            file.plugins.as_ref(),
+            &file.plugin_limits,
+            &routes,
+            &upstream_names,
+        );
         let tracing = match &file.tracing {
             Some(t) => {
                 let (raw, at) = self.section::<trace::RawTracing>(t, "tracing".into());

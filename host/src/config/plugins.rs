@@ -4,7 +4,7 @@
 //! the file format and its bounds live here; whether `NAME.wasm` exists and
 //! is a valid plugin is checked by `crate::plugin` when it compiles it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,6 +63,47 @@ pub mod limits {
     /// calls are short.
     pub const MIN_CPU_WINDOW: Duration = Duration::from_millis(100);
     pub const MAX_CPU_WINDOW: Duration = Duration::from_secs(60);
+    /// Outbound calls (`[plugin_limits.NAME] calls`): one call's time
+    /// limit, before the request's deadline caps it.
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(1);
+    pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Calls one plugin may start per request, every phase together.
+    pub const DEFAULT_MAX_CALLS_PER_REQUEST: u32 = 4;
+    pub const MAX_CALLS_PER_REQUEST: u32 = 64;
+    /// Calls of one plugin under way at once in the whole gateway: what a
+    /// flood of requests can make the plugin ask of the services it calls.
+    pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 256;
+    pub const MAX_CALLS_IN_FLIGHT: usize = 65_536;
+    /// The body a call sends and the body of its answer, each.
+    pub const DEFAULT_MAX_CALL_BODY_BYTES: u64 = 256 * 1024;
+    pub const MAX_CALL_BODY_BYTES: u64 = 16 * 1024 * 1024;
+    /// Upstreams one plugin's `calls` list may name.
+    pub const MAX_CALL_UPSTREAMS: usize = 64;
+}
+
+/// What a plugin may call out to, and the bounds on its calls
+/// (`[plugin_limits.NAME]`'s `calls` and `call_*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSettings {
+    /// The upstreams it may call, by name; empty: none.
+    pub upstreams: Vec<String>,
+    pub timeout: Duration,
+    pub max_per_request: u32,
+    pub max_in_flight: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for CallSettings {
+    fn default() -> CallSettings {
+        CallSettings {
+            upstreams: Vec::new(),
+            timeout: limits::DEFAULT_CALL_TIMEOUT,
+            max_per_request: limits::DEFAULT_MAX_CALLS_PER_REQUEST,
+            max_in_flight: limits::DEFAULT_MAX_CALLS_IN_FLIGHT,
+            max_body_bytes: limits::DEFAULT_MAX_CALL_BODY_BYTES as usize,
+        }
+    }
 }
 
 /// What a plugin does when a call fails (trap, deadline, memory cap,
@@ -104,6 +145,8 @@ pub struct PluginSettings {
     pub cpu_share_percent: u32,
     /// How much unused share a worker saves up: the share of this long.
     pub cpu_window: Duration,
+    /// Outbound calls: where to, and their bounds.
+    pub calls: CallSettings,
 }
 
 impl Default for PluginSettings {
@@ -118,6 +161,7 @@ impl Default for PluginSettings {
             breaker_backoff: limits::DEFAULT_BREAKER_BACKOFF,
             cpu_share_percent: limits::DEFAULT_CPU_SHARE_PERCENT,
             cpu_window: limits::DEFAULT_CPU_WINDOW,
+            calls: CallSettings::default(),
         }
     }
 }
@@ -194,6 +238,7 @@ impl Validator<'_> {
         raw: Option<&Spanned<toml::Table>>,
         settings: &BTreeMap<String, Spanned<toml::Table>>,
         routes: &[RouteConfig],
+        upstreams: &HashMap<String, usize>,
     ) -> PluginsConfig {
         let (raw, at) = match raw {
             Some(t) => {
@@ -251,7 +296,7 @@ impl Validator<'_> {
         let max_response_body_bytes = body("max_response_body_bytes", raw.max_response_body_bytes);
         let global = self.plugin_refs(&field(&at, "global"), &raw.global);
 
-        let settings = self.plugin_limits(settings);
+        let settings = self.plugin_limits(settings, upstreams);
         self.chain_lengths(routes, global.len());
         PluginsConfig {
             dir,
@@ -269,6 +314,7 @@ impl Validator<'_> {
     fn plugin_limits(
         &mut self,
         tables: &BTreeMap<String, Spanned<toml::Table>>,
+        upstreams: &HashMap<String, usize>,
     ) -> BTreeMap<String, PluginSettings> {
         let mut out = BTreeMap::new();
         for (name, t) in tables {
@@ -277,7 +323,7 @@ impl Validator<'_> {
                 continue;
             }
             if let Some(raw) = raw {
-                out.insert(name.clone(), self.plugin_settings(raw, &at));
+                out.insert(name.clone(), self.plugin_settings(raw, &at, upstreams));
             }
         }
         out
@@ -304,7 +350,12 @@ impl Validator<'_> {
         }
     }
 
-    fn plugin_settings(&mut self, raw: RawPluginSettings, at: &At) -> PluginSettings {
+    fn plugin_settings(
+        &mut self,
+        raw: RawPluginSettings,
+        at: &At,
+        upstreams: &HashMap<String, usize>,
+    ) -> PluginSettings {
         let d = PluginSettings::default();
         let deadline = raw.deadline.unwrap_or(d.deadline);
         if deadline < limits::MIN_DEADLINE || deadline > limits::MAX_DEADLINE {
@@ -378,7 +429,9 @@ impl Validator<'_> {
                 },
             );
         }
+        let calls = self.call_settings(&raw, at, upstreams);
         PluginSettings {
+            calls,
             deadline,
             memory_bytes: memory as usize,
             max_instances,
@@ -388,6 +441,93 @@ impl Validator<'_> {
             breaker_backoff,
             cpu_share_percent,
             cpu_window,
+        }
+    }
+
+    /// `calls = [...]` and the bounds on the calls: each name must be an
+    /// `[[upstream]]` of this configuration.
+    fn call_settings(
+        &mut self,
+        raw: &RawPluginSettings,
+        at: &At,
+        upstreams: &HashMap<String, usize>,
+    ) -> CallSettings {
+        let d = CallSettings::default();
+        let mut names: Vec<String> = Vec::new();
+        let listed = raw.calls.as_deref().unwrap_or_default();
+        if listed.len() > limits::MAX_CALL_UPSTREAMS {
+            self.report(
+                &field(at, "calls"),
+                Problem::OutOfRange {
+                    field: "calls",
+                    rule: format!("at most {} upstreams", limits::MAX_CALL_UPSTREAMS),
+                },
+            );
+        }
+        for name in listed.iter().take(limits::MAX_CALL_UPSTREAMS) {
+            if !upstreams.contains_key(name) {
+                let quoted: String = name.chars().take(128).collect();
+                self.report(
+                    &field(at, "calls"),
+                    Problem::Invalid {
+                        field: "calls",
+                        reason: format!(
+                            "upstream `{}` is not defined: a plugin may call only an \
+                             [[upstream]] of this configuration, by its `name`",
+                            quoted.escape_debug()
+                        ),
+                    },
+                );
+            } else if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        let timeout = raw.call_timeout.unwrap_or(d.timeout);
+        if !(limits::MIN_CALL_TIMEOUT..=limits::MAX_CALL_TIMEOUT).contains(&timeout) {
+            self.report(
+                &field(at, "call_timeout"),
+                Problem::OutOfRange {
+                    field: "call_timeout",
+                    rule: format!(
+                        "between {:?} and {:?}",
+                        limits::MIN_CALL_TIMEOUT,
+                        limits::MAX_CALL_TIMEOUT
+                    ),
+                },
+            );
+        }
+        let max_per_request = raw.max_calls_per_request.unwrap_or(d.max_per_request);
+        let max_per_request = self.range(
+            at,
+            "max_calls_per_request",
+            max_per_request,
+            1,
+            limits::MAX_CALLS_PER_REQUEST,
+        );
+        let max_in_flight = raw.max_calls_in_flight.unwrap_or(d.max_in_flight);
+        let max_in_flight = self.range(
+            at,
+            "max_calls_in_flight",
+            max_in_flight,
+            1,
+            limits::MAX_CALLS_IN_FLIGHT,
+        );
+        let body = raw
+            .max_call_body_bytes
+            .map_or(limits::DEFAULT_MAX_CALL_BODY_BYTES, |b| b.as_u64());
+        let body = self.range(
+            at,
+            "max_call_body_bytes",
+            body,
+            1,
+            limits::MAX_CALL_BODY_BYTES,
+        );
+        CallSettings {
+            upstreams: names,
+            timeout,
+            max_per_request,
+            max_in_flight,
+            max_body_bytes: body as usize,
         }
     }
 

@@ -306,6 +306,13 @@ pub struct RawPluginSettings {
     pub cpu_share: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub cpu_window: Option<Duration>,
+    /// Upstreams the plugin may call (`calls.start`).
+    pub calls: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub call_timeout: Option<Duration>,
+    pub max_calls_per_request: Option<u32>,
+    pub max_calls_in_flight: Option<usize>,
+    pub max_call_body_bytes: Option<ByteSize>,
 }
 
 /// `{ name = "api-key", config = { ... } }` in a chain.

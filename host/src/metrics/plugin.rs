@@ -44,17 +44,34 @@ pub enum Phase {
     Response,
     ResponseBody,
     Log,
+    /// The request phase again, with the results of its calls.
+    RequestCalls,
+    /// The response phase again, with the results of its calls.
+    ResponseCalls,
+    /// The results of calls not waited for, after the response.
+    BackgroundCalls,
 }
 
 impl Phase {
-    const ALL: [Phase; 6] = [
+    const ALL: [Phase; 9] = [
         Phase::Init,
         Phase::Request,
         Phase::RequestBody,
         Phase::Response,
         Phase::ResponseBody,
         Phase::Log,
+        Phase::RequestCalls,
+        Phase::ResponseCalls,
+        Phase::BackgroundCalls,
     ];
+
+    /// Whether a call of this phase may start outbound calls.
+    pub fn may_call(self) -> bool {
+        matches!(
+            self,
+            Phase::Request | Phase::Response | Phase::RequestCalls | Phase::ResponseCalls
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,6 +81,9 @@ impl Phase {
             Phase::Response => "response",
             Phase::ResponseBody => "response_body",
             Phase::Log => "log",
+            Phase::RequestCalls => "request_calls",
+            Phase::ResponseCalls => "response_calls",
+            Phase::BackgroundCalls => "background_calls",
         }
     }
 }
@@ -184,7 +204,22 @@ struct PluginCells {
     traps: [Tally; Cause::ALL.len()],
     rejected: [Tally; Phase::ALL.len()],
     skipped: Tally,
+    outbound: [Tally; CALL_OUTCOMES.len()],
 }
+
+/// How a plugin's outbound call ended (`weir_plugin_outbound_calls_total`):
+/// answered, or the contract's `call-error` case, refusals at the start
+/// (`not_allowed`, `invalid`, `limit`, `deadline`) included.
+pub const CALL_OUTCOMES: [&str; 8] = [
+    "answered",
+    "not_allowed",
+    "invalid",
+    "limit",
+    "deadline",
+    "timeout",
+    "too_large",
+    "failed",
+];
 
 /// What a scrape reads from one slot (a plugin with one configuration) of
 /// the plugin runtime.
@@ -379,6 +414,16 @@ impl PluginStats {
     /// invalid one, or `init` refusing its configuration).
     pub fn rejected(&self, phase: Phase) {
         self.cells.local().rejected[phase as usize].inc();
+    }
+
+    /// An outbound call that ended with `outcome`, one of
+    /// [`CALL_OUTCOMES`] (anything else counts as `failed`).
+    pub fn called_out(&self, outcome: &str) {
+        let i = CALL_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(CALL_OUTCOMES.len() - 1);
+        self.cells.local().outbound[i].inc();
     }
 
     /// A failed call the plugin's `failure = "open"` skipped.

@@ -18,13 +18,16 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use weir::plugin::types::{Action, BodyAction, BucketOutcome, Capabilities, LogLevel};
+pub use weir::plugin::calls::{CallResponse, CallResult};
+pub use weir::plugin::types::{
+    Action, BodyAction, BucketOutcome, Capabilities, LogLevel, ResponseAction,
+};
 
 /// The version of `sdk/wit/weir.wit` this gateway speaks, spelled once:
 /// the names below are built from it.
 macro_rules! contract_version {
     (minor) => {
-        "0.7."
+        "0.8."
     };
     () => {
         concat!(contract_version!(minor), "0")
@@ -32,7 +35,7 @@ macro_rules! contract_version {
 }
 
 /// The contract this gateway speaks; a plugin must import and export
-/// `weir:plugin/*` at a semver-compatible version (0.7.x).
+/// `weir:plugin/*` at a semver-compatible version (0.8.x).
 pub const CONTRACT: &str = concat!("weir:plugin@", contract_version!());
 /// The contract's `http` interface, as components import it.
 pub const HTTP_INTERFACE: &str = concat!("weir:plugin/http@", contract_version!());

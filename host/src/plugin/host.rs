@@ -18,10 +18,11 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::weir::plugin::{host, http as whttp, types};
+use super::bindings::weir::plugin::{calls as wcalls, host, http as whttp, types};
 use super::bindings::{
     BucketOutcome, FieldsHandle, LogLevel, REQUEST_FIELDS_REP, RequestHandle, ResponseHandle,
 };
+use super::calls::{self, CallPolicy, RequestCalls};
 use super::deadline::CpuDeadline;
 use super::log_fields::LogFields;
 use super::state::Namespace;
@@ -147,6 +148,8 @@ pub struct Call {
     /// [`limits::PANIC_PREFIX`]); the trap that follows a panic is
     /// described with it. Taken when the call ends.
     pub panic: Option<String>,
+    /// The plugin's calls in this request; lent like the context.
+    pub calls: RequestCalls,
 }
 
 impl Call {
@@ -221,6 +224,7 @@ impl Default for Call {
             log_budget: limits::MAX_LOG_LINES_PER_CALL,
             refused: None,
             panic: None,
+            calls: RequestCalls::default(),
         }
     }
 }
@@ -289,6 +293,8 @@ pub struct StoreData {
     pub(crate) stats: Arc<PluginStats>,
     pub(crate) limits: Limits,
     pub(crate) call: Call,
+    /// What the plugin may call out to, and the bounds on its calls.
+    pub(crate) call_policy: Arc<CallPolicy>,
     /// The CPU deadline of the call under way.
     pub(crate) deadline: CpuDeadline,
     wasi: WasiCtx,
@@ -302,8 +308,10 @@ impl StoreData {
         stats: Arc<PluginStats>,
         limits: StoreLimits,
         deadline: CpuDeadline,
+        call_policy: Arc<CallPolicy>,
     ) -> StoreData {
         StoreData {
+            call_policy,
             plugin,
             state,
             stats,
@@ -541,6 +549,42 @@ fn set_target(uri: &Uri, path: Option<&str>, query: Option<Option<&str>>) -> Res
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(pq);
     Uri::from_parts(parts).map_err(|e| format!("invalid request target: {e}"))
+}
+
+impl wcalls::Host for StoreData {
+    fn start(
+        &mut self,
+        req: wcalls::CallRequest,
+    ) -> wasmtime::Result<Result<u32, wcalls::CallError>> {
+        let asked = calls::Asked {
+            upstream: req.upstream,
+            method: req.method,
+            path: req.path,
+            headers: req.headers,
+            body: req.body,
+            timeout_ms: req.timeout_ms,
+            tag: req.tag,
+        };
+        let started = calls::start(&self.call_policy, &self.plugin, &mut self.call.calls, asked);
+        if let Err(e) = &started {
+            self.stats.called_out(e.label());
+        }
+        Ok(started.map_err(call_error))
+    }
+}
+
+/// A call's error in the contract's terms.
+pub(crate) fn call_error(e: calls::CallError) -> wcalls::CallError {
+    use calls::CallError as E;
+    match e {
+        E::NotAllowed(m) => wcalls::CallError::NotAllowed(m),
+        E::Invalid(m) => wcalls::CallError::Invalid(m),
+        E::Limit(m) => wcalls::CallError::Limit(m),
+        E::Deadline => wcalls::CallError::Deadline,
+        E::Timeout => wcalls::CallError::Timeout,
+        E::TooLarge(n) => wcalls::CallError::TooLarge(n),
+        E::Failed(m) => wcalls::CallError::Failed(m),
+    }
 }
 
 impl whttp::Host for StoreData {}

@@ -19,6 +19,7 @@
 
 pub mod bindings;
 pub mod breaker;
+pub mod calls;
 mod deadline;
 mod engine;
 pub mod host;
@@ -37,6 +38,7 @@ use std::time::SystemTime;
 
 use crate::config::{Config, PluginRef, PluginsConfig};
 pub use bindings::CONTRACT;
+pub use calls::{CallError, CallSpec, Finished, RequestCalls};
 pub use deadline::EPOCH_TICK;
 pub use engine::{CacheStats, Capacity, Runtime, Tier};
 pub use host::Context;
@@ -46,7 +48,7 @@ pub use load::{
 };
 pub use log_fields::LogFields;
 pub use pool::{
-    Action, BodyAction, Capabilities, Failure, FailureKind, Instance, Io, Respond, Slot,
+    Action, BodyAction, Capabilities, Failure, FailureKind, Flow, Instance, Io, Respond, Slot,
 };
 use state::Namespace;
 
@@ -62,6 +64,9 @@ pub struct Chain {
     /// nor (for the log phase) spawns a task.
     pub response: bool,
     pub log: bool,
+    /// Whether any plugin may call out (`[plugin_limits.NAME] calls`):
+    /// only then does a request note its deadline for the calls.
+    pub calls: bool,
 }
 
 impl Chain {
@@ -461,6 +466,7 @@ impl Plugins {
                     chain.response_body |= slot.caps.response_body;
                     chain.response |= slot.caps.response;
                     chain.log |= slot.caps.log;
+                    chain.calls |= slot.calls_out();
                     chain.slots.push(slot);
                 }
                 Arc::new(chain)

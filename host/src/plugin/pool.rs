@@ -45,6 +45,7 @@ use wasmtime::{Store, StoreLimitsBuilder};
 
 use super::bindings::{self, REQUEST_FIELDS_REP, REQUEST_REP, RESPONSE_FIELDS_REP, RESPONSE_REP};
 use super::breaker::{Admit, Breaker, BreakerSettings, BreakerStats, Outcome};
+use super::calls::{CallPolicy, Finished, RequestCalls};
 use super::deadline::{self, CpuDeadline, Stop};
 use super::host::{self, Context, StoreData};
 use super::load::Compiled;
@@ -189,6 +190,8 @@ pub struct Io<'a> {
     pub client_cert: Option<&'a Arc<crate::tls::ClientCert>>,
     /// The instance this request holds (request isolation only).
     pub held: &'a mut Option<Box<Instance>>,
+    /// The plugin's calls in this request (lent like the context).
+    pub calls: &'a mut RequestCalls,
 }
 
 /// What making an instance takes; shared with a background re-make.
@@ -204,6 +207,8 @@ struct Maker {
     deadline: Duration,
     max_instances: usize,
     live: Arc<AtomicUsize>,
+    /// What the plugin may call out to; every store of the slot shares it.
+    calls: Arc<CallPolicy>,
 }
 
 /// What a slot shares with its background re-make.
@@ -388,7 +393,12 @@ impl Slot {
             percent: s.cpu_share_percent,
             window: s.cpu_window,
         };
+        let calls = Arc::new(CallPolicy::new(
+            s.calls.clone(),
+            state.calls_in_flight.clone(),
+        ));
         let maker = Arc::new(Maker {
+            calls,
             name: compiled.name.clone(),
             config,
             state,
@@ -501,6 +511,7 @@ impl Maker {
             self.stats.clone(),
             limits,
             compiled.runtime.ticker.deadline(),
+            self.calls.clone(),
         );
         let mut store = Store::new(&compiled.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -654,6 +665,12 @@ impl Slot {
         self.maker.live.load(Ordering::Acquire)
     }
 
+    /// Whether the plugin may call out at all (its `calls` list is not
+    /// empty).
+    pub fn calls_out(&self) -> bool {
+        self.maker.calls.any()
+    }
+
     /// The version this slot serves.
     pub fn compiled(&self) -> &Arc<Compiled> {
         &self.maker.compiled
@@ -695,6 +712,7 @@ impl Slot {
                 .checkout()
                 .inspect_err(|_| self.maker.stats.unavailable(phase))?,
         };
+        io.calls.open = phase.may_call();
         lend(&mut inst.store, io);
         deadline::arm(&mut inst.store, StoreData::deadline, self.maker.deadline);
         let timer = metrics::call_timer();
@@ -707,6 +725,7 @@ impl Slot {
             Some(_) => None,
         };
         lend(&mut inst.store, io);
+        io.calls.open = false;
         match result {
             Ok(v) => {
                 self.maker.stats.ran(phase, metrics::Outcome::Ok, took);
@@ -829,16 +848,53 @@ impl Slot {
     }
 
     pub fn on_request(&self, io: &mut Io<'_>) -> Result<Action, Failure> {
-        let (action, answer) = self.call_answering(Phase::Request, io, |g, s| {
-            g.weir_plugin_guest().call_on_request(s)
+        let phase = Phase::Request;
+        let (action, answer) =
+            self.call_answering(phase, io, |g, s| g.weir_plugin_guest().call_on_request(s))?;
+        self.action(phase, io, action, answer)
+    }
+
+    /// The request phase again, with the results of the calls it waited
+    /// for.
+    pub fn on_request_calls(
+        &self,
+        io: &mut Io<'_>,
+        results: Vec<Finished>,
+    ) -> Result<Action, Failure> {
+        let phase = Phase::RequestCalls;
+        let results = contract_results(results);
+        let (action, answer) = self.call_answering(phase, io, |g, s| {
+            g.weir_plugin_guest().call_on_request_calls(s, &results)
         })?;
+        self.action(phase, io, action, answer)
+    }
+
+    fn action(
+        &self,
+        phase: Phase,
+        io: &mut Io<'_>,
+        action: bindings::Action,
+        answer: Option<Answer>,
+    ) -> Result<Action, Failure> {
         match action {
             bindings::Action::Continue => Ok(Action::Continue),
             bindings::Action::RouteTo(name) => Ok(Action::RouteTo(name)),
-            bindings::Action::Respond(body) => self
-                .respond(Phase::Request, answer, body)
-                .map(Action::Respond),
+            bindings::Action::Respond(body) => {
+                self.respond(phase, answer, body).map(Action::Respond)
+            }
+            bindings::Action::Wait => self.wait(phase, io).map(|()| Action::Wait),
         }
+    }
+
+    /// A `wait` answer: valid only when the call started calls to wait for.
+    fn wait(&self, phase: Phase, io: &mut Io<'_>) -> Result<(), Failure> {
+        if io.calls.started.is_empty() {
+            return Err(self.invalid(
+                phase,
+                "`wait` without a call started in this phase: there is nothing to wait for".into(),
+            ));
+        }
+        Ok(())
     }
 
     pub fn on_request_body(&self, io: &mut Io<'_>, body: &[u8]) -> Result<BodyAction, Failure> {
@@ -855,9 +911,49 @@ impl Slot {
         }
     }
 
-    pub fn on_response(&self, io: &mut Io<'_>) -> Result<(), Failure> {
-        self.call(Phase::Response, io, |g, s| {
-            g.weir_plugin_guest().call_on_response(s)
+    pub fn on_response(&self, io: &mut Io<'_>) -> Result<Flow, Failure> {
+        let phase = Phase::Response;
+        let flow = self.call(phase, io, |g, s| g.weir_plugin_guest().call_on_response(s))?;
+        self.flow(phase, io, flow)
+    }
+
+    /// The response phase again, with the results of the calls it waited
+    /// for.
+    pub fn on_response_calls(
+        &self,
+        io: &mut Io<'_>,
+        results: Vec<Finished>,
+    ) -> Result<Flow, Failure> {
+        let phase = Phase::ResponseCalls;
+        let results = contract_results(results);
+        let flow = self.call(phase, io, |g, s| {
+            g.weir_plugin_guest().call_on_response_calls(s, &results)
+        })?;
+        self.flow(phase, io, flow)
+    }
+
+    fn flow(
+        &self,
+        phase: Phase,
+        io: &mut Io<'_>,
+        flow: bindings::ResponseAction,
+    ) -> Result<Flow, Failure> {
+        match flow {
+            bindings::ResponseAction::Continue => Ok(Flow::Continue),
+            bindings::ResponseAction::Wait => self.wait(phase, io).map(|()| Flow::Wait),
+        }
+    }
+
+    /// The results of the calls the plugin started without waiting, after
+    /// the response was sent.
+    pub fn on_background_calls(
+        &self,
+        io: &mut Io<'_>,
+        results: Vec<Finished>,
+    ) -> Result<(), Failure> {
+        let results = contract_results(results);
+        self.call(Phase::BackgroundCalls, io, |g, s| {
+            g.weir_plugin_guest().call_on_background_calls(s, &results)
         })
     }
 
@@ -928,6 +1024,7 @@ fn lend(store: &mut Store<StoreData>, io: &mut Io<'_>) {
     }
     std::mem::swap(&mut call.context, io.context);
     std::mem::swap(&mut call.log_fields, io.log_fields);
+    std::mem::swap(&mut call.calls, io.calls);
     std::mem::swap(&mut call.id, io.id);
     call.client_ip = io.client_ip;
     // The same certificate for every call of a connection: cloned (an
@@ -990,6 +1087,35 @@ pub enum Action {
     Continue,
     Respond(Respond),
     RouteTo(String),
+    /// Wait for the calls the phase started (never without one).
+    Wait,
+}
+
+/// The response phase's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Wait for the calls the phase started (never without one).
+    Wait,
+}
+
+/// Finished calls in the contract's terms.
+fn contract_results(results: Vec<Finished>) -> Vec<bindings::CallResult> {
+    results
+        .into_iter()
+        .map(|f| bindings::CallResult {
+            id: f.id,
+            tag: f.tag,
+            outcome: f
+                .outcome
+                .map(|a| bindings::CallResponse {
+                    status: a.status,
+                    headers: a.headers,
+                    body: a.body,
+                })
+                .map_err(host::call_error),
+        })
+        .collect()
 }
 
 /// The request-body phase's answer.

@@ -79,6 +79,9 @@ pub struct Namespace {
     next_sweep: AtomicU64,
     /// Sweeps run so far.
     sweeps: AtomicU64,
+    /// The plugin's outbound calls under way (`super::calls`): kept with
+    /// its state so every version and instance counts against one bound.
+    pub(crate) calls_in_flight: std::sync::Arc<AtomicUsize>,
 }
 
 impl Default for Namespace {
@@ -90,6 +93,7 @@ impl Default for Namespace {
             next_expiry: AtomicU64::new(u64::MAX),
             next_sweep: AtomicU64::new(0),
             sweeps: AtomicU64::new(0),
+            calls_in_flight: std::sync::Arc::default(),
         }
     }
 }

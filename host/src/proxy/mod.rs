@@ -14,6 +14,7 @@
 //! them to statuses. Listening, balancing and pooling live elsewhere; this
 //! module only decides what happens to a request.
 
+mod calls;
 pub mod error;
 pub mod exchange;
 pub mod grpc;
@@ -159,7 +160,8 @@ async fn phases(
     }
 
     // Kept in the request's record, which names the route by its place.
-    let router = &*trail.router.insert(cx.router.load_full());
+    let table = &*trail.router.insert(cx.router.load_full());
+    let router = &**table;
     let client_cert = cx
         .tls
         .as_ref()
@@ -202,8 +204,14 @@ async fn phases(
     } else {
         // Plugins see the request as it will be sent upstream.
         let cert = cx.tls.as_ref().and_then(|t| t.session.client_cert.as_ref());
-        plugins.start(route, cx.peer.ip(), cert, id);
-        let steered = match plugins.on_request(&mut parts, router)? {
+        plugins.start(route, (table, timeout), cx.peer, cert, id);
+        let decision = if plugins.calls_out() {
+            // Boxed, as the body phase: its future waits on calls.
+            Box::pin(plugins.on_request_calling(&mut parts, router)).await?
+        } else {
+            plugins.on_request(&mut parts, router)?
+        };
+        let steered = match decision {
             plugins::Decision::Respond(resp) => return Ok(answer(*resp, grpc)),
             plugins::Decision::Forward(steered) => steered,
         };
@@ -235,12 +243,14 @@ async fn phases(
         trail.body.note(&body);
     }
     let upstream = steered.as_ref().unwrap_or(&route.upstream);
+    // Calls a plugin waited on spent part of the deadline.
+    let timeout = plugins.remaining(timeout);
     let send::Sent {
         resp,
         endpoint,
         conn,
     } = send::send(
-        route,
+        &send::Bounds::of(route),
         upstream,
         cx.peer,
         parts,
@@ -268,6 +278,9 @@ async fn phases(
         return Ok(resp);
     }
     if !plugins.wants_response_body() {
+        if plugins.calls_out() {
+            return Box::pin(plugins.on_response_calling(resp)).await;
+        }
         return plugins.on_response(resp);
     }
     Box::pin(plugins.on_response_body(resp, caps.response, route)).await

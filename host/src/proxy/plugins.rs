@@ -13,14 +13,28 @@
 //! it: the copy of the request head kept for the response and log phases,
 //! and the task the log phase runs in.
 //!
+//! A chain with a plugin that may call out (`[plugin_limits.NAME] calls`)
+//! runs its request and response phases as futures
+//! ([`Scope::on_request_calling`], [`Scope::on_response_calling`]): a
+//! plugin that answers `wait` has its calls sent (`super::calls`) and is
+//! called again with their results, its instance back in the pool in
+//! between. Calls a phase started without waiting run beside the request
+//! and their results reach the plugin in the log task, before its log
+//! phase. A request dropped before its end (the client went away) aborts
+//! the calls it waits on or started, and still runs the log phase, with
+//! status 499. Chains that cannot call out keep the synchronous phases: a
+//! plugin without a `calls` list cannot start a call, so `wait` reaches
+//! them only as an invalid answer.
+//!
 //! A failing plugin either fails the request (`failure = "closed"`: 500,
 //! or 503 when it could not be called: every instance busy, one being
 //! replaced, its breaker open or its CPU share spent on this worker) or is
 //! skipped for that call (`failure = "open"`), and the skip is logged with
 //! the request id.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -33,7 +47,10 @@ use super::error::ProxyError;
 use super::response::ResponseBody;
 use crate::body::RequestBody;
 use crate::config::FailurePolicy;
-use crate::plugin::{Action, BodyAction, Chain, Context, Failure, Instance, Io, LogFields, Slot};
+use crate::plugin::{
+    Action, BodyAction, CallError, Chain, Context, Failure, Finished, Flow, Instance, Io,
+    LogFields, RequestCalls, Slot,
+};
 use crate::router::{Route, Router};
 use crate::trace::PluginCalls;
 use crate::upstream::Upstream;
@@ -71,6 +88,53 @@ pub struct Scope {
     /// The request head as forwarded, for the response and log phases;
     /// kept only when a plugin of the chain asked for one of them.
     request: Option<Parts>,
+    /// What sending calls needs; only for chains that may call out.
+    out: Option<Outbound>,
+}
+
+/// What a request's outbound calls need beyond its plugins' own records.
+struct Outbound {
+    /// The route table the request started with: a call's upstream is
+    /// looked up there, so a reload does not change it midway.
+    router: Arc<Router>,
+    /// The client's address, for balancers that hash it.
+    peer: SocketAddr,
+    /// The request's deadline (the route's timeout, or a gRPC client's).
+    deadline: Instant,
+    /// Whether a plugin waited on calls: the time left to the deadline is
+    /// then what the upstream gets.
+    waited: bool,
+    /// Calls not waited for, by plugin index, in the order started.
+    background: Vec<Background>,
+}
+
+/// A call running beside its request; aborted when dropped before it
+/// finished, so none outlives the request.
+struct Background {
+    plugin: usize,
+    id: u32,
+    tag: String,
+    task: tokio::task::JoinHandle<Finished>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Background {
+    /// The call's result, once it has finished.
+    async fn finish(mut self) -> Finished {
+        match (&mut self.task).await {
+            Ok(f) => f,
+            Err(e) => Finished {
+                id: self.id,
+                tag: std::mem::take(&mut self.tag),
+                outcome: Err(CallError::Failed(format!("the call did not finish: {e}"))),
+            },
+        }
+    }
 }
 
 impl Default for Scope {
@@ -85,9 +149,24 @@ impl Default for Scope {
             client_cert: None,
             ran: 0,
             request: None,
+            out: None,
         }
     }
 }
+
+impl Drop for Scope {
+    /// A request dropped before its end (the client went away midway):
+    /// its calls are aborted and its log phase still runs, with 499 (the
+    /// status nginx logs for a client that closed the request).
+    fn drop(&mut self) {
+        if self.chain.is_some() {
+            self.on_log(STATUS_CLIENT_GONE);
+        }
+    }
+}
+
+/// The status the log phase of a request the client abandoned receives.
+pub const STATUS_CLIENT_GONE: u16 = 499;
 
 /// What one plugin of the chain keeps for one request.
 #[derive(Default)]
@@ -95,6 +174,8 @@ struct PerPlugin {
     context: Context,
     /// The instance held for the whole request (request isolation only).
     held: Option<Box<Instance>>,
+    /// The calls it started and may still start.
+    calls: RequestCalls,
 }
 
 /// A call's outcome as its span names it: `refused` when the plugin could
@@ -105,6 +186,32 @@ fn outcome<T>(r: &Result<T, Failure>) -> &'static str {
         Err(f) if f.kind.unavailable() => "refused",
         Err(_) => "failed",
     }
+}
+
+/// The upstream a plugin's `route-to` names.
+fn steer_to(slot: &Slot, router: &Router, name: &str) -> Result<Arc<Upstream>, ProxyError> {
+    router
+        .upstream(name)
+        .cloned()
+        .ok_or_else(|| ProxyError::UnknownUpstream {
+            plugin: slot.name.clone(),
+            name: name.chars().take(128).collect(),
+        })
+}
+
+/// What is left in a list of results once a plugin's were taken.
+fn placeholder() -> Finished {
+    Finished {
+        id: 0,
+        tag: String::new(),
+        outcome: Err(CallError::Failed(String::new())),
+    }
+}
+
+/// An empty request head, for phases after a request whose head was not
+/// kept.
+fn no_request() -> Parts {
+    http::Request::new(()).into_parts().0
 }
 
 /// A copy of a request head without its extensions (which are not Clone
@@ -119,11 +226,14 @@ fn copy_head(p: &Parts) -> Parts {
 }
 
 impl Scope {
-    /// Prepares the scope for a route's chain.
+    /// Prepares the scope for a route's chain. `router` is the table the
+    /// request was routed by, `timeout` its deadline from now (both used
+    /// only by chains that may call out).
     pub fn start(
         &mut self,
         route: &Route,
-        client_ip: IpAddr,
+        (router, timeout): (&Arc<Router>, Duration),
+        peer: SocketAddr,
         client_cert: Option<&Arc<crate::tls::ClientCert>>,
         id: &HeaderValue,
     ) {
@@ -133,6 +243,20 @@ impl Scope {
         }
         let n = chain.slots.len();
         self.each = (0..n).map(|_| PerPlugin::default()).collect();
+        if chain.calls {
+            let deadline = Instant::now() + timeout;
+            for p in &mut self.each {
+                p.calls = RequestCalls::new(Some(deadline));
+            }
+            self.out = Some(Outbound {
+                router: router.clone(),
+                peer,
+                deadline,
+                waited: false,
+                background: Vec::new(),
+            });
+        }
+        let client_ip = peer.ip();
         self.id = id.clone();
         self.client_ip = client_ip;
         self.client_cert = client_cert.cloned();
@@ -172,6 +296,7 @@ impl Scope {
             client_ip: client.0,
             client_cert: client.1,
             held: &mut each.held,
+            calls: &mut each.calls,
         }
     }
 
@@ -260,16 +385,10 @@ impl Scope {
             self.calls.done(t, &slot.name, "request", outcome(&r));
             self.ran = i + 1;
             match self.judge(slot, r)? {
-                None | Some(Action::Continue) => {}
-                Some(Action::RouteTo(name)) => match router.upstream(&name) {
-                    Some(u) => steer = Some(u.clone()),
-                    None => {
-                        return Err(ProxyError::UnknownUpstream {
-                            plugin: slot.name.clone(),
-                            name: name.chars().take(128).collect(),
-                        });
-                    }
-                },
+                // A plugin in a chain that cannot call out has no call to
+                // wait for: its `wait` was refused as an invalid answer.
+                None | Some(Action::Continue | Action::Wait) => {}
+                Some(Action::RouteTo(name)) => steer = Some(steer_to(slot, router, &name)?),
                 Some(Action::Respond(r)) => {
                     // Plugins before this one still see the answer in
                     // their response phase, as they would an upstream's.
@@ -365,7 +484,7 @@ impl Scope {
                 Some(BodyAction::Respond(r)) => {
                     self.ran = i;
                     let mut head = r.head;
-                    self.response_head(&mut head)?;
+                    self.response_head_any(&mut head).await?;
                     return Ok(Err(Response::from_parts(head, ResponseBody::full(r.body))));
                 }
             }
@@ -396,7 +515,7 @@ impl Scope {
             Some(c) => c.clone(),
         };
         let (mut head, body) = resp.into_parts();
-        self.response_head(&mut head)?;
+        self.response_head_any(&mut head).await?;
         let collected =
             tokio::time::timeout(route.timeout, Limited::new(body, cap).collect()).await;
         let mut bytes: Bytes = match collected {
@@ -407,10 +526,7 @@ impl Scope {
             Ok(Err(_)) => return Err(ProxyError::ResponseBodyBroken),
             Ok(Ok(c)) => c.to_bytes(),
         };
-        let mut req = self
-            .request
-            .take()
-            .unwrap_or_else(|| http::Request::new(()).into_parts().0);
+        let mut req = self.request.take().unwrap_or_else(no_request);
         for i in (0..self.ran).rev() {
             let slot = &chain.slots[i];
             if !slot.caps.response_body {
@@ -461,10 +577,7 @@ impl Scope {
         if !chain.response {
             return Ok(());
         }
-        let mut req = self
-            .request
-            .take()
-            .unwrap_or_else(|| http::Request::new(()).into_parts().0);
+        let mut req = self.request.take().unwrap_or_else(no_request);
         let mut result = Ok(());
         for i in (0..self.ran).rev() {
             let slot = &chain.slots[i];
@@ -493,9 +606,11 @@ impl Scope {
 
     /// The log phase, spawned so the response does not wait for it. Runs,
     /// in chain order, for every plugin that asked for it and that the
-    /// request went through; nothing is spawned when there is no such
-    /// plugin and no instance held for the request to drop.
-    pub fn on_log(mut self, status: u16) {
+    /// request went through, after the results of the calls plugins did
+    /// not wait for have reached them (`on-background-calls`); nothing is
+    /// spawned when there is no such plugin or call and no instance held
+    /// for the request to drop.
+    pub fn on_log(&mut self, status: u16) {
         let Some(chain) = self.chain.take() else {
             return;
         };
@@ -506,15 +621,15 @@ impl Scope {
         // in the task too: dropping a store is not free either.
         let held = self.each.iter().any(|p| p.held.is_some());
         let logs = chain.log && self.ran > 0;
-        if !(logs || held) || tokio::runtime::Handle::try_current().is_err() {
+        let background = self.out.as_ref().is_some_and(|o| !o.background.is_empty());
+        if !(logs || held || background) || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
+        let this = std::mem::take(self);
         tokio::spawn(async move {
-            let mut this = self;
-            let mut req = this
-                .request
-                .take()
-                .unwrap_or_else(|| http::Request::new(()).into_parts().0);
+            let mut this = this;
+            let mut req = this.request.take().unwrap_or_else(no_request);
+            this.background_results(&chain, &mut req).await;
             for i in 0..this.ran {
                 let slot = &chain.slots[i];
                 if !slot.caps.log {
@@ -533,5 +648,293 @@ impl Scope {
                 }
             }
         });
+    }
+
+    /// Waits for the calls plugins started without waiting and hands each
+    /// plugin its results, in the order it started them.
+    async fn background_results(&mut self, chain: &Chain, req: &mut Parts) {
+        let Some(out) = &mut self.out else {
+            return;
+        };
+        let tasks = std::mem::take(&mut out.background);
+        let mut done: Vec<(usize, Finished)> = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            let plugin = t.plugin;
+            let f = t.finish().await;
+            super::calls::count(chain.slots[plugin].stats(), &f);
+            done.push((plugin, f));
+        }
+        for (i, slot) in chain.slots.iter().enumerate() {
+            let results: Vec<Finished> = done
+                .iter_mut()
+                .filter(|(p, _)| *p == i)
+                .map(|(_, f)| std::mem::replace(f, placeholder()))
+                .collect();
+            if results.is_empty() {
+                continue;
+            }
+            let mut io = Self::io(
+                &mut self.id,
+                &mut self.log_fields,
+                (self.client_ip, self.client_cert.as_ref()),
+                req,
+                None,
+                &mut self.each[i],
+            );
+            if let Err(f) = slot.on_background_calls(&mut io, results) {
+                tracing::warn!(plugin = &*f.plugin, request_id = ?self.id, reason = %f.kind, "background calls' results failed");
+            }
+        }
+    }
+
+    /// Whether the chain may call out (its request and response phases
+    /// then run as futures).
+    pub fn calls_out(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// What is left of `timeout` for the upstream: all of it, unless a
+    /// plugin waited on calls, which spent part of the request's deadline.
+    pub fn remaining(&self, timeout: Duration) -> Duration {
+        match &self.out {
+            Some(o) if o.waited => o.deadline.saturating_duration_since(Instant::now()),
+            _ => timeout,
+        }
+    }
+
+    /// The request phase of a chain that may call out.
+    pub async fn on_request_calling(
+        &mut self,
+        parts: &mut Parts,
+        router: &Router,
+    ) -> Result<Decision, ProxyError> {
+        let Some(chain) = self.chain.take() else {
+            return Ok(Decision::Forward(None));
+        };
+        let decision = self.request_phase_calling(&chain, parts, router).await;
+        self.chain = Some(chain);
+        decision
+    }
+
+    async fn request_phase_calling(
+        &mut self,
+        chain: &Chain,
+        parts: &mut Parts,
+        router: &Router,
+    ) -> Result<Decision, ProxyError> {
+        let mut steer = None;
+        for (i, slot) in chain.slots.iter().enumerate() {
+            if !slot.caps.request {
+                self.ran = i + 1;
+                continue;
+            }
+            self.ran = i + 1;
+            let mut r = self.call_request(i, slot, parts, None);
+            let action = loop {
+                match self.settle(i, slot, r, |a| matches!(a, Action::Wait))? {
+                    Some(Action::Wait) => {
+                        // The log phase of a request abandoned while it
+                        // waits reads the head as it is now.
+                        self.keep_request(chain, parts);
+                        let results = self.wait_calls(i, slot).await;
+                        r = self.call_request(i, slot, parts, Some(results));
+                    }
+                    other => break other,
+                }
+            };
+            match action {
+                None | Some(Action::Continue | Action::Wait) => {}
+                Some(Action::RouteTo(name)) => steer = Some(steer_to(slot, router, &name)?),
+                Some(Action::Respond(r)) => {
+                    self.ran = i;
+                    self.keep_request(chain, parts);
+                    let mut head = r.head;
+                    self.response_head_calling(chain, &mut head).await?;
+                    return Ok(Decision::Respond(Box::new(Response::from_parts(
+                        head,
+                        ResponseBody::full(r.body),
+                    ))));
+                }
+            }
+        }
+        self.keep_request(chain, parts);
+        Ok(Decision::Forward(steer))
+    }
+
+    /// One request-phase call of plugin `i`: `on-request`, or with
+    /// `results`, `on-request-calls`.
+    fn call_request(
+        &mut self,
+        i: usize,
+        slot: &Slot,
+        parts: &mut Parts,
+        results: Option<Vec<Finished>>,
+    ) -> Result<Action, Failure> {
+        let mut io = Self::io(
+            &mut self.id,
+            &mut self.log_fields,
+            (self.client_ip, self.client_cert.as_ref()),
+            parts,
+            None,
+            &mut self.each[i],
+        );
+        let t = self.calls.start();
+        let (r, phase) = match results {
+            None => (slot.on_request(&mut io), "request"),
+            Some(results) => (slot.on_request_calls(&mut io, results), "request_calls"),
+        };
+        self.calls.done(t, &slot.name, phase, outcome(&r));
+        r
+    }
+
+    /// One response-phase call of plugin `i`: `on-response`, or with
+    /// `results`, `on-response-calls`.
+    fn call_response(
+        &mut self,
+        i: usize,
+        slot: &Slot,
+        (req, head): (&mut Parts, &mut response::Parts),
+        results: Option<Vec<Finished>>,
+    ) -> Result<Flow, Failure> {
+        let mut io = Self::io(
+            &mut self.id,
+            &mut self.log_fields,
+            (self.client_ip, self.client_cert.as_ref()),
+            req,
+            Some(head),
+            &mut self.each[i],
+        );
+        let t = self.calls.start();
+        let (r, phase) = match results {
+            None => (slot.on_response(&mut io), "response"),
+            Some(results) => (slot.on_response_calls(&mut io, results), "response_calls"),
+        };
+        self.calls.done(t, &slot.name, phase, outcome(&r));
+        r
+    }
+
+    /// [`Scope::judge`] for a plugin that may have started calls: a
+    /// failed or skipped call's calls are dropped unsent; an answer other
+    /// than `wait` sends them in the background.
+    fn settle<T>(
+        &mut self,
+        i: usize,
+        slot: &Slot,
+        r: Result<T, Failure>,
+        waits: impl Fn(&T) -> bool,
+    ) -> Result<Option<T>, ProxyError> {
+        let judged = self.judge(slot, r);
+        match &judged {
+            Ok(Some(v)) if waits(v) => {}
+            Ok(Some(_)) => self.detach(i),
+            _ => drop(self.each[i].calls.take()),
+        }
+        judged
+    }
+
+    /// Starts plugin `i`'s calls of the phase call that just ended as
+    /// tasks beside the request.
+    fn detach(&mut self, i: usize) {
+        let started = self.each[i].calls.take();
+        let (Some(out), false) = (&mut self.out, started.is_empty()) else {
+            return;
+        };
+        for call in started {
+            let upstream = out.router.upstream(&call.upstream).cloned();
+            out.background.push(Background {
+                plugin: i,
+                id: call.id,
+                tag: call.tag.clone(),
+                task: tokio::spawn(super::calls::send_one(
+                    upstream,
+                    out.peer,
+                    self.id.clone(),
+                    call,
+                    Some(out.deadline),
+                )),
+            });
+        }
+    }
+
+    /// Sends plugin `i`'s calls and waits for them all.
+    async fn wait_calls(&mut self, i: usize, slot: &Slot) -> Vec<Finished> {
+        let started = self.each[i].calls.take();
+        let Some(out) = &mut self.out else {
+            unreachable!("only a chain that may call out starts calls");
+        };
+        out.waited = true;
+        super::calls::send_all(
+            &out.router,
+            out.peer,
+            &self.id,
+            started,
+            Some(out.deadline),
+            slot.stats(),
+        )
+        .await
+    }
+
+    /// The response phase over the head, for chains that may call out.
+    pub async fn on_response_calling(
+        &mut self,
+        resp: Response<ResponseBody>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        if !self.chain.as_ref().is_some_and(|c| c.response) {
+            return Ok(resp);
+        }
+        let (mut head, body) = resp.into_parts();
+        self.response_head_any(&mut head).await?;
+        Ok(Response::from_parts(head, body))
+    }
+
+    /// The response phase over a head, for any chain.
+    async fn response_head_any(&mut self, head: &mut response::Parts) -> Result<(), ProxyError> {
+        let Some(chain) = self.chain.take() else {
+            return Ok(());
+        };
+        let r = if chain.calls {
+            self.response_head_calling(&chain, head).await
+        } else {
+            self.response_head_phase(&chain, head)
+        };
+        self.chain = Some(chain);
+        r
+    }
+
+    /// The response phase in reverse chain order, for a chain that may
+    /// call out.
+    async fn response_head_calling(
+        &mut self,
+        chain: &Chain,
+        head: &mut response::Parts,
+    ) -> Result<(), ProxyError> {
+        if !chain.response {
+            return Ok(());
+        }
+        let mut req = self.request.take().unwrap_or_else(no_request);
+        let mut result = Ok(());
+        'plugins: for i in (0..self.ran).rev() {
+            let slot = &chain.slots[i];
+            if !slot.caps.response {
+                continue;
+            }
+            let mut r = self.call_response(i, slot, (&mut req, head), None);
+            loop {
+                match self.settle(i, slot, r, |f| *f == Flow::Wait) {
+                    Ok(Some(Flow::Wait)) => {
+                        self.request = Some(copy_head(&req));
+                        let results = self.wait_calls(i, slot).await;
+                        r = self.call_response(i, slot, (&mut req, head), Some(results));
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        result = Err(e);
+                        break 'plugins;
+                    }
+                }
+            }
+        }
+        self.request = Some(req);
+        result
     }
 }

@@ -37,7 +37,6 @@ use super::error::ProxyError;
 use super::exchange::Tries;
 use crate::body::{self, RequestBody, RequestHead};
 use crate::metrics::upstream::{LimitKind, TryOutcome};
-use crate::router::Route;
 use crate::trace::Trace;
 use crate::upstream::http2::{self, H2Failure};
 use crate::upstream::{
@@ -45,6 +44,28 @@ use crate::upstream::{
     Upstream,
 };
 use crate::worker;
+
+/// What a request's tries are bounded by: its route's settings, or, for a
+/// plugin's call, its upstream's.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    /// Retries after the first try.
+    pub retry_attempts: u32,
+    pub connect_timeout: Duration,
+    /// The request body's limit, to tell a client's oversized upload from
+    /// an endpoint's failure.
+    pub max_body_bytes: u64,
+}
+
+impl Bounds {
+    pub(super) fn of(route: &crate::router::Route) -> Bounds {
+        Bounds {
+            retry_attempts: route.retry_attempts,
+            connect_timeout: route.connect_timeout,
+            max_body_bytes: route.max_body_bytes,
+        }
+    }
+}
 
 /// A response head from the upstream, with the HTTP/1.1 connection it
 /// came on (an HTTP/2 stream's place goes with its body).
@@ -113,7 +134,7 @@ impl Attempt {
 /// Connect retries need no copy; the copy also serves a retry after a
 /// reset.
 fn replay_copy(
-    route: &Route,
+    route: &Bounds,
     upstream: &Upstream,
     parts: &Parts,
     body: &RequestBody,
@@ -135,7 +156,7 @@ fn replay_copy(
 // of its record a try writes (the access log's tries, the trace's spans).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
-    route: &Route,
+    route: &Bounds,
     upstream: &Arc<Upstream>,
     peer: SocketAddr,
     parts: Parts,
@@ -309,7 +330,7 @@ fn outcome_of(a: &Attempt) -> Option<TryOutcome> {
 
 /// One try on one endpoint.
 async fn attempt(
-    route: &Route,
+    route: &Bounds,
     upstream: &Upstream,
     ep: &Arc<Endpoint>,
     req: Request<RequestBody>,
@@ -419,7 +440,7 @@ async fn attempt(
 /// closed: it is nobody's fault and may go again at once, also to the
 /// same endpoint on another connection.
 async fn attempt_h2(
-    route: &Route,
+    route: &Bounds,
     upstream: &Upstream,
     ep: &Arc<Endpoint>,
     stream: http2::Stream,

@@ -203,3 +203,72 @@ fn cpu_share_settings_have_defaults_and_bounds() {
         assert!(all.contains(key) && all.contains(reason), "{bad}: {all}");
     }
 }
+
+#[test]
+fn calls_name_upstreams_of_the_configuration_within_bounds() {
+    let text = format!(
+        r#"{BASE}
+[[upstream]]
+name = "auth"
+endpoints = ["127.0.0.1:9001"]
+
+[plugin_limits.ext-auth]
+calls = ["auth", "app", "auth"]
+call_timeout = "250ms"
+max_calls_per_request = 8
+max_calls_in_flight = 32
+max_call_body_bytes = "64KiB"
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "ext-auth" }}]
+"#
+    );
+    let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+    let calls = c.plugins.settings("ext-auth").calls;
+    assert_eq!(calls.upstreams, vec!["auth", "app"]);
+    assert_eq!(calls.timeout, Duration::from_millis(250));
+    assert_eq!(calls.max_per_request, 8);
+    assert_eq!(calls.max_in_flight, 32);
+    assert_eq!(calls.max_body_bytes, 64 * 1024);
+    // A plugin without a `calls` list calls nothing.
+    assert!(c.plugins.settings("other").calls.upstreams.is_empty());
+}
+
+#[test]
+fn calls_to_an_unknown_upstream_or_out_of_bounds_are_refused_by_name() {
+    let text = format!(
+        r#"{BASE}
+[plugin_limits.ext-auth]
+calls = ["app", "idp"]
+call_timeout = "2min"
+max_calls_per_request = 0
+max_calls_in_flight = 100000
+max_call_body_bytes = "1GiB"
+
+[[route]]
+upstream = "app"
+plugins = [{{ name = "ext-auth" }}]
+"#
+    );
+    let all = Config::parse(Path::new("t.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        all.contains("t.toml") && all.contains("plugin_limits.ext-auth.calls"),
+        "{all}"
+    );
+    assert!(all.contains("upstream `idp` is not defined"), "{all}");
+    assert!(!all.contains("`app`"), "{all}");
+    for key in [
+        "call_timeout",
+        "max_calls_per_request",
+        "max_calls_in_flight",
+        "max_call_body_bytes",
+    ] {
+        assert!(
+            all.contains(&format!("plugin_limits.ext-auth.{key}")),
+            "{key}: {all}"
+        );
+    }
+}

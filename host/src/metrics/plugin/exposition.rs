@@ -9,8 +9,8 @@ use std::sync::Arc;
 use prometheus_client::metrics::MetricType;
 
 use super::{
-    CALL_BOUNDS, CallHist, Cause, MAX_COUNTER_NAME_BYTES, MAX_COUNTERS, Outcome, Phase,
-    PluginStats, SlotReading, lock,
+    CALL_BOUNDS, CALL_OUTCOMES, CallHist, Cause, MAX_COUNTER_NAME_BYTES, MAX_COUNTERS, Outcome,
+    Phase, PluginStats, SlotReading, lock,
 };
 use crate::metrics::{Family, Labels, NoExemplar, Out};
 
@@ -50,6 +50,7 @@ struct Summed {
     traps: [u64; Cause::ALL.len()],
     rejected: [u64; Phase::ALL.len()],
     skipped: u64,
+    outbound: [u64; CALL_OUTCOMES.len()],
     slots: SlotReading,
 }
 
@@ -61,6 +62,7 @@ impl Summed {
             traps: Default::default(),
             rejected: Default::default(),
             skipped: 0,
+            outbound: Default::default(),
             slots: s.reading(),
         };
         for c in s.cells.all() {
@@ -75,6 +77,9 @@ impl Summed {
                 *t = t.wrapping_add(cell.get());
             }
             sum.skipped = sum.skipped.wrapping_add(c.skipped.get());
+            for (t, cell) in sum.outbound.iter_mut().zip(&c.outbound) {
+                *t = t.wrapping_add(cell.get());
+            }
         }
         sum
     }
@@ -102,7 +107,13 @@ pub(super) fn encode(plugins: &Family<PluginStats>, out: &mut Out<'_>) -> fmt::R
     let mut durations = Vec::new();
     let mut traps = Vec::new();
     let mut rejected = Vec::new();
+    let mut outbound = Vec::new();
     for (name, _, s) in &summed {
+        for (o, n) in CALL_OUTCOMES.iter().zip(s.outbound) {
+            if n > 0 {
+                outbound.push((vec![("plugin", *name), ("outcome", *o)], n));
+            }
+        }
         for p in Phase::ALL {
             for o in Outcome::ALL {
                 let n = s.calls[p as usize][o as usize];
@@ -158,6 +169,13 @@ pub(super) fn encode(plugins: &Family<PluginStats>, out: &mut Out<'_>) -> fmt::R
         "Plugin calls that returned an answer Weir did not use (invalid, or init refusing its \
          configuration), by phase.",
         rejected,
+    )?;
+    out.counter(
+        "weir_plugin_outbound_calls",
+        "HTTP calls plugins started to upstreams, by how they ended: answered, or refused at the \
+         start (not_allowed, invalid, limit, deadline), or without an answer (timeout, \
+         too_large, failed). The upstream's own metrics count each try.",
+        outbound,
     )?;
     out.counter(
         "weir_plugin_skips",

@@ -1,0 +1,194 @@
+//! Sending the calls plugins start (`plugin::calls` checks them when they
+//! start). A call goes to its upstream the way a forwarded request does
+//! (`send::send`: the upstream's pending limit, balancer, health, retry
+//! budget, connection pool and TLS), bounded by the upstream's connect
+//! timeout and retries, and by the call's own time limit capped by the
+//! request's deadline. Its answer is read whole, up to the plugin's
+//! `max_call_body_bytes`, within the same time limit, and its connection
+//! goes back to the pool.
+//!
+//! A call is a future owned by the request: waited for in place, or, for
+//! a call the plugin did not wait for, a task whose handle the request
+//! keeps and aborts when it is dropped. Either way nothing of a call
+//! outlives its request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Version};
+use http_body_util::{BodyExt, Limited};
+
+use super::exchange::Tries;
+use super::response::{Lease, ResponseBody};
+use super::send::{self, Bounds};
+use crate::body::RequestBody;
+use crate::metrics::plugin::PluginStats;
+use crate::plugin::calls::{Answered, CallError, CallSpec, Finished};
+use crate::router::Router;
+use crate::upstream::Upstream;
+
+/// Sends `calls` at once and waits for all of them; the results are in
+/// the order the calls were started.
+pub(super) async fn send_all(
+    router: &Router,
+    peer: SocketAddr,
+    id: &HeaderValue,
+    calls: Vec<CallSpec>,
+    deadline: Option<Instant>,
+    stats: &PluginStats,
+) -> Vec<Finished> {
+    let sends = calls.into_iter().map(|c| {
+        let upstream = router.upstream(&c.upstream).cloned();
+        send_one(upstream, peer, id.clone(), c, deadline)
+    });
+    let results = futures_util::future::join_all(sends).await;
+    for r in &results {
+        count(stats, r);
+    }
+    results
+}
+
+/// Counts a finished call in its plugin's metrics.
+pub(super) fn count(stats: &PluginStats, r: &Finished) {
+    stats.called_out(match &r.outcome {
+        Ok(_) => "answered",
+        Err(e) => e.label(),
+    });
+}
+
+/// Sends one call. `upstream` is `None` when the configuration the request
+/// started with has no upstream of that name.
+pub(super) async fn send_one(
+    upstream: Option<Arc<Upstream>>,
+    peer: SocketAddr,
+    id: HeaderValue,
+    call: CallSpec,
+    deadline: Option<Instant>,
+) -> Finished {
+    let (call_id, tag) = (call.id, call.tag.clone());
+    let outcome = match upstream {
+        None => Err(CallError::NotAllowed(format!(
+            "upstream `{}` is not in the gateway's configuration",
+            call.upstream
+        ))),
+        Some(u) => answer(&u, peer, id, call, deadline).await,
+    };
+    Finished {
+        id: call_id,
+        tag,
+        outcome,
+    }
+}
+
+/// The call's time limit: its own, capped by what is left of the
+/// request's deadline.
+fn limit(own: Duration, deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(d) => own.min(d.saturating_duration_since(Instant::now())),
+        None => own,
+    }
+}
+
+async fn answer(
+    upstream: &Arc<Upstream>,
+    peer: SocketAddr,
+    id: HeaderValue,
+    call: CallSpec,
+    deadline: Option<Instant>,
+) -> Result<Answered, CallError> {
+    let time = limit(call.timeout, deadline);
+    if time.is_zero() {
+        return Err(CallError::Deadline);
+    }
+    let max_body = call.max_body;
+    let req = request(upstream, id, call)?;
+    let exchange = async {
+        let bounds = Bounds {
+            retry_attempts: upstream.config.retry.attempts,
+            connect_timeout: upstream.config.connect_timeout.min(time),
+            max_body_bytes: u64::MAX,
+        };
+        let (parts, body) = req.into_parts();
+        let mut tries = Tries::default();
+        let sent = send::send(
+            &bounds, upstream, peer, parts, body, false, time, &mut tries, None,
+        )
+        .await
+        .map_err(|e| {
+            if e.status() == http::StatusCode::GATEWAY_TIMEOUT {
+                CallError::Timeout
+            } else {
+                CallError::Failed(e.to_string())
+            }
+        })?;
+        let (head, body) = sent.resp.into_parts();
+        let body = ResponseBody::upstream(
+            body,
+            Lease::new(sent.endpoint, sent.conn),
+            upstream.config.read_timeout,
+        );
+        let body = match Limited::new(body, max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(CallError::TooLarge(max_body as u64));
+            }
+            Err(e) => {
+                return Err(CallError::Failed(format!(
+                    "the answer's body broke off: {e}"
+                )));
+            }
+        };
+        let headers = head
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        Ok(Answered {
+            status: head.status.as_u16(),
+            headers,
+            body: Vec::from(body),
+        })
+    };
+    match tokio::time::timeout(time, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(CallError::Timeout),
+    }
+}
+
+/// The request a call sends: its method, path and headers, `host` (the
+/// upstream's TLS name or first endpoint unless the plugin set one) and
+/// `x-request-id` (the request the call was made for) added.
+fn request(
+    upstream: &Upstream,
+    id: HeaderValue,
+    call: CallSpec,
+) -> Result<Request<RequestBody>, CallError> {
+    let len = call.body.len();
+    let mut req = Request::new(RequestBody::full(call.body));
+    *req.method_mut() = call.method;
+    *req.uri_mut() = http::Uri::from(call.path);
+    *req.version_mut() = Version::HTTP_11;
+    let mut headers = call.headers;
+    if !headers.contains_key(header::HOST) {
+        let cfg = &upstream.config;
+        let host = match (
+            cfg.tls.as_ref().and_then(|t| t.sni.as_deref()),
+            cfg.endpoints.first(),
+        ) {
+            (Some(sni), _) => sni.to_owned(),
+            (None, Some(ep)) => format!("{}:{}", ep.host, ep.port),
+            (None, None) => cfg.name.clone(),
+        };
+        let host = HeaderValue::from_str(&host)
+            .map_err(|_| CallError::Failed("the upstream's host is not a header value".into()))?;
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(super::headers::X_REQUEST_ID.clone(), id);
+    if len > 0 {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    *req.headers_mut() = headers;
+    Ok(req)
+}
