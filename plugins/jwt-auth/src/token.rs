@@ -1,13 +1,15 @@
 //! Decoding and checking a compact JWS (RFC 7515) carrying JWT claims
-//! (RFC 7519): split, decode, verify the signature with [`Keys`], then check
-//! the registered claims. Pure functions of the token, the keys, the rules
-//! and the time, so they are tested without a request.
+//! (RFC 7519): split and decode ([`decode`]), then, with the key its `alg`
+//! and `kid` chose, verify the signature and check the registered claims
+//! ([`Decoded::verify`]). Pure functions of the token, the key, the rules and
+//! the time, so they are tested without a request.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
-use crate::keys::{Algorithm, Keys};
+use crate::jwk::MAX_KID_BYTES;
+use crate::keys::{Algorithm, Key};
 
 /// The longest token accepted, in bytes; longer ones are refused before
 /// any decoding (a JWT of a few claims is well under 1 KiB).
@@ -30,13 +32,23 @@ pub struct Rules {
 /// says what is wrong without echoing token contents.
 pub type Refusal = &'static str;
 
-/// Verifies `token` and returns its claims.
-pub fn verify(
-    token: &str,
-    keys: &Keys,
-    rules: &Rules,
-    now_secs: u64,
-) -> Result<Map<String, Value>, Refusal> {
+/// A token split and decoded up to its signature: what choosing its key
+/// needs (`alg`, `kid`), and what checking it with that key needs.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    /// The algorithm its header names, one the plugin may check.
+    pub alg: Algorithm,
+    /// Its header's key id, if any (at most [`MAX_KID_BYTES`]).
+    pub kid: Option<String>,
+    /// `header.payload`, the bytes the signature covers.
+    signed: &'a [u8],
+    payload_b64: &'a str,
+    signature: Vec<u8>,
+}
+
+/// Splits and decodes `token`, refusing it when it is too long, malformed,
+/// names an algorithm `supported` refuses, or has a critical header.
+pub fn decode(token: &str, supported: impl Fn(Algorithm) -> bool) -> Result<Decoded<'_>, Refusal> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err("token too long");
     }
@@ -51,22 +63,49 @@ pub fn verify(
         .get("alg")
         .and_then(Value::as_str)
         .and_then(Algorithm::from_name)
-        .filter(|alg| keys.supports(*alg))
+        .filter(|alg| supported(*alg))
         .ok_or("unsupported algorithm")?;
     // RFC 7515 §4.1.11: extensions we do not understand must be refused.
     if header.contains_key("crit") {
         return Err("unsupported critical header");
     }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => {
+            Some(kid.clone())
+        }
+        Some(_) => return Err("invalid key id"),
+    };
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| "malformed signature")?;
     let signed_len = header_b64.len() + 1 + payload_b64.len();
-    if !keys.verify(alg, &token.as_bytes()[..signed_len], &signature) {
-        return Err("invalid signature");
+    Ok(Decoded {
+        alg,
+        kid,
+        signed: &token.as_bytes()[..signed_len],
+        payload_b64,
+        signature,
+    })
+}
+
+impl Decoded<'_> {
+    /// Checks the signature with `key`, then the claims against `rules` at
+    /// `now_secs`, and returns the claims. A key of another algorithm than
+    /// the token's is refused, whatever the signature.
+    pub fn verify(
+        &self,
+        key: &Key,
+        rules: &Rules,
+        now_secs: u64,
+    ) -> Result<Map<String, Value>, Refusal> {
+        if key.algorithm() != self.alg || !key.verify(self.signed, &self.signature) {
+            return Err("invalid signature");
+        }
+        let claims = decode_object(self.payload_b64).ok_or("malformed claims")?;
+        check_claims(&claims, rules, now_secs)?;
+        Ok(claims)
     }
-    let claims = decode_object(payload_b64).ok_or("malformed claims")?;
-    check_claims(&claims, rules, now_secs)?;
-    Ok(claims)
 }
 
 fn decode_object(b64: &str) -> Option<Map<String, Value>> {

@@ -1,14 +1,23 @@
 //! Behaviour of `jwt-auth` through the SDK's test host, with tokens signed
-//! here: HS256 with `hmac`, RS256 with a fixed 2048-bit test key pair
-//! (testdata/, generated with openssl for these tests only).
+//! here: HS256 with `hmac`, RS256 with a fixed 2048-bit test key pair and
+//! ES256 with a P-256 key pair (testdata/, generated with openssl for these
+//! tests only) or keys made from fixed scalars. This file holds the
+//! helpers and the HS256/RS256 cases with configured keys; ES256 and keys
+//! from a JWKS endpoint have their own files.
+
+mod es256;
+mod jwk;
+mod jwks;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
+use p256::ecdsa::SigningKey as EcSigningKey;
 use rsa::PrivateKey;
 use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
+use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use weir_sdk::testing::{Exchange, TestHost, TestRequest};
@@ -17,11 +26,11 @@ use super::keys::pem_decode;
 use super::{CONSUMER_FIELD, JwtAuth};
 
 const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!";
-const PRIVATE_PEM: &str = include_str!("testdata/test-private.pem");
-const PUBLIC_PEM: &str = include_str!("testdata/test-public.pem");
-const PUBLIC_PKCS1_PEM: &str = include_str!("testdata/test-public-pkcs1.pem");
-const OTHER_PUBLIC_PEM: &str = include_str!("testdata/other-public.pem");
-const WEAK_PUBLIC_PEM: &str = include_str!("testdata/weak-1024-public.pem");
+const PRIVATE_PEM: &str = include_str!("../testdata/test-private.pem");
+const PUBLIC_PEM: &str = include_str!("../testdata/test-public.pem");
+const PUBLIC_PKCS1_PEM: &str = include_str!("../testdata/test-public-pkcs1.pem");
+const OTHER_PUBLIC_PEM: &str = include_str!("../testdata/other-public.pem");
+const WEAK_PUBLIC_PEM: &str = include_str!("../testdata/weak-1024-public.pem");
 
 /// The test host's fixed clock, in seconds.
 const NOW: u64 = 1_700_000_000;
@@ -41,15 +50,68 @@ fn hs256(header: Value, claims: Value, secret: &str) -> String {
 }
 
 fn rs256(claims: Value) -> String {
-    let signed = format!(
-        "{}.{}",
-        b64(&json!({ "alg": "RS256", "typ": "JWT" })),
-        b64(&claims)
-    );
+    rs256_with(json!({ "alg": "RS256", "typ": "JWT" }), claims)
+}
+
+fn rs256_with(header: Value, claims: Value) -> String {
+    let signed = format!("{}.{}", b64(&header), b64(&claims));
     let (_, der) = pem_decode(PRIVATE_PEM.trim()).unwrap();
     let key = SigningKey::<Sha256>::new(PrivateKey::from_pkcs8_der(&der).unwrap());
     let signature = key.sign(signed.as_bytes()).to_vec();
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// The test RSA key pair's public half as a JWK.
+fn rsa_jwk(kid: &str) -> Value {
+    let (_, der) = pem_decode(PRIVATE_PEM.trim()).unwrap();
+    let key = rsa::PublicKey::from(PrivateKey::from_pkcs8_der(&der).unwrap());
+    json!({
+        "kty": "RSA",
+        "kid": kid,
+        "use": "sig",
+        "alg": "RS256",
+        "n": URL_SAFE_NO_PAD.encode(key.n().to_be_bytes()),
+        "e": URL_SAFE_NO_PAD.encode(key.e().to_be_bytes()),
+    })
+}
+
+/// A P-256 signing key made from a fixed scalar (any small non-zero
+/// number is a valid one).
+fn ec_key(seed: u8) -> EcSigningKey {
+    let mut scalar = [0u8; 32];
+    scalar[31] = seed;
+    scalar[0] = 0x11;
+    EcSigningKey::from_slice(&scalar).unwrap()
+}
+
+/// An ES256 token: the JWS signature is `r || s`, 64 bytes (RFC 7518 §3.4).
+fn es256_with(header: Value, claims: Value, key: &EcSigningKey) -> String {
+    let signed = format!("{}.{}", b64(&header), b64(&claims));
+    let signature: p256::ecdsa::Signature = key.sign(signed.as_bytes());
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+}
+
+/// An ES256 token naming key `kid`, signed by `key`.
+fn es256(kid: &str, claims: Value, key: &EcSigningKey) -> String {
+    es256_with(
+        json!({ "alg": "ES256", "typ": "JWT", "kid": kid }),
+        claims,
+        key,
+    )
+}
+
+/// `key`'s public half as a JWK.
+fn ec_jwk(kid: &str, key: &EcSigningKey) -> Value {
+    let point = key.verifying_key().to_sec1_point(false);
+    let bytes = point.as_bytes();
+    json!({
+        "kty": "EC",
+        "crv": "P-256",
+        "kid": kid,
+        "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&bytes[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&bytes[33..65]),
+    })
 }
 
 fn hs_token(claims: Value) -> String {
@@ -309,7 +371,7 @@ fn client_supplied_claim_headers_never_reach_the_upstream() {
 #[test]
 fn invalid_configurations_are_refused() {
     let cases = [
-        (json!({}), "give hs256_secret, rs256_public_key, or both"),
+        (json!({}), "no key: give hs256_secret, rs256_public_key"),
         (
             json!({ "hs256_secret": "short" }),
             "hs256_secret: at least 32",
