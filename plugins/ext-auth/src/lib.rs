@@ -23,7 +23,7 @@
 //! **Decision cache.** Decisions are kept in the plugin's shared state,
 //! seen by every instance and request, keyed by a SHA-256 digest of the
 //! credential headers' values (`credential_headers`, by default the
-//! `request_headers`), never the credentials in clear ([`cache`]). A
+//! `request_headers`), never the credentials in clear ([`key`]). A
 //! request whose credentials were allowed within `cache_ttl` is let through
 //! with the cached headers, without a call; refusals are kept for
 //! `deny_ttl` (by default not at all: a client that just logged in should
@@ -38,15 +38,19 @@
 //! instance. Nothing is logged that holds a credential: warnings name the
 //! service and what failed.
 
-pub mod cache;
+pub mod entry;
+pub mod key;
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use weir_sdk::calls::{Call, CallError, CallResponse, CallResult, MAX_CALL_HEADER_BYTES};
+use weir_sdk::calls::{
+    Call, CallError, CallResponse, CallResult, MAX_CALL_HEADER_BYTES, MAX_CALL_HEADER_FIELDS,
+};
 use weir_sdk::{Action, Phases, Plugin, Request, state, validate};
 
-use cache::{CacheKey, Entry, KeyHasher, encode};
+use entry::{Entry, encode};
+use key::{CacheKey, Keys};
 
 /// The access-log field an allowed request's consumer is named in.
 pub const CONSUMER_FIELD: &str = "consumer";
@@ -152,7 +156,7 @@ pub struct ExtAuth {
     deny_ttl: Option<Duration>,
     timeout: Option<Duration>,
     failure_status: u16,
-    hasher: KeyHasher,
+    keys: Keys,
 }
 
 impl Plugin for ExtAuth {
@@ -236,7 +240,10 @@ impl Plugin for ExtAuth {
             )
         );
         Ok(Self {
-            hasher: KeyHasher::new(&identity),
+            keys: Keys::new(
+                &identity,
+                (weir_sdk::random::u64(), weir_sdk::random::u64()),
+            ),
             upstream: config.upstream,
             path: config.path,
             method,
@@ -288,18 +295,19 @@ impl Plugin for ExtAuth {
 impl ExtAuth {
     /// The cache key of the request's credentials; `None` when nothing is
     /// cached or the request carries none of the credential headers.
-    fn cache_key(&self, req: &Request<'_>) -> Option<CacheKey> {
+    fn cache_key(&mut self, req: &Request<'_>) -> Option<CacheKey> {
         if self.allow_ttl.is_none() && self.deny_ttl.is_none() {
             return None;
         }
-        let mut key = self.hasher.start();
-        let mut any = false;
-        for name in &self.credential_headers {
-            let values = req.header_all(name);
-            any |= !values.is_empty();
-            key.header(&values);
+        let credentials: Vec<Vec<String>> = self
+            .credential_headers
+            .iter()
+            .map(|name| req.header_all(name))
+            .collect();
+        if credentials.iter().all(Vec::is_empty) {
+            return None;
         }
-        any.then(|| key.finish())
+        Some(self.keys.key(&credentials))
     }
 
     /// Answers from a cached decision.
@@ -333,21 +341,25 @@ impl ExtAuth {
             self.upstream.as_str(),
             self.path.as_str(),
         );
-        let mut header_bytes = 0;
-        for name in &self.request_headers {
-            for value in req.header_all(name) {
-                header_bytes += name.len() + value.len();
-                call = call.header(name.as_str(), value);
-            }
-        }
         let uri = match req.query() {
             Some(query) => format!("{}?{query}", req.path()),
             None => req.path(),
         };
-        header_bytes += FORWARDED_METHOD.len() + FORWARDED_URI.len() + uri.len() + 16;
-        if header_bytes > MAX_CALL_HEADER_BYTES {
-            // The client's own headers are too large to pass on: its fault,
-            // not the service's.
+        let method = req.method();
+        // The two forwarded headers, then the request's.
+        let mut fields = 2;
+        let mut header_bytes =
+            FORWARDED_METHOD.len() + method.len() + FORWARDED_URI.len() + uri.len();
+        for name in &self.request_headers {
+            for value in req.header_all(name) {
+                fields += 1;
+                header_bytes += name.len() + value.len();
+                call = call.header(name.as_str(), value);
+            }
+        }
+        if fields > MAX_CALL_HEADER_FIELDS || header_bytes > MAX_CALL_HEADER_BYTES {
+            // The client's own headers are too many or too large to pass
+            // on: its fault, not the service's.
             weir_sdk::metrics::counter_add("ext_auth_refused", 1);
             return Action::respond(431)
                 .header("content-type", "application/json")
@@ -355,7 +367,7 @@ impl ExtAuth {
                 .into();
         }
         call = call
-            .header(FORWARDED_METHOD, req.method())
+            .header(FORWARDED_METHOD, method)
             .header(FORWARDED_URI, uri);
         if let Some(key) = key {
             call = call.tag(key.as_str());

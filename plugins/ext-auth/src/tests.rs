@@ -404,6 +404,12 @@ fn oversized_credentials_are_refused_before_any_call() {
     let exchange = host.run(bearer("t").header("cookie", &huge).header("cookie", &huge));
     refused_without_forwarding(&exchange, 431);
     assert!(exchange.calls().is_empty());
+    let many = (0..70).fold(bearer("t"), |req, i| {
+        req.header("cookie", &format!("c{i}=1"))
+    });
+    let exchange = host.run(many);
+    refused_without_forwarding(&exchange, 431);
+    assert!(exchange.calls().is_empty());
 }
 
 #[test]
