@@ -1,10 +1,12 @@
-//! What the request phases answer: [`Action`] for `on_request`,
-//! [`BodyAction`] for `on_request_body`, and [`Reply`], the response a plugin
-//! builds to answer the client itself. The host validates a reply (status
+//! What the phases answer: [`Action`] for `on_request` and
+//! `on_request_calls`, [`BodyAction`] for `on_request_body`,
+//! [`ResponseAction`] for `on_response` and `on_response_calls`, and
+//! [`Reply`], the response a plugin builds to answer the client itself. The host validates a reply (status
 //! 200..=999, at most 100 headers, names and values as in
 //! [`validate`](crate::validate)) before anything reaches the wire.
 
-/// The answer of [`Plugin::on_request`](crate::Plugin::on_request).
+/// The answer of [`Plugin::on_request`](crate::Plugin::on_request) and
+/// [`Plugin::on_request_calls`](crate::Plugin::on_request_calls).
 ///
 /// # Example
 ///
@@ -25,6 +27,12 @@ pub enum Action {
     Respond(Reply),
     /// Forward to this named upstream instead of the route's own.
     RouteTo(String),
+    /// Wait for the calls this phase call started
+    /// ([`Call::start`](crate::calls::Call::start));
+    /// [`Plugin::on_request_calls`](crate::Plugin::on_request_calls) then
+    /// gets their results and decides. Without a call started, the gateway
+    /// refuses the answer (the plugin failed).
+    Wait,
 }
 
 impl Action {
@@ -65,6 +73,34 @@ impl From<Reply> for Action {
     fn from(reply: Reply) -> Self {
         Self::Respond(reply)
     }
+}
+
+/// The answer of [`Plugin::on_response`](crate::Plugin::on_response) and
+/// [`Plugin::on_response_calls`](crate::Plugin::on_response_calls).
+///
+/// # Example
+///
+/// ```
+/// use weir_sdk::calls::Call;
+/// use weir_sdk::ResponseAction;
+///
+/// // Wait only when the call started; a refused one is not worth waiting for.
+/// let answer = match Call::post("audit", "/seen").start() {
+///     Ok(_) => ResponseAction::Wait,
+///     Err(_) => ResponseAction::Continue,
+/// };
+/// assert_eq!(answer, ResponseAction::Continue);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseAction {
+    /// Go on: the previous plugin in the chain, then the client.
+    #[default]
+    Continue,
+    /// Wait for the calls this phase call started;
+    /// [`Plugin::on_response_calls`](crate::Plugin::on_response_calls)
+    /// then gets their results. Without a call started, the gateway
+    /// refuses the answer (the plugin failed).
+    Wait,
 }
 
 /// The answer of [`Plugin::on_request_body`](crate::Plugin::on_request_body).

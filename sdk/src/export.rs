@@ -1,17 +1,19 @@
 //! The component's `guest` export: [`Guest`] implements the generated
 //! export for any [`Plugin`], keeping the one instance a component holds
-//! and the request, response and header-fields handles `init` received. Compiled for Wasm
+//! and the request, response and header-fields handles `init` received,
+//! and turning the phases' answers into the contract's. Compiled for Wasm
 //! only; [`export!`](crate::export!) names it.
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use crate::action::{Action, BodyAction, Reply};
+use crate::action::{Action, BodyAction, Reply, ResponseAction};
 use crate::backend::HeaderFields;
 use crate::backend::{RequestRef, ResponseRef, WasmHead};
 use crate::bindings::exports::weir::plugin::guest;
-use crate::bindings::weir::plugin::types;
+use crate::bindings::weir::plugin::{calls, types};
+use crate::calls::CallResult;
 use crate::http::{Request, Response};
 use crate::phases::Phases;
 use crate::plugin::{Plugin, instantiate};
@@ -81,10 +83,17 @@ impl<P: Plugin> guest::Guest for Guest<P> {
     }
 
     fn on_request() -> types::Action {
-        with_heads::<P, _>(|p, req, resp| match p.on_request(&mut Request::new(req)) {
-            Action::Continue => types::Action::Continue,
-            Action::Respond(reply) => types::Action::Respond(reply_body(resp, reply)),
-            Action::RouteTo(upstream) => types::Action::RouteTo(upstream),
+        with_heads::<P, _>(|p, req, resp| {
+            let action = p.on_request(&mut Request::new(req));
+            action_out(resp, action)
+        })
+    }
+
+    fn on_request_calls(results: Vec<calls::CallResult>) -> types::Action {
+        let results = results_in(results);
+        with_heads::<P, _>(|p, req, resp| {
+            let action = p.on_request_calls(&mut Request::new(req), results);
+            action_out(resp, action)
         })
     }
 
@@ -98,9 +107,20 @@ impl<P: Plugin> guest::Guest for Guest<P> {
         )
     }
 
-    fn on_response() {
+    fn on_response() -> types::ResponseAction {
         with_heads::<P, _>(|p, req, resp| {
-            p.on_response(&Request::new(req), &mut Response::new(resp))
+            response_action_out(p.on_response(&Request::new(req), &mut Response::new(resp)))
+        })
+    }
+
+    fn on_response_calls(results: Vec<calls::CallResult>) -> types::ResponseAction {
+        let results = results_in(results);
+        with_heads::<P, _>(|p, req, resp| {
+            response_action_out(p.on_response_calls(
+                &Request::new(req),
+                &mut Response::new(resp),
+                results,
+            ))
         })
     }
 
@@ -110,9 +130,37 @@ impl<P: Plugin> guest::Guest for Guest<P> {
         })
     }
 
+    fn on_background_calls(results: Vec<calls::CallResult>) {
+        let results = results_in(results);
+        with_heads::<P, _>(|p, req, _| p.on_background_calls(&Request::new(req), results))
+    }
+
     fn on_log(status: u16) {
         with_heads::<P, _>(|p, req, _| p.on_log(&Request::new(req), status))
     }
+}
+
+/// The contract's answer for an [`Action`]; a reply's status and headers
+/// go on the `response` handle first.
+fn action_out(resp: ResponseRef<'_>, action: Action) -> types::Action {
+    match action {
+        Action::Continue => types::Action::Continue,
+        Action::Respond(reply) => types::Action::Respond(reply_body(resp, reply)),
+        Action::RouteTo(upstream) => types::Action::RouteTo(upstream),
+        Action::Wait => types::Action::Wait,
+    }
+}
+
+fn response_action_out(action: ResponseAction) -> types::ResponseAction {
+    match action {
+        ResponseAction::Continue => types::ResponseAction::Continue,
+        ResponseAction::Wait => types::ResponseAction::Wait,
+    }
+}
+
+/// The host's results as the SDK's.
+fn results_in(results: Vec<calls::CallResult>) -> Vec<CallResult> {
+    results.into_iter().map(CallResult::from).collect()
 }
 
 /// The contract's flags for a plugin's [`Phases`].

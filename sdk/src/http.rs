@@ -46,16 +46,17 @@ mod side {
 /// # Example
 ///
 /// ```
-/// use weir_sdk::{Plugin, Request, Response};
+/// use weir_sdk::{Plugin, Request, Response, ResponseAction};
 ///
 /// struct CopyTrace;
 /// impl Plugin for CopyTrace {
 ///     type Config = serde::de::IgnoredAny;
 ///     fn new(_: Self::Config) -> Result<Self, String> { Ok(CopyTrace) }
-///     fn on_response(&mut self, req: &Request<'_>, resp: &mut Response<'_>) {
+///     fn on_response(&mut self, req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
 ///         if let Some(trace) = req.header("traceparent") {
 ///             let _ = resp.set_header("traceparent", &trace);
 ///         }
+///         ResponseAction::Continue
 ///     }
 /// }
 /// ```
@@ -107,14 +108,15 @@ pub type Request<'a> = Head<'a, side::RequestSide>;
 /// # Example
 ///
 /// ```
-/// use weir_sdk::{Plugin, Request, Response};
+/// use weir_sdk::{Plugin, Request, Response, ResponseAction};
 ///
 /// struct HideServer;
 /// impl Plugin for HideServer {
 ///     type Config = serde::de::IgnoredAny;
 ///     fn new(_: Self::Config) -> Result<Self, String> { Ok(HideServer) }
-///     fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) {
+///     fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
 ///         resp.remove_header("server");
+///         ResponseAction::Continue
 ///     }
 /// }
 /// ```

@@ -1,14 +1,16 @@
 //! The Weir plugin SDK: write a gateway plugin as a plain Rust type.
 //!
 //! A plugin is a type that implements [`Plugin`]; [`export!`] turns it into
-//! the `guest` interface of the `weir:plugin@0.7.0` WebAssembly component
+//! the `guest` interface of the `weir:plugin@0.8.0` WebAssembly component
 //! (the contract in `sdk/wit/weir.wit`). The SDK owns the translation between
 //! that contract and ordinary Rust types: [`Request`] and [`Response`] wrap
-//! the host's resources, [`Action`] and [`BodyAction`] are what the phases
-//! answer, and the modules [`context`], [`state`], [`log`], [`metrics`],
-//! [`time`] and [`random`] are the host's services. It does not own anything
-//! the gateway decides: limits, failure policy, instance pooling and the
-//! order of plugins in a chain are the host's.
+//! the host's resources, [`Action`], [`BodyAction`] and [`ResponseAction`]
+//! are what the phases answer, [`calls`] starts HTTP calls to the gateway's
+//! upstreams and reads their results, and the modules [`context`],
+//! [`state`], [`log`], [`metrics`], [`time`] and [`random`] are the host's
+//! services. It does not own anything the gateway decides: limits, failure
+//! policy, instance pooling, sending calls and the order of plugins in a
+//! chain are the host's.
 //!
 //! # Lifecycle
 //!
@@ -17,28 +19,44 @@
 //!                              │
 //!          ┌───────────────────┘   then for every request the instance serves:
 //!          ▼
-//!    on_request ──► Action::Respond ─────────────────────────────┐
-//!          │        Action::Continue / Action::route_to(..)      │
-//!          ▼                                                     │
-//!    [on_request_body] ──► BodyAction::Respond ─────────────────►│
-//!          │                                                     │
-//!          ▼                                                     │
-//!      (upstream)                                                │
-//!          │                                                     │
-//!          ▼                                                     │
-//!    on_response ──► [on_response_body] ──► response sent ◄──────┘
-//!                                               │
-//!                                               ▼
-//!                                            on_log            off the critical path
+//!    on_request ──► Action::Wait ──► on_request_calls ⟲ Wait
+//!          │◄───────────────────────────────┘   (the results of the calls it waited for)
+//!          │  Action::Respond ────────────────────────────────────────────┐
+//!          │  Action::Continue / Action::route_to(..)                     │
+//!          ▼                                                              │
+//!    [on_request_body] ──► BodyAction::Respond ───────────────────────────┤
+//!          │                                                              │
+//!          ▼                                                              │
+//!      (upstream)                                                         │
+//!          │                                                              │
+//!          ▼                                                              │
+//!    on_response ──► ResponseAction::Wait ──► on_response_calls ⟲ Wait    │
+//!          │◄────────────────────────────────────────┘                    │
+//!          ▼                                                              │
+//!    [on_response_body] ──► response sent ◄───────────────────────────────┘
+//!                                 │
+//!                                 ▼
+//!                         on_background_calls       off the critical path; only with
+//!                                 │                 results of calls not waited for
+//!                                 ▼
+//!                              on_log
 //! ```
 //!
 //! A phase runs only when [`Plugin::phases`] names it. Unless a plugin says
 //! otherwise that is `on_request`, `on_response` and `on_log`
 //! ([`Phases::DEFAULT`]); each one left out saves the gateway a call into
-//! Wasm per request, and the phases in brackets, which hand over a buffered
-//! body, run only when asked for.
+//! Wasm per request, and the body phases, in brackets, which hand over a
+//! buffered body, run only when asked for.
 //! A short-circuit answer (`Respond`) skips the upstream and this plugin's
 //! response phases; `on_log` still runs.
+//!
+//! The phases that get the results of [`calls`] run whenever there are
+//! results, whatever [`Plugin::phases`] says: `on_request_calls` and
+//! `on_response_calls` after their phase answered `Wait` (the request
+//! waits for the calls that phase started, holding no instance, and the
+//! phase may wait again), and `on_background_calls` after the response
+//! was sent, with the results of the calls started by a phase that did not
+//! wait.
 //!
 //! # Example
 //!
@@ -92,6 +110,7 @@
 
 mod action;
 mod backend;
+pub mod calls;
 pub mod context;
 #[cfg(target_family = "wasm")]
 mod export;
@@ -110,7 +129,7 @@ pub mod time;
 mod types;
 pub mod validate;
 
-pub use action::{Action, BodyAction, Reply};
+pub use action::{Action, BodyAction, Reply, ResponseAction};
 pub use http::{Head, Request, Response};
 pub use phases::Phases;
 pub use plugin::Plugin;

@@ -1,6 +1,7 @@
 //! The gateway's bounds on what a plugin keeps and writes through the host
-//! services. They sit below both the services, which re-export them where
-//! plugins look for them ([`context`](crate::context), [`log`](crate::log),
+//! services, and on the calls it makes. They sit below both the services,
+//! which re-export them where plugins look for them
+//! ([`calls`](crate::calls), [`context`](crate::context), [`log`](crate::log),
 //! [`metrics`](crate::metrics), [`random`](crate::random),
 //! [`state`](crate::state)), and the native test host, which enforces them.
 //! The bounds on headers and targets live in [`validate`](crate::validate),
@@ -219,4 +220,149 @@ pub mod state {
     /// assert!(take_tokens("k", too_big, 1).is_err());
     /// ```
     pub const MAX_BUCKET: u64 = 1_000_000_000;
+}
+
+/// Outbound calls: the fixed bounds on one call, and the gateway's
+/// per-plugin settings (`[plugin_limits.NAME]`) with their defaults and
+/// the range the configuration accepts.
+pub mod calls {
+    use std::time::Duration;
+
+    /// The longest tag a call carries, in bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::calls::{Call, MAX_CALL_TAG_BYTES};
+    /// assert!(Call::get("auth", "/").tag("t".repeat(MAX_CALL_TAG_BYTES)).check().is_ok());
+    /// assert!(Call::get("auth", "/").tag("t".repeat(MAX_CALL_TAG_BYTES + 1)).check().is_err());
+    /// ```
+    pub const MAX_CALL_TAG_BYTES: usize = 256;
+
+    /// The most header fields a call sends (a repeated name counts once
+    /// per value).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::calls::{Call, MAX_CALL_HEADER_FIELDS};
+    /// let call = (0..=MAX_CALL_HEADER_FIELDS).fold(Call::get("auth", "/"), |c, _| c.header("x-a", "1"));
+    /// assert!(call.check().is_err());
+    /// ```
+    pub const MAX_CALL_HEADER_FIELDS: usize = 64;
+
+    /// The most bytes of header names and values a call sends, all its
+    /// fields together.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::calls::{Call, MAX_CALL_HEADER_BYTES};
+    /// let call = Call::get("auth", "/").header("x-a", "v".repeat(MAX_CALL_HEADER_BYTES - 3));
+    /// assert!(call.check().is_ok());
+    /// assert!(call.header("x", "").check().is_err());
+    /// ```
+    pub const MAX_CALL_HEADER_BYTES: usize = 16 * 1024;
+
+    /// The longest path (with its query) a call sends, in bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::calls::{Call, MAX_CALL_PATH_BYTES};
+    /// let long = format!("/{}", "p".repeat(MAX_CALL_PATH_BYTES));
+    /// assert!(Call::get("auth", long).check().is_err());
+    /// ```
+    pub const MAX_CALL_PATH_BYTES: usize = 8 * 1024;
+
+    /// `max_calls_per_request` when the configuration does not set it: the
+    /// calls one plugin may start while serving one request, background
+    /// calls included.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::calls::DEFAULT_MAX_CALLS_PER_REQUEST, 4);
+    /// ```
+    pub const DEFAULT_MAX_CALLS_PER_REQUEST: usize = 4;
+
+    /// The highest `max_calls_per_request` the configuration accepts (the
+    /// lowest is 1).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::calls::MAX_CALLS_PER_REQUEST, 64);
+    /// ```
+    pub const MAX_CALLS_PER_REQUEST: usize = 64;
+
+    /// `max_calls_in_flight` when the configuration does not set it: the
+    /// calls of one plugin under way at once, over every request the
+    /// gateway serves.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::calls::DEFAULT_MAX_CALLS_IN_FLIGHT, 256);
+    /// ```
+    pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 256;
+
+    /// The highest `max_calls_in_flight` the configuration accepts (the
+    /// lowest is 1).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::calls::MAX_CALLS_IN_FLIGHT, 65_536);
+    /// ```
+    pub const MAX_CALLS_IN_FLIGHT: usize = 65_536;
+
+    /// `max_call_body_bytes` when the configuration does not set it: the
+    /// largest body a call sends, and the largest answer body it receives
+    /// (a larger answer is [`CallError::TooLarge`](crate::calls::CallError::TooLarge)).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::calls::DEFAULT_MAX_CALL_BODY_BYTES, 256 * 1024);
+    /// ```
+    pub const DEFAULT_MAX_CALL_BODY_BYTES: usize = 256 * 1024;
+
+    /// The highest `max_call_body_bytes` the configuration accepts (the
+    /// lowest is 1).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::calls::MAX_CALL_BODY_BYTES, 16 * 1024 * 1024);
+    /// ```
+    pub const MAX_CALL_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+    /// `call_timeout` when the configuration does not set it: the longest a
+    /// call may take, whatever time limit it asks for.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::calls::DEFAULT_CALL_TIMEOUT.as_secs(), 1);
+    /// ```
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// The shortest `call_timeout` the configuration accepts.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::calls::MIN_CALL_TIMEOUT.as_millis(), 1);
+    /// ```
+    pub const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(1);
+
+    /// The longest `call_timeout` the configuration accepts.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::calls::MAX_CALL_TIMEOUT.as_secs(), 60);
+    /// ```
+    pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 }

@@ -6,7 +6,8 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::action::{Action, BodyAction};
+use crate::action::{Action, BodyAction, ResponseAction};
+use crate::calls::CallResult;
 use crate::http::{Request, Response};
 use crate::phases::Phases;
 
@@ -25,7 +26,7 @@ use crate::phases::Phases;
 /// # Example
 ///
 /// ```
-/// use weir_sdk::{Action, Plugin, Request, Response};
+/// use weir_sdk::{Plugin, Request, Response, ResponseAction};
 ///
 /// /// Tags every response with the path it answered.
 /// struct EchoPath;
@@ -37,8 +38,9 @@ use crate::phases::Phases;
 ///         Ok(EchoPath)
 ///     }
 ///
-///     fn on_response(&mut self, req: &Request<'_>, resp: &mut Response<'_>) {
+///     fn on_response(&mut self, req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
 ///         let _ = resp.set_header("x-path", &req.path());
+///         ResponseAction::Continue
 ///     }
 /// }
 /// ```
@@ -97,10 +99,63 @@ pub trait Plugin: Sized + 'static {
     /// [`Phases::REQUEST`]). Read and change the
     /// request (headers, path, query), then answer: [`Action::Continue`] to
     /// go on, a [`Reply`](crate::Reply) made with [`Action::respond`] to
-    /// answer the client now (authentication failures, rate limits), or
-    /// [`Action::route_to`] to send the request to another named upstream.
+    /// answer the client now (authentication failures, rate limits),
+    /// [`Action::route_to`] to send the request to another named upstream,
+    /// or [`Action::Wait`] to wait for the [calls](crate::calls) this call
+    /// started ([`Plugin::on_request_calls`] then decides).
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {
         let _ = req;
+        Action::Continue
+    }
+
+    /// After [`Plugin::on_request`] (or this phase) answered
+    /// [`Action::Wait`], once every call it started has finished: their
+    /// results, in the order they were started. Decides as `on_request`
+    /// does, and may start more calls and answer [`Action::Wait`] again.
+    /// Runs whenever the plugin waited, whatever [`Plugin::phases`] says.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::calls::{Call, CallResult};
+    /// use weir_sdk::{Action, Plugin, Request};
+    ///
+    /// /// Asks two upstreams at once; the request goes on only if both agree.
+    /// struct BothAgree;
+    ///
+    /// impl Plugin for BothAgree {
+    ///     type Config = serde::de::IgnoredAny;
+    ///     fn new(_: Self::Config) -> Result<Self, String> {
+    ///         Ok(BothAgree)
+    ///     }
+    ///     fn on_request(&mut self, req: &mut Request<'_>) -> Action {
+    ///         let path = format!("/allow{}", req.path());
+    ///         for upstream in ["policy-a", "policy-b"] {
+    ///             if Call::get(upstream, &path).tag(upstream).start().is_err() {
+    ///                 return Action::respond(503).into();
+    ///             }
+    ///         }
+    ///         Action::Wait
+    ///     }
+    ///     fn on_request_calls(&mut self, _: &mut Request<'_>, results: Vec<CallResult>) -> Action {
+    ///         let agree = |r: &CallResult| r.outcome.as_ref().is_ok_and(|resp| resp.is_success());
+    ///         if results.iter().all(agree) {
+    ///             Action::Continue
+    ///         } else {
+    ///             Action::respond(403).into()
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// use weir_sdk::testing::{TestCallResponse, TestHost, TestRequest};
+    /// let mut host = TestHost::<BothAgree>::new(serde_json::json!({})).unwrap();
+    /// host.allow_calls(["policy-a", "policy-b"])
+    ///     .answer_calls("policy-a", TestCallResponse::new(200))
+    ///     .answer_calls("policy-b", TestCallResponse::new(403));
+    /// assert_eq!(host.run(TestRequest::get("/orders")).status(), 403);
+    /// ```
+    fn on_request_calls(&mut self, req: &mut Request<'_>, results: Vec<CallResult>) -> Action {
+        let _ = (req, results);
         Action::Continue
     }
 
@@ -117,10 +172,70 @@ pub trait Plugin: Sized + 'static {
     /// After the upstream answered and before the response is sent, in
     /// reverse chain order (with [`Phases::RESPONSE`]). Change the status
     /// and headers here; read what the request phase decided from
-    /// [`context`](crate::context). Does not run when this plugin answered
-    /// the request itself.
-    fn on_response(&mut self, req: &Request<'_>, resp: &mut Response<'_>) {
+    /// [`context`](crate::context). Answer [`ResponseAction::Continue`],
+    /// or [`ResponseAction::Wait`] to wait for the [calls](crate::calls)
+    /// this call started ([`Plugin::on_response_calls`] then gets their
+    /// results). Does not run when this plugin answered the request itself.
+    fn on_response(&mut self, req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
         let _ = (req, resp);
+        ResponseAction::Continue
+    }
+
+    /// After [`Plugin::on_response`] (or this phase) answered
+    /// [`ResponseAction::Wait`], once every call it started has finished:
+    /// their results, in the order they were started. May change the
+    /// response, start more calls and wait again. Runs whenever the plugin
+    /// waited, whatever [`Plugin::phases`] says.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::calls::{Call, CallResult};
+    /// use weir_sdk::{Plugin, Request, Response, ResponseAction};
+    ///
+    /// /// Adds the upstream's owner, looked up per response.
+    /// struct Owner;
+    ///
+    /// impl Plugin for Owner {
+    ///     type Config = serde::de::IgnoredAny;
+    ///     fn new(_: Self::Config) -> Result<Self, String> {
+    ///         Ok(Owner)
+    ///     }
+    ///     fn on_response(&mut self, req: &Request<'_>, _: &mut Response<'_>) -> ResponseAction {
+    ///         match Call::get("owners", format!("/owner{}", req.path())).start() {
+    ///             Ok(_) => ResponseAction::Wait,
+    ///             Err(_) => ResponseAction::Continue,
+    ///         }
+    ///     }
+    ///     fn on_response_calls(
+    ///         &mut self,
+    ///         _: &Request<'_>,
+    ///         resp: &mut Response<'_>,
+    ///         results: Vec<CallResult>,
+    ///     ) -> ResponseAction {
+    ///         if let Ok(owner) = &results[0].outcome {
+    ///             if let Some(team) = owner.text() {
+    ///                 let _ = resp.set_header("x-owner", team);
+    ///             }
+    ///         }
+    ///         ResponseAction::Continue
+    ///     }
+    /// }
+    ///
+    /// use weir_sdk::testing::{TestCallResponse, TestHost, TestRequest};
+    /// let mut host = TestHost::<Owner>::new(serde_json::json!({})).unwrap();
+    /// host.allow_calls(["owners"])
+    ///     .answer_calls("owners", TestCallResponse::new(200).body("payments"));
+    /// assert_eq!(host.run(TestRequest::get("/pay")).header("x-owner"), Some("payments"));
+    /// ```
+    fn on_response_calls(
+        &mut self,
+        req: &Request<'_>,
+        resp: &mut Response<'_>,
+        results: Vec<CallResult>,
+    ) -> ResponseAction {
+        let _ = (req, resp, results);
+        ResponseAction::Continue
     }
 
     /// With the whole response body, buffered up to the route's cap; runs
@@ -134,6 +249,51 @@ pub trait Plugin: Sized + 'static {
     ) -> Option<Vec<u8>> {
         let _ = (req, resp, body);
         None
+    }
+
+    /// After the response was sent to the client, off the critical path:
+    /// the results of the calls this plugin started in the request without
+    /// waiting for them (from a phase that answered anything but `Wait`),
+    /// in the order they were started; before [`Plugin::on_log`]. Runs
+    /// only when there are such calls, whatever [`Plugin::phases`] says.
+    /// Nothing done here can change the response, and the request's
+    /// access-log line is written: for state, logs and metrics.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::calls::{Call, CallResult};
+    /// use weir_sdk::{Action, Plugin, Request};
+    ///
+    /// /// Reports every request to an audit service, without waiting.
+    /// struct Audit;
+    ///
+    /// impl Plugin for Audit {
+    ///     type Config = serde::de::IgnoredAny;
+    ///     fn new(_: Self::Config) -> Result<Self, String> {
+    ///         Ok(Audit)
+    ///     }
+    ///     fn on_request(&mut self, req: &mut Request<'_>) -> Action {
+    ///         let _ = Call::post("audit", "/events").body(req.path()).start();
+    ///         Action::Continue
+    ///     }
+    ///     fn on_background_calls(&mut self, _: &Request<'_>, results: Vec<CallResult>) {
+    ///         if results.iter().any(|r| r.outcome.is_err()) {
+    ///             weir_sdk::metrics::counter_add("audit_failed", 1);
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// use weir_sdk::calls::CallError;
+    /// use weir_sdk::testing::{TestHost, TestRequest};
+    /// let mut host = TestHost::<Audit>::new(serde_json::json!({})).unwrap();
+    /// host.allow_calls(["audit"])
+    ///     .answer_calls("audit", CallError::Failed("connection refused".into()));
+    /// assert_eq!(host.run(TestRequest::get("/")).status(), 200);
+    /// assert_eq!(host.counter("audit_failed"), 1);
+    /// ```
+    fn on_background_calls(&mut self, req: &Request<'_>, results: Vec<CallResult>) {
+        let _ = (req, results);
     }
 
     /// After the response was sent to the client, off the critical path,

@@ -10,7 +10,7 @@
 //! than choose between the two upstreams the operator configured.
 
 use serde::Deserialize;
-use weir_sdk::{Action, Phases, Plugin, Request, Response, context, validate};
+use weir_sdk::{Action, Phases, Plugin, Request, Response, ResponseAction, context, validate};
 
 /// Opt-in by header: requests whose header `name` has one of `values` go to
 /// the canary, whatever the cookie or the draw say.
@@ -157,9 +157,9 @@ impl Plugin for Canary {
         }
     }
 
-    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) {
+    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
         let Some(decision) = context::get(CTX_NEW_DECISION) else {
-            return;
+            return ResponseAction::Continue;
         };
         let cookie = format!(
             "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
@@ -168,6 +168,7 @@ impl Plugin for Canary {
         if let Err(e) = resp.add_header("set-cookie", &cookie) {
             weir_sdk::log::error(&format!("could not set the canary cookie: {e}"));
         }
+        ResponseAction::Continue
     }
 }
 

@@ -16,7 +16,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use weir_sdk::state::{Bucket, BucketOutcome};
-use weir_sdk::{Action, Phases, Plugin, Request, Response, context, validate};
+use weir_sdk::{Action, Phases, Plugin, Request, Response, ResponseAction, context, validate};
 
 /// Client-chosen key material longer than this is hashed (bytes).
 pub const MAX_KEY_VALUE_BYTES: usize = 128;
@@ -134,7 +134,7 @@ impl Plugin for RateLimit {
             .into()
     }
 
-    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) {
+    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
         for (ctx, header) in [
             (CTX_LIMIT, "ratelimit-limit"),
             (CTX_REMAINING, "ratelimit-remaining"),
@@ -145,6 +145,7 @@ impl Plugin for RateLimit {
                 let _ = resp.set_header(header, &value);
             }
         }
+        ResponseAction::Continue
     }
 }
 

@@ -4,7 +4,7 @@
 //! no-op default).
 
 use serde::Deserialize;
-use weir_sdk::{Action, Phases, Plugin, Request, Response, validate};
+use weir_sdk::{Action, Phases, Plugin, Request, Response, ResponseAction, validate};
 
 /// The plugin's configuration: the route's `config` table, as JSON.
 /// `deny_unknown_fields` turns a typo into a deploy-time error.
@@ -65,10 +65,11 @@ impl Plugin for Template {
         Action::Continue
     }
 
-    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) {
+    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
         if let Some(path) = weir_sdk::context::get("path") {
             let _ = resp.set_header("x-template-path", &path);
         }
+        ResponseAction::Continue
     }
 }
 

@@ -11,7 +11,7 @@
 pub mod json;
 pub mod rules;
 
-use weir_sdk::{Action, BodyAction, Phases, Plugin, Request, Response};
+use weir_sdk::{Action, BodyAction, Phases, Plugin, Request, Response, ResponseAction};
 
 pub use rules::Config;
 use rules::{BodyRules, HeaderRules, PathRewrite};
@@ -86,8 +86,9 @@ impl Plugin for Transform {
         }
     }
 
-    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) {
+    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
         self.response_headers.apply(resp);
+        ResponseAction::Continue
     }
 }
 

@@ -1,10 +1,14 @@
 //! The Wasm side of the seam: the host services are the generated imports
-//! of `weir:plugin/host`, and a request and a response are the contract's
-//! `request` and `response` resources with their `fields`, reached through
-//! the handles `init` received (the `export` module keeps them).
+//! of `weir:plugin/host` and `weir:plugin/calls`, and a request and a
+//! response are the contract's `request` and `response` resources with
+//! their `fields`, reached through the handles `init` received (the
+//! `export` module keeps them). Calls' results, which the host hands to
+//! the guest's exports, become the SDK's [`CallResult`]s here too.
 
 use super::fields::HeaderFields;
-use crate::bindings::weir::plugin::{host, http, types};
+use crate::bindings::weir::plugin::{calls, host, http, types};
+use crate::calls::outcome::{CallError, CallId, CallResponse, CallResult};
+use crate::calls::request::CallRequest;
 use crate::types::{BucketOutcome, Level};
 
 pub(crate) type RequestRef<'a> = WasmHead<'a, http::Request>;
@@ -137,4 +141,48 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) fn random_bytes(len: u32) -> Vec<u8> {
     host::random_bytes(len)
+}
+
+pub(crate) fn call_start(req: CallRequest) -> Result<CallId, CallError> {
+    let req = calls::CallRequest {
+        upstream: req.upstream,
+        method: req.method,
+        path: req.path,
+        headers: req.headers,
+        body: req.body,
+        timeout_ms: req.timeout_ms,
+        tag: req.tag,
+    };
+    calls::start(&req).map(CallId).map_err(CallError::from)
+}
+
+impl From<calls::CallError> for CallError {
+    fn from(e: calls::CallError) -> Self {
+        match e {
+            calls::CallError::NotAllowed(why) => CallError::NotAllowed(why),
+            calls::CallError::Invalid(why) => CallError::Invalid(why),
+            calls::CallError::Limit(why) => CallError::Limit(why),
+            calls::CallError::Deadline => CallError::Deadline,
+            calls::CallError::Timeout => CallError::Timeout,
+            calls::CallError::TooLarge(cap) => CallError::TooLarge(cap),
+            calls::CallError::Failed(why) => CallError::Failed(why),
+        }
+    }
+}
+
+impl From<calls::CallResult> for CallResult {
+    fn from(r: calls::CallResult) -> Self {
+        CallResult {
+            id: CallId(r.id),
+            tag: r.tag,
+            outcome: r
+                .outcome
+                .map(|resp| CallResponse {
+                    status: resp.status,
+                    headers: resp.headers,
+                    body: resp.body,
+                })
+                .map_err(CallError::from),
+        }
+    }
 }

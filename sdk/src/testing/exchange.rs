@@ -1,9 +1,10 @@
 //! The outputs of a test: [`Exchange`] (what the client and the upstream
-//! received, how the plugin decided), [`Forwarded`] (the upstream's view of
-//! the request) and the [`Phase`]s that ran.
+//! received, how the plugin decided, the calls it made), [`Forwarded`]
+//! (the upstream's view of the request) and the [`Phase`]s that ran.
 
 use std::collections::BTreeMap;
 
+use super::calls::SentCall;
 use crate::backend::{Headers, RequestState};
 use crate::phases::Phases;
 
@@ -19,26 +20,42 @@ use crate::phases::Phases;
 pub enum Phase {
     /// [`Plugin::on_request`](crate::Plugin::on_request).
     Request,
+    /// [`Plugin::on_request_calls`](crate::Plugin::on_request_calls).
+    RequestCalls,
     /// [`Plugin::on_request_body`](crate::Plugin::on_request_body).
     RequestBody,
     /// [`Plugin::on_response`](crate::Plugin::on_response).
     Response,
+    /// [`Plugin::on_response_calls`](crate::Plugin::on_response_calls).
+    ResponseCalls,
     /// [`Plugin::on_response_body`](crate::Plugin::on_response_body).
     ResponseBody,
+    /// [`Plugin::on_background_calls`](crate::Plugin::on_background_calls).
+    BackgroundCalls,
     /// [`Plugin::on_log`](crate::Plugin::on_log).
     Log,
 }
 
 impl Phase {
-    /// The flag a plugin asks for this phase with.
-    pub(super) fn flag(self) -> Phases {
+    /// The flag a plugin asks for this phase with; `None` for the phases
+    /// that get calls' results, which run whenever there are results.
+    pub(super) fn flag(self) -> Option<Phases> {
         match self {
-            Phase::Request => Phases::REQUEST,
-            Phase::RequestBody => Phases::REQUEST_BODY,
-            Phase::Response => Phases::RESPONSE,
-            Phase::ResponseBody => Phases::RESPONSE_BODY,
-            Phase::Log => Phases::LOG,
+            Phase::Request => Some(Phases::REQUEST),
+            Phase::RequestBody => Some(Phases::REQUEST_BODY),
+            Phase::Response => Some(Phases::RESPONSE),
+            Phase::ResponseBody => Some(Phases::RESPONSE_BODY),
+            Phase::Log => Some(Phases::LOG),
+            Phase::RequestCalls | Phase::ResponseCalls | Phase::BackgroundCalls => None,
         }
+    }
+
+    /// Whether calls may start in this phase.
+    pub(super) fn starts_calls(self) -> bool {
+        matches!(
+            self,
+            Phase::Request | Phase::RequestCalls | Phase::Response | Phase::ResponseCalls
+        )
     }
 }
 
@@ -130,8 +147,9 @@ pub(super) fn first<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The outcome of [`TestHost::run`](super::TestHost::run): what the client received, what the
-/// upstream received, and how the plugin decided.
+/// The outcome of [`TestHost::run`](super::TestHost::run): what the
+/// client received, what the upstream received, how the plugin decided,
+/// and the calls it made.
 ///
 /// # Example
 ///
@@ -168,6 +186,7 @@ pub struct Exchange {
     pub(super) context: BTreeMap<String, String>,
     pub(super) log_fields: Vec<(String, String)>,
     pub(super) phases: Vec<Phase>,
+    pub(super) calls: Vec<SentCall>,
 }
 
 impl Exchange {
@@ -328,5 +347,17 @@ impl Exchange {
     /// See [`Exchange`].
     pub fn phases(&self) -> &[Phase] {
         &self.phases
+    }
+
+    /// The calls the plugin started while serving the request, in the
+    /// order started, each with the result it got (a call refused at
+    /// start is not one: the plugin got the error from
+    /// [`Call::start`](crate::calls::Call::start)).
+    ///
+    /// # Example
+    ///
+    /// See [`SentCall`].
+    pub fn calls(&self) -> &[SentCall] {
+        &self.calls
     }
 }

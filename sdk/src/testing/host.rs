@@ -1,11 +1,14 @@
 //! [`TestHost`]: one plugin instance on the in-memory host, made from its
 //! configuration as the gateway makes it, with the host's clock, random
 //! generator, logs, shared state and counters for a test to set and read.
-//! Playing a request through it is [`TestHost::run`]'s, in `run.rs`.
+//! Playing a request through it is [`TestHost::run`]'s, in `run.rs`; the
+//! calls the plugin makes are set up and sent in `calls.rs`, against the
+//! scripts of `script.rs`.
 
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::script::Scripts;
 use crate::backend::native::LogLine;
 use crate::backend::{Env, LogWindow, install};
 use crate::phases::Phases;
@@ -33,6 +36,8 @@ pub struct TestHost<P: Plugin> {
     pub(super) plugin: P,
     pub(super) phases: Phases,
     pub(super) env: Rc<Env>,
+    /// How the upstreams the plugin calls answer.
+    pub(super) scripts: Scripts,
 }
 
 impl<P: Plugin> TestHost<P> {
@@ -80,8 +85,10 @@ impl<P: Plugin> TestHost<P> {
     pub fn from_json(config: &str) -> Result<Self, String> {
         crate::panic::install();
         let env = Rc::new(Env::new());
-        // `new` is the gateway's `init`: no request, no access-log line.
+        // `new` is the gateway's `init`: no request, no access-log line,
+        // no calls.
         env.log_window.set(LogWindow::NoRequest);
+        env.calls.borrow_mut().open = false;
         let _current = install(&env);
         let plugin = instantiate::<P>(config)?;
         let phases = plugin.phases();
@@ -89,6 +96,7 @@ impl<P: Plugin> TestHost<P> {
             plugin,
             phases,
             env,
+            scripts: Scripts::default(),
         })
     }
 

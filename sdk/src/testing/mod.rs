@@ -34,14 +34,15 @@
 //!
 //! ```
 //! use weir_sdk::testing::{TestHost, TestRequest, TestResponse};
-//! use weir_sdk::{Plugin, Request, Response};
+//! use weir_sdk::{Plugin, Request, Response, ResponseAction};
 //!
 //! struct Server;
 //! impl Plugin for Server {
 //!     type Config = serde::de::IgnoredAny;
 //!     fn new(_: Self::Config) -> Result<Self, String> { Ok(Server) }
-//!     fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) {
+//!     fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
 //!         resp.set_header("server", "weir").unwrap();
+//!         ResponseAction::Continue
 //!     }
 //! }
 //!
@@ -53,16 +54,20 @@
 //! assert_eq!(exchange.header("server"), Some("weir"));
 //! ```
 
+mod calls;
 mod exchange;
 mod host;
 mod request;
 mod run;
+mod script;
 
+pub use self::calls::SentCall;
 pub use self::exchange::{Exchange, Forwarded, Phase};
 pub use self::host::TestHost;
 pub use self::request::{TestRequest, TestResponse};
+pub use self::script::{TestCallAnswer, TestCallResponse};
 use crate::backend::begin_call;
-pub use crate::backend::native::LogLine;
+pub use crate::backend::native::{CallLimits, LogLine};
 use crate::http::{Request, Response};
 
 /// Runs `f` with a [`Request`] built from `request`, on the current test

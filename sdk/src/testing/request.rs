@@ -1,8 +1,14 @@
 //! The inputs of a test: [`TestRequest`], a request with its scripted
-//! upstream answer, and [`TestResponse`], that answer.
+//! upstream answer and its deadline, and [`TestResponse`], that answer.
+
+use std::time::Duration;
 
 use crate::backend::{Headers, RequestState, ResponseState};
 use crate::validate;
+
+/// A request's deadline unless the test sets one: the gateway's default
+/// upstream `timeout`.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A request to play through a plugin, with the upstream's scripted answer.
 ///
@@ -23,12 +29,14 @@ pub struct TestRequest {
     pub(super) state: RequestState,
     pub(super) body: Vec<u8>,
     pub(super) upstream: TestResponse,
+    pub(super) deadline: Duration,
 }
 
 impl TestRequest {
     /// A request with this method and target (`/path` or `/path?query`).
     /// Defaults: no headers, empty body, client `127.0.0.1`, id
-    /// `test-request`, upstream answering `200` with no headers and no body.
+    /// `test-request`, upstream answering `200` with no headers and no
+    /// body, a deadline of 30 s (the gateway's default upstream `timeout`).
     ///
     /// # Example
     ///
@@ -62,6 +70,7 @@ impl TestRequest {
             },
             body: Vec::new(),
             upstream: TestResponse::new(200),
+            deadline: DEFAULT_DEADLINE,
         }
     }
 
@@ -163,6 +172,24 @@ impl TestRequest {
     /// ```
     pub fn id(mut self, id: &str) -> Self {
         self.state.id = id.to_owned();
+        self
+    }
+
+    /// Sets the request's deadline, counted from the start of
+    /// [`TestHost::run`](super::TestHost::run) on the test host's clock: a
+    /// call's time limit is at most what is left of it, and a call started
+    /// after it is refused with
+    /// [`CallError::Deadline`](crate::calls::CallError::Deadline).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let req = weir_sdk::testing::TestRequest::get("/").deadline(Duration::from_millis(300));
+    /// # let _ = req;
+    /// ```
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
         self
     }
 

@@ -1,32 +1,48 @@
 //! [`TestHost::run`]: one request played through the phases the plugin
 //! asked for, in the gateway's order, against the upstream's scripted
-//! answer.
+//! answer. The calls a phase call starts are sent when it returns: waited
+//! for, and handed to the matching `*_calls` phase, when it answered
+//! `Wait`; otherwise delivered to `on_background_calls` after the
+//! response, before `on_log`.
 
+use super::calls::SentCall;
 use super::exchange::{Exchange, Forwarded, Phase};
 use super::host::TestHost;
 use super::request::{TestRequest, TestResponse};
-use crate::action::{Action, BodyAction, Reply};
+use crate::action::{Action, BodyAction, Reply, ResponseAction};
 use crate::backend::{Headers, LogWindow, RequestState, install};
+use crate::calls::CallResult;
 use crate::http::{Request, Response};
 use crate::plugin::Plugin;
 use crate::validate;
 
 impl<P: Plugin> TestHost<P> {
     /// Plays one request through every phase the gateway would run (those
-    /// the plugin asked for, see [`TestHost::phases`]). The request context
-    /// and access-log fields start empty; shared state, logs, counters and
-    /// the clock carry over between runs. The access-log line is written
-    /// before the log phase, as in the gateway: the fields set until then
-    /// are the [`Exchange`]'s, and `on_log` cannot set more.
+    /// the plugin asked for, see [`TestHost::phases`], and those that get
+    /// calls' results). The request context and access-log fields start
+    /// empty; shared state, logs, counters, the clock, and the call
+    /// settings and scripts carry over between runs. The access-log line
+    /// is written before `on_background_calls` and the log phase, as in
+    /// the gateway: the fields set until then are the [`Exchange`]'s, and
+    /// those phases cannot set more.
+    ///
+    /// Calls are sent when the phase call that started them returns, each
+    /// answered by its upstream's script ([`TestHost::answer_calls`]) on
+    /// the host's clock. When the phase answered `Wait`, the clock moves to
+    /// the end of the slowest of them (the calls run side by side) and the
+    /// matching `*_calls` phase gets their results; otherwise they are
+    /// background calls, and the clock moves to the end of the slowest
+    /// only when their results are delivered, after the response.
     ///
     /// # Example
     ///
-    /// See [`Exchange`].
+    /// See [`Exchange`], and [`TestHost::answer_calls`] for calls.
     ///
     /// # Panics
     ///
     /// If the plugin answers with a reply the gateway would refuse (status
-    /// outside 200..=999, invalid header), or panics itself (a trap).
+    /// outside 200..=999, invalid header), answers `Wait` without having
+    /// started a call, or panics itself (a trap).
     pub fn run(&mut self, request: TestRequest) -> Exchange {
         let _current = install(&self.env);
         self.env.context.borrow_mut().clear();
@@ -36,9 +52,13 @@ impl<P: Plugin> TestHost<P> {
             state: mut req,
             body,
             upstream,
+            deadline,
         } = request;
-        let mut ran = Vec::new();
-        let decided = self.request_phases(&mut req, body, &mut ran);
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        let deadline_at = self.env.now_ms.get().saturating_add(deadline_ms);
+        self.env.calls.borrow_mut().begin_request(deadline_at);
+        let mut record = Record::default();
+        let decided = self.request_phases(&mut req, body, &mut record);
         let (answer, forwarded) = match decided.reply {
             Some(reply) => (Answer::checked_reply(reply), None),
             None => {
@@ -46,13 +66,14 @@ impl<P: Plugin> TestHost<P> {
                     state: req.clone(),
                     body: decided.body,
                 };
-                let answer = self.response_phases(&mut req, upstream, &mut ran);
+                let answer = self.response_phases(&mut req, upstream, &mut record);
                 (answer, Some(forwarded))
             }
         };
         let log_fields = std::mem::take(&mut *self.env.log_fields.borrow_mut());
         self.env.log_window.set(LogWindow::Written);
-        if self.begin(Phase::Log, &mut ran) {
+        self.background_calls(&mut req, &mut record);
+        if self.begin(Phase::Log, &mut record) {
             self.plugin.on_log(&Request::new(&mut req), answer.status);
         }
         Exchange {
@@ -64,19 +85,46 @@ impl<P: Plugin> TestHost<P> {
             body: answer.body,
             context: self.env.context.borrow().clone(),
             log_fields,
-            phases: ran,
+            phases: record.ran,
+            calls: record.calls,
         }
     }
 
-    /// Starts a phase call if the plugin asked for `phase`, noting that it
-    /// ran; `false` if it did not ask.
-    fn begin(&self, phase: Phase, ran: &mut Vec<Phase>) -> bool {
-        if !self.phases.contains(phase.flag()) {
+    /// Starts a phase call if the plugin asked for `phase` (the phases
+    /// that get calls' results need not be asked for), noting that it ran;
+    /// `false` if it did not ask.
+    fn begin(&self, phase: Phase, record: &mut Record) -> bool {
+        if phase.flag().is_some_and(|flag| !self.phases.contains(flag)) {
             return false;
         }
-        ran.push(phase);
+        record.ran.push(phase);
         self.env.begin_call();
+        self.env.calls.borrow_mut().open = phase.starts_calls();
         true
+    }
+
+    /// The phase call that just returned answered `Wait`: its calls are
+    /// sent and waited for, and their results are what the `*_calls`
+    /// phase gets.
+    fn wait(&mut self, record: &mut Record) -> Vec<CallResult> {
+        let started = self.env.calls.borrow_mut().take_new();
+        assert!(
+            !started.is_empty(),
+            "the plugin answered Wait without starting a call: the gateway refuses the answer \
+             (`wait` without a call started in this phase: there is nothing to wait for)"
+        );
+        let sent = self.send(started, false);
+        self.wait_for(&sent);
+        let results = sent.iter().map(SentCall::result).collect();
+        record.calls.extend(sent);
+        results
+    }
+
+    /// The phase call that just returned answered anything but `Wait`: its
+    /// calls are sent and run in the background.
+    fn run_in_background(&mut self, record: &mut Record) {
+        let started = self.env.calls.borrow_mut().take_new();
+        record.calls.extend(self.send(started, true));
     }
 
     /// The request and request-body phases: the plugin's own reply if it
@@ -85,12 +133,21 @@ impl<P: Plugin> TestHost<P> {
         &mut self,
         req: &mut RequestState,
         mut body: Vec<u8>,
-        ran: &mut Vec<Phase>,
+        record: &mut Record,
     ) -> Decided {
         let (mut reply, mut routed_to) = (None, None);
-        if self.begin(Phase::Request, ran) {
-            match self.plugin.on_request(&mut Request::new(req)) {
-                Action::Continue => {}
+        if self.begin(Phase::Request, record) {
+            let mut action = self.plugin.on_request(&mut Request::new(req));
+            while action == Action::Wait {
+                let results = self.wait(record);
+                self.begin(Phase::RequestCalls, record);
+                action = self
+                    .plugin
+                    .on_request_calls(&mut Request::new(req), results);
+            }
+            self.run_in_background(record);
+            match action {
+                Action::Continue | Action::Wait => {}
                 Action::RouteTo(upstream) => {
                     assert!(!upstream.is_empty(), "route_to needs an upstream name");
                     routed_to = Some(upstream);
@@ -98,7 +155,7 @@ impl<P: Plugin> TestHost<P> {
                 Action::Respond(answer) => reply = Some(answer),
             }
         }
-        if reply.is_none() && self.begin(Phase::RequestBody, ran) {
+        if reply.is_none() && self.begin(Phase::RequestBody, record) {
             match self
                 .plugin
                 .on_request_body(&mut Request::new(req), body.clone())
@@ -125,17 +182,28 @@ impl<P: Plugin> TestHost<P> {
         &mut self,
         req: &mut RequestState,
         upstream: TestResponse,
-        ran: &mut Vec<Phase>,
+        record: &mut Record,
     ) -> Answer {
         let TestResponse {
             state: mut resp,
             mut body,
         } = upstream;
-        if self.begin(Phase::Response, ran) {
-            self.plugin
+        if self.begin(Phase::Response, record) {
+            let mut action = self
+                .plugin
                 .on_response(&Request::new(req), &mut Response::new(&mut resp));
+            while action == ResponseAction::Wait {
+                let results = self.wait(record);
+                self.begin(Phase::ResponseCalls, record);
+                action = self.plugin.on_response_calls(
+                    &Request::new(req),
+                    &mut Response::new(&mut resp),
+                    results,
+                );
+            }
+            self.run_in_background(record);
         }
-        if self.begin(Phase::ResponseBody, ran) {
+        if self.begin(Phase::ResponseBody, record) {
             let replacement = self.plugin.on_response_body(
                 &Request::new(req),
                 &mut Response::new(&mut resp),
@@ -153,6 +221,26 @@ impl<P: Plugin> TestHost<P> {
             body,
         }
     }
+
+    /// After the response: the results of the background calls, once the
+    /// last of them has ended, if there are any.
+    fn background_calls(&mut self, req: &mut RequestState, record: &mut Record) {
+        let background: Vec<&SentCall> = record.calls.iter().filter(|c| c.background()).collect();
+        if background.is_empty() {
+            return;
+        }
+        self.wait_for(background.iter().copied());
+        let results = background.iter().map(|c| c.result()).collect();
+        self.begin(Phase::BackgroundCalls, record);
+        self.plugin.on_background_calls(&Request::new(req), results);
+    }
+}
+
+/// What a request left so far: the phases that ran and the calls sent.
+#[derive(Default)]
+struct Record {
+    ran: Vec<Phase>,
+    calls: Vec<SentCall>,
 }
 
 /// What the request phases decided.

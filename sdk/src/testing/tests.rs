@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Phase, TestHost, TestRequest, TestResponse};
 use crate::state::{Bucket, take_tokens};
-use crate::{Action, BodyAction, Phases, Plugin, Request, Response};
+use crate::{Action, BodyAction, Phases, Plugin, Request, Response, ResponseAction};
 
 /// Exercises every phase: uppercases the request body, tags the response,
 /// replaces the response body, records the logged status.
@@ -40,9 +40,10 @@ impl Plugin for AllPhases {
         BodyAction::Replace(body.to_ascii_uppercase())
     }
 
-    fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) {
+    fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
         let seen = crate::context::get("seen").unwrap_or_default();
         resp.set_header("x-seen", &seen).unwrap();
+        ResponseAction::Continue
     }
 
     fn on_response_body(
@@ -157,10 +158,11 @@ impl Plugin for Fields {
         BodyAction::Continue
     }
 
-    fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) {
+    fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
         let _ = crate::log::set_field("status", &resp.status().to_string());
         // Replaces the request phase's value: one field, the last value.
         let _ = crate::log::set_field("consumer", "grace");
+        ResponseAction::Continue
     }
 
     fn on_log(&mut self, _: &Request<'_>, _: u16) {
@@ -387,10 +389,11 @@ impl Plugin for BigHeaders {
         Action::Continue
     }
 
-    fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) {
+    fn on_response(&mut self, _: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
         // A new call: the budget is full again.
         let value = "v".repeat(crate::validate::MAX_HEADER_VALUE_BYTES);
         resp.set_header("x-big", &value).unwrap();
+        ResponseAction::Continue
     }
 }
 
@@ -651,3 +654,5 @@ fn a_panicking_plugin_reports_its_message_and_location_as_the_gateway_does() {
     );
     assert!(report.len() > crate::log::MAX_PANIC_BYTES - 4);
 }
+
+mod calls;

@@ -1,6 +1,7 @@
 //! The test host's environment for one plugin ([`Env`]: clock, logs,
-//! request context and access-log fields, counters, shared state, random
-//! generator, and what is left of the current phase call's budgets) and
+//! request context and access-log fields, counters, shared state, calls,
+//! random generator, and what is left of the current phase call's
+//! budgets) and
 //! which environment is current on this thread: the one a running [`TestHost`](crate::testing::TestHost)
 //! installed, or a per-thread default when none is (doc examples, and unit
 //! tests of a plugin's helper functions).
@@ -9,6 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use super::calls::Calls;
 use super::store::Store;
 use crate::limits::log;
 use crate::types::Level;
@@ -47,7 +49,7 @@ pub struct LogLine {
 }
 
 /// Everything the host keeps for one plugin: state, context, logs, clock,
-/// and what is left of the current phase call's budgets.
+/// calls, and what is left of the current phase call's budgets.
 pub(crate) struct Env {
     pub(crate) now_ms: Cell<u64>,
     pub(crate) logs: RefCell<Vec<LogLine>>,
@@ -57,6 +59,7 @@ pub(crate) struct Env {
     /// Whether `log_fields` can be set now (see [`LogWindow`]).
     pub(crate) log_window: Cell<LogWindow>,
     pub(crate) counters: RefCell<BTreeMap<String, u64>>,
+    pub(crate) calls: RefCell<Calls>,
     store: RefCell<Store>,
     rng: Cell<u64>,
     /// Header bytes the current call may still write
@@ -78,6 +81,7 @@ impl Env {
             // code runs as if in a request phase.
             log_window: Cell::new(LogWindow::Open),
             counters: RefCell::default(),
+            calls: RefCell::new(Calls::new()),
             store: RefCell::default(),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15),
             header_budget: Cell::new(validate::MAX_HEADER_BYTES_PER_CALL),

@@ -3,18 +3,24 @@
 //! with the gateway's errors. The services act on the current environment
 //! ([the environment](self::env): the one a running [`TestHost`](crate::testing::TestHost)
 //! installed, or a per-thread default); shared state is kept as the
-//! gateway keeps it ([`store`]), and requests and responses as plain
-//! values ([`head`]).
+//! gateway keeps it ([`store`]), requests and responses as plain values
+//! ([`head`]), and the calls a plugin starts with the gateway's checks at
+//! start ([`calls`]).
 
+mod calls;
 mod env;
 mod head;
 mod store;
 
+pub use calls::CallLimits;
+pub(crate) use calls::Started;
 pub use env::LogLine;
 use env::with_env;
 pub(crate) use env::{Env, LogWindow, begin_call, install};
 pub(crate) use head::{Headers, RequestState, ResponseState};
 
+use crate::calls::outcome::{CallError, CallId};
+use crate::calls::request::CallRequest;
 use crate::limits::{context, log, metrics, random};
 use crate::types::{BucketOutcome, Level};
 
@@ -160,4 +166,9 @@ pub(crate) fn random_bytes(len: u32) -> Vec<u8> {
             .map(|_| env.next_random().to_le_bytes()[0])
             .collect()
     })
+}
+
+/// As in the gateway: see [`calls::Calls::start`].
+pub(crate) fn call_start(req: CallRequest) -> Result<CallId, CallError> {
+    with_env(|env| env.calls.borrow_mut().start(req, env.now_ms.get()))
 }
