@@ -18,6 +18,7 @@ mod hot_deploy;
 mod metrics_plugins;
 mod metrics_upstreams;
 mod observability_example;
+mod plugin_calls;
 mod plugins;
 mod plugins_breaker;
 mod plugins_hostile;

@@ -1,12 +1,14 @@
 //! Test harness: the real `weir` binary as a child process, real upstream
-//! HTTP servers on port 0 (and a raw one that records the bytes it
-//! receives), an HTTP client, a raw TCP client for malformed input, and a
-//! bounded `eventually` for asynchronous outcomes.
+//! HTTP servers on port 0 (a raw one that records the bytes it receives,
+//! and one that holds requests until the test releases them), an HTTP
+//! client, a raw TCP client for malformed input, and a bounded
+//! `eventually` for asynchronous outcomes.
 
 #![allow(dead_code)]
 
 pub mod grpc;
 pub mod h2;
+pub mod held;
 pub mod metrics;
 pub mod pki;
 pub mod raw;
