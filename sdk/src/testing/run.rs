@@ -147,6 +147,7 @@ impl<P: Plugin> TestHost<P> {
             }
             self.run_in_background(record);
             match action {
+                // `Wait` ended the loop above: here it cannot be.
                 Action::Continue | Action::Wait => {}
                 Action::RouteTo(upstream) => {
                     assert!(!upstream.is_empty(), "route_to needs an upstream name");

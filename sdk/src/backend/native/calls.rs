@@ -128,12 +128,12 @@ pub(crate) struct Calls {
     /// The current request's deadline on the clock; `None` outside a
     /// request played by the test host (doc examples, helpers' tests).
     deadline_ms: Option<u64>,
-    /// Calls started in the current request.
-    started: usize,
+    /// Calls started in the current request: also the next call's id, as
+    /// the gateway numbers them.
+    started: u32,
     /// When each call sent in the current request finishes, on the
     /// clock: those later than now are in flight.
     sent: Vec<u64>,
-    next_id: u32,
     /// Calls started by the current phase call, not yet sent.
     new: Vec<Started>,
 }
@@ -147,7 +147,6 @@ impl Calls {
             deadline_ms: None,
             started: 0,
             sent: Vec::new(),
-            next_id: 1,
             new: Vec::new(),
         }
     }
@@ -159,7 +158,6 @@ impl Calls {
         self.deadline_ms = Some(deadline_ms);
         self.started = 0;
         self.sent.clear();
-        self.next_id = 1;
         self.new.clear();
     }
 
@@ -182,7 +180,7 @@ impl Calls {
             )));
         }
         let limits = self.limits;
-        if self.started >= limits.max_per_request {
+        if self.started as usize >= limits.max_per_request {
             return Err(CallError::Limit(format!(
                 "at most {} calls per request (max_calls_per_request)",
                 limits.max_per_request
@@ -209,8 +207,7 @@ impl Calls {
         }
         let configured = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
         let own = req.timeout_ms.map_or(u64::MAX, u64::from);
-        let id = CallId(self.next_id);
-        self.next_id += 1;
+        let id = CallId(self.started);
         self.started += 1;
         self.new.push(Started {
             id,

@@ -452,7 +452,7 @@ fn calls_start_only_in_the_request_and_response_phases() {
         started,
         [
             ("init", refused()),
-            ("request", Ok(CallId(1))),
+            ("request", Ok(CallId(0))),
             ("request_body", refused()),
             ("response_body", refused()),
             ("background", refused()),
