@@ -33,10 +33,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use weir_sdk::calls::{Call, CallError, CallResult};
+use weir_sdk::calls::{Call, CallError, CallResponse, CallResult};
 use weir_sdk::state;
 
-use crate::jwk::{Jwk, KeySet, parse_jwks};
+use crate::jwk::{Jwk, KeySet, MAX_KEYS, parse_jwks};
 use crate::keys::Key;
 
 /// The tag of this plugin's JWKS calls.
@@ -240,36 +240,42 @@ impl Jwks {
     /// Takes in the results of this plugin's calls: stores a fetched key
     /// set, or notes the failure. `Err` says why the fetch failed.
     pub fn absorb(&mut self, results: Vec<CallResult>, now_ms: u64) -> Result<(), String> {
-        let mut outcome = Err("no JWKS call result".to_owned());
-        for result in results.into_iter().filter(|r| r.tag == CALL_TAG) {
-            outcome = match result.outcome {
-                Ok(resp) if resp.is_success() => parse_jwks(&resp.body)
-                    .and_then(|(set, skipped)| {
-                        if skipped.unusable > 0 || skipped.over_limit > 0 {
-                            weir_sdk::log::warn(&format!(
-                                "JWKS from upstream `{}`: {} unusable key(s) skipped, {} over the limit of {} ignored",
-                                self.upstream,
-                                skipped.unusable,
-                                skipped.over_limit,
-                                crate::jwk::MAX_KEYS
-                            ));
-                        }
-                        if set.keys.is_empty() {
-                            // Keep the keys we have rather than drop them all.
-                            Err("it holds no usable signature key".to_owned())
-                        } else {
-                            Ok(set)
-                        }
-                    })
-                    .map(|set| self.store(set, now_ms)),
-                Ok(resp) => Err(format!("it answered {}", resp.status)),
-                Err(e) => Err(e.to_string()),
-            };
+        let outcome = match results.into_iter().find(|r| r.tag == CALL_TAG) {
+            None => Err("no JWKS call result".to_owned()),
+            Some(result) => result
+                .outcome
+                .map_err(|e| e.to_string())
+                .and_then(|resp| self.usable_set(&resp)),
+        };
+        match outcome {
+            Ok(set) => {
+                self.store(set, now_ms);
+                Ok(())
+            }
+            Err(why) => {
+                self.failed(&why);
+                Err(why)
+            }
         }
-        if let Err(why) = &outcome {
-            self.failed(why);
+    }
+
+    /// The usable keys of the endpoint's answer, or why there are none.
+    fn usable_set(&self, resp: &CallResponse) -> Result<KeySet, String> {
+        if !resp.is_success() {
+            return Err(format!("it answered {}", resp.status));
         }
-        outcome
+        let (set, skipped) = parse_jwks(&resp.body)?;
+        if skipped.unusable > 0 || skipped.over_limit > 0 {
+            weir_sdk::log::warn(&format!(
+                "JWKS from upstream `{}`: {} unusable key(s) skipped, {} past the first {} ignored",
+                self.upstream, skipped.unusable, skipped.over_limit, MAX_KEYS
+            ));
+        }
+        if set.keys.is_empty() {
+            // Keep the keys we have rather than drop them all.
+            return Err("it holds no usable signature key".to_owned());
+        }
+        Ok(set)
     }
 
     fn is_stale(&self, now_ms: u64) -> bool {

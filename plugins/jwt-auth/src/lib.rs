@@ -280,10 +280,9 @@ impl JwtAuth {
     /// held. Not a verdict on the credentials, so no `WWW-Authenticate`.
     fn unavailable(&self) -> Action {
         weir_sdk::metrics::counter_add("jwt_unavailable", 1);
-        let retry_after = self
-            .jwks
-            .as_ref()
-            .map_or(1, |jwks| jwks.retry_after().as_secs().max(1));
+        let retry_after = self.jwks.as_ref().map_or(1, |jwks| {
+            jwks.retry_after().as_millis().div_ceil(1000).max(1)
+        });
         Action::respond(503)
             .header("retry-after", retry_after.to_string())
             .header("content-type", "application/json")

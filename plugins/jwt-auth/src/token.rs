@@ -58,7 +58,7 @@ pub fn decode(token: &str, supported: impl Fn(Algorithm) -> bool) -> Result<Deco
     else {
         return Err("malformed token");
     };
-    let header = decode_object(header_b64).ok_or("malformed token header")?;
+    let mut header = decode_object(header_b64).ok_or("malformed token header")?;
     let alg = header
         .get("alg")
         .and_then(Value::as_str)
@@ -69,11 +69,9 @@ pub fn decode(token: &str, supported: impl Fn(Algorithm) -> bool) -> Result<Deco
     if header.contains_key("crit") {
         return Err("unsupported critical header");
     }
-    let kid = match header.get("kid") {
+    let kid = match header.remove("kid") {
         None => None,
-        Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => {
-            Some(kid.clone())
-        }
+        Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => Some(kid),
         Some(_) => return Err("invalid key id"),
     };
     let signature = URL_SAFE_NO_PAD

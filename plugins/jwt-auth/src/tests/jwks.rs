@@ -330,10 +330,7 @@ fn invalid_jwks_configurations_are_refused() {
     let cases = [
         (json!({ "jwks": {} }), "missing field `upstream`"),
         (jwks(json!({ "upstream": "" })), "jwks.upstream:"),
-        (
-            jwks(json!({ "path": "jwks.json" })),
-            "jwks.path:",
-        ),
+        (jwks(json!({ "path": "jwks.json" })), "jwks.path:"),
         (
             jwks(json!({ "refresh": "500ms" })),
             "jwks.refresh: between 1s and 1day",
