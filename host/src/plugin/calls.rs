@@ -141,7 +141,8 @@ pub struct CallSpec {
     pub timeout: Duration,
     /// The largest answer body taken.
     pub max_body: usize,
-    pub _in_flight: InFlight,
+    /// Holds the call's place in its plugin's `max_calls_in_flight`.
+    pub in_flight: InFlight,
 }
 
 /// What one plugin's calls keep over one request: lent to each of its
@@ -269,7 +270,7 @@ pub fn start(
         body: Bytes::from(asked.body),
         timeout,
         max_body: s.max_body_bytes,
-        _in_flight: in_flight,
+        in_flight,
     });
     Ok(id)
 }

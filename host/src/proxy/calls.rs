@@ -16,7 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Version};
 use http_body_util::{BodyExt, Limited};
 
@@ -98,12 +100,24 @@ async fn answer(
     call: CallSpec,
     deadline: Option<Instant>,
 ) -> Result<Answered, CallError> {
-    let time = limit(call.timeout, deadline);
+    let CallSpec {
+        method,
+        path,
+        headers,
+        body,
+        timeout,
+        max_body,
+        in_flight,
+        ..
+    } = call;
+    // The call counts toward its plugin's `max_calls_in_flight` until its
+    // answer is read or it is dropped.
+    let _in_flight = in_flight;
+    let time = limit(timeout, deadline);
     if time.is_zero() {
         return Err(CallError::Deadline);
     }
-    let max_body = call.max_body;
-    let req = request(upstream, id, call)?;
+    let req = request(upstream, id, (method, path, headers), body)?;
     let exchange = async {
         let bounds = Bounds {
             retry_attempts: upstream.config.retry.attempts,
@@ -163,14 +177,14 @@ async fn answer(
 fn request(
     upstream: &Upstream,
     id: HeaderValue,
-    call: CallSpec,
+    (method, path, mut headers): (http::Method, PathAndQuery, HeaderMap),
+    body: Bytes,
 ) -> Result<Request<RequestBody>, CallError> {
-    let len = call.body.len();
-    let mut req = Request::new(RequestBody::full(call.body));
-    *req.method_mut() = call.method;
-    *req.uri_mut() = http::Uri::from(call.path);
+    let len = body.len();
+    let mut req = Request::new(RequestBody::full(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = http::Uri::from(path);
     *req.version_mut() = Version::HTTP_11;
-    let mut headers = call.headers;
     if !headers.contains_key(header::HOST) {
         let cfg = &upstream.config;
         let host = match (

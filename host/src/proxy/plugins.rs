@@ -708,12 +708,12 @@ impl Scope {
         parts: &mut Parts,
         router: &Router,
     ) -> Result<Decision, ProxyError> {
-        let Some(chain) = self.chain.take() else {
+        // Cloned, not taken: a request dropped while it waits must still
+        // hold its chain, for the log phase its drop runs.
+        let Some(chain) = self.chain.clone() else {
             return Ok(Decision::Forward(None));
         };
-        let decision = self.request_phase_calling(&chain, parts, router).await;
-        self.chain = Some(chain);
-        decision
+        self.request_phase_calling(&chain, parts, router).await
     }
 
     async fn request_phase_calling(
@@ -889,16 +889,15 @@ impl Scope {
 
     /// The response phase over a head, for any chain.
     async fn response_head_any(&mut self, head: &mut response::Parts) -> Result<(), ProxyError> {
-        let Some(chain) = self.chain.take() else {
+        // Cloned, not taken, as in `on_request_calling`.
+        let Some(chain) = self.chain.clone() else {
             return Ok(());
         };
-        let r = if chain.calls {
+        if chain.calls {
             self.response_head_calling(&chain, head).await
         } else {
             self.response_head_phase(&chain, head)
-        };
-        self.chain = Some(chain);
-        r
+        }
     }
 
     /// The response phase in reverse chain order, for a chain that may
