@@ -301,6 +301,7 @@ struct Requests<'a> {
     context: Context,
     log_fields: LogFields,
     held: Option<Box<weir::plugin::Instance>>,
+    calls: weir::plugin::RequestCalls,
     req: http::request::Parts,
 }
 
@@ -313,6 +314,7 @@ impl<'a> Requests<'a> {
             context: Context::default(),
             log_fields: LogFields::for_request(),
             held: None,
+            calls: weir::plugin::RequestCalls::default(),
             req: copy_head(base),
         }
     }
@@ -334,6 +336,7 @@ impl<'a> Requests<'a> {
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 client_cert: None,
                 held: &mut self.held,
+                calls: &mut self.calls,
             };
             match slot.on_request(&mut io) {
                 Ok(Action::Continue) => {}

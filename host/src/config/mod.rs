@@ -34,6 +34,7 @@ pub use admin::{AdminConfig, AdminToken, is_loopback};
 pub use error::{ConfigError, ConfigErrors, Problem};
 pub use plugins::{
     CallSettings, FailurePolicy, Isolation, PluginRef, PluginSettings, PluginsConfig,
+    limits as plugin_limits,
 };
 use raw::*;
 pub use tls::{

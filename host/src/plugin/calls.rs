@@ -35,7 +35,10 @@ pub const MAX_CALL_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_CALL_PATH_BYTES: usize = 8 * 1024;
 
 /// Header names a call may not set: the connection's own (RFC 9110
-/// section 7.6.1) and the body's length, which the host sets.
+/// section 7.6.1) and the body's length, which the host sets; besides
+/// these, every name a plugin may not set on a request it forwards
+/// (`host::reserved`: `expect`, `http2-settings`, names that read as a
+/// framing field).
 const REFUSED_HEADERS: [&str; 8] = [
     "connection",
     "keep-alive",
@@ -215,9 +218,11 @@ pub fn start(
     if calls.deadline.is_some_and(|d| d <= Instant::now()) {
         return Err(CallError::Deadline);
     }
+    // Methods are case-sensitive, but an upstream may read `connect` as
+    // CONNECT: a call is one request and answer, never a tunnel.
     let method = Method::from_bytes(asked.method.as_bytes())
         .ok()
-        .filter(|m| *m != Method::CONNECT)
+        .filter(|m| !m.as_str().eq_ignore_ascii_case("CONNECT"))
         .ok_or_else(|| {
             CallError::Invalid(format!(
                 "`{}` is not an HTTP method a call may use",
@@ -275,6 +280,11 @@ pub fn start(
     Ok(id)
 }
 
+/// An origin-form request target (RFC 9112 section 3.2.1: an absolute
+/// path and an optional query of RFC 3986's characters, `%` only before
+/// two hex digits). A call is sent as written, so nothing an upstream could
+/// read otherwise passes: no space, control, `#`, `[`, raw non-ASCII byte
+/// or stray `%`. The SDK applies the same rule.
 fn check_path(path: &str) -> Result<PathAndQuery, CallError> {
     if path.len() > MAX_CALL_PATH_BYTES {
         return Err(CallError::Invalid(format!(
@@ -286,16 +296,20 @@ fn check_path(path: &str) -> Result<PathAndQuery, CallError> {
             "a call's path must start with `/`".into(),
         ));
     }
-    // `PathAndQuery` takes some bytes a request line cannot carry (`"`,
-    // `{`); a call is sent as written, so only the visible ASCII a
-    // request target may hold is allowed.
-    let plain = path.bytes().all(|b| {
-        b.is_ascii_graphic()
-            && !matches!(
-                b,
-                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' | b'#'
-            )
-    });
+    let bytes = path.as_bytes();
+    let hex = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_hexdigit);
+    let mut i = 0;
+    let mut plain = true;
+    while i < bytes.len() && plain {
+        let b = bytes[i];
+        if b == b'%' && hex(i + 1) && hex(i + 2) {
+            i += 3;
+        } else if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&b) {
+            i += 1;
+        } else {
+            plain = false;
+        }
+    }
     match PathAndQuery::try_from(path) {
         Ok(p) if plain => Ok(p),
         _ => Err(CallError::Invalid(format!(
@@ -329,7 +343,7 @@ fn check_headers(fields: Vec<(String, String)>) -> Result<HeaderMap, CallError> 
         let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             CallError::Invalid(format!("`{}` is not a valid header name", quoted()))
         })?;
-        if REFUSED_HEADERS.contains(&n.as_str()) {
+        if REFUSED_HEADERS.contains(&n.as_str()) || super::host::reserved(n.as_str()) {
             return Err(CallError::Invalid(format!(
                 "`{n}` is set by the gateway for the call's connection and cannot be sent by a \
                  plugin"
@@ -443,7 +457,14 @@ mod tests {
             with(&|a| a.tag = "t".repeat(MAX_CALL_TAG_BYTES + 1)),
             Err(CallError::Invalid(_))
         ));
-        for name in ["connection", "Transfer-Encoding", "content-length", "te"] {
+        for name in [
+            "connection",
+            "Transfer-Encoding",
+            "content-length",
+            "te",
+            "expect",
+            "content_length",
+        ] {
             assert!(matches!(
                 with(&|a| a.headers = vec![(name.into(), "x".into())]),
                 Err(CallError::Invalid(m)) if m.contains("set by the gateway")

@@ -379,7 +379,7 @@ impl WasiView for StoreData {
 /// look-alikes, RFC 9112 section 6.1) are refused too, so a plugin cannot
 /// put back what the listener screened out. Compared as text so a removal
 /// can be checked without building (and allocating) a `HeaderName`.
-fn reserved(name: &str) -> bool {
+pub(crate) fn reserved(name: &str) -> bool {
     RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
         || crate::framing::is_framing_lookalike(name)
 }

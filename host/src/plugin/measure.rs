@@ -89,6 +89,8 @@ fn per_call_cost() {
         let mut context = Context::default();
         let mut log_fields = LogFields::for_request();
         let mut held = None;
+        let mut calls = crate::plugin::RequestCalls::default();
+        let mut calls = crate::plugin::RequestCalls::default();
         let mut parts = http::Request::get("/x")
             .header("host", "a")
             .header("x-api-key", "bench-key-0123456789abcdef")
@@ -108,6 +110,7 @@ fn per_call_cost() {
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 client_cert: None,
                 held: &mut held,
+                calls: &mut calls,
             };
             let action = slot.on_request(&mut io).unwrap();
             assert!(matches!(action, Action::Continue), "{what}: {action:?}");
@@ -142,6 +145,7 @@ fn admission_cost() {
     let mut context = Context::default();
     let mut log_fields = LogFields::for_request();
     let mut held = None;
+    let mut calls = crate::plugin::RequestCalls::default();
     let mut parts = http::Request::get("/x").body(()).unwrap().into_parts().0;
     let mut io = Io {
         req: &mut parts,
@@ -152,6 +156,7 @@ fn admission_cost() {
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         client_cert: None,
         held: &mut held,
+        calls: &mut calls,
     };
     slot.on_request(&mut io).unwrap();
     // The cell exists once the worker has had something to remember: a

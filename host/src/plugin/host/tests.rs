@@ -42,6 +42,36 @@ fn the_sdk_states_the_gateways_bounds() {
         log::MAX_FIELD_VALUE_BYTES,
         limits::MAX_LOG_FIELD_VALUE_BYTES
     );
+    {
+        use crate::config::plugin_limits as cfg;
+        use crate::plugin::calls as gw;
+        use weir_sdk::calls as sdk;
+        assert_eq!(sdk::MAX_CALL_TAG_BYTES, gw::MAX_CALL_TAG_BYTES);
+        assert_eq!(sdk::MAX_CALL_HEADER_FIELDS, gw::MAX_CALL_HEADER_FIELDS);
+        assert_eq!(sdk::MAX_CALL_HEADER_BYTES, gw::MAX_CALL_HEADER_BYTES);
+        assert_eq!(sdk::MAX_CALL_PATH_BYTES, gw::MAX_CALL_PATH_BYTES);
+        assert_eq!(
+            sdk::DEFAULT_MAX_CALLS_PER_REQUEST as u32,
+            cfg::DEFAULT_MAX_CALLS_PER_REQUEST
+        );
+        assert_eq!(
+            sdk::MAX_CALLS_PER_REQUEST as u32,
+            cfg::MAX_CALLS_PER_REQUEST
+        );
+        assert_eq!(
+            sdk::DEFAULT_MAX_CALLS_IN_FLIGHT,
+            cfg::DEFAULT_MAX_CALLS_IN_FLIGHT
+        );
+        assert_eq!(sdk::MAX_CALLS_IN_FLIGHT, cfg::MAX_CALLS_IN_FLIGHT);
+        assert_eq!(
+            sdk::DEFAULT_MAX_CALL_BODY_BYTES as u64,
+            cfg::DEFAULT_MAX_CALL_BODY_BYTES
+        );
+        assert_eq!(sdk::MAX_CALL_BODY_BYTES as u64, cfg::MAX_CALL_BODY_BYTES);
+        assert_eq!(sdk::DEFAULT_CALL_TIMEOUT, cfg::DEFAULT_CALL_TIMEOUT);
+        assert_eq!(sdk::MIN_CALL_TIMEOUT, cfg::MIN_CALL_TIMEOUT);
+        assert_eq!(sdk::MAX_CALL_TIMEOUT, cfg::MAX_CALL_TIMEOUT);
+    }
     let mut sdk = validate::RESERVED_HEADERS.to_vec();
     let mut gateway = RESERVED.to_vec();
     sdk.sort_unstable();
