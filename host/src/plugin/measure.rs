@@ -90,7 +90,6 @@ fn per_call_cost() {
         let mut log_fields = LogFields::for_request();
         let mut held = None;
         let mut calls = crate::plugin::RequestCalls::default();
-        let mut calls = crate::plugin::RequestCalls::default();
         let mut parts = http::Request::get("/x")
             .header("host", "a")
             .header("x-api-key", "bench-key-0123456789abcdef")
