@@ -38,6 +38,9 @@ ATTACK_LUA = os.path.join(HERE, "attack.lua")
 HOSTILE_WASM = os.path.join(REPO, "target", "fixture-plugins", "wasm32-wasip2", "release",
                             "fixture_hostile.wasm")
 IDLE = os.path.join(HERE, "idle_conns.py")
+# Runs valgrind with prctl(PR_GET_AUXV) refused: Weir with plugins under
+# callgrind (phase auth).
+NO_AUXV = os.path.join(HERE, "no_auxv.py")
 # Phase h2: the gRPC upstream (tests/bench/grpc_upstream, built by run.sh),
 # and the Python with grpcio that run.sh sets up for the real-client check.
 GRPC_UPSTREAM = os.path.join(REPO, "target", "bench-upstream", "release", "bench-grpc-upstream")
@@ -338,6 +341,18 @@ def wait_200(port, deadline, headers=(), proc=None, pause=0.0002, path="/", tls=
     return False
 
 
+def wait_answer(port, deadline, proc, pause=0.005):
+    """Polls until a request through `port` gets an answer, whatever its
+    status."""
+    while time.monotonic() < deadline:
+        if http_get(port) is not None:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(pause)
+    return False
+
+
 def tail(path, n=15):
     try:
         with open(path, errors="replace") as f:
@@ -548,21 +563,25 @@ class Bench:
         out["latency_distribution"] = parse_latency_distribution(r.stdout)
         return out
 
-    def measure(self, server, close=False, warmup=None):
+    def measure(self, server, close=False, warmup=None, auth=None):
         """Warm-up (`warmup` seconds, the mode's by default), then one
         measured wrk run with CPU deltas of the proxy (all its processes
         and threads; also split into user space and kernel) and of the
-        upstream."""
+        upstream; with `auth` (an AuthService, phase auth), also the
+        requests that service answered in the measured run and its CPU."""
         m = self.mode
         warm = self.wrk(server.port, warmup or m["warmup"], server.headers, close, server.tls)
         proxy_pids = server.pids() if server is not self.upstream else []
         up_pids = self.upstream.pids()
+        auth_pids = auth.server.pids() if auth else []
         h0 = server.handshakes() if server.tls else None
-        c0, u0 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        a0 = auth.answered() if auth else None
+        c0, u0, x0 = cpu_ns(proxy_pids), cpu_ns(up_pids), cpu_ns(auth_pids)
         us0 = cpu_user_sys_ns(proxy_pids)
         w = self.wrk(server.port, m["duration"], server.headers, close, server.tls)
-        c1, u1 = cpu_ns(proxy_pids), cpu_ns(up_pids)
+        c1, u1, x1 = cpu_ns(proxy_pids), cpu_ns(up_pids), cpu_ns(auth_pids)
         us1 = cpu_user_sys_ns(proxy_pids)
+        a1 = auth.answered() if auth else None
         h1 = server.handshakes() if server.tls else None
         n = w["requests"]
         errors = sum(w["errors"].values())
@@ -584,6 +603,9 @@ class Bench:
         }
         if h0 and h1:
             run["handshakes"] = {k: h1[k] - h0[k] for k in h0}
+        if auth:
+            run.update(auth_calls=a1 - a0, auth_calls_per_req=(a1 - a0) / n if n else None,
+                       auth_cpu_us_per_req=(x1 - x0) / 1000 / n if n else None)
         problems = []
         if n == 0:
             problems.append("no requests completed")
@@ -852,6 +874,22 @@ def weir_check(d, conf_text):
         raise BenchError(f"weir check refused {path}:\n{r.stdout}{r.stderr}")
 
 
+def refusal_line(e):
+    """The first line of `weir check`'s refusal (a BenchError of
+    weir_check), without its `error: FILE:LINE: ` prefix."""
+    first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+    return re.sub(r"^error: \S+weir\.toml:\d+: ", "", first)
+
+
+def plugin_folder(bench, name, plugin_id, wasm):
+    """A folder of server `name`'s own holding just `wasm`, under the
+    plugin's own name (cargo's file name has `_` for `-`)."""
+    plugin_dir = os.path.join(bench.dir(name), "plugins")
+    os.makedirs(plugin_dir, exist_ok=True)
+    shutil.copyfile(wasm, os.path.join(plugin_dir, f"{plugin_id}.wasm"))
+    return plugin_dir
+
+
 # --------------------------------------------------------------------------
 # Scenarios
 # --------------------------------------------------------------------------
@@ -868,21 +906,15 @@ def plugin_targets(bench):
                                       f"{configs.PLUGIN_DIR}/{sc['files'][0]}.wasm)"})
             continue
         port = free_port()
-        d = bench.dir(name)
-        # Each scenario gets a folder with just its plugin, under the
-        # plugin's own name (cargo's file name has `_` for `-`).
-        plugin_dir = os.path.join(d, "plugins")
-        os.makedirs(plugin_dir, exist_ok=True)
-        shutil.copyfile(wasm, os.path.join(plugin_dir, f"{sc['id']}.wasm"))
+        plugin_dir = plugin_folder(bench, name, sc["id"], wasm)
         conf = configs.weir_plugin_config(port, bench.upstream.port, plugin_dir, sc["id"],
                                           sc["config"])
         try:
-            weir_check(d, conf)
+            weir_check(bench.dir(name), conf)
         except BenchError as e:
-            first = next((ln for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
             skipped.append({"group": "plugin", "target": name,
                             "reason": "skipped: plugin runtime not available "
-                                      f"(weir check refused the plugin config: {first.strip()})"})
+                                      f"(weir check refused the plugin config: {refusal_line(e)})"})
             continue
         ready.append((name, conf, port, sc["headers"], sc["checks"]))
     return ready, skipped
@@ -2168,22 +2200,29 @@ def wrk_problems(w, what):
     return []
 
 
-def callgrind_start(bench, name, conf, port, out_file):
+def callgrind_start(bench, name, conf, port, out_file, headers=(), plugins=False):
     """The release weir under `valgrind --tool=callgrind` (writing its
-    dumps to `out_file`.N), pinned to the proxy CPU, once it answers 200."""
+    dumps to `out_file`.N), pinned to the proxy CPU, once it answers 200
+    to a request with `headers`. With `plugins`, valgrind runs under
+    no_auxv.py, without which Weir dies at its first plugin call (that
+    file says why); the configuration must also keep each plugin's
+    `max_instances` low, since valgrind refuses the pooling allocator's
+    reservation for the default."""
     d = bench.dir(name)
     for old in glob.glob(out_file + "*"):
         os.remove(old)
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"] + \
         bench.argv_for("weir", d, conf)
+    if plugins:
+        argv = [sys.executable, NO_AUXV] + argv
     log = os.path.join(d, "stderr.log")
     proc = bench.procs.start(argv, PROXY_CPU, log)
-    if not wait_200(port, time.monotonic() + 60, proc=proc, pause=0.05):
+    if not wait_200(port, time.monotonic() + 60, headers=headers, proc=proc, pause=0.05):
         how = (f"exited ({proc.returncode})" if proc.poll() is not None
                else "did not answer within 60 s")
         bench.procs.stop(proc)
         raise BenchError(f"{name}: weir under valgrind {how}:\n{tail(log)}")
-    return Server(name, port, proc, log)
+    return Server(name, port, proc, log, headers)
 
 
 def callgrind_control(proc, flag):
@@ -2214,11 +2253,12 @@ def callgrind_total(path):
 
 
 def callgrind_measure(bench, srv, out_file, requests, warmup, headers=(), conns=CALLGRIND_CONNS,
-                      log_file=None):
+                      log_file=None, auth=None):
     """One measured stretch of a Weir under callgrind: a counted warm-up,
     the counters zeroed, `requests` responses, the counters dumped. The
     instructions (Ir, user space, every thread) divided by the requests
-    wrk counted."""
+    wrk counted; with `auth` (an AuthService, phase auth), the requests
+    it answered during the stretch."""
     problems = []
     lines0 = count_lines(log_file) if log_file else None
     warm = wrk_count(srv.port, warmup, conns, headers)
@@ -2227,9 +2267,11 @@ def callgrind_measure(bench, srv, out_file, requests, warmup, headers=(), conns=
         settle_file(log_file)
     done = len(callgrind_dumps(out_file))
     callgrind_control(srv.proc, "-z")
+    a0 = auth.answered() if auth else None
     t0 = time.monotonic()
     w = wrk_count(srv.port, requests, conns, headers)
     seconds = time.monotonic() - t0
+    a1 = auth.answered() if auth else None
     if log_file:
         # The writer's work for these requests belongs in the dump.
         settle_file(log_file)
@@ -2254,11 +2296,14 @@ def callgrind_measure(bench, srv, out_file, requests, warmup, headers=(), conns=
         problems.append("no requests completed")
     if srv.proc.poll() is not None:
         problems.append(f"{srv.name} exited during the run")
-    return {"requests": n, "warmup_requests": warm["requests"], "conns": conns,
-            "ir_total": total, "ir_per_req": total / n if n else None,
-            "seconds": round(seconds, 2), "dump": os.path.basename(dumps[-1]),
-            "log_lines": log_lines,
-            "status": "failed: " + "; ".join(problems) if problems else "ok"}
+    rec = {"requests": n, "warmup_requests": warm["requests"], "conns": conns,
+           "ir_total": total, "ir_per_req": total / n if n else None,
+           "seconds": round(seconds, 2), "dump": os.path.basename(dumps[-1]),
+           "log_lines": log_lines,
+           "status": "failed: " + "; ".join(problems) if problems else "ok"}
+    if auth:
+        rec["auth_calls"] = a1 - a0
+    return rec
 
 
 def observe_phase(bench, results, log):
@@ -2282,8 +2327,7 @@ def observe_phase(bench, results, log):
             try:
                 weir_check(d, conf)
             except BenchError as e:
-                first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-                first = re.sub(r"^error: \S+weir\.toml:\d+: ", "", first)
+                first = refusal_line(e)
                 what = "[tracing]" if tracing and "tracing" in first else "the configuration"
                 reason = f"skipped: weir check refused {what}: {first}"
                 results["skipped"].append({"group": "observe", "target": name, "reason": reason})
@@ -2440,6 +2484,298 @@ def observe_callgrind(bench, out, log, weir_targets):
 
 
 # --------------------------------------------------------------------------
+# Phase auth (scenario 12, issue 21): forward authentication
+# --------------------------------------------------------------------------
+
+AUTH_API_KEY = "weir api-key"
+AUTH_CACHED = "weir ext-auth, cached"
+AUTH_EVERY = "weir ext-auth, every request"
+AUTH_NGINX = "nginx auth_request"
+# Each round in this order: each row right after the one it is compared
+# with (the goals pair the cached decision with api-key, and a call on
+# every request with nginx; the call's own cost is every request's row
+# over the cached one).
+AUTH_ORDER = [AUTH_API_KEY, AUTH_CACHED, AUTH_EVERY, AUTH_NGINX]
+# The row each Weir variant's CPU and instruction deltas are taken against.
+AUTH_DELTA_BASE = {AUTH_CACHED: AUTH_API_KEY, AUTH_EVERY: AUTH_CACHED}
+# The cached row's decision lives this long: longer than the phase, so
+# the one call of its set-up check is the only one (ext-auth's maximum).
+AUTH_CACHE_TTL = "1h"
+# Requests of the set-up check after the first one with the key.
+AUTH_PROBES = 20
+# What every request of the phase carries: the benchmark's API key.
+AUTH_KEY = [f"{configs.API_KEY_HEADER}: {configs.BENCH_KEY}"]
+
+
+class AuthService:
+    """The authorization service of phase auth (configs.auth_service_nginx,
+    one process for every row, on the load CPU) and its request counter."""
+
+    def __init__(self, server):
+        self.server = server
+        self.reads = 0
+
+    def answered(self):
+        """Requests the service answered so far, less the counter's own
+        reads (nginx's `stub_status` counts the request that reads it) and
+        the polls of its start: only differences mean anything."""
+        status, _, body = http_get(self.server.port, whole=True, path=configs.AUTH_STATUS_PATH)
+        if status is not None:
+            self.reads += 1
+        m = re.search(rb"\n\s*\d+\s+\d+\s+(\d+)\s*\n", body)
+        if status != 200 or not m:
+            raise BenchError(f"the authorization service's counter answered {status} "
+                             f"{body[:120]!r}")
+        return int(m.group(1)) - self.reads
+
+
+class AuthTarget:
+    """A server of phase auth: the calls it makes to the service for the
+    set-up check's first request with the key and for the next
+    AUTH_PROBES (`calls`), and for each request of a run (`per_request`: 0
+    or 1); whether it sets the service's `x-user` on the request (`user`);
+    for Weir, its plugin (id, configuration, folder), which the callgrind
+    run serves again."""
+
+    def __init__(self, server, kind, calls, per_request, user, plugin=None):
+        self.server, self.kind = server, kind
+        self.calls, self.per_request, self.user = calls, per_request, user
+        self.plugin = plugin
+
+
+def auth_weir_variants():
+    """Weir's rows: target, plugin id, cargo's file names, the plugin's
+    configuration, the calls of the set-up check (first request with the
+    key, the next AUTH_PROBES), calls per request in a run, and whether
+    the service's `x-user` reaches the upstream. api-key as in scenario 2
+    (its configuration from configs.plugin_scenarios)."""
+    api = next(sc for sc in configs.plugin_scenarios() if sc["id"] == "api-key")
+    ext = ["ext_auth", "ext-auth"]
+    return [
+        (AUTH_API_KEY, "api-key", api["files"], api["config"], (0, 0), 0, False),
+        (AUTH_CACHED, "ext-auth", ext, configs.ext_auth_config(AUTH_CACHE_TTL), (1, 0), 0, True),
+        (AUTH_EVERY, "ext-auth", ext, configs.ext_auth_config("0s"), (1, AUTH_PROBES), 1, True),
+    ]
+
+
+def auth_check(t, svc):
+    """Shows that a row does what it is measured doing: the first request
+    with the key is answered by the upstream, and it and the next
+    AUTH_PROBES make the calls the row stands for (the cached row one,
+    then none; the uncached rows one each; api-key none); without the key
+    and with a wrong one the answer is 401 (with the service's
+    `WWW-Authenticate` where the service refused); with the key the
+    upstream gets the service's `x-user: bench` (the client's own replaced)
+    or, for api-key, the consumer. Returns what it saw; raises on the
+    first mismatch."""
+    srv = t.server
+    key = AUTH_KEY
+    a0 = svc.answered()
+    status, _, body = http_get(srv.port, key, whole=True)
+    if status != 200 or body != configs.UPSTREAM_BODY.encode():
+        raise BenchError(f"with the key: answered {status} {body[:80]!r}, not the upstream's body")
+    a1 = svc.answered()
+    for _ in range(AUTH_PROBES):
+        if http_get(srv.port, key) != 200:
+            raise BenchError("a request with the key was not answered 200")
+    a2 = svc.answered()
+    calls = (a1 - a0, a2 - a1)
+    if calls != t.calls:
+        raise BenchError(f"the authorization service answered {calls[0]} call(s) for the first "
+                         f"request with the key and {calls[1]} for the next {AUTH_PROBES}; "
+                         f"expected {t.calls[0]} and {t.calls[1]}")
+    refused = "www-authenticate" if t.user else None
+    wrong = [f"{configs.API_KEY_HEADER}: wrong-key"]
+    check_behaviour(srv, [([], "/", 401, None, refused), (wrong, "/", 401, None, refused)])
+    if t.user:
+        headers, path = key + [f"{configs.AUTH_USER_HEADER}: mallory"], configs.AUTH_ECHO_PATH
+        want = f"{configs.AUTH_USER_HEADER}={configs.AUTH_USER} "
+    else:
+        headers, path = key, configs.ECHO_PATH
+        want = f"x-consumer={configs.API_KEYS[configs.BENCH_KEY]} x-api-key=\n"
+    status, _, body = http_get(srv.port, headers, whole=True, path=path)
+    if status != 200 or want.encode() not in body:
+        raise BenchError(f"GET {path} with {headers} answered {status} {body[:200]!r}, "
+                         f"expected {want!r} from the upstream")
+    return {"target": srv.name, "calls_first": calls[0], f"calls_next_{AUTH_PROBES}": calls[1],
+            "upstream_saw": body.decode("latin-1").strip()}
+
+
+def auth_run_problems(t, run, conns):
+    """What a run's count of calls says: the rows that call on every
+    request called at least once for each answered request (and not for
+    many more than were in flight), the others never."""
+    calls, n = run.get("auth_calls"), run.get("requests") or 0
+    if calls is None:
+        return []
+    if t.per_request == 0 and calls:
+        return [f"the authorization service answered {calls} calls during the run, expected none"]
+    if t.per_request and not n <= calls <= n + 2 * conns:
+        return [f"the authorization service answered {calls} calls for {n} requests"]
+    return []
+
+
+def auth_phase(bench, results, log):
+    """Scenario 12 (issue 21): forward authentication. Weir with api-key,
+    with ext-auth answering from its decision cache, with ext-auth asking
+    the service on every request, and nginx with `auth_request` to the
+    same service, taking turns each round; then user-space instructions
+    per request under callgrind for each Weir row."""
+    m = bench.mode
+    out = results["auth"]
+    up = bench.upstream
+    targets = {}
+    svc = None
+    cache_dir = bench.dir("auth-plugin-cache")
+    try:
+        svc_port = free_port()
+        d = bench.dir("auth-service")
+        svc = AuthService(bench.start(
+            "auth-service", "nginx", configs.auth_service_nginx(d, svc_port), svc_port,
+            cpu=LOAD_CPU, ready=lambda deadline, proc: wait_200(
+                svc_port, deadline, proc=proc, pause=0.005, path=configs.AUTH_STATUS_PATH)))
+        for name, pid, files, config, calls, per_request, user in auth_weir_variants():
+            wasm = configs.find_plugin(REPO, files)
+            if wasm is None:
+                reason = ("skipped: plugin runtime not available (no "
+                          f"{configs.PLUGIN_DIR}/{files[0]}.wasm)")
+                results["skipped"].append({"group": "auth", "target": name, "reason": reason})
+                log(f"  {name}: {reason}")
+                continue
+            dirname = "auth-" + re.sub(r"[^a-z0-9]+", "-", name)
+            plugin_dir = plugin_folder(bench, dirname, pid, wasm)
+            port = free_port()
+            conf = configs.weir_auth_config(port, up.port, plugin_dir, cache_dir, pid, config,
+                                            auth_port=svc.server.port if pid == "ext-auth"
+                                            else None)
+            try:
+                weir_check(bench.dir(dirname), conf)
+            except BenchError as e:
+                reason = f"skipped: weir check refused the configuration: {refusal_line(e)}"
+                results["skipped"].append({"group": "auth", "target": name, "reason": reason})
+                log(f"  {name}: {reason}")
+                continue
+            try:
+                # Ready once it answers at all: a request with the key
+                # would fill the cached row's decision before its check.
+                srv = bench.start(dirname, "weir", conf, port, headers=AUTH_KEY,
+                                  ready=lambda deadline, proc, port=port: wait_answer(
+                                      port, deadline, proc))
+            except BenchError as e:
+                reason = f"FAILED to start, not measured: {e}"
+                results["skipped"].append({"group": "auth", "target": name, "reason": reason})
+                log(f"  {name}: {reason}")
+                continue
+            srv.name = name
+            targets[name] = AuthTarget(srv, "weir", calls, per_request, user,
+                                       (pid, config, plugin_dir))
+        port = free_port()
+        d = bench.dir("auth-nginx")
+        srv = bench.start("auth-nginx", "nginx",
+                          configs.proxy_nginx(d, port, up.port, auth_port=svc.server.port), port,
+                          headers=AUTH_KEY)
+        srv.name = AUTH_NGINX
+        targets[AUTH_NGINX] = AuthTarget(srv, "nginx", (1, AUTH_PROBES), 1, True)
+
+        for name, t in list(targets.items()):
+            try:
+                seen = auth_check(t, svc)
+            except BenchError as e:
+                reason = f"FAILED set-up check, not measured: {e}"
+                results["skipped"].append({"group": "auth", "target": name, "reason": reason})
+                log(f"  {name}: {reason}")
+                bench.procs.stop(targets.pop(name).server.proc)
+                continue
+            out["checks"].append(seen)
+            log(f"  {name}: set-up check ok; service calls {seen['calls_first']} for the first "
+                f"request with the key, {seen[f'calls_next_{AUTH_PROBES}']} for the next "
+                f"{AUTH_PROBES}; upstream saw {seen['upstream_saw']}")
+
+        plan = [(name, targets[name]) for name in AUTH_ORDER if name in targets]
+        for rnd in range(1, m["rounds"] + 1):
+            for name, t in plan:
+                t0 = time.monotonic()
+                try:
+                    run = bench.measure(t.server, warmup=OBSERVE_WARMUP_S, auth=svc)
+                except BenchError as e:
+                    run = {"status": f"failed: {e}"}
+                problems = auth_run_problems(t, run, m["conns"]) if run["status"] == "ok" else []
+                if problems:
+                    run["status"] = "failed: " + "; ".join(problems)
+                run.update(round=rnd, group="auth", target=name)
+                results["runs"].append(run)
+                extra = ""
+                if run.get("proxy_user_cpu_us_per_req") is not None:
+                    extra = f"  (user {run['proxy_user_cpu_us_per_req']:.2f} us/req)"
+                if run.get("auth_calls") is not None:
+                    extra += f"  {run['auth_calls']} service calls"
+                log(f"  round {rnd} {name:<30} {fmt_run(run)}{extra}  "
+                    f"({time.monotonic() - t0:.1f}s)")
+    except BenchError as e:
+        results["skipped"].append({"group": "auth", "target": "all", "reason": f"FAILED: {e}"})
+        log(f"  {e}")
+    finally:
+        for t in targets.values():
+            bench.procs.stop(t.server.proc)
+    if svc is not None:
+        try:
+            weir_ok = [(name, t) for name, t in targets.items() if t.kind == "weir"]
+            auth_callgrind(bench, out, log, weir_ok, svc, cache_dir)
+        finally:
+            bench.procs.stop(svc.server.proc)
+
+
+def auth_callgrind(bench, out, log, weir_targets, svc, cache_dir):
+    """User-space instructions per request of each Weir row that passed its
+    check, each in a fresh Weir under callgrind (its plugin with
+    `max_instances = 1`, the compiled code from the CPU runs' cache), with
+    the calls the service answered during the measured stretch."""
+    missing = [t for t in ("valgrind", "callgrind_control") if shutil.which(t) is None]
+    if missing:
+        out["callgrind_skipped"] = (f"not measured: {', '.join(missing)} not found "
+                                    "(run.sh installs valgrind)")
+        log(f"  callgrind: {out['callgrind_skipped']}")
+        return
+    warmup, requests = CALLGRIND_REQUESTS[bench.mode["name"]]
+    up = bench.upstream
+    for name, t in weir_targets:
+        pid, config, plugin_dir = t.plugin
+        port = free_port()
+        cg_name = "auth-callgrind-" + re.sub(r"[^a-z0-9]+", "-", name)
+        d = bench.dir(cg_name)
+        conf = configs.weir_auth_config(port, up.port, plugin_dir, cache_dir, pid, config,
+                                        auth_port=svc.server.port if pid == "ext-auth" else None,
+                                        max_instances=1)
+        srv = None
+        t0 = time.monotonic()
+        try:
+            weir_check(d, conf)
+            out_file = os.path.join(d, "callgrind.out")
+            srv = callgrind_start(bench, cg_name, conf, port, out_file, t.server.headers,
+                                  plugins=True)
+            rec = callgrind_measure(bench, srv, out_file, requests, warmup, t.server.headers,
+                                    auth=svc)
+            problems = auth_run_problems(t, rec, CALLGRIND_CONNS) if rec["status"] == "ok" \
+                else []
+            if problems:
+                rec["status"] = "failed: " + "; ".join(problems)
+        except BenchError as e:
+            rec = {"status": f"failed: {e}"}
+        finally:
+            if srv is not None:
+                bench.procs.stop(srv.proc, grace=2.0)
+        rec["target"] = name
+        out["callgrind"].append(rec)
+        if rec["status"] == "ok":
+            log(f"  callgrind {name:<30} {rec['ir_per_req']:>9,.0f} instructions/request "
+                f"({rec['requests']} requests, {rec['auth_calls']} service calls, "
+                f"{rec['seconds']:.1f}s)")
+        else:
+            log(f"  callgrind {name:<30} {rec['status'][:300]}")
+        log(f"  callgrind {name}: {time.monotonic() - t0:.1f}s")
+
+
+# --------------------------------------------------------------------------
 # Summary and goals
 # --------------------------------------------------------------------------
 
@@ -2454,7 +2790,8 @@ def spread(xs):
 BASELINE = {"plain": ("plain", "nginx"), "plugin": ("plain", "nginx"), "close": ("close", "nginx"),
             "balancer": ("plain", "nginx"), "tls": ("tls", "nginx"),
             "tls-new": ("tls-new", "nginx"), "tls-resumed": ("tls-resumed", "nginx"),
-            "h2": ("h2", "nginx"), "grpc": ("grpc", "nginx"), "observe": ("observe", "nginx")}
+            "h2": ("h2", "nginx"), "grpc": ("grpc", "nginx"), "observe": ("observe", "nginx"),
+            "auth": ("auth", AUTH_NGINX)}
 
 
 def summarize(results):
@@ -2477,7 +2814,8 @@ def summarize(results):
                "failures": [r["status"] for r in all_runs if r["status"] != "ok"]}
         for f in ("rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req",
                   "handshakes_per_cpu_s", "upstream_conns", "proxy_busy",
-                  "proxy_user_cpu_us_per_req", "proxy_sys_cpu_us_per_req"):
+                  "proxy_user_cpu_us_per_req", "proxy_sys_cpu_us_per_req",
+                  "auth_calls_per_req", "auth_cpu_us_per_req"):
             row[f] = spread([r.get(f) for r in mine])
         def paired(base, f="proxy_cpu_us_per_req", op=lambda a, b: a / b):
             """`op` of this row's figure and `base`'s, round by round."""
@@ -2522,6 +2860,12 @@ def summarize(results):
             if target not in (base, "weir off", "nginx"):
                 row["cpu_delta_us"] = paired(("observe", base), op=lambda a, b: a - b)
                 row["delta_base"] = base
+        # Forward authentication: the cached decision against api-key, a
+        # call on every request against the cached decision, same round.
+        if group == "auth" and target in AUTH_DELTA_BASE:
+            base = AUTH_DELTA_BASE[target]
+            row["cpu_delta_us"] = paired(("auth", base), op=lambda a, b: a - b)
+            row["delta_base"] = base
         # A resumed handshake's cost against a full one, same proxy and round.
         if group == "tls-resumed":
             row["cpu_vs_full_handshake"] = paired(("tls-new", target))
@@ -2615,8 +2959,23 @@ def summarize(results):
     observe = {"checks": obs.get("checks", []), "callgrind": obs.get("callgrind", []),
                "callgrind_skipped": obs.get("callgrind_skipped"), "ir_delta_vs_off": ir_delta,
                "ns_per_user_instruction": ns}
+    # Forward authentication (phase auth): the same, against each row's
+    # base, at api-key's cost of a user-space instruction.
+    au = results.get("auth") or {}
+    cg = {r["target"]: r for r in au.get("callgrind", []) if r["status"] == "ok"}
+    api = cg.get(AUTH_API_KEY)
+    ns = None
+    if api:
+        ns = spread([r["proxy_user_cpu_us_per_req"] * 1000 / api["ir_per_req"] for r in runs
+                     if r["group"] == "auth" and r["target"] == AUTH_API_KEY
+                     and r.get("proxy_user_cpu_us_per_req")])
+    auth = {"checks": au.get("checks", []), "callgrind": au.get("callgrind", []),
+            "callgrind_skipped": au.get("callgrind_skipped"),
+            "ir_delta": {t: cg[t]["ir_per_req"] - cg[b]["ir_per_req"]
+                         for t, b in AUTH_DELTA_BASE.items() if t in cg and b in cg},
+            "ns_per_user_instruction": ns}
     results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
-                          "observe": observe,
+                          "observe": observe, "auth": auth,
                           "attack": attack, "tls_idle": idle_summary(results["tls_idle"]),
                           "tls_checks": results["tls_checks"],
                           "h2_checks": results.get("h2_checks", []),
@@ -2780,62 +3139,74 @@ def goals(summary):
                     lambda v, row=row: f"median ratio {v:.2f}x (the better: "
                     f"{', '.join(sorted(set(row['best_by_round'])))})", h2_why(group))
 
-    obs = summary.get("observe") or {}
-    ns = obs.get("ns_per_user_instruction")
-
     def fmt_delta(s):
         text = f"median delta {s['median']:+.2f} us/request"
         return text + (f", rounds {s['min']:+.2f}..{s['max']:+.2f}" if s["n"] > 1
                        else ", one round only")
 
-    def observe_goal(text, target, limit):
-        """Issue 20's cost goals: decided on the CPU delta against Weir off
-        when every round agrees (as paired_goal), otherwise on the
-        instructions per request under callgrind, converted to time at
-        this run's cost of a user-space instruction; the detail says which
-        figure decided and quotes the other."""
-        row = rows.get(("observe", target))
-        s = None if row is None or row.get("skipped") else row.get("cpu_delta_us")
-        ir = obs.get("ir_delta_vs_off", {}).get(target)
+    def delta_goal(s, limit, ir, ns, ns_whose, phase, target, note=""):
+        """A delta goal (issues 20 and 21): decided on the CPU delta `s`
+        when every round is on the same side of `limit` (as paired_goal),
+        otherwise on the instruction delta `ir` under callgrind, converted
+        to time at this run's cost of a user-space instruction (`ns`, the
+        row `ns_whose`'s); the detail says which figure decided and quotes
+        the other. (status, detail); `not measured` when `s` is missing,
+        with only the callgrind part as the detail."""
         est = ir * ns["median"] / 1000 if ir is not None and ns else None
         cg = None
         if ir is not None:
             cg = f"callgrind {ir:+,.0f} instructions/request"
             if est is not None:
                 cg += (f" = {est:+.2f} us at {ns['median']:.3f} ns per user-space instruction "
-                       "(Weir off's, this run)")
-            if "log" in target:
-                cg += " (user space only: the log's write calls are kernel time)"
+                       f"({ns_whose}'s, this run)")
+            cg += note
         if not cg:
-            failed = [r for r in obs.get("callgrind", []) if r.get("target") == target
+            failed = [r for r in phase.get("callgrind", []) if r.get("target") == target
                       and r["status"] != "ok"]
             cg = ("no callgrind figure: " + (failed[0]["status"][:200] if failed else
-                                             obs.get("callgrind_skipped") or "not run"))
+                                             phase.get("callgrind_skipped") or "not run"))
         if not s:
-            phase = rows.get(("observe", "all"))
-            why = (row["skipped"] if row and row.get("skipped") else
-                   row["failures"][0] if row and row.get("failures") else
-                   phase["skipped"] if phase and phase.get("skipped") else
-                   "observe phase not run" if row is None else "no successful runs")
-            if row is not None and not row.get("skipped") and not row.get("failures"):
-                off = rows.get(("observe", "weir off"))
-                if off and (off.get("skipped") or off.get("failures")):
-                    why = "weir off: " + (off.get("skipped") or off["failures"][0])
-            out.append({"goal": text, "status": "not measured", "detail": f"{why}; {cg}"})
-            return
+            return "not measured", cg
         lo, hi = s["min"] <= limit, s["max"] <= limit
         if lo == hi:
-            status = "met" if lo else "not met"
-            detail = f"decided by CPU time: {fmt_delta(s)}; {cg}"
-        else:
-            meets = sum(v <= limit for v in s["values"])
-            disagree = f"{fmt_delta(s)} ({meets} of {s['n']} rounds meet it)"
-            if est is not None:
-                status = "met" if est <= limit else "not met"
-                detail = f"rounds disagree on CPU time, {disagree}: decided by {cg}"
-            else:
-                status = "undecided"
-                detail = f"{disagree}; {cg}"
+            return ("met" if lo else "not met"), f"decided by CPU time: {fmt_delta(s)}; {cg}"
+        meets = sum(v <= limit for v in s["values"])
+        disagree = f"{fmt_delta(s)} ({meets} of {s['n']} rounds meet it)"
+        if est is not None:
+            return ("met" if est <= limit else "not met"), \
+                f"rounds disagree on CPU time, {disagree}: decided by {cg}"
+        return "undecided", f"{disagree}; {cg}"
+
+    def not_measured_why(group, row, base):
+        """Why a delta row has no figure: its own skip or failure, the
+        phase's, or its base's."""
+        phase = rows.get((group, "all"))
+        why = (row["skipped"] if row and row.get("skipped") else
+               row["failures"][0] if row and row.get("failures") else
+               phase["skipped"] if phase and phase.get("skipped") else
+               f"{group} phase not run" if row is None else "no successful runs")
+        if row is not None and not row.get("skipped") and not row.get("failures"):
+            b = rows.get((group, base))
+            if b and (b.get("skipped") or b.get("failures")):
+                why = f"{base}: " + (b.get("skipped") or b["failures"][0])
+        return why
+
+    obs = summary.get("observe") or {}
+
+    def observe_goal(text, target, limit):
+        """Issue 20's cost goals, each against Weir off (delta_goal); the
+        log's detail also quotes nginx's log delta, the anchor."""
+        row = rows.get(("observe", target))
+        s = None if row is None or row.get("skipped") else row.get("cpu_delta_us")
+        note = (" (user space only: the log's write calls are kernel time)"
+                if "log" in target else "")
+        status, detail = delta_goal(s, limit, obs.get("ir_delta_vs_off", {}).get(target),
+                                    obs.get("ns_per_user_instruction"), "Weir off", obs, target,
+                                    note)
+        if status == "not measured":
+            out.append({"goal": text, "status": status,
+                        "detail": f"{not_measured_why('observe', row, 'weir off')}; {detail}"})
+            return
         if target == "weir metrics+log":
             ng = rows.get(("observe", "nginx log"))
             nd = ng.get("cpu_delta_us") if ng and not ng.get("skipped") else None
@@ -2849,6 +3220,32 @@ def goals(summary):
                  "weir metrics+log", 1.0)
     observe_goal("tracing, traceparent propagated: <= +0.3 us CPU/request over Weir all off, "
                  "both sent the same traceparent", "weir tracing", 0.3)
+
+    # Issue 21: forward authentication.
+    au = summary.get("auth") or {}
+    row = rows.get(("auth", AUTH_CACHED))
+    s = None if row is None or row.get("skipped") else row.get("cpu_delta_us")
+    status, detail = delta_goal(s, 0.5, au.get("ir_delta", {}).get(AUTH_CACHED),
+                                au.get("ns_per_user_instruction"), "api-key", au, AUTH_CACHED)
+    if status == "not measured":
+        detail = f"{not_measured_why('auth', row, AUTH_API_KEY)}; {detail}"
+    out.append({"goal": "ext-auth, cached decision: <= +0.5 us CPU/request over api-key",
+                "status": status, "detail": detail})
+    row = rows.get(("auth", AUTH_EVERY))
+    ng = rows.get(("auth", AUTH_NGINX))
+
+    def every_detail(v):
+        text = f"median ratio {v:.2f}x"
+        if ng and not ng.get("skipped") and ng.get("proxy_cpu_us_per_req"):
+            text += (f" (Weir {row['proxy_cpu_us_per_req']['median']:.2f} vs nginx "
+                     f"{ng['proxy_cpu_us_per_req']['median']:.2f} us/request; user CPU "
+                     f"{row['proxy_user_cpu_us_per_req']['median']:.2f} vs "
+                     f"{ng['proxy_user_cpu_us_per_req']['median']:.2f})")
+        return text
+
+    paired_goal("ext-auth, a call on every request: Weir CPU/request <= nginx auth_request to "
+                "the same service", row, "proxy_cpu_us_per_req_vs_nginx", lambda v: v <= 1.0,
+                every_detail, not_measured_why("auth", row, AUTH_NGINX))
     return out
 
 
@@ -3204,6 +3601,74 @@ def render(results, markdown=False):
     if any(r["group"] == "observe" for r in s["throughput"]):
         lines.append("")
 
+    au = s.get("auth") or {}
+    title(f"12. Forward authentication: Weir with api-key, with ext-auth answering from its "
+          f"decision cache and asking the service on every request; nginx with auth_request to "
+          f"the same service (keep-alive, wrk -c{m['conns']}, {m['duration']}s per run; "
+          f"callgrind: {cg_n} requests after {cg_warm}, wrk -c{CALLGRIND_CONNS})")
+    cg = {r["target"]: r for r in au.get("callgrind", [])}
+    header = ["variant", "req/s", "p50 ms", "p99 ms", "CPU us/req", "user CPU us/req",
+              f"CPU vs {AUTH_NGINX}", "CPU delta", "service calls/req", "service CPU us/req",
+              "instructions/req", "instructions delta"]
+    rows, notes = [], []
+    for r in sorted((r for r in s["throughput"] if r["group"] == "auth"),
+                    key=lambda r: AUTH_ORDER.index(r["target"]) if r["target"] in AUTH_ORDER
+                    else 99):
+        if r.get("skipped") or not r["ok_runs"]:
+            why = r.get("skipped") or "FAILED: " + r["failures"][0]
+            rows.append([r["target"], why.split(":")[0] + " (below)"] + [""] * (len(header) - 2))
+            notes.append(f"{r['target']}: {why}")
+            continue
+        d = r.get("cpu_delta_us")
+        delta = "-" if not d else (f"{d['median']:+.2f} us" if d["n"] == 1 else
+                                   f"{d['median']:+.2f} us [{d['min']:+.2f}..{d['max']:+.2f}]")
+        if d:
+            delta += f" vs {r['delta_base']}"
+        c = cg.get(r["target"])
+        if c and c["status"] == "ok":
+            instr = f"{c['ir_per_req']:,.0f}"
+        elif c:
+            instr = "FAILED (below)"
+            notes.append(f"{r['target']}, callgrind: {c['status']}")
+        else:
+            instr = "-"
+        idelta = au.get("ir_delta", {}).get(r["target"])
+        rows.append([r["target"] + ("" if not r["failures"] else f" ({len(r['failures'])} failed)"),
+                     fmt_spread(r["rps"]), fmt_spread(r["p50_us"], 1e-3, 2),
+                     fmt_spread(r["p99_us"], 1e-3, 2),
+                     fmt_spread(r["proxy_cpu_us_per_req"], 1, 2),
+                     fmt_spread(r.get("proxy_user_cpu_us_per_req"), 1, 2),
+                     fmt_ratio(r["proxy_cpu_us_per_req_vs_nginx"]), delta,
+                     fmt_spread(r.get("auth_calls_per_req"), 1, 3),
+                     fmt_spread(r.get("auth_cpu_us_per_req"), 1, 2), instr,
+                     "-" if idelta is None else
+                     f"{idelta:+,.0f} vs {AUTH_DELTA_BASE[r['target']]}"])
+    if rows:
+        table(header, rows)
+    else:
+        lines.append("not run")
+        lines.append("")
+    for n in notes:
+        lines.append(bullet + n)
+    if au.get("callgrind_skipped"):
+        lines.append(bullet + f"callgrind: {au['callgrind_skipped']}")
+    for c in au.get("checks", []):
+        lines.append(bullet + f"{c['target']}: service calls {c['calls_first']} for the first "
+                     f"request with the key, {c[f'calls_next_{AUTH_PROBES}']} for the next "
+                     f"{AUTH_PROBES}; the upstream saw {c['upstream_saw']}")
+    for c in au.get("callgrind", []):
+        if c["status"] == "ok" and c.get("auth_calls") is not None:
+            lines.append(bullet + f"{c['target']}, callgrind: {c['auth_calls']} service calls "
+                         f"for {c['requests']} requests")
+    ns = au.get("ns_per_user_instruction")
+    if ns:
+        lines.append(bullet + f"a user-space instruction costs {fmt_spread(ns, 1, 3, ' ns')} "
+                     "here (api-key's user CPU per request over its instructions per request, "
+                     "by round): the cached goal converts an instruction delta to time with the "
+                     "median")
+    if any(r["group"] == "auth" for r in s["throughput"]):
+        lines.append("")
+
     title("Goals (Weir vs nginx, and for HTTP/2 and gRPC the better of nginx and HAProxy; "
           "same run)")
     table(["goal", "status", "detail"],
@@ -3267,9 +3732,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round, short runs (about 4 minutes)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack,tls,h2,observe",
+    ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack,tls,h2,observe,"
+                                      "auth",
                     help="comma-separated phases to run (throughput, idle, startup, hotdeploy, "
-                         "attack, tls, h2, observe)")
+                         "attack, tls, h2, observe, auth)")
     ap.add_argument("--keep-workdir", action="store_true",
                     help="keep the generated configurations and logs")
     args = ap.parse_args()
@@ -3321,6 +3787,7 @@ def main():
         "hot_deploy": {"swap": [], "load": None, "startup": []},
         "attack": [], "tls_checks": [], "tls_idle": [], "h2_checks": [],
         "observe": {"checks": [], "callgrind": [], "callgrind_skipped": None},
+        "auth": {"checks": [], "callgrind": [], "callgrind_skipped": None},
     }
     bench = Bench(args, mode, workdir, procs)
     try:
@@ -3352,6 +3819,10 @@ def main():
             log("observe: metrics, access log and tracing against all off; nginx's access log; "
                 "callgrind")
             observe_phase(bench, results, log)
+        if "auth" in phases:
+            log("auth: api-key, ext-auth cached and calling on every request, nginx "
+                "auth_request; callgrind")
+            auth_phase(bench, results, log)
         results["meta"]["status"] = "complete"
     except (BenchError, KeyboardInterrupt) as e:
         results["meta"]["status"] = f"aborted: {e!r}"
