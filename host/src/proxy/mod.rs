@@ -207,7 +207,7 @@ async fn phases(
         plugins.start(route, (table, timeout), cx.peer, cert, id);
         let decision = if plugins.calls_out() {
             // Boxed, as the body phase: its future waits on calls.
-            Box::pin(plugins.on_request_calling(&mut parts, router)).await?
+            Box::pin(plugins.on_request_calling(&route.plugins, &mut parts, router)).await?
         } else {
             plugins.on_request(&mut parts, router)?
         };
@@ -279,7 +279,7 @@ async fn phases(
     }
     if !plugins.wants_response_body() {
         if plugins.calls_out() {
-            return Box::pin(plugins.on_response_calling(resp)).await;
+            return Box::pin(plugins.on_response_calling(&route.plugins, resp)).await;
         }
         return plugins.on_response(resp);
     }

@@ -484,7 +484,7 @@ impl Scope {
                 Some(BodyAction::Respond(r)) => {
                     self.ran = i;
                     let mut head = r.head;
-                    self.response_head_any(&mut head).await?;
+                    self.response_head_any(&chain, &mut head).await?;
                     return Ok(Err(Response::from_parts(head, ResponseBody::full(r.body))));
                 }
             }
@@ -515,7 +515,7 @@ impl Scope {
             Some(c) => c.clone(),
         };
         let (mut head, body) = resp.into_parts();
-        self.response_head_any(&mut head).await?;
+        self.response_head_any(&chain, &mut head).await?;
         let collected =
             tokio::time::timeout(route.timeout, Limited::new(body, cap).collect()).await;
         let mut bytes: Bytes = match collected {
@@ -702,21 +702,11 @@ impl Scope {
         }
     }
 
-    /// The request phase of a chain that may call out.
+    /// The request phase of a chain that may call out: `chain` is the
+    /// route's, the one [`Scope::start`] took. Borrowed from the route
+    /// rather than taken out of the scope, which keeps it: a request
+    /// dropped while it waits runs its log phase from there.
     pub async fn on_request_calling(
-        &mut self,
-        parts: &mut Parts,
-        router: &Router,
-    ) -> Result<Decision, ProxyError> {
-        // Cloned, not taken: a request dropped while it waits must still
-        // hold its chain, for the log phase its drop runs.
-        let Some(chain) = self.chain.clone() else {
-            return Ok(Decision::Forward(None));
-        };
-        self.request_phase_calling(&chain, parts, router).await
-    }
-
-    async fn request_phase_calling(
         &mut self,
         chain: &Chain,
         parts: &mut Parts,
@@ -874,29 +864,31 @@ impl Scope {
         .await
     }
 
-    /// The response phase over the head, for chains that may call out.
+    /// The response phase over the head, for chains that may call out;
+    /// `chain` as in [`Scope::on_request_calling`].
     pub async fn on_response_calling(
         &mut self,
+        chain: &Chain,
         resp: Response<ResponseBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        if !self.chain.as_ref().is_some_and(|c| c.response) {
+        if !chain.response {
             return Ok(resp);
         }
         let (mut head, body) = resp.into_parts();
-        self.response_head_any(&mut head).await?;
+        self.response_head_any(chain, &mut head).await?;
         Ok(Response::from_parts(head, body))
     }
 
     /// The response phase over a head, for any chain.
-    async fn response_head_any(&mut self, head: &mut response::Parts) -> Result<(), ProxyError> {
-        // Cloned, not taken, as in `on_request_calling`.
-        let Some(chain) = self.chain.clone() else {
-            return Ok(());
-        };
+    async fn response_head_any(
+        &mut self,
+        chain: &Chain,
+        head: &mut response::Parts,
+    ) -> Result<(), ProxyError> {
         if chain.calls {
-            self.response_head_calling(&chain, head).await
+            self.response_head_calling(chain, head).await
         } else {
-            self.response_head_phase(&chain, head)
+            self.response_head_phase(chain, head)
         }
     }
 
