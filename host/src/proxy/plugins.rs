@@ -372,17 +372,7 @@ impl Scope {
                 self.ran = i + 1;
                 continue;
             }
-            let mut io = Self::io(
-                &mut self.id,
-                &mut self.log_fields,
-                (self.client_ip, self.client_cert.as_ref()),
-                parts,
-                None,
-                &mut self.each[i],
-            );
-            let t = self.calls.start();
-            let r = slot.on_request(&mut io);
-            self.calls.done(t, &slot.name, "request", outcome(&r));
+            let r = self.call_request(i, slot, parts, None);
             self.ran = i + 1;
             match self.judge(slot, r)? {
                 // A plugin in a chain that cannot call out has no call to
@@ -390,15 +380,10 @@ impl Scope {
                 None | Some(Action::Continue | Action::Wait) => {}
                 Some(Action::RouteTo(name)) => steer = Some(steer_to(slot, router, &name)?),
                 Some(Action::Respond(r)) => {
-                    // Plugins before this one still see the answer in
-                    // their response phase, as they would an upstream's.
-                    self.ran = i;
-                    self.keep_request(chain, parts);
-                    let mut head = r.head;
+                    let (mut head, body) = self.answering(chain, i, parts, r);
                     self.response_head_phase(chain, &mut head)?;
                     return Ok(Decision::Respond(Box::new(Response::from_parts(
-                        head,
-                        ResponseBody::full(r.body),
+                        head, body,
                     ))));
                 }
             }
@@ -584,17 +569,7 @@ impl Scope {
             if !slot.caps.response {
                 continue;
             }
-            let mut io = Self::io(
-                &mut self.id,
-                &mut self.log_fields,
-                (self.client_ip, self.client_cert.as_ref()),
-                &mut req,
-                Some(head),
-                &mut self.each[i],
-            );
-            let t = self.calls.start();
-            let r = slot.on_response(&mut io);
-            self.calls.done(t, &slot.name, "response", outcome(&r));
+            let r = self.call_response(i, slot, (&mut req, head), None);
             if let Err(e) = self.judge(slot, r) {
                 result = Err(e);
                 break;
@@ -736,19 +711,31 @@ impl Scope {
                 None | Some(Action::Continue | Action::Wait) => {}
                 Some(Action::RouteTo(name)) => steer = Some(steer_to(slot, router, &name)?),
                 Some(Action::Respond(r)) => {
-                    self.ran = i;
-                    self.keep_request(chain, parts);
-                    let mut head = r.head;
+                    let (mut head, body) = self.answering(chain, i, parts, r);
                     self.response_head_calling(chain, &mut head).await?;
                     return Ok(Decision::Respond(Box::new(Response::from_parts(
-                        head,
-                        ResponseBody::full(r.body),
+                        head, body,
                     ))));
                 }
             }
         }
         self.keep_request(chain, parts);
         Ok(Decision::Forward(steer))
+    }
+
+    /// Plugin `i` answered the request itself: the plugins before it
+    /// still see the answer in their response phase, as they would an
+    /// upstream's (the caller runs it on the head returned).
+    fn answering(
+        &mut self,
+        chain: &Chain,
+        i: usize,
+        parts: &Parts,
+        r: crate::plugin::Respond,
+    ) -> (response::Parts, ResponseBody) {
+        self.ran = i;
+        self.keep_request(chain, parts);
+        (r.head, ResponseBody::full(r.body))
     }
 
     /// One request-phase call of plugin `i`: `on-request`, or with
