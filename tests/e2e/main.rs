@@ -9,6 +9,7 @@ mod bad_input;
 mod balancing;
 mod balancing_health;
 mod balancing_retry;
+mod bundled_calls;
 mod bundled_plugins;
 mod check;
 mod forwarding;

@@ -9,6 +9,7 @@
 pub mod grpc;
 pub mod h2;
 pub mod held;
+pub mod jwt;
 pub mod metrics;
 pub mod pki;
 pub mod raw;

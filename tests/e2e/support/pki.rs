@@ -10,7 +10,7 @@ use rcgen::{
 
 /// A new RSA 2048 key: rcgen does not make RSA keys with aws-lc-rs, so
 /// `openssl` does (the TLS tests need it anyway).
-fn rsa_key() -> KeyPair {
+pub fn rsa_key() -> KeyPair {
     let out = std::process::Command::new("openssl")
         .args([
             "genpkey",
