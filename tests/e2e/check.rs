@@ -33,6 +33,7 @@ fn every_example_configuration_passes_check() {
             for p in [
                 "api-key",
                 "jwt-auth",
+                "ext-auth",
                 "rate-limit",
                 "transform",
                 "canary",
