@@ -205,11 +205,12 @@ async fn phases(
         // Plugins see the request as it will be sent upstream.
         let cert = cx.tls.as_ref().and_then(|t| t.session.client_cert.as_ref());
         plugins.start(route, (table, timeout), cx.peer, cert, id);
-        let decision = if plugins.calls_out() {
+        let decision = match plugins.on_request(&mut parts, router)? {
+            plugins::Step::Decided(d) => d,
             // Boxed, as the body phase: its future waits on calls.
-            Box::pin(plugins.on_request_calling(&route.plugins, &mut parts, router)).await?
-        } else {
-            plugins.on_request(&mut parts, router)?
+            plugins::Step::Waiting(w) => {
+                Box::pin(plugins.finish_request(&route.plugins, w, &mut parts, router)).await?
+            }
         };
         let steered = match decision {
             plugins::Decision::Respond(resp) => return Ok(answer(*resp, grpc)),
@@ -278,7 +279,7 @@ async fn phases(
         return Ok(resp);
     }
     if !plugins.wants_response_body() {
-        if plugins.calls_out() {
+        if plugins.calls_out() && route.plugins.response {
             return Box::pin(plugins.on_response_calling(&route.plugins, resp)).await;
         }
         return plugins.on_response(resp);

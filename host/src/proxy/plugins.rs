@@ -13,18 +13,18 @@
 //! it: the copy of the request head kept for the response and log phases,
 //! and the task the log phase runs in.
 //!
-//! A chain with a plugin that may call out (`[plugin_limits.NAME] calls`)
-//! runs its request and response phases as futures
-//! ([`Scope::on_request_calling`], [`Scope::on_response_calling`]): a
-//! plugin that answers `wait` has its calls sent (`super::calls`) and is
-//! called again with their results, its instance back in the pool in
-//! between. Calls a phase started without waiting run beside the request
+//! A plugin that may call out (`[plugin_limits.NAME] calls`) and answers
+//! `wait` stops the synchronous request phase: the rest of it is a future
+//! ([`Scope::finish_request`]), which sends the plugin's calls
+//! (`super::calls`) and calls it again with their results, its instance
+//! back in the pool in between, so a request that does not wait pays for
+//! no future. The response phase of such a chain runs as a future when it
+//! has one ([`Scope::on_response_calling`]). Calls a phase started without waiting run beside the request
 //! and their results reach the plugin in the log task, before its log
 //! phase. A request dropped before its end (the client went away) aborts
 //! the calls it waits on or started, and still runs the log phase, with
-//! status 499. Chains that cannot call out keep the synchronous phases: a
-//! plugin without a `calls` list cannot start a call, so `wait` reaches
-//! them only as an invalid answer.
+//! status 499. A plugin without a `calls` list cannot start a call, so
+//! its `wait` is refused as an invalid answer.
 //!
 //! A failing plugin either fails the request (`failure = "closed"`: 500,
 //! or 503 when it could not be called: every instance busy, one being
@@ -63,6 +63,25 @@ pub enum Decision {
     /// A plugin answered; send this to the client. Boxed: answers are the
     /// rare path, and the common one should not carry their size.
     Respond(Box<Response<ResponseBody>>),
+}
+
+/// How far the synchronous request phase got.
+pub enum Step {
+    Decided(Decision),
+    /// A plugin waits on calls (or, in a chain that may call out, answered
+    /// and its answer's response phase may wait): the rest is a future,
+    /// [`Scope::finish_request`]. Boxed, as answers are.
+    Waiting(Box<Waiting>),
+}
+
+/// Where the request phase stopped to wait.
+pub struct Waiting {
+    /// The plugin waiting, or answering.
+    at: usize,
+    /// The upstream a plugin before it chose.
+    steer: Option<Arc<Upstream>>,
+    /// Its answer, when it answered rather than waited.
+    answer: Option<crate::plugin::Respond>,
 }
 
 /// One request's plugin state, from the request phase to the log phase.
@@ -344,52 +363,64 @@ impl Scope {
         })
     }
 
-    /// The request phase, in chain order.
-    pub fn on_request(
-        &mut self,
-        parts: &mut Parts,
-        router: &Router,
-    ) -> Result<Decision, ProxyError> {
+    /// The request phase, in chain order, as far as it goes without
+    /// waiting.
+    pub fn on_request(&mut self, parts: &mut Parts, router: &Router) -> Result<Step, ProxyError> {
         // Taken out and put back rather than cloned: an `Arc` clone and
         // drop are two atomic read-modify-writes per phase.
         let Some(chain) = self.chain.take() else {
-            return Ok(Decision::Forward(None));
+            return Ok(Step::Decided(Decision::Forward(None)));
         };
-        let decision = self.request_phase(&chain, parts, router);
+        let step = self.request_from(&chain, parts, router, 0, None);
         self.chain = Some(chain);
-        decision
+        step
     }
 
-    fn request_phase(
+    /// The request phase from plugin `from` on, until the chain decides
+    /// or a plugin waits.
+    fn request_from(
         &mut self,
         chain: &Chain,
         parts: &mut Parts,
         router: &Router,
-    ) -> Result<Decision, ProxyError> {
-        let mut steer = None;
-        for (i, slot) in chain.slots.iter().enumerate() {
+        from: usize,
+        mut steer: Option<Arc<Upstream>>,
+    ) -> Result<Step, ProxyError> {
+        for (i, slot) in chain.slots.iter().enumerate().skip(from) {
             if !slot.caps.request {
                 self.ran = i + 1;
                 continue;
             }
             let r = self.call_request(i, slot, parts, None);
             self.ran = i + 1;
-            match self.judge(slot, r)? {
-                // A plugin in a chain that cannot call out has no call to
-                // wait for: its `wait` was refused as an invalid answer.
-                None | Some(Action::Continue | Action::Wait) => {}
+            match self.settle(i, slot, r, |a| matches!(a, Action::Wait))? {
+                None | Some(Action::Continue) => {}
                 Some(Action::RouteTo(name)) => steer = Some(steer_to(slot, router, &name)?),
+                Some(Action::Wait) => {
+                    return Ok(Step::Waiting(Box::new(Waiting {
+                        at: i,
+                        steer,
+                        answer: None,
+                    })));
+                }
+                // The answer's response phase may wait on calls.
+                Some(Action::Respond(r)) if chain.calls && chain.response => {
+                    return Ok(Step::Waiting(Box::new(Waiting {
+                        at: i,
+                        steer,
+                        answer: Some(r),
+                    })));
+                }
                 Some(Action::Respond(r)) => {
                     let (mut head, body) = self.answering(chain, i, parts, r);
                     self.response_head_phase(chain, &mut head)?;
-                    return Ok(Decision::Respond(Box::new(Response::from_parts(
-                        head, body,
-                    ))));
+                    let resp = Response::from_parts(head, body);
+                    return Ok(Step::Decided(Decision::Respond(Box::new(resp))));
                 }
             }
         }
         self.keep_request(chain, parts);
-        Ok(Decision::Forward(steer))
+        Ok(Step::Decided(Decision::Forward(steer)))
     }
 
     /// Whether a plugin of the chain asked for the request body (without
@@ -677,50 +708,55 @@ impl Scope {
         }
     }
 
-    /// The request phase of a chain that may call out: `chain` is the
-    /// route's, the one [`Scope::start`] took. Borrowed from the route
-    /// rather than taken out of the scope, which keeps it: a request
+    /// The rest of the request phase after a plugin waited (or answered
+    /// with a response phase that may wait): its calls are sent and
+    /// awaited, it is called again with their results, and the chain goes
+    /// on, waiting again as often as its plugins do. `chain` is the
+    /// route's, the one [`Scope::start`] took: borrowed from the route
+    /// rather than taken out of the scope, which keeps it, so a request
     /// dropped while it waits runs its log phase from there.
-    pub async fn on_request_calling(
+    pub async fn finish_request(
         &mut self,
         chain: &Chain,
+        mut waiting: Box<Waiting>,
         parts: &mut Parts,
         router: &Router,
     ) -> Result<Decision, ProxyError> {
-        let mut steer = None;
-        for (i, slot) in chain.slots.iter().enumerate() {
-            if !slot.caps.request {
-                self.ran = i + 1;
-                continue;
+        loop {
+            let Waiting { at, steer, answer } = *waiting;
+            if let Some(r) = answer {
+                let (mut head, body) = self.answering(chain, at, parts, r);
+                self.response_head_calling(chain, &mut head).await?;
+                return Ok(Decision::Respond(Box::new(Response::from_parts(
+                    head, body,
+                ))));
             }
-            self.ran = i + 1;
-            let mut r = self.call_request(i, slot, parts, None);
-            let action = loop {
-                match self.settle(i, slot, r, |a| matches!(a, Action::Wait))? {
-                    Some(Action::Wait) => {
-                        // The log phase of a request abandoned while it
-                        // waits reads the head as it is now.
-                        self.keep_request(chain, parts);
-                        let results = self.wait_calls(i, slot).await;
-                        r = self.call_request(i, slot, parts, Some(results));
+            let slot = &chain.slots[at];
+            let mut steer = steer;
+            loop {
+                // The log phase of a request abandoned while it waits
+                // reads the head as it is now.
+                self.keep_request(chain, parts);
+                let results = self.wait_calls(at, slot).await;
+                let r = self.call_request(at, slot, parts, Some(results));
+                match self.settle(at, slot, r, |a| matches!(a, Action::Wait))? {
+                    Some(Action::Wait) => continue,
+                    None | Some(Action::Continue) => {}
+                    Some(Action::RouteTo(name)) => steer = Some(steer_to(slot, router, &name)?),
+                    Some(Action::Respond(r)) => {
+                        let (mut head, body) = self.answering(chain, at, parts, r);
+                        self.response_head_calling(chain, &mut head).await?;
+                        let resp = Response::from_parts(head, body);
+                        return Ok(Decision::Respond(Box::new(resp)));
                     }
-                    other => break other,
                 }
-            };
-            match action {
-                None | Some(Action::Continue | Action::Wait) => {}
-                Some(Action::RouteTo(name)) => steer = Some(steer_to(slot, router, &name)?),
-                Some(Action::Respond(r)) => {
-                    let (mut head, body) = self.answering(chain, i, parts, r);
-                    self.response_head_calling(chain, &mut head).await?;
-                    return Ok(Decision::Respond(Box::new(Response::from_parts(
-                        head, body,
-                    ))));
-                }
+                break;
+            }
+            match self.request_from(chain, parts, router, at + 1, steer)? {
+                Step::Decided(d) => return Ok(d),
+                Step::Waiting(w) => waiting = w,
             }
         }
-        self.keep_request(chain, parts);
-        Ok(Decision::Forward(steer))
     }
 
     /// Plugin `i` answered the request itself: the plugins before it
