@@ -160,8 +160,7 @@ async fn phases(
     }
 
     // Kept in the request's record, which names the route by its place.
-    let table = &*trail.router.insert(cx.router.load_full());
-    let router = &**table;
+    let router = &**trail.router.insert(cx.router.load_full());
     let client_cert = cx
         .tls
         .as_ref()
@@ -204,7 +203,7 @@ async fn phases(
     } else {
         // Plugins see the request as it will be sent upstream.
         let cert = cx.tls.as_ref().and_then(|t| t.session.client_cert.as_ref());
-        plugins.start(route, (table, timeout), cx.peer, cert, id);
+        plugins.start(route, timeout, cx.peer, cert, id);
         let decision = match plugins.on_request(&mut parts, router)? {
             plugins::Step::Decided(d) => d,
             // Boxed, as the body phase: its future waits on calls.
@@ -221,7 +220,9 @@ async fn phases(
         } else {
             // Boxed: the body phase's future is large, and requests that
             // do not need it should not carry (and move) it.
-            match Box::pin(plugins.on_request_body(&mut parts, body, route, caps.request)).await? {
+            match Box::pin(plugins.on_request_body(&mut parts, body, (route, router), caps.request))
+                .await?
+            {
                 Ok(body) => (steered, body),
                 Err(resp) => return Ok(answer(resp, grpc)),
             }
@@ -280,11 +281,11 @@ async fn phases(
     }
     if !plugins.wants_response_body() {
         if plugins.calls_out() && route.plugins.response {
-            return Box::pin(plugins.on_response_calling(&route.plugins, resp)).await;
+            return Box::pin(plugins.on_response_calling(&route.plugins, router, resp)).await;
         }
         return plugins.on_response(resp);
     }
-    Box::pin(plugins.on_response_body(resp, caps.response, route)).await
+    Box::pin(plugins.on_response_body(resp, caps.response, (route, router))).await
 }
 
 /// A plugin's own answer, as the client receives it: a gRPC status for a

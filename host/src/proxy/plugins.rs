@@ -113,9 +113,6 @@ pub struct Scope {
 
 /// What a request's outbound calls need beyond its plugins' own records.
 struct Outbound {
-    /// The route table the request started with: a call's upstream is
-    /// looked up there, so a reload does not change it midway.
-    router: Arc<Router>,
     /// The client's address, for balancers that hash it.
     peer: SocketAddr,
     /// The request's deadline (the route's timeout, or a gRPC client's).
@@ -245,13 +242,15 @@ fn copy_head(p: &Parts) -> Parts {
 }
 
 impl Scope {
-    /// Prepares the scope for a route's chain. `router` is the table the
-    /// request was routed by, `timeout` its deadline from now (both used
-    /// only by chains that may call out).
+    /// Prepares the scope for a route's chain. `timeout` is the request's
+    /// deadline from now, used only by chains that may call out. (A
+    /// call's upstream is looked up in the table the request was routed
+    /// by, which the phases are given, so a reload does not change it
+    /// midway.)
     pub fn start(
         &mut self,
         route: &Route,
-        (router, timeout): (&Arc<Router>, Duration),
+        timeout: Duration,
         peer: SocketAddr,
         client_cert: Option<&Arc<crate::tls::ClientCert>>,
         id: &HeaderValue,
@@ -268,7 +267,6 @@ impl Scope {
                 p.calls = RequestCalls::new(Some(deadline));
             }
             self.out = Some(Outbound {
-                router: router.clone(),
                 peer,
                 deadline,
                 waited: false,
@@ -393,7 +391,7 @@ impl Scope {
             }
             let r = self.call_request(i, slot, parts, None);
             self.ran = i + 1;
-            match self.settle(i, slot, r, |a| matches!(a, Action::Wait))? {
+            match self.settle(i, slot, r, router, |a| matches!(a, Action::Wait))? {
                 None | Some(Action::Continue) => {}
                 Some(Action::RouteTo(name)) => steer = Some(steer_to(slot, router, &name)?),
                 Some(Action::Wait) => {
@@ -457,7 +455,7 @@ impl Scope {
         &mut self,
         parts: &mut Parts,
         body: Incoming,
-        route: &Route,
+        (route, router): (&Route, &Router),
         cap: usize,
     ) -> Result<Result<RequestBody, Response<ResponseBody>>, ProxyError> {
         let chain = match &self.chain {
@@ -500,7 +498,7 @@ impl Scope {
                 Some(BodyAction::Respond(r)) => {
                     self.ran = i;
                     let mut head = r.head;
-                    self.response_head_any(&chain, &mut head).await?;
+                    self.response_head_any(&chain, router, &mut head).await?;
                     return Ok(Err(Response::from_parts(head, ResponseBody::full(r.body))));
                 }
             }
@@ -523,7 +521,7 @@ impl Scope {
         &mut self,
         resp: Response<ResponseBody>,
         cap: usize,
-        route: &Route,
+        (route, router): (&Route, &Router),
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let chain = match &self.chain {
             None => return Ok(resp),
@@ -531,7 +529,7 @@ impl Scope {
             Some(c) => c.clone(),
         };
         let (mut head, body) = resp.into_parts();
-        self.response_head_any(&chain, &mut head).await?;
+        self.response_head_any(&chain, router, &mut head).await?;
         let collected =
             tokio::time::timeout(route.timeout, Limited::new(body, cap).collect()).await;
         let mut bytes: Bytes = match collected {
@@ -726,7 +724,7 @@ impl Scope {
             let Waiting { at, steer, answer } = *waiting;
             if let Some(r) = answer {
                 let (mut head, body) = self.answering(chain, at, parts, r);
-                self.response_head_calling(chain, &mut head).await?;
+                self.response_head_calling(chain, router, &mut head).await?;
                 return Ok(Decision::Respond(Box::new(Response::from_parts(
                     head, body,
                 ))));
@@ -737,15 +735,15 @@ impl Scope {
                 // The log phase of a request abandoned while it waits
                 // reads the head as it is now.
                 self.keep_request(chain, parts);
-                let results = self.wait_calls(at, slot).await;
+                let results = self.wait_calls(at, slot, router).await;
                 let r = self.call_request(at, slot, parts, Some(results));
-                match self.settle(at, slot, r, |a| matches!(a, Action::Wait))? {
+                match self.settle(at, slot, r, router, |a| matches!(a, Action::Wait))? {
                     Some(Action::Wait) => continue,
                     None | Some(Action::Continue) => {}
                     Some(Action::RouteTo(name)) => steer = Some(steer_to(slot, router, &name)?),
                     Some(Action::Respond(r)) => {
                         let (mut head, body) = self.answering(chain, at, parts, r);
-                        self.response_head_calling(chain, &mut head).await?;
+                        self.response_head_calling(chain, router, &mut head).await?;
                         let resp = Response::from_parts(head, body);
                         return Ok(Decision::Respond(Box::new(resp)));
                     }
@@ -834,12 +832,13 @@ impl Scope {
         i: usize,
         slot: &Slot,
         r: Result<T, Failure>,
+        router: &Router,
         waits: impl Fn(&T) -> bool,
     ) -> Result<Option<T>, ProxyError> {
         let judged = self.judge(slot, r);
         match &judged {
             Ok(Some(v)) if waits(v) => {}
-            Ok(Some(_)) => self.detach(i),
+            Ok(Some(_)) => self.detach(i, router),
             _ => drop(self.each[i].calls.take()),
         }
         judged
@@ -847,13 +846,13 @@ impl Scope {
 
     /// Starts plugin `i`'s calls of the phase call that just ended as
     /// tasks beside the request.
-    fn detach(&mut self, i: usize) {
+    fn detach(&mut self, i: usize, router: &Router) {
         let started = self.each[i].calls.take();
         let (Some(out), false) = (&mut self.out, started.is_empty()) else {
             return;
         };
         for call in started {
-            let upstream = out.router.upstream(&call.upstream).cloned();
+            let upstream = router.upstream(&call.upstream).cloned();
             out.background.push(Background {
                 plugin: i,
                 id: call.id,
@@ -870,14 +869,14 @@ impl Scope {
     }
 
     /// Sends plugin `i`'s calls and waits for them all.
-    async fn wait_calls(&mut self, i: usize, slot: &Slot) -> Vec<Finished> {
+    async fn wait_calls(&mut self, i: usize, slot: &Slot, router: &Router) -> Vec<Finished> {
         let started = self.each[i].calls.take();
         let Some(out) = &mut self.out else {
             unreachable!("only a chain that may call out starts calls");
         };
         out.waited = true;
         super::calls::send_all(
-            &out.router,
+            router,
             out.peer,
             &self.id,
             started,
@@ -892,13 +891,14 @@ impl Scope {
     pub async fn on_response_calling(
         &mut self,
         chain: &Chain,
+        router: &Router,
         resp: Response<ResponseBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         if !chain.response {
             return Ok(resp);
         }
         let (mut head, body) = resp.into_parts();
-        self.response_head_any(chain, &mut head).await?;
+        self.response_head_any(chain, router, &mut head).await?;
         Ok(Response::from_parts(head, body))
     }
 
@@ -906,10 +906,11 @@ impl Scope {
     async fn response_head_any(
         &mut self,
         chain: &Chain,
+        router: &Router,
         head: &mut response::Parts,
     ) -> Result<(), ProxyError> {
         if chain.calls {
-            self.response_head_calling(chain, head).await
+            self.response_head_calling(chain, router, head).await
         } else {
             self.response_head_phase(chain, head)
         }
@@ -920,6 +921,7 @@ impl Scope {
     async fn response_head_calling(
         &mut self,
         chain: &Chain,
+        router: &Router,
         head: &mut response::Parts,
     ) -> Result<(), ProxyError> {
         if !chain.response {
@@ -934,10 +936,10 @@ impl Scope {
             }
             let mut r = self.call_response(i, slot, (&mut req, head), None);
             loop {
-                match self.settle(i, slot, r, |f| *f == Flow::Wait) {
+                match self.settle(i, slot, r, router, |f| *f == Flow::Wait) {
                     Ok(Some(Flow::Wait)) => {
                         self.request = Some(copy_head(&req));
-                        let results = self.wait_calls(i, slot).await;
+                        let results = self.wait_calls(i, slot, router).await;
                         r = self.call_response(i, slot, (&mut req, head), Some(results));
                     }
                     Ok(_) => break,
