@@ -20,14 +20,20 @@
 //!   answer over the gateway's call body cap): `failure_status` (503 by
 //!   default) with a short JSON body, and a warning in the log.
 //!
-//! **Decision cache.** Decisions are kept in the plugin's shared state,
-//! seen by every instance and request, keyed by a SHA-256 digest of the
-//! credential headers' values (`credential_headers`, by default the
-//! `request_headers`), never the credentials in clear ([`key`]). A
-//! request whose credentials were allowed within `cache_ttl` is let through
-//! with the cached headers, without a call; refusals are kept for
-//! `deny_ttl` (by default not at all: a client that just logged in should
-//! not stay refused), and 5xx answers never. A request with none of the
+//! **Decision cache.** Decisions are kept at two levels. The shared one
+//! is the plugin's shared state, seen by every instance and request, keyed
+//! by a SHA-256 digest of the credential headers' values
+//! (`credential_headers`, by default the `request_headers`), never the
+//! credentials in clear ([`key`]); each entry records when it expires
+//! ([`entry`]). Before it, each instance keeps a memo ([`memo`]) of the
+//! credentials it has seen (by a keyed 128-bit SipHash): their key and the
+//! allowed decision with that same expiry, so a repeated credential costs
+//! neither SHA-256 nor a shared-state read, and is never let through past
+//! the shared entry's expiry. A request whose credentials were allowed
+//! within `cache_ttl` is let through with the cached headers, without a
+//! call; refusals are kept (in shared state only) for `deny_ttl` (by
+//! default not at all: a client that just logged in should not stay
+//! refused), and 5xx answers never. A request with none of the
 //! credential headers is always asked about and its answer not kept: one
 //! "anonymous" entry would hand every such request the first one's answer,
 //! whatever else (the URI) it carries. The cache assumes the service's
@@ -40,6 +46,7 @@
 
 pub mod entry;
 pub mod key;
+pub mod memo;
 
 use std::time::Duration;
 
@@ -51,6 +58,7 @@ use weir_sdk::{Action, Phases, Plugin, Request, state, validate};
 
 use entry::{Entry, encode};
 use key::{CacheKey, Keys};
+use memo::{Allowed, Found, Memo};
 
 /// The access-log field an allowed request's consumer is named in.
 pub const CONSUMER_FIELD: &str = "consumer";
@@ -157,6 +165,13 @@ pub struct ExtAuth {
     timeout: Option<Duration>,
     failure_status: u16,
     keys: Keys,
+    memo: Memo,
+    /// The request's `credential_headers` values, read once per phase
+    /// call and dropped at its end.
+    credentials: Vec<Vec<String>>,
+    /// For each of `request_headers`, its index among
+    /// `credential_headers`: its values are read already.
+    sent_credentials: Vec<Option<usize>>,
 }
 
 impl Plugin for ExtAuth {
@@ -240,10 +255,16 @@ impl Plugin for ExtAuth {
             )
         );
         Ok(Self {
-            keys: Keys::new(
-                &identity,
+            keys: Keys::new(&identity),
+            memo: Memo::new(
                 (weir_sdk::random::u64(), weir_sdk::random::u64()),
+                allow_ttl.map_or(0, millis),
             ),
+            credentials: vec![Vec::new(); credential_headers.len()],
+            sent_credentials: request_headers
+                .iter()
+                .map(|name| credential_headers.iter().position(|c| c == name))
+                .collect(),
             upstream: config.upstream,
             path: config.path,
             method,
@@ -268,14 +289,9 @@ impl Plugin for ExtAuth {
         for name in &self.upstream_headers {
             req.remove_header(name);
         }
-        let key = self.cache_key(req);
-        if let Some(key) = &key
-            && let Some(value) = state::get(key.as_str())
-            && let Some(entry) = Entry::parse(&value)
-        {
-            return self.cached(req, &entry);
-        }
-        self.ask(req, key)
+        let action = self.decide(req);
+        self.forget_credentials();
+        action
     }
 
     fn on_request_calls(&mut self, req: &mut Request<'_>, results: Vec<CallResult>) -> Action {
@@ -283,31 +299,100 @@ impl Plugin for ExtAuth {
             return self.failure("the call gave no result");
         };
         let key = CacheKey::parse(&result.tag);
-        match result.outcome {
+        let action = match result.outcome {
             Ok(resp) if resp.is_success() => self.allowed(req, &resp, key),
             Ok(resp) if resp.status >= 300 => self.refused(&resp, key),
             Ok(resp) => self.failure(&format!("it answered {}", resp.status)),
             Err(e) => self.failure(&failure_reason(&e)),
-        }
+        };
+        self.forget_credentials();
+        action
     }
 }
 
 impl ExtAuth {
-    /// The cache key of the request's credentials; `None` when nothing is
-    /// cached or the request carries none of the credential headers.
-    fn cache_key(&mut self, req: &Request<'_>) -> Option<CacheKey> {
-        if self.allow_ttl.is_none() && self.deny_ttl.is_none() {
-            return None;
+    /// Answers from the memo, else from shared state, else asks.
+    fn decide(&mut self, req: &mut Request<'_>) -> Action {
+        if !self.read_credentials(req) {
+            let read = self.caching();
+            return self.ask(req, None, read);
         }
-        let credentials: Vec<Vec<String>> = self
-            .credential_headers
-            .iter()
-            .map(|name| req.header_all(name))
-            .collect();
-        if credentials.iter().all(Vec::is_empty) {
-            return None;
+        let fingerprint = self.memo.fingerprint(&self.credentials);
+        let now = weir_sdk::time::now_ms();
+        let key = match self.memo.find(fingerprint, now) {
+            Found::Allowed(allowed) => {
+                remembered(req, &self.upstream_headers, allowed);
+                return Action::Continue;
+            }
+            Found::Key(key) => key,
+            Found::Missing => {
+                let key = self.keys.digest(&self.credentials);
+                self.memo.remember(fingerprint, key);
+                key
+            }
+        };
+        if let Some(value) = state::get(key.as_str())
+            && let Some(entry) = Entry::parse(&value)
+            && entry.live(now)
+        {
+            self.remember_entry(fingerprint, key, &entry, now);
+            return self.cached(req, &entry);
         }
-        Some(self.keys.key(&credentials))
+        self.ask(req, Some(key), true)
+    }
+
+    /// Whether any decision is kept.
+    fn caching(&self) -> bool {
+        self.allow_ttl.is_some() || self.deny_ttl.is_some()
+    }
+
+    /// Reads the request's credential headers into `credentials`, when
+    /// decisions are kept; `true` if it carries any of them.
+    fn read_credentials(&mut self, req: &Request<'_>) -> bool {
+        if !self.caching() {
+            return false;
+        }
+        let mut any = false;
+        for (values, name) in self.credentials.iter_mut().zip(&self.credential_headers) {
+            *values = req.header_all(name);
+            any |= !values.is_empty();
+        }
+        any
+    }
+
+    /// Drops the credentials read: the instance keeps none in clear past
+    /// the request's phase.
+    fn forget_credentials(&mut self) {
+        for values in &mut self.credentials {
+            *values = Vec::new();
+        }
+    }
+
+    /// Remembers an allowed decision read from shared state, when it says
+    /// when it expires and that is within `cache_ttl` of `now` (a longer
+    /// one was written by a clock ahead of this one, or by a route caching
+    /// longer: it is used, from shared state, not remembered).
+    fn remember_entry(&mut self, fingerprint: u128, key: CacheKey, entry: &Entry<'_>, now: u64) {
+        let (None, Some(_), Some(expires)) = (entry.refused, self.allow_ttl, entry.expires_ms)
+        else {
+            return;
+        };
+        if entry
+            .consumer()
+            .is_some_and(|c| validate::log_field(CONSUMER_FIELD, c).is_err())
+        {
+            return;
+        }
+        let mut headers = Vec::new();
+        for (name, value) in entry.headers() {
+            // Not reached: the key covers the configured names.
+            let Some(index) = self.upstream_headers.iter().position(|n| n == name) else {
+                return;
+            };
+            headers.push((index, value));
+        }
+        let allowed = Allowed::new(expires, entry.consumer(), headers);
+        self.memo.allow(fingerprint, key, allowed, now);
     }
 
     /// Answers from a cached decision.
@@ -334,8 +419,9 @@ impl ExtAuth {
         }
     }
 
-    /// Starts the call to the service and waits for it.
-    fn ask(&self, req: &Request<'_>, key: Option<CacheKey>) -> Action {
+    /// Starts the call to the service and waits for it; `read`: the
+    /// credential headers' values are in `credentials` already.
+    fn ask(&mut self, req: &Request<'_>, key: Option<CacheKey>, read: bool) -> Action {
         let mut call = Call::new(
             self.method.as_str(),
             self.upstream.as_str(),
@@ -350,8 +436,12 @@ impl ExtAuth {
         let mut fields = 2;
         let mut header_bytes =
             FORWARDED_METHOD.len() + method.len() + FORWARDED_URI.len() + uri.len();
-        for name in &self.request_headers {
-            for value in req.header_all(name) {
+        for (name, credential) in self.request_headers.iter().zip(&self.sent_credentials) {
+            let values = match credential {
+                Some(index) if read => std::mem::take(&mut self.credentials[*index]),
+                _ => req.header_all(name),
+            };
+            for value in values {
                 fields += 1;
                 header_bytes += name.len() + value.len();
                 call = call.header(name.as_str(), value);
@@ -382,17 +472,34 @@ impl ExtAuth {
     }
 
     /// The service allowed the request: copy its headers, name the
-    /// consumer, keep the decision.
-    fn allowed(&self, req: &mut Request<'_>, resp: &CallResponse, key: Option<CacheKey>) -> Action {
+    /// consumer, keep the decision (in shared state and in this
+    /// instance's memo).
+    fn allowed(
+        &mut self,
+        req: &mut Request<'_>,
+        resp: &CallResponse,
+        key: Option<CacheKey>,
+    ) -> Action {
         weir_sdk::metrics::counter_add("ext_auth_allowed", 1);
+        // This instance may not be the one that asked: the memo's entry
+        // is found again from the request's credentials, read before any
+        // header is set.
+        let kept = match (key, self.allow_ttl) {
+            (Some(key), Some(ttl)) => Some((key, ttl, self.fingerprint_of(req, key))),
+            _ => None,
+        };
         let mut copied: Vec<(&str, &str)> = Vec::new();
-        for name in &self.upstream_headers {
+        let mut indexes: Vec<usize> = Vec::new();
+        for (index, name) in self.upstream_headers.iter().enumerate() {
             for value in resp.header_all(name) {
                 if copied.len() == MAX_COPIED_FIELDS {
                     break;
                 }
                 match req.add_header(name, value) {
-                    Ok(()) => copied.push((name.as_str(), value)),
+                    Ok(()) => {
+                        copied.push((name.as_str(), value));
+                        indexes.push(index);
+                    }
                     // The error names the header, never its value.
                     Err(e) => weir_sdk::log::warn(&format!(
                         "header from the authorization service not forwarded: {e}"
@@ -405,10 +512,32 @@ impl ExtAuth {
             .as_deref()
             .and_then(|name| resp.header(name))
             .filter(|consumer| name_consumer(consumer));
-        if let (Some(key), Some(ttl)) = (key, self.allow_ttl) {
-            keep(&key, &encode(None, consumer, &copied, b""), ttl);
+        if let Some((key, ttl, fingerprint)) = kept {
+            let now = weir_sdk::time::now_ms();
+            let expires = now.saturating_add(millis(ttl));
+            if keep(&key, &encode(None, expires, consumer, &copied, b""), ttl)
+                && let Some(fingerprint) = fingerprint
+            {
+                let headers = indexes.iter().zip(&copied).map(|(i, (_, v))| (*i, *v));
+                let allowed = Allowed::new(expires, consumer, headers);
+                self.memo.allow(fingerprint, key, allowed, now);
+            }
         }
         Action::Continue
+    }
+
+    /// The memo's fingerprint of the request's credentials, if they are
+    /// those `key` was made from (they are: nothing between the request
+    /// and its call's result changes them; checked all the same, so the
+    /// memo never files a decision under other credentials).
+    fn fingerprint_of(&mut self, req: &Request<'_>, key: CacheKey) -> Option<u128> {
+        if !self.read_credentials(req) {
+            return None;
+        }
+        let fingerprint = self.memo.fingerprint(&self.credentials);
+        let known = self.memo.key(fingerprint);
+        (known == Some(key) || (known.is_none() && self.keys.digest(&self.credentials) == key))
+            .then_some(fingerprint)
     }
 
     /// The service refused the request: pass its answer on.
@@ -440,7 +569,12 @@ impl ExtAuth {
                 self.upstream, resp.status
             ));
         } else if let (Some(key), Some(ttl)) = (key, self.deny_ttl) {
-            keep(&key, &encode(Some(resp.status), None, &headers, body), ttl);
+            let expires = weir_sdk::time::now_ms().saturating_add(millis(ttl));
+            keep(
+                &key,
+                &encode(Some(resp.status), expires, None, &headers, body),
+                ttl,
+            );
         }
         let mut reply = Action::respond(resp.status);
         for (name, value) in headers {
@@ -493,13 +627,36 @@ fn name_consumer(consumer: &str) -> bool {
     true
 }
 
-/// Keeps a decision in the cache; one that does not fit is only counted
-/// (under a spray of distinct credentials the cache fills, and a log line
-/// per request would flood the log).
-fn keep(key: &CacheKey, value: &[u8], ttl: Duration) {
+/// Answers from a decision in the instance's memo: no shared-state read,
+/// no parsing; the names are the configuration's own.
+fn remembered(req: &mut Request<'_>, names: &[String], allowed: &Allowed) {
+    weir_sdk::metrics::counter_add("ext_auth_cache_hit", 1);
+    for (index, value) in allowed.headers() {
+        // Set once already, before it was kept.
+        let _ = req.add_header(&names[index], value);
+    }
+    if let Some(consumer) = allowed.consumer()
+        && let Err(e) = weir_sdk::log::set_field(CONSUMER_FIELD, consumer)
+    {
+        // Checked before it was kept: the host's own refusal.
+        weir_sdk::log::warn(&format!("consumer not in the access log: {e}"));
+    }
+}
+
+/// Keeps a decision in shared state; `false` if it was not. One that does
+/// not fit is only counted (under a spray of distinct credentials the
+/// cache fills, and a log line per request would flood the log).
+fn keep(key: &CacheKey, value: &[u8], ttl: Duration) -> bool {
     if value.len() > MAX_ENTRY_BYTES || state::set(key.as_str(), value, Some(ttl)).is_err() {
         weir_sdk::metrics::counter_add("ext_auth_cache_skipped", 1);
+        return false;
     }
+    true
+}
+
+/// A TTL in milliseconds, as shared state counts it.
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Why a call has no answer, with what to change when it is the gateway's
