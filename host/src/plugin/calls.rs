@@ -34,22 +34,6 @@ pub const MAX_CALL_HEADER_BYTES: usize = 16 * 1024;
 /// Longest path and query of a call.
 pub const MAX_CALL_PATH_BYTES: usize = 8 * 1024;
 
-/// Header names a call may not set: the connection's own (RFC 9110
-/// section 7.6.1) and the body's length, which the host sets; besides
-/// these, every name a plugin may not set on a request it forwards
-/// (`host::reserved`: `expect`, `http2-settings`, names that read as a
-/// framing field).
-const REFUSED_HEADERS: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "trailer",
-    "content-length",
-];
-
 /// Why a call was not started, or has no answer: the contract's
 /// `call-error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,7 +327,10 @@ fn check_headers(fields: Vec<(String, String)>) -> Result<HeaderMap, CallError> 
         let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             CallError::Invalid(format!("`{}` is not a valid header name", quoted()))
         })?;
-        if REFUSED_HEADERS.contains(&n.as_str()) || super::host::reserved(n.as_str()) {
+        // The connection's own fields (RFC 9110 section 7.6.1), the body's
+        // length (the host sets it), `expect`, `http2-settings` and names
+        // that read as a framing field: what no plugin may set anywhere.
+        if super::reserved::reserved(n.as_str()) {
             return Err(CallError::Invalid(format!(
                 "`{n}` is set by the gateway for the call's connection and cannot be sent by a \
                  plugin"

@@ -28,6 +28,7 @@ mod load;
 mod log_fields;
 pub mod offload;
 mod pool;
+mod reserved;
 pub mod share;
 pub mod state;
 

@@ -887,7 +887,7 @@ impl Scope {
     }
 
     /// The response phase over the head, for chains that may call out;
-    /// `chain` as in [`Scope::on_request_calling`].
+    /// `chain` as in [`Scope::finish_request`].
     pub async fn on_response_calling(
         &mut self,
         chain: &Chain,

@@ -73,7 +73,7 @@ fn the_sdk_states_the_gateways_bounds() {
         assert_eq!(sdk::MAX_CALL_TIMEOUT, cfg::MAX_CALL_TIMEOUT);
     }
     let mut sdk = validate::RESERVED_HEADERS.to_vec();
-    let mut gateway = RESERVED.to_vec();
+    let mut gateway = super::super::reserved::RESERVED.to_vec();
     sdk.sort_unstable();
     gateway.sort_unstable();
     assert_eq!(sdk, gateway);
