@@ -3279,6 +3279,36 @@ GROUP_TITLES = {
 }
 
 
+def unmeasured_row(r, header, rows, notes):
+    """A skipped or failed row of the observe and auth tables: added with its
+    reason (in `notes`); whether it was one."""
+    if not (r.get("skipped") or not r["ok_runs"]):
+        return False
+    why = r.get("skipped") or "FAILED: " + r["failures"][0]
+    rows.append([r["target"], why.split(":")[0] + " (below)"] + [""] * (len(header) - 2))
+    notes.append(f"{r['target']}: {why}")
+    return True
+
+
+def delta_cells(r, cg, notes):
+    """The CPU delta and the callgrind instructions per request of a row of the
+    observe and auth tables, as their cells say them."""
+    d = r.get("cpu_delta_us")
+    delta = "-" if not d else (f"{d['median']:+.2f} us" if d["n"] == 1 else
+                               f"{d['median']:+.2f} us [{d['min']:+.2f}..{d['max']:+.2f}]")
+    if d:
+        delta += f" vs {r['delta_base']}"
+    c = cg.get(r["target"])
+    if c and c["status"] == "ok":
+        instr = f"{c['ir_per_req']:,.0f}"
+    elif c:
+        instr = "FAILED (below)"
+        notes.append(f"{r['target']}, callgrind: {c['status']}")
+    else:
+        instr = "-"
+    return delta, instr
+
+
 def render(results, markdown=False):
     s = results["summary"]
     m = results["meta"]["mode"]
@@ -3546,24 +3576,9 @@ def render(results, markdown=False):
              TRACING_NO_HEADER, "nginx", "nginx log"]
     for r in sorted((r for r in s["throughput"] if r["group"] == "observe"),
                     key=lambda r: shown.index(r["target"]) if r["target"] in shown else 99):
-        if r.get("skipped") or not r["ok_runs"]:
-            why = r.get("skipped") or "FAILED: " + r["failures"][0]
-            rows.append([r["target"], why.split(":")[0] + " (below)"] + [""] * (len(header) - 2))
-            notes.append(f"{r['target']}: {why}")
+        if unmeasured_row(r, header, rows, notes):
             continue
-        d = r.get("cpu_delta_us")
-        delta = "-" if not d else (f"{d['median']:+.2f} us" if d["n"] == 1 else
-                                   f"{d['median']:+.2f} us [{d['min']:+.2f}..{d['max']:+.2f}]")
-        if d:
-            delta += f" vs {r['delta_base']}"
-        c = cg.get(r["target"])
-        if c and c["status"] == "ok":
-            instr = f"{c['ir_per_req']:,.0f}"
-        elif c:
-            instr = "FAILED (below)"
-            notes.append(f"{r['target']}, callgrind: {c['status']}")
-        else:
-            instr = "-"
+        delta, instr = delta_cells(r, cg, notes)
         idelta = ir_delta.get(r["target"])
         rows.append([r["target"] + ("" if not r["failures"] else f" ({len(r['failures'])} failed)"),
                      fmt_spread(r["rps"]), fmt_spread(r["p50_us"], 1e-3, 2),
@@ -3614,24 +3629,9 @@ def render(results, markdown=False):
     for r in sorted((r for r in s["throughput"] if r["group"] == "auth"),
                     key=lambda r: AUTH_ORDER.index(r["target"]) if r["target"] in AUTH_ORDER
                     else 99):
-        if r.get("skipped") or not r["ok_runs"]:
-            why = r.get("skipped") or "FAILED: " + r["failures"][0]
-            rows.append([r["target"], why.split(":")[0] + " (below)"] + [""] * (len(header) - 2))
-            notes.append(f"{r['target']}: {why}")
+        if unmeasured_row(r, header, rows, notes):
             continue
-        d = r.get("cpu_delta_us")
-        delta = "-" if not d else (f"{d['median']:+.2f} us" if d["n"] == 1 else
-                                   f"{d['median']:+.2f} us [{d['min']:+.2f}..{d['max']:+.2f}]")
-        if d:
-            delta += f" vs {r['delta_base']}"
-        c = cg.get(r["target"])
-        if c and c["status"] == "ok":
-            instr = f"{c['ir_per_req']:,.0f}"
-        elif c:
-            instr = "FAILED (below)"
-            notes.append(f"{r['target']}, callgrind: {c['status']}")
-        else:
-            instr = "-"
+        delta, instr = delta_cells(r, cg, notes)
         idelta = au.get("ir_delta", {}).get(r["target"])
         rows.append([r["target"] + ("" if not r["failures"] else f" ({len(r['failures'])} failed)"),
                      fmt_spread(r["rps"]), fmt_spread(r["p50_us"], 1e-3, 2),
