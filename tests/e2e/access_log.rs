@@ -326,3 +326,43 @@ async fn the_line_carries_the_trace_id_the_upstream_was_sent() {
     let v = json_lines(&path);
     assert_eq!(v[0]["trace_id"], trace, "{}", v[0]);
 }
+
+/// A client that goes away while its request waits on the upstream: the
+/// request is still logged, with status 499 and its route, and counted in
+/// the route's requests (status class 4xx); the upstream's connection is
+/// given up.
+#[tokio::test]
+async fn a_request_its_client_abandons_is_logged_and_counted_as_499() {
+    let held = crate::support::held::Held::start().await;
+    let cfg = config(
+        "",
+        &[("held", held.addr)],
+        "[[route]]\nname = \"slow\"\nupstream = \"held\"\npath_prefix = \"/\"\n",
+    ) + "\n[access_log]\npath = \"access.log\"\nfields = [\"method\", \"path\", \"status\", \
+           \"route\", \"request_id\"]\n"
+        + ADMIN;
+    let gw = Gateway::with_config(cfg).start();
+    let path = gw.dir().join("access.log");
+
+    let mut conn = crate::support::raw::RawConn::open(gw.listener("main")).await;
+    conn.send(b"GET /wait HTTP/1.1\r\nhost: x\r\nx-request-id: gone-1\r\n\r\n")
+        .await;
+    assert_eq!(held.arrival().await, "/wait");
+    drop(conn);
+
+    let v = wait_lines(&path, 1).await;
+    let line: serde_json::Value = serde_json::from_str(&v[0]).unwrap();
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["route"], "slow", "{line}");
+    assert_eq!(line["path"], "/wait", "{line}");
+    assert_eq!(line["request_id"], "gone-1", "{line}");
+    let closed = eventually(Duration::from_secs(10), || async { held.closed() == 1 }).await;
+    assert!(closed, "the upstream's connection was kept");
+
+    let text = scrape(&gw).await;
+    let counted = value(
+        &text,
+        r#"weir_requests_total{route="slow",method="GET",status_class="4xx"}"#,
+    );
+    assert_eq!(counted, Some(1.0), "{text}");
+}

@@ -60,25 +60,31 @@ pub async fn handle(
     let method = MethodClass::of(req.method());
     // The access log's copy of the request line, taken before the
     // pipeline consumes the head.
-    let mut logged = cx
+    let logged = cx
         .observe
         .access_log
         .is_some()
         .then(|| LogInfo::of(&cx, &req, &id));
 
-    let mut plugins = plugins::Scope::default();
-    let mut trail = Trail::default();
-    trail.tries.wanted = logged.is_some();
+    let mut run = Running {
+        cx: &cx,
+        started,
+        method,
+        plugins: plugins::Scope::default(),
+        trail: Trail::default(),
+        logged,
+    };
+    run.trail.tries.wanted = run.logged.is_some();
     // Tracing on: the trace headers are decided (and replaced) before any
     // phase sees the request.
     if let (Some(tracing), Some(started)) = (&cx.observe.tracing, started) {
         let trace = tracing.begin(&mut req, started, cx.peer.ip(), cx.tls.is_some());
         if trace.recording() {
-            plugins.calls = crate::trace::PluginCalls::recording();
+            run.plugins.calls = crate::trace::PluginCalls::recording();
         }
-        trail.trace = Some(trace);
+        run.trail.trace = Some(trace);
     }
-    let mut resp = match phases(&cx, req, &id, &mut plugins, grpc, &mut trail).await {
+    let mut resp = match phases(&cx, req, &id, &mut run.plugins, grpc, &mut run.trail).await {
         Ok(r) => r,
         Err(e) => {
             if let Some(reason) = e.client_reason() {
@@ -102,22 +108,68 @@ pub async fn handle(
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), headers::request_id_field(&id));
     let status = resp.status().as_u16();
-    if let Some(t) = trail.trace.as_deref_mut() {
-        t.add_plugin_calls(&mut plugins.calls);
-    }
-    // The fields plugins set go to the access log before the log phase,
-    // which runs after the line is made and may set none.
-    let fields = plugins.take_log_fields();
-    if let Some(l) = &mut logged {
-        l.plugin = fields;
-    }
-    plugins.on_log(status);
-    if let Some(started) = started {
-        let record = Exchange::new(started, method, trail, status, cx.observe.metrics, logged);
-        resp.body_mut().keep(Box::new(record));
+    if let Some(record) = run.finish(status) {
+        resp.body_mut().keep(record);
     }
     drop(in_flight);
     Ok(resp)
+}
+
+/// The status a request its client abandoned before its response head
+/// is logged and counted with, and its plugins' log phase receives (the
+/// one nginx logs for a client that closed the request).
+pub const STATUS_CLIENT_GONE: u16 = 499;
+
+/// A request while its phases run: its plugins' scope and what its record
+/// will be made of. [`Running::finish`] ends it with the response's
+/// status; dropped before that (the client went away: hyper drops the
+/// request's future), it ends with [`STATUS_CLIENT_GONE`], so an
+/// abandoned request is still counted, logged and traced, and its
+/// plugins' log phase runs.
+struct Running<'a> {
+    cx: &'a ConnContext,
+    started: Option<Instant>,
+    method: MethodClass,
+    plugins: plugins::Scope,
+    trail: Trail,
+    logged: Option<LogInfo>,
+}
+
+impl Running<'_> {
+    /// Ends the request with `status`: the plugins' log phase is started,
+    /// and the record, when one is kept, is returned to ride in the
+    /// response body.
+    fn finish(&mut self, status: u16) -> Option<Box<Exchange>> {
+        if let Some(t) = self.trail.trace.as_deref_mut() {
+            t.add_plugin_calls(&mut self.plugins.calls);
+        }
+        // The fields plugins set go to the access log before the log
+        // phase, which runs after the line is made and may set none.
+        let fields = self.plugins.take_log_fields();
+        if let Some(l) = &mut self.logged {
+            l.plugin = fields;
+        }
+        self.plugins.on_log(status);
+        let started = self.started.take()?;
+        Some(Box::new(Exchange::new(
+            started,
+            self.method,
+            std::mem::take(&mut self.trail),
+            status,
+            self.cx.observe.metrics,
+            self.logged.take(),
+        )))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        // Finished already: `started` was taken (or no record is kept and
+        // the plugins' scope ends itself).
+        if self.started.is_some() {
+            drop(self.finish(STATUS_CLIENT_GONE));
+        }
+    }
 }
 
 /// One unit of a count, given back when dropped: also when the future

@@ -176,13 +176,10 @@ impl Drop for Scope {
     /// status nginx logs for a client that closed the request).
     fn drop(&mut self) {
         if self.chain.is_some() {
-            self.on_log(STATUS_CLIENT_GONE);
+            self.on_log(super::STATUS_CLIENT_GONE);
         }
     }
 }
-
-/// The status the log phase of a request the client abandoned receives.
-pub const STATUS_CLIENT_GONE: u16 = 499;
 
 /// What one plugin of the chain keeps for one request.
 #[derive(Default)]
