@@ -721,3 +721,66 @@ async fn a_call_result_routes_the_request_and_its_headers_go_upstream() {
     assert_eq!(seen["server"], "app", "{seen}");
     assert_eq!(seen["headers"]["x-user"], "bob", "{seen}");
 }
+
+/// A call carries its request's trace context as the upstream gets it:
+/// with tracing on, the client's trace id and Weir's span as the parent,
+/// so the called service's spans join the request's trace; a call whose
+/// plugin sets its own `traceparent` keeps it.
+#[tokio::test]
+async fn calls_carry_the_requests_trace_context_unless_the_plugin_sets_one() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+    let app = Upstream::echo("app").await;
+    let echo = Upstream::echo("echo").await;
+    let own = "00-11111111111111111111111111111111-2222222222222222-01";
+    let routes = "[tracing]\nenabled = true\n".to_owned()
+        + &route(
+            "/traced",
+            json!({"calls": [{"upstream": "echo", "path": "/t", "tag": "t"}], "then": "forward"}),
+            "",
+        )
+        + &route(
+            "/own",
+            json!({"calls": [{"upstream": "echo", "path": "/o", "tag": "o",
+                              "headers": [["traceparent", own]]}]}),
+            "",
+        );
+    let gw = start(
+        &[("app", app.addr), ("echo", echo.addr)],
+        "calls = [\"echo\"]",
+        &routes,
+    );
+    let sent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    let r = call(
+        &gw,
+        "/traced",
+        &[("traceparent", &sent), ("tracestate", "vendor=1")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let header = |u: &Upstream, name: &str| {
+        let seen = u.seen.lock().unwrap();
+        let last = seen.last().expect("a request arrived");
+        last.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let call_tp = header(&echo, "traceparent").expect("the call carries a traceparent");
+    let upstream_tp = header(&app, "traceparent").expect("the upstream gets a traceparent");
+    let parts: Vec<&str> = call_tp.split('-').collect();
+    assert_eq!(parts[1], TRACE, "{call_tp}");
+    assert_ne!(
+        parts[2], CLIENT_SPAN,
+        "Weir's span is the call's parent: {call_tp}"
+    );
+    assert_eq!(
+        call_tp.split('-').nth(1),
+        upstream_tp.split('-').nth(1),
+        "one trace: {call_tp} {upstream_tp}"
+    );
+    assert_eq!(header(&echo, "tracestate").as_deref(), Some("vendor=1"));
+
+    let r = call(&gw, "/own", &[("traceparent", &sent)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&echo, "traceparent").as_deref(), Some(own));
+}

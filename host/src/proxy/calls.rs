@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Version};
 use http_body_util::{BodyExt, Limited};
@@ -31,19 +31,45 @@ use crate::plugin::calls::{Answered, CallError, CallSpec, Finished};
 use crate::router::Router;
 use crate::upstream::Upstream;
 
+/// What every call of a request carries from it: its id, and its trace
+/// context as the upstream is sent it (with tracing on, Weir's span as
+/// the parent), so the called service's spans join the request's trace.
+/// A plugin that sets one of these on a call keeps its own.
+#[derive(Debug, Clone)]
+pub(super) struct Carried {
+    pub id: HeaderValue,
+    pub traceparent: Option<HeaderValue>,
+    pub tracestate: Option<HeaderValue>,
+}
+
+impl Carried {
+    /// What the calls of the request with `headers` (as forwarded) and
+    /// `id` carry.
+    pub(super) fn of(headers: &HeaderMap, id: &HeaderValue) -> Carried {
+        Carried {
+            id: id.clone(),
+            traceparent: headers.get(TRACEPARENT).cloned(),
+            tracestate: headers.get(TRACESTATE).cloned(),
+        }
+    }
+}
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// Sends `calls` at once and waits for all of them; the results are in
 /// the order the calls were started.
 pub(super) async fn send_all(
     router: &Router,
     peer: SocketAddr,
-    id: &HeaderValue,
+    carried: &Carried,
     calls: Vec<CallSpec>,
     deadline: Option<Instant>,
     stats: &PluginStats,
 ) -> Vec<Finished> {
     let sends = calls.into_iter().map(|c| {
         let upstream = router.upstream(&c.upstream).cloned();
-        send_one(upstream, peer, id.clone(), c, deadline)
+        send_one(upstream, peer, carried.clone(), c, deadline)
     });
     let results = futures_util::future::join_all(sends).await;
     for r in &results {
@@ -65,7 +91,7 @@ pub(super) fn count(stats: &PluginStats, r: &Finished) {
 pub(super) async fn send_one(
     upstream: Option<Arc<Upstream>>,
     peer: SocketAddr,
-    id: HeaderValue,
+    carried: Carried,
     call: CallSpec,
     deadline: Option<Instant>,
 ) -> Finished {
@@ -75,7 +101,7 @@ pub(super) async fn send_one(
             "upstream `{}` is not in the gateway's configuration",
             call.upstream
         ))),
-        Some(u) => answer(&u, peer, id, call, deadline).await,
+        Some(u) => answer(&u, peer, carried, call, deadline).await,
     };
     Finished {
         id: call_id,
@@ -96,7 +122,7 @@ fn limit(own: Duration, deadline: Option<Instant>) -> Duration {
 async fn answer(
     upstream: &Arc<Upstream>,
     peer: SocketAddr,
-    id: HeaderValue,
+    carried: Carried,
     call: CallSpec,
     deadline: Option<Instant>,
 ) -> Result<Answered, CallError> {
@@ -117,7 +143,7 @@ async fn answer(
     if time.is_zero() {
         return Err(CallError::Deadline);
     }
-    let req = request(upstream, id, (method, path, headers), body)?;
+    let req = request(upstream, carried, (method, path, headers), body)?;
     let exchange = async {
         let bounds = Bounds {
             retry_attempts: upstream.config.retry.attempts,
@@ -172,11 +198,12 @@ async fn answer(
 }
 
 /// The request a call sends: its method, path and headers, `host` (the
-/// upstream's TLS name or first endpoint unless the plugin set one) and
-/// `x-request-id` (the request the call was made for) added.
+/// upstream's TLS name or first endpoint unless the plugin set one),
+/// `x-request-id` (the request the call was made for) and the request's
+/// trace context (unless the plugin set its own) added.
 fn request(
     upstream: &Upstream,
-    id: HeaderValue,
+    carried: Carried,
     (method, path, mut headers): (http::Method, PathAndQuery, HeaderMap),
     body: Bytes,
 ) -> Result<Request<RequestBody>, CallError> {
@@ -199,7 +226,15 @@ fn request(
             .map_err(|_| CallError::Failed("the upstream's host is not a header value".into()))?;
         headers.insert(header::HOST, host);
     }
-    headers.insert(super::headers::X_REQUEST_ID.clone(), id);
+    headers.insert(super::headers::X_REQUEST_ID.clone(), carried.id);
+    if !headers.contains_key(TRACEPARENT)
+        && let Some(tp) = carried.traceparent
+    {
+        headers.insert(TRACEPARENT, tp);
+        if let Some(ts) = carried.tracestate {
+            headers.entry(TRACESTATE).or_insert(ts);
+        }
+    }
     if len > 0 {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }

@@ -255,7 +255,7 @@ async fn phases(
     } else {
         // Plugins see the request as it will be sent upstream.
         let cert = cx.tls.as_ref().and_then(|t| t.session.client_cert.as_ref());
-        plugins.start(route, timeout, cx.peer, cert, id);
+        plugins.start(route, timeout, (cx.peer, &parts.headers), cert, id);
         let decision = match plugins.on_request(&mut parts, router)? {
             plugins::Step::Decided(d) => d,
             // Boxed, as the body phase: its future waits on calls.

@@ -115,6 +115,8 @@ pub struct Scope {
 struct Outbound {
     /// The client's address, for balancers that hash it.
     peer: SocketAddr,
+    /// What every call carries from the request: its id, its trace context.
+    carried: super::calls::Carried,
     /// The request's deadline (the route's timeout, or a gRPC client's).
     deadline: Instant,
     /// Whether a plugin waited on calls: the time left to the deadline is
@@ -248,7 +250,7 @@ impl Scope {
         &mut self,
         route: &Route,
         timeout: Duration,
-        peer: SocketAddr,
+        (peer, headers): (SocketAddr, &http::HeaderMap),
         client_cert: Option<&Arc<crate::tls::ClientCert>>,
         id: &HeaderValue,
     ) {
@@ -265,6 +267,7 @@ impl Scope {
             }
             self.out = Some(Outbound {
                 peer,
+                carried: super::calls::Carried::of(headers, id),
                 deadline,
                 waited: false,
                 background: Vec::new(),
@@ -857,7 +860,7 @@ impl Scope {
                 task: tokio::spawn(super::calls::send_one(
                     upstream,
                     out.peer,
-                    self.id.clone(),
+                    out.carried.clone(),
                     call,
                     Some(out.deadline),
                 )),
@@ -875,7 +878,7 @@ impl Scope {
         super::calls::send_all(
             router,
             out.peer,
-            &self.id,
+            &out.carried,
             started,
             Some(out.deadline),
             slot.stats(),
