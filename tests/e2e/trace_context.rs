@@ -513,3 +513,77 @@ async fn a_reload_that_changes_tracing_asks_for_a_restart() {
     get(&c, &url, &[("traceparent", "garbage")]).await;
     assert_ne!(received(&app).0.as_deref(), Some("garbage"));
 }
+
+/// A plugin's call it waits for is a span of the request's trace, child
+/// of Weir's server span, and the span the called service is told is its
+/// parent.
+#[tokio::test]
+async fn a_plugins_call_is_a_span_and_the_called_services_parent() {
+    let collector = Collector::start().await;
+    let app = Upstream::echo("app").await;
+    let auth = Upstream::echo("auth").await;
+    let cfg = config(
+        "",
+        &[("app", app.addr), ("auth", auth.addr)],
+        &format!(
+            "[tracing]\n{}\n[plugin_limits.caller]\ncalls = [\"auth\"]\n\n\
+             [[route]]\nname = \"api\"\nupstream = \"app\"\npath_prefix = \"/\"\n\
+             plugins = [{{ name = \"caller\", config = {{ calls = [{{ upstream = \"auth\", \
+             path = \"/check\", tag = \"c\" }}], then = \"forward\" }} }}]\n",
+            otlp(&collector.endpoint(), "")
+        ),
+    );
+    let gw = with_plugins(Gateway::with_config(cfg), &[("caller", "caller")]).start();
+    let r = get(
+        &client(),
+        &gw.url("/x"),
+        &[("traceparent", &traceparent("01"))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (told, _) = received(&auth);
+    let (trace, call_parent, _) = fields(&told.expect("the call carries a traceparent"));
+    assert_eq!(trace, TRACE);
+
+    // The server span, the request phase and its -calls call, the call,
+    // the try upstream.
+    let whole = eventually(Duration::from_secs(10), || async {
+        collector.of(TRACE).len() >= 5
+    })
+    .await;
+    let spans = collector.of(TRACE);
+    assert!(
+        whole,
+        "spans received: {spans:#?}\n{}",
+        gw.logs_for_failure()
+    );
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .unwrap();
+    let call = spans
+        .iter()
+        .find(|s| s.name == "plugin caller call auth")
+        .unwrap_or_else(|| panic!("no call span: {spans:#?}"));
+    assert_eq!(call.kind, SpanKind::Client as i32);
+    assert_eq!(
+        hex(&call.span_id),
+        call_parent,
+        "the service's parent is the call's span"
+    );
+    assert_eq!(hex(&call.parent_span_id), hex(&server.span_id));
+    assert_eq!(
+        text(&call.attributes, "weir.call.outcome").as_deref(),
+        Some("answered")
+    );
+    assert_eq!(
+        text(&call.attributes, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "plugin caller request_calls"),
+        "{spans:#?}"
+    );
+}

@@ -29,6 +29,7 @@ use crate::body::RequestBody;
 use crate::metrics::plugin::PluginStats;
 use crate::plugin::calls::{Answered, CallError, CallSpec, Finished};
 use crate::router::Router;
+use crate::trace::SpanId;
 use crate::upstream::Upstream;
 
 /// What every call of a request carries from it: its id, and its trace
@@ -57,22 +58,41 @@ impl Carried {
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
+impl Carried {
+    /// The request's `traceparent` with `span` as the parent: a recorded
+    /// call's own span. Only for a context Weir wrote itself (tracing on:
+    /// version 00, fixed layout).
+    fn with_parent(&self, span: SpanId) -> Option<HeaderValue> {
+        let tp = self.traceparent.as_ref()?.to_str().ok()?;
+        let (head, flags) = (tp.get(..36)?, tp.get(52..)?);
+        HeaderValue::from_str(&format!("{head}{span}{flags}")).ok()
+    }
+}
+
 /// Sends `calls` at once and waits for all of them; the results are in
-/// the order the calls were started.
+/// the order the calls were started, each with when it ended. `spans`,
+/// when the request's calls are recorded: each call's span, its parent.
 pub(super) async fn send_all(
     router: &Router,
     peer: SocketAddr,
     carried: &Carried,
     calls: Vec<CallSpec>,
-    deadline: Option<Instant>,
+    (deadline, spans): (Option<Instant>, Option<&[SpanId]>),
     stats: &PluginStats,
-) -> Vec<Finished> {
-    let sends = calls.into_iter().map(|c| {
+) -> Vec<(Finished, Instant)> {
+    let sends = calls.into_iter().enumerate().map(|(i, c)| {
         let upstream = router.upstream(&c.upstream).cloned();
-        send_one(upstream, peer, carried.clone(), c, deadline)
+        let mut carried = carried.clone();
+        if let Some(span) = spans.and_then(|s| s.get(i)) {
+            carried.traceparent = carried.with_parent(*span).or(carried.traceparent);
+        }
+        async move {
+            let f = send_one(upstream, peer, carried, c, deadline).await;
+            (f, Instant::now())
+        }
     });
     let results = futures_util::future::join_all(sends).await;
-    for r in &results {
+    for (r, _) in &results {
         count(stats, r);
     }
     results

@@ -52,7 +52,7 @@ use crate::plugin::{
     LogFields, RequestCalls, Slot,
 };
 use crate::router::{Route, Router};
-use crate::trace::PluginCalls;
+use crate::trace::{PluginCalls, SpanId};
 use crate::upstream::Upstream;
 use smallvec::SmallVec;
 
@@ -868,22 +868,51 @@ impl Scope {
         }
     }
 
-    /// Sends plugin `i`'s calls and waits for them all.
+    /// Sends plugin `i`'s calls and waits for them all; each is a span of
+    /// the request's trace when its plugin calls are recorded.
     async fn wait_calls(&mut self, i: usize, slot: &Slot, router: &Router) -> Vec<Finished> {
         let started = self.each[i].calls.take();
         let Some(out) = &mut self.out else {
             unreachable!("only a chain that may call out starts calls");
         };
         out.waited = true;
-        super::calls::send_all(
+        let recorded: Option<Vec<(SpanId, String)>> = self.calls.is_recording().then(|| {
+            started
+                .iter()
+                .map(|c| (SpanId::random(), c.upstream.clone()))
+                .collect()
+        });
+        let spans: Option<Vec<SpanId>> = recorded
+            .as_ref()
+            .map(|r| r.iter().map(|(s, _)| *s).collect());
+        let begun = Instant::now();
+        let results = super::calls::send_all(
             router,
             out.peer,
             &out.carried,
             started,
-            Some(out.deadline),
+            (Some(out.deadline), spans.as_deref()),
             slot.stats(),
         )
-        .await
+        .await;
+        let mut finished = Vec::with_capacity(results.len());
+        let mut recorded = recorded.map(Vec::into_iter);
+        for (f, ended) in results {
+            if let Some((span, upstream)) = recorded.as_mut().and_then(Iterator::next) {
+                let (outcome, status) = match &f.outcome {
+                    Ok(a) => ("answered", Some(a.status)),
+                    Err(e) => (e.label(), None),
+                };
+                self.calls.call(
+                    span,
+                    (begun, ended),
+                    (&slot.name, &upstream),
+                    (outcome, status),
+                );
+            }
+            finished.push(f);
+        }
+        finished
     }
 
     /// The response phase over the head, for chains that may call out;

@@ -168,6 +168,28 @@ fn spans_of(r: &SpanRecord, out: &mut Vec<Span>) {
                 ],
                 (*outcome != "ok").then(|| error_status(outcome)).flatten(),
             ),
+            ChildKind::Call {
+                plugin,
+                upstream,
+                outcome,
+                status,
+            } => {
+                let mut a = vec![
+                    text("weir.plugin", plugin),
+                    text("weir.upstream", upstream),
+                    text("weir.call.outcome", outcome),
+                ];
+                if let Some(code) = status {
+                    a.push(int("http.response.status_code", i64::from(*code)));
+                }
+                let failed = *outcome != "answered" || status.is_some_and(|s| s >= 500);
+                (
+                    format!("plugin {plugin} call {upstream}"),
+                    SpanKind::Client,
+                    a,
+                    failed.then(|| error_status(outcome)).flatten(),
+                )
+            }
             ChildKind::Upstream {
                 upstream,
                 endpoint,

@@ -38,6 +38,15 @@ pub enum ChildKind {
         phase: &'static str,
         outcome: &'static str,
     },
+    /// One call a plugin made and waited for (`proxy::calls`): `outcome`
+    /// is `answered` or the call's error (`timeout`, `failed`, ...);
+    /// `status` when answered.
+    Call {
+        plugin: Arc<str>,
+        upstream: String,
+        outcome: &'static str,
+        status: Option<u16>,
+    },
     /// One try upstream (1-based `attempt`): `outcome` is `answered`,
     /// `not_sent`, `failed` or `stopped`; `status` when answered.
     Upstream {

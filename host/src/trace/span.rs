@@ -235,6 +235,45 @@ impl PluginCalls {
     }
 }
 
+impl PluginCalls {
+    /// Whether calls are recorded (the request is sampled and exported).
+    pub fn is_recording(&self) -> bool {
+        self.calls.is_some()
+    }
+
+    /// An outbound call plugin `plugin` made to `upstream` and waited for,
+    /// between `start` and `end`, as span `span_id` (the parent its
+    /// request was sent): `outcome` is `answered` (with the `status`) or
+    /// the call's error.
+    pub fn call(
+        &mut self,
+        span_id: SpanId,
+        (start, end): (Instant, Instant),
+        (plugin, upstream): (&Arc<str>, &str),
+        (outcome, status): (&'static str, Option<u16>),
+    ) {
+        let Some(calls) = &mut self.calls else {
+            return;
+        };
+        let kind = ChildKind::Call {
+            plugin: plugin.clone(),
+            upstream: upstream.to_owned(),
+            outcome,
+            status,
+        };
+        if calls.len() >= MAX_CHILD_SPANS {
+            self.dropped += 1;
+            return;
+        }
+        calls.push(Child {
+            span_id,
+            start,
+            end,
+            kind,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
