@@ -19,9 +19,9 @@
 //! (`super::calls`) and calls it again with their results, its instance
 //! back in the pool in between, so a request that does not wait pays for
 //! no future. The response phase of such a chain runs as a future when it
-//! has one ([`Scope::on_response_calling`]). Calls a phase started without waiting run beside the request
-//! and their results reach the plugin in the log task, before its log
-//! phase. A request dropped before its end (the client went away) aborts
+//! has one ([`Scope::on_response_calling`]). Calls a phase started without
+//! waiting run beside the request and their results reach the plugin in
+//! the log task, before its log phase. A request dropped before its end (the client went away) aborts
 //! the calls it waits on or started, and still runs the log phase, with
 //! status 499. A plugin without a `calls` list cannot start a call, so
 //! its `wait` is refused as an invalid answer.
