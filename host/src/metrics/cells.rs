@@ -64,68 +64,123 @@ impl<T: Send + Sync + Default> PerThread<T> {
     }
 }
 
-/// Upper bounds of the duration histograms, in seconds: from half a
-/// millisecond (a proxied request on loopback) to ten seconds (a slow
-/// upstream near a typical timeout); slower ones land in `+Inf`.
-pub const BOUNDS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-/// The same bounds in microseconds, for bucketing without floating point.
-const BOUNDS_US: [u64; 14] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 5_000_000, 10_000_000,
-];
-
-/// One thread's share of a duration histogram: a count per bucket (not
-/// cumulative; the last is `+Inf`) and the sum in microseconds.
-#[derive(Debug, Default)]
-pub struct Hist {
-    buckets: [Tally; BOUNDS.len() + 1],
-    sum_us: Tally,
+/// Where a duration histogram's buckets end: the upper bounds in
+/// seconds, as exposed, and the same in nanoseconds, for bucketing
+/// without floating point. `N` bounds make `N + 1` buckets, the last
+/// `+Inf`.
+#[derive(Debug)]
+pub struct Bounds<const N: usize> {
+    pub seconds: [f64; N],
+    pub nanos: [u64; N],
 }
 
-impl Hist {
+/// The bounds of the request and upstream duration histograms: from half
+/// a millisecond (a proxied request on loopback) to ten seconds (a slow
+/// upstream near a typical timeout); slower ones land in `+Inf`.
+pub const BOUNDS: Bounds<14> = Bounds {
+    seconds: [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ],
+    nanos: [
+        500_000,
+        1_000_000,
+        2_500_000,
+        5_000_000,
+        10_000_000,
+        25_000_000,
+        50_000_000,
+        100_000_000,
+        250_000_000,
+        500_000_000,
+        1_000_000_000,
+        2_500_000_000,
+        5_000_000_000,
+        10_000_000_000,
+    ],
+};
+
+/// One thread's share of a duration histogram with `N` bounds: a count
+/// per bucket (not cumulative) and the sum in nanoseconds (a plugin call
+/// of a microsecond or two would lose half its time rounded to whole
+/// microseconds).
+#[derive(Debug)]
+pub struct Hist<const N: usize = 14> {
+    buckets: [Tally; N],
+    /// The `+Inf` bucket.
+    over: Tally,
+    sum_ns: Tally,
+}
+
+impl<const N: usize> Default for Hist<N> {
+    fn default() -> Self {
+        Hist {
+            buckets: std::array::from_fn(|_| Tally::default()),
+            over: Tally::default(),
+            sum_ns: Tally::default(),
+        }
+    }
+}
+
+impl<const N: usize> Hist<N> {
     #[inline]
-    pub fn observe(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = BOUNDS_US.partition_point(|&b| b < us);
-        self.buckets[i].inc();
-        self.sum_us.add(us);
+    pub fn observe(&self, d: Duration, bounds: &Bounds<N>) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        match self.buckets.get(bounds.nanos.partition_point(|&b| b < ns)) {
+            Some(bucket) => bucket.inc(),
+            None => self.over.inc(),
+        }
+        self.sum_ns.add(ns);
     }
 }
 
 /// A histogram summed over threads, ready to encode.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct HistSum {
-    /// Count per bucket (not cumulative), `+Inf` last.
-    pub buckets: [u64; BOUNDS.len() + 1],
-    pub sum_us: u64,
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistSum<const N: usize = 14> {
+    /// Count per bucket (not cumulative).
+    pub buckets: [u64; N],
+    /// The `+Inf` bucket.
+    pub over: u64,
+    pub sum_ns: u64,
 }
 
-impl HistSum {
-    pub fn add(&mut self, h: &Hist) {
+impl<const N: usize> Default for HistSum<N> {
+    fn default() -> Self {
+        HistSum {
+            buckets: [0; N],
+            over: 0,
+            sum_ns: 0,
+        }
+    }
+}
+
+impl<const N: usize> HistSum<N> {
+    pub fn add(&mut self, h: &Hist<N>) {
         for (a, b) in self.buckets.iter_mut().zip(&h.buckets) {
             *a = a.wrapping_add(b.get());
         }
-        self.sum_us = self.sum_us.wrapping_add(h.sum_us.get());
+        self.over = self.over.wrapping_add(h.over.get());
+        self.sum_ns = self.sum_ns.wrapping_add(h.sum_ns.get());
     }
 
     pub fn count(&self) -> u64 {
-        self.buckets.iter().fold(0, |a, b| a.wrapping_add(*b))
+        self.buckets
+            .iter()
+            .fold(self.over, |a, b| a.wrapping_add(*b))
     }
 
     /// `(upper bound, count)` pairs as the encoder takes them.
-    pub fn pairs(&self) -> Vec<(f64, u64)> {
-        BOUNDS
+    pub fn pairs(&self, bounds: &Bounds<N>) -> Vec<(f64, u64)> {
+        bounds
+            .seconds
             .iter()
             .copied()
-            .chain([f64::INFINITY])
             .zip(self.buckets.iter().copied())
+            .chain([(f64::INFINITY, self.over)])
             .collect()
     }
 
     pub fn sum_seconds(&self) -> f64 {
-        self.sum_us as f64 / 1e6
+        self.sum_ns as f64 / 1e9
     }
 }
 
@@ -152,18 +207,21 @@ mod tests {
 
     #[test]
     fn durations_fall_in_the_first_bucket_at_or_above_them() {
-        let h = Hist::default();
-        h.observe(Duration::from_micros(500)); // le=0.0005
-        h.observe(Duration::from_micros(501)); // le=0.001
-        h.observe(Duration::from_secs(11)); // +Inf
+        let h: Hist = Hist::default();
+        h.observe(Duration::from_micros(500), &BOUNDS); // le=0.0005
+        h.observe(Duration::from_micros(501), &BOUNDS); // le=0.001
+        h.observe(Duration::from_secs(11), &BOUNDS); // +Inf
         let mut s = HistSum::default();
         s.add(&h);
         assert_eq!(s.buckets[0], 1);
         assert_eq!(s.buckets[1], 1);
-        assert_eq!(s.buckets[BOUNDS.len()], 1);
+        assert_eq!(s.over, 1);
         assert_eq!(s.count(), 3);
-        assert_eq!(s.sum_us, 500 + 501 + 11_000_000);
-        let pairs = s.pairs();
+        assert_eq!(s.sum_ns, (500 + 501 + 11_000_000) * 1000);
+        for (secs, ns) in BOUNDS.seconds.iter().zip(BOUNDS.nanos) {
+            assert_eq!((secs * 1e9).round() as u64, ns);
+        }
+        let pairs = s.pairs(&BOUNDS);
         assert_eq!(pairs.len(), 15);
         assert_eq!(pairs[14], (f64::INFINITY, 1));
     }

@@ -41,7 +41,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-pub use cells::{Hist, HistSum, PerThread, Tally};
+pub use cells::{BOUNDS, Bounds, Hist, HistSum, PerThread, Tally};
 pub use listener::ListenerStats;
 pub use route::{MethodClass, RouteStats};
 pub use upstream::{EndpointStats, UpstreamStats};
@@ -218,12 +218,13 @@ impl Out<'_> {
         Ok(())
     }
 
-    /// A histogram family of durations in seconds.
-    pub fn histogram<'l>(
+    /// A histogram family of durations in seconds, with `bounds`.
+    pub fn histogram<'l, const N: usize>(
         &mut self,
         name: &str,
         help: &str,
-        series: impl IntoIterator<Item = (Labels<'l>, HistSum)>,
+        bounds: &Bounds<N>,
+        series: impl IntoIterator<Item = (Labels<'l>, HistSum<N>)>,
     ) -> fmt::Result {
         let series: Vec<_> = series.into_iter().collect();
         if series.is_empty() {
@@ -233,17 +234,15 @@ impl Out<'_> {
             .0
             .encode_descriptor(name, help, None, MetricType::Histogram)?;
         for (labels, h) in &series {
-            encode_hist(fam.encode_family(labels)?, h)?;
+            fam.encode_family(labels)?.encode_histogram::<NoExemplar>(
+                h.sum_seconds(),
+                h.count(),
+                &h.pairs(bounds),
+                None,
+            )?;
         }
         Ok(())
     }
-}
-
-fn encode_hist(
-    mut enc: prometheus_client::encoding::MetricEncoder<'_>,
-    h: &HistSum,
-) -> fmt::Result {
-    enc.encode_histogram::<NoExemplar>(h.sum_seconds(), h.count(), &h.pairs(), None)
 }
 
 /// Histograms here carry no exemplars.

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use super::{Out, PerThread, Registry, Tally};
+use super::{Bounds, Hist, Out, PerThread, Registry, Tally};
 
 /// Longest name of a counter a plugin adds, in bytes.
 pub const MAX_COUNTER_NAME_BYTES: usize = 64;
@@ -152,49 +152,33 @@ impl Cause {
 /// these start far below the request histogram's (`super::cells::BOUNDS`,
 /// whose first bucket would hold nearly every call); `init` (instances
 /// made at start-up or after a trap) reaches the top ones.
-pub const CALL_BOUNDS: [f64; 16] = [
-    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
-    0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-];
-/// The same bounds in nanoseconds, for bucketing without floating point.
-const CALL_BOUNDS_NS: [u64; 16] = [
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    1_000_000_000,
-];
+pub const CALL_BOUNDS: Bounds<16> = Bounds {
+    seconds: [
+        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    ],
+    nanos: [
+        5_000,
+        10_000,
+        25_000,
+        50_000,
+        100_000,
+        250_000,
+        500_000,
+        1_000_000,
+        2_500_000,
+        5_000_000,
+        10_000_000,
+        25_000_000,
+        50_000_000,
+        100_000_000,
+        250_000_000,
+        1_000_000_000,
+    ],
+};
 
-/// One thread's share of a call duration histogram: a count per bucket
-/// (not cumulative; the last is `+Inf`) and the sum in nanoseconds (calls
-/// of a microsecond or two would lose half their time rounded to whole
-/// microseconds).
-#[derive(Debug, Default)]
-struct CallHist {
-    buckets: [Tally; CALL_BOUNDS.len() + 1],
-    sum_ns: Tally,
-}
-
-impl CallHist {
-    #[inline]
-    fn observe(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let i = CALL_BOUNDS_NS.partition_point(|&b| b < ns);
-        self.buckets[i].inc();
-        self.sum_ns.add(ns);
-    }
-}
+/// One thread's share of a call duration histogram.
+type CallHist = Hist<16>;
 
 /// One thread's counts for one plugin.
 #[derive(Debug, Default)]
@@ -388,7 +372,7 @@ impl PluginStats {
         let c = self.cells.local();
         c.calls[phase as usize][outcome as usize].inc();
         if let Some(took) = took {
-            c.duration[phase as usize].observe(took);
+            c.duration[phase as usize].observe(took, &CALL_BOUNDS);
         }
     }
 
@@ -399,7 +383,7 @@ impl PluginStats {
         let c = self.cells.local();
         c.calls[phase as usize][Outcome::Trap as usize].inc();
         if let Some(took) = took {
-            c.duration[phase as usize].observe(took);
+            c.duration[phase as usize].observe(took, &CALL_BOUNDS);
         }
         c.traps[cause as usize].inc();
     }

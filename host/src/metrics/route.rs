@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::{Family, Hist, HistSum, Out, PerThread, Registry, Tally};
+use super::{BOUNDS, Family, Hist, HistSum, Out, PerThread, Registry, Tally};
 
 /// The fixed set a request's method is counted under: the common methods
 /// by name, everything else (extension methods a client invents) as
@@ -105,7 +105,7 @@ impl RouteStats {
     pub fn record(&self, f: &Finished) {
         let c = self.cells.local();
         c.requests[f.method as usize][status_class(f.status)].inc();
-        c.duration.observe(f.duration);
+        c.duration.observe(f.duration, &BOUNDS);
         c.bytes_in.add(f.bytes_in);
         c.bytes_out.add(f.bytes_out);
     }
@@ -188,6 +188,7 @@ fn encode(routes: &Family<RouteStats>, out: &mut Out<'_>) -> fmt::Result {
     out.histogram(
         "weir_request_duration_seconds",
         "Time from a request's head received to its response's end, by route.",
+        &BOUNDS,
         durations,
     )?;
     out.counter(

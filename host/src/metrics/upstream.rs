@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::{Family, Hist, HistSum, Labels, Out, PerThread, Registry, Tally};
+use super::{BOUNDS, Family, Hist, HistSum, Labels, Out, PerThread, Registry, Tally};
 
 /// How one try on an endpoint ended: the fixed set of the `outcome`
 /// label.
@@ -129,7 +129,7 @@ impl EndpointStats {
     pub fn answered(&self, took: Duration) {
         let c = self.cells.local();
         c.tries[TryOutcome::Response as usize].inc();
-        c.to_head.observe(took);
+        c.to_head.observe(took, &BOUNDS);
     }
 
     /// A pool connection opened (not a health check's).
@@ -367,6 +367,7 @@ fn encode(shown: &[Shown], out: &mut Out<'_>) -> fmt::Result {
     out.histogram(
         "weir_upstream_response_head_duration_seconds",
         "Time from a try's start (connection included) to the endpoint's response head.",
+        &BOUNDS,
         to_head,
     )?;
     out.counter(

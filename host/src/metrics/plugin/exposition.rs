@@ -6,47 +6,16 @@
 use std::fmt;
 use std::sync::Arc;
 
-use prometheus_client::metrics::MetricType;
-
 use super::{
-    CALL_BOUNDS, CALL_OUTCOMES, CallHist, Cause, MAX_COUNTER_NAME_BYTES, MAX_COUNTERS, Outcome,
-    Phase, PluginStats, SlotReading, lock,
+    CALL_BOUNDS, CALL_OUTCOMES, Cause, MAX_COUNTER_NAME_BYTES, MAX_COUNTERS, Outcome, Phase,
+    PluginStats, SlotReading, lock,
 };
-use crate::metrics::{Family, Labels, NoExemplar, Out};
-
-/// A call duration histogram summed over threads.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct CallHistSum {
-    buckets: [u64; CALL_BOUNDS.len() + 1],
-    sum_ns: u64,
-}
-
-impl CallHistSum {
-    fn add(&mut self, h: &CallHist) {
-        for (a, b) in self.buckets.iter_mut().zip(&h.buckets) {
-            *a = a.wrapping_add(b.get());
-        }
-        self.sum_ns = self.sum_ns.wrapping_add(h.sum_ns.get());
-    }
-
-    fn count(&self) -> u64 {
-        self.buckets.iter().fold(0, |a, b| a.wrapping_add(*b))
-    }
-
-    fn pairs(&self) -> Vec<(f64, u64)> {
-        CALL_BOUNDS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(self.buckets.iter().copied())
-            .collect()
-    }
-}
+use crate::metrics::{Family, HistSum, Labels, Out};
 
 /// One plugin's series, summed over threads and slots at scrape time.
 struct Summed {
     calls: [[u64; Outcome::ALL.len()]; Phase::ALL.len()],
-    duration: [CallHistSum; Phase::ALL.len()],
+    duration: [HistSum<16>; Phase::ALL.len()],
     traps: [u64; Cause::ALL.len()],
     rejected: [u64; Phase::ALL.len()],
     skipped: u64,
@@ -152,10 +121,10 @@ pub(super) fn encode(plugins: &Family<PluginStats>, out: &mut Out<'_>) -> fmt::R
          weir_plugin_cpu_share_refusals.",
         calls,
     )?;
-    call_histogram(
-        out,
+    out.histogram(
         "weir_plugin_call_duration_seconds",
         "Time plugin calls ran, returned or trapped, by phase (init includes instantiating).",
+        &CALL_BOUNDS,
         durations,
     )?;
     out.counter(
@@ -285,28 +254,4 @@ pub(super) fn encode(plugins: &Family<PluginStats>, out: &mut Out<'_>) -> fmt::R
                 .map(|(name, v)| (vec![("plugin", *plugin), ("name", name.as_str())], *v))
         }),
     )
-}
-
-/// A histogram family with the call bounds ([`CALL_BOUNDS`]).
-fn call_histogram(
-    out: &mut Out<'_>,
-    name: &str,
-    help: &str,
-    series: Vec<(Labels<'_>, CallHistSum)>,
-) -> fmt::Result {
-    if series.is_empty() {
-        return Ok(());
-    }
-    let mut fam = out
-        .0
-        .encode_descriptor(name, help, None, MetricType::Histogram)?;
-    for (labels, h) in &series {
-        fam.encode_family(labels)?.encode_histogram::<NoExemplar>(
-            h.sum_ns as f64 / 1e9,
-            h.count(),
-            &h.pairs(),
-            None,
-        )?;
-    }
-    Ok(())
 }
