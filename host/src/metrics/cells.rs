@@ -74,30 +74,26 @@ pub struct Bounds<const N: usize> {
     pub nanos: [u64; N],
 }
 
+impl<const N: usize> Bounds<N> {
+    /// The bounds `seconds`, with their nanoseconds worked out (rounded)
+    /// at compile time.
+    pub const fn from_seconds(seconds: [f64; N]) -> Bounds<N> {
+        let mut nanos = [0u64; N];
+        let mut i = 0;
+        while i < N {
+            nanos[i] = (seconds[i] * 1e9 + 0.5) as u64;
+            i += 1;
+        }
+        Bounds { seconds, nanos }
+    }
+}
+
 /// The bounds of the request and upstream duration histograms: from half
 /// a millisecond (a proxied request on loopback) to ten seconds (a slow
 /// upstream near a typical timeout); slower ones land in `+Inf`.
-pub const BOUNDS: Bounds<14> = Bounds {
-    seconds: [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ],
-    nanos: [
-        500_000,
-        1_000_000,
-        2_500_000,
-        5_000_000,
-        10_000_000,
-        25_000_000,
-        50_000_000,
-        100_000_000,
-        250_000_000,
-        500_000_000,
-        1_000_000_000,
-        2_500_000_000,
-        5_000_000_000,
-        10_000_000_000,
-    ],
-};
+pub const BOUNDS: Bounds<14> = Bounds::from_seconds([
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+]);
 
 /// One thread's share of a duration histogram with `N` bounds: a count
 /// per bucket (not cumulative) and the sum in nanoseconds (a plugin call
@@ -218,9 +214,9 @@ mod tests {
         assert_eq!(s.over, 1);
         assert_eq!(s.count(), 3);
         assert_eq!(s.sum_ns, (500 + 501 + 11_000_000) * 1000);
-        for (secs, ns) in BOUNDS.seconds.iter().zip(BOUNDS.nanos) {
-            assert_eq!((secs * 1e9).round() as u64, ns);
-        }
+        assert_eq!(BOUNDS.nanos[0], 500_000);
+        assert_eq!(BOUNDS.nanos[2], 2_500_000);
+        assert_eq!(BOUNDS.nanos[13], 10_000_000_000);
         let pairs = s.pairs(&BOUNDS);
         assert_eq!(pairs.len(), 15);
         assert_eq!(pairs[14], (f64::INFINITY, 1));

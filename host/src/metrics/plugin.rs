@@ -152,30 +152,10 @@ impl Cause {
 /// these start far below the request histogram's (`super::cells::BOUNDS`,
 /// whose first bucket would hold nearly every call); `init` (instances
 /// made at start-up or after a trap) reaches the top ones.
-pub const CALL_BOUNDS: Bounds<16> = Bounds {
-    seconds: [
-        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-    ],
-    nanos: [
-        5_000,
-        10_000,
-        25_000,
-        50_000,
-        100_000,
-        250_000,
-        500_000,
-        1_000_000,
-        2_500_000,
-        5_000_000,
-        10_000_000,
-        25_000_000,
-        50_000_000,
-        100_000_000,
-        250_000_000,
-        1_000_000_000,
-    ],
-};
+pub const CALL_BOUNDS: Bounds<16> = Bounds::from_seconds([
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+]);
 
 /// One thread's share of a call duration histogram.
 type CallHist = Hist<16>;
