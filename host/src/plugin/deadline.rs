@@ -30,11 +30,16 @@
 //!
 //! The epoch ticker ([`Ticker`], one thread per engine) sleeps while no
 //! plugin runs: after a whole tick in which no call was armed and none
-//! ticked, it parks, and the next call to be armed wakes it. An idle
-//! gateway with plugins does not wake up 200 times a second. While a call
-//! runs, every tick reaches it (its epoch deadline is always the next
-//! tick), and each tick inside a call marks the engine busy, so the ticker
-//! cannot park under a call that is still running: see [`Activity`].
+//! ticked, it parks, and the next call to be armed wakes it. While a call
+//! runs, each tick that reaches it marks the engine busy, so the ticker
+//! does not park under it (see [`Activity`]). One case escapes that: a
+//! call's epoch deadline is set by wasmtime after the tick's callback
+//! returns, one tick past the epoch of that moment, so a call preempted
+//! between marking the engine and that return can find its next deadline
+//! one tick beyond the epoch the ticker parked at, and no tick would ever
+//! reach it. So a parked ticker still ticks once every [`PARKED_TICK`]:
+//! such a call is reached within that time (and then ticked as any other),
+//! and an idle gateway wakes about ten times a second instead of 200.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -53,6 +58,11 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 /// shortest deadline the configuration accepts is one tick. Without calls
 /// the ticker parks ([`Ticker`]).
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How often a parked ticker still ticks (see the module documentation):
+/// the most a call whose deadline a preemption pushed past the parked
+/// epoch runs on unticked.
+pub const PARKED_TICK: Duration = Duration::from_millis(100);
 
 /// Wall-clock cap, as a multiple of the CPU deadline.
 pub const WALL_FACTOR: u32 = 10;
@@ -80,10 +90,11 @@ pub enum Stop {
 /// when it is armed and at every tick inside it, then looks at `parked`
 /// and wakes the ticker if it is set. Both sides write one flag and then
 /// read the other, in one total order (`SeqCst`), so either the ticker
-/// sees the call or the call sees the parked ticker. A call cannot run
-/// unticked: its epoch deadline is always the next tick, so the tick
-/// before a park still reaches every call under way, which then marks
-/// `used` (and wakes the ticker) as soon as it runs again.
+/// sees the call or the call sees the parked ticker. A call under way is
+/// reached by the tick before a park and marks `used` (waking the ticker)
+/// as soon as it runs again, unless it was preempted inside that tick's
+/// callback long enough for its next deadline to land past the parked
+/// epoch: for that case the parked ticker ticks every [`PARKED_TICK`].
 #[derive(Debug, Default)]
 pub struct Activity {
     /// Some call was armed, or ticked, since the ticker last looked.
@@ -194,8 +205,16 @@ fn tick(engine: &Engine, a: &Activity) {
             a.parked.store(false, Ordering::SeqCst);
             continue;
         }
+        let parked_at = Instant::now();
         while a.parked.load(Ordering::SeqCst) && !a.stop.load(Ordering::SeqCst) {
-            std::thread::park();
+            let waited = parked_at.elapsed();
+            if waited >= PARKED_TICK {
+                // One tick anyway (the loop's next), then park again if
+                // no call is found.
+                a.parked.store(false, Ordering::SeqCst);
+                break;
+            }
+            std::thread::park_timeout(PARKED_TICK - waited);
         }
     }
 }

@@ -220,3 +220,61 @@ fn an_idle_ticker_parks_and_the_next_call_wakes_it() {
         .expect("every runaway call was stopped");
     assert!(parked(&rt), "parks again once the calls are over");
 }
+
+/// A call whose epoch deadline lies past the epoch its ticker parked at
+/// (what a call preempted inside a tick's callback ends up with: wasmtime
+/// sets the next deadline after the callback marked the engine busy) is
+/// still reached, by the parked ticker's own tick, and stopped at its
+/// deadline. Here the call is armed without marking the engine (as after
+/// that preemption) and its deadline set two ticks ahead while the ticker
+/// is parked; without the parked tick it would spin forever, so it runs
+/// on a thread of its own and the test fails instead of hanging.
+#[test]
+fn a_call_past_the_parked_epoch_is_still_reached_and_stopped() {
+    let rt = Arc::new(
+        Runtime::new(
+            Capacity {
+                instances: 2,
+                max_memory_bytes: 1 << 20,
+            },
+            None,
+        )
+        .unwrap(),
+    );
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while !rt.ticker.activity().parked() {
+        assert!(Instant::now() < give_up, "the idle ticker parks");
+        std::thread::sleep(MS);
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    let calls = rt.clone();
+    std::thread::spawn(move || {
+        let rt = calls;
+        let wasm = wat::parse_str(r#"(module (func (export "spin") (loop br 0)))"#).unwrap();
+        let module = wasmtime::Module::new(&rt.engine, &wasm).unwrap();
+        let mut store = Store::new(&rt.engine, rt.ticker.deadline());
+        let get: fn(&mut CpuDeadline) -> &mut CpuDeadline = |d| d;
+        install(&mut store, get);
+        let instance = wasmtime::Linker::<CpuDeadline>::new(&rt.engine)
+            .instantiate(&mut store, &module)
+            .unwrap();
+        let spin = instance
+            .get_typed_func::<(), ()>(&mut store, "spin")
+            .unwrap();
+        // Armed as a preempted callback leaves a call: the budget set,
+        // the engine not marked, the deadline two ticks ahead.
+        let d = store.data_mut();
+        d.budget = 20 * MS;
+        d.mark = None;
+        d.stopped = None;
+        store.set_epoch_deadline(2);
+        assert!(rt.ticker.activity().parked());
+        let r = spin.call(&mut store, ());
+        done.send(r.is_err() && store.data().stopped() == Some(Stop::Cpu))
+            .unwrap();
+    });
+    let stopped = finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a call past the parked epoch is reached by a tick");
+    assert!(stopped, "and stopped at its CPU deadline");
+}
