@@ -190,8 +190,14 @@ fn tick(engine: &Engine, a: &Activity) {
     // Set before the first park, so a call that finds the ticker parked
     // always finds whom to wake.
     a.thread.set(std::thread::current()).ok();
+    // A park that ran out its time ticks at once: it has waited longer
+    // than a tick already.
+    let mut probe = false;
     loop {
-        std::thread::sleep(EPOCH_TICK);
+        if !probe {
+            std::thread::sleep(EPOCH_TICK);
+        }
+        probe = false;
         if a.stop.load(Ordering::SeqCst) {
             return;
         }
@@ -209,9 +215,9 @@ fn tick(engine: &Engine, a: &Activity) {
         while a.parked.load(Ordering::SeqCst) && !a.stop.load(Ordering::SeqCst) {
             let waited = parked_at.elapsed();
             if waited >= PARKED_TICK {
-                // One tick anyway (the loop's next), then park again if
-                // no call is found.
+                // One tick anyway, then park again if no call is found.
                 a.parked.store(false, Ordering::SeqCst);
+                probe = true;
                 break;
             }
             std::thread::park_timeout(PARKED_TICK - waited);
