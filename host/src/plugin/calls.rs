@@ -79,6 +79,17 @@ pub struct Finished {
     pub outcome: Result<Answered, CallError>,
 }
 
+impl Finished {
+    /// How it ended, as the metrics and its span say it: `answered`, or
+    /// its error's [`CallError::label`].
+    pub fn label(&self) -> &'static str {
+        match &self.outcome {
+            Ok(_) => "answered",
+            Err(e) => e.label(),
+        }
+    }
+}
+
 /// A plugin's call policy: its `calls` list and bounds, and the count of
 /// its calls in flight (kept with the plugin's shared state, so every
 /// version and instance of the plugin counts against one bound).

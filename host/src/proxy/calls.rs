@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Version};
 use http_body_util::{BodyExt, Limited};
@@ -30,6 +30,7 @@ use crate::metrics::plugin::PluginStats;
 use crate::plugin::calls::{Answered, CallError, CallSpec, Finished};
 use crate::router::Router;
 use crate::trace::SpanId;
+use crate::trace::context::{TRACEPARENT, TRACESTATE};
 use crate::upstream::Upstream;
 
 /// What every call of a request carries from it: its id, and its trace
@@ -53,12 +54,7 @@ impl Carried {
             tracestate: headers.get(TRACESTATE).cloned(),
         }
     }
-}
 
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-
-impl Carried {
     /// The request's `traceparent` with `span` as the parent: a recorded
     /// call's own span. Only for a context Weir wrote itself (tracing on:
     /// version 00, fixed layout).
@@ -77,7 +73,7 @@ pub(super) async fn send_all(
     peer: SocketAddr,
     carried: &Carried,
     calls: Vec<CallSpec>,
-    (deadline, spans): (Option<Instant>, Option<&[SpanId]>),
+    (deadline, spans): (Instant, Option<&[SpanId]>),
     stats: &PluginStats,
 ) -> Vec<(Finished, Instant)> {
     let sends = calls.into_iter().enumerate().map(|(i, c)| {
@@ -100,10 +96,7 @@ pub(super) async fn send_all(
 
 /// Counts a finished call in its plugin's metrics.
 pub(super) fn count(stats: &PluginStats, r: &Finished) {
-    stats.called_out(match &r.outcome {
-        Ok(_) => "answered",
-        Err(e) => e.label(),
-    });
+    stats.called_out(r.label());
 }
 
 /// Sends one call. `upstream` is `None` when the configuration the request
@@ -113,7 +106,7 @@ pub(super) async fn send_one(
     peer: SocketAddr,
     carried: Carried,
     call: CallSpec,
-    deadline: Option<Instant>,
+    deadline: Instant,
 ) -> Finished {
     let (call_id, tag) = (call.id, call.tag.clone());
     let outcome = match upstream {
@@ -132,11 +125,8 @@ pub(super) async fn send_one(
 
 /// The call's time limit: its own, capped by what is left of the
 /// request's deadline.
-fn limit(own: Duration, deadline: Option<Instant>) -> Duration {
-    match deadline {
-        Some(d) => own.min(d.saturating_duration_since(Instant::now())),
-        None => own,
-    }
+fn limit(own: Duration, deadline: Instant) -> Duration {
+    own.min(deadline.saturating_duration_since(Instant::now()))
 }
 
 async fn answer(
@@ -144,7 +134,7 @@ async fn answer(
     peer: SocketAddr,
     carried: Carried,
     call: CallSpec,
-    deadline: Option<Instant>,
+    deadline: Instant,
 ) -> Result<Answered, CallError> {
     let CallSpec {
         method,

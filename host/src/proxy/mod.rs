@@ -332,7 +332,7 @@ async fn phases(
         return Ok(resp);
     }
     if !plugins.wants_response_body() {
-        if plugins.calls_out() && route.plugins.response {
+        if route.plugins.calls && route.plugins.response {
             return Box::pin(plugins.on_response_calling(&route.plugins, router, resp)).await;
         }
         return plugins.on_response(resp);

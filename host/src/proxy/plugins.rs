@@ -21,10 +21,11 @@
 //! no future. The response phase of such a chain runs as a future when it
 //! has one ([`Scope::on_response_calling`]). Calls a phase started without
 //! waiting run beside the request and their results reach the plugin in
-//! the log task, before its log phase. A request dropped before its end (the client went away) aborts
-//! the calls it waits on or started, and still runs the log phase, with
-//! status 499. A plugin without a `calls` list cannot start a call, so
-//! its `wait` is refused as an invalid answer.
+//! the log task, before its log phase. A request dropped before its end
+//! (the client went away) aborts the calls it waits on or started, and
+//! still runs the log phase, with status 499. A plugin without a `calls`
+//! list cannot start a call, so its `wait` is refused as an invalid
+//! answer.
 //!
 //! A failing plugin either fails the request (`failure = "closed"`: 500,
 //! or 503 when it could not be called: every instance busy, one being
@@ -212,15 +213,6 @@ fn steer_to(slot: &Slot, router: &Router, name: &str) -> Result<Arc<Upstream>, P
             plugin: slot.name.clone(),
             name: name.chars().take(128).collect(),
         })
-}
-
-/// What is left in a list of results once a plugin's were taken.
-fn placeholder() -> Finished {
-    Finished {
-        id: 0,
-        tag: String::new(),
-        outcome: Err(CallError::Failed(String::new())),
-    }
 }
 
 /// An empty request head, for phases after a request whose head was not
@@ -661,19 +653,14 @@ impl Scope {
             return;
         };
         let tasks = std::mem::take(&mut out.background);
-        let mut done: Vec<(usize, Finished)> = Vec::with_capacity(tasks.len());
+        let mut each: Vec<Vec<Finished>> = chain.slots.iter().map(|_| Vec::new()).collect();
         for t in tasks {
             let plugin = t.plugin;
             let f = t.finish().await;
             super::calls::count(chain.slots[plugin].stats(), &f);
-            done.push((plugin, f));
+            each[plugin].push(f);
         }
-        for (i, slot) in chain.slots.iter().enumerate() {
-            let results: Vec<Finished> = done
-                .iter_mut()
-                .filter(|(p, _)| *p == i)
-                .map(|(_, f)| std::mem::replace(f, placeholder()))
-                .collect();
+        for (i, (slot, results)) in chain.slots.iter().zip(each).enumerate() {
             if results.is_empty() {
                 continue;
             }
@@ -689,12 +676,6 @@ impl Scope {
                 tracing::warn!(plugin = &*f.plugin, request_id = ?self.id, reason = %f.kind, "background calls' results failed");
             }
         }
-    }
-
-    /// Whether the chain may call out (its request and response phases
-    /// then run as futures).
-    pub fn calls_out(&self) -> bool {
-        self.out.is_some()
     }
 
     /// What is left of `timeout` for the upstream: all of it, unless a
@@ -862,7 +843,7 @@ impl Scope {
                     out.peer,
                     out.carried.clone(),
                     call,
-                    Some(out.deadline),
+                    out.deadline,
                 )),
             });
         }
@@ -891,7 +872,7 @@ impl Scope {
             out.peer,
             &out.carried,
             started,
-            (Some(out.deadline), spans.as_deref()),
+            (out.deadline, spans.as_deref()),
             slot.stats(),
         )
         .await;
@@ -899,15 +880,12 @@ impl Scope {
         let mut recorded = recorded.map(Vec::into_iter);
         for (f, ended) in results {
             if let Some((span, upstream)) = recorded.as_mut().and_then(Iterator::next) {
-                let (outcome, status) = match &f.outcome {
-                    Ok(a) => ("answered", Some(a.status)),
-                    Err(e) => (e.label(), None),
-                };
+                let status = f.outcome.as_ref().ok().map(|a| a.status);
                 self.calls.call(
                     span,
                     (begun, ended),
                     (&slot.name, &upstream),
-                    (outcome, status),
+                    (f.label(), status),
                 );
             }
             finished.push(f);

@@ -153,6 +153,47 @@ fn real_calls_are_charged_for_cpu_not_for_time_off_it() {
     interrupted(r, store.data(), Stop::Wall);
 }
 
+/// An engine for the ticker tests below.
+fn small_runtime() -> Runtime {
+    Runtime::new(
+        Capacity {
+            instances: 2,
+            max_memory_bytes: 1 << 20,
+        },
+        None,
+    )
+    .unwrap()
+}
+
+/// Whether `rt`'s ticker parks within 5 s.
+fn parked(rt: &Runtime) -> bool {
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while !rt.ticker.activity().parked() {
+        if Instant::now() > give_up {
+            return false;
+        }
+        std::thread::sleep(MS);
+    }
+    true
+}
+
+/// A store of `rt` with its deadline installed, and its function that
+/// spins forever.
+fn spinner(rt: &Runtime) -> (Store<CpuDeadline>, wasmtime::TypedFunc<(), ()>) {
+    let wasm = wat::parse_str(r#"(module (func (export "spin") (loop br 0)))"#).unwrap();
+    let module = wasmtime::Module::new(&rt.engine, &wasm).unwrap();
+    let mut store = Store::new(&rt.engine, rt.ticker.deadline());
+    let get: fn(&mut CpuDeadline) -> &mut CpuDeadline = |d| d;
+    install(&mut store, get);
+    let instance = wasmtime::Linker::<CpuDeadline>::new(&rt.engine)
+        .instantiate(&mut store, &module)
+        .unwrap();
+    let spin = instance
+        .get_typed_func::<(), ()>(&mut store, "spin")
+        .unwrap();
+    (store, spin)
+}
+
 /// An engine without calls parks its ticker within a few ticks; a call
 /// armed then wakes it, the ticks inside a call keep it awake, and a
 /// runaway call is still stopped at its deadline (30 ms: six ticks).
@@ -160,43 +201,15 @@ fn real_calls_are_charged_for_cpu_not_for_time_off_it() {
 /// under a running call fails the test instead of hanging it.
 #[test]
 fn an_idle_ticker_parks_and_the_next_call_wakes_it() {
-    let rt = Arc::new(
-        Runtime::new(
-            Capacity {
-                instances: 2,
-                max_memory_bytes: 1 << 20,
-            },
-            None,
-        )
-        .unwrap(),
-    );
-    let parked = |rt: &Runtime| {
-        let give_up = Instant::now() + Duration::from_secs(5);
-        while !rt.ticker.activity().parked() {
-            if Instant::now() > give_up {
-                return false;
-            }
-            std::thread::sleep(MS);
-        }
-        true
-    };
+    let rt = Arc::new(small_runtime());
     assert!(parked(&rt), "the ticker of an engine without calls parks");
 
     let (done, finished) = std::sync::mpsc::channel();
     let calls = rt.clone();
     std::thread::spawn(move || {
         let rt = calls;
-        let wasm = wat::parse_str(r#"(module (func (export "spin") (loop br 0)))"#).unwrap();
-        let module = wasmtime::Module::new(&rt.engine, &wasm).unwrap();
-        let mut store = Store::new(&rt.engine, rt.ticker.deadline());
+        let (mut store, spin) = spinner(&rt);
         let get: fn(&mut CpuDeadline) -> &mut CpuDeadline = |d| d;
-        install(&mut store, get);
-        let instance = wasmtime::Linker::<CpuDeadline>::new(&rt.engine)
-            .instantiate(&mut store, &module)
-            .unwrap();
-        let spin = instance
-            .get_typed_func::<(), ()>(&mut store, "spin")
-            .unwrap();
         for _ in 0..3 {
             assert!(parked(&rt));
             // Only a call unparks the ticker, and this thread makes
@@ -231,36 +244,13 @@ fn an_idle_ticker_parks_and_the_next_call_wakes_it() {
 /// on a thread of its own and the test fails instead of hanging.
 #[test]
 fn a_call_past_the_parked_epoch_is_still_reached_and_stopped() {
-    let rt = Arc::new(
-        Runtime::new(
-            Capacity {
-                instances: 2,
-                max_memory_bytes: 1 << 20,
-            },
-            None,
-        )
-        .unwrap(),
-    );
-    let give_up = Instant::now() + Duration::from_secs(5);
-    while !rt.ticker.activity().parked() {
-        assert!(Instant::now() < give_up, "the idle ticker parks");
-        std::thread::sleep(MS);
-    }
+    let rt = Arc::new(small_runtime());
+    assert!(parked(&rt), "the idle ticker parks");
     let (done, finished) = std::sync::mpsc::channel();
     let calls = rt.clone();
     std::thread::spawn(move || {
         let rt = calls;
-        let wasm = wat::parse_str(r#"(module (func (export "spin") (loop br 0)))"#).unwrap();
-        let module = wasmtime::Module::new(&rt.engine, &wasm).unwrap();
-        let mut store = Store::new(&rt.engine, rt.ticker.deadline());
-        let get: fn(&mut CpuDeadline) -> &mut CpuDeadline = |d| d;
-        install(&mut store, get);
-        let instance = wasmtime::Linker::<CpuDeadline>::new(&rt.engine)
-            .instantiate(&mut store, &module)
-            .unwrap();
-        let spin = instance
-            .get_typed_func::<(), ()>(&mut store, "spin")
-            .unwrap();
+        let (mut store, spin) = spinner(&rt);
         // Armed as a preempted callback leaves a call: the budget set,
         // the engine not marked, the deadline two ticks ahead.
         let d = store.data_mut();
