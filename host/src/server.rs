@@ -188,6 +188,16 @@ impl Gateway {
     /// Binds and starts serving. Returns once every listener is accepting.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
         crate::metrics::process::mark_start();
+        // The fleet's store comes before the plugins, whose fleet policies
+        // use it. Redis being down does not stop start-up: each plugin's
+        // fleet_fallback answers until it is back.
+        let store = match &config.state.redis {
+            Some(r) => {
+                Some(crate::plugin::fleet::Store::start(r.clone()).map_err(StartError::Runtime)?)
+            }
+            None => None,
+        };
+        crate::plugin::fleet::install(store);
         // Plugins compile before anything binds: a missing or invalid
         // plugin stops start-up with the file and the reason.
         let (plugins, chains) = Plugins::load(&config).map_err(StartError::Plugins)?;
@@ -342,6 +352,9 @@ impl Gateway {
         if self.config.tracing != config.tracing {
             needs_restart.push("tracing".to_owned());
         }
+        if self.config.state != config.state {
+            needs_restart.push("state".to_owned());
+        }
         let admin = admin_on_reload(
             self.config.admin.as_ref(),
             config.admin.clone(),
@@ -351,6 +364,8 @@ impl Gateway {
         // Tracing stays what the listeners started with (`conn::Observe`),
         // so a later reload still names a change it did not apply.
         config.tracing = self.config.tracing.clone();
+        // So does the fleet's store (`plugin::fleet::install`).
+        config.state = self.config.state.clone();
         config.admin = admin;
         // Listener limits and worker count stay those the sockets run with.
         config.listeners = self.config.listeners.clone();

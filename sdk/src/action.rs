@@ -27,11 +27,13 @@ pub enum Action {
     Respond(Reply),
     /// Forward to this named upstream instead of the route's own.
     RouteTo(String),
-    /// Wait for the calls this phase call started
-    /// ([`Call::start`](crate::calls::Call::start));
+    /// Wait for the calls ([`Call::start`](crate::calls::Call::start)) and
+    /// the fleet operations that wait
+    /// ([`Started::Pending`](crate::fleet::Started::Pending)) this phase
+    /// call started;
     /// [`Plugin::on_request_calls`](crate::Plugin::on_request_calls) then
-    /// gets their results and decides. Without a call started, the gateway
-    /// refuses the answer (the plugin failed).
+    /// gets their results and decides. Without a call or such an operation
+    /// started, the gateway refuses the answer (the plugin failed).
     Wait,
 }
 
@@ -96,10 +98,11 @@ pub enum ResponseAction {
     /// Go on: the previous plugin in the chain, then the client.
     #[default]
     Continue,
-    /// Wait for the calls this phase call started;
+    /// Wait for the calls and the fleet operations that wait this phase
+    /// call started;
     /// [`Plugin::on_response_calls`](crate::Plugin::on_response_calls)
-    /// then gets their results. Without a call started, the gateway
-    /// refuses the answer (the plugin failed).
+    /// then gets their results. Without a call or such an operation
+    /// started, the gateway refuses the answer (the plugin failed).
     Wait,
 }
 

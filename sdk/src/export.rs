@@ -1,8 +1,9 @@
 //! The component's `guest` export: [`Guest`] implements the generated
 //! export for any [`Plugin`], keeping the one instance a component holds
 //! and the request, response and header-fields handles `init` received,
-//! and turning the phases' answers into the contract's. Compiled for Wasm
-//! only; [`export!`](crate::export!) names it.
+//! handing the phases the results of calls and fleet operations as the
+//! SDK's types, and turning the phases' answers into the contract's.
+//! Compiled for Wasm only; [`export!`](crate::export!) names it.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -12,8 +13,9 @@ use crate::action::{Action, BodyAction, Reply, ResponseAction};
 use crate::backend::HeaderFields;
 use crate::backend::{RequestRef, ResponseRef, WasmHead};
 use crate::bindings::exports::weir::plugin::guest;
-use crate::bindings::weir::plugin::{calls, types};
+use crate::bindings::weir::plugin::{calls, fleet, types};
 use crate::calls::CallResult;
+use crate::fleet::FleetResult;
 use crate::http::{Request, Response};
 use crate::phases::Phases;
 use crate::plugin::{Plugin, instantiate};
@@ -89,10 +91,13 @@ impl<P: Plugin> guest::Guest for Guest<P> {
         })
     }
 
-    fn on_request_calls(results: Vec<calls::CallResult>) -> types::Action {
-        let results = results_in(results);
+    fn on_request_calls(
+        results: Vec<calls::CallResult>,
+        fleet: Vec<fleet::FleetResult>,
+    ) -> types::Action {
+        let (results, fleet) = (results_in(results), fleet_in(fleet));
         with_heads::<P, _>(|p, req, resp| {
-            let action = p.on_request_calls(&mut Request::new(req), results);
+            let action = p.on_request_calls(&mut Request::new(req), results, fleet);
             action_out(resp, action)
         })
     }
@@ -113,13 +118,17 @@ impl<P: Plugin> guest::Guest for Guest<P> {
         })
     }
 
-    fn on_response_calls(results: Vec<calls::CallResult>) -> types::ResponseAction {
-        let results = results_in(results);
+    fn on_response_calls(
+        results: Vec<calls::CallResult>,
+        fleet: Vec<fleet::FleetResult>,
+    ) -> types::ResponseAction {
+        let (results, fleet) = (results_in(results), fleet_in(fleet));
         with_heads::<P, _>(|p, req, resp| {
             response_action_out(p.on_response_calls(
                 &Request::new(req),
                 &mut Response::new(resp),
                 results,
+                fleet,
             ))
         })
     }
@@ -130,9 +139,9 @@ impl<P: Plugin> guest::Guest for Guest<P> {
         })
     }
 
-    fn on_background_calls(results: Vec<calls::CallResult>) {
-        let results = results_in(results);
-        with_heads::<P, _>(|p, req, _| p.on_background_calls(&Request::new(req), results))
+    fn on_background_calls(results: Vec<calls::CallResult>, fleet: Vec<fleet::FleetResult>) {
+        let (results, fleet) = (results_in(results), fleet_in(fleet));
+        with_heads::<P, _>(|p, req, _| p.on_background_calls(&Request::new(req), results, fleet))
     }
 
     fn on_log(status: u16) {
@@ -161,6 +170,11 @@ fn response_action_out(action: ResponseAction) -> types::ResponseAction {
 /// The host's results as the SDK's.
 fn results_in(results: Vec<calls::CallResult>) -> Vec<CallResult> {
     results.into_iter().map(CallResult::from).collect()
+}
+
+/// The host's fleet results as the SDK's.
+fn fleet_in(fleet: Vec<fleet::FleetResult>) -> Vec<FleetResult> {
+    fleet.into_iter().map(FleetResult::from).collect()
 }
 
 /// The contract's flags for a plugin's [`Phases`].

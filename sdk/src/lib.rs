@@ -1,16 +1,17 @@
 //! The Weir plugin SDK: write a gateway plugin as a plain Rust type.
 //!
 //! A plugin is a type that implements [`Plugin`]; [`export!`] turns it into
-//! the `guest` interface of the `weir:plugin@0.8.0` WebAssembly component
+//! the `guest` interface of the `weir:plugin@0.9.0` WebAssembly component
 //! (the contract in `sdk/wit/weir.wit`). The SDK owns the translation between
 //! that contract and ordinary Rust types: [`Request`] and [`Response`] wrap
 //! the host's resources, [`Action`], [`BodyAction`] and [`ResponseAction`]
 //! are what the phases answer, [`calls`] starts HTTP calls to the gateway's
-//! upstreams and reads their results, and the modules [`context`],
-//! [`state`], [`log`], [`metrics`], [`time`] and [`random`] are the host's
-//! services. It does not own anything the gateway decides: limits, failure
-//! policy, instance pooling, sending calls and the order of plugins in a
-//! chain are the host's.
+//! upstreams and reads their results, [`fleet`] keeps counters and token
+//! buckets that every gateway of a fleet shares, and the modules
+//! [`context`], [`state`], [`log`], [`metrics`], [`time`] and [`random`]
+//! are the host's services. It does not own anything the gateway decides:
+//! limits, failure policy, instance pooling, sending calls, where fleet
+//! values live and the order of plugins in a chain are the host's.
 //!
 //! # Lifecycle
 //!
@@ -20,7 +21,8 @@
 //!          ┌───────────────────┘   then for every request the instance serves:
 //!          ▼
 //!    on_request ──► Action::Wait ──► on_request_calls ⟲ Wait
-//!          │◄───────────────────────────────┘   (the results of the calls it waited for)
+//!          │◄───────────────────────────────┘   (the results of the calls and fleet
+//!          │                                        operations it waited for)
 //!          │  Action::Respond ────────────────────────────────────────────┐
 //!          │  Action::Continue / Action::route_to(..)                     │
 //!          ▼                                                              │
@@ -37,7 +39,8 @@
 //!                                 │
 //!                                 ▼
 //!                         on_background_calls       off the critical path; only with
-//!                                 │                 results of calls not waited for
+//!                                 │                 results of calls or fleet operations
+//!                                 │                 not waited for
 //!                                 ▼
 //!                              on_log
 //! ```
@@ -50,13 +53,13 @@
 //! A short-circuit answer (`Respond`) skips the upstream and this plugin's
 //! response phases; `on_log` still runs.
 //!
-//! The phases that get the results of [`calls`] run whenever there are
-//! results, whatever [`Plugin::phases`] says: `on_request_calls` and
-//! `on_response_calls` after their phase answered `Wait` (the request
-//! waits for the calls that phase started, holding no instance, and the
-//! phase may wait again), and `on_background_calls` after the response
-//! was sent, with the results of the calls started by a phase that did not
-//! wait.
+//! The phases that get the results of [`calls`] and of the [`fleet`]
+//! operations that wait run whenever there are results, whatever
+//! [`Plugin::phases`] says: `on_request_calls` and `on_response_calls`
+//! after their phase answered `Wait` (the request waits for what that
+//! phase started, holding no instance, and the phase may wait again), and
+//! `on_background_calls` after the response was sent, with the results of
+//! what a phase that did not wait started.
 //!
 //! # Example
 //!
@@ -114,6 +117,7 @@ pub mod calls;
 pub mod context;
 #[cfg(target_family = "wasm")]
 mod export;
+pub mod fleet;
 mod http;
 mod limits;
 pub mod log;

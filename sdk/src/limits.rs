@@ -1,7 +1,8 @@
 //! The gateway's bounds on what a plugin keeps and writes through the host
-//! services, and on the calls it makes. They sit below both the services,
-//! which re-export them where plugins look for them
-//! ([`calls`](crate::calls), [`context`](crate::context), [`log`](crate::log),
+//! services, on the calls it makes and on its fleet operations. They sit
+//! below both the services, which re-export them where plugins look for
+//! them ([`calls`](crate::calls), [`context`](crate::context),
+//! [`fleet`](crate::fleet), [`log`](crate::log),
 //! [`metrics`](crate::metrics), [`random`](crate::random),
 //! [`state`](crate::state)), and the native test host, which enforces them.
 //! The bounds on headers and targets live in [`validate`](crate::validate),
@@ -365,4 +366,57 @@ pub mod calls {
     /// assert_eq!(weir_sdk::calls::MAX_CALL_TIMEOUT.as_secs(), 60);
     /// ```
     pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+/// Fleet-wide counters and token buckets: the bounds on one operation and
+/// on the operations one phase call may leave waiting.
+pub mod fleet {
+    /// The longest fleet key, in bytes (keys are at least 1 byte).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::fleet::{Increment, MAX_FLEET_KEY_BYTES};
+    /// assert!(Increment::new("k".repeat(MAX_FLEET_KEY_BYTES), 1).check().is_ok());
+    /// assert!(Increment::new("k".repeat(MAX_FLEET_KEY_BYTES + 1), 1).check().is_err());
+    /// assert!(Increment::new("", 1).check().is_err());
+    /// ```
+    pub const MAX_FLEET_KEY_BYTES: usize = 256;
+
+    /// The largest bucket capacity and refill rate (tokens per second) of
+    /// a fleet bucket; a capacity is at least 1.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::fleet::{Bucket, Take, MAX_FLEET_BUCKET};
+    /// let largest = Bucket { capacity: MAX_FLEET_BUCKET, refill_per_second: MAX_FLEET_BUCKET };
+    /// assert!(Take::new("k", largest, 1).check().is_ok());
+    /// let too_big = Bucket { capacity: MAX_FLEET_BUCKET + 1, refill_per_second: 1 };
+    /// assert!(Take::new("k", too_big, 1).check().is_err());
+    /// ```
+    pub const MAX_FLEET_BUCKET: u64 = 1_000_000_000;
+
+    /// The longest tag a fleet operation carries, in bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use weir_sdk::fleet::{Increment, MAX_FLEET_TAG_BYTES};
+    /// assert!(Increment::new("k", 1).tag("t".repeat(MAX_FLEET_TAG_BYTES)).check().is_ok());
+    /// assert!(Increment::new("k", 1).tag("t".repeat(MAX_FLEET_TAG_BYTES + 1)).check().is_err());
+    /// ```
+    pub const MAX_FLEET_TAG_BYTES: usize = 256;
+
+    /// The most fleet operations one phase call may start that wait
+    /// ([`Started::Pending`](crate::fleet::Started::Pending)); the next one
+    /// is refused with [`FleetError::Limit`](crate::fleet::FleetError::Limit).
+    /// Operations answered at once do not count.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(weir_sdk::fleet::MAX_FLEET_PENDING_PER_CALL, 16);
+    /// ```
+    pub const MAX_FLEET_PENDING_PER_CALL: usize = 16;
 }

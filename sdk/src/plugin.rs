@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::action::{Action, BodyAction, ResponseAction};
 use crate::calls::CallResult;
+use crate::fleet::FleetResult;
 use crate::http::{Request, Response};
 use crate::phases::Phases;
 
@@ -101,23 +102,28 @@ pub trait Plugin: Sized + 'static {
     /// go on, a [`Reply`](crate::Reply) made with [`Action::respond`] to
     /// answer the client now (authentication failures, rate limits),
     /// [`Action::route_to`] to send the request to another named upstream,
-    /// or [`Action::Wait`] to wait for the [calls](crate::calls) this call
-    /// started ([`Plugin::on_request_calls`] then decides).
+    /// or [`Action::Wait`] to wait for the [calls](crate::calls) and the
+    /// [fleet operations](crate::fleet) that wait this call started
+    /// ([`Plugin::on_request_calls`] then decides).
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {
         let _ = req;
         Action::Continue
     }
 
     /// After [`Plugin::on_request`] (or this phase) answered
-    /// [`Action::Wait`], once every call it started has finished: their
-    /// results, in the order they were started. Decides as `on_request`
-    /// does, and may start more calls and answer [`Action::Wait`] again.
-    /// Runs whenever the plugin waited, whatever [`Plugin::phases`] says.
+    /// [`Action::Wait`], once every call and every fleet operation that
+    /// waits ([`Started::Pending`](crate::fleet::Started::Pending)) it
+    /// started has finished: the calls' results and the operations'
+    /// results, each list in the order they were started. Decides as
+    /// `on_request` does, and may start more and answer [`Action::Wait`]
+    /// again. Runs whenever the plugin waited, whatever [`Plugin::phases`]
+    /// says.
     ///
     /// # Example
     ///
     /// ```
     /// use weir_sdk::calls::{Call, CallResult};
+    /// use weir_sdk::fleet::FleetResult;
     /// use weir_sdk::{Action, Plugin, Request};
     ///
     /// /// Asks two upstreams at once; the request goes on only if both agree.
@@ -137,7 +143,12 @@ pub trait Plugin: Sized + 'static {
     ///         }
     ///         Action::Wait
     ///     }
-    ///     fn on_request_calls(&mut self, _: &mut Request<'_>, results: Vec<CallResult>) -> Action {
+    ///     fn on_request_calls(
+    ///         &mut self,
+    ///         _: &mut Request<'_>,
+    ///         results: Vec<CallResult>,
+    ///         _: Vec<FleetResult>,
+    ///     ) -> Action {
     ///         let agree = |r: &CallResult| r.outcome.as_ref().is_ok_and(|resp| resp.is_success());
     ///         if results.iter().all(agree) {
     ///             Action::Continue
@@ -154,8 +165,13 @@ pub trait Plugin: Sized + 'static {
     ///     .answer_calls("policy-b", TestCallResponse::new(403));
     /// assert_eq!(host.run(TestRequest::get("/orders")).status(), 403);
     /// ```
-    fn on_request_calls(&mut self, req: &mut Request<'_>, results: Vec<CallResult>) -> Action {
-        let _ = (req, results);
+    fn on_request_calls(
+        &mut self,
+        req: &mut Request<'_>,
+        results: Vec<CallResult>,
+        fleet: Vec<FleetResult>,
+    ) -> Action {
+        let _ = (req, results, fleet);
         Action::Continue
     }
 
@@ -174,23 +190,26 @@ pub trait Plugin: Sized + 'static {
     /// and headers here; read what the request phase decided from
     /// [`context`](crate::context). Answer [`ResponseAction::Continue`],
     /// or [`ResponseAction::Wait`] to wait for the [calls](crate::calls)
-    /// this call started ([`Plugin::on_response_calls`] then gets their
-    /// results). Does not run when this plugin answered the request itself.
+    /// and the [fleet operations](crate::fleet) that wait this call started
+    /// ([`Plugin::on_response_calls`] then gets their results). Does not
+    /// run when this plugin answered the request itself.
     fn on_response(&mut self, req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
         let _ = (req, resp);
         ResponseAction::Continue
     }
 
     /// After [`Plugin::on_response`] (or this phase) answered
-    /// [`ResponseAction::Wait`], once every call it started has finished:
-    /// their results, in the order they were started. May change the
-    /// response, start more calls and wait again. Runs whenever the plugin
-    /// waited, whatever [`Plugin::phases`] says.
+    /// [`ResponseAction::Wait`], once every call and every fleet operation
+    /// that waits it started has finished: their results, each list in the
+    /// order they were started. May change the response, start more and
+    /// wait again. Runs whenever the plugin waited, whatever
+    /// [`Plugin::phases`] says.
     ///
     /// # Example
     ///
     /// ```
     /// use weir_sdk::calls::{Call, CallResult};
+    /// use weir_sdk::fleet::FleetResult;
     /// use weir_sdk::{Plugin, Request, Response, ResponseAction};
     ///
     /// /// Adds the upstream's owner, looked up per response.
@@ -212,6 +231,7 @@ pub trait Plugin: Sized + 'static {
     ///         _: &Request<'_>,
     ///         resp: &mut Response<'_>,
     ///         results: Vec<CallResult>,
+    ///         _: Vec<FleetResult>,
     ///     ) -> ResponseAction {
     ///         if let Ok(owner) = &results[0].outcome {
     ///             if let Some(team) = owner.text() {
@@ -233,8 +253,9 @@ pub trait Plugin: Sized + 'static {
         req: &Request<'_>,
         resp: &mut Response<'_>,
         results: Vec<CallResult>,
+        fleet: Vec<FleetResult>,
     ) -> ResponseAction {
-        let _ = (req, resp, results);
+        let _ = (req, resp, results, fleet);
         ResponseAction::Continue
     }
 
@@ -252,10 +273,11 @@ pub trait Plugin: Sized + 'static {
     }
 
     /// After the response was sent to the client, off the critical path:
-    /// the results of the calls this plugin started in the request without
-    /// waiting for them (from a phase that answered anything but `Wait`),
-    /// in the order they were started; before [`Plugin::on_log`]. Runs
-    /// only when there are such calls, whatever [`Plugin::phases`] says.
+    /// the results of the calls and of the fleet operations that wait this
+    /// plugin started in the request without waiting for them (from a
+    /// phase that answered anything but `Wait`), each list in the order
+    /// they were started; before [`Plugin::on_log`]. Runs only when there
+    /// are such results, whatever [`Plugin::phases`] says.
     /// Nothing done here can change the response, and the request's
     /// access-log line is written: for state, logs and metrics.
     ///
@@ -263,6 +285,7 @@ pub trait Plugin: Sized + 'static {
     ///
     /// ```
     /// use weir_sdk::calls::{Call, CallResult};
+    /// use weir_sdk::fleet::FleetResult;
     /// use weir_sdk::{Action, Plugin, Request};
     ///
     /// /// Reports every request to an audit service, without waiting.
@@ -277,7 +300,12 @@ pub trait Plugin: Sized + 'static {
     ///         let _ = Call::post("audit", "/events").body(req.path()).start();
     ///         Action::Continue
     ///     }
-    ///     fn on_background_calls(&mut self, _: &Request<'_>, results: Vec<CallResult>) {
+    ///     fn on_background_calls(
+    ///         &mut self,
+    ///         _: &Request<'_>,
+    ///         results: Vec<CallResult>,
+    ///         _: Vec<FleetResult>,
+    ///     ) {
     ///         if results.iter().any(|r| r.outcome.is_err()) {
     ///             weir_sdk::metrics::counter_add("audit_failed", 1);
     ///         }
@@ -292,8 +320,13 @@ pub trait Plugin: Sized + 'static {
     /// assert_eq!(host.run(TestRequest::get("/")).status(), 200);
     /// assert_eq!(host.counter("audit_failed"), 1);
     /// ```
-    fn on_background_calls(&mut self, req: &Request<'_>, results: Vec<CallResult>) {
-        let _ = (req, results);
+    fn on_background_calls(
+        &mut self,
+        req: &Request<'_>,
+        results: Vec<CallResult>,
+        fleet: Vec<FleetResult>,
+    ) {
+        let _ = (req, results, fleet);
     }
 
     /// After the response was sent to the client, off the critical path,

@@ -16,7 +16,7 @@ use crate::backend;
 pub use crate::limits::state::{
     MAX_BUCKET, MAX_BYTES, MAX_KEY_BYTES, MAX_KEYS, MAX_VALUE_BYTES, SWEEP_INTERVAL,
 };
-pub use crate::types::BucketOutcome;
+pub use crate::types::{Bucket, BucketOutcome};
 
 /// Reads a value.
 ///
@@ -92,23 +92,6 @@ pub fn increment(key: &str, delta: i64) -> Result<i64, String> {
 /// ```
 pub fn increment_with_ttl(key: &str, delta: i64, ttl: Duration) -> Result<i64, String> {
     backend::state_increment(key, delta, Some(millis(ttl)))
-}
-
-/// The shape of a token bucket: how many tokens it holds when full and how
-/// many it regains per second.
-///
-/// # Example
-///
-/// ```
-/// let bucket = weir_sdk::state::Bucket { capacity: 10, refill_per_second: 5 };
-/// # let _ = bucket;
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bucket {
-    /// Tokens in a full bucket (the burst size).
-    pub capacity: u64,
-    /// Tokens added per second, up to `capacity`.
-    pub refill_per_second: u64,
 }
 
 /// Atomically takes `cost` tokens from the bucket `key`, which the host

@@ -1,10 +1,11 @@
 //! Plain values that cross the seam between the host services and the host:
-//! a log line's [`Level`], a token bucket's [`BucketOutcome`] and a
-//! request's [`ClientCert`] (the contract's `log-level`, `bucket-outcome`
-//! and `client-cert`). They sit below both the
-//! services, which re-export them where plugins look for them
-//! ([`log`](crate::log), [`state`](crate::state)), and the two sides of the
-//! seam, which build and read them.
+//! a log line's [`Level`], a token bucket's shape ([`Bucket`]) and answer
+//! ([`BucketOutcome`]) and a request's [`ClientCert`] (the contract's
+//! `log-level`, `bucket-outcome` and `client-cert`; a bucket's shape is
+//! the `capacity` and `refill-per-second` of a take). They sit below both
+//! the services, which re-export them where plugins look for them
+//! ([`log`](crate::log), [`state`](crate::state), [`fleet`](crate::fleet)),
+//! and the two sides of the seam, which build and read them.
 
 use std::time::Duration;
 
@@ -29,7 +30,28 @@ pub enum Level {
     Error,
 }
 
-/// The answer of [`take_tokens`](crate::state::take_tokens).
+/// The shape of a token bucket: how many tokens it holds when full and how
+/// many it regains per second. The same for a bucket of this gateway
+/// ([`state::take_tokens`](crate::state::take_tokens)) and one of the
+/// fleet ([`fleet::take`](crate::fleet::take)).
+///
+/// # Example
+///
+/// ```
+/// let bucket = weir_sdk::state::Bucket { capacity: 10, refill_per_second: 5 };
+/// # let _ = bucket;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Tokens in a full bucket (the burst size).
+    pub capacity: u64,
+    /// Tokens added per second, up to `capacity`.
+    pub refill_per_second: u64,
+}
+
+/// The answer of a token-bucket take:
+/// [`state::take_tokens`](crate::state::take_tokens)'s, or a fleet
+/// bucket's ([`fleet::take`](crate::fleet::take)).
 ///
 /// # Example
 ///

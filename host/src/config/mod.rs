@@ -15,6 +15,7 @@ mod upstream;
 
 mod plugins;
 mod route;
+mod state;
 mod tls;
 mod trace;
 
@@ -37,6 +38,7 @@ pub use plugins::{
     limits as plugin_limits,
 };
 use raw::*;
+pub use state::{FleetFallback, FleetMode, RedisConfig, StateConfig, limits as state_limits};
 pub use tls::{
     CertPair, ClientAuth, HttpsRedirect, ListenerTls, MinVersion, UnknownSni, limits as tls_limits,
 };
@@ -117,6 +119,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// `[tracing]`: trace context and span export.
     pub tracing: TracingConfig,
+    /// `[state]`: where fleet-wide plugin state is kept.
+    pub state: StateConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,6 +384,14 @@ impl Validator<'_> {
             }
             None => TracingConfig::default(),
         };
+        let state = match &file.state {
+            Some(t) => {
+                let (raw, at) = self.section::<state::RawState>(t, "state".into());
+                raw.map(|r| self.state(r, &at)).unwrap_or_default()
+            }
+            None => StateConfig::default(),
+        };
+        self.fleet_needs_redis(&plugins, &state);
 
         Some(Config {
             path: self.file.clone(),
@@ -402,6 +414,7 @@ impl Validator<'_> {
             routes,
             plugins,
             tracing,
+            state,
         })
     }
 

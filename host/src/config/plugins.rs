@@ -11,6 +11,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{RawPluginRef, RawPluginSettings, RawPlugins};
+use super::state::{FleetFallback, FleetMode};
 use super::{At, Problem, RouteConfig, Validator, field};
 
 /// Bounds and defaults of the plugin settings (docs/plugins.md lists them).
@@ -147,6 +148,10 @@ pub struct PluginSettings {
     pub cpu_window: Duration,
     /// Outbound calls: where to, and their bounds.
     pub calls: CallSettings,
+    /// How its `fleet` operations are kept.
+    pub fleet: FleetMode,
+    /// What they do while Redis cannot be reached.
+    pub fleet_fallback: FleetFallback,
 }
 
 impl Default for PluginSettings {
@@ -162,6 +167,8 @@ impl Default for PluginSettings {
             cpu_share_percent: limits::DEFAULT_CPU_SHARE_PERCENT,
             cpu_window: limits::DEFAULT_CPU_WINDOW,
             calls: CallSettings::default(),
+            fleet: FleetMode::Local,
+            fleet_fallback: FleetFallback::Local,
         }
     }
 }
@@ -430,8 +437,12 @@ impl Validator<'_> {
             );
         }
         let calls = self.call_settings(&raw, at, upstreams);
+        let (fleet, fleet_fallback) =
+            self.fleet_settings(raw.fleet.as_deref(), raw.fleet_fallback.as_deref(), at);
         PluginSettings {
             calls,
+            fleet,
+            fleet_fallback,
             deadline,
             memory_bytes: memory as usize,
             max_instances,

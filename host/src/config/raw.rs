@@ -38,6 +38,9 @@ pub struct RawFile {
     /// `[tracing]`, read in `config/trace.rs`.
     #[serde(default)]
     pub tracing: Option<Spanned<toml::Table>>,
+    /// `[state]`, read in `config/state.rs`.
+    #[serde(default)]
+    pub state: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -313,6 +316,10 @@ pub struct RawPluginSettings {
     pub max_calls_per_request: Option<u32>,
     pub max_calls_in_flight: Option<usize>,
     pub max_call_body_bytes: Option<ByteSize>,
+    /// How its `fleet` operations are kept: `local`, `sync` or `strict`.
+    pub fleet: Option<String>,
+    /// What they do while Redis cannot be reached: `local` or `closed`.
+    pub fleet_fallback: Option<String>,
 }
 
 /// `{ name = "api-key", config = { ... } }` in a chain.

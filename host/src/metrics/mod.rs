@@ -24,6 +24,7 @@
 
 pub mod access_log;
 pub mod cells;
+pub mod fleet;
 pub mod listener;
 pub mod plugin;
 pub mod process;
@@ -101,6 +102,8 @@ pub struct Registry {
     pub access_log: PerThread<access_log::AccessLogCells>,
     /// Span export (`[tracing.otlp]`).
     pub trace: trace::TraceStats,
+    /// Fleet state (`[state] backend = "redis"`).
+    pub fleet: fleet::FleetStats,
     /// The stats of requests no route matched, kept at hand.
     no_route: OnceLock<Arc<RouteStats>>,
 }
@@ -161,6 +164,7 @@ impl Collector for Scrape {
         reg.plugins_section(&mut out)?;
         access_log::encode(&reg.access_log, &mut out)?;
         reg.trace_section(&mut out)?;
+        reg.fleet_section(&mut out)?;
         process::encode(&mut out)?;
         Ok(())
     }

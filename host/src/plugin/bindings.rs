@@ -19,6 +19,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use weir::plugin::calls::{CallResponse, CallResult};
+pub use weir::plugin::fleet::FleetResult;
 pub use weir::plugin::types::{
     Action, BodyAction, BucketOutcome, Capabilities, LogLevel, ResponseAction,
 };
@@ -27,7 +28,7 @@ pub use weir::plugin::types::{
 /// the names below are built from it.
 macro_rules! contract_version {
     (minor) => {
-        "0.8."
+        "0.9."
     };
     () => {
         concat!(contract_version!(minor), "0")
@@ -35,7 +36,7 @@ macro_rules! contract_version {
 }
 
 /// The contract this gateway speaks; a plugin must import and export
-/// `weir:plugin/*` at a semver-compatible version (0.8.x).
+/// `weir:plugin/*` at a semver-compatible version (0.9.x).
 pub const CONTRACT: &str = concat!("weir:plugin@", contract_version!());
 /// The contract's `http` interface, as components import it.
 pub const HTTP_INTERFACE: &str = concat!("weir:plugin/http@", contract_version!());

@@ -23,6 +23,7 @@ use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 
+use super::fleet::{self, FleetDone, FleetOp, FleetPolicy};
 use crate::config::CallSettings;
 
 /// Longest tag a call carries back to the plugin, in bytes.
@@ -90,6 +91,14 @@ impl Finished {
     }
 }
 
+/// What a phase call waited for, finished: its calls' results and its
+/// `strict` fleet operations' answers, each in the order they started.
+#[derive(Debug, Default)]
+pub struct Waited {
+    pub calls: Vec<Finished>,
+    pub fleet: Vec<FleetDone>,
+}
+
 /// A plugin's call policy: its `calls` list and bounds, and the count of
 /// its calls in flight (kept with the plugin's shared state, so every
 /// version and instance of the plugin counts against one bound).
@@ -149,12 +158,16 @@ pub struct CallSpec {
 pub struct RequestCalls {
     /// Calls started in the phase call under way (or just ended), in order.
     pub started: Vec<CallSpec>,
+    /// `strict` fleet operations started in it, in order.
+    pub fleet: Vec<FleetOp>,
     /// Whether the phase call under way may start calls.
     pub open: bool,
     /// The request's deadline, when the request may make calls.
     pub deadline: Option<Instant>,
-    /// Calls started so far in the request, also the next id.
+    /// Calls started so far in the request.
     count: u32,
+    /// The next id of a call or fleet operation.
+    ids: u32,
 }
 
 impl RequestCalls {
@@ -169,6 +182,42 @@ impl RequestCalls {
     /// The calls the phase call started, taken.
     pub fn take(&mut self) -> Vec<CallSpec> {
         std::mem::take(&mut self.started)
+    }
+
+    /// The fleet operations the phase call started, taken.
+    pub fn take_fleet(&mut self) -> Vec<FleetOp> {
+        std::mem::take(&mut self.fleet)
+    }
+
+    /// Whether the phase call started anything to wait for.
+    pub fn any_started(&self) -> bool {
+        !self.started.is_empty() || !self.fleet.is_empty()
+    }
+
+    /// `fleet.take` and `fleet.increment`: answered by `policy`, or
+    /// numbered and kept to be waited for.
+    pub fn start_fleet(
+        &mut self,
+        policy: &FleetPolicy,
+        op: fleet::Op,
+        tag: String,
+    ) -> Result<fleet::Started, fleet::FleetError> {
+        match policy.start(self.open, self.fleet.len(), op, tag)? {
+            fleet::Decision::Done(a) => Ok(fleet::Started::Done(a)),
+            fleet::Decision::Wait(mut op) => {
+                let id = self.next_id();
+                op.id = id;
+                self.fleet.push(op);
+                Ok(fleet::Started::Pending(id))
+            }
+        }
+    }
+
+    /// An id for a call or fleet operation, unique within the request.
+    fn next_id(&mut self) -> u32 {
+        let id = self.ids;
+        self.ids = self.ids.wrapping_add(1);
+        id
     }
 }
 
@@ -258,7 +307,7 @@ pub fn start(
     let timeout = asked.timeout_ms.map_or(s.timeout, |ms| {
         Duration::from_millis(ms.into()).min(s.timeout)
     });
-    let id = calls.count;
+    let id = calls.next_id();
     calls.count += 1;
     calls.started.push(CallSpec {
         id,

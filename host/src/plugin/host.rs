@@ -18,12 +18,13 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::weir::plugin::{calls as wcalls, host, http as whttp, types};
+use super::bindings::weir::plugin::{calls as wcalls, fleet as wfleet, host, http as whttp, types};
 use super::bindings::{
     BucketOutcome, FieldsHandle, LogLevel, REQUEST_FIELDS_REP, RequestHandle, ResponseHandle,
 };
 use super::calls::{self, CallPolicy, RequestCalls};
 use super::deadline::CpuDeadline;
+use super::fleet::{self, FleetPolicy};
 use super::log_fields::LogFields;
 use super::reserved::reserved;
 use super::state::Namespace;
@@ -296,6 +297,8 @@ pub struct StoreData {
     pub(crate) call: Call,
     /// What the plugin may call out to, and the bounds on its calls.
     pub(crate) call_policy: Arc<CallPolicy>,
+    /// How the plugin's fleet operations are kept.
+    pub(crate) fleet_policy: Arc<FleetPolicy>,
     /// The CPU deadline of the call under way.
     pub(crate) deadline: CpuDeadline,
     wasi: WasiCtx,
@@ -310,9 +313,11 @@ impl StoreData {
         limits: StoreLimits,
         deadline: CpuDeadline,
         call_policy: Arc<CallPolicy>,
+        fleet_policy: Arc<FleetPolicy>,
     ) -> StoreData {
         StoreData {
             call_policy,
+            fleet_policy,
             plugin,
             state,
             stats,
@@ -557,6 +562,65 @@ pub(crate) fn call_error(e: calls::CallError) -> wcalls::CallError {
         E::Timeout => wcalls::CallError::Timeout,
         E::TooLarge(n) => wcalls::CallError::TooLarge(n),
         E::Failed(m) => wcalls::CallError::Failed(m),
+    }
+}
+
+impl wfleet::Host for StoreData {
+    fn take(
+        &mut self,
+        key: String,
+        capacity: u64,
+        refill_per_second: u64,
+        cost: u64,
+        tag: String,
+    ) -> wasmtime::Result<Result<wfleet::Started, wfleet::FleetError>> {
+        let op = fleet::Op::Take {
+            key,
+            capacity,
+            refill_per_second,
+            cost,
+        };
+        Ok(self.fleet(op, tag))
+    }
+
+    fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+        tag: String,
+    ) -> wasmtime::Result<Result<wfleet::Started, wfleet::FleetError>> {
+        let op = fleet::Op::Increment { key, delta, ttl_ms };
+        Ok(self.fleet(op, tag))
+    }
+}
+
+impl StoreData {
+    fn fleet(&mut self, op: fleet::Op, tag: String) -> Result<wfleet::Started, wfleet::FleetError> {
+        match self.call.calls.start_fleet(&self.fleet_policy, op, tag) {
+            Ok(fleet::Started::Done(a)) => Ok(wfleet::Started::Done(fleet_answer(a))),
+            Ok(fleet::Started::Pending(id)) => Ok(wfleet::Started::Pending(id)),
+            Err(e) => Err(fleet_error(e)),
+        }
+    }
+}
+
+pub(crate) fn fleet_answer(a: fleet::Answer) -> wfleet::FleetAnswer {
+    match a {
+        fleet::Answer::Bucket(b) => wfleet::FleetAnswer::Bucket(BucketOutcome {
+            allowed: b.allowed,
+            remaining: b.remaining,
+            retry_after_ms: b.retry_after_ms,
+        }),
+        fleet::Answer::Counter(n) => wfleet::FleetAnswer::Counter(n),
+    }
+}
+
+pub(crate) fn fleet_error(e: fleet::FleetError) -> wfleet::FleetError {
+    match e {
+        fleet::FleetError::Invalid(m) => wfleet::FleetError::Invalid(m),
+        fleet::FleetError::Limit(m) => wfleet::FleetError::Limit(m),
+        fleet::FleetError::Unavailable(m) => wfleet::FleetError::Unavailable(m),
     }
 }
 

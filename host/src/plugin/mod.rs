@@ -22,6 +22,7 @@ pub mod breaker;
 pub mod calls;
 mod deadline;
 mod engine;
+pub mod fleet;
 pub mod host;
 mod hot;
 mod load;
@@ -39,7 +40,7 @@ use std::time::SystemTime;
 
 use crate::config::{Config, PluginRef, PluginsConfig};
 pub use bindings::CONTRACT;
-pub use calls::{CallError, CallSpec, Finished, RequestCalls};
+pub use calls::{CallError, CallSpec, Finished, RequestCalls, Waited};
 pub use deadline::EPOCH_TICK;
 pub use engine::{CacheStats, Capacity, Runtime, Tier};
 pub use host::Context;
@@ -65,8 +66,9 @@ pub struct Chain {
     /// nor (for the log phase) spawns a task.
     pub response: bool,
     pub log: bool,
-    /// Whether any plugin may call out (`[plugin_limits.NAME] calls`):
-    /// only then does a request note its deadline for the calls.
+    /// Whether a request may wait on a plugin's operations (outbound
+    /// calls, `[plugin_limits.NAME] calls`, or `strict` fleet
+    /// operations): only then does a request note its deadline for them.
     pub calls: bool,
 }
 
@@ -112,6 +114,8 @@ pub struct Plugins {
     versions: HashMap<String, Arc<Compiled>>,
     /// Shared state per plugin name; kept across deploys and reloads.
     namespaces: HashMap<String, Arc<Namespace>>,
+    /// Fleet state per plugin name; kept like `namespaces`.
+    fleets: HashMap<String, Arc<fleet::PluginFleet>>,
     /// One slot per (plugin, configuration), shared by every chain that
     /// names that pair: the global chain's slots serve every route.
     slots: HashMap<PluginRef, Arc<Slot>>,
@@ -185,6 +189,7 @@ impl Plugins {
             baseline: None,
             versions: HashMap::new(),
             namespaces: HashMap::new(),
+            fleets: HashMap::new(),
             slots: HashMap::new(),
             routes: config
                 .routes
@@ -222,6 +227,8 @@ impl Plugins {
                     next.versions.insert((*name).to_owned(), version);
                     let ns = self.namespaces.get(*name).cloned().unwrap_or_default();
                     next.namespaces.insert((*name).to_owned(), ns);
+                    let fleet = self.fleets.get(*name).cloned().unwrap_or_default();
+                    next.fleets.insert((*name).to_owned(), fleet);
                 }
                 Err(e) => errors.push(e),
             }
@@ -443,6 +450,7 @@ impl Plugins {
             version,
             r.config.clone(),
             self.namespaces[&r.name].clone(),
+            self.fleets[&r.name].clone(),
             pc.max_request_body_bytes.max(pc.max_response_body_bytes),
             warm,
         )
@@ -467,7 +475,7 @@ impl Plugins {
                     chain.response_body |= slot.caps.response_body;
                     chain.response |= slot.caps.response;
                     chain.log |= slot.caps.log;
-                    chain.calls |= slot.calls_out();
+                    chain.calls |= slot.may_wait();
                     chain.slots.push(slot);
                 }
                 Arc::new(chain)

@@ -45,8 +45,9 @@ use wasmtime::{Store, StoreLimitsBuilder};
 
 use super::bindings::{self, REQUEST_FIELDS_REP, REQUEST_REP, RESPONSE_FIELDS_REP, RESPONSE_REP};
 use super::breaker::{Admit, Breaker, BreakerSettings, BreakerStats, Outcome};
-use super::calls::{CallPolicy, Finished, RequestCalls};
+use super::calls::{CallPolicy, RequestCalls, Waited};
 use super::deadline::{self, CpuDeadline, Stop};
+use super::fleet::{FleetPolicy, PluginFleet};
 use super::host::{self, Context, StoreData};
 use super::load::Compiled;
 use super::log_fields::LogFields;
@@ -209,6 +210,8 @@ struct Maker {
     live: Arc<AtomicUsize>,
     /// What the plugin may call out to; every store of the slot shares it.
     calls: Arc<CallPolicy>,
+    /// How its fleet operations are kept; shared likewise.
+    fleet: Arc<FleetPolicy>,
 }
 
 /// What a slot shares with its background re-make.
@@ -380,6 +383,7 @@ impl Slot {
         compiled: Arc<Compiled>,
         config: String,
         state: Arc<Namespace>,
+        fleet: Arc<PluginFleet>,
         body_cap: usize,
         warm: usize,
     ) -> Result<Slot, Failure> {
@@ -397,8 +401,15 @@ impl Slot {
             s.calls.clone(),
             state.calls_in_flight.clone(),
         ));
+        let fleet = Arc::new(FleetPolicy::new(
+            compiled.name.clone(),
+            s.fleet,
+            s.fleet_fallback,
+            fleet,
+        ));
         let maker = Arc::new(Maker {
             calls,
+            fleet,
             name: compiled.name.clone(),
             config,
             state,
@@ -512,6 +523,7 @@ impl Maker {
             limits,
             compiled.runtime.ticker.deadline(),
             self.calls.clone(),
+            self.fleet.clone(),
         );
         let mut store = Store::new(&compiled.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -665,10 +677,10 @@ impl Slot {
         self.maker.live.load(Ordering::Acquire)
     }
 
-    /// Whether the plugin may call out at all (its `calls` list is not
-    /// empty).
-    pub fn calls_out(&self) -> bool {
-        self.maker.calls.any()
+    /// Whether a request may wait on the plugin's operations: outbound
+    /// calls (its `calls` list is not empty) or `strict` fleet operations.
+    pub fn may_wait(&self) -> bool {
+        self.maker.calls.any() || self.maker.fleet.waits()
     }
 
     /// The version this slot serves.
@@ -856,15 +868,12 @@ impl Slot {
 
     /// The request phase again, with the results of the calls it waited
     /// for.
-    pub fn on_request_calls(
-        &self,
-        io: &mut Io<'_>,
-        results: Vec<Finished>,
-    ) -> Result<Action, Failure> {
+    pub fn on_request_calls(&self, io: &mut Io<'_>, waited: Waited) -> Result<Action, Failure> {
         let phase = Phase::RequestCalls;
-        let results = contract_results(results);
+        let (results, fleet) = contract_results(waited);
         let (action, answer) = self.call_answering(phase, io, |g, s| {
-            g.weir_plugin_guest().call_on_request_calls(s, &results)
+            g.weir_plugin_guest()
+                .call_on_request_calls(s, &results, &fleet)
         })?;
         self.action(phase, io, action, answer)
     }
@@ -888,7 +897,7 @@ impl Slot {
 
     /// A `wait` answer: valid only when the call started calls to wait for.
     fn wait(&self, phase: Phase, io: &mut Io<'_>) -> Result<(), Failure> {
-        if io.calls.started.is_empty() {
+        if !io.calls.any_started() {
             return Err(self.invalid(
                 phase,
                 "`wait` without a call started in this phase: there is nothing to wait for".into(),
@@ -919,15 +928,12 @@ impl Slot {
 
     /// The response phase again, with the results of the calls it waited
     /// for.
-    pub fn on_response_calls(
-        &self,
-        io: &mut Io<'_>,
-        results: Vec<Finished>,
-    ) -> Result<Flow, Failure> {
+    pub fn on_response_calls(&self, io: &mut Io<'_>, waited: Waited) -> Result<Flow, Failure> {
         let phase = Phase::ResponseCalls;
-        let results = contract_results(results);
+        let (results, fleet) = contract_results(waited);
         let flow = self.call(phase, io, |g, s| {
-            g.weir_plugin_guest().call_on_response_calls(s, &results)
+            g.weir_plugin_guest()
+                .call_on_response_calls(s, &results, &fleet)
         })?;
         self.flow(phase, io, flow)
     }
@@ -946,14 +952,11 @@ impl Slot {
 
     /// The results of the calls the plugin started without waiting, after
     /// the response was sent.
-    pub fn on_background_calls(
-        &self,
-        io: &mut Io<'_>,
-        results: Vec<Finished>,
-    ) -> Result<(), Failure> {
-        let results = contract_results(results);
+    pub fn on_background_calls(&self, io: &mut Io<'_>, waited: Waited) -> Result<(), Failure> {
+        let (results, fleet) = contract_results(waited);
         self.call(Phase::BackgroundCalls, io, |g, s| {
-            g.weir_plugin_guest().call_on_background_calls(s, &results)
+            g.weir_plugin_guest()
+                .call_on_background_calls(s, &results, &fleet)
         })
     }
 
@@ -1100,8 +1103,18 @@ pub enum Flow {
 }
 
 /// Finished calls in the contract's terms.
-fn contract_results(results: Vec<Finished>) -> Vec<bindings::CallResult> {
-    results
+fn contract_results(waited: Waited) -> (Vec<bindings::CallResult>, Vec<bindings::FleetResult>) {
+    let fleet = waited
+        .fleet
+        .into_iter()
+        .map(|f| bindings::FleetResult {
+            id: f.id,
+            tag: f.tag,
+            outcome: f.outcome.map(host::fleet_answer).map_err(host::fleet_error),
+        })
+        .collect();
+    let calls = waited
+        .calls
         .into_iter()
         .map(|f| bindings::CallResult {
             id: f.id,
@@ -1115,7 +1128,8 @@ fn contract_results(results: Vec<Finished>) -> Vec<bindings::CallResult> {
                 })
                 .map_err(host::call_error),
         })
-        .collect()
+        .collect();
+    (calls, fleet)
 }
 
 /// The request-body phase's answer.

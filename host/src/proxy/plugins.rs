@@ -48,9 +48,10 @@ use super::error::ProxyError;
 use super::response::ResponseBody;
 use crate::body::RequestBody;
 use crate::config::FailurePolicy;
+use crate::plugin::fleet::{FleetDone, FleetError, FleetOp};
 use crate::plugin::{
     Action, BodyAction, CallError, Chain, Context, Failure, Finished, Flow, Instance, Io,
-    LogFields, RequestCalls, Slot,
+    LogFields, RequestCalls, Slot, Waited,
 };
 use crate::router::{Route, Router};
 use crate::trace::{PluginCalls, SpanId};
@@ -127,31 +128,54 @@ struct Outbound {
     background: Vec<Background>,
 }
 
-/// A call running beside its request; aborted when dropped before it
-/// finished, so none outlives the request.
+/// A call or `strict` fleet operation running beside its request;
+/// aborted when dropped before it finished, so none outlives the request.
 struct Background {
     plugin: usize,
     id: u32,
     tag: String,
-    task: tokio::task::JoinHandle<Finished>,
+    task: Task,
+}
+
+enum Task {
+    Call(tokio::task::JoinHandle<Finished>),
+    Fleet(tokio::task::JoinHandle<FleetDone>),
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        self.task.abort();
+        match &self.task {
+            Task::Call(t) => t.abort(),
+            Task::Fleet(t) => t.abort(),
+        }
     }
 }
 
 impl Background {
-    /// The call's result, once it has finished.
-    async fn finish(mut self) -> Finished {
-        match (&mut self.task).await {
-            Ok(f) => f,
-            Err(e) => Finished {
-                id: self.id,
-                tag: std::mem::take(&mut self.tag),
-                outcome: Err(CallError::Failed(format!("the call did not finish: {e}"))),
-            },
+    /// Adds its result, once it has finished, to `waited`; a call's is
+    /// counted in `stats`.
+    async fn finish(mut self, waited: &mut Waited, stats: &crate::metrics::plugin::PluginStats) {
+        let (id, tag) = (self.id, std::mem::take(&mut self.tag));
+        match &mut self.task {
+            Task::Call(t) => {
+                let f = t.await.unwrap_or_else(|e| Finished {
+                    id,
+                    tag,
+                    outcome: Err(CallError::Failed(format!("the call did not finish: {e}"))),
+                });
+                super::calls::count(stats, &f);
+                waited.calls.push(f);
+            }
+            Task::Fleet(t) => {
+                let f = t.await.unwrap_or_else(|e| FleetDone {
+                    id,
+                    tag,
+                    outcome: Err(FleetError::Unavailable(format!(
+                        "the operation did not finish: {e}"
+                    ))),
+                });
+                waited.fleet.push(f);
+            }
         }
     }
 }
@@ -653,15 +677,14 @@ impl Scope {
             return;
         };
         let tasks = std::mem::take(&mut out.background);
-        let mut each: Vec<Vec<Finished>> = chain.slots.iter().map(|_| Vec::new()).collect();
+        let mut each: Vec<Waited> = chain.slots.iter().map(|_| Waited::default()).collect();
         for t in tasks {
             let plugin = t.plugin;
-            let f = t.finish().await;
-            super::calls::count(chain.slots[plugin].stats(), &f);
-            each[plugin].push(f);
+            t.finish(&mut each[plugin], chain.slots[plugin].stats())
+                .await;
         }
         for (i, (slot, results)) in chain.slots.iter().zip(each).enumerate() {
-            if results.is_empty() {
+            if results.calls.is_empty() && results.fleet.is_empty() {
                 continue;
             }
             let mut io = Self::io(
@@ -760,7 +783,7 @@ impl Scope {
         i: usize,
         slot: &Slot,
         parts: &mut Parts,
-        results: Option<Vec<Finished>>,
+        results: Option<Waited>,
     ) -> Result<Action, Failure> {
         let mut io = Self::io(
             &mut self.id,
@@ -786,7 +809,7 @@ impl Scope {
         i: usize,
         slot: &Slot,
         (req, head): (&mut Parts, &mut response::Parts),
-        results: Option<Vec<Finished>>,
+        results: Option<Waited>,
     ) -> Result<Flow, Failure> {
         let mut io = Self::io(
             &mut self.id,
@@ -820,39 +843,53 @@ impl Scope {
         match &judged {
             Ok(Some(v)) if waits(v) => {}
             Ok(Some(_)) => self.detach(i, router),
-            _ => drop(self.each[i].calls.take()),
+            _ => {
+                drop(self.each[i].calls.take());
+                drop(self.each[i].calls.take_fleet());
+            }
         }
         judged
     }
 
-    /// Starts plugin `i`'s calls of the phase call that just ended as
-    /// tasks beside the request.
+    /// Starts plugin `i`'s calls and fleet operations of the phase call
+    /// that just ended as tasks beside the request.
     fn detach(&mut self, i: usize, router: &Router) {
         let started = self.each[i].calls.take();
-        let (Some(out), false) = (&mut self.out, started.is_empty()) else {
+        let fleet = self.each[i].calls.take_fleet();
+        let Some(out) = &mut self.out else {
             return;
         };
+        for op in fleet {
+            out.background.push(Background {
+                plugin: i,
+                id: op.id,
+                tag: op.tag.clone(),
+                task: Task::Fleet(tokio::spawn(op.run())),
+            });
+        }
         for call in started {
             let upstream = router.upstream(&call.upstream).cloned();
             out.background.push(Background {
                 plugin: i,
                 id: call.id,
                 tag: call.tag.clone(),
-                task: tokio::spawn(super::calls::send_one(
+                task: Task::Call(tokio::spawn(super::calls::send_one(
                     upstream,
                     out.peer,
                     out.carried.clone(),
                     call,
                     out.deadline,
-                )),
+                ))),
             });
         }
     }
 
-    /// Sends plugin `i`'s calls and waits for them all; each is a span of
-    /// the request's trace when its plugin calls are recorded.
-    async fn wait_calls(&mut self, i: usize, slot: &Slot, router: &Router) -> Vec<Finished> {
+    /// Sends plugin `i`'s calls and fleet operations and waits for them
+    /// all; each call is a span of the request's trace when its plugin
+    /// calls are recorded.
+    async fn wait_calls(&mut self, i: usize, slot: &Slot, router: &Router) -> Waited {
         let started = self.each[i].calls.take();
+        let fleet = self.each[i].calls.take_fleet();
         let Some(out) = &mut self.out else {
             unreachable!("only a chain that may call out starts calls");
         };
@@ -867,13 +904,16 @@ impl Scope {
             .as_ref()
             .map(|r| r.iter().map(|(s, _)| *s).collect());
         let begun = Instant::now();
-        let results = super::calls::send_all(
-            router,
-            out.peer,
-            &out.carried,
-            started,
-            (out.deadline, spans.as_deref()),
-            slot.stats(),
+        let (results, fleet) = futures_util::future::join(
+            super::calls::send_all(
+                router,
+                out.peer,
+                &out.carried,
+                started,
+                (out.deadline, spans.as_deref()),
+                slot.stats(),
+            ),
+            futures_util::future::join_all(fleet.into_iter().map(FleetOp::run)),
         )
         .await;
         let mut finished = Vec::with_capacity(results.len());
@@ -890,7 +930,10 @@ impl Scope {
             }
             finished.push(f);
         }
-        finished
+        Waited {
+            calls: finished,
+            fleet,
+        }
     }
 
     /// The response phase over the head, for chains that may call out;

@@ -54,6 +54,7 @@ use serde::Deserialize;
 use weir_sdk::calls::{
     Call, CallError, CallResponse, CallResult, MAX_CALL_HEADER_BYTES, MAX_CALL_HEADER_FIELDS,
 };
+use weir_sdk::fleet::FleetResult;
 use weir_sdk::{Action, Phases, Plugin, Request, state, validate};
 
 use entry::{Entry, encode};
@@ -294,7 +295,12 @@ impl Plugin for ExtAuth {
         action
     }
 
-    fn on_request_calls(&mut self, req: &mut Request<'_>, results: Vec<CallResult>) -> Action {
+    fn on_request_calls(
+        &mut self,
+        req: &mut Request<'_>,
+        results: Vec<CallResult>,
+        _fleet: Vec<FleetResult>,
+    ) -> Action {
         let Some(result) = results.into_iter().next() else {
             return self.failure("the call gave no result");
         };

@@ -47,6 +47,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::Value;
 use weir_sdk::calls::CallResult;
+use weir_sdk::fleet::FleetResult;
 use weir_sdk::{Action, Phases, Plugin, Request, validate};
 
 use jwk::Jwk;
@@ -197,7 +198,12 @@ impl Plugin for JwtAuth {
 
     /// The key-set fetch this request waited for has ended: keep the keys,
     /// then check the token again (it is read from the request anew).
-    fn on_request_calls(&mut self, req: &mut Request<'_>, results: Vec<CallResult>) -> Action {
+    fn on_request_calls(
+        &mut self,
+        req: &mut Request<'_>,
+        results: Vec<CallResult>,
+        _fleet: Vec<FleetResult>,
+    ) -> Action {
         let now_ms = weir_sdk::time::now_ms();
         let fetched = match &mut self.jwks {
             Some(jwks) => jwks.absorb(results, now_ms),
@@ -211,7 +217,12 @@ impl Plugin for JwtAuth {
 
     /// A background refresh of the key set has ended (the request that
     /// started it used the stale keys it had).
-    fn on_background_calls(&mut self, _req: &Request<'_>, results: Vec<CallResult>) {
+    fn on_background_calls(
+        &mut self,
+        _req: &Request<'_>,
+        results: Vec<CallResult>,
+        _fleet: Vec<FleetResult>,
+    ) {
         if let Some(jwks) = &mut self.jwks {
             // A failure is logged and noted; the stale keys stay in use.
             let _ = jwks.absorb(results, weir_sdk::time::now_ms());

@@ -7,14 +7,28 @@
 //! requests those values travel from `on_request` to `on_response` through
 //! the request context.
 //!
+//! With `fleet = true` the buckets are the fleet's
+//! ([`weir_sdk::fleet`]), shared by every gateway as the operator's mode for
+//! the plugin says (`[plugin_limits.rate-limit] fleet`): a take answered at
+//! once decides in `on_request`, as this gateway's buckets do; one that
+//! waits (mode `strict`) makes the request wait, and `on_request_calls`
+//! decides with its answer. Without it (the default) a request costs one
+//! host call, to this gateway's shared state.
+//!
 //! Bucket keys are bounded: a client-chosen header value longer than
 //! [`MAX_KEY_VALUE_BYTES`] is replaced by its SHA-256 digest, so clients
 //! cannot make the host store arbitrarily long keys. If the host refuses a
 //! take (an error, not an empty bucket) the request is let through and the
-//! error logged: a broken limiter must not take the route down.
+//! error logged: a broken limiter must not take the route down. The one
+//! exception is the fleet's store out of reach with the operator's
+//! `fleet_fallback = "closed"` ([`FleetError::Unavailable`]): the operator
+//! chose to fail closed, so the request gets `503` with `Retry-After: 1`
+//! (counted as `rate_limit_unavailable`).
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use weir_sdk::calls::CallResult;
+use weir_sdk::fleet::{FleetError, FleetResult, Started};
 use weir_sdk::state::{Bucket, BucketOutcome};
 use weir_sdk::{Action, Phases, Plugin, Request, Response, ResponseAction, context, validate};
 
@@ -49,6 +63,10 @@ pub struct Config {
     /// The header for `key = "header"` (required) or `"consumer"`.
     #[serde(default)]
     pub header: Option<String>,
+    /// Take from the fleet's buckets ([`weir_sdk::fleet`]) rather than
+    /// this gateway's shared state.
+    #[serde(default)]
+    pub fleet: bool,
 }
 
 /// The most tokens a bucket may hold; keeps every header value and the
@@ -60,6 +78,7 @@ pub struct RateLimit {
     bucket: Bucket,
     key: KeyBy,
     header: String,
+    fleet: bool,
 }
 
 const CTX_LIMIT: &str = "limit";
@@ -96,6 +115,7 @@ impl Plugin for RateLimit {
             },
             key: config.key,
             header,
+            fleet: config.fleet,
         })
     }
 
@@ -105,14 +125,53 @@ impl Plugin for RateLimit {
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Action {
         let key = self.bucket_key(req);
-        let outcome = match weir_sdk::state::take_tokens(&key, self.bucket, 1) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                weir_sdk::log::error(&format!("token bucket unavailable, request allowed: {e}"));
-                weir_sdk::metrics::counter_add("rate_limit_errors", 1);
-                return Action::Continue;
+        if self.fleet {
+            return match weir_sdk::fleet::take(&key, self.bucket, 1) {
+                Ok(Started::Done(outcome)) => self.decide(outcome),
+                Ok(Started::Pending(_)) => Action::Wait,
+                Err(e) => fleet_failed(e),
+            };
+        }
+        match weir_sdk::state::take_tokens(&key, self.bucket, 1) {
+            Ok(outcome) => self.decide(outcome),
+            Err(e) => allowed_despite(&e),
+        }
+    }
+
+    /// The fleet's answer to the take `on_request` started (mode
+    /// `strict`).
+    fn on_request_calls(
+        &mut self,
+        _req: &mut Request<'_>,
+        _calls: Vec<CallResult>,
+        fleet: Vec<FleetResult>,
+    ) -> Action {
+        match fleet.first().map(FleetResult::bucket) {
+            Some(Ok(outcome)) => self.decide(outcome),
+            Some(Err(e)) => fleet_failed(e),
+            None => allowed_despite("the fleet's answer to the take did not come"),
+        }
+    }
+
+    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
+        for (ctx, header) in [
+            (CTX_LIMIT, "ratelimit-limit"),
+            (CTX_REMAINING, "ratelimit-remaining"),
+            (CTX_RESET, "ratelimit-reset"),
+        ] {
+            if let Some(value) = context::get(ctx) {
+                // Decimal numbers are always valid header values.
+                let _ = resp.set_header(header, &value);
             }
-        };
+        }
+        ResponseAction::Continue
+    }
+}
+
+impl RateLimit {
+    /// Lets the request through, its bucket's state kept for
+    /// `on_response`, or refuses it with 429.
+    fn decide(&self, outcome: BucketOutcome) -> Action {
         if outcome.allowed {
             context::set(CTX_LIMIT, &self.bucket.capacity.to_string());
             context::set(CTX_REMAINING, &outcome.remaining.to_string());
@@ -134,22 +193,6 @@ impl Plugin for RateLimit {
             .into()
     }
 
-    fn on_response(&mut self, _req: &Request<'_>, resp: &mut Response<'_>) -> ResponseAction {
-        for (ctx, header) in [
-            (CTX_LIMIT, "ratelimit-limit"),
-            (CTX_REMAINING, "ratelimit-remaining"),
-            (CTX_RESET, "ratelimit-reset"),
-        ] {
-            if let Some(value) = context::get(ctx) {
-                // Decimal numbers are always valid header values.
-                let _ = resp.set_header(header, &value);
-            }
-        }
-        ResponseAction::Continue
-    }
-}
-
-impl RateLimit {
     /// Namespaced per key kind, so a header value can never collide with an
     /// IP address's bucket. A missing header falls back to the client IP.
     fn bucket_key(&self, req: &Request<'_>) -> String {
@@ -173,6 +216,31 @@ impl RateLimit {
         (self.bucket.capacity - remaining.min(self.bucket.capacity))
             .div_ceil(self.bucket.refill_per_second)
     }
+}
+
+/// A take the host refused (an error, not an empty bucket): the request
+/// goes on, and the error is logged and counted.
+fn allowed_despite(error: &str) -> Action {
+    weir_sdk::log::error(&format!(
+        "token bucket unavailable, request allowed: {error}"
+    ));
+    weir_sdk::metrics::counter_add("rate_limit_errors", 1);
+    Action::Continue
+}
+
+/// A fleet take that has no answer: `503` when the fleet's store is out of
+/// reach and the operator chose to fail closed; otherwise let through, as
+/// any refused take.
+fn fleet_failed(error: FleetError) -> Action {
+    if !matches!(error, FleetError::Unavailable(_)) {
+        return allowed_despite(&error.to_string());
+    }
+    weir_sdk::metrics::counter_add("rate_limit_unavailable", 1);
+    Action::respond(503)
+        .header("retry-after", "1")
+        .header("content-type", "application/json")
+        .body("{\"error\":\"rate limit store unavailable\"}")
+        .into()
 }
 
 /// Whole seconds, rounded up and at least 1: a client told "0" would retry

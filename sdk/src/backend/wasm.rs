@@ -1,15 +1,17 @@
 //! The Wasm side of the seam: the host services are the generated imports
-//! of `weir:plugin/host` and `weir:plugin/calls`, and a request and a
-//! response are the contract's `request` and `response` resources with
-//! their `fields`, reached through the handles `init` received (the
-//! `export` module keeps them). Calls' results, which the host hands to
-//! the guest's exports, become the SDK's [`CallResult`]s here too.
+//! of `weir:plugin/host`, `weir:plugin/calls` and `weir:plugin/fleet`, and
+//! a request and a response are the contract's `request` and `response`
+//! resources with their `fields`, reached through the handles `init`
+//! received (the `export` module keeps them). The results of calls and of
+//! fleet operations, which the host hands to the guest's exports, become
+//! the SDK's [`CallResult`]s and [`FleetResult`]s here too.
 
 use super::fields::HeaderFields;
-use crate::bindings::weir::plugin::{calls, host, http, types};
+use crate::bindings::weir::plugin::{calls, fleet, host, http, types};
 use crate::calls::outcome::{CallError, CallId, CallResponse, CallResult};
 use crate::calls::request::CallRequest;
-use crate::types::{BucketOutcome, Level};
+use crate::fleet::outcome::{FleetAnswer, FleetError, FleetId, FleetResult, Started};
+use crate::types::{Bucket, BucketOutcome, Level};
 
 pub(crate) type RequestRef<'a> = WasmHead<'a, http::Request>;
 
@@ -120,11 +122,17 @@ pub(crate) fn token_bucket_take(
     refill_per_second: u64,
     cost: u64,
 ) -> Result<BucketOutcome, String> {
-    host::token_bucket_take(key, capacity, refill_per_second, cost).map(|outcome| BucketOutcome {
-        allowed: outcome.allowed,
-        remaining: outcome.remaining,
-        retry_after: std::time::Duration::from_millis(outcome.retry_after_ms),
-    })
+    host::token_bucket_take(key, capacity, refill_per_second, cost).map(BucketOutcome::from)
+}
+
+impl From<types::BucketOutcome> for BucketOutcome {
+    fn from(outcome: types::BucketOutcome) -> Self {
+        BucketOutcome {
+            allowed: outcome.allowed,
+            remaining: outcome.remaining,
+            retry_after: std::time::Duration::from_millis(outcome.retry_after_ms),
+        }
+    }
 }
 
 pub(crate) fn counter_add(name: &str, delta: u64) {
@@ -183,6 +191,66 @@ impl From<calls::CallResult> for CallResult {
                     body: resp.body,
                 })
                 .map_err(CallError::from),
+        }
+    }
+}
+
+pub(crate) fn fleet_take(
+    key: &str,
+    bucket: Bucket,
+    cost: u64,
+    tag: &str,
+) -> Result<Started<FleetAnswer>, FleetError> {
+    fleet::take(key, bucket.capacity, bucket.refill_per_second, cost, tag)
+        .map(Started::from)
+        .map_err(FleetError::from)
+}
+
+pub(crate) fn fleet_increment(
+    key: &str,
+    delta: i64,
+    ttl_ms: Option<u64>,
+    tag: &str,
+) -> Result<Started<FleetAnswer>, FleetError> {
+    fleet::increment(key, delta, ttl_ms, tag)
+        .map(Started::from)
+        .map_err(FleetError::from)
+}
+
+impl From<fleet::FleetAnswer> for FleetAnswer {
+    fn from(answer: fleet::FleetAnswer) -> Self {
+        match answer {
+            fleet::FleetAnswer::Bucket(outcome) => FleetAnswer::Bucket(outcome.into()),
+            fleet::FleetAnswer::Counter(value) => FleetAnswer::Counter(value),
+        }
+    }
+}
+
+impl From<fleet::Started> for Started<FleetAnswer> {
+    fn from(started: fleet::Started) -> Self {
+        match started {
+            fleet::Started::Done(answer) => Started::Done(answer.into()),
+            fleet::Started::Pending(id) => Started::Pending(FleetId(id)),
+        }
+    }
+}
+
+impl From<fleet::FleetError> for FleetError {
+    fn from(e: fleet::FleetError) -> Self {
+        match e {
+            fleet::FleetError::Invalid(why) => FleetError::Invalid(why),
+            fleet::FleetError::Limit(why) => FleetError::Limit(why),
+            fleet::FleetError::Unavailable(why) => FleetError::Unavailable(why),
+        }
+    }
+}
+
+impl From<fleet::FleetResult> for FleetResult {
+    fn from(r: fleet::FleetResult) -> Self {
+        FleetResult {
+            id: FleetId(r.id),
+            tag: r.tag,
+            outcome: r.outcome.map(FleetAnswer::from).map_err(FleetError::from),
         }
     }
 }

@@ -60,6 +60,7 @@
 //!
 //! ```
 //! use weir_sdk::calls::{Call, CallResult};
+//! use weir_sdk::fleet::FleetResult;
 //! use weir_sdk::{Action, Plugin, Request};
 //!
 //! /// Asks the `auth` upstream about every request's token.
@@ -82,7 +83,12 @@
 //!         }
 //!     }
 //!
-//!     fn on_request_calls(&mut self, req: &mut Request<'_>, results: Vec<CallResult>) -> Action {
+//!     fn on_request_calls(
+//!         &mut self,
+//!         req: &mut Request<'_>,
+//!         results: Vec<CallResult>,
+//!         _: Vec<FleetResult>,
+//!     ) -> Action {
 //!         match &results[0].outcome {
 //!             Ok(resp) if resp.is_success() => {
 //!                 let user = resp.header("x-user").unwrap_or("anonymous");

@@ -285,6 +285,7 @@ impl<P: Plugin> TestHost<P> {
     /// ```
     /// use std::time::Duration;
     /// use weir_sdk::calls::{Call, CallError, CallResult};
+    /// use weir_sdk::fleet::FleetResult;
     /// use weir_sdk::testing::{TestCallResponse, TestHost, TestRequest};
     /// use weir_sdk::{Action, Plugin, Request};
     ///
@@ -297,7 +298,12 @@ impl<P: Plugin> TestHost<P> {
     ///         Call::get("auth", "/").start().unwrap();
     ///         Action::Wait
     ///     }
-    ///     fn on_request_calls(&mut self, _: &mut Request<'_>, r: Vec<CallResult>) -> Action {
+    ///     fn on_request_calls(
+    ///         &mut self,
+    ///         _: &mut Request<'_>,
+    ///         r: Vec<CallResult>,
+    ///         _: Vec<FleetResult>,
+    ///     ) -> Action {
     ///         let text = match &r[0].outcome {
     ///             Ok(resp) => resp.status.to_string(),
     ///             Err(e) => e.to_string(),

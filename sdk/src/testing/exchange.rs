@@ -1,10 +1,12 @@
 //! The outputs of a test: [`Exchange`] (what the client and the upstream
-//! received, how the plugin decided, the calls it made), [`Forwarded`]
-//! (the upstream's view of the request) and the [`Phase`]s that ran.
+//! received, how the plugin decided, the calls and fleet operations it
+//! made), [`Forwarded`] (the upstream's view of the request) and the
+//! [`Phase`]s that ran.
 
 use std::collections::BTreeMap;
 
 use super::calls::SentCall;
+use super::fleet::FleetOp;
 use crate::backend::{Headers, RequestState};
 use crate::phases::Phases;
 
@@ -38,7 +40,8 @@ pub enum Phase {
 
 impl Phase {
     /// The flag a plugin asks for this phase with; `None` for the phases
-    /// that get calls' results, which run whenever there are results.
+    /// that get the results of calls and fleet operations, which run
+    /// whenever there are results.
     pub(super) fn flag(self) -> Option<Phases> {
         match self {
             Phase::Request => Some(Phases::REQUEST),
@@ -50,7 +53,7 @@ impl Phase {
         }
     }
 
-    /// Whether calls may start in this phase.
+    /// Whether calls may start in this phase, and fleet operations wait.
     pub(super) fn starts_calls(self) -> bool {
         matches!(
             self,
@@ -149,7 +152,7 @@ pub(super) fn first<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 
 /// The outcome of [`TestHost::run`](super::TestHost::run): what the
 /// client received, what the upstream received, how the plugin decided,
-/// and the calls it made.
+/// and the calls and fleet operations it made.
 ///
 /// # Example
 ///
@@ -187,6 +190,7 @@ pub struct Exchange {
     pub(super) log_fields: Vec<(String, String)>,
     pub(super) phases: Vec<Phase>,
     pub(super) calls: Vec<SentCall>,
+    pub(super) fleet: Vec<FleetOp>,
 }
 
 impl Exchange {
@@ -359,5 +363,17 @@ impl Exchange {
     /// See [`SentCall`].
     pub fn calls(&self) -> &[SentCall] {
         &self.calls
+    }
+
+    /// The fleet operations the plugin made while serving the request
+    /// (from its request phase to its log phase), in the order made, each
+    /// with the answer it got, at once or as a result (an operation refused
+    /// at start is not one: the plugin got the error from its start).
+    ///
+    /// # Example
+    ///
+    /// See [`FleetOp`].
+    pub fn fleet(&self) -> &[FleetOp] {
+        &self.fleet
     }
 }

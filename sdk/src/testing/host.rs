@@ -3,7 +3,8 @@
 //! generator, logs, shared state and counters for a test to set and read.
 //! Playing a request through it is [`TestHost::run`]'s, in `run.rs`; the
 //! calls the plugin makes are set up and sent in `calls.rs`, against the
-//! scripts of `script.rs`.
+//! scripts of `script.rs`, and its fleet operations' mode is set in
+//! `fleet.rs`.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -250,7 +251,7 @@ impl<P: Plugin> TestHost<P> {
         (self
             .env
             .with_store(|store, now| store.set(key, value, None, now)))
-        .unwrap_or_else(|e| panic!("set_state({key:?}): {e}"));
+        .unwrap_or_else(|e| panic!("set_state({key:?}): {}", String::from(e)));
     }
 
     /// A metrics counter's value (0 if never added to).

@@ -23,7 +23,12 @@
 //! - logging ([`crate::log`]: lines per call, message length, one line per
 //!   message) and access-log fields ([`crate::log::set_field`]: names,
 //!   values and fields per request; refused in `Plugin::new` and in the
-//!   log phase), which [`Exchange::log_fields`] reads back.
+//!   log phase), which [`Exchange::log_fields`] reads back;
+//! - calls ([`crate::calls`]: the allow-list and the per-plugin settings,
+//!   scripted upstreams on the host's clock) and fleet operations
+//!   ([`crate::fleet`]: in the mode a test chooses, [`FleetMode`], local by
+//!   default, with Redis reachable or not), which [`Exchange::calls`] and
+//!   [`Exchange::fleet`] list.
 //!
 //! Setters return the gateway's errors, and a reply the gateway would
 //! refuse fails the test with a panic. Each phase call starts with full
@@ -56,6 +61,7 @@
 
 mod calls;
 mod exchange;
+mod fleet;
 mod host;
 mod request;
 mod run;
@@ -63,11 +69,12 @@ mod script;
 
 pub use self::calls::SentCall;
 pub use self::exchange::{Exchange, Forwarded, Phase};
+pub use self::fleet::FleetOp;
 pub use self::host::TestHost;
 pub use self::request::{TestRequest, TestResponse};
 pub use self::script::{TestCallAnswer, TestCallResponse};
 use crate::backend::begin_call;
-pub use crate::backend::native::{CallLimits, LogLine};
+pub use crate::backend::native::{CallLimits, FleetMode, FleetOpKind, LogLine};
 use crate::http::{Request, Response};
 
 /// Runs `f` with a [`Request`] built from `request`, on the current test

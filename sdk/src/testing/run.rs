@@ -1,17 +1,19 @@
 //! [`TestHost::run`]: one request played through the phases the plugin
 //! asked for, in the gateway's order, against the upstream's scripted
-//! answer. The calls a phase call starts are sent when it returns: waited
-//! for, and handed to the matching `*_calls` phase, when it answered
-//! `Wait`; otherwise delivered to `on_background_calls` after the
-//! response, before `on_log`.
+//! answer. The calls and the fleet operations that wait a phase call
+//! starts are sent when it returns: waited for, and handed to the matching
+//! `*_calls` phase, when it answered `Wait`; otherwise delivered to
+//! `on_background_calls` after the response, before `on_log`.
 
 use super::calls::SentCall;
 use super::exchange::{Exchange, Forwarded, Phase};
+use super::fleet::{FleetOp, result};
 use super::host::TestHost;
 use super::request::{TestRequest, TestResponse};
 use crate::action::{Action, BodyAction, Reply, ResponseAction};
 use crate::backend::{Headers, LogWindow, RequestState, install};
 use crate::calls::CallResult;
+use crate::fleet::FleetResult;
 use crate::http::{Request, Response};
 use crate::plugin::Plugin;
 use crate::validate;
@@ -19,9 +21,10 @@ use crate::validate;
 impl<P: Plugin> TestHost<P> {
     /// Plays one request through every phase the gateway would run (those
     /// the plugin asked for, see [`TestHost::phases`], and those that get
-    /// calls' results). The request context and access-log fields start
-    /// empty; shared state, logs, counters, the clock, and the call
-    /// settings and scripts carry over between runs. The access-log line
+    /// the results of calls and fleet operations). The request context and
+    /// access-log fields start empty; shared state, fleet values, logs,
+    /// counters, the clock, and the call and fleet settings and scripts
+    /// carry over between runs. The access-log line
     /// is written before `on_background_calls` and the log phase, as in
     /// the gateway: the fields set until then are the [`Exchange`]'s, and
     /// those phases cannot set more.
@@ -32,7 +35,9 @@ impl<P: Plugin> TestHost<P> {
     /// the end of the slowest of them (the calls run side by side) and the
     /// matching `*_calls` phase gets their results; otherwise they are
     /// background calls, and the clock moves to the end of the slowest
-    /// only when their results are delivered, after the response.
+    /// only when their results are delivered, after the response. Fleet
+    /// operations that wait ([`TestHost::fleet_mode`]) are answered at
+    /// once on the clock, and their results go with the calls'.
     ///
     /// # Example
     ///
@@ -42,7 +47,8 @@ impl<P: Plugin> TestHost<P> {
     ///
     /// If the plugin answers with a reply the gateway would refuse (status
     /// outside 200..=999, invalid header), answers `Wait` without having
-    /// started a call, or panics itself (a trap).
+    /// started a call or a fleet operation that waits, or panics itself (a
+    /// trap).
     pub fn run(&mut self, request: TestRequest) -> Exchange {
         let _current = install(&self.env);
         self.env.context.borrow_mut().clear();
@@ -57,6 +63,7 @@ impl<P: Plugin> TestHost<P> {
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         let deadline_at = self.env.now_ms.get().saturating_add(deadline_ms);
         self.env.calls.borrow_mut().begin_request(deadline_at);
+        self.env.fleet.borrow_mut().begin_request();
         let mut record = Record::default();
         let decided = self.request_phases(&mut req, body, &mut record);
         let (answer, forwarded) = match decided.reply {
@@ -76,6 +83,7 @@ impl<P: Plugin> TestHost<P> {
         if self.begin(Phase::Log, &mut record) {
             self.plugin.on_log(&Request::new(&mut req), answer.status);
         }
+        let fleet = self.env.fleet.borrow_mut().take_made();
         Exchange {
             responded_by_plugin: forwarded.is_none(),
             routed_to: decided.routed_to,
@@ -87,6 +95,7 @@ impl<P: Plugin> TestHost<P> {
             log_fields,
             phases: record.ran,
             calls: record.calls,
+            fleet: fleet.into_iter().map(FleetOp::new).collect(),
         }
     }
 
@@ -103,27 +112,30 @@ impl<P: Plugin> TestHost<P> {
         true
     }
 
-    /// The phase call that just returned answered `Wait`: its calls are
-    /// sent and waited for, and their results are what the `*_calls`
-    /// phase gets.
-    fn wait(&mut self, record: &mut Record) -> Vec<CallResult> {
+    /// The phase call that just returned answered `Wait`: its calls and
+    /// its fleet operations that wait are sent and waited for, and their
+    /// results are what the `*_calls` phase gets.
+    fn wait(&mut self, record: &mut Record) -> (Vec<CallResult>, Vec<FleetResult>) {
         let started = self.env.calls.borrow_mut().take_new();
+        let fleet = self.env.fleet.borrow_mut().take_new(false);
         assert!(
-            !started.is_empty(),
-            "the plugin answered Wait without starting a call: the gateway refuses the answer \
-             (`wait` without a call started in this phase: there is nothing to wait for)"
+            !started.is_empty() || !fleet.is_empty(),
+            "the plugin answered Wait without starting a call or a fleet operation that waits: \
+             the gateway refuses the answer (there is nothing to wait for)"
         );
         let sent = self.send(started, false);
         self.wait_for(&sent);
         let results = sent.iter().map(SentCall::result).collect();
         record.calls.extend(sent);
-        results
+        (results, fleet.iter().map(result).collect())
     }
 
     /// The phase call that just returned answered anything but `Wait`: its
-    /// calls are sent and run in the background.
+    /// calls and fleet operations that wait are sent and run in the
+    /// background.
     fn run_in_background(&mut self, record: &mut Record) {
         let started = self.env.calls.borrow_mut().take_new();
+        self.env.fleet.borrow_mut().take_new(true);
         record.calls.extend(self.send(started, true));
     }
 
@@ -139,11 +151,11 @@ impl<P: Plugin> TestHost<P> {
         if self.begin(Phase::Request, record) {
             let mut action = self.plugin.on_request(&mut Request::new(req));
             while action == Action::Wait {
-                let results = self.wait(record);
+                let (results, fleet) = self.wait(record);
                 self.begin(Phase::RequestCalls, record);
                 action = self
                     .plugin
-                    .on_request_calls(&mut Request::new(req), results);
+                    .on_request_calls(&mut Request::new(req), results, fleet);
             }
             self.run_in_background(record);
             match action {
@@ -194,12 +206,13 @@ impl<P: Plugin> TestHost<P> {
                 .plugin
                 .on_response(&Request::new(req), &mut Response::new(&mut resp));
             while action == ResponseAction::Wait {
-                let results = self.wait(record);
+                let (results, fleet) = self.wait(record);
                 self.begin(Phase::ResponseCalls, record);
                 action = self.plugin.on_response_calls(
                     &Request::new(req),
                     &mut Response::new(&mut resp),
                     results,
+                    fleet,
                 );
             }
             self.run_in_background(record);
@@ -223,17 +236,19 @@ impl<P: Plugin> TestHost<P> {
         }
     }
 
-    /// After the response: the results of the background calls, once the
-    /// last of them has ended, if there are any.
+    /// After the response: the results of the background calls and fleet
+    /// operations, once the last of them has ended, if there are any.
     fn background_calls(&mut self, req: &mut RequestState, record: &mut Record) {
         let background: Vec<&SentCall> = record.calls.iter().filter(|c| c.background()).collect();
-        if background.is_empty() {
+        let fleet = self.env.fleet.borrow().background();
+        if background.is_empty() && fleet.is_empty() {
             return;
         }
         self.wait_for(background.iter().copied());
         let results = background.iter().map(|c| c.result()).collect();
+        let fleet = fleet.iter().map(result).collect();
         self.begin(Phase::BackgroundCalls, record);
-        self.plugin.on_background_calls(&Request::new(req), results);
+        (self.plugin).on_background_calls(&Request::new(req), results, fleet);
     }
 }
 

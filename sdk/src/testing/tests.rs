@@ -656,3 +656,4 @@ fn a_panicking_plugin_reports_its_message_and_location_as_the_gateway_does() {
 }
 
 mod calls;
+mod fleet;

@@ -34,6 +34,16 @@ fn the_sdk_states_the_gateways_bounds() {
     assert_eq!(weir_sdk::state::MAX_BYTES, state::MAX_BYTES);
     assert_eq!(weir_sdk::state::MAX_BUCKET, state::MAX_BUCKET);
     assert_eq!(weir_sdk::state::SWEEP_INTERVAL, state::SWEEP_INTERVAL);
+    {
+        use super::super::fleet;
+        assert_eq!(weir_sdk::fleet::MAX_FLEET_KEY_BYTES, fleet::MAX_KEY_BYTES);
+        assert_eq!(weir_sdk::fleet::MAX_FLEET_BUCKET, fleet::MAX_BUCKET);
+        assert_eq!(weir_sdk::fleet::MAX_FLEET_TAG_BYTES, fleet::MAX_TAG_BYTES);
+        assert_eq!(
+            weir_sdk::fleet::MAX_FLEET_PENDING_PER_CALL,
+            fleet::MAX_PENDING_PER_CALL
+        );
+    }
     assert_eq!(metrics::MAX_NAME_BYTES, state::MAX_COUNTER_NAME_BYTES);
     assert_eq!(metrics::MAX_COUNTERS, state::MAX_COUNTERS);
     assert_eq!(log::MAX_FIELDS, limits::MAX_LOG_FIELDS);

@@ -1,6 +1,8 @@
 //! The calls a plugin starts on the in-memory host ([`Calls`]): where in
-//! the request a call may start, the gateway's checks and bounds at
-//! start with its errors, and the calls started and not yet finished.
+//! the request a call (or a fleet operation that waits) may start, the
+//! gateway's checks and bounds at start with its errors, the ids the
+//! request's calls and fleet operations share, and the calls started and
+//! not yet finished.
 //! Answering them is the test host's ([`testing`](crate::testing)), which
 //! knows the scripted upstreams and plays the phases that get results.
 
@@ -128,9 +130,11 @@ pub(crate) struct Calls {
     /// The current request's deadline on the clock; `None` outside a
     /// request played by the test host (doc examples, helpers' tests).
     deadline_ms: Option<u64>,
-    /// Calls started in the current request: also the next call's id, as
-    /// the gateway numbers them.
+    /// Calls started in the current request.
     started: u32,
+    /// The next id in the current request: its calls and its fleet
+    /// operations that wait share one numbering, as in the gateway.
+    next_id: u32,
     /// When each call sent in the current request finishes, on the
     /// clock: those later than now are in flight.
     sent: Vec<u64>,
@@ -146,6 +150,7 @@ impl Calls {
             open: true,
             deadline_ms: None,
             started: 0,
+            next_id: 0,
             sent: Vec::new(),
             new: Vec::new(),
         }
@@ -157,6 +162,7 @@ impl Calls {
     pub(crate) fn begin_request(&mut self, deadline_ms: u64) {
         self.deadline_ms = Some(deadline_ms);
         self.started = 0;
+        self.next_id = 0;
         self.sent.clear();
         self.new.clear();
     }
@@ -207,7 +213,7 @@ impl Calls {
         }
         let configured = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
         let own = req.timeout_ms.map_or(u64::MAX, u64::from);
-        let id = CallId(self.started);
+        let id = CallId(self.take_id());
         self.started += 1;
         self.new.push(Started {
             id,
@@ -216,6 +222,14 @@ impl Calls {
             limit_ms: own.min(configured).min(left_ms),
         });
         Ok(id)
+    }
+
+    /// The next id of the request, for a call or a fleet operation that
+    /// waits.
+    pub(crate) fn take_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
     /// The calls the phase call that just returned started: the gateway

@@ -1,7 +1,7 @@
 //! The test host's environment for one plugin ([`Env`]: clock, logs,
 //! request context and access-log fields, counters, shared state, calls,
-//! random generator, and what is left of the current phase call's
-//! budgets) and
+//! fleet operations, random generator, and what is left of the current
+//! phase call's budgets) and
 //! which environment is current on this thread: the one a running [`TestHost`](crate::testing::TestHost)
 //! installed, or a per-thread default when none is (doc examples, and unit
 //! tests of a plugin's helper functions).
@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::calls::Calls;
+use super::fleet::{Fleet, FleetOpKind};
 use super::store::Store;
+use crate::fleet::outcome::{FleetAnswer, FleetError, Started};
 use crate::limits::log;
 use crate::types::Level;
 use crate::validate;
@@ -49,7 +51,8 @@ pub struct LogLine {
 }
 
 /// Everything the host keeps for one plugin: state, context, logs, clock,
-/// calls, and what is left of the current phase call's budgets.
+/// calls, fleet operations, and what is left of the current phase call's
+/// budgets.
 pub(crate) struct Env {
     pub(crate) now_ms: Cell<u64>,
     pub(crate) logs: RefCell<Vec<LogLine>>,
@@ -60,6 +63,7 @@ pub(crate) struct Env {
     pub(crate) log_window: Cell<LogWindow>,
     pub(crate) counters: RefCell<BTreeMap<String, u64>>,
     pub(crate) calls: RefCell<Calls>,
+    pub(crate) fleet: RefCell<Fleet>,
     store: RefCell<Store>,
     rng: Cell<u64>,
     /// Header bytes the current call may still write
@@ -82,6 +86,7 @@ impl Env {
             log_window: Cell::new(LogWindow::Open),
             counters: RefCell::default(),
             calls: RefCell::new(Calls::new()),
+            fleet: RefCell::new(Fleet::new()),
             store: RefCell::default(),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15),
             header_budget: Cell::new(validate::MAX_HEADER_BYTES_PER_CALL),
@@ -173,6 +178,21 @@ impl Env {
         }
         self.header_budget.set(left - cost);
         Ok(())
+    }
+
+    /// A fleet operation, as the gateway answers it: see [`Fleet::start`].
+    /// It may wait where calls may start, and takes its id from the
+    /// request's numbering of calls.
+    pub(super) fn fleet_start(
+        &self,
+        key: &str,
+        tag: &str,
+        kind: FleetOpKind,
+    ) -> Result<Started<FleetAnswer>, FleetError> {
+        let mut calls = self.calls.borrow_mut();
+        let open = calls.open;
+        let now = self.now_ms.get();
+        (self.fleet.borrow_mut()).start(key, tag, kind, now, open, || calls.take_id())
     }
 
     /// Runs `f` on the plugin's shared state, at the clock's time.

@@ -4,11 +4,13 @@
 //! ([the environment](self::env): the one a running [`TestHost`](crate::testing::TestHost)
 //! installed, or a per-thread default); shared state is kept as the
 //! gateway keeps it ([`store`]), requests and responses as plain values
-//! ([`head`]), and the calls a plugin starts with the gateway's checks at
-//! start ([`calls`]).
+//! ([`head`]), the calls a plugin starts with the gateway's checks at
+//! start ([`calls`]), and its fleet operations in the mode a test chose
+//! ([`fleet`]).
 
 mod calls;
 mod env;
+mod fleet;
 mod head;
 mod store;
 
@@ -17,12 +19,15 @@ pub(crate) use calls::Started;
 pub use env::LogLine;
 use env::with_env;
 pub(crate) use env::{Env, LogWindow, begin_call, install};
+pub(crate) use fleet::Made;
+pub use fleet::{FleetMode, FleetOpKind};
 pub(crate) use head::{Headers, RequestState, ResponseState};
 
 use crate::calls::outcome::{CallError, CallId};
 use crate::calls::request::CallRequest;
+use crate::fleet::outcome::{FleetAnswer, FleetError, Started as FleetStarted};
 use crate::limits::{context, log, metrics, random};
-use crate::types::{BucketOutcome, Level};
+use crate::types::{Bucket, BucketOutcome, Level};
 
 pub(crate) type RequestRef<'a> = &'a mut RequestState;
 pub(crate) type ResponseRef<'a> = &'a mut ResponseState;
@@ -96,6 +101,7 @@ pub(crate) fn state_get(key: &str) -> Option<Vec<u8>> {
 
 pub(crate) fn state_set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), String> {
     with_env(|env| env.with_store(|store, now| store.set(key, value, ttl_ms, now)))
+        .map_err(String::from)
 }
 
 pub(crate) fn state_delete(key: &str) -> bool {
@@ -104,6 +110,7 @@ pub(crate) fn state_delete(key: &str) -> bool {
 
 pub(crate) fn state_increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, String> {
     with_env(|env| env.with_store(|store, now| store.increment(key, delta, ttl_ms, now)))
+        .map_err(String::from)
 }
 
 pub(crate) fn token_bucket_take(
@@ -115,6 +122,7 @@ pub(crate) fn token_bucket_take(
     with_env(|env| {
         env.with_store(|store, now| store.take(key, capacity, refill_per_second, cost, now))
     })
+    .map_err(String::from)
 }
 
 /// As in the gateway, an add the bounds refuse is dropped and logged.
@@ -171,4 +179,25 @@ pub(crate) fn random_bytes(len: u32) -> Vec<u8> {
 /// As in the gateway: see [`calls::Calls::start`].
 pub(crate) fn call_start(req: CallRequest) -> Result<CallId, CallError> {
     with_env(|env| env.calls.borrow_mut().start(req, env.now_ms.get()))
+}
+
+/// As in the gateway: see [`Env::fleet_start`].
+pub(crate) fn fleet_take(
+    key: &str,
+    bucket: Bucket,
+    cost: u64,
+    tag: &str,
+) -> Result<FleetStarted<FleetAnswer>, FleetError> {
+    with_env(|env| env.fleet_start(key, tag, FleetOpKind::Take { bucket, cost }))
+}
+
+/// As in the gateway: see [`Env::fleet_start`].
+pub(crate) fn fleet_increment(
+    key: &str,
+    delta: i64,
+    ttl_ms: Option<u64>,
+    tag: &str,
+) -> Result<FleetStarted<FleetAnswer>, FleetError> {
+    let ttl = ttl_ms.map(std::time::Duration::from_millis);
+    with_env(|env| env.fleet_start(key, tag, FleetOpKind::Increment { delta, ttl }))
 }

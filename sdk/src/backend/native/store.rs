@@ -1,7 +1,9 @@
-//! One plugin's shared state as the gateway keeps it: values, counters and
+//! One plugin's keys as the gateway keeps them: values, counters and
 //! token buckets in one set of keys, within the gateway's bounds
-//! ([`state::MAX_KEYS`], [`state::MAX_BYTES`]) and with its refusals. Time
-//! is the caller's: every operation takes the test clock's reading.
+//! ([`state::MAX_KEYS`], [`state::MAX_BYTES`]) and with its refusals
+//! ([`Refusal`]: a malformed operation, or no room). A plugin has one
+//! store for its shared state and one for its fleet keys, apart. Time is
+//! the caller's: every operation takes the test clock's reading.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -101,14 +103,33 @@ fn expiry(ttl_ms: Option<u64>, now_ms: u64) -> Option<u64> {
     now_ms.checked_add(ttl_ms?)
 }
 
-fn check_key(key: &str) -> Result<(), String> {
+fn check_key(key: &str) -> Result<(), Refusal> {
     if key.is_empty() || key.len() > state::MAX_KEY_BYTES {
-        return Err(format!(
+        return Err(Refusal::Invalid(format!(
             "state keys are 1 to {} bytes",
             state::MAX_KEY_BYTES
-        ));
+        )));
     }
     Ok(())
+}
+
+/// Why the store refused an operation, as the gateway's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The operation itself: its key, a value or bucket over its bound, a
+    /// key holding another kind of value, a counter's overflow.
+    Invalid(String),
+    /// No room: the keys or the bytes the plugin may hold.
+    Full(String),
+}
+
+/// The text `host` gives a plugin, which does not tell the two apart.
+impl From<Refusal> for String {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Invalid(why) | Refusal::Full(why) => why,
+        }
+    }
 }
 
 /// One plugin's keys and the bytes they count.
@@ -135,13 +156,13 @@ impl Store {
         value: &[u8],
         ttl_ms: Option<u64>,
         now_ms: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         check_key(key)?;
         if value.len() > state::MAX_VALUE_BYTES {
-            return Err(format!(
+            return Err(Refusal::Invalid(format!(
                 "state values are at most {} bytes",
                 state::MAX_VALUE_BYTES
-            ));
+            )));
         }
         let slot = Stored {
             value: Value::Bytes(value.to_vec()),
@@ -162,15 +183,18 @@ impl Store {
         delta: i64,
         ttl_ms: Option<u64>,
         now_ms: u64,
-    ) -> Result<i64, String> {
+    ) -> Result<i64, Refusal> {
         check_key(key)?;
         if let Some(stored) = self.live(key, now_ms) {
             return match &mut stored.value {
                 Value::Counter(n) => {
-                    *n = n.checked_add(delta).ok_or("counter overflow")?;
+                    *n = (n.checked_add(delta))
+                        .ok_or_else(|| Refusal::Invalid("counter overflow".into()))?;
                     Ok(*n)
                 }
-                _ => Err(format!("key `{key}` does not hold a counter")),
+                _ => Err(Refusal::Invalid(format!(
+                    "key `{key}` does not hold a counter"
+                ))),
             };
         }
         let slot = Stored {
@@ -191,17 +215,19 @@ impl Store {
         refill: u64,
         cost: u64,
         now_ms: u64,
-    ) -> Result<BucketOutcome, String> {
+    ) -> Result<BucketOutcome, Refusal> {
         check_key(key)?;
         if capacity == 0 || capacity > state::MAX_BUCKET || refill > state::MAX_BUCKET {
-            return Err(format!(
+            return Err(Refusal::Invalid(format!(
                 "bucket capacity must be 1 to {0} and refill at most {0} per second",
                 state::MAX_BUCKET
-            ));
+            )));
         }
         if let Some(stored) = self.live(key, now_ms) {
             let Value::Bucket(bucket) = &mut stored.value else {
-                return Err(format!("key `{key}` does not hold a token bucket"));
+                return Err(Refusal::Invalid(format!(
+                    "key `{key}` does not hold a token bucket"
+                )));
             };
             let (outcome, full_at) = bucket.take(now_ms, capacity, refill, cost);
             stored.expires_at_ms = full_at;
@@ -259,15 +285,15 @@ impl Store {
     /// Whether a slot of `size` bytes fits in place of whatever `key` holds
     /// (for a new key, one more key must fit too); expired keys are swept
     /// (see [`Store::sweep`]) before the answer is no, as in the gateway.
-    fn make_room(&mut self, key: &str, size: usize, now_ms: u64) -> Result<(), String> {
+    fn make_room(&mut self, key: &str, size: usize, now_ms: u64) -> Result<(), Refusal> {
         let full = |keys: &Store| !keys.map.contains_key(key) && keys.map.len() >= state::MAX_KEYS;
         if full(self) {
             self.sweep(now_ms);
             if full(self) {
-                return Err(format!(
+                return Err(Refusal::Full(format!(
                     "this plugin already holds {} keys, the most allowed",
                     state::MAX_KEYS
-                ));
+                )));
             }
         }
         let fits = |keys: &Store| {
@@ -277,17 +303,17 @@ impl Store {
         if !fits(self) {
             self.sweep(now_ms);
             if !fits(self) {
-                return Err(format!(
+                return Err(Refusal::Full(format!(
                     "this plugin's state would exceed {} bytes",
                     state::MAX_BYTES
-                ));
+                )));
             }
         }
         Ok(())
     }
 
     /// Stores `slot` under `key` in place of what it held, if it fits.
-    fn put(&mut self, key: &str, slot: Stored, now_ms: u64) -> Result<(), String> {
+    fn put(&mut self, key: &str, slot: Stored, now_ms: u64) -> Result<(), Refusal> {
         self.make_room(key, slot.size(key), now_ms)?;
         self.remove(key);
         self.bytes += slot.size(key);

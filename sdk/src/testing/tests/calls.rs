@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::calls::{Call, CallError, CallId, CallResult};
+use crate::fleet::FleetResult;
 use crate::testing::{CallLimits, Phase, TestCallAnswer, TestCallResponse, TestHost, TestRequest};
 use crate::{Action, BodyAction, Phases, Plugin, Request, Response, ResponseAction};
 
@@ -148,7 +149,12 @@ impl Plugin for Caller {
         self.action(wait)
     }
 
-    fn on_request_calls(&mut self, _: &mut Request<'_>, results: Vec<CallResult>) -> Action {
+    fn on_request_calls(
+        &mut self,
+        _: &mut Request<'_>,
+        results: Vec<CallResult>,
+        _: Vec<FleetResult>,
+    ) -> Action {
         self.got("request_calls", results);
         let step = Self::round(&self.plan.request_calls, self.round);
         self.round += 1;
@@ -173,6 +179,7 @@ impl Plugin for Caller {
         _: &Request<'_>,
         resp: &mut Response<'_>,
         results: Vec<CallResult>,
+        _: Vec<FleetResult>,
     ) -> ResponseAction {
         resp.set_header("x-round", &self.round.to_string()).unwrap();
         self.got("response_calls", results);
@@ -192,7 +199,12 @@ impl Plugin for Caller {
         None
     }
 
-    fn on_background_calls(&mut self, _: &Request<'_>, results: Vec<CallResult>) {
+    fn on_background_calls(
+        &mut self,
+        _: &Request<'_>,
+        results: Vec<CallResult>,
+        _: Vec<FleetResult>,
+    ) {
         self.got("background", results);
         self.log_field = Some(crate::log::set_field("late", "x"));
         let step = self.plan.background.clone();
@@ -847,7 +859,12 @@ impl Plugin for Cache {
         }
     }
 
-    fn on_request_calls(&mut self, _: &mut Request<'_>, results: Vec<CallResult>) -> Action {
+    fn on_request_calls(
+        &mut self,
+        _: &mut Request<'_>,
+        results: Vec<CallResult>,
+        _: Vec<FleetResult>,
+    ) -> Action {
         let keys = results[0].outcome.as_ref().unwrap();
         crate::state::set("keys", &keys.body, None).unwrap();
         Action::Continue

@@ -1,0 +1,367 @@
+//! `sync` mode: one plugin's view of the fleet's buckets and counters in
+//! this gateway, answered from at once and reconciled with Redis by the
+//! `weir-fleet` thread every `sync_interval` ([`View::collect`] hands it
+//! what this gateway did since the last round, [`View::settle`] applies
+//! the fleet's values it read back).
+//!
+//! A bucket is kept as this gateway's share of the fleet's bucket: with
+//! `n` gateways seen, a share of capacity `capacity / n` refilled at
+//! `refill / n`, set at each round to `1/n` of the tokens the fleet's
+//! bucket holds once this gateway's takes are subtracted. Between rounds
+//! the gateways together take at most what the fleet's bucket held at
+//! their last rounds plus one interval's refill; the takes they report
+//! are subtracted in Redis, down to a debt of one capacity, so an
+//! overshoot is paid back in the next intervals. A key this gateway had
+//! not seen starts from a full share. While Redis cannot be reached, the
+//! share goes on refilling at `refill / n`: limits divided by the
+//! gateways last seen, and the takes are reported once Redis is back.
+//!
+//! A counter is kept as the fleet's count read at the last round, plus
+//! `n` times this gateway's increments since: while the gateways count
+//! alike, that is the fleet's count, and while Redis cannot be reached it
+//! reaches a limit after `1/n` of it. A counter whose window (TTL) ended
+//! starts again from 0.
+
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use super::FleetError;
+use crate::plugin::state::{Bucket, limits};
+
+/// An entry unused for this long is dropped from the view (Redis keeps the
+/// fleet's value; a later use starts again from a full share, or from 0
+/// plus what the next round reads).
+const IDLE: Duration = Duration::from_secs(10);
+/// An entry used within this many sync intervals is read back at every
+/// round even when this gateway took nothing.
+const FRESH_ROUNDS: u32 = 2;
+
+#[derive(Debug)]
+enum Entry {
+    Bucket {
+        capacity: u64,
+        refill: u64,
+        /// This gateway's share of the tokens, as of `last`.
+        share: f64,
+        last: Instant,
+        /// Tokens taken since the last round was sent.
+        pending: u64,
+        /// Tokens taken and sent in the round under way.
+        sent: u64,
+        used: Instant,
+    },
+    Counter {
+        /// The fleet's count read at the last round.
+        base: i64,
+        /// When the counter's window ends, as Redis said.
+        expires: Option<Instant>,
+        ttl_ms: Option<u64>,
+        pending: i64,
+        sent: i64,
+        used: Instant,
+    },
+}
+
+impl Entry {
+    fn used(&self) -> Instant {
+        match self {
+            Entry::Bucket { used, .. } | Entry::Counter { used, .. } => *used,
+        }
+    }
+
+    fn unsent(&self) -> bool {
+        match self {
+            Entry::Bucket { pending, sent, .. } => *pending == 0 && *sent == 0,
+            Entry::Counter { pending, sent, .. } => *pending == 0 && *sent == 0,
+        }
+    }
+}
+
+/// What one key's round sends.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Push {
+    Bucket {
+        capacity: u64,
+        refill: u64,
+        taken: u64,
+    },
+    Counter {
+        delta: i64,
+        ttl_ms: Option<u64>,
+    },
+}
+
+/// What Redis answered for one key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Read {
+    /// The tokens the fleet's bucket holds (negative: a debt).
+    Bucket(f64),
+    /// The fleet's count, and the milliseconds left in its window.
+    Counter(i64, Option<u64>),
+}
+
+/// One plugin's `sync` entries.
+#[derive(Debug, Default)]
+pub struct View {
+    map: DashMap<String, Entry>,
+}
+
+/// This gateway's share of `capacity` among `nodes` (never below one
+/// take of `cost`, so a small bucket still admits on every gateway).
+fn share_of(capacity: u64, cost: u64, n: f64) -> f64 {
+    (capacity as f64 / n).max(cost.min(capacity) as f64)
+}
+
+impl View {
+    fn room(&self, now: Instant) -> Result<(), FleetError> {
+        if self.map.len() >= limits::MAX_KEYS {
+            self.map
+                .retain(|_, e| !e.unsent() || now.saturating_duration_since(e.used()) < IDLE);
+            if self.map.len() >= limits::MAX_KEYS {
+                return Err(FleetError::Limit(format!(
+                    "this plugin already holds {} fleet keys, the most allowed",
+                    limits::MAX_KEYS
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn take(
+        &self,
+        key: &str,
+        capacity: u64,
+        refill: u64,
+        cost: u64,
+        nodes: u32,
+        now: Instant,
+    ) -> Result<Bucket, FleetError> {
+        let n = f64::from(nodes.max(1));
+        let decide = |e: &mut Entry| -> Result<Bucket, FleetError> {
+            let Entry::Bucket {
+                capacity: c,
+                refill: r,
+                share,
+                last,
+                pending,
+                used,
+                ..
+            } = e
+            else {
+                return Err(FleetError::Invalid(format!(
+                    "fleet key `{key}` holds a counter, not a token bucket"
+                )));
+            };
+            // The plugin may change a key's bucket; the share follows.
+            (*c, *r) = (capacity, refill);
+            let cap_share = share_of(capacity, cost, n);
+            let rate_share = refill as f64 / n;
+            let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+            *share = (*share + elapsed * rate_share).min(cap_share);
+            *last = now;
+            *used = now;
+            let cost_f = cost as f64;
+            if *share >= cost_f {
+                *share -= cost_f;
+                *pending = pending.saturating_add(cost);
+                Ok(Bucket {
+                    allowed: true,
+                    remaining: (*share * n).max(0.0) as u64,
+                    retry_after_ms: 0,
+                })
+            } else {
+                let retry_after_ms = if refill == 0 || cost > capacity {
+                    u64::MAX
+                } else {
+                    ((cost_f - *share) / rate_share * 1000.0).ceil() as u64
+                };
+                Ok(Bucket {
+                    allowed: false,
+                    remaining: (*share * n).max(0.0) as u64,
+                    retry_after_ms,
+                })
+            }
+        };
+        if let Some(mut e) = self.map.get_mut(key) {
+            return decide(&mut e);
+        }
+        self.room(now)?;
+        let mut entry = self.map.entry(key.to_owned()).or_insert(Entry::Bucket {
+            capacity,
+            refill,
+            share: share_of(capacity, cost, n),
+            last: now,
+            pending: 0,
+            sent: 0,
+            used: now,
+        });
+        decide(&mut entry)
+    }
+
+    pub fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl_ms: Option<u64>,
+        nodes: u32,
+        now: Instant,
+    ) -> Result<i64, FleetError> {
+        let n = i64::from(nodes.max(1));
+        let add = |e: &mut Entry| -> Result<i64, FleetError> {
+            let Entry::Counter {
+                base,
+                expires,
+                ttl_ms: t,
+                pending,
+                sent,
+                used,
+            } = e
+            else {
+                return Err(FleetError::Invalid(format!(
+                    "fleet key `{key}` holds a token bucket, not a counter"
+                )));
+            };
+            if expires.is_some_and(|x| x <= now) {
+                *base = 0;
+                *expires = None;
+            }
+            *t = ttl_ms;
+            *used = now;
+            *pending = pending
+                .checked_add(delta)
+                .ok_or_else(|| FleetError::Invalid("counter overflow".into()))?;
+            Ok(base.saturating_add(sent.saturating_add(*pending).saturating_mul(n)))
+        };
+        if let Some(mut e) = self.map.get_mut(key) {
+            return add(&mut e);
+        }
+        self.room(now)?;
+        let mut entry = self.map.entry(key.to_owned()).or_insert(Entry::Counter {
+            base: 0,
+            expires: None,
+            ttl_ms,
+            pending: 0,
+            sent: 0,
+            used: now,
+        });
+        add(&mut entry)
+    }
+
+    /// What a round sends for this view: every key with takes to report or
+    /// used in the last `FRESH_ROUNDS` intervals (their pending amounts
+    /// move to `sent`). Entries idle for [`IDLE`] with nothing to report
+    /// are dropped here.
+    pub(super) fn collect(&self, interval: Duration, now: Instant) -> Vec<(String, Push)> {
+        let fresh = interval * FRESH_ROUNDS;
+        let mut out = Vec::new();
+        self.map.retain(|key, e| {
+            let idle = now.saturating_duration_since(e.used());
+            if e.unsent() && idle >= IDLE {
+                return false;
+            }
+            let push = match e {
+                Entry::Bucket {
+                    capacity,
+                    refill,
+                    pending,
+                    sent,
+                    ..
+                } => {
+                    if *pending == 0 && idle >= fresh {
+                        return true;
+                    }
+                    *sent = sent.saturating_add(std::mem::take(pending));
+                    Push::Bucket {
+                        capacity: *capacity,
+                        refill: *refill,
+                        taken: *sent,
+                    }
+                }
+                Entry::Counter {
+                    ttl_ms,
+                    pending,
+                    sent,
+                    ..
+                } => {
+                    if *pending == 0 && idle >= fresh {
+                        return true;
+                    }
+                    *sent = sent.saturating_add(std::mem::take(pending));
+                    Push::Counter {
+                        delta: *sent,
+                        ttl_ms: *ttl_ms,
+                    }
+                }
+            };
+            out.push((key.clone(), push));
+            true
+        });
+        out
+    }
+
+    /// Applies what Redis read back for `key` after this gateway's report,
+    /// with `nodes` gateways seen.
+    pub(super) fn settle(&self, key: &str, read: Read, nodes: u32, now: Instant) {
+        let Some(mut e) = self.map.get_mut(key) else {
+            return;
+        };
+        let n = f64::from(nodes.max(1));
+        match (&mut *e, read) {
+            (
+                Entry::Bucket {
+                    capacity,
+                    share,
+                    last,
+                    pending,
+                    sent,
+                    ..
+                },
+                Read::Bucket(tokens),
+            ) => {
+                *sent = 0;
+                // The takes since the round was sent are this gateway's
+                // own, not yet in what Redis read.
+                let cap_share = *capacity as f64 / n;
+                *share = (tokens / n).min(cap_share) - *pending as f64;
+                *last = now;
+            }
+            (
+                Entry::Counter {
+                    base,
+                    expires,
+                    sent,
+                    ..
+                },
+                Read::Counter(count, left_ms),
+            ) => {
+                *sent = 0;
+                *base = count;
+                *expires = left_ms.map(|ms| now + Duration::from_millis(ms));
+            }
+            // The key changed kind between the round and its answer: the
+            // next round reads it again.
+            _ => {}
+        }
+    }
+
+    /// A round that failed: what it sent for `key` is reported again by
+    /// the next one.
+    pub(super) fn unsend(&self, key: &str) {
+        if let Some(mut e) = self.map.get_mut(key) {
+            match &mut *e {
+                Entry::Bucket { pending, sent, .. } => {
+                    *pending = pending.saturating_add(std::mem::take(sent));
+                }
+                Entry::Counter { pending, sent, .. } => {
+                    *pending = pending.saturating_add(std::mem::take(sent));
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
