@@ -12,6 +12,7 @@ mod balancing_retry;
 mod bundled_calls;
 mod bundled_plugins;
 mod check;
+mod fleet;
 mod forwarding;
 mod grpc;
 mod h2_upstream;

@@ -391,7 +391,16 @@ impl Validator<'_> {
             }
             None => StateConfig::default(),
         };
-        self.fleet_needs_redis(&plugins, &state);
+        // A Redis backend refused for its own settings is reported there.
+        let redis_asked = file
+            .state
+            .as_ref()
+            .and_then(|t| t.get_ref().get("backend"))
+            .and_then(toml::Value::as_str)
+            == Some("redis");
+        if !redis_asked {
+            self.fleet_needs_redis(&plugins);
+        }
 
         Some(Config {
             path: self.file.clone(),

@@ -392,15 +392,8 @@ impl Validator<'_> {
 
 impl Validator<'_> {
     /// A plugin whose `fleet` mode shares its state needs a Redis to share
-    /// it through.
-    pub(super) fn fleet_needs_redis(
-        &mut self,
-        plugins: &super::PluginsConfig,
-        state: &StateConfig,
-    ) {
-        if state.redis.is_some() {
-            return;
-        }
+    /// it through: called when `[state]` does not ask for one.
+    pub(super) fn fleet_needs_redis(&mut self, plugins: &super::PluginsConfig) {
         for (name, s) in &plugins.settings {
             if s.fleet != FleetMode::Local {
                 self.report(
@@ -474,6 +467,12 @@ mod tests {
                 "password_file",
             ),
             (
+                "[state]\nbackend = \"redis\"\nurl = \"http://cache\"\n\
+                 [plugin_limits.rate-limit]\nfleet = \"sync\"\n",
+                "state.url",
+                "rediss://",
+            ),
+            (
                 "[state]\nbackend = \"redis\"\nurl = \"redis+unix:///tmp/r.sock\"\n",
                 "state.url",
                 "not supported",
@@ -511,6 +510,8 @@ mod tests {
         ] {
             let e = parse(dir.path(), text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
+            // One problem, reported where it is.
+            assert_eq!(e.lines().count(), 1, "{text}: {e}");
             assert!(e.contains(words), "{text}: {e}");
             assert!(!e.contains("hunter22"), "{e}");
         }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pki;
 pub mod raw;
 pub mod recording;
+pub mod redis;
 pub mod upstream;
 
 use std::collections::HashMap;

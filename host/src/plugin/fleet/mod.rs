@@ -251,7 +251,14 @@ impl FleetPolicy {
                     } => self
                         .plugin
                         .view
-                        .take(&key, capacity, refill_per_second, cost, nodes, now)
+                        .take(
+                            &key,
+                            (capacity, refill_per_second),
+                            cost,
+                            nodes,
+                            store.is_up(),
+                            now,
+                        )
                         .map(|b| Decision::Done(Answer::Bucket(b))),
                     Op::Increment { key, delta, ttl_ms } => self
                         .plugin

@@ -4,7 +4,7 @@ use super::view::{Push, Read, View};
 use super::*;
 
 fn take(view: &View, key: &str, nodes: u32, now: Instant) -> Bucket {
-    view.take(key, 30, 10, 1, nodes, now).unwrap()
+    view.take(key, (30, 10), 1, nodes, true, now).unwrap()
 }
 
 #[test]
@@ -54,6 +54,33 @@ fn a_round_reports_what_was_taken_and_settles_on_the_fleets_value() {
         matches!(sent[0].1, Push::Bucket { taken: 3, .. }),
         "{sent:?}"
     );
+}
+
+#[test]
+fn a_gateway_taking_alone_gets_the_whole_bucket_and_a_share_again_when_redis_is_down() {
+    let view = View::default();
+    let t0 = Instant::now();
+    // Three gateways, 30 tokens at 10/s: a share of 10 at first.
+    let first = (0..40).filter(|_| take(&view, "k", 3, t0).allowed).count();
+    assert_eq!(first, 10);
+    view.collect(Duration::from_millis(100), t0);
+    view.settle("k", Read::Bucket(20.0), 3, t0);
+    // A third of what the fleet holds.
+    let second = (0..40).filter(|_| take(&view, "k", 3, t0).allowed).count();
+    assert_eq!(second, 6);
+    // The others took nothing meanwhile (20 + 1 refilled - 6 = 15): this
+    // gateway's part is now the whole bucket.
+    let t1 = t0 + Duration::from_millis(100);
+    view.collect(Duration::from_millis(100), t1);
+    view.settle("k", Read::Bucket(15.0), 3, t1);
+    let alone = (0..40).filter(|_| take(&view, "k", 3, t1).allowed).count();
+    assert_eq!(alone, 15);
+    // Redis down: a third of the refill, as every gateway's.
+    let t3 = t1 + Duration::from_millis(900);
+    let down = (0..40)
+        .filter(|_| view.take("k", (30, 10), 1, 3, false, t3).unwrap().allowed)
+        .count();
+    assert_eq!(down, 3);
 }
 
 #[test]
@@ -126,7 +153,7 @@ fn a_sync_counter_counts_its_own_increments_for_every_node_until_a_round() {
         6
     );
     assert!(matches!(
-        view.take("c", 1, 1, 1, 1, t0),
+        view.take("c", (1, 1), 1, 1, true, t0),
         Err(FleetError::Invalid(m)) if m.contains("holds a counter")
     ));
 }
@@ -365,7 +392,13 @@ async fn the_redis_store_decides_strict_operations_and_reconciles_sync_views() {
     store.watch(&"q".into(), &plugin);
     let now = Instant::now();
     for _ in 0..4 {
-        assert!(plugin.view.take("s", 10, 0, 1, 1, now).unwrap().allowed);
+        assert!(
+            plugin
+                .view
+                .take("s", (10, 0), 1, 1, true, now)
+                .unwrap()
+                .allowed
+        );
     }
     tokio::task::spawn_blocking({
         let port = redis.port;

@@ -4,17 +4,24 @@
 //! what this gateway did since the last round, [`View::settle`] applies
 //! the fleet's values it read back).
 //!
-//! A bucket is kept as this gateway's share of the fleet's bucket: with
-//! `n` gateways seen, a share of capacity `capacity / n` refilled at
-//! `refill / n`, set at each round to `1/n` of the tokens the fleet's
-//! bucket holds once this gateway's takes are subtracted. Between rounds
-//! the gateways together take at most what the fleet's bucket held at
-//! their last rounds plus one interval's refill; the takes they report
-//! are subtracted in Redis, down to a debt of one capacity, so an
-//! overshoot is paid back in the next intervals. A key this gateway had
-//! not seen starts from a full share. While Redis cannot be reached, the
-//! share goes on refilling at `refill / n`: limits divided by the
-//! gateways last seen, and the takes are reported once Redis is back.
+//! A bucket is kept as this gateway's share of the fleet's bucket: its
+//! *part* of the capacity and the refill, set at each round to its part
+//! of the tokens the fleet's bucket holds once this gateway's takes are
+//! subtracted. The part is `1/n` with `n` gateways seen, until two rounds
+//! tell how much the others took in between: then it is the part of the
+//! fleet's takes that were this gateway's, never below `1/n`, so a gateway
+//! that takes alone gets the whole bucket and gateways that take alike get
+//! `1/n` each. Between rounds the gateways together take at most what the
+//! fleet's bucket held at their last rounds plus one interval's refill,
+//! and more while parts are shifting (a gateway that starts taking uses
+//! `1/n` beside one that still holds a larger part): the overshoot of a
+//! burst is at most the capacity plus one interval's refill. The takes
+//! they report are subtracted in Redis, down to a debt of one capacity,
+//! so an overshoot is paid back in the next intervals. A key this gateway
+//! had not seen starts from a full share of `1/n`. While Redis cannot be
+//! reached, the part is `1/n` and the share goes on refilling at
+//! `refill / n`: limits divided by the gateways last seen, and the takes
+//! are reported once Redis is back.
 //!
 //! A counter is kept as the fleet's count read at the last round, plus
 //! `n` times this gateway's increments since: while the gateways count
@@ -45,6 +52,13 @@ enum Entry {
         /// This gateway's share of the tokens, as of `last`.
         share: f64,
         last: Instant,
+        /// The part of the fleet's bucket that is this gateway's: of the
+        /// tokens taken fleet-wide between its last two rounds, the part
+        /// it took, and at least `1/n` (`None` before a second round:
+        /// `1/n`).
+        part: Option<f64>,
+        /// The fleet's tokens after this gateway's last report, and when.
+        read: Option<(f64, Instant)>,
         /// Tokens taken since the last round was sent.
         pending: u64,
         /// Tokens taken and sent in the round under way.
@@ -107,10 +121,21 @@ pub struct View {
     map: DashMap<String, Entry>,
 }
 
-/// This gateway's share of `capacity` among `nodes` (never below one
-/// take of `cost`, so a small bucket still admits on every gateway).
-fn share_of(capacity: u64, cost: u64, n: f64) -> f64 {
-    (capacity as f64 / n).max(cost.min(capacity) as f64)
+/// This gateway's share of `capacity` when `part` of the bucket is its
+/// (never below one take of `cost`, so a small bucket still admits on
+/// every gateway).
+fn share_of(capacity: u64, cost: u64, part: f64) -> f64 {
+    (capacity as f64 * part).max(cost.min(capacity) as f64)
+}
+
+/// The part of the bucket a gateway uses: `1/n` before it knows better,
+/// and always while Redis is down (`up` false), so a limit is then
+/// divided by the gateways last seen.
+fn part_of(part: Option<f64>, n: f64, up: bool) -> f64 {
+    match part {
+        Some(p) if up => p.max(1.0 / n),
+        _ => 1.0 / n,
+    }
 }
 
 impl View {
@@ -128,13 +153,15 @@ impl View {
         Ok(())
     }
 
+    /// A take of `cost` from this gateway's share of the bucket `key`, one
+    /// of `nodes` gateways, with Redis reachable (`up`) or not.
     pub fn take(
         &self,
         key: &str,
-        capacity: u64,
-        refill: u64,
+        (capacity, refill): (u64, u64),
         cost: u64,
         nodes: u32,
+        up: bool,
         now: Instant,
     ) -> Result<Bucket, FleetError> {
         let n = f64::from(nodes.max(1));
@@ -144,6 +171,7 @@ impl View {
                 refill: r,
                 share,
                 last,
+                part,
                 pending,
                 used,
                 ..
@@ -155,8 +183,9 @@ impl View {
             };
             // The plugin may change a key's bucket; the share follows.
             (*c, *r) = (capacity, refill);
-            let cap_share = share_of(capacity, cost, n);
-            let rate_share = refill as f64 / n;
+            let part = part_of(*part, n, up);
+            let cap_share = share_of(capacity, cost, part);
+            let rate_share = refill as f64 * part;
             let elapsed = now.saturating_duration_since(*last).as_secs_f64();
             *share = (*share + elapsed * rate_share).min(cap_share);
             *last = now;
@@ -167,18 +196,20 @@ impl View {
                 *pending = pending.saturating_add(cost);
                 Ok(Bucket {
                     allowed: true,
-                    remaining: (*share * n).max(0.0) as u64,
+                    remaining: (*share / part).max(0.0) as u64,
                     retry_after_ms: 0,
                 })
             } else {
                 let retry_after_ms = if refill == 0 || cost > capacity {
                     u64::MAX
                 } else {
-                    ((cost_f - *share) / rate_share * 1000.0).ceil() as u64
+                    // Less a nanosecond's worth, so float error does not
+                    // round an exact millisecond up.
+                    ((cost_f - *share) / rate_share * 1000.0 - 1e-6).ceil() as u64
                 };
                 Ok(Bucket {
                     allowed: false,
-                    remaining: (*share * n).max(0.0) as u64,
+                    remaining: (*share / part).max(0.0) as u64,
                     retry_after_ms,
                 })
             }
@@ -190,8 +221,10 @@ impl View {
         let mut entry = self.map.entry(key.to_owned()).or_insert(Entry::Bucket {
             capacity,
             refill,
-            share: share_of(capacity, cost, n),
+            share: share_of(capacity, cost, 1.0 / n),
             last: now,
+            part: None,
+            read: None,
             pending: 0,
             sent: 0,
             used: now,
@@ -311,19 +344,36 @@ impl View {
             (
                 Entry::Bucket {
                     capacity,
+                    refill,
                     share,
                     last,
+                    part,
+                    read: previous,
                     pending,
                     sent,
                     ..
                 },
                 Read::Bucket(tokens),
             ) => {
+                // What the others took since this gateway's last report:
+                // what the bucket would hold had only this gateway taken,
+                // less what it holds.
+                if let Some((before, at)) = *previous {
+                    let refilled = now.saturating_duration_since(at).as_secs_f64() * *refill as f64;
+                    let expected = (before + refilled).min(*capacity as f64) - *sent as f64;
+                    let others = (expected - tokens).max(0.0);
+                    let mine = *sent as f64;
+                    // Nothing taken: nothing learnt, the part stays.
+                    if mine + others > 0.0 {
+                        *part = Some((mine / (mine + others)).max(1.0 / n));
+                    }
+                }
+                *previous = Some((tokens, now));
                 *sent = 0;
+                let part = part_of(*part, n, true);
                 // The takes since the round was sent are this gateway's
                 // own, not yet in what Redis read.
-                let cap_share = *capacity as f64 / n;
-                *share = (tokens / n).min(cap_share) - *pending as f64;
+                *share = (tokens * part).min(*capacity as f64 * part) - *pending as f64;
                 *last = now;
             }
             (
