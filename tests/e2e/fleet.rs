@@ -1104,3 +1104,74 @@ async fn every_key_starts_with_the_prefix() {
         assert_eq!(members.text(), "1", "{nodes_key}");
     }
 }
+
+/// `rediss://` with the CA of Redis's certificate in `ca_file`: the fleet
+/// decides in Redis over TLS. A gateway without the CA does not trust the
+/// certificate, so it never reaches Redis and answers by its fallback.
+#[tokio::test]
+async fn rediss_with_a_ca_file_decides_over_tls_and_an_untrusted_certificate_is_refused() {
+    let ca = crate::support::pki::Ca::new("redis test CA");
+    let leaf = ca.server(&["localhost"], false);
+    let redis = RedisServer::start_tls(&leaf.cert, &leaf.key);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let app = Upstream::echo("app").await;
+    let route = limited("strict", "closed");
+    let url = format!("rediss://localhost:{}", redis.port());
+    let trusted = node_config(
+        app.addr,
+        &state(
+            &url,
+            "e2e-tls",
+            &format!("ca_file = {:?}", ca_file.display().to_string()),
+        ),
+        &[route],
+        BURST,
+    );
+    let untrusted = node_config(app.addr, &state(&url, "e2e-tls", ""), &[route], BURST);
+    let mut nodes = start_nodes(vec![trusted, untrusted], &[route]);
+    let untrusted = nodes.pop().unwrap();
+    let trusted = nodes.pop().unwrap();
+    wait_for_fleet(&[&trusted], 1).await;
+
+    let c = client();
+    let url = format!("http://{}{}", trusted.listener("main"), route.path);
+    let mut admitted = 0u64;
+    for _ in 0..BURST.capacity * 2 {
+        let (status, body) = try_get(&c, &url, "tls").await.unwrap();
+        match status {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    // The whole burst and at most a token or two refilled meanwhile.
+    assert!(
+        (BURST.capacity..=BURST.capacity + 2).contains(&admitted),
+        "over TLS, decided in Redis: {admitted} admitted"
+    );
+    assert!(
+        metric(
+            &trusted,
+            "weir_fleet_strict_operations_total{outcome=\"redis\"}"
+        )
+        .await
+            >= (BURST.capacity * 2) as f64
+    );
+    let plain = format!("http://{}{}", untrusted.listener("main"), route.path);
+    wait_for_down(&untrusted).await;
+    assert!(
+        metric(
+            &untrusted,
+            "weir_fleet_sync_rounds_total{outcome=\"failed\"}"
+        )
+        .await
+            >= 1.0
+    );
+    let (status, _) = try_get(&c, &plain, "tls").await.unwrap();
+    assert_eq!(
+        status, 503,
+        "a certificate the gateway does not trust is not Redis"
+    );
+}

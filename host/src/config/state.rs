@@ -42,6 +42,7 @@ pub mod limits {
     pub const MAX_PREFIX_BYTES: usize = 64;
     pub const MAX_URL_BYTES: usize = 2048;
     pub const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
+    pub const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
 }
 
 /// `[state]`, validated.
@@ -59,6 +60,10 @@ pub struct RedisConfig {
     /// Read from `password_file`.
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// PEM certificates that sign Redis's (`rediss://` only), read from
+    /// `ca_file`; without, the system's and the Web PKI's roots.
+    pub ca: Option<Vec<u8>>,
+    pub ca_file: Option<PathBuf>,
     pub pool_size: usize,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
@@ -83,6 +88,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("url", &self.url)
             .field("password", &self.password.as_ref().map(|_| "(hidden)"))
             .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
             .field("pool_size", &self.pool_size)
             .field("sync_interval", &self.sync_interval)
             .field("prefix", &self.prefix)
@@ -131,6 +137,7 @@ pub struct RawState {
     pub backend: Option<String>,
     pub url: Option<String>,
     pub password_file: Option<String>,
+    pub ca_file: Option<String>,
     pub pool_size: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
@@ -151,6 +158,7 @@ impl Validator<'_> {
                 let redis_keys = [
                     ("url", raw.url.is_some()),
                     ("password_file", raw.password_file.is_some()),
+                    ("ca_file", raw.ca_file.is_some()),
                     ("pool_size", raw.pool_size.is_some()),
                     ("connect_timeout", raw.connect_timeout.is_some()),
                     ("command_timeout", raw.command_timeout.is_some()),
@@ -220,6 +228,48 @@ impl Validator<'_> {
                 }
             }
         };
+        let ca_file = raw.ca_file.map(|f| self.base().join(f));
+        let ca = ca_file.as_deref().and_then(|path| {
+            let read = if url.starts_with("rediss://") {
+                std::fs::metadata(path)
+                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+                    .and_then(|m| {
+                        if m.len() > limits::MAX_CA_FILE_BYTES {
+                            Err(format!(
+                                "`{}` is larger than {} bytes",
+                                path.display(),
+                                limits::MAX_CA_FILE_BYTES
+                            ))
+                        } else {
+                            std::fs::read(path)
+                                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+                        }
+                    })
+                    .and_then(|pem| {
+                        use rustls_pki_types::CertificateDer;
+                        use rustls_pki_types::pem::PemObject;
+                        let certs = CertificateDer::pem_slice_iter(&pem)
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| format!("`{}` is not PEM: {e}", path.display()))?;
+                        if certs.is_empty() {
+                            return Err(format!("`{}` holds no certificate", path.display()));
+                        }
+                        Ok(pem)
+                    })
+            } else {
+                Err("only a `rediss://` (TLS) url uses a CA".to_owned())
+            };
+            read.map_err(|reason| {
+                self.report(
+                    &field(at, "ca_file"),
+                    Problem::Invalid {
+                        field: "ca_file",
+                        reason,
+                    },
+                );
+            })
+            .ok()
+        });
         let pool_size = raw.pool_size.unwrap_or(limits::DEFAULT_POOL_SIZE);
         self.range(at, "pool_size", pool_size, 1, limits::MAX_POOL_SIZE);
         let connect_timeout = self.between(
@@ -270,6 +320,8 @@ impl Validator<'_> {
             url,
             password,
             password_file,
+            ca,
+            ca_file,
             pool_size,
             connect_timeout,
             command_timeout,
@@ -455,6 +507,7 @@ mod tests {
     #[test]
     fn bad_state_settings_name_their_key_and_never_show_a_password() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("redis.pass"), "not a certificate\n").unwrap();
         for (text, key, words) in [
             (
                 "[plugin_limits.rate-limit]\nfleet = \"sync\"\n",
@@ -501,6 +554,16 @@ mod tests {
                 "[state]\nbackend = \"redis\"\npassword_file = \"missing\"\n",
                 "state.password_file",
                 "cannot read",
+            ),
+            (
+                "[state]\nbackend = \"redis\"\nca_file = \"redis.pass\"\n",
+                "state.ca_file",
+                "only a `rediss://` (TLS) url",
+            ),
+            (
+                "[state]\nbackend = \"redis\"\nurl = \"rediss://cache\"\nca_file = \"redis.pass\"\n",
+                "state.ca_file",
+                "holds no certificate",
             ),
             (
                 "[state]\nbackend = \"redis\"\n[plugin_limits.x]\nfleet = \"eventual\"\n",

@@ -20,26 +20,47 @@ const REDIS_SERVER: &str = "redis-server";
 pub struct RedisServer {
     port: u16,
     password: Option<String>,
+    /// Certificate and key files: the server speaks TLS only.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     dir: tempfile::TempDir,
+    /// The TLS files' folder.
+    keep: Option<tempfile::TempDir>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// A server without a password.
     pub fn start() -> RedisServer {
-        Self::launch(None)
+        Self::launch(None, None)
     }
 
     /// A server that requires `password` (`--requirepass`).
     pub fn start_with_password(password: &str) -> RedisServer {
-        Self::launch(Some(password.to_owned()))
+        Self::launch(Some(password.to_owned()), None)
     }
 
-    fn launch(password: Option<String>) -> RedisServer {
+    /// A server that speaks only TLS, with this certificate and key (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (c, k) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        let mut server = Self::launch(None, Some((c, k)));
+        // The files must outlive the server.
+        server.keep = Some(dir);
+        server
+    }
+
+    fn launch(
+        password: Option<String>,
+        tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    ) -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut server = RedisServer {
             port: 0,
             password,
+            tls,
+            keep: None,
             dir,
             child: None,
         };
@@ -58,9 +79,17 @@ impl RedisServer {
     /// port was taken). Waits (bounded) until it answers.
     fn spawn(&mut self) -> bool {
         let mut cmd = Command::new(REDIS_SERVER);
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        match &self.tls {
+            None => cmd.arg("--port").arg(self.port.to_string()),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-auth-clients", "no", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -86,6 +115,15 @@ impl RedisServer {
                 self.child = None;
                 eprintln!("redis-server on port {} exited: {status}", self.port);
                 return false;
+            }
+            // A TLS server is taken as serving once its port accepts: the
+            // plain client below cannot ask it which process it is.
+            if self.tls.is_some() {
+                if std::net::TcpStream::connect(self.addr()).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
             }
             // Serving, and this very process (not another server that
             // took the port first).

@@ -92,8 +92,17 @@ impl Store {
             let settings = info.redis_settings().clone().set_password(p);
             info = info.set_redis_settings(settings);
         }
-        let client =
-            Client::open(info).map_err(|e| std::io::Error::other(format!("[state] url: {e}")))?;
+        let client = match &config.ca {
+            Some(pem) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => Client::open(info),
+        }
+        .map_err(|e| std::io::Error::other(format!("[state]: {e}")))?;
         let mut id = [0u8; 8];
         getrandom::fill(&mut id)
             .map_err(|e| std::io::Error::other(format!("no system randomness: {e}")))?;

@@ -345,6 +345,8 @@ async fn the_redis_store_decides_strict_operations_and_reconciles_sync_views() {
         url: format!("redis://127.0.0.1:{}", redis.port),
         password: None,
         password_file: None,
+        ca: None,
+        ca_file: None,
         pool_size: 2,
         connect_timeout: Duration::from_millis(500),
         command_timeout: Duration::from_millis(500),
