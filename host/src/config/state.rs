@@ -61,7 +61,7 @@ pub struct RedisConfig {
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
     /// PEM certificates that sign Redis's (`rediss://` only), read from
-    /// `ca_file`; without, the system's and the Web PKI's roots.
+    /// `ca_file`; without, Mozilla's roots (`webpki-roots`).
     pub ca: Option<Vec<u8>>,
     pub ca_file: Option<PathBuf>,
     pub pool_size: usize,
