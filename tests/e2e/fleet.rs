@@ -701,6 +701,57 @@ async fn sync_holds_a_sustained_rate_to_about_the_refill() {
     sustained_rate("sync", "e2e-sync-rate", 1.10).await;
 }
 
+/// A client whose requests all reach one gateway of three (an L4
+/// balancer hashing its address): in `sync` mode that gateway's part of
+/// the bucket grows to the whole of it, so the client gets the fleet's
+/// rate, not a third of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_gives_a_client_on_one_gateway_the_whole_rate() {
+    let redis = RedisServer::start();
+    let app = Upstream::echo("app").await;
+    let urls_ = vec![redis.url(); NODES];
+    let gws = fleet(
+        &app,
+        &urls_,
+        "e2e-sync-alone",
+        limited("sync", "local"),
+        RATE,
+    );
+    let nodes: Vec<&Gateway> = gws.iter().collect();
+    wait_for_fleet(&nodes, NODES).await;
+    // Twice the rate, all of it to the first gateway.
+    let load = Paced::start(
+        &urls(&nodes[..1], "/limited"),
+        "alone",
+        2.0 * RATE.refill as f64,
+        RATE_CLIENTS,
+    );
+    tokio::time::sleep(RATE_RUN).await;
+    let t = load.finish().await;
+    t.assert_no_failures("sync, one gateway");
+    let secs = t.elapsed.as_secs_f64();
+    let allowed = RATE.capacity as f64 + RATE.refill as f64 * secs;
+    let admitted = t.total_admitted() as f64;
+    eprintln!(
+        "sync, one gateway: {admitted} admitted in {secs:.2} s ({allowed:.0} allowed): {t:?}"
+    );
+    assert!(
+        t.total_sent() as f64 >= 1.5 * allowed,
+        "the limit was not pressed: {t:?}"
+    );
+    // A third of the bucket would admit about (capacity + refill x
+    // elapsed) / 3, plus what the other shares refill unused.
+    assert!(
+        admitted >= 0.8 * allowed,
+        "{admitted} admitted in {secs:.2} s: far below the {allowed:.0} allowed, as if the \
+         gateway held only its third: {t:?}"
+    );
+    assert!(
+        admitted <= 1.10 * allowed,
+        "{admitted} admitted, over the limit: {t:?}"
+    );
+}
+
 /// A gateway that cannot reach Redis, with the `local` fallback, limits
 /// a fresh key by its share of the bucket: capacity and refill divided by
 /// the 3 gateways it last saw (rounded up), plus the refill over the time,

@@ -4,7 +4,8 @@
 //! same bucket alike. Written by hand: they are the data layout, and no
 //! client library has it.
 //!
-//! Layout: a bucket is a hash `{t: tokens, at: ms}` under
+//! Layout: a bucket is a hash `{t: tokens, at: ms}` (and, reported by
+//! `sync` gateways, `{w: the fleet's averaged takes, wat: ms}`) under
 //! `{prefix}:{plugin}:b:{key}`, deleted once full (a missing bucket is a
 //! full one) and expiring when it would be full again; a counter is a
 //! string under `{prefix}:{plugin}:c:{key}`; the gateways seen are a
@@ -12,8 +13,9 @@
 
 use redis::Script;
 
-/// Refill, shared by the two bucket scripts: sets `tokens` and `now`.
-const REFILL: &str = r"
+/// Reads a bucket, shared by the two bucket scripts: sets `cap`, `rate`,
+/// `now`, and the `tokens` held at `at` (a missing bucket is full).
+const HELD: &str = r"
 local cap = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local time = redis.call('TIME')
@@ -25,6 +27,10 @@ if tokens == nil or at == nil then
   tokens = cap
   at = now
 end
+";
+
+/// Refills a bucket read by [`HELD`] up to `now`.
+const REFILL: &str = r"
 if now > at then
   tokens = math.min(cap, tokens + (now - at) * rate / 1000)
 end
@@ -45,18 +51,41 @@ end
 ";
 
 /// `sync` mode's report: ARGV = capacity, refill per second, tokens this
-/// gateway took since its last report. Subtracts them, down to a debt of
-/// one capacity, and answers the tokens held (a decimal string).
+/// gateway took since its last report, the time constant of the takes'
+/// average in ms, the sync interval in ms. The takes happened over the
+/// last interval (a gateway reports every interval while it takes), as
+/// the bucket refilled: they are subtracted from that interval's refill
+/// before the bucket is capped at its capacity, so a gateway taking
+/// steadily does not lose refill to a cap the bucket never reached. The
+/// bucket goes down to a debt of one capacity. The takes are also added
+/// to `w`, the fleet's takes averaged over the time constant (each take
+/// weighs `e^(-age / constant)`). Answers `{tokens held, w}` (decimal
+/// strings): a gateway that keeps the same average of its own reports
+/// knows its part of the fleet's takes.
 fn bucket_sync() -> String {
     format!(
-        "{REFILL}
+        "{HELD}
 local taken = tonumber(ARGV[3])
-if taken == 0 and tokens >= cap then
-  return tostring(cap)
+local tau = tonumber(ARGV[4])
+local elapsed = math.max(now - at, 0)
+local span = math.min(elapsed, tonumber(ARGV[5]))
+tokens = math.min(cap, tokens + (elapsed - span) * rate / 1000)
+tokens = math.min(cap, tokens + span * rate / 1000 - taken)
+tokens = math.max(tokens, -cap)
+local avg = redis.call('HMGET', KEYS[1], 'w', 'wat')
+local w = tonumber(avg[1]) or 0
+local wat = tonumber(avg[2]) or now
+if now > wat then
+  w = w * math.exp((wat - now) / tau)
 end
-tokens = math.max(tokens - taken, -cap)
+w = w + taken
+if tokens >= cap then
+  redis.call('DEL', KEYS[1])
+  return {{tostring(cap), tostring(w)}}
+end
 {STORE}
-return tostring(tokens)"
+redis.call('HSET', KEYS[1], 'w', tostring(w), 'wat', now)
+return {{tostring(tokens), tostring(w)}}"
     )
 }
 
@@ -65,7 +94,7 @@ return tostring(tokens)"
 /// are held (-1: never)}`.
 fn bucket_take() -> String {
     format!(
-        "{REFILL}
+        "{HELD}{REFILL}
 local cost = tonumber(ARGV[3])
 local allowed = 0
 local retry = 0

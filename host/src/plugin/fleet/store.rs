@@ -41,6 +41,9 @@ const MAX_PIPELINE: usize = 1024;
 /// least [`MIN_STALE`]) is no longer counted among the fleet's.
 const STALE_ROUNDS: u32 = 3;
 const MIN_STALE: Duration = Duration::from_secs(1);
+/// A `sync` gateway's part of a bucket follows the takes of about the
+/// last this many intervals.
+const AVERAGE_ROUNDS: u32 = 10;
 
 /// The store, shared by every plugin's fleet policy.
 pub struct Store {
@@ -310,6 +313,12 @@ impl Store {
         Ok(conns)
     }
 
+    /// The time constant of the averaged takes by which `sync` gateways
+    /// share a bucket out (`super::view`).
+    fn average(&self) -> Duration {
+        self.config.sync_interval * AVERAGE_ROUNDS
+    }
+
     fn round_timeout(&self) -> Duration {
         self.config.command_timeout.max(self.config.sync_interval)
     }
@@ -396,7 +405,9 @@ impl Store {
                     .arg(self.key(name, 'b', key))
                     .arg(capacity)
                     .arg(refill)
-                    .arg(taken),
+                    .arg(taken)
+                    .arg(self.average().as_millis() as u64)
+                    .arg(self.config.sync_interval.as_millis() as u64),
                 Push::Counter { delta, ttl_ms } => pipe
                     .cmd("EVALSHA")
                     .arg(self.scripts.counter.get_hash())
@@ -447,17 +458,17 @@ impl Store {
         let now = Instant::now();
         for ((_, plugin, key, push), answer) in chunk.iter().zip(answers) {
             let read = match push {
-                Push::Bucket { .. } => redis::from_redis_value::<String>(answer)
+                Push::Bucket { .. } => redis::from_redis_value::<(String, String)>(answer)
                     .ok()
-                    .and_then(|t| t.parse::<f64>().ok())
-                    .filter(|t| t.is_finite())
-                    .map(Read::Bucket),
+                    .and_then(|(t, w)| Some((t.parse::<f64>().ok()?, w.parse::<f64>().ok()?)))
+                    .filter(|(t, w)| t.is_finite() && w.is_finite())
+                    .map(|(tokens, takes)| Read::Bucket { tokens, takes }),
                 Push::Counter { .. } => redis::from_redis_value::<(i64, i64)>(answer)
                     .ok()
                     .map(|(count, left)| Read::Counter(count, u64::try_from(left).ok())),
             };
             match read {
-                Some(read) => plugin.view.settle(key, read, nodes, now),
+                Some(read) => plugin.view.settle(key, read, (nodes, self.average()), now),
                 // A key whose script failed (an overflow, a key of another
                 // type written by hand): reported again next round.
                 None => plugin.view.unsend(key),

@@ -3,6 +3,9 @@ use std::time::{Duration, Instant};
 use super::view::{Push, Read, View};
 use super::*;
 
+/// The time constant of the fleet's averaged takes, in these tests.
+const AVG: Duration = Duration::from_secs(1);
+
 fn take(view: &View, key: &str, nodes: u32, now: Instant) -> Bucket {
     view.take(key, (30, 10), 1, nodes, true, now).unwrap()
 }
@@ -43,9 +46,18 @@ fn a_round_reports_what_was_taken_and_settles_on_the_fleets_value() {
     );
     // Taken while the round is under way: not in what Redis reads back.
     assert!(take(&view, "k", 2, t0).allowed);
-    // The fleet's bucket holds 6 after every node's takes: this node's
-    // share is 6 / 2 = 3, less the take since the round was sent.
-    view.settle("k", Read::Bucket(6.0), 2, t0);
+    // The fleet's bucket holds 6 after every node's takes, half of them
+    // this node's: its share is 6 / 2 = 3, less the take since the round
+    // was sent.
+    view.settle(
+        "k",
+        Read::Bucket {
+            tokens: 6.0,
+            takes: 8.0,
+        },
+        (2, AVG),
+        t0,
+    );
     let allowed = (0..5).filter(|_| take(&view, "k", 2, t0).allowed).count();
     assert_eq!(allowed, 2);
     // The next round reports the take made during the last one and these.
@@ -57,28 +69,46 @@ fn a_round_reports_what_was_taken_and_settles_on_the_fleets_value() {
 }
 
 #[test]
-fn a_gateway_taking_alone_gets_the_whole_bucket_and_a_share_again_when_redis_is_down() {
+fn a_gateway_holds_its_part_of_the_fleets_takes_and_a_share_again_when_redis_is_down() {
     let view = View::default();
     let t0 = Instant::now();
     // Three gateways, 30 tokens at 10/s: a share of 10 at first.
     let first = (0..40).filter(|_| take(&view, "k", 3, t0).allowed).count();
     assert_eq!(first, 10);
     view.collect(Duration::from_millis(100), t0);
-    view.settle("k", Read::Bucket(20.0), 3, t0);
-    // A third of what the fleet holds.
-    let second = (0..40).filter(|_| take(&view, "k", 3, t0).allowed).count();
-    assert_eq!(second, 6);
-    // The others took nothing meanwhile (20 + 1 refilled - 6 = 15): this
-    // gateway's part is now the whole bucket.
-    let t1 = t0 + Duration::from_millis(100);
+    // The fleet's takes are all this gateway's: the bucket is its alone.
+    view.settle(
+        "k",
+        Read::Bucket {
+            tokens: 20.0,
+            takes: 10.0,
+        },
+        (3, AVG),
+        t0,
+    );
+    let alone = (0..40).filter(|_| take(&view, "k", 3, t0).allowed).count();
+    assert_eq!(alone, 20);
+    // A second later the others took 50 between them: averaged, this
+    // gateway's 20 + 10 e^-1 against the fleet's 20 + 10 e^-1 + 50 is
+    // less than a third, so its part is a third.
+    let t1 = t0 + AVG;
     view.collect(Duration::from_millis(100), t1);
-    view.settle("k", Read::Bucket(15.0), 3, t1);
-    let alone = (0..40).filter(|_| take(&view, "k", 3, t1).allowed).count();
-    assert_eq!(alone, 15);
+    let fleet = 20.0 + 10.0 * (-1f64).exp() + 50.0;
+    view.settle(
+        "k",
+        Read::Bucket {
+            tokens: 9.0,
+            takes: fleet,
+        },
+        (3, AVG),
+        t1,
+    );
+    let shared = (0..40).filter(|_| take(&view, "k", 3, t1).allowed).count();
+    assert_eq!(shared, 3);
     // Redis down: a third of the refill, as every gateway's.
-    let t3 = t1 + Duration::from_millis(900);
+    let t2 = t1 + Duration::from_millis(900);
     let down = (0..40)
-        .filter(|_| view.take("k", (30, 10), 1, 3, false, t3).unwrap().allowed)
+        .filter(|_| view.take("k", (30, 10), 1, 3, false, t2).unwrap().allowed)
         .count();
     assert_eq!(down, 3);
 }
@@ -98,7 +128,15 @@ fn a_failed_round_reports_its_takes_again_and_a_debt_stops_takes() {
     );
     // Other nodes overshot: the fleet is 5 tokens in debt, so this node
     // admits nothing until the refill has paid it back (0.5 s at 10/s).
-    view.settle("k", Read::Bucket(-5.0), 1, t0);
+    view.settle(
+        "k",
+        Read::Bucket {
+            tokens: -5.0,
+            takes: 2.0,
+        },
+        (1, AVG),
+        t0,
+    );
     assert!(!take(&view, "k", 1, t0 + Duration::from_millis(450)).allowed);
     assert!(take(&view, "k", 1, t0 + Duration::from_millis(610)).allowed);
 }
@@ -109,14 +147,30 @@ fn keys_idle_for_long_leave_the_view_and_recent_ones_are_read_back() {
     let t0 = Instant::now();
     take(&view, "old", 1, t0);
     view.collect(Duration::from_millis(100), t0);
-    view.settle("old", Read::Bucket(29.0), 1, t0);
+    view.settle(
+        "old",
+        Read::Bucket {
+            tokens: 29.0,
+            takes: 1.0,
+        },
+        (1, AVG),
+        t0,
+    );
     // Used 150 ms ago, nothing taken since: still read back (2 intervals).
     assert_eq!(
         view.collect(Duration::from_millis(100), t0 + Duration::from_millis(150))
             .len(),
         1
     );
-    view.settle("old", Read::Bucket(29.0), 1, t0);
+    view.settle(
+        "old",
+        Read::Bucket {
+            tokens: 29.0,
+            takes: 1.0,
+        },
+        (1, AVG),
+        t0,
+    );
     // Idle past 2 intervals: kept, not read; past 10 s: dropped.
     assert!(
         view.collect(Duration::from_millis(100), t0 + Duration::from_secs(1))
@@ -143,7 +197,7 @@ fn a_sync_counter_counts_its_own_increments_for_every_node_until_a_round() {
         }
     );
     // The fleet counted 10 in all; the window ends in 1 s.
-    view.settle("c", Read::Counter(10, Some(1000)), 3, t0);
+    view.settle("c", Read::Counter(10, Some(1000)), (3, AVG), t0);
     assert_eq!(view.increment("c", 1, ttl, 3, t0).unwrap(), 13);
     // Past the window: counting starts again (this node's increment since
     // the round, for every node).

@@ -7,21 +7,25 @@
 //! A bucket is kept as this gateway's share of the fleet's bucket: its
 //! *part* of the capacity and the refill, set at each round to its part
 //! of the tokens the fleet's bucket holds once this gateway's takes are
-//! subtracted. The part is `1/n` with `n` gateways seen, until two rounds
-//! tell how much the others took in between: then it is the part of the
-//! fleet's takes that were this gateway's, never below `1/n`, so a gateway
-//! that takes alone gets the whole bucket and gateways that take alike get
-//! `1/n` each. Between rounds the gateways together take at most what the
-//! fleet's bucket held at their last rounds plus one interval's refill,
-//! and more while parts are shifting (a gateway that starts taking uses
-//! `1/n` beside one that still holds a larger part): the overshoot of a
-//! burst is at most the capacity plus one interval's refill. The takes
-//! they report are subtracted in Redis, down to a debt of one capacity,
-//! so an overshoot is paid back in the next intervals. A key this gateway
-//! had not seen starts from a full share of `1/n`. While Redis cannot be
-//! reached, the part is `1/n` and the share goes on refilling at
-//! `refill / n`: limits divided by the gateways last seen, and the takes
-//! are reported once Redis is back.
+//! subtracted. The part is this gateway's part of the fleet's recent
+//! takes: Redis keeps the fleet's takes averaged over about ten intervals
+//! (each reported take weighs `e^(-age / 10 intervals)`), each gateway the
+//! same average of its own, and the ratio is its part, never below `1/n`
+//! with `n` gateways seen (`1/n` before it has taken). The parts of the
+//! gateways that take add up to 1: gateways that take alike hold `1/n`
+//! each, and a gateway that takes alone (a client whose requests all reach
+//! it) holds the whole bucket. Between rounds the gateways together take
+//! at most what the fleet's bucket held at their last rounds plus one
+//! interval's refill, and more while parts are shifting (a gateway that
+//! starts taking uses `1/n` beside one that still holds a larger part,
+//! for about ten intervals): the overshoot of a burst is at most the
+//! capacity plus one interval's refill, and of a shift at most `1/n` of
+//! ten intervals' refill. The takes they report are subtracted in Redis,
+//! down to a debt of one capacity, so an overshoot is paid back in the
+//! next intervals. A key this gateway had not seen starts from a full
+//! share of `1/n`. While Redis cannot be reached, the part is `1/n` and
+//! the share goes on refilling at `refill / n`: limits divided by the
+//! gateways last seen, and the takes are reported once Redis is back.
 //!
 //! A counter is kept as the fleet's count read at the last round, plus
 //! `n` times this gateway's increments since: while the gateways count
@@ -52,13 +56,14 @@ enum Entry {
         /// This gateway's share of the tokens, as of `last`.
         share: f64,
         last: Instant,
-        /// The part of the fleet's bucket that is this gateway's: of the
-        /// tokens taken fleet-wide between its last two rounds, the part
-        /// it took, and at least `1/n` (`None` before a second round:
-        /// `1/n`).
+        /// The part of the fleet's bucket that is this gateway's: its
+        /// part of the fleet's averaged takes, at least `1/n` (`None`
+        /// before its first report with takes: `1/n`).
         part: Option<f64>,
-        /// The fleet's tokens after this gateway's last report, and when.
-        read: Option<(f64, Instant)>,
+        /// This gateway's reported takes, averaged as Redis averages the
+        /// fleet's (`scripts::bucket_sync`), as of `mine_at`.
+        mine: f64,
+        mine_at: Option<Instant>,
         /// Tokens taken since the last round was sent.
         pending: u64,
         /// Tokens taken and sent in the round under way.
@@ -109,8 +114,9 @@ pub(super) enum Push {
 /// What Redis answered for one key.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Read {
-    /// The tokens the fleet's bucket holds (negative: a debt).
-    Bucket(f64),
+    /// The tokens the fleet's bucket holds (negative: a debt), and the
+    /// fleet's averaged takes.
+    Bucket { tokens: f64, takes: f64 },
     /// The fleet's count, and the milliseconds left in its window.
     Counter(i64, Option<u64>),
 }
@@ -224,7 +230,8 @@ impl View {
             share: share_of(capacity, cost, 1.0 / n),
             last: now,
             part: None,
-            read: None,
+            mine: 0.0,
+            mine_at: None,
             pending: 0,
             sent: 0,
             used: now,
@@ -335,7 +342,14 @@ impl View {
 
     /// Applies what Redis read back for `key` after this gateway's report,
     /// with `nodes` gateways seen.
-    pub(super) fn settle(&self, key: &str, read: Read, nodes: u32, now: Instant) {
+    /// `average` is the time constant of the fleet's averaged takes.
+    pub(super) fn settle(
+        &self,
+        key: &str,
+        read: Read,
+        (nodes, average): (u32, Duration),
+        now: Instant,
+    ) {
         let Some(mut e) = self.map.get_mut(key) else {
             return;
         };
@@ -344,31 +358,30 @@ impl View {
             (
                 Entry::Bucket {
                     capacity,
-                    refill,
                     share,
                     last,
                     part,
-                    read: previous,
+                    mine,
+                    mine_at,
                     pending,
                     sent,
                     ..
                 },
-                Read::Bucket(tokens),
+                Read::Bucket { tokens, takes },
             ) => {
-                // What the others took since this gateway's last report:
-                // what the bucket would hold had only this gateway taken,
-                // less what it holds.
-                if let Some((before, at)) = *previous {
-                    let refilled = now.saturating_duration_since(at).as_secs_f64() * *refill as f64;
-                    let expected = (before + refilled).min(*capacity as f64) - *sent as f64;
-                    let others = (expected - tokens).max(0.0);
-                    let mine = *sent as f64;
-                    // Nothing taken: nothing learnt, the part stays.
-                    if mine + others > 0.0 {
-                        *part = Some((mine / (mine + others)).max(1.0 / n));
-                    }
+                // This gateway's averaged takes, with the same time
+                // constant as the fleet's in Redis: their ratio is its
+                // part of the fleet's takes.
+                if let Some(at) = *mine_at {
+                    let age = now.saturating_duration_since(at).as_secs_f64();
+                    *mine *= (-age / average.as_secs_f64()).exp();
                 }
-                *previous = Some((tokens, now));
+                *mine += *sent as f64;
+                *mine_at = Some(now);
+                // Nobody took lately: nothing learnt, the part stays.
+                if takes > 0.0 {
+                    *part = Some((*mine / takes).clamp(1.0 / n, 1.0));
+                }
                 *sent = 0;
                 let part = part_of(*part, n, true);
                 // The takes since the round was sent are this gateway's
