@@ -54,9 +54,9 @@ MODES = {
     # seconds per measured run, warm-up seconds, rounds, start-up samples
     # per proxy and round, wrk connections
     "quick": dict(duration=3, warmup=1, rounds=1, startup_samples=3, conns=50,
-                  idle_conns=10_000, budget=540),
+                  idle_conns=10_000, budget=660),
     "full": dict(duration=8, warmup=2, rounds=3, startup_samples=5, conns=50,
-                 idle_conns=10_000, budget=2400),
+                 idle_conns=10_000, budget=2700),
 }
 
 # TLS handshake scenarios: `openssl s_time` processes running at once
@@ -482,6 +482,11 @@ class Bench:
             with open(conf, "w") as f:
                 f.write(conf_text)
             return [WEIR, "run", "-c", conf]
+        if kind == "redis":
+            conf = os.path.join(d, "redis.conf")
+            with open(conf, "w") as f:
+                f.write(conf_text)
+            return ["redis-server", conf]
         if kind == "grpc-upstream":
             # No configuration file: the ports are its arguments.
             return [GRPC_UPSTREAM] + conf_text.split()
@@ -563,25 +568,32 @@ class Bench:
         out["latency_distribution"] = parse_latency_distribution(r.stdout)
         return out
 
-    def measure(self, server, close=False, warmup=None, auth=None):
+    def measure(self, server, close=False, warmup=None, auth=None, redis=None):
         """Warm-up (`warmup` seconds, the mode's by default), then one
         measured wrk run with CPU deltas of the proxy (all its processes
         and threads; also split into user space and kernel) and of the
         upstream; with `auth` (an AuthService, phase auth), also the
-        requests that service answered in the measured run and its CPU."""
+        requests that service answered in the measured run and its CPU;
+        with `redis` (a RedisService, phase fleet), the same of Redis: the
+        commands it processed and its CPU."""
         m = self.mode
         warm = self.wrk(server.port, warmup or m["warmup"], server.headers, close, server.tls)
         proxy_pids = server.pids() if server is not self.upstream else []
         up_pids = self.upstream.pids()
         auth_pids = auth.server.pids() if auth else []
+        redis_pids = redis.server.pids() if redis else []
         h0 = server.handshakes() if server.tls else None
         a0 = auth.answered() if auth else None
+        r0 = redis.answered() if redis else None
         c0, u0, x0 = cpu_ns(proxy_pids), cpu_ns(up_pids), cpu_ns(auth_pids)
+        d0 = cpu_ns(redis_pids)
         us0 = cpu_user_sys_ns(proxy_pids)
         w = self.wrk(server.port, m["duration"], server.headers, close, server.tls)
         c1, u1, x1 = cpu_ns(proxy_pids), cpu_ns(up_pids), cpu_ns(auth_pids)
+        d1 = cpu_ns(redis_pids)
         us1 = cpu_user_sys_ns(proxy_pids)
         a1 = auth.answered() if auth else None
+        r1 = redis.answered() if redis else None
         h1 = server.handshakes() if server.tls else None
         n = w["requests"]
         errors = sum(w["errors"].values())
@@ -606,6 +618,10 @@ class Bench:
         if auth:
             run.update(auth_calls=a1 - a0, auth_calls_per_req=(a1 - a0) / n if n else None,
                        auth_cpu_us_per_req=(x1 - x0) / 1000 / n if n else None)
+        if redis:
+            run.update(redis_cmds=r1 - r0, redis_cmds_per_req=(r1 - r0) / n if n else None,
+                       redis_cpu_ns=d1 - d0,
+                       redis_cpu_us_per_req=(d1 - d0) / 1000 / n if n else None)
         problems = []
         if n == 0:
             problems.append("no requests completed")
@@ -2776,6 +2792,689 @@ def auth_callgrind(bench, out, log, weir_targets, svc, cache_dir):
 
 
 # --------------------------------------------------------------------------
+# Phase fleet (scenario 13, issue 22): fleet-wide plugin state through Redis
+# --------------------------------------------------------------------------
+
+FLEET_LOCAL = "weir rate-limit, local"
+FLEET_SYNC = "weir rate-limit, fleet sync"
+FLEET_STRICT = "weir rate-limit, fleet strict"
+# The overhead rows: target, `[plugin_limits.rate-limit] fleet` (None: the
+# plugin's `fleet = false` and no `[state]`). Each round in this order:
+# sync right after local, which its goal compares it with.
+FLEET_VARIANTS = [(FLEET_LOCAL, None), (FLEET_SYNC, "sync"), (FLEET_STRICT, "strict")]
+FLEET_ORDER = [name for name, _ in FLEET_VARIANTS]
+# The row each fleet row's CPU and instruction deltas are taken against.
+FLEET_DELTA_BASE = {FLEET_SYNC: FLEET_LOCAL, FLEET_STRICT: FLEET_LOCAL}
+# `[state] sync_interval` of every sync row.
+FLEET_SYNC_INTERVAL = "100ms"
+# Requests of the set-up check.
+FLEET_PROBES = 20
+# The admission rows: target, fleet mode (None: `fleet = false`, no
+# Redis), and the goal's bound on admitted / the limit's allowance.
+ACC_STRICT = "fleet strict, 3 nodes"
+ACC_SYNC = "fleet sync 100 ms, 3 nodes"
+ACC_LOCAL = "local, 3 nodes"
+ACC_VARIANTS = [(ACC_STRICT, "strict", 1.02), (ACC_SYNC, "sync", 1.10), (ACC_LOCAL, None, None)]
+ACC_ORDER = [name for name, _, _ in ACC_VARIANTS]
+ACC_NODES = 3
+# Offered load per node (h2load --rps is per client connection): 1000
+# requests a second from 10 keep-alive connections, 3000 over the fleet.
+ACC_RPS_PER_NODE = 1000
+ACC_CLIENTS = 10
+# Seconds of offered load per admission run, by mode.
+ACC_SECONDS = {"quick": 5, "full": 10}
+# A run whose offered rate strays further than this from 3000/s fails:
+# the client did not hold the rate the allowance is judged against.
+ACC_RATE_TOLERANCE = 0.05
+# Idle time between the fleet forming (every node sees the others) and
+# the load: the bucket refills in capacity / refill = 0.1 s, and sync
+# rows reconcile 10 times.
+ACC_SETTLE_S = 1.0
+
+
+def redis_cmd(port, *args, timeout=2.0):
+    """One Redis command on a fresh connection: its reply (simple and bulk
+    strings as str, integers, arrays as lists, nil as None). Raises
+    BenchError on an error reply or no answer."""
+    parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    payload = f"*{len(parts)}\r\n".encode() + b"".join(
+        f"${len(a)}\r\n".encode() + a + b"\r\n" for a in parts)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(payload)
+            with s.makefile("rb") as f:
+                return _resp_read(f)
+    except (OSError, ValueError) as e:
+        raise BenchError(f"Redis on port {port}, {' '.join(map(str, args[:2]))}: {e}")
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ValueError("connection closed before the reply")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode("latin-1")
+    if kind == b"-":
+        raise ValueError(rest.decode("latin-1"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2].decode("latin-1")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise ValueError(f"unexpected reply {line[:40]!r}")
+
+
+def wait_redis(port, deadline, proc):
+    """Polls until Redis answers PING."""
+    while time.monotonic() < deadline:
+        try:
+            if redis_cmd(port, "PING", timeout=0.5) == "PONG":
+                return True
+        except BenchError:
+            pass
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    return False
+
+
+class RedisService:
+    """A Redis of phase fleet (configs.redis_conf, on the load CPU) and its
+    count of the Lua scripts it ran."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def info(self, section):
+        text = redis_cmd(self.server.port, "INFO", section)
+        out = {}
+        for line in (text or "").splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                out[k] = v.strip()
+        return out
+
+    def answered(self):
+        """Lua scripts Redis ran so far (EVALSHA and EVAL calls of `INFO
+        commandstats`): one per fleet operation decided in Redis (strict),
+        one per key reported and one heartbeat per round (the weir-fleet
+        thread). Our own INFO reads are not among them."""
+        n = 0
+        for k, v in self.info("commandstats").items():
+            if k in ("cmdstat_evalsha", "cmdstat_eval"):
+                m = re.search(r"calls=(\d+)", v)
+                n += int(m.group(1)) if m else 0
+        return n
+
+
+def start_redis(bench, name):
+    port = free_port()
+    d = bench.dir(name)
+    srv = bench.start(name, "redis", configs.redis_conf(d, port), port, cpu=LOAD_CPU,
+                      ready=lambda deadline, proc: wait_redis(port, deadline, proc))
+    return RedisService(srv)
+
+
+def fleet_counters(admin_port):
+    """Weir's fleet counters (its /metrics; the fleet section is there
+    only with the Redis backend) and the plugin's trouble counters: traps,
+    calls no instance took, and the plugin's own counters named `*error*`
+    (rate-limit counts a take the host refused, and lets it through)."""
+    s = prom_samples(admin_port)
+
+    def one(name, label=None):
+        return prom_sum(s, name, label)
+
+    return {
+        "fleet_section": any(n.startswith("weir_fleet_") for n, _, _ in s),
+        "redis_up": one("weir_fleet_redis_up"), "nodes": one("weir_fleet_nodes"),
+        "strict_redis": one("weir_fleet_strict_operations_total", 'outcome="redis"'),
+        "strict_failed": one("weir_fleet_strict_operations_total", 'outcome="failed"'),
+        "strict_timeout": one("weir_fleet_strict_operations_total", 'outcome="timeout"'),
+        "strict_busy": one("weir_fleet_strict_operations_total", 'outcome="busy"'),
+        "fallback_local": one("weir_fleet_fallbacks_total", 'fallback="local"'),
+        "fallback_closed": one("weir_fleet_fallbacks_total", 'fallback="closed"'),
+        "rounds_ok": one("weir_fleet_sync_rounds_total", 'outcome="ok"'),
+        "rounds_failed": one("weir_fleet_sync_rounds_total", 'outcome="failed"'),
+        "keys_synced": one("weir_fleet_sync_keys_total"),
+        "outages": one("weir_fleet_redis_outages_total"),
+        "plugin_traps": one("weir_plugin_traps_total"),
+        "plugin_unavailable": one("weir_plugin_calls_total", 'outcome="unavailable"'),
+        "plugin_errors": sum(v for n, labels, v in s if n == "weir_plugin_counted_total"
+                             and re.search(r'name="[^"]*error', labels)),
+    }
+
+
+# Gauges among the counters: their value after, not a difference.
+FLEET_GAUGES = ("fleet_section", "redis_up", "nodes")
+
+
+def counters_delta(c0, c1):
+    return {k: (c1[k] if k in FLEET_GAUGES else int(c1[k] - c0[k])) for k in c1}
+
+
+def fmt_counters(d):
+    """The counters that moved (+N) and the gauges (their value)."""
+    return ", ".join(f"{k} {v:g}" if k in FLEET_GAUGES else f"{k} +{v}"
+                     for k, v in d.items() if k != "fleet_section") or "no fleet counter moved"
+
+
+def fleet_problems(mode, d, served=None, conns=0):
+    """What a stretch's fleet counters (`counters_delta`) say is wrong:
+    any fallback, any strict operation not decided in Redis, a failed sync
+    round, Redis down at the end, plugin trouble; for strict, an operation
+    decided in Redis for every request (`served`: at least one each, at
+    most `conns` per wrk run more, left in flight)."""
+    p = []
+    if d["plugin_traps"] or d["plugin_unavailable"] or d["plugin_errors"]:
+        p.append(f"plugin trouble: {d['plugin_traps']} traps, {d['plugin_unavailable']} calls "
+                 f"no instance took, {d['plugin_errors']} counted errors")
+    if mode is None:
+        return p
+    if not d["fleet_section"]:
+        return p + ["/metrics has no weir_fleet_ section: the Redis backend is not on"]
+    if d["redis_up"] != 1:
+        p.append("weir_fleet_redis_up is 0")
+    fb = d["fallback_local"] + d["fallback_closed"]
+    if fb:
+        p.append(f"{fb} operations answered by the fallback (local {d['fallback_local']}, "
+                 f"closed {d['fallback_closed']})")
+    bad = {k: d[k] for k in ("strict_failed", "strict_timeout", "strict_busy") if d[k]}
+    if bad:
+        p.append(f"strict operations not decided in Redis: {bad}")
+    if d["rounds_failed"] or d["outages"]:
+        p.append(f"{d['rounds_failed']} failed rounds, {d['outages']} outages")
+    if mode == "strict" and served is not None and \
+            not served <= d["strict_redis"] <= served + 2 * conns:
+        p.append(f"{d['strict_redis']} strict operations decided in Redis for {served} requests")
+    if mode == "sync" and d["strict_redis"]:
+        p.append(f"{d['strict_redis']} strict operations in sync mode")
+    return p
+
+
+class FleetTarget:
+    """An overhead row of phase fleet: its Weir, the fleet mode (None:
+    local), the admin port whose /metrics the checks read, its Redis (its
+    own, so that Redis's scripts and CPU are this row's alone), and the
+    plugin's folder and configuration, which the callgrind run serves
+    again."""
+
+    def __init__(self, server, mode, admin_port, redis, plugin_dir, config):
+        self.server, self.mode, self.admin_port = server, mode, admin_port
+        self.redis, self.plugin_dir, self.config = redis, plugin_dir, config
+
+
+def fleet_prefix(name):
+    return "bench-" + re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+
+
+def wait_fleet(admin_ports, nodes, limit_s=10.0):
+    """Waits until every gateway's last round reached Redis and saw
+    `nodes` gateways; the seconds it took."""
+    t0 = time.monotonic()
+    deadline = t0 + limit_s
+    seen = None
+    while True:
+        try:
+            seen = [fleet_counters(p) for p in admin_ports]
+        except BenchError:
+            seen = None
+        if seen and all(c["fleet_section"] and c["redis_up"] == 1 and c["nodes"] == nodes
+                        for c in seen):
+            return time.monotonic() - t0
+        if time.monotonic() > deadline:
+            what = ([(c["redis_up"], c["nodes"]) for c in seen] if seen
+                    else "no /metrics")
+            raise BenchError(f"the fleet did not form within {limit_s}s: (redis_up, nodes) "
+                             f"per gateway {what}, expected (1, {nodes})")
+        time.sleep(0.05)
+
+
+def fleet_check(t):
+    """Shows that a row does what it is measured doing: the upstream's
+    answer with the plugin's RateLimit-Limit; for the fleet rows Redis is
+    up for the gateway, and FLEET_PROBES requests make exactly
+    FLEET_PROBES strict operations decided in Redis (strict) or sync
+    rounds report the bucket (sync), with no fallback; the local row runs
+    without the fleet section. Returns what it saw; raises on the first
+    mismatch."""
+    srv = t.server
+    status, head, body = http_get(srv.port, whole=True)
+    if status != 200 or body != configs.UPSTREAM_BODY.encode():
+        raise BenchError(f"answered {status} {body[:80]!r}, not the upstream's body")
+    limit = re.search(r"\r\nratelimit-limit:\s*(\S+)", head)
+    if not limit:
+        raise BenchError("no ratelimit-limit header in the answer: the plugin did not run")
+    seen = {"target": srv.name, "ratelimit_limit": limit.group(1)}
+    if t.mode:
+        wait_fleet([t.admin_port], 1)
+    c0 = fleet_counters(t.admin_port)
+    s0 = t.redis.answered() if t.redis else None
+    for _ in range(FLEET_PROBES):
+        if http_get(srv.port) != 200:
+            raise BenchError("a probe request was not answered 200")
+    if t.mode == "sync":
+        # The next rounds report the bucket.
+        deadline = time.monotonic() + 2.0
+        while fleet_counters(t.admin_port)["keys_synced"] == c0["keys_synced"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+    d = counters_delta(c0, fleet_counters(t.admin_port))
+    problems = fleet_problems(t.mode, d, FLEET_PROBES, 0)
+    if t.mode is None and d["fleet_section"]:
+        problems.append("the local row has a weir_fleet_ section: a Redis backend is on")
+    if t.mode == "sync" and not d["keys_synced"]:
+        problems.append("no key reported to Redis within 2 s of the probes")
+    if problems:
+        raise BenchError("; ".join(problems))
+    seen["counters"] = {k: v for k, v in d.items() if v and k != "fleet_section"}
+    if t.redis:
+        seen["redis_scripts"] = t.redis.answered() - s0
+        if t.mode == "strict" and seen["redis_scripts"] < FLEET_PROBES:
+            raise BenchError(f"Redis ran {seen['redis_scripts']} scripts for {FLEET_PROBES} "
+                             "strict requests")
+    return seen
+
+
+def fleet_measure(bench, t, conns):
+    """One CPU run (bench.measure, OBSERVE_WARMUP_S of warm-up) with Redis's
+    scripts and CPU; the fleet counters read before the warm-up and after
+    the run, outside the CPU figures, must show nothing wrong."""
+    c0 = fleet_counters(t.admin_port)
+    run = bench.measure(t.server, warmup=OBSERVE_WARMUP_S, redis=t.redis)
+    if run["status"] != "ok":
+        return run
+    d = counters_delta(c0, fleet_counters(t.admin_port))
+    run["fleet_counters"] = {k: v for k, v in d.items() if v and k != "fleet_section"}
+    served = run["warmup"]["requests"] + run["requests"]
+    problems = fleet_problems(t.mode, d, served, conns)
+    if problems:
+        run["status"] = "failed: " + "; ".join(problems)
+    return run
+
+
+def fleet_phase(bench, results, log):
+    """Scenario 13 (issue 22): the rate-limit plugin with its bucket kept
+    in this gateway, fleet-wide in sync mode and in strict mode through
+    Redis, a limit nothing reaches: CPU per request over the rounds, then
+    instructions per request under callgrind; then admission accuracy:
+    three gateways sharing a limit of 1000/s under 3000 requests/s."""
+    m = bench.mode
+    out = results["fleet"]
+    up = bench.upstream
+    targets = {}
+    cache_dir = bench.dir("fleet-plugin-cache")
+    wasm = configs.find_plugin(REPO, ["rate_limit", "rate-limit"])
+    if wasm is None:
+        reason = f"skipped: plugin runtime not available (no {configs.PLUGIN_DIR}/rate_limit.wasm)"
+        for name in FLEET_ORDER:
+            results["skipped"].append({"group": "fleet", "target": name, "reason": reason})
+        out["accuracy_skipped"] = reason
+        log(f"  fleet: {reason}")
+        return
+    redises = []
+    try:
+        for name, mode in FLEET_VARIANTS:
+            dirname = "fleet-" + re.sub(r"[^a-z0-9]+", "-", name)
+            plugin_dir = plugin_folder(bench, dirname, "rate-limit", wasm)
+            port, admin_port = free_port(), free_port()
+            config = configs.rate_limit_fleet_config(configs.FLEET_HIGH_LIMIT, mode is not None)
+            # Checked with a port for Redis before starting one.
+            conf = configs.weir_fleet_config(port, up.port, plugin_dir, cache_dir, config,
+                                             admin_port, free_port() if mode else None, mode,
+                                             FLEET_SYNC_INTERVAL, fleet_prefix(name))
+            try:
+                weir_check(bench.dir(dirname), conf)
+            except BenchError as e:
+                reason = f"skipped: weir check refused the configuration: {refusal_line(e)}"
+                results["skipped"].append({"group": "fleet", "target": name, "reason": reason})
+                log(f"  {name}: {reason}")
+                continue
+            redis = None
+            srv = None
+            try:
+                if mode:
+                    redis = start_redis(bench, dirname + "-redis")
+                    redises.append(redis)
+                    conf = configs.weir_fleet_config(port, up.port, plugin_dir, cache_dir, config,
+                                                     admin_port, redis.server.port, mode,
+                                                     FLEET_SYNC_INTERVAL, fleet_prefix(name))
+                srv = bench.start(dirname, "weir", conf, port)
+                wait_metrics(admin_port)
+            except BenchError as e:
+                if srv is not None:
+                    bench.procs.stop(srv.proc)
+                reason = f"FAILED to start, not measured: {e}"
+                results["skipped"].append({"group": "fleet", "target": name, "reason": reason})
+                log(f"  {name}: {reason}")
+                continue
+            srv.name = name
+            targets[name] = FleetTarget(srv, mode, admin_port, redis, plugin_dir, config)
+
+        for name, t in list(targets.items()):
+            try:
+                seen = fleet_check(t)
+            except BenchError as e:
+                reason = f"FAILED set-up check, not measured: {e}"
+                results["skipped"].append({"group": "fleet", "target": name, "reason": reason})
+                log(f"  {name}: {reason}\n{tail(t.server.log)}")
+                bench.procs.stop(targets.pop(name).server.proc)
+                continue
+            out["checks"].append(seen)
+            log(f"  {name}: set-up check ok; RateLimit-Limit {seen['ratelimit_limit']}; "
+                f"for {FLEET_PROBES} requests: {fmt_counters(seen['counters'])}"
+                + (f", Redis ran {seen['redis_scripts']} scripts" if t.redis else ""))
+
+        plan = [(name, targets[name]) for name in FLEET_ORDER if name in targets]
+        for rnd in range(1, m["rounds"] + 1):
+            for name, t in plan:
+                t0 = time.monotonic()
+                try:
+                    run = fleet_measure(bench, t, m["conns"])
+                except BenchError as e:
+                    run = {"status": f"failed: {e}"}
+                run.update(round=rnd, group="fleet", target=name)
+                results["runs"].append(run)
+                extra = ""
+                if run.get("proxy_user_cpu_us_per_req") is not None:
+                    extra = f"  (user {run['proxy_user_cpu_us_per_req']:.2f} us/req)"
+                if run.get("redis_cmds") is not None:
+                    extra += (f"  Redis {run['redis_cmds']} scripts, "
+                              f"{run['redis_cpu_us_per_req']:.2f} us/req")
+                log(f"  round {rnd} {name:<30} {fmt_run(run)}{extra}  "
+                    f"({time.monotonic() - t0:.1f}s)")
+                if run["status"] != "ok":
+                    log(f"  {name} log:\n{tail(t.server.log)}")
+    except BenchError as e:
+        results["skipped"].append({"group": "fleet", "target": "all", "reason": f"FAILED: {e}"})
+        log(f"  {e}")
+    finally:
+        for t in targets.values():
+            bench.procs.stop(t.server.proc)
+    try:
+        fleet_callgrind(bench, out, log, list(targets.items()), cache_dir)
+    finally:
+        for r in redises:
+            bench.procs.stop(r.server.proc)
+    fleet_accuracy(bench, results, log, wasm, cache_dir)
+
+
+def fleet_callgrind(bench, out, log, fleet_targets, cache_dir):
+    """User-space instructions per request of each overhead row that passed
+    its check, each in a fresh Weir under callgrind (as auth_callgrind:
+    the plugin with `max_instances = 1`, valgrind under no_auxv.py), with
+    the row's own Redis; the fleet counters and Redis's scripts over the
+    measured stretch are checked as in the CPU runs."""
+    missing = [t for t in ("valgrind", "callgrind_control") if shutil.which(t) is None]
+    if missing:
+        out["callgrind_skipped"] = (f"not measured: {', '.join(missing)} not found "
+                                    "(run.sh installs valgrind)")
+        log(f"  callgrind: {out['callgrind_skipped']}")
+        return
+    warmup, requests = CALLGRIND_REQUESTS[bench.mode["name"]]
+    up = bench.upstream
+    for name, t in fleet_targets:
+        port, admin_port = free_port(), free_port()
+        cg_name = "fleet-callgrind-" + re.sub(r"[^a-z0-9]+", "-", name)
+        d = bench.dir(cg_name)
+        conf = configs.weir_fleet_config(port, up.port, t.plugin_dir, cache_dir, t.config,
+                                         admin_port, t.redis.server.port if t.redis else None,
+                                         t.mode, FLEET_SYNC_INTERVAL, fleet_prefix(name),
+                                         max_instances=1)
+        srv = None
+        t0 = time.monotonic()
+        try:
+            weir_check(d, conf)
+            out_file = os.path.join(d, "callgrind.out")
+            srv = callgrind_start(bench, cg_name, conf, port, out_file, plugins=True)
+            wait_metrics(admin_port, limit_s=60.0)
+            if t.mode:
+                wait_fleet([admin_port], 1, limit_s=30.0)
+            c0 = fleet_counters(admin_port)
+            rec = callgrind_measure(bench, srv, out_file, requests, warmup, auth=t.redis)
+            if t.redis and "auth_calls" in rec:
+                rec["redis_cmds"] = rec.pop("auth_calls")
+            if rec["status"] == "ok":
+                dlt = counters_delta(c0, fleet_counters(admin_port))
+                rec["fleet_counters"] = {k: v for k, v in dlt.items()
+                                         if v and k != "fleet_section"}
+                problems = fleet_problems(t.mode, dlt, rec["warmup_requests"] + rec["requests"],
+                                          CALLGRIND_CONNS)
+                if t.mode == "strict" and rec.get("redis_cmds", 0) < rec["requests"]:
+                    problems.append(f"Redis ran {rec['redis_cmds']} scripts for "
+                                    f"{rec['requests']} strict requests")
+                if problems:
+                    rec["status"] = "failed: " + "; ".join(problems)
+        except BenchError as e:
+            rec = {"status": f"failed: {e}"}
+        finally:
+            if srv is not None:
+                bench.procs.stop(srv.proc, grace=2.0)
+        rec["target"] = name
+        out["callgrind"].append(rec)
+        if rec["status"] == "ok":
+            log(f"  callgrind {name:<30} {rec['ir_per_req']:>9,.0f} instructions/request "
+                f"({rec['requests']} requests"
+                + (f", Redis ran {rec['redis_cmds']} scripts" if "redis_cmds" in rec else "")
+                + f", {rec['seconds']:.1f}s)")
+        else:
+            log(f"  callgrind {name:<30} {rec['status'][:300]}")
+            if srv is not None:
+                log(tail(srv.log))
+        log(f"  callgrind {name}: {time.monotonic() - t0:.1f}s")
+
+
+def h2load_log(path):
+    """(start µs since the epoch, status) of each request h2load logged
+    with `--log-file` (status -1: a failed stream)."""
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.split("\t")
+                if len(fields) >= 3:
+                    rows.append((int(fields[0]), int(fields[1]), int(fields[2])))
+    except (OSError, ValueError):
+        pass
+    return rows
+
+
+def per_second(starts, first):
+    """Requests by second of their start, from `first` (µs since the
+    epoch): the admitted over time (the last second may be partial)."""
+    out = []
+    for st in starts:
+        i = (st - first) // 1_000_000
+        out.extend([0] * (i + 1 - len(out)))
+        out[i] += 1
+    return out
+
+
+def pct_nearest(xs, p):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    rank = -(-len(xs) * p // 100)
+    return float(xs[min(len(xs) - 1, max(0, int(rank) - 1))])
+
+
+def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log):
+    """One admission run: ACC_NODES fresh gateways (pinned to the proxy
+    CPU, each its own process and port) with the rate-limit plugin at the
+    fleet limit (`mode`: through `redis`, under a key prefix of this run's
+    own; None: each gateway alone), the fleet formed (each gateway saw the
+    others in Redis), ACC_SETTLE_S idle, then one h2load per gateway
+    (`--h1 --rps`) offering ACC_RPS_PER_NODE requests a second for
+    `seconds`, all at once. Admitted: the 2xx; the limit's allowance:
+    capacity + refill x the time from the first request's start to the
+    last's (over all three logs)."""
+    up = bench.upstream
+    limit = configs.FLEET_LIMIT
+    config = configs.rate_limit_fleet_config(limit, mode is not None)
+    prefix = f"bench-acc-r{rnd}-{mode or 'local'}"
+    nodes = []
+    rec = {"target": name, "round": rnd, "mode": mode, "seconds_asked": seconds,
+           "capacity": limit["capacity"], "refill_per_second": limit["refill_per_second"]}
+    procs = []
+    try:
+        for i in range(ACC_NODES):
+            dirname = f"fleet-acc-r{rnd}-{mode or 'local'}-n{i + 1}"
+            plugin_dir = plugin_folder(bench, dirname, "rate-limit", wasm)
+            port, admin_port = free_port(), free_port()
+            conf = configs.weir_fleet_config(port, up.port, plugin_dir, cache_dir, config,
+                                             admin_port, redis.server.port if mode else None,
+                                             mode, FLEET_SYNC_INTERVAL, prefix)
+            try:
+                weir_check(bench.dir(dirname), conf)
+            except BenchError as e:
+                rec["status"] = ("skipped: weir check refused the configuration: "
+                                 f"{refusal_line(e)}")
+                return rec
+            srv = bench.start(dirname, "weir", conf, port)
+            srv.name = f"{name} node {i + 1}"
+            nodes.append((srv, admin_port))
+            wait_metrics(admin_port)
+        if mode:
+            rec["fleet_formed_s"] = round(wait_fleet([a for _, a in nodes], ACC_NODES), 3)
+        time.sleep(ACC_SETTLE_S)
+        c0 = [fleet_counters(a) for _, a in nodes]
+        logs = [os.path.join(bench.workdir, f"acc-h2load-{i + 1}.log") for i in range(ACC_NODES)]
+        for f in logs:
+            if os.path.exists(f):
+                os.unlink(f)
+        argv = ["h2load", "--h1", "-t1", f"-c{ACC_CLIENTS}",
+                f"--rps={ACC_RPS_PER_NODE // ACC_CLIENTS}", "-D", str(seconds)]
+        t0 = time.monotonic()
+        for (srv, _), f in zip(nodes, logs):
+            # The driver runs on LOAD_CPU; h2load inherits it.
+            procs.append(subprocess.Popen(argv + ["--log-file", f, f"http://127.0.0.1:{srv.port}/"],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True, start_new_session=True))
+        summaries = []
+        for p in procs:
+            try:
+                stdout, stderr = p.communicate(timeout=max(seconds + 30 - (time.monotonic() - t0),
+                                                           1))
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"h2load did not finish within {seconds + 30}s")
+            h = parse_h2load(stdout)
+            if p.returncode != 0 or h is None:
+                raise BenchError(f"h2load failed (exit {p.returncode}): {stdout[-600:]} "
+                                 f"{stderr[-600:]}")
+            summaries.append(h)
+        c1 = [fleet_counters(a) for _, a in nodes]
+        per_node = []
+        starts, lat = [], []
+        statuses = {}
+        logged = [h2load_log(f) for f in logs]
+        first = min((r[0] for rows in logged for r in rows), default=0)
+        for (srv, _), rows, h, a, b in zip(nodes, logged, summaries, c0, c1):
+            s = [r[0] for r in rows]
+            adm = sum(1 for r in rows if 200 <= r[1] < 300)
+            node = {"requests": len(rows), "admitted": adm,
+                    "refused_429": sum(1 for r in rows if r[1] == 429),
+                    "offered_rps": (len(rows) - 1) / ((max(s) - min(s)) / 1e6)
+                    if len(s) > 1 and max(s) > min(s) else None,
+                    "admitted_per_s": per_second([r[0] for r in rows if 200 <= r[1] < 300],
+                                                 first),
+                    "h2load": {k: h[k] for k in ("seconds", "h2load_rps", "total", "succeeded",
+                                                 "failed", "errored", "timeout", "status")},
+                    "fleet_counters": {k: v for k, v in counters_delta(a, b).items()
+                                       if v and k != "fleet_section"},
+                    "problems": fleet_problems(mode, counters_delta(a, b), len(rows),
+                                               ACC_CLIENTS)}
+            if h["total"] != len(rows):
+                node["problems"].append(f"h2load counted {h['total']} requests, logged "
+                                        f"{len(rows)}")
+            if srv.proc.poll() is not None:
+                node["problems"].append(f"{srv.name} exited during the run")
+            for r in rows:
+                statuses[str(r[1])] = statuses.get(str(r[1]), 0) + 1
+            starts += s
+            lat += [r[2] for r in rows if r[1] != -1]
+            per_node.append(node)
+        n = len(starts)
+        elapsed = (max(starts) - min(starts)) / 1e6 if n > 1 else 0.0
+        admitted = sum(x["admitted"] for x in per_node)
+        allowance = limit["capacity"] + limit["refill_per_second"] * elapsed
+        rec.update(nodes=per_node, requests=n, admitted=admitted,
+                   admitted_per_s=per_second([r[0] for rows in logged for r in rows
+                                              if 200 <= r[1] < 300], first),
+                   refused_429=sum(x["refused_429"] for x in per_node), statuses=statuses,
+                   elapsed_s=round(elapsed, 4), offered_rps=(n - 1) / elapsed if elapsed else None,
+                   allowance=allowance, ratio=admitted / allowance if allowance else None,
+                   p50_us=pct_nearest(lat, 50), p99_us=pct_nearest(lat, 99))
+        problems = []
+        target = ACC_NODES * ACC_RPS_PER_NODE
+        if not rec["offered_rps"] or abs(rec["offered_rps"] / target - 1) > ACC_RATE_TOLERANCE:
+            problems.append(f"offered {rec['offered_rps'] or 0:.0f} requests/s, not {target} "
+                            f"(within {ACC_RATE_TOLERANCE:.0%})")
+        other = {k: v for k, v in statuses.items() if not (k.startswith("2") or k == "429")}
+        if other:
+            problems.append(f"answers neither 2xx nor 429 (status: count; -1 is a failed "
+                            f"stream): {other}")
+        for i, x in enumerate(per_node):
+            problems += [f"node {i + 1}: {p}" for p in x["problems"]]
+        rec["status"] = "failed: " + "; ".join(problems) if problems else "ok"
+        if problems:
+            for srv, _ in nodes:
+                rec.setdefault("logs", {})[srv.name] = tail(srv.log, 30)
+    except BenchError as e:
+        rec["status"] = f"failed: {e}"
+        for srv, _ in nodes:
+            rec.setdefault("logs", {})[srv.name] = tail(srv.log, 30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for srv, _ in nodes:
+            bench.procs.stop(srv.proc)
+    return rec
+
+
+def fleet_accuracy(bench, results, log, wasm, cache_dir):
+    """The admission rows, one after another each round, against one Redis
+    (each run its own key prefix and fresh gateways)."""
+    m = bench.mode
+    out = results["fleet"]
+    seconds = ACC_SECONDS[m["name"]]
+    if shutil.which("h2load") is None:
+        out["accuracy_skipped"] = "not measured: h2load not found (run.sh installs it)"
+        log(f"  admission: {out['accuracy_skipped']}")
+        return
+    redis = None
+    try:
+        redis = start_redis(bench, "fleet-acc-redis")
+        for rnd in range(1, m["rounds"] + 1):
+            for name, mode, _ in ACC_VARIANTS:
+                t0 = time.monotonic()
+                rec = accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log)
+                out["accuracy"].append(rec)
+                if rec.get("ratio") is not None:
+                    log(f"  round {rnd} {name:<28} admitted {rec['admitted']} of "
+                        f"{rec['requests']} ({rec['offered_rps']:.0f} req/s offered over "
+                        f"{rec['elapsed_s']:.2f}s), limit {rec['allowance']:.0f}: "
+                        f"{rec['ratio']:.3f}x  {rec['status'][:400]}  "
+                        f"({time.monotonic() - t0:.1f}s)")
+                else:
+                    log(f"  round {rnd} {name:<28} {rec['status'][:600]}")
+                if rec["status"] != "ok" and rec.get("logs"):
+                    for who, text in rec["logs"].items():
+                        log(f"  {who} log:\n{text}")
+    except BenchError as e:
+        out["accuracy_skipped"] = f"FAILED: {e}"
+        log(f"  admission: {e}")
+    finally:
+        if redis is not None:
+            bench.procs.stop(redis.server.proc)
+
+
+# --------------------------------------------------------------------------
 # Summary and goals
 # --------------------------------------------------------------------------
 
@@ -2791,7 +3490,7 @@ BASELINE = {"plain": ("plain", "nginx"), "plugin": ("plain", "nginx"), "close": 
             "balancer": ("plain", "nginx"), "tls": ("tls", "nginx"),
             "tls-new": ("tls-new", "nginx"), "tls-resumed": ("tls-resumed", "nginx"),
             "h2": ("h2", "nginx"), "grpc": ("grpc", "nginx"), "observe": ("observe", "nginx"),
-            "auth": ("auth", AUTH_NGINX)}
+            "auth": ("auth", AUTH_NGINX), "fleet": ("fleet", FLEET_LOCAL)}
 
 
 def summarize(results):
@@ -2815,7 +3514,8 @@ def summarize(results):
         for f in ("rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req",
                   "handshakes_per_cpu_s", "upstream_conns", "proxy_busy",
                   "proxy_user_cpu_us_per_req", "proxy_sys_cpu_us_per_req",
-                  "auth_calls_per_req", "auth_cpu_us_per_req"):
+                  "auth_calls_per_req", "auth_cpu_us_per_req", "redis_cmds_per_req",
+                  "redis_cpu_us_per_req"):
             row[f] = spread([r.get(f) for r in mine])
         def paired(base, f="proxy_cpu_us_per_req", op=lambda a, b: a / b):
             """`op` of this row's figure and `base`'s, round by round."""
@@ -2865,6 +3565,11 @@ def summarize(results):
         if group == "auth" and target in AUTH_DELTA_BASE:
             base = AUTH_DELTA_BASE[target]
             row["cpu_delta_us"] = paired(("auth", base), op=lambda a, b: a - b)
+            row["delta_base"] = base
+        # Fleet state: sync and strict against the local bucket, same round.
+        if group == "fleet" and target in FLEET_DELTA_BASE:
+            base = FLEET_DELTA_BASE[target]
+            row["cpu_delta_us"] = paired(("fleet", base), op=lambda a, b: a - b)
             row["delta_base"] = base
         # A resumed handshake's cost against a full one, same proxy and round.
         if group == "tls-resumed":
@@ -2974,8 +3679,40 @@ def summarize(results):
             "ir_delta": {t: cg[t]["ir_per_req"] - cg[b]["ir_per_req"]
                          for t, b in AUTH_DELTA_BASE.items() if t in cg and b in cg},
             "ns_per_user_instruction": ns}
+    # Fleet state (phase fleet): the same against the local row, at its
+    # cost of a user-space instruction; and the admission runs by row.
+    fl = results.get("fleet") or {}
+    cg = {r["target"]: r for r in fl.get("callgrind", []) if r["status"] == "ok"}
+    loc = cg.get(FLEET_LOCAL)
+    ns = None
+    if loc:
+        ns = spread([r["proxy_user_cpu_us_per_req"] * 1000 / loc["ir_per_req"] for r in runs
+                     if r["group"] == "fleet" and r["target"] == FLEET_LOCAL
+                     and r.get("proxy_user_cpu_us_per_req")])
+    accuracy = []
+    for name, mode, bound in ACC_VARIANTS:
+        recs = [r for r in fl.get("accuracy", []) if r["target"] == name]
+        good = [r for r in recs if r["status"] == "ok"]
+        if not recs:
+            continue
+        a = {"target": name, "mode": mode, "bound": bound, "runs": len(recs),
+             "ok_runs": len(good), "failures": [r["status"] for r in recs if r["status"] != "ok"],
+             "failed_ratios": [r.get("ratio") for r in recs if r["status"] != "ok"],
+             "per_node_admitted": [[x["admitted"] for x in r["nodes"]] for r in good],
+             "admitted_per_s": [[r["round"], r.get("admitted_per_s")] for r in good],
+             "fleet_formed_s": spread([r.get("fleet_formed_s") for r in good])}
+        for f in ("ratio", "admitted", "requests", "refused_429", "offered_rps", "elapsed_s",
+                  "allowance", "p50_us", "p99_us"):
+            a[f] = spread([r.get(f) for r in good])
+        accuracy.append(a)
+    fleet = {"checks": fl.get("checks", []), "callgrind": fl.get("callgrind", []),
+             "callgrind_skipped": fl.get("callgrind_skipped"),
+             "ir_delta": {t: cg[t]["ir_per_req"] - cg[b]["ir_per_req"]
+                          for t, b in FLEET_DELTA_BASE.items() if t in cg and b in cg},
+             "ns_per_user_instruction": ns, "accuracy": accuracy,
+             "accuracy_skipped": fl.get("accuracy_skipped")}
     results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
-                          "observe": observe, "auth": auth,
+                          "observe": observe, "auth": auth, "fleet": fleet,
                           "attack": attack, "tls_idle": idle_summary(results["tls_idle"]),
                           "tls_checks": results["tls_checks"],
                           "h2_checks": results.get("h2_checks", []),
@@ -3246,6 +3983,45 @@ def goals(summary):
     paired_goal("ext-auth, a call on every request: Weir CPU/request <= nginx auth_request to "
                 "the same service", row, "proxy_cpu_us_per_req_vs_nginx", lambda v: v <= 1.0,
                 every_detail, not_measured_why("auth", row, AUTH_NGINX))
+
+    # Issue 22: fleet-wide state through Redis.
+    fl = summary.get("fleet") or {}
+    row = rows.get(("fleet", FLEET_SYNC))
+    s = None if row is None or row.get("skipped") else row.get("cpu_delta_us")
+    status, detail = delta_goal(s, 0.3, fl.get("ir_delta", {}).get(FLEET_SYNC),
+                                fl.get("ns_per_user_instruction"), "local", fl, FLEET_SYNC)
+    if status == "not measured":
+        detail = f"{not_measured_why('fleet', row, FLEET_LOCAL)}; {detail}"
+    out.append({"goal": "fleet sync: <= +0.3 us CPU/request over a local limit",
+                "status": status, "detail": detail})
+    acc = {a["target"]: a for a in fl.get("accuracy", [])}
+    ctl = acc.get(ACC_LOCAL)
+    control = (f"; control {ACC_LOCAL}: {ctl['ratio']['median']:.2f}x"
+               if ctl and ctl["ratio"] else "")
+    for text, name in (("strict: admitted <= 1.02x the limit", ACC_STRICT),
+                       ("sync at 100 ms: admitted <= 1.10x the limit", ACC_SYNC)):
+        a = acc.get(name)
+        if not a or not a["ratio"]:
+            why = (a["failures"][0] if a and a["failures"] else
+                   fl.get("accuracy_skipped") or "fleet phase not run")
+            out.append({"goal": text, "status": "not measured",
+                        "detail": " ".join(why.split())[:400]})
+            continue
+        r, bound = a["ratio"], a["bound"]
+        meets = sum(v <= bound for v in r["values"])
+        status = "met" if meets == r["n"] else "not met"
+        detail = (f"admitted / (capacity + refill x elapsed): median {r['median']:.3f}x"
+                  + (f", rounds {r['min']:.3f}x..{r['max']:.3f}x" if r["n"] > 1
+                     else ", one round only"))
+        if status == "not met" and r["n"] > 1:
+            detail += f" ({meets} of {r['n']} rounds meet it)"
+        detail += (f"; admitted {a['admitted']['median']:.0f} against a limit of "
+                   f"{a['allowance']['median']:.0f} over {a['elapsed_s']['median']:.2f} s, "
+                   f"{a['offered_rps']['median']:.0f} req/s offered{control}")
+        if a["failures"]:
+            detail += (f"; {len(a['failures'])} failed run(s) left out: "
+                       f"{' '.join(a['failures'][0].split())[:200]}")
+        out.append({"goal": text, "status": status, "detail": detail})
     return out
 
 
@@ -3669,6 +4445,115 @@ def render(results, markdown=False):
     if any(r["group"] == "auth" for r in s["throughput"]):
         lines.append("")
 
+    fl = s.get("fleet") or {}
+    lim = configs.FLEET_LIMIT
+    acc_s = ACC_SECONDS.get(m.get("name"), "?")
+    title(f"13. Fleet-wide state through Redis: the rate-limit plugin with its bucket in the "
+          f"gateway (local), fleet-wide in sync mode ({FLEET_SYNC_INTERVAL}) and in strict mode "
+          f"(a Redis round trip per request), a limit nothing reaches (keep-alive, "
+          f"wrk -c{m['conns']}, {m['duration']}s per run; callgrind: {cg_n} requests after "
+          f"{cg_warm}, wrk -c{CALLGRIND_CONNS})")
+    cg = {r["target"]: r for r in fl.get("callgrind", [])}
+    header = ["variant", "req/s", "p50 ms", "p99 ms", "CPU us/req", "user CPU us/req",
+              "CPU vs local", "CPU delta", "Redis scripts/req", "Redis CPU us/req",
+              "instructions/req", "instructions delta"]
+    rows, notes = [], []
+    for r in sorted((r for r in s["throughput"] if r["group"] == "fleet"),
+                    key=lambda r: FLEET_ORDER.index(r["target"]) if r["target"] in FLEET_ORDER
+                    else 99):
+        if unmeasured_row(r, header, rows, notes):
+            continue
+        delta, instr = delta_cells(r, cg, notes)
+        idelta = fl.get("ir_delta", {}).get(r["target"])
+        redis = r.get("redis_cmds_per_req")
+        rows.append([r["target"] + ("" if not r["failures"] else f" ({len(r['failures'])} failed)"),
+                     fmt_spread(r["rps"]), fmt_spread(r["p50_us"], 1e-3, 2),
+                     fmt_spread(r["p99_us"], 1e-3, 2),
+                     fmt_spread(r["proxy_cpu_us_per_req"], 1, 2),
+                     fmt_spread(r.get("proxy_user_cpu_us_per_req"), 1, 2),
+                     fmt_ratio(r["proxy_cpu_us_per_req_vs_nginx"]), delta,
+                     fmt_spread(redis, 1, 4) if redis else "-",
+                     fmt_spread(r.get("redis_cpu_us_per_req"), 1, 2) if redis else "-", instr,
+                     "-" if idelta is None else
+                     f"{idelta:+,.0f} vs {FLEET_DELTA_BASE[r['target']]}"])
+    if rows:
+        table(header, rows)
+    else:
+        lines.append("not run")
+        lines.append("")
+    for n in notes:
+        lines.append(bullet + n)
+    if fl.get("callgrind_skipped"):
+        lines.append(bullet + f"callgrind: {fl['callgrind_skipped']}")
+    for c in fl.get("checks", []):
+        counted = fmt_counters(c.get("counters", {}))
+        lines.append(bullet + f"{c['target']}: RateLimit-Limit {c['ratelimit_limit']}; "
+                     f"{FLEET_PROBES} requests: {counted}"
+                     + (f"; Redis ran {c['redis_scripts']} scripts" if "redis_scripts" in c
+                        else ""))
+    for c in fl.get("callgrind", []):
+        if c["status"] == "ok" and c.get("redis_cmds") is not None:
+            lines.append(bullet + f"{c['target']}, callgrind: Redis ran {c['redis_cmds']} "
+                         f"scripts for {c['requests']} requests")
+    ns = fl.get("ns_per_user_instruction")
+    if ns:
+        lines.append(bullet + f"a user-space instruction costs {fmt_spread(ns, 1, 3, ' ns')} "
+                     "here (local's user CPU per request over its instructions per request, "
+                     "by round): the sync goal converts an instruction delta to time with the "
+                     "median")
+    if rows:
+        lines.append("")
+
+    title(f"13b. Admission accuracy: {ACC_NODES} gateways (each its own process and port), "
+          f"h2load --h1 -c{ACC_CLIENTS} --rps {ACC_RPS_PER_NODE // ACC_CLIENTS} to each "
+          f"({ACC_NODES * ACC_RPS_PER_NODE} requests/s offered in all) for {acc_s}s, one client "
+          f"IP, a fleet-wide limit of capacity {lim['capacity']} and "
+          f"{lim['refill_per_second']}/s")
+    header = ["variant", "offered req/s", "elapsed s", "requests", "admitted (2xx)",
+              "refused (429)", f"limit ({lim['capacity']} + {lim['refill_per_second']}/s x "
+              "elapsed)", "admitted / limit", "admitted per node", "p50 ms", "p99 ms"]
+    rows, notes = [], []
+    for a in fl.get("accuracy", []):
+        if not a["ok_runs"]:
+            rows.append([a["target"], "FAILED (below)"] + [""] * (len(header) - 2))
+        else:
+            per_node = "; ".join("/".join(str(x) for x in n) for n in a["per_node_admitted"])
+            rows.append([a["target"] + ("" if not a["failures"] else
+                                        f" ({len(a['failures'])} failed)"),
+                         fmt_spread(a["offered_rps"]), fmt_spread(a["elapsed_s"], 1, 2),
+                         fmt_spread(a["requests"]), fmt_spread(a["admitted"]),
+                         fmt_spread(a["refused_429"]), fmt_spread(a["allowance"]),
+                         fmt_spread(a["ratio"], 1, 3, "x"), per_node,
+                         fmt_spread(a["p50_us"], 1e-3, 2), fmt_spread(a["p99_us"], 1e-3, 2)])
+        for f, ratio in zip(a["failures"], a["failed_ratios"]):
+            notes.append(f"{a['target']}: " + (f"(admitted / limit {ratio:.3f}x) "
+                                               if ratio is not None else "") +
+                         " ".join(f.split())[:600])
+    if rows:
+        table(header, rows)
+    else:
+        lines.append(fl.get("accuracy_skipped") or "not run")
+        lines.append("")
+    for n in notes:
+        lines.append(bullet + n)
+    for a in fl.get("accuracy", []):
+        if a["mode"]:
+            for rnd, per_s in a.get("admitted_per_s", []):
+                if per_s:
+                    notes_s = " ".join(str(x) for x in per_s)
+                    lines.append(bullet + f"{a['target']}, round {rnd}: admitted per second "
+                                 f"(from the first request; the last second partial): {notes_s}")
+    formed = [a for a in fl.get("accuracy", []) if a.get("fleet_formed_s")]
+    if formed:
+        lines.append(bullet + "each run: fresh gateways, a Redis key prefix of its own; the load "
+                     "starts once every gateway's last round saw all " + str(ACC_NODES) +
+                     " (" + ", ".join(f"{a['target']}: after "
+                                      f"{fmt_spread(a['fleet_formed_s'], 1, 2, ' s')}"
+                                      for a in formed) +
+                     f") and {ACC_SETTLE_S:.0f} s idle")
+    if fl.get("accuracy") or notes:
+        lines.append("")
+
     title("Goals (Weir vs nginx, and for HTTP/2 and gRPC the better of nginx and HAProxy; "
           "same run)")
     table(["goal", "status", "detail"],
@@ -3705,7 +4590,8 @@ def versions():
     for name, argv in (("nginx", ["nginx", "-v"]), ("haproxy", ["haproxy", "-v"]),
                        ("wrk", ["wrk", "-v"]), ("weir", [WEIR, "--version"]),
                        ("openssl", ["openssl", "version"]), ("h2load", ["h2load", "--version"]),
-                       ("curl", ["curl", "--version"])):
+                       ("curl", ["curl", "--version"]),
+                       ("redis", ["redis-server", "--version"])):
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
             out[name] = (r.stdout + r.stderr).strip().splitlines()[0]
@@ -3733,9 +4619,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one round, short runs (about 4 minutes)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
     ap.add_argument("--only", default="throughput,idle,startup,hotdeploy,attack,tls,h2,observe,"
-                                      "auth",
+                                      "auth,fleet",
                     help="comma-separated phases to run (throughput, idle, startup, hotdeploy, "
-                         "attack, tls, h2, observe, auth)")
+                         "attack, tls, h2, observe, auth, fleet)")
     ap.add_argument("--keep-workdir", action="store_true",
                     help="keep the generated configurations and logs")
     args = ap.parse_args()
@@ -3745,8 +4631,9 @@ def main():
 
     if (os.cpu_count() or 1) < 2:
         sys.exit("bench: needs at least 2 CPUs (one for the proxy, one for load and upstream)")
-    for tool in ("nginx", "haproxy", "wrk", "openssl") + (("h2load", "curl") if "h2" in phases
-                                                           else ()):
+    for tool in ("nginx", "haproxy", "wrk", "openssl") + (
+            (("h2load", "curl") if "h2" in phases else ()) +
+            (("h2load", "redis-server") if "fleet" in phases else ())):
         if shutil.which(tool) is None:
             sys.exit(f"bench: `{tool}` not found; run tests/bench/run.sh, which installs it")
     if not os.access(WEIR, os.X_OK):
@@ -3788,6 +4675,8 @@ def main():
         "attack": [], "tls_checks": [], "tls_idle": [], "h2_checks": [],
         "observe": {"checks": [], "callgrind": [], "callgrind_skipped": None},
         "auth": {"checks": [], "callgrind": [], "callgrind_skipped": None},
+        "fleet": {"checks": [], "callgrind": [], "callgrind_skipped": None, "accuracy": [],
+                  "accuracy_skipped": None},
     }
     bench = Bench(args, mode, workdir, procs)
     try:
@@ -3823,6 +4712,10 @@ def main():
             log("auth: api-key, ext-auth cached and calling on every request, nginx "
                 "auth_request; callgrind")
             auth_phase(bench, results, log)
+        if "fleet" in phases:
+            log("fleet: rate-limit local, fleet sync and fleet strict through Redis; callgrind; "
+                f"admission accuracy of {ACC_NODES} gateways sharing a limit")
+            fleet_phase(bench, results, log)
         results["meta"]["status"] = "complete"
     except (BenchError, KeyboardInterrupt) as e:
         results["meta"]["status"] = f"aborted: {e!r}"

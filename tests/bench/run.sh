@@ -6,7 +6,8 @@
 #
 # Installs nginx, HAProxy, wrk, openssl (the TLS certificate, s_time),
 # h2load (nghttp2-client), curl, python3-venv, valgrind (the observe
-# phase's instruction counts) and the nginx Lua module when one is missing
+# phase's instruction counts), redis-server (the fleet phase's Redis) and
+# the nginx Lua module when one is missing
 # (apt-get, needs root), builds Weir in release mode (and
 # the plugins in plugins/, when that folder exists, the test fixture
 # plugins, and the gRPC upstream of tests/bench/grpc_upstream), makes a
@@ -19,7 +20,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 need_install=0
-for tool in nginx haproxy wrk openssl python3 h2load curl valgrind callgrind_control; do
+for tool in nginx haproxy wrk openssl python3 h2load curl valgrind callgrind_control redis-server; do
     command -v "$tool" >/dev/null 2>&1 || need_install=1
 done
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_install=1
@@ -27,11 +28,11 @@ done
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_install=1
 if [ "$need_install" = 1 ]; then
     echo "bench: installing nginx-light haproxy wrk openssl libnginx-mod-http-lua" \
-        "nghttp2-client curl python3-venv valgrind" >&2
+        "nghttp2-client curl python3-venv valgrind redis-server" >&2
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         nginx-light haproxy wrk openssl libnginx-mod-http-lua python3 \
-        nghttp2-client curl python3-venv valgrind
+        nghttp2-client curl python3-venv valgrind redis-server
 fi
 
 echo "bench: cargo build --release -p weir" >&2
