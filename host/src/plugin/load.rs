@@ -355,8 +355,8 @@ mod tests {
     #[test]
     fn versions_are_read_from_names() {
         assert_eq!(weir_version("weir:plugin/guest@0.2.0"), Some("0.2.0"));
-        assert_eq!(CONTRACT, "weir:plugin@0.8.0");
-        assert_eq!(HTTP_INTERFACE, "weir:plugin/http@0.8.0");
+        assert_eq!(CONTRACT, "weir:plugin@0.9.0");
+        assert_eq!(HTTP_INTERFACE, "weir:plugin/http@0.9.0");
         assert_eq!(weir_version("weir:plugin/host"), Some("(unversioned)"));
         assert_eq!(weir_version("wasi:io/streams@0.2.0"), None);
     }
