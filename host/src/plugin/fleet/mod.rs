@@ -8,7 +8,7 @@
 //! - `sync`: answered at once from this gateway's view of the fleet's
 //!   value ([`view`]), which the `weir-fleet` thread reconciles with Redis
 //!   every `sync_interval`, all keys in one pipelined round trip
-//!   ([`store`]).
+//!   ([`store`](mod@store)).
 //! - `strict`: decided in Redis, atomically, one round trip per
 //!   operation: the operation is [`FleetOp`], which the request sends and
 //!   waits for on its worker's event loop beside the plugin's outbound
