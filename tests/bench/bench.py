@@ -2830,6 +2830,31 @@ ACC_RATE_TOLERANCE = 0.05
 # the load: the bucket refills in capacity / refill = 0.1 s, and sync
 # rows reconcile 10 times.
 ACC_SETTLE_S = 1.0
+# Redis killed and restarted under the admission load (issue 22's third
+# goal): the rows, by fleet mode, each with `fleet_fallback = "local"`
+# (fail-open) and a Redis of its own, SIGKILLed and started again on the
+# same port (empty: no snapshot, no append-only file).
+OUT_STRICT = "fleet strict, Redis killed"
+OUT_SYNC = "fleet sync 100 ms, Redis killed"
+OUT_VARIANTS = [(OUT_STRICT, "strict"), (OUT_SYNC, "sync")]
+OUT_ORDER = [name for name, _ in OUT_VARIANTS]
+# Seconds of load, and when (seconds after the load starts) Redis is
+# killed and started again, by bench mode.
+OUT_TIMES = {"quick": (6, 2.0, 4.0), "full": (10, 3.0, 6.0)}
+# `[state] sync_interval` in seconds (FLEET_SYNC_INTERVAL); the recovery
+# goal is OUT_SYNC_INTERVALS of them.
+FLEET_SYNC_INTERVAL_S = 0.1
+OUT_SYNC_INTERVALS = 2
+# The recovery rule: windows of OUT_WINDOW_S from Redis accepting
+# connections again; the fleet is held to the limit from window k on when
+# every run of windows k..j admits at most capacity + OUT_RATE_SLACK x
+# refill x (j - k + 1) x OUT_WINDOW_S (a bucket of the limit's capacity,
+# full at window k, refilled at 1.10 x the refill).
+OUT_WINDOW_S = 0.1
+OUT_RATE_SLACK = 1.10
+# How often the driver asks the restarted Redis for PING (seconds): the
+# precision of "Redis accepts connections again".
+OUT_REDIS_POLL_S = 0.001
 
 
 def redis_cmd(port, *args, timeout=2.0):
@@ -2868,17 +2893,22 @@ def _resp_read(f):
     raise ValueError(f"unexpected reply {line[:40]!r}")
 
 
-def wait_redis(port, deadline, proc):
-    """Polls until Redis answers PING."""
+def wait_redis(port, deadline, proc, poll=0.01, seen=None):
+    """Polls (every `poll` seconds) until Redis answers PING; in `seen`,
+    "at": the wall-clock time (s since the epoch) the PING that got PONG
+    was sent."""
     while time.monotonic() < deadline:
+        at = time.time()
         try:
             if redis_cmd(port, "PING", timeout=0.5) == "PONG":
+                if seen is not None:
+                    seen["at"] = at
                 return True
         except BenchError:
             pass
         if proc.poll() is not None:
             return False
-        time.sleep(0.01)
+        time.sleep(poll)
     return False
 
 
@@ -2911,12 +2941,18 @@ class RedisService:
         return n
 
 
-def start_redis(bench, name):
-    port = free_port()
+def start_redis(bench, name, port=None, poll=0.01):
+    """A Redis (configs.redis_conf) on `port` (default: a free one), on the
+    load CPU; its `ready_at` is when it first answered PING (wall clock,
+    to within `poll` seconds)."""
+    port = port or free_port()
     d = bench.dir(name)
+    seen = {}
     srv = bench.start(name, "redis", configs.redis_conf(d, port), port, cpu=LOAD_CPU,
-                      ready=lambda deadline, proc: wait_redis(port, deadline, proc))
-    return RedisService(srv)
+                      ready=lambda deadline, proc: wait_redis(port, deadline, proc, poll, seen))
+    r = RedisService(srv)
+    r.ready_at = seen.get("at")
+    return r
 
 
 def fleet_counters(admin_port):
@@ -3102,7 +3138,8 @@ def fleet_phase(bench, results, log):
     in this gateway, fleet-wide in sync mode and in strict mode through
     Redis, a limit nothing reaches: CPU per request over the rounds, then
     instructions per request under callgrind; then admission accuracy:
-    three gateways sharing a limit of 1000/s under 3000 requests/s."""
+    three gateways sharing a limit of 1000/s under 3000 requests/s; and
+    the same load with Redis killed and restarted (fail-open)."""
     m = bench.mode
     out = results["fleet"]
     up = bench.upstream
@@ -3302,7 +3339,79 @@ def pct_nearest(xs, p):
     return float(xs[min(len(xs) - 1, max(0, int(rank) - 1))])
 
 
-def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log):
+def outage_problems(mode, d):
+    """What a gateway's counters over a Redis-killed run (`counters_delta`)
+    say is wrong: plugin trouble; the kill not noticed (no outage counted)
+    or no operation answered by the local fallback; any answered by the
+    closed one; Redis not reachable again or the fleet not whole at the
+    end; a strict operation in sync mode."""
+    p = []
+    if d["plugin_traps"] or d["plugin_unavailable"] or d["plugin_errors"]:
+        p.append(f"plugin trouble: {d['plugin_traps']} traps, {d['plugin_unavailable']} calls "
+                 f"no instance took, {d['plugin_errors']} counted errors")
+    if not d["fleet_section"]:
+        return p + ["/metrics has no weir_fleet_ section: the Redis backend is not on"]
+    if d["outages"] < 1:
+        p.append("weir_fleet_redis_outages_total did not move: the kill went unnoticed")
+    if d["fallback_local"] < 1:
+        p.append('weir_fleet_fallbacks_total{fallback="local"} did not move')
+    if d["fallback_closed"]:
+        p.append(f"{d['fallback_closed']} operations answered by the closed fallback")
+    if d["redis_up"] != 1:
+        p.append("weir_fleet_redis_up is 0 at the end: Redis not reachable again")
+    if d["nodes"] != ACC_NODES:
+        p.append(f"weir_fleet_nodes is {d['nodes']:g} at the end, not {ACC_NODES}")
+    if mode == "sync" and d["strict_redis"]:
+        p.append(f"{d['strict_redis']} strict operations in sync mode")
+    return p
+
+
+def fleet_log_events(path):
+    """The `fleet state:` lines of a gateway's log: (µs since the epoch,
+    "down" for `Redis cannot be reached`, "up" for `Redis reachable`)."""
+    out = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = re.match(r"^(\d{4}-\d\d-\d\dT\S+Z)\s+\w+\s.*fleet state: Redis "
+                             r"(reachable|cannot be reached)", line)
+                if m:
+                    try:
+                        t = datetime.datetime.fromisoformat(m.group(1)).timestamp()
+                    except ValueError:
+                        continue
+                    out.append((int(t * 1e6), "up" if m.group(2) == "reachable" else "down"))
+    except OSError:
+        pass
+    return out
+
+
+def recovery_windows(admitted_starts, t_rec_us, t_end_us, limit):
+    """Admission after Redis accepted connections again at `t_rec_us`: the
+    admitted (start times, µs) in each whole OUT_WINDOW_S window from
+    `t_rec_us` up to `t_end_us` (the last request's start; the partial
+    last window is left out), and the first window k from which the fleet
+    is held to the limit: for every j >= k, windows k..j together admit at
+    most capacity + OUT_RATE_SLACK x refill x (j - k + 1) x OUT_WINDOW_S
+    (None: no such window)."""
+    w_us = int(OUT_WINDOW_S * 1e6)
+    n = max(0, (t_end_us - t_rec_us) // w_us)
+    wins = [0] * n
+    for st in admitted_starts:
+        if st >= t_rec_us:
+            i = (st - t_rec_us) // w_us
+            if i < n:
+                wins[i] += 1
+    per = OUT_RATE_SLACK * limit["refill_per_second"] * OUT_WINDOW_S
+    for k in range(n):
+        total = 0
+        if all((total := total + wins[j]) <= limit["capacity"] + per * (j - k + 1)
+               for j in range(k, n)):
+            return wins, k
+    return wins, None
+
+
+def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log, outage=None):
     """One admission run: ACC_NODES fresh gateways (pinned to the proxy
     CPU, each its own process and port) with the rate-limit plugin at the
     fleet limit (`mode`: through `redis`, under a key prefix of this run's
@@ -3311,18 +3420,31 @@ def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log):
     (`--h1 --rps`) offering ACC_RPS_PER_NODE requests a second for
     `seconds`, all at once. Admitted: the 2xx; the limit's allowance:
     capacity + refill x the time from the first request's start to the
-    last's (over all three logs)."""
+    last's (over all three logs).
+
+    With `outage` (seconds after the load starts: (kill, restart)), the
+    run has a Redis of its own (`redis` is not used), SIGKILLed at the
+    first and started again on the same port at the second: the record
+    has the failed requests (anything but 2xx or 429), the admitted while
+    Redis was down against the local fallback's allowance, the admitted
+    per OUT_WINDOW_S window after Redis accepted connections again and the
+    recovery (recovery_windows), each gateway's counters and the times its
+    log noticed the outage and the recovery."""
     up = bench.upstream
     limit = configs.FLEET_LIMIT
     config = configs.rate_limit_fleet_config(limit, mode is not None)
-    prefix = f"bench-acc-r{rnd}-{mode or 'local'}"
+    tag = ("out" if outage else "acc") + f"-r{rnd}-{mode or 'local'}"
+    prefix = f"bench-{tag}"
     nodes = []
     rec = {"target": name, "round": rnd, "mode": mode, "seconds_asked": seconds,
            "capacity": limit["capacity"], "refill_per_second": limit["refill_per_second"]}
     procs = []
+    own_redis = None
     try:
+        if outage:
+            redis = own_redis = start_redis(bench, f"fleet-{tag}-redis")
         for i in range(ACC_NODES):
-            dirname = f"fleet-acc-r{rnd}-{mode or 'local'}-n{i + 1}"
+            dirname = f"fleet-{tag}-n{i + 1}"
             plugin_dir = plugin_folder(bench, dirname, "rate-limit", wasm)
             port, admin_port = free_port(), free_port()
             conf = configs.weir_fleet_config(port, up.port, plugin_dir, cache_dir, config,
@@ -3354,6 +3476,22 @@ def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log):
             procs.append(subprocess.Popen(argv + ["--log-file", f, f"http://127.0.0.1:{srv.port}/"],
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True, start_new_session=True))
+        if outage:
+            kill_at, restart_at = outage
+            time.sleep(max(0.0, t0 + kill_at - time.monotonic()))
+            p = redis.server.proc
+            t_kill = time.time()
+            rec["redis_killed_after_s"] = round(time.monotonic() - t0, 3)
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(5)
+            bench.procs.stop(p)
+            own_redis = None
+            time.sleep(max(0.0, t0 + restart_at - time.monotonic()))
+            rec["redis_restarted_after_s"] = round(time.monotonic() - t0, 3)
+            redis = own_redis = start_redis(bench, f"fleet-{tag}-redis", port=redis.server.port,
+                                            poll=OUT_REDIS_POLL_S)
+            t_rec = redis.ready_at
+            rec["redis_down_s"] = round(t_rec - t_kill, 4)
         summaries = []
         for p in procs:
             try:
@@ -3375,6 +3513,7 @@ def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log):
         for (srv, _), rows, h, a, b in zip(nodes, logged, summaries, c0, c1):
             s = [r[0] for r in rows]
             adm = sum(1 for r in rows if 200 <= r[1] < 300)
+            d = counters_delta(a, b)
             node = {"requests": len(rows), "admitted": adm,
                     "refused_429": sum(1 for r in rows if r[1] == 429),
                     "offered_rps": (len(rows) - 1) / ((max(s) - min(s)) / 1e6)
@@ -3383,15 +3522,26 @@ def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log):
                                                  first),
                     "h2load": {k: h[k] for k in ("seconds", "h2load_rps", "total", "succeeded",
                                                  "failed", "errored", "timeout", "status")},
-                    "fleet_counters": {k: v for k, v in counters_delta(a, b).items()
+                    "fleet_counters": {k: v for k, v in d.items()
                                        if v and k != "fleet_section"},
-                    "problems": fleet_problems(mode, counters_delta(a, b), len(rows),
-                                               ACC_CLIENTS)}
+                    "problems": (outage_problems(mode, d) if outage else
+                                 fleet_problems(mode, d, len(rows), ACC_CLIENTS))}
+            if outage:
+                # h2load's `failed` is every request not answered 2xx or
+                # 3xx (errors, timeouts, lost streams and connections
+                # among them): less the 429s, plus any 3xx, it is every
+                # request answered neither 2xx nor 429.
+                node["failed"] = (h["failed"] - node["refused_429"]
+                                  + sum(1 for r in rows if 300 <= r[1] < 400))
+                node["outages"] = d["outages"]
+                node["fallback_local"] = d["fallback_local"]
+                node["log_events"] = fleet_log_events(srv.log)
             if h["total"] != len(rows):
                 node["problems"].append(f"h2load counted {h['total']} requests, logged "
                                         f"{len(rows)}")
             if srv.proc.poll() is not None:
-                node["problems"].append(f"{srv.name} exited during the run")
+                node["problems"].append(f"{srv.name} exited during the run "
+                                        f"(exit {srv.proc.returncode})")
             for r in rows:
                 statuses[str(r[1])] = statuses.get(str(r[1]), 0) + 1
             starts += s
@@ -3401,9 +3551,9 @@ def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log):
         elapsed = (max(starts) - min(starts)) / 1e6 if n > 1 else 0.0
         admitted = sum(x["admitted"] for x in per_node)
         allowance = limit["capacity"] + limit["refill_per_second"] * elapsed
+        admitted_starts = sorted(r[0] for rows in logged for r in rows if 200 <= r[1] < 300)
         rec.update(nodes=per_node, requests=n, admitted=admitted,
-                   admitted_per_s=per_second([r[0] for rows in logged for r in rows
-                                              if 200 <= r[1] < 300], first),
+                   admitted_per_s=per_second(admitted_starts, first),
                    refused_429=sum(x["refused_429"] for x in per_node), statuses=statuses,
                    elapsed_s=round(elapsed, 4), offered_rps=(n - 1) / elapsed if elapsed else None,
                    allowance=allowance, ratio=admitted / allowance if allowance else None,
@@ -3414,13 +3564,42 @@ def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log):
             problems.append(f"offered {rec['offered_rps'] or 0:.0f} requests/s, not {target} "
                             f"(within {ACC_RATE_TOLERANCE:.0%})")
         other = {k: v for k, v in statuses.items() if not (k.startswith("2") or k == "429")}
-        if other:
+        if other and not outage:
             problems.append(f"answers neither 2xx nor 429 (status: count; -1 is a failed "
                             f"stream): {other}")
+        if outage and n:
+            # The fallback's allowance while Redis was down: each gateway
+            # its own bucket of capacity / N and refill / N, rounded up.
+            k_us, r_us = int(t_kill * 1e6), int(t_rec * 1e6)
+            share_cap = -(-limit["capacity"] // ACC_NODES)
+            share_refill = -(-limit["refill_per_second"] // ACC_NODES)
+            down_s = (r_us - k_us) / 1e6
+            while_down = sum(1 for st in admitted_starts if k_us <= st < r_us)
+            fb_allowance = ACC_NODES * (share_cap + share_refill * down_s)
+            wins, k = recovery_windows(admitted_starts, r_us, max(starts), limit)
+            rec.update(
+                failed=sum(x["failed"] for x in per_node),
+                h2load_errored=sum(x["h2load"]["errored"] for x in per_node),
+                h2load_timeout=sum(x["h2load"]["timeout"] for x in per_node),
+                other_statuses=other,
+                redis_killed_at_us=k_us, redis_ready_at_us=r_us,
+                redis_killed_after_first_s=round((k_us - first) / 1e6, 3),
+                admitted_while_down=while_down, fallback_share=[share_cap, share_refill],
+                fallback_allowance=fb_allowance,
+                while_down_ratio=while_down / fb_allowance if fb_allowance else None,
+                windows_after_recovery=wins, recovery_window=k,
+                recovery_ms=None if k is None else round(k * OUT_WINDOW_S * 1000),
+                # Each gateway's log: the outage noticed (ms after the kill)
+                # and Redis reachable again (ms after it accepted again).
+                noticed_ms=[next((round((t - k_us) / 1000) for t, e in x["log_events"]
+                                  if e == "down" and t >= k_us - 1000), None)
+                            for x in per_node],
+                reachable_ms=[next((round((t - r_us) / 1000) for t, e in x["log_events"]
+                                    if e == "up" and t >= k_us), None) for x in per_node])
         for i, x in enumerate(per_node):
             problems += [f"node {i + 1}: {p}" for p in x["problems"]]
         rec["status"] = "failed: " + "; ".join(problems) if problems else "ok"
-        if problems:
+        if problems or rec.get("failed"):
             for srv, _ in nodes:
                 rec.setdefault("logs", {})[srv.name] = tail(srv.log, 30)
     except BenchError as e:
@@ -3434,15 +3613,19 @@ def accuracy_run(bench, name, mode, redis, rnd, wasm, cache_dir, seconds, log):
                 p.wait()
         for srv, _ in nodes:
             bench.procs.stop(srv.proc)
+        if own_redis is not None:
+            bench.procs.stop(own_redis.server.proc)
     return rec
 
 
 def fleet_accuracy(bench, results, log, wasm, cache_dir):
     """The admission rows, one after another each round, against one Redis
-    (each run its own key prefix and fresh gateways)."""
+    (each run its own key prefix and fresh gateways); then, each round,
+    the Redis-killed rows, each against a Redis of its own."""
     m = bench.mode
     out = results["fleet"]
     seconds = ACC_SECONDS[m["name"]]
+    out_s, kill_at, restart_at = OUT_TIMES[m["name"]]
     if shutil.which("h2load") is None:
         out["accuracy_skipped"] = "not measured: h2load not found (run.sh installs it)"
         log(f"  admission: {out['accuracy_skipped']}")
@@ -3464,6 +3647,28 @@ def fleet_accuracy(bench, results, log, wasm, cache_dir):
                 else:
                     log(f"  round {rnd} {name:<28} {rec['status'][:600]}")
                 if rec["status"] != "ok" and rec.get("logs"):
+                    for who, text in rec["logs"].items():
+                        log(f"  {who} log:\n{text}")
+            for name, mode in OUT_VARIANTS:
+                t0 = time.monotonic()
+                rec = accuracy_run(bench, name, mode, None, rnd, wasm, cache_dir, out_s, log,
+                                   outage=(kill_at, restart_at))
+                out["outage"].append(rec)
+                if rec.get("admitted_while_down") is not None:
+                    rmsg = ("never" if rec["recovery_ms"] is None
+                            else f"{rec['recovery_ms']} ms")
+                    log(f"  round {rnd} {name:<32} {rec['requests']} requests, "
+                        f"{rec['failed']} failed (errored {rec['h2load_errored']}, timeout "
+                        f"{rec['h2load_timeout']}); Redis down {rec['redis_down_s']:.2f}s: "
+                        f"admitted {rec['admitted_while_down']} against the fallback's "
+                        f"{rec['fallback_allowance']:.0f}; held to the limit again {rmsg} "
+                        f"after Redis accepted; outages "
+                        f"{'/'.join(str(x['outages']) for x in rec['nodes'])}, local fallbacks "
+                        f"{'/'.join(str(x['fallback_local']) for x in rec['nodes'])}  "
+                        f"{rec['status'][:400]}  ({time.monotonic() - t0:.1f}s)")
+                else:
+                    log(f"  round {rnd} {name:<32} {rec['status'][:600]}")
+                if (rec["status"] != "ok" or rec.get("failed")) and rec.get("logs"):
                     for who, text in rec["logs"].items():
                         log(f"  {who} log:\n{text}")
     except BenchError as e:
@@ -3705,11 +3910,44 @@ def summarize(results):
                   "allowance", "p50_us", "p99_us"):
             a[f] = spread([r.get(f) for r in good])
         accuracy.append(a)
+    outage = []
+    for name, mode in OUT_VARIANTS:
+        recs = [r for r in fl.get("outage", []) if r["target"] == name]
+        if not recs:
+            continue
+        good = [r for r in recs if r["status"] == "ok"]
+        o = {"target": name, "mode": mode, "runs": len(recs), "ok_runs": len(good),
+             "failures": [r["status"] for r in recs if r["status"] != "ok"],
+             # Every run that counted its requests, ok or not: a failed
+             # request is one whatever else went wrong.
+             "failed_all": [r["failed"] for r in recs if r.get("failed") is not None],
+             "per_node_outages": [[x["outages"] for x in r["nodes"]] for r in good],
+             "per_node_fallbacks": [[x["fallback_local"] for x in r["nodes"]] for r in good],
+             "windows": [[r["round"], r["windows_after_recovery"]] for r in good],
+             "admitted_per_s": [[r["round"], r.get("admitted_per_s")] for r in good],
+             "noticed_ms": [[r["round"], r.get("noticed_ms")] for r in good],
+             "reachable_ms": [[r["round"], r.get("reachable_ms")] for r in good],
+             "never_recovered": sum(1 for r in good if r["recovery_ms"] is None),
+             "recovery_by_round": [r["recovery_ms"] for r in good],
+             # When the last gateway's log said Redis reachable again.
+             "last_reachable_by_round": [
+                 None if None in (r.get("reachable_ms") or [None]) else max(r["reachable_ms"])
+                 for r in good],
+             "failed_by_round": [[r["failed"], r["h2load_errored"], r["h2load_timeout"]]
+                                 for r in good],
+             "other_statuses": [[r["round"], r["other_statuses"]] for r in recs
+                                if r.get("other_statuses")]}
+        for f in ("requests", "failed", "h2load_errored", "h2load_timeout", "admitted",
+                  "refused_429", "offered_rps", "elapsed_s", "ratio", "redis_down_s",
+                  "redis_killed_after_first_s", "admitted_while_down", "fallback_allowance",
+                  "while_down_ratio", "recovery_ms", "p50_us", "p99_us"):
+            o[f] = spread([r.get(f) for r in good])
+        outage.append(o)
     fleet = {"checks": fl.get("checks", []), "callgrind": fl.get("callgrind", []),
              "callgrind_skipped": fl.get("callgrind_skipped"),
              "ir_delta": {t: cg[t]["ir_per_req"] - cg[b]["ir_per_req"]
                           for t, b in FLEET_DELTA_BASE.items() if t in cg and b in cg},
-             "ns_per_user_instruction": ns, "accuracy": accuracy,
+             "ns_per_user_instruction": ns, "accuracy": accuracy, "outage": outage,
              "accuracy_skipped": fl.get("accuracy_skipped")}
     results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
                           "observe": observe, "auth": auth, "fleet": fleet,
@@ -4022,6 +4260,76 @@ def goals(summary):
             detail += (f"; {len(a['failures'])} failed run(s) left out: "
                        f"{' '.join(a['failures'][0].split())[:200]}")
         out.append({"goal": text, "status": status, "detail": detail})
+    # Issue 22's third goal, one line per half, each over both modes (every
+    # run of strict and of sync must meet it; the detail gives each mode).
+    outs = fl.get("outage", [])
+    missing = [n for n, _ in OUT_VARIANTS if n not in {o["target"] for o in outs}]
+    why_none = fl.get("accuracy_skipped") or "fleet phase not run"
+
+    def left_out(o):
+        return (f" ({len(o['failures'])} failed run(s) left out: "
+                f"{' '.join(o['failures'][0].split())[:200]})" if o["failures"] else "")
+
+    text = "Redis killed and restarted (fail-open): failed requests = 0"
+    if not outs:
+        out.append({"goal": text, "status": "not measured", "detail": why_none[:400]})
+    else:
+        parts, status = [], "met"
+        for o in outs:
+            f = o["failed_all"]
+            if not f:
+                status = "not measured" if status == "met" else status
+                parts.append(f"{o['mode']}: no run counted its requests: "
+                             + " ".join((o["failures"] or ["?"])[0].split())[:200])
+                continue
+            if any(f):
+                status = "not met"
+            req = o["requests"]
+            parts.append(f"{o['mode']}: {sum(f)} failed"
+                         + (f" (rounds {'/'.join(map(str, f))})" if len(f) > 1 else "")
+                         + (f" of {req['median']:.0f} requests" if req else "")
+                         + f", h2load errored {sum(x[1] for x in o['failed_by_round'])}, "
+                         f"timeout {sum(x[2] for x in o['failed_by_round'])}"
+                         + (f", answers {o['other_statuses']}" if o["other_statuses"] else "")
+                         + left_out(o))
+        if missing and status == "met":
+            status = "not measured"
+            parts.append(f"not run: {', '.join(missing)}")
+        out.append({"goal": text, "status": status,
+                    "detail": "anything but 2xx or 429, and h2load's errors: " + "; ".join(parts)})
+    text = (f"Redis killed and restarted (fail-open): limits enforced again <= "
+            f"{OUT_SYNC_INTERVALS} sync intervals after recovery")
+    bound_ms = OUT_SYNC_INTERVALS * FLEET_SYNC_INTERVAL_S * 1000
+    if not outs:
+        out.append({"goal": text, "status": "not measured", "detail": why_none[:400]})
+    else:
+        parts, status = [], "met"
+        for o in outs:
+            r = o["recovery_ms"]
+            if not o["ok_runs"]:
+                status = "not measured" if status == "met" else status
+                parts.append(f"{o['mode']}: no run measured: "
+                             + " ".join(o["failures"][0].split())[:200])
+                continue
+            if o["never_recovered"] or not r or r["max"] > bound_ms:
+                status = "not met"
+            vals = ["never" if v is None else f"{v:.0f}" for v in o["recovery_by_round"]]
+            lr = "/".join("?" if v is None else str(v) for v in o["last_reachable_by_round"])
+            parts.append(f"{o['mode']}: {'/'.join(vals)} ms by round (every gateway's log said "
+                         f"Redis reachable within {lr} ms), Redis down "
+                         f"{fmt_spread(o['redis_down_s'], 1, 2, ' s')}, admitted while down "
+                         f"{fmt_spread(o['while_down_ratio'], 1, 2, 'x')} the fallback's "
+                         f"allowance" + left_out(o))
+        if missing and status == "met":
+            status = "not measured"
+            parts.append(f"not run: {', '.join(missing)}")
+        lim = configs.FLEET_LIMIT
+        out.append({"goal": text, "status": status,
+                    "detail": f"<= {bound_ms:.0f} ms from Redis accepting connections again to "
+                    f"the first {OUT_WINDOW_S * 1000:.0f} ms window from which any n windows in "
+                    f"a row admit <= {lim['capacity']} + "
+                    f"{OUT_RATE_SLACK * lim['refill_per_second'] * OUT_WINDOW_S:.0f} x n: "
+                    + "; ".join(parts)})
     return out
 
 
@@ -4554,6 +4862,92 @@ def render(results, markdown=False):
     if fl.get("accuracy") or notes:
         lines.append("")
 
+    outs = fl.get("outage", [])
+    if outs or fl.get("accuracy"):
+        o_s, kill_at, restart_at = OUT_TIMES.get(m.get("name"), ("?", "?", "?"))
+        share_cap = -(-lim["capacity"] // ACC_NODES)
+        share_refill = -(-lim["refill_per_second"] // ACC_NODES)
+        per_w = OUT_RATE_SLACK * lim["refill_per_second"] * OUT_WINDOW_S
+        title(f"13c. Redis killed and restarted: the load of 13b for {o_s}s, "
+              f'fleet_fallback = "local" (fail-open), Redis SIGKILLed {kill_at:g}s into the load '
+              f"and started again on its port (empty) at {restart_at:g}s")
+        header = ["variant", "offered req/s", "requests", "failed (not 2xx/429), by round",
+                  "h2load errored, timeout", "admitted (2xx)", "refused (429)",
+                  "Redis down s", "admitted while down",
+                  f"fallback allowance ({ACC_NODES} x ({share_cap} + {share_refill}/s x down))",
+                  "while down / allowance",
+                  f"recovery ms (goal <= {OUT_SYNC_INTERVALS * FLEET_SYNC_INTERVAL_S * 1000:.0f})",
+                  "last gateway reachable ms",
+                  "outages per node", "local fallbacks per node"]
+        rows, notes = [], []
+        for o in outs:
+            if not o["ok_runs"]:
+                rows.append([o["target"], "FAILED (below)"] + [""] * (len(header) - 2))
+            else:
+                rec_vals = ["never" if v is None else f"{v:.0f}" for v in o["recovery_by_round"]]
+                fbr = o["failed_by_round"]
+                rows.append([o["target"] + ("" if not o["failures"] else
+                                            f" ({len(o['failures'])} failed)"),
+                             fmt_spread(o["offered_rps"]), fmt_spread(o["requests"]),
+                             "/".join(str(x[0]) for x in fbr),
+                             "/".join(str(x[1]) for x in fbr) + ", "
+                             + "/".join(str(x[2]) for x in fbr),
+                             fmt_spread(o["admitted"]), fmt_spread(o["refused_429"]),
+                             fmt_spread(o["redis_down_s"], 1, 2),
+                             fmt_spread(o["admitted_while_down"]),
+                             fmt_spread(o["fallback_allowance"]),
+                             fmt_spread(o["while_down_ratio"], 1, 3, "x"),
+                             "/".join(rec_vals) + " by round",
+                             "/".join("?" if v is None else str(v)
+                                      for v in o["last_reachable_by_round"]),
+                             "; ".join("/".join(str(x) for x in n)
+                                       for n in o["per_node_outages"]),
+                             "; ".join("/".join(str(x) for x in n)
+                                       for n in o["per_node_fallbacks"])])
+            for f in o["failures"]:
+                notes.append(f"{o['target']}: " + " ".join(f.split())[:600])
+            for rnd, st in o["other_statuses"]:
+                notes.append(f"{o['target']}, round {rnd}: answers neither 2xx nor 429 "
+                             f"(status: count; -1 is a failed stream): {st}")
+        if rows:
+            table(header, rows)
+        else:
+            lines.append(fl.get("accuracy_skipped") or "not run")
+            lines.append("")
+        for n in notes:
+            lines.append(bullet + n)
+        for o in outs:
+            for (rnd, wins), (_, noticed), (_, reach) in zip(o["windows"], o["noticed_ms"],
+                                                             o["reachable_ms"]):
+                lines.append(bullet + f"{o['target']}, round {rnd}: admitted per "
+                             f"{OUT_WINDOW_S * 1000:.0f} ms from Redis accepting again: "
+                             + " ".join(str(x) for x in wins))
+                lines.append(bullet + f"{o['target']}, round {rnd}: each gateway's log: Redis "
+                             "cannot be reached +" + "/".join("?" if x is None else str(x)
+                                                             for x in noticed)
+                             + " ms after the kill, reachable +"
+                             + "/".join("?" if x is None else str(x) for x in reach)
+                             + " ms after Redis accepted again")
+            for rnd, per_s in o["admitted_per_s"]:
+                if per_s:
+                    lines.append(bullet + f"{o['target']}, round {rnd}: admitted per second "
+                                 f"(from the first request; the last second partial): "
+                                 + " ".join(str(x) for x in per_s))
+        if outs:
+            lines.append(bullet + "failed: anything h2load counted neither 2xx nor 429 (its "
+                         "`failed` less the 429s: errors, timeouts and lost streams "
+                         "included); down: from the SIGKILL to the first PING the restarted "
+                         f"Redis answered (polled every {OUT_REDIS_POLL_S * 1000:.0f} ms), "
+                         "admitted while down by request start; recovery: from that PING to "
+                         f"the first {OUT_WINDOW_S * 1000:.0f} ms window from which any n "
+                         f"windows in a row admit <= {lim['capacity']} + {per_w:.0f} x n "
+                         f"(a bucket of the limit's capacity refilled at "
+                         f"{OUT_RATE_SLACK:.2f}x; 0: from the first window); last gateway "
+                         "reachable: from that PING to the last gateway's `Redis reachable` "
+                         "in its log, by round; counters from each gateway's /metrics over "
+                         "the run")
+            lines.append("")
+
     title("Goals (Weir vs nginx, and for HTTP/2 and gRPC the better of nginx and HAProxy; "
           "same run)")
     table(["goal", "status", "detail"],
@@ -4676,7 +5070,7 @@ def main():
         "observe": {"checks": [], "callgrind": [], "callgrind_skipped": None},
         "auth": {"checks": [], "callgrind": [], "callgrind_skipped": None},
         "fleet": {"checks": [], "callgrind": [], "callgrind_skipped": None, "accuracy": [],
-                  "accuracy_skipped": None},
+                  "outage": [], "accuracy_skipped": None},
     }
     bench = Bench(args, mode, workdir, procs)
     try:
@@ -4714,7 +5108,8 @@ def main():
             auth_phase(bench, results, log)
         if "fleet" in phases:
             log("fleet: rate-limit local, fleet sync and fleet strict through Redis; callgrind; "
-                f"admission accuracy of {ACC_NODES} gateways sharing a limit")
+                f"admission accuracy of {ACC_NODES} gateways sharing a limit; Redis killed and "
+                "restarted under that load")
             fleet_phase(bench, results, log)
         results["meta"]["status"] = "complete"
     except (BenchError, KeyboardInterrupt) as e:
