@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gRPC in one command: makes a Python environment with grpcio (once, in
 # target/grpc-venv), builds Weir, starts two gRPC servers (alpha on
-# 127.0.0.1:50051, beta on :50052; tests/e2e/grpc/server.py) and Weir on
+# 127.0.0.1:9051, beta on :9052; tests/e2e/grpc/server.py) and Weir on
 # weir.toml beside this file (gRPC on 127.0.0.1:8091, admin on :9921),
 # makes a few calls of each kind through Weir and prints what they
 # returned, then prints three things to try. Ctrl-C stops everything.
@@ -26,7 +26,9 @@ show() {
     if [[ $1 == /* || $here == "$root" ]]; then echo "$1"; else echo "$root/$1"; fi
 }
 
-for port in 8091 9921 50051 50052; do
+# Every port is below Linux's ephemeral range (32768 and up), so no
+# client socket on this machine can be holding one when it starts.
+for port in 8091 9921 9051 9052; do
     if (: </dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "127.0.0.1:$port is in use (is the example already running?)" >&2
         exit 1
@@ -62,9 +64,9 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-"$python" $scripts/server.py --port 50051 --name alpha --health-file "$state/alpha.health" >"$state/alpha.out" &
+"$python" $scripts/server.py --port 9051 --name alpha --health-file "$state/alpha.health" >"$state/alpha.out" &
 alpha=$!
-"$python" $scripts/server.py --port 50052 --name beta --health-file "$state/beta.health" >"$state/beta.out" &
+"$python" $scripts/server.py --port 9052 --name beta --health-file "$state/beta.health" >"$state/beta.out" &
 beta=$!
 "$target/quickstart/weir" run -c $example/weir.toml &
 gateway=$!

@@ -20,7 +20,7 @@
 //! A test binary of its own, not part of `e2e`: the scripts build (a no-op
 //! for the gateway after `cargo test` built it, the plugins' first Wasm
 //! build otherwise), and the examples' fixed ports (8080, 9000 and 9901;
-//! 8443, 8088, 9100 and 9911; 8091, 9921, 50051 and 50052) are used by
+//! 8443, 8088, 9100 and 9911; 8091, 9921, 9051 and 9052) are used by
 //! nothing else in the test suite.
 
 // Only `eventually`, the repository root and the gRPC client's results
@@ -347,7 +347,7 @@ async fn the_quickstart_prints_three_tries_that_work_as_printed() {
         script.exited().is_some() && ![8080, 9000, 9901].into_iter().any(port_open)
     })
     .await;
-    let open: Vec<u16> = [8091, 9921, 50051, 50052]
+    let open: Vec<u16> = [8091, 9921, 9051, 9052]
         .into_iter()
         .filter(|p| port_open(*p))
         .collect();
@@ -523,7 +523,7 @@ async fn the_grpc_example_shows_every_call_kind_and_prints_tries_that_work_as_pr
 
     script.signal(Signal::INT);
     let stopped = eventually(Duration::from_secs(20), || async {
-        script.exited().is_some() && ![8091, 9921, 50051, 50052].into_iter().any(port_open)
+        script.exited().is_some() && ![8091, 9921, 9051, 9052].into_iter().any(port_open)
     })
     .await;
     assert!(
