@@ -1012,6 +1012,193 @@ def throughput_phase(bench, results, log):
         if s is not up:
             bench.procs.stop(s.proc)
 
+    plain_deterministic(bench, results, log)
+
+
+# --------------------------------------------------------------------------
+# Plain keep-alive proxying, deterministic figures (issue 23): system calls
+# (strace -c) and heap allocations (valgrind's dhat) per request, over the
+# callgrind runs' fixed request counts (CALLGRIND_REQUESTS, wrk -c
+# CALLGRIND_CONNS, report.lua's limit).
+# --------------------------------------------------------------------------
+
+DETERMINISTIC_PLAIN = ("weir", "nginx", "haproxy")
+# dhat cannot be zeroed mid-run: each proxy runs twice under it, with the
+# same warm-up and the same number of wrk runs (so the same start-up,
+# connections and shutdown), the second one's measured run this fraction
+# of the first's; allocations per request are the difference in blocks
+# over the difference in requests.
+DHAT_SHORT = 0.1
+DHAT_TOTAL_RE = re.compile(r"==\d+== Total:\s+([\d,]+) bytes in ([\d,]+) blocks")
+
+
+def traced_all(pids):
+    """True once every thread of every pid has a tracer (strace attached)."""
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    m = re.search(r"^TracerPid:\s+(\d+)", f.read(), re.M)
+            except OSError:
+                continue
+            if not m or m.group(1) == "0":
+                return False
+    return True
+
+
+def strace_summary(path):
+    """{syscall: calls} of an `strace -c -U calls,name` summary."""
+    calls = {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and parts[1] != "total":
+                calls[parts[1]] = calls.get(parts[1], 0) + int(parts[0])
+    return calls
+
+
+def strace_measure(bench, srv, requests, warmup, d):
+    """The counted warm-up, then `strace -f -c` attached to every process of
+    the proxy (all threads) for `requests` responses, detached with SIGINT.
+    System calls (all of the proxy's) divided by the responses wrk counted;
+    the top 3 by count."""
+    warm = wrk_count(srv.port, warmup, CALLGRIND_CONNS, srv.headers)
+    problems = wrk_problems(warm, "warm-up")
+    pids = srv.pids()
+    out_file = os.path.join(d, "strace.txt")
+    argv = ["strace", "-f", "-c", "-U", "calls,name", "-S", "calls", "-o", out_file]
+    for pid in pids:
+        argv += ["-p", str(pid)]
+    with open(os.path.join(d, "strace.log"), "ab") as err:
+        st = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not traced_all(pids):
+            if st.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"strace did not attach to {pids} (exit {st.poll()}): "
+                                 f"{tail(os.path.join(d, 'strace.log'))}")
+            time.sleep(0.01)
+        w = wrk_count(srv.port, requests, CALLGRIND_CONNS, srv.headers)
+        st.send_signal(signal.SIGINT)
+        st.wait(30)
+    finally:
+        if st.poll() is None:
+            st.kill()
+            st.wait()
+    calls = strace_summary(out_file)
+    problems += wrk_problems(w, "measured run")
+    n = w["requests"]
+    total = sum(calls.values())
+    if n == 0:
+        problems.append("no requests completed")
+    if not calls:
+        problems.append(f"strace wrote no summary to {out_file}")
+    top = sorted(calls.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    return {"requests": n, "warmup_requests": warm["requests"], "conns": CALLGRIND_CONNS,
+            "processes": len(pids), "syscalls_total": total,
+            "syscalls_per_req": total / n if n else None,
+            "top": [{"syscall": k, "calls": v, "per_req": v / n if n else None} for k, v in top],
+            "status": "failed: " + "; ".join(problems) if problems else "ok"}
+
+
+def dhat_blocks(bench, name, kind, conf, port, requests, warmup):
+    """One proxy under `valgrind --tool=dhat` (its forked processes too):
+    the counted warm-up, `requests` responses, then SIGTERM. Blocks
+    allocated (summed over its processes' `Total:` lines), the responses
+    wrk counted in all, the number of processes, problems."""
+    d = bench.dir(name)
+    argv = ["valgrind", "--tool=dhat", f"--dhat-out-file={os.path.join(d, 'dhat.out.%p')}"] + \
+        bench.argv_for(kind, d, conf)
+    log = os.path.join(d, "stderr.log")
+    open(log, "w").close()
+    proc = bench.procs.start(argv, PROXY_CPU, log)
+    try:
+        if not wait_200(port, time.monotonic() + 60, proc=proc, pause=0.05):
+            raise BenchError(f"{name}: {kind} under dhat "
+                             f"{'exited' if proc.poll() is not None else 'did not answer'}:"
+                             f"\n{tail(log)}")
+        warm = wrk_count(port, warmup, CALLGRIND_CONNS)
+        w = wrk_count(port, requests, CALLGRIND_CONNS)
+        problems = wrk_problems(warm, "warm-up") + wrk_problems(w, "measured run")
+    finally:
+        # dhat writes its totals as the processes exit.
+        bench.procs.stop(proc, grace=60.0)
+    with open(log, errors="replace") as f:
+        totals = [int(m.group(2).replace(",", "")) for m in DHAT_TOTAL_RE.finditer(f.read())]
+    if not totals:
+        raise BenchError(f"{name}: dhat printed no `Total:` line:\n{tail(log)}")
+    # wait_200's requests: a few in both runs, left in the difference.
+    return sum(totals), warm["requests"] + w["requests"], len(totals), problems
+
+
+def dhat_measure(bench, target, conf_fn, requests, warmup):
+    """Allocations per request: two runs under dhat (DHAT_SHORT says why)."""
+    runs = []
+    for label, n in (("long", requests), ("short", max(1, int(requests * DHAT_SHORT)))):
+        port = free_port()
+        name = f"plain-dhat-{target}-{label}"
+        runs.append(dhat_blocks(bench, name, target, conf_fn(port, name), port, n, warmup))
+    (b_long, r_long, procs_long, p_long), (b_short, r_short, _, p_short) = runs
+    problems = p_long + p_short
+    dr = r_long - r_short
+    if dr <= 0:
+        problems.append(f"the long run counted {r_long} requests, the short one {r_short}")
+    return {"requests": r_long, "requests_short_run": r_short, "blocks": b_long,
+            "blocks_short_run": b_short, "processes": procs_long, "conns": CALLGRIND_CONNS,
+            "allocs_per_req": (b_long - b_short) / dr if dr > 0 else None,
+            "status": "failed: " + "; ".join(problems) if problems else "ok"}
+
+
+def plain_deterministic(bench, results, log):
+    """System calls and heap allocations per request of plain keep-alive
+    proxying, for Weir, nginx and HAProxy, each in fresh proxies."""
+    warmup, requests = CALLGRIND_REQUESTS[bench.mode["name"]]
+    out = results["plain_deterministic"]
+    for target in DETERMINISTIC_PLAIN:
+        rec = {"target": target}
+        out.append(rec)
+        t0 = time.monotonic()
+        # strace, attached to the running proxy after the warm-up.
+        if shutil.which("strace") is None:
+            rec["syscalls"] = {"status": "not measured: strace not found (run.sh installs it)"}
+        else:
+            srv = None
+            name = f"plain-strace-{target}"
+            try:
+                srv = bench.start_proxy(name, target)
+                rec["syscalls"] = strace_measure(bench, srv, requests, warmup, bench.dir(name))
+            except (BenchError, subprocess.TimeoutExpired) as e:
+                rec["syscalls"] = {"status": f"failed: {e}"}
+            finally:
+                if srv is not None:
+                    bench.procs.stop(srv.proc)
+        # dhat, over whole processes: two runs, the difference.
+        if shutil.which("valgrind") is None:
+            rec["allocs"] = {"status": "not measured: valgrind not found (run.sh installs it)"}
+        else:
+            def conf_fn(port, name, target=target):
+                conf = bench.proxy_conf(target, port, name=name)
+                if target == "weir":
+                    weir_check(bench.dir(name), conf)
+                return conf
+            try:
+                rec["allocs"] = dhat_measure(bench, target, conf_fn, requests, warmup)
+            except (BenchError, subprocess.TimeoutExpired) as e:
+                rec["allocs"] = {"status": f"dhat unusable: {e}"}
+        sc, al = rec["syscalls"], rec["allocs"]
+        log(f"  deterministic {target:<8} "
+            + (f"{sc['syscalls_per_req']:.2f} syscalls/req ("
+               + ", ".join(f"{t['syscall']} {t['per_req']:.2f}" for t in sc["top"]) + ")"
+               if sc["status"] == "ok" else f"syscalls {sc['status'][:200]}")
+            + "; " + (f"{al['allocs_per_req']:.2f} allocs/req" if al["status"] == "ok"
+                      else f"allocs {al['status'][:200]}")
+            + f"  ({time.monotonic() - t0:.1f}s)")
+
 
 def fmt_run(run):
     if run["status"] != "ok":
@@ -3949,7 +4136,9 @@ def summarize(results):
                           for t, b in FLEET_DELTA_BASE.items() if t in cg and b in cg},
              "ns_per_user_instruction": ns, "accuracy": accuracy, "outage": outage,
              "accuracy_skipped": fl.get("accuracy_skipped")}
-    results["summary"] = {"throughput": rows, "idle": idle, "startup": startup,
+    results["summary"] = {"throughput": rows,
+                          "plain_deterministic": results.get("plain_deterministic", []),
+                          "idle": idle, "startup": startup,
                           "observe": observe, "auth": auth, "fleet": fleet,
                           "attack": attack, "tls_idle": idle_summary(results["tls_idle"]),
                           "tls_checks": results["tls_checks"],
@@ -4393,6 +4582,27 @@ def delta_cells(r, cg, notes):
     return delta, instr
 
 
+def det_cells(rec, notes):
+    """The syscalls/req, top syscalls and allocs/req cells of a plain row
+    (plain_deterministic); a failure goes to `notes`, its cell says so."""
+    if rec is None:
+        return ["-", "-", "-"]
+    sc, al = rec.get("syscalls") or {}, rec.get("allocs") or {}
+    if sc.get("status") == "ok":
+        cells = [f"{sc['syscalls_per_req']:.2f}",
+                 ", ".join(f"{t['syscall']} {t['per_req']:.2f}" for t in sc["top"])]
+    else:
+        cells = ["not measured", ""]
+        notes.append(f"{rec['target']}, strace: {sc.get('status', 'not run')[:300]}")
+    if al.get("status") == "ok":
+        cells.append(f"{al['allocs_per_req']:.2f}")
+    else:
+        cells.append("dhat unusable" if al.get("status", "").startswith("dhat unusable")
+                     else "not measured")
+        notes.append(f"{rec['target']}, dhat: {al.get('status', 'not run')[:300]}")
+    return cells
+
+
 def render(results, markdown=False):
     s = results["summary"]
     m = results["meta"]["mode"]
@@ -4437,6 +4647,12 @@ def render(results, markdown=False):
             header.append("CPU delta vs Weir plain")
         if group == "balancer":
             header.append("CPU vs round_robin")
+        det = {}
+        if group == "plain":
+            # Issue 23's deterministic figures (plain_deterministic).
+            header += ["syscalls/req", "top syscalls/req", "allocs/req"]
+            det = {r["target"]: r for r in s.get("plain_deterministic", [])}
+        det_notes = []
         rows = []
         for r in s["throughput"]:
             if r["group"] != group:
@@ -4457,8 +4673,14 @@ def render(results, markdown=False):
                                 f"{d['median']:+.2f} us [{d['min']:+.2f}..{d['max']:+.2f}]"))
                 if group == "balancer":
                     row.append(fmt_ratio(r.get("cpu_vs_round_robin")))
+                if group == "plain":
+                    row += det_cells(det.get(r["target"]), det_notes)
             rows.append(row)
         table(header, rows)
+        for n in det_notes:
+            lines.append(("* " if markdown else "") + n)
+        if det_notes:
+            lines.append("")
 
     def idle_table(recs):
         rows = []
@@ -5064,7 +5286,7 @@ def main():
             "layout": {"proxy_cpu": PROXY_CPU, "load_and_upstream_cpu": LOAD_CPU},
             "status": "running",
         },
-        "runs": [], "skipped": [], "idle": [], "startup": [],
+        "runs": [], "skipped": [], "plain_deterministic": [], "idle": [], "startup": [],
         "hot_deploy": {"swap": [], "load": None, "startup": []},
         "attack": [], "tls_checks": [], "tls_idle": [], "h2_checks": [],
         "observe": {"checks": [], "callgrind": [], "callgrind_skipped": None},
@@ -5078,7 +5300,7 @@ def main():
             f"workdir {workdir}")
         bench.start_upstream()
         if "throughput" in phases:
-            log("throughput: plain, plugins, Connection: close")
+            log("throughput: plain, plugins, Connection: close; strace and dhat of plain")
             throughput_phase(bench, results, log)
         if "idle" in phases:
             log(f"idle: {mode['idle_conns']} keep-alive connections per proxy")

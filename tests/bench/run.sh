@@ -6,8 +6,9 @@
 #
 # Installs nginx, HAProxy, wrk, openssl (the TLS certificate, s_time),
 # h2load (nghttp2-client), curl, python3-venv, valgrind (the observe
-# phase's instruction counts), redis-server (the fleet phase's Redis) and
-# the nginx Lua module when one is missing
+# phase's instruction counts; the plain scenario's allocations, dhat),
+# strace (the plain scenario's system calls), redis-server (the fleet
+# phase's Redis) and the nginx Lua module when one is missing
 # (apt-get, needs root), builds Weir in release mode (and
 # the plugins in plugins/, when that folder exists, the test fixture
 # plugins, and the gRPC upstream of tests/bench/grpc_upstream), makes a
@@ -20,7 +21,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 need_install=0
-for tool in nginx haproxy wrk openssl python3 h2load curl valgrind callgrind_control redis-server; do
+for tool in nginx haproxy wrk openssl python3 h2load curl valgrind callgrind_control strace \
+    redis-server; do
     command -v "$tool" >/dev/null 2>&1 || need_install=1
 done
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need_install=1
@@ -28,11 +30,11 @@ done
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_install=1
 if [ "$need_install" = 1 ]; then
     echo "bench: installing nginx-light haproxy wrk openssl libnginx-mod-http-lua" \
-        "nghttp2-client curl python3-venv valgrind redis-server" >&2
+        "nghttp2-client curl python3-venv valgrind strace redis-server" >&2
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         nginx-light haproxy wrk openssl libnginx-mod-http-lua python3 \
-        nghttp2-client curl python3-venv valgrind redis-server
+        nghttp2-client curl python3-venv valgrind strace redis-server
 fi
 
 echo "bench: cargo build --release -p weir" >&2
