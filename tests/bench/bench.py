@@ -39,7 +39,7 @@ HOSTILE_WASM = os.path.join(REPO, "target", "fixture-plugins", "wasm32-wasip2", 
                             "fixture_hostile.wasm")
 IDLE = os.path.join(HERE, "idle_conns.py")
 # Runs valgrind with prctl(PR_GET_AUXV) refused: Weir with plugins under
-# callgrind (phase auth).
+# callgrind or dhat (phases auth, fleet, throughput).
 NO_AUXV = os.path.join(HERE, "no_auxv.py")
 # Phase h2: the gRPC upstream (tests/bench/grpc_upstream, built by run.sh),
 # and the Python with grpcio that run.sh sets up for the real-client check.
@@ -932,7 +932,13 @@ def plugin_targets(bench):
                             "reason": "skipped: plugin runtime not available "
                                       f"(weir check refused the plugin config: {refusal_line(e)})"})
             continue
-        ready.append((name, conf, port, sc["headers"], sc["checks"]))
+        # The same Weir for the deterministic runs (plugin_deterministic),
+        # on a port of theirs, `max_instances = 1` (valgrind refuses the
+        # pooling allocator's reservation for the default).
+        def det_conf(det_port, sc=sc, plugin_dir=plugin_dir):
+            return configs.weir_plugin_config(det_port, bench.upstream.port, plugin_dir,
+                                              sc["id"], sc["config"], max_instances=1)
+        ready.append((name, conf, port, sc["headers"], sc["checks"], det_conf))
     return ready, skipped
 
 
@@ -959,7 +965,7 @@ def throughput_phase(bench, results, log):
 
     ready, skipped = plugin_targets(bench)
     results["skipped"].extend(skipped)
-    for name, conf, port, headers, checks in ready:
+    for name, conf, port, headers, checks, _ in ready:
         try:
             servers[name] = bench.start(name, "weir", conf, port, headers=headers)
         except BenchError as e:
@@ -1013,6 +1019,10 @@ def throughput_phase(bench, results, log):
             bench.procs.stop(s.proc)
 
     plain_deterministic(bench, results, log)
+    plugin_deterministic(bench, results, log,
+                         [(name, det_conf, headers) for name, _, _, headers, _, det_conf in ready
+                          if not any(r["target"] == name for r in results["skipped"])],
+                         key_header)
 
 
 # --------------------------------------------------------------------------
@@ -1106,24 +1116,28 @@ def strace_measure(bench, srv, requests, warmup, d):
             "status": "failed: " + "; ".join(problems) if problems else "ok"}
 
 
-def dhat_blocks(bench, name, kind, conf, port, requests, warmup):
+def dhat_blocks(bench, name, kind, conf, port, requests, warmup, headers=(), plugins=False):
     """One proxy under `valgrind --tool=dhat` (its forked processes too):
-    the counted warm-up, `requests` responses, then SIGTERM. Blocks
-    allocated (summed over its processes' `Total:` lines), the responses
-    wrk counted in all, the number of processes, problems."""
+    the counted warm-up, `requests` responses (each with `headers`), then
+    SIGTERM. Blocks allocated (summed over its processes' `Total:` lines),
+    the responses wrk counted in all, the number of processes, problems.
+    With `plugins` (Weir with a plugin), valgrind runs under no_auxv.py
+    (callgrind_start says why)."""
     d = bench.dir(name)
     argv = ["valgrind", "--tool=dhat", f"--dhat-out-file={os.path.join(d, 'dhat.out.%p')}"] + \
         bench.argv_for(kind, d, conf)
+    if plugins:
+        argv = [sys.executable, NO_AUXV] + argv
     log = os.path.join(d, "stderr.log")
     open(log, "w").close()
     proc = bench.procs.start(argv, PROXY_CPU, log)
     try:
-        if not wait_200(port, time.monotonic() + 60, proc=proc, pause=0.05):
+        if not wait_200(port, time.monotonic() + 60, headers=headers, proc=proc, pause=0.05):
             raise BenchError(f"{name}: {kind} under dhat "
                              f"{'exited' if proc.poll() is not None else 'did not answer'}:"
                              f"\n{tail(log)}")
-        warm = wrk_count(port, warmup, CALLGRIND_CONNS)
-        w = wrk_count(port, requests, CALLGRIND_CONNS)
+        warm = wrk_count(port, warmup, CALLGRIND_CONNS, headers)
+        w = wrk_count(port, requests, CALLGRIND_CONNS, headers)
         problems = wrk_problems(warm, "warm-up") + wrk_problems(w, "measured run")
     finally:
         # dhat writes its totals as the processes exit.
@@ -1136,13 +1150,15 @@ def dhat_blocks(bench, name, kind, conf, port, requests, warmup):
     return sum(totals), warm["requests"] + w["requests"], len(totals), problems
 
 
-def dhat_measure(bench, target, conf_fn, requests, warmup):
+def dhat_measure(bench, target, conf_fn, requests, warmup, kind=None, headers=(), plugins=False,
+                 prefix="plain"):
     """Allocations per request: two runs under dhat (DHAT_SHORT says why)."""
     runs = []
     for label, n in (("long", requests), ("short", max(1, int(requests * DHAT_SHORT)))):
         port = free_port()
-        name = f"plain-dhat-{target}-{label}"
-        runs.append(dhat_blocks(bench, name, target, conf_fn(port, name), port, n, warmup))
+        name = f"{prefix}-dhat-{slug(target)}-{label}"
+        runs.append(dhat_blocks(bench, name, kind or target, conf_fn(port, name), port, n,
+                                warmup, headers, plugins))
     (b_long, r_long, procs_long, p_long), (b_short, r_short, _, p_short) = runs
     problems = p_long + p_short
     dr = r_long - r_short
@@ -1154,6 +1170,56 @@ def dhat_measure(bench, target, conf_fn, requests, warmup):
             "status": "failed: " + "; ".join(problems) if problems else "ok"}
 
 
+def slug(target):
+    return re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-")
+
+
+def det_row(bench, rec, kind, conf_fn, requests, warmup, headers=(), plugins=False,
+            prefix="plain"):
+    """System calls (strace, attached to a fresh proxy after its warm-up)
+    and heap allocations (dhat, two more fresh ones) per request of one
+    row, into `rec`; `conf_fn(port, name)` is the proxy's configuration,
+    `headers` those of every request, `plugins` Weir with a plugin."""
+    target = rec["target"]
+    if shutil.which("strace") is None:
+        rec["syscalls"] = {"status": "not measured: strace not found (run.sh installs it)"}
+    else:
+        srv = None
+        name = f"{prefix}-strace-{slug(target)}"
+        try:
+            port = free_port()
+            srv = bench.start(name, kind, conf_fn(port, name), port, headers=headers)
+            rec["syscalls"] = strace_measure(bench, srv, requests, warmup, bench.dir(name))
+        except (BenchError, subprocess.TimeoutExpired) as e:
+            rec["syscalls"] = {"status": f"failed: {e}"}
+        finally:
+            if srv is not None:
+                bench.procs.stop(srv.proc)
+    if shutil.which("valgrind") is None:
+        rec["allocs"] = {"status": "not measured: valgrind not found (run.sh installs it)"}
+    else:
+        try:
+            rec["allocs"] = dhat_measure(bench, target, conf_fn, requests, warmup, kind,
+                                         headers, plugins, prefix)
+        except (BenchError, subprocess.TimeoutExpired) as e:
+            rec["allocs"] = {"status": f"dhat unusable: {e}"}
+
+
+def det_log(log, rec, t0, width=8):
+    sc, al = rec["syscalls"], rec["allocs"]
+    cg = rec.get("instructions")
+    log(f"  deterministic {rec['target']:<{width}} "
+        + (("" if cg is None else
+            (f"{cg['ir_per_req']:,.0f} instructions/req; " if cg["status"] == "ok"
+             else f"callgrind {cg['status'][:200]}; ")))
+        + (f"{sc['syscalls_per_req']:.2f} syscalls/req ("
+           + ", ".join(f"{t['syscall']} {t['per_req']:.2f}" for t in sc["top"]) + ")"
+           if sc["status"] == "ok" else f"syscalls {sc['status'][:200]}")
+        + "; " + (f"{al['allocs_per_req']:.2f} allocs/req" if al["status"] == "ok"
+                  else f"allocs {al['status'][:200]}")
+        + f"  ({time.monotonic() - t0:.1f}s)")
+
+
 def plain_deterministic(bench, results, log):
     """System calls and heap allocations per request of plain keep-alive
     proxying, for Weir, nginx and HAProxy, each in fresh proxies."""
@@ -1163,41 +1229,91 @@ def plain_deterministic(bench, results, log):
         rec = {"target": target}
         out.append(rec)
         t0 = time.monotonic()
-        # strace, attached to the running proxy after the warm-up.
-        if shutil.which("strace") is None:
-            rec["syscalls"] = {"status": "not measured: strace not found (run.sh installs it)"}
+
+        def conf_fn(port, name, target=target):
+            conf = bench.proxy_conf(target, port, name=name)
+            if target == "weir":
+                weir_check(bench.dir(name), conf)
+            return conf
+        det_row(bench, rec, target, conf_fn, requests, warmup)
+        det_log(log, rec, t0)
+
+
+def nginx_callgrind_start(bench, name, conf, port, out_file, headers=()):
+    """nginx under `valgrind --tool=callgrind` (writing its dumps to
+    `out_file`.N), pinned to the proxy CPU, once it answers 200 to a
+    request with `headers`. With `master_process off`: one process that
+    serves the requests itself, since callgrind_control cannot reach a
+    forked worker under valgrind (vgdb serves the first process only)."""
+    if "master_process on;" not in conf:
+        raise BenchError(f"{name}: no `master_process on;` in the nginx configuration")
+    conf = conf.replace("master_process on;", "master_process off;")
+    d = bench.dir(name)
+    for old in glob.glob(out_file + "*"):
+        os.remove(old)
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"] + \
+        bench.argv_for("nginx", d, conf)
+    log = os.path.join(d, "stderr.log")
+    proc = bench.procs.start(argv, PROXY_CPU, log)
+    if not wait_200(port, time.monotonic() + 60, headers=headers, proc=proc, pause=0.05):
+        how = (f"exited ({proc.returncode})" if proc.poll() is not None
+               else "did not answer within 60 s")
+        bench.procs.stop(proc)
+        raise BenchError(f"{name}: nginx under valgrind {how}:\n{tail(log)}"
+                         f"{tail(os.path.join(d, 'error.log'))}")
+    return Server(name, port, proc, log, headers)
+
+
+def plugin_callgrind(bench, target, kind, conf_fn, requests, warmup, headers):
+    """User-space instructions per request of one plugin row, in a fresh
+    proxy under callgrind: Weir (under no_auxv.py, its plugin with
+    `max_instances = 1`, all threads), or nginx (one process,
+    nginx_callgrind_start says why)."""
+    if any(shutil.which(t) is None for t in ("valgrind", "callgrind_control")):
+        return {"status": "not measured: valgrind not found (run.sh installs it)"}
+    srv = None
+    name = f"plugin-callgrind-{slug(target)}"
+    try:
+        port = free_port()
+        conf = conf_fn(port, name)
+        out_file = os.path.join(bench.dir(name), "callgrind.out")
+        if kind == "weir":
+            srv = callgrind_start(bench, name, conf, port, out_file, headers, plugins=True)
         else:
-            srv = None
-            name = f"plain-strace-{target}"
-            try:
-                srv = bench.start_proxy(name, target)
-                rec["syscalls"] = strace_measure(bench, srv, requests, warmup, bench.dir(name))
-            except (BenchError, subprocess.TimeoutExpired) as e:
-                rec["syscalls"] = {"status": f"failed: {e}"}
-            finally:
-                if srv is not None:
-                    bench.procs.stop(srv.proc)
-        # dhat, over whole processes: two runs, the difference.
-        if shutil.which("valgrind") is None:
-            rec["allocs"] = {"status": "not measured: valgrind not found (run.sh installs it)"}
-        else:
-            def conf_fn(port, name, target=target):
-                conf = bench.proxy_conf(target, port, name=name)
-                if target == "weir":
-                    weir_check(bench.dir(name), conf)
-                return conf
-            try:
-                rec["allocs"] = dhat_measure(bench, target, conf_fn, requests, warmup)
-            except (BenchError, subprocess.TimeoutExpired) as e:
-                rec["allocs"] = {"status": f"dhat unusable: {e}"}
-        sc, al = rec["syscalls"], rec["allocs"]
-        log(f"  deterministic {target:<8} "
-            + (f"{sc['syscalls_per_req']:.2f} syscalls/req ("
-               + ", ".join(f"{t['syscall']} {t['per_req']:.2f}" for t in sc["top"]) + ")"
-               if sc["status"] == "ok" else f"syscalls {sc['status'][:200]}")
-            + "; " + (f"{al['allocs_per_req']:.2f} allocs/req" if al["status"] == "ok"
-                      else f"allocs {al['status'][:200]}")
-            + f"  ({time.monotonic() - t0:.1f}s)")
+            srv = nginx_callgrind_start(bench, name, conf, port, out_file, headers)
+        return callgrind_measure(bench, srv, out_file, requests, warmup, headers)
+    except (BenchError, subprocess.TimeoutExpired) as e:
+        return {"status": f"failed: {e}"}
+    finally:
+        if srv is not None:
+            bench.procs.stop(srv.proc, grace=10.0)
+
+
+def plugin_deterministic(bench, results, log, weir_rows, key_header):
+    """Instructions (callgrind), system calls and heap allocations per
+    request of the plugin rows: each Weir plugin scenario that passed its
+    set-up check (`weir_rows`: name, conf_fn(port), headers) and nginx+Lua,
+    each in fresh proxies."""
+    warmup, requests = CALLGRIND_REQUESTS[bench.mode["name"]]
+    out = results["plugin_deterministic"]
+    rows = []
+    for name, det_conf, headers in weir_rows:
+        def conf_fn(port, dname, det_conf=det_conf):
+            conf = det_conf(port)
+            weir_check(bench.dir(dname), conf)
+            return conf
+        rows.append((name, "weir", conf_fn, headers, True))
+    rows.append(("nginx+lua-api-key", "nginx",
+                 lambda port, dname: bench.proxy_conf("nginx", port, name=dname, lua=True),
+                 key_header, False))
+    for target, kind, conf_fn, headers, plugins in rows:
+        rec = {"target": target}
+        out.append(rec)
+        t0 = time.monotonic()
+        rec["instructions"] = plugin_callgrind(bench, target, kind, conf_fn, requests, warmup,
+                                               headers)
+        det_row(bench, rec, kind, conf_fn, requests, warmup, headers, plugins, "plugin")
+        det_log(log, rec, t0, width=22)
 
 
 def fmt_run(run):
@@ -4138,6 +4254,7 @@ def summarize(results):
              "accuracy_skipped": fl.get("accuracy_skipped")}
     results["summary"] = {"throughput": rows,
                           "plain_deterministic": results.get("plain_deterministic", []),
+                          "plugin_deterministic": results.get("plugin_deterministic", []),
                           "idle": idle, "startup": startup,
                           "observe": observe, "auth": auth, "fleet": fleet,
                           "attack": attack, "tls_idle": idle_summary(results["tls_idle"]),
@@ -4582,11 +4699,25 @@ def delta_cells(r, cg, notes):
     return delta, instr
 
 
-def det_cells(rec, notes):
+def det_cells(rec, notes, instructions=False):
     """The syscalls/req, top syscalls and allocs/req cells of a plain row
-    (plain_deterministic); a failure goes to `notes`, its cell says so."""
+    (plain_deterministic), and with `instructions` first the
+    instructions/req one (a plugin row, plugin_deterministic); a failure
+    goes to `notes`, its cell says so."""
     if rec is None:
-        return ["-", "-", "-"]
+        return ["-"] * (4 if instructions else 3)
+    pre = []
+    if instructions:
+        cg = rec.get("instructions") or {}
+        if cg.get("status") == "ok":
+            pre = [f"{cg['ir_per_req']:,.0f}"]
+        else:
+            pre = ["not measured"]
+            notes.append(f"{rec['target']}, callgrind: {cg.get('status', 'not run')[:300]}")
+    return pre + _det_cells(rec, notes)
+
+
+def _det_cells(rec, notes):
     sc, al = rec.get("syscalls") or {}, rec.get("allocs") or {}
     if sc.get("status") == "ok":
         cells = [f"{sc['syscalls_per_req']:.2f}",
@@ -4652,6 +4783,10 @@ def render(results, markdown=False):
             # Issue 23's deterministic figures (plain_deterministic).
             header += ["syscalls/req", "top syscalls/req", "allocs/req"]
             det = {r["target"]: r for r in s.get("plain_deterministic", [])}
+        if group == "plugin":
+            # ...and for the plugin rows, with callgrind (plugin_deterministic).
+            header += ["instructions/req", "syscalls/req", "top syscalls/req", "allocs/req"]
+            det = {r["target"]: r for r in s.get("plugin_deterministic", [])}
         det_notes = []
         rows = []
         for r in s["throughput"]:
@@ -4675,6 +4810,8 @@ def render(results, markdown=False):
                     row.append(fmt_ratio(r.get("cpu_vs_round_robin")))
                 if group == "plain":
                     row += det_cells(det.get(r["target"]), det_notes)
+                if group == "plugin":
+                    row += det_cells(det.get(r["target"]), det_notes, instructions=True)
             rows.append(row)
         table(header, rows)
         for n in det_notes:
@@ -5286,7 +5423,8 @@ def main():
             "layout": {"proxy_cpu": PROXY_CPU, "load_and_upstream_cpu": LOAD_CPU},
             "status": "running",
         },
-        "runs": [], "skipped": [], "plain_deterministic": [], "idle": [], "startup": [],
+        "runs": [], "skipped": [], "plain_deterministic": [], "plugin_deterministic": [],
+        "idle": [], "startup": [],
         "hot_deploy": {"swap": [], "load": None, "startup": []},
         "attack": [], "tls_checks": [], "tls_idle": [], "h2_checks": [],
         "observe": {"checks": [], "callgrind": [], "callgrind_skipped": None},
@@ -5300,7 +5438,8 @@ def main():
             f"workdir {workdir}")
         bench.start_upstream()
         if "throughput" in phases:
-            log("throughput: plain, plugins, Connection: close; strace and dhat of plain")
+            log("throughput: plain, plugins, Connection: close; strace and dhat of plain, "
+                "callgrind, strace and dhat of plugins")
             throughput_phase(bench, results, log)
         if "idle" in phases:
             log(f"idle: {mode['idle_conns']} keep-alive connections per proxy")

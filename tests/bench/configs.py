@@ -520,15 +520,19 @@ def toml_value(v):
     raise TypeError(type(v))
 
 
-def weir_plugin_config(port, upstream_port, plugin_dir, plugin_name, plugin_config):
+def weir_plugin_config(port, upstream_port, plugin_dir, plugin_name, plugin_config,
+                       max_instances=None):
     """Weir with one plugin on its only route, in the format of
     docs/plugins.md on the plugin-host branch: `[plugins] dir` holds
     `NAME.wasm`, and a route's `plugins` lists `{ name, config }` entries.
-    The driver copies the built file to `plugin_dir/NAME.wasm`."""
+    The driver copies the built file to `plugin_dir/NAME.wasm`.
+    `max_instances` for the runs under valgrind (as in weir_auth_config)."""
     entry = {"name": plugin_name}
     if plugin_config is not None:
         entry["config"] = plugin_config
-    return weir_base(port, upstream_port) + f"""
+    limits = ("" if max_instances is None else
+              f"\n[plugin_limits.{plugin_name}]\nmax_instances = {max_instances}\n")
+    return weir_base(port, upstream_port) + limits + f"""
 [plugins]
 dir = {json.dumps(plugin_dir)}
 
