@@ -1221,8 +1221,10 @@ def det_log(log, rec, t0, width=8):
 
 
 def plain_deterministic(bench, results, log):
-    """System calls and heap allocations per request of plain keep-alive
-    proxying, for Weir, nginx and HAProxy, each in fresh proxies."""
+    """Instructions (callgrind), system calls and heap allocations per
+    request of plain keep-alive proxying, for Weir (no plugin), nginx
+    (under callgrind with `master_process off`, as the Lua row) and
+    HAProxy, each in fresh proxies."""
     warmup, requests = CALLGRIND_REQUESTS[bench.mode["name"]]
     out = results["plain_deterministic"]
     for target in DETERMINISTIC_PLAIN:
@@ -1235,52 +1237,58 @@ def plain_deterministic(bench, results, log):
             if target == "weir":
                 weir_check(bench.dir(name), conf)
             return conf
+        rec["instructions"] = det_callgrind(bench, target, target, conf_fn, requests, warmup,
+                                            prefix="plain")
         det_row(bench, rec, target, conf_fn, requests, warmup)
         det_log(log, rec, t0)
 
 
-def nginx_callgrind_start(bench, name, conf, port, out_file, headers=()):
-    """nginx under `valgrind --tool=callgrind` (writing its dumps to
-    `out_file`.N), pinned to the proxy CPU, once it answers 200 to a
-    request with `headers`. With `master_process off`: one process that
-    serves the requests itself, since callgrind_control cannot reach a
-    forked worker under valgrind (vgdb serves the first process only)."""
-    if "master_process on;" not in conf:
-        raise BenchError(f"{name}: no `master_process on;` in the nginx configuration")
-    conf = conf.replace("master_process on;", "master_process off;")
+def nginx_callgrind_start(bench, name, conf, port, out_file, headers=(), kind="nginx"):
+    """nginx (or with `kind`, HAProxy) under `valgrind --tool=callgrind`
+    (writing its dumps to `out_file`.N), pinned to the proxy CPU, once it
+    answers 200 to a request with `headers`. nginx with `master_process
+    off`: one process that serves the requests itself, since
+    callgrind_control cannot reach a forked worker under valgrind (vgdb
+    serves the first process only). HAProxy runs as it is (`-db`,
+    `nbthread 1`: one process, one thread)."""
+    if kind == "nginx":
+        if "master_process on;" not in conf:
+            raise BenchError(f"{name}: no `master_process on;` in the nginx configuration")
+        conf = conf.replace("master_process on;", "master_process off;")
     d = bench.dir(name)
     for old in glob.glob(out_file + "*"):
         os.remove(old)
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"] + \
-        bench.argv_for("nginx", d, conf)
+        bench.argv_for(kind, d, conf)
     log = os.path.join(d, "stderr.log")
     proc = bench.procs.start(argv, PROXY_CPU, log)
     if not wait_200(port, time.monotonic() + 60, headers=headers, proc=proc, pause=0.05):
         how = (f"exited ({proc.returncode})" if proc.poll() is not None
                else "did not answer within 60 s")
         bench.procs.stop(proc)
-        raise BenchError(f"{name}: nginx under valgrind {how}:\n{tail(log)}"
-                         f"{tail(os.path.join(d, 'error.log'))}")
+        raise BenchError(f"{name}: {kind} under valgrind {how}:\n{tail(log)}"
+                         + (tail(os.path.join(d, 'error.log')) if kind == "nginx" else ""))
     return Server(name, port, proc, log, headers)
 
 
-def plugin_callgrind(bench, target, kind, conf_fn, requests, warmup, headers):
-    """User-space instructions per request of one plugin row, in a fresh
-    proxy under callgrind: Weir (under no_auxv.py, its plugin with
-    `max_instances = 1`, all threads), or nginx (one process,
-    nginx_callgrind_start says why)."""
+def det_callgrind(bench, target, kind, conf_fn, requests, warmup, headers=(), plugins=False,
+                  prefix="plugin"):
+    """User-space instructions per request of one row (plain or plugin),
+    in a fresh proxy under callgrind: Weir (all threads; with `plugins`,
+    under no_auxv.py and its plugin with `max_instances = 1`), nginx (one
+    process, nginx_callgrind_start says why) or HAProxy."""
     if any(shutil.which(t) is None for t in ("valgrind", "callgrind_control")):
         return {"status": "not measured: valgrind not found (run.sh installs it)"}
     srv = None
-    name = f"plugin-callgrind-{slug(target)}"
+    name = f"{prefix}-callgrind-{slug(target)}"
     try:
         port = free_port()
         conf = conf_fn(port, name)
         out_file = os.path.join(bench.dir(name), "callgrind.out")
         if kind == "weir":
-            srv = callgrind_start(bench, name, conf, port, out_file, headers, plugins=True)
+            srv = callgrind_start(bench, name, conf, port, out_file, headers, plugins=plugins)
         else:
-            srv = nginx_callgrind_start(bench, name, conf, port, out_file, headers)
+            srv = nginx_callgrind_start(bench, name, conf, port, out_file, headers, kind=kind)
         return callgrind_measure(bench, srv, out_file, requests, warmup, headers)
     except (BenchError, subprocess.TimeoutExpired) as e:
         return {"status": f"failed: {e}"}
@@ -1310,8 +1318,8 @@ def plugin_deterministic(bench, results, log, weir_rows, key_header):
         rec = {"target": target}
         out.append(rec)
         t0 = time.monotonic()
-        rec["instructions"] = plugin_callgrind(bench, target, kind, conf_fn, requests, warmup,
-                                               headers)
+        rec["instructions"] = det_callgrind(bench, target, kind, conf_fn, requests, warmup,
+                                            headers, plugins)
         det_row(bench, rec, kind, conf_fn, requests, warmup, headers, plugins, "plugin")
         det_log(log, rec, t0, width=22)
 
@@ -4335,6 +4343,52 @@ def goals(summary):
                 lambda v: f"Weir {a:.2f} vs nginx+Lua {b:.2f} us/request, median ratio "
                           f"{v:.2f}x", why)
 
+    # Issue 23's goals on the deterministic figure: user-space instructions
+    # per request under callgrind, one fresh proxy per row over the same
+    # fixed request count (plain_deterministic, plugin_deterministic).
+    ir = {}
+    ir_why = {}
+    for r in summary.get("plain_deterministic", []) + summary.get("plugin_deterministic", []):
+        cg = r.get("instructions") or {}
+        if cg.get("status") == "ok" and cg.get("ir_per_req"):
+            ir[r["target"]] = cg["ir_per_req"]
+        else:
+            ir_why[r["target"]] = cg.get("status", "callgrind not run")
+
+    def ir_missing(*targets):
+        for t in targets:
+            if t not in ir:
+                return f"{t}: " + ir_why.get(t, "not run")[:300]
+        return None
+
+    def ir_goal(text, targets, ok, detail):
+        why = ir_missing(*targets)
+        if why:
+            out.append({"goal": text, "status": "not measured", "detail": why})
+            return
+        v = [ir[t] for t in targets]
+        out.append({"goal": text, "status": "met" if ok(*v) else "not met",
+                    "detail": detail(*v)})
+
+    def fmt_ir_delta(a, b, a_name, b_name):
+        return (f"{a_name} {a:,.0f} vs {b_name} {b:,.0f} instructions/request, "
+                f"delta {a - b:+,.0f} ({(a - b) / b * 100:+.1f}%)")
+
+    for pid, pct in (("noop", 3), ("header-rewrite", 8)):
+        ir_goal(f"{pid} plugin: adds <= {pct}% of Weir plain's instructions/request (callgrind)",
+                (f"weir+{pid}", "weir"), lambda a, b, pct=pct: a - b <= b * pct / 100,
+                lambda a, b, pid=pid: fmt_ir_delta(a, b, f"weir+{pid}", "Weir plain"))
+    ir_goal("api-key plugin: adds fewer instructions/request over Weir plain than the Lua "
+            "check over nginx plain (callgrind)",
+            ("weir+api-key", "weir", "nginx+lua-api-key", "nginx"),
+            lambda a, b, c, d: a - b < c - d,
+            lambda a, b, c, d: (f"{fmt_ir_delta(a, b, 'weir+api-key', 'Weir plain')}; "
+                                f"{fmt_ir_delta(c, d, 'nginx+Lua', 'nginx plain')}; "
+                                f"Weir's delta minus nginx's {(a - b) - (c - d):+,.0f}"))
+    ir_goal("plain keep-alive: Weir instructions/request <= nginx (callgrind)",
+            ("weir", "nginx"), lambda a, b: a <= b,
+            lambda a, b: fmt_ir_delta(a, b, "Weir", "nginx"))
+
     idle = {r["target"]: r for r in summary["idle"]}
     w, n = idle["weir"]["growth_kib"], idle["nginx"]["growth_kib"]
     goal("10,000 idle connections: Weir RSS growth <= nginx",
@@ -4700,10 +4754,10 @@ def delta_cells(r, cg, notes):
 
 
 def det_cells(rec, notes, instructions=False):
-    """The syscalls/req, top syscalls and allocs/req cells of a plain row
-    (plain_deterministic), and with `instructions` first the
-    instructions/req one (a plugin row, plugin_deterministic); a failure
-    goes to `notes`, its cell says so."""
+    """The syscalls/req, top syscalls and allocs/req cells of a row
+    (plain_deterministic, plugin_deterministic), and with `instructions`
+    first the instructions/req one (callgrind); a failure goes to
+    `notes`, its cell says so."""
     if rec is None:
         return ["-"] * (4 if instructions else 3)
     pre = []
@@ -4781,10 +4835,10 @@ def render(results, markdown=False):
         det = {}
         if group == "plain":
             # Issue 23's deterministic figures (plain_deterministic).
-            header += ["syscalls/req", "top syscalls/req", "allocs/req"]
+            header += ["instructions/req", "syscalls/req", "top syscalls/req", "allocs/req"]
             det = {r["target"]: r for r in s.get("plain_deterministic", [])}
         if group == "plugin":
-            # ...and for the plugin rows, with callgrind (plugin_deterministic).
+            # ...and for the plugin rows (plugin_deterministic).
             header += ["instructions/req", "syscalls/req", "top syscalls/req", "allocs/req"]
             det = {r["target"]: r for r in s.get("plugin_deterministic", [])}
         det_notes = []
@@ -4809,7 +4863,7 @@ def render(results, markdown=False):
                 if group == "balancer":
                     row.append(fmt_ratio(r.get("cpu_vs_round_robin")))
                 if group == "plain":
-                    row += det_cells(det.get(r["target"]), det_notes)
+                    row += det_cells(det.get(r["target"]), det_notes, instructions=True)
                 if group == "plugin":
                     row += det_cells(det.get(r["target"]), det_notes, instructions=True)
             rows.append(row)
@@ -5438,8 +5492,8 @@ def main():
             f"workdir {workdir}")
         bench.start_upstream()
         if "throughput" in phases:
-            log("throughput: plain, plugins, Connection: close; strace and dhat of plain, "
-                "callgrind, strace and dhat of plugins")
+            log("throughput: plain, plugins, Connection: close; callgrind, strace and dhat "
+                "of plain and of plugins")
             throughput_phase(bench, results, log)
         if "idle" in phases:
             log(f"idle: {mode['idle_conns']} keep-alive connections per proxy")

@@ -5,8 +5,8 @@
 #   tests/bench/run.sh --quick    # 1 round, short runs, ~7 minutes
 #
 # Installs nginx, HAProxy, wrk, openssl (the TLS certificate, s_time),
-# h2load (nghttp2-client), curl, python3-venv, valgrind (the observe
-# phase's instruction counts; the plain scenario's allocations, dhat),
+# h2load (nghttp2-client), curl, python3-venv, valgrind (the instruction
+# counts, callgrind; the plain and plugin rows' allocations, dhat),
 # strace (the plain scenario's system calls), redis-server (the fleet
 # phase's Redis) and the nginx Lua module when one is missing
 # (apt-get, needs root), builds Weir in release mode (and
