@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
 use crate::bundled_plugins::bundled;
 use crate::plugins_support::{check, log_lines_with, run_fails};
@@ -299,17 +299,7 @@ async fn try_get(c: &HttpClient, url: &str, client_key: &str) -> Result<(u16, St
         .header(CLIENT_HEADER, client_key)
         .body(Full::<Bytes>::default())
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req))
-        .await
-        .map_err(|_| "no answer within 10 s".to_owned())?
-        .map_err(|e| format!("{e:?}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
+    let (status, body) = try_send(c, req).await?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 

@@ -7,7 +7,6 @@
 //! presented token with it is here too, so the comparison is written once.
 
 use std::fmt;
-use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -39,7 +38,7 @@ impl AdminToken {
     /// Reads a token file: one token, surrounding whitespace trimmed. The
     /// error says what is wrong with the file, never what is in it.
     pub fn read(path: &Path) -> Result<AdminToken, String> {
-        let bytes = read_secret_file(path, limits::MAX_TOKEN_FILE_BYTES)?;
+        let bytes = super::read_small_file(path, limits::MAX_TOKEN_FILE_BYTES)?;
         let shown = path.display();
         AdminToken::parse(&bytes).map_err(|why| format!("the token in `{shown}` {why}"))
     }
@@ -108,32 +107,6 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 /// included); `0.0.0.0` and `::` are every interface, so not loopback.
 pub fn is_loopback(address: SocketAddr) -> bool {
     address.ip().to_canonical().is_loopback()
-}
-
-/// Reads a file that holds a secret (a token, a password): a regular file
-/// of at most `max` bytes. The error says what is wrong with the file,
-/// never what is in it.
-pub(super) fn read_secret_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    let shown = path.display();
-    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
-    // A FIFO or a device would block or never end the read.
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("`{shown}` is not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.by_ref()
-        .take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err(format!(
-            "`{shown}` is larger than {max} bytes: a secret file holds one short secret"
-        ));
-    }
-    Ok(bytes)
 }
 
 impl Validator<'_> {

@@ -632,6 +632,32 @@ fn at_key(key: &str) -> At {
     }
 }
 
+/// Reads a small file a setting names (a token, a password, a CA): a
+/// regular file of at most `max` bytes, read in one go while the
+/// configuration loads. The error says what is wrong with the file, never
+/// what is in it.
+fn read_small_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    // A FIFO or a device would block or never end the read.
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("`{shown}` is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("`{shown}` is larger than {max} bytes"));
+    }
+    Ok(bytes)
+}
+
 fn field(at: &At, name: &str) -> At {
     At {
         line: at.line,

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::admin::read_secret_file;
 use super::{At, Problem, Validator, field};
 
 /// Bounds and defaults of `[state]`.
@@ -202,74 +201,50 @@ impl Validator<'_> {
         let url = raw.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
         let url_ok = self.redis_url(&url, at);
         let password_file = raw.password_file.map(|f| self.base().join(f));
-        let password = match password_file.as_deref() {
-            None => None,
-            Some(path) => {
-                match read_secret_file(path, limits::MAX_PASSWORD_FILE_BYTES).and_then(|b| {
-                    let p = String::from_utf8(b.trim_ascii().to_vec()).map_err(|_| {
-                        format!("the password in `{}` is not UTF-8", path.display())
-                    })?;
-                    if p.is_empty() {
-                        return Err(format!("`{}` is empty", path.display()));
-                    }
-                    Ok(p)
-                }) {
-                    Ok(p) => Some(p),
-                    Err(reason) => {
-                        self.report(
-                            &field(at, "password_file"),
-                            Problem::Invalid {
-                                field: "password_file",
-                                reason,
-                            },
-                        );
-                        None
-                    }
+        let password = self.file_setting(
+            at,
+            "password_file",
+            password_file.as_deref(),
+            limits::MAX_PASSWORD_FILE_BYTES,
+            |path, bytes| {
+                let p = String::from_utf8(bytes.trim_ascii().to_vec())
+                    .map_err(|_| format!("the password in `{}` is not UTF-8", path.display()))?;
+                if p.is_empty() {
+                    return Err(format!("`{}` is empty", path.display()));
                 }
-            }
-        };
-        let ca_file = raw.ca_file.map(|f| self.base().join(f));
-        let ca = ca_file.as_deref().and_then(|path| {
-            let read = if url.starts_with("rediss://") {
-                std::fs::metadata(path)
-                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
-                    .and_then(|m| {
-                        if m.len() > limits::MAX_CA_FILE_BYTES {
-                            Err(format!(
-                                "`{}` is larger than {} bytes",
-                                path.display(),
-                                limits::MAX_CA_FILE_BYTES
-                            ))
-                        } else {
-                            std::fs::read(path)
-                                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
-                        }
-                    })
-                    .and_then(|pem| {
-                        use rustls_pki_types::CertificateDer;
-                        use rustls_pki_types::pem::PemObject;
-                        let certs = CertificateDer::pem_slice_iter(&pem)
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| format!("`{}` is not PEM: {e}", path.display()))?;
-                        if certs.is_empty() {
-                            return Err(format!("`{}` holds no certificate", path.display()));
-                        }
-                        Ok(pem)
-                    })
-            } else {
-                Err("only a `rediss://` (TLS) url uses a CA".to_owned())
-            };
-            read.map_err(|reason| {
+                Ok(p)
+            },
+        );
+        let ca_file = raw.ca_file.map(|f| self.base().join(f)).filter(|_| {
+            let tls = url.starts_with("rediss://");
+            if !tls {
                 self.report(
                     &field(at, "ca_file"),
                     Problem::Invalid {
                         field: "ca_file",
-                        reason,
+                        reason: "only a `rediss://` (TLS) url uses a CA".to_owned(),
                     },
                 );
-            })
-            .ok()
+            }
+            tls
         });
+        let ca = self.file_setting(
+            at,
+            "ca_file",
+            ca_file.as_deref(),
+            limits::MAX_CA_FILE_BYTES,
+            |path, pem| {
+                use rustls_pki_types::CertificateDer;
+                use rustls_pki_types::pem::PemObject;
+                let certs = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("`{}` is not PEM: {e}", path.display()))?;
+                if certs.is_empty() {
+                    return Err(format!("`{}` holds no certificate", path.display()));
+                }
+                Ok(pem)
+            },
+        );
         let pool_size = raw.pool_size.unwrap_or(limits::DEFAULT_POOL_SIZE);
         self.range(at, "pool_size", pool_size, 1, limits::MAX_POOL_SIZE);
         let connect_timeout = self.between(
@@ -393,6 +368,32 @@ impl Validator<'_> {
             );
         }
         value
+    }
+
+    /// A setting `name` that names a file (at `path`, when set): read
+    /// within `max` bytes and made into a value by `parse`, or reported.
+    fn file_setting<T>(
+        &mut self,
+        at: &At,
+        name: &'static str,
+        path: Option<&std::path::Path>,
+        max: u64,
+        parse: impl FnOnce(&std::path::Path, Vec<u8>) -> Result<T, String>,
+    ) -> Option<T> {
+        let path = path?;
+        match super::read_small_file(path, max).and_then(|bytes| parse(path, bytes)) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.report(
+                    &field(at, name),
+                    Problem::Invalid {
+                        field: name,
+                        reason,
+                    },
+                );
+                None
+            }
+        }
     }
 
     /// `fleet` and `fleet_fallback` of `[plugin_limits.NAME]`.

@@ -62,9 +62,6 @@ pub struct FleetStats {
     enabled: AtomicBool,
     up: AtomicBool,
     nodes: AtomicU32,
-    /// An outage was logged (the first failed round is logged even
-    /// though Redis was never up).
-    seen_down: AtomicBool,
 }
 
 impl FleetStats {
@@ -82,6 +79,8 @@ impl FleetStats {
         }
     }
 
+    /// A fleet operation answered by its plugin's fallback: `closed`, or
+    /// `local`.
     pub fn fell_back(&self, closed: bool) {
         let c = self.cells.local();
         if closed {
@@ -106,12 +105,13 @@ impl FleetStats {
 
     /// Redis went from reachable (or never reached) to unreachable.
     pub fn outage(&self) {
-        self.seen_down.store(true, Ordering::Relaxed);
         self.cells.local().outages.inc();
     }
 
-    pub fn seen_down(&self) -> bool {
-        self.seen_down.load(Ordering::Relaxed)
+    /// Outages counted so far (the first failed round is one even though
+    /// Redis was never up).
+    pub fn outages(&self) -> u64 {
+        self.cells.sum(|c| c.outages.get())
     }
 
     pub fn set_state(&self, up: bool, nodes: u32) {
@@ -147,7 +147,7 @@ impl Registry {
         out.counter(
             "weir_fleet_redis_outages",
             "Times Redis became unreachable (each logged once).",
-            [(vec![], sum(|c| &c.outages))],
+            [(vec![], s.outages())],
         )?;
         out.counter(
             "weir_fleet_sync_rounds",

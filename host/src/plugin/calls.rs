@@ -1,8 +1,9 @@
 //! Outbound calls as the plugin runtime sees them: the checks and bounds
 //! of the `calls.start` host function, a started call ([`CallSpec`]) as
-//! the pipeline receives it, what a request's calls leave on each plugin
-//! between its phases ([`RequestCalls`]), and a finished call
-//! ([`Finished`]). Sending a call is the pipeline's (`proxy::calls`): this
+//! the pipeline receives it, what a request's calls and `strict` fleet
+//! operations (numbered with them) leave on each plugin between its
+//! phases ([`RequestCalls`]), and a finished call ([`Finished`]) or set of
+//! them ([`Waited`]). Sending a call is the pipeline's (`proxy::calls`): this
 //! module knows no upstream, only the names a plugin may call.
 //!
 //! Bounds (docs/plugins.md lists them): a call names an upstream of the

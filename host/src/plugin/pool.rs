@@ -900,7 +900,7 @@ impl Slot {
         if !io.calls.any_started() {
             return Err(self.invalid(
                 phase,
-                "`wait` without a call started in this phase: there is nothing to wait for".into(),
+                "`wait` without a call or fleet operation started in this phase: there is nothing to wait for".into(),
             ));
         }
         Ok(())

@@ -13,19 +13,20 @@
 //! it: the copy of the request head kept for the response and log phases,
 //! and the task the log phase runs in.
 //!
-//! A plugin that may call out (`[plugin_limits.NAME] calls`) and answers
-//! `wait` stops the synchronous request phase: the rest of it is a future
-//! ([`Scope::finish_request`]), which sends the plugin's calls
-//! (`super::calls`) and calls it again with their results, its instance
-//! back in the pool in between, so a request that does not wait pays for
-//! no future. The response phase of such a chain runs as a future when it
-//! has one ([`Scope::on_response_calling`]). Calls a phase started without
-//! waiting run beside the request and their results reach the plugin in
-//! the log task, before its log phase. A request dropped before its end
-//! (the client went away) aborts the calls it waits on or started, and
-//! still runs the log phase, with status 499. A plugin without a `calls`
-//! list cannot start a call, so its `wait` is refused as an invalid
-//! answer.
+//! A plugin that may call out (`[plugin_limits.NAME] calls`) or is in
+//! `strict` fleet mode, and answers `wait`, stops the synchronous request
+//! phase: the rest of it is a future ([`Scope::finish_request`]), which
+//! sends the plugin's calls (`super::calls`) and fleet operations
+//! (`plugin::fleet::FleetOp`) and calls it again with their results, its
+//! instance back in the pool in between, so a request that does not wait
+//! pays for no future. The response phase of such a chain runs as a future
+//! when it has one ([`Scope::on_response_calling`]). Calls and operations
+//! a phase started without waiting run beside the request and their
+//! results reach the plugin in the log task, before its log phase. A
+//! request dropped before its end (the client went away) aborts what it
+//! waits on or started, and still runs the log phase, with status 499. A
+//! phase that started nothing to wait for has its `wait` refused as an
+//! invalid answer.
 //!
 //! A failing plugin either fails the request (`failure = "closed"`: 500,
 //! or 503 when it could not be called: every instance busy, one being

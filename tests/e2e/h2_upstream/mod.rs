@@ -134,35 +134,6 @@ fn warnings(gw: &Gateway) -> String {
         .join("\n")
 }
 
-/// Sends a request and reads its answer whole; a transport failure or a
-/// timeout is an `Err` with the reason instead of a panic, so a test under
-/// load can count failures.
-async fn try_send<B>(
-    client: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        B,
-    >,
-    req: Request<B>,
-) -> Result<(u16, Bytes), String>
-where
-    B: hyper::body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| format!("request: {e:?}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    Ok((status, body))
-}
-
 /// Sends `req` with a client whose bodies stream: the answer's head,
 /// within 30 s.
 async fn stream_request(c: &StreamClient, req: Request<UpBody>) -> Response<Incoming> {

@@ -388,6 +388,32 @@ pub async fn send(client: &HttpClient, req: http::Request<Full<Bytes>>) -> Reply
     }
 }
 
+/// Sends a request and reads its answer whole; a transport failure or a
+/// timeout is an `Err` with the reason instead of a panic, so a test under
+/// load can count failures.
+pub async fn try_send<B>(
+    client: &Client<HttpConnector, B>,
+    req: http::Request<B>,
+) -> Result<(u16, Bytes), String>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| format!("request: {e:?}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
 /// GET with extra headers.
 pub async fn get(client: &HttpClient, url: &str, headers: &[(&str, &str)]) -> Reply {
     let mut b = http::Request::get(url);

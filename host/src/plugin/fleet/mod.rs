@@ -146,7 +146,9 @@ impl FleetOp {
         let outcome = match self.store.strict(&self.name, &self.op).await {
             Ok(answer) => Ok(answer),
             Err(why) => {
-                self.store.stats().fallback(self.fallback);
+                self.store
+                    .stats()
+                    .fell_back(self.fallback == FleetFallback::Closed);
                 fall_back(
                     &self.name,
                     &self.plugin,
@@ -236,7 +238,9 @@ impl FleetPolicy {
                 if !store.is_up() {
                     // Answered from the view alone (shares keep refilling
                     // here), or not at all.
-                    store.stats().fallback(self.fallback);
+                    store
+                        .stats()
+                        .fell_back(self.fallback == FleetFallback::Closed);
                     if self.fallback == FleetFallback::Closed {
                         return Err(unavailable());
                     }
@@ -269,7 +273,9 @@ impl FleetPolicy {
             }
             FleetMode::Strict => {
                 if !store.is_up() {
-                    store.stats().fallback(self.fallback);
+                    store
+                        .stats()
+                        .fell_back(self.fallback == FleetFallback::Closed);
                     return fall_back(
                         &self.name,
                         &self.plugin,

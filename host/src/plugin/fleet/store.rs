@@ -30,7 +30,7 @@ use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
 use super::scripts::Scripts;
 use super::view::{Push, Read};
 use super::{Answer, Op, PluginFleet};
-use crate::config::{FleetFallback, RedisConfig};
+use crate::config::RedisConfig;
 use crate::metrics::fleet::{FleetStats, StrictOutcome};
 use crate::plugin::state::Bucket;
 
@@ -276,7 +276,7 @@ impl Store {
                 }
                 Err(e) => {
                     self.conns.store(Arc::new(Vec::new()));
-                    if self.up.swap(false, Ordering::Relaxed) || !self.stats.seen_down() {
+                    if self.up.swap(false, Ordering::Relaxed) || self.stats.outages() == 0 {
                         self.stats.outage();
                         tracing::warn!(
                             nodes = self.nodes(),
@@ -475,12 +475,5 @@ impl Store {
             }
         }
         Ok(())
-    }
-}
-
-impl FleetStats {
-    /// Counts a fleet operation answered by its fallback.
-    pub(super) fn fallback(&self, fallback: FleetFallback) {
-        self.fell_back(fallback == FleetFallback::Closed);
     }
 }

@@ -89,7 +89,9 @@ impl Entry {
         }
     }
 
-    fn unsent(&self) -> bool {
+    /// Whether Redis has every take and increment this gateway made (none
+    /// waiting to be reported, none in a round under way).
+    fn settled(&self) -> bool {
         match self {
             Entry::Bucket { pending, sent, .. } => *pending == 0 && *sent == 0,
             Entry::Counter { pending, sent, .. } => *pending == 0 && *sent == 0,
@@ -148,7 +150,7 @@ impl View {
     fn room(&self, now: Instant) -> Result<(), FleetError> {
         if self.map.len() >= limits::MAX_KEYS {
             self.map
-                .retain(|_, e| !e.unsent() || now.saturating_duration_since(e.used()) < IDLE);
+                .retain(|_, e| !e.settled() || now.saturating_duration_since(e.used()) < IDLE);
             if self.map.len() >= limits::MAX_KEYS {
                 return Err(FleetError::Limit(format!(
                     "this plugin already holds {} fleet keys, the most allowed",
@@ -297,7 +299,7 @@ impl View {
         let mut out = Vec::new();
         self.map.retain(|key, e| {
             let idle = now.saturating_duration_since(e.used());
-            if e.unsent() && idle >= IDLE {
+            if e.settled() && idle >= IDLE {
                 return false;
             }
             let push = match e {
