@@ -33,9 +33,9 @@ pub struct ConnContext {
     pub in_flight: AtomicUsize,
     /// HTTP/1 requests seen on this connection so far.
     pub requests: AtomicU64,
-    /// Ordinal of a request whose head carried both `Content-Length` and
-    /// `Transfer-Encoding` (0: none), from [`crate::framing`].
-    pub smuggled: AtomicU64,
+    /// The request whose framing Weir refuses though hyper takes it
+    /// ([`crate::framing::Refused`], packed; 0: none).
+    pub framing_refused: AtomicU64,
     /// The tunnel of an upgraded connection (WebSocket). The connection's
     /// task waits for it after hyper lets the connection go, so a tunnel
     /// keeps holding its `max_connections` permit, counts as open for the
@@ -95,7 +95,7 @@ impl ConnContext {
             observe,
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
-            smuggled: AtomicU64::new(0),
+            framing_refused: AtomicU64::new(0),
             tunnel: std::sync::Mutex::new(None),
             tls,
             stats,

@@ -1,24 +1,35 @@
 //! A watcher over the raw bytes of an HTTP/1.1 client connection that
-//! spots requests carrying both `Content-Length` and `Transfer-Encoding`.
+//! follows its framing with Weir's own reading of it (`weir_http1`) and
+//! reports the first request whose framing that reading refuses but
+//! hyper, which parses the connection, would take.
 //!
-//! Such a request is the classic request-smuggling vector (RFC 9112
-//! section 6.1). hyper handles it the way the RFC permits, by dropping
-//! `Content-Length` and framing by `Transfer-Encoding` before the proxy sees
-//! the request, which hides the conflict. Weir refuses these requests with
-//! 400 instead, so this watcher follows the connection's framing (heads
-//! parsed with `httparse`, the parser hyper itself uses; bodies skipped by
-//! length or by chunk) and reports the ordinal of the offending request.
+//! hyper settles some framing ambiguities the way RFC 9112 permits a
+//! recipient to: it drops `Content-Length` beside `Transfer-Encoding`
+//! (section 6.1), takes repeated equal lengths, and reads a bare LF as a
+//! line end (section 2.2). A proxy must refuse them instead, since the
+//! next hop may settle them otherwise (request smuggling). So this watcher
+//! parses every head with `weir_http1`, skips bodies by its framing (a
+//! length, or its chunked decoder), and reports the ordinal of the first
+//! request it refuses for framing and the reason ([`Refused`]); the proxy
+//! answers that request 400 and closes.
 //!
 //! It also says which header names only look like framing headers
 //! ([`is_framing_lookalike`]): the client screening in `proxy` and the
 //! plugin host both refuse them.
 //!
 //! The watcher gives up (and flags nothing more) where hyper will itself
-//! reject the input or stop speaking HTTP/1.1 on the connection: an
-//! unparsable or oversized head, a malformed chunk, an HTTP/2 preface.
+//! refuse the input or stop speaking HTTP/1.1 on the connection: a head
+//! that does not parse or is over its bounds, a chunked body the decoder
+//! refuses, an HTTP/2 preface.
 
-/// Headers parsed per request head; more makes hyper answer 431 anyway.
+use weir_http1::{BodyLength, HeadError, chunked};
+
+/// Header fields parsed per request head: more than any listener allows
+/// (hyper answers 431 past the listener's own bound).
 const MAX_HEADERS: usize = 1_000;
+/// A chunk-size line's bound: the decoder refuses a longer one, and hyper
+/// its own (it bounds extensions per body).
+const MAX_CHUNK_LINE: usize = 4_096;
 
 #[derive(Debug)]
 enum State {
@@ -26,17 +37,32 @@ enum State {
     Head,
     /// Skipping this many body bytes.
     Body(u64),
-    /// Chunked body: reading a chunk-size line.
-    ChunkSize { size: u64, digits: u8, ext: bool },
-    /// Chunked body: skipping chunk data.
-    ChunkData(u64),
-    /// Chunked body: the CRLF after chunk data.
-    ChunkEnd,
-    /// Chunked body: trailer lines until an empty one; whether the current
-    /// line has content yet.
-    Trailers { line_has_content: bool },
+    /// Following a chunked body.
+    Chunked(chunked::Decoder),
     /// Stopped watching.
     Off,
+}
+
+/// A request the watcher refused: its 1-based ordinal on the connection
+/// and why, packed in a u64 so the connection can keep it in an atomic
+/// (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub ordinal: u64,
+    pub why: HeadError,
+}
+
+impl Refused {
+    pub fn pack(self) -> u64 {
+        (self.ordinal << 8) | u64::from(self.why.code())
+    }
+
+    pub fn unpack(packed: u64) -> Option<Refused> {
+        Some(Refused {
+            ordinal: packed >> 8,
+            why: HeadError::from_code(packed as u8)?,
+        })
+    }
 }
 
 /// Per-connection framing follower. Feed it every byte read, in order.
@@ -44,7 +70,7 @@ enum State {
 pub struct FramingWatch {
     state: State,
     head: Vec<u8>,
-    max_head: usize,
+    limits: weir_http1::Limits,
     requests: u64,
     /// Heads parsed so far (complete or not).
     #[cfg(test)]
@@ -56,7 +82,11 @@ impl FramingWatch {
         FramingWatch {
             state: State::Head,
             head: Vec::new(),
-            max_head,
+            limits: weir_http1::Limits {
+                max_head_bytes: max_head,
+                max_headers: MAX_HEADERS,
+                max_target_bytes: usize::MAX,
+            },
             requests: 0,
             #[cfg(test)]
             parses: 0,
@@ -68,9 +98,9 @@ impl FramingWatch {
         matches!(self.state, State::Head) && !self.head.is_empty()
     }
 
-    /// Follows `data`; returns the 1-based ordinal of a request on this
-    /// connection whose head had both framing headers.
-    pub fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
+    /// Follows `data`; returns the first request of this connection whose
+    /// framing `weir_http1` refuses.
+    pub fn feed(&mut self, mut data: &[u8]) -> Option<Refused> {
         while !data.is_empty() {
             match &mut self.state {
                 State::Off => return None,
@@ -89,26 +119,23 @@ impl FramingWatch {
                         self.state = State::Head;
                     }
                 }
-                State::ChunkData(n) => {
-                    let skip = (*n).min(data.len() as u64);
-                    *n -= skip;
-                    data = &data[skip as usize..];
-                    if *n == 0 {
-                        self.state = State::ChunkEnd;
+                State::Chunked(decoder) => match decoder.decode(data) {
+                    Ok(step) => {
+                        data = &data[step.used..];
+                        if step.done {
+                            self.state = State::Head;
+                        }
                     }
-                }
-                _ => {
-                    self.chunk_byte(data[0]);
-                    data = &data[1..];
-                }
+                    Err(_) => self.state = State::Off,
+                },
             }
         }
         None
     }
 
     /// Consumes bytes of a request head; returns how many it used and a
-    /// verdict once a complete head had both framing headers.
-    fn head_bytes(&mut self, data: &[u8]) -> (usize, Option<u64>) {
+    /// verdict once a complete head's framing was refused.
+    fn head_bytes(&mut self, data: &[u8]) -> (usize, Option<Refused>) {
         // Parse straight from the read when a whole head is in it (the
         // common case), else accumulate.
         let in_place = self.head.is_empty();
@@ -129,34 +156,9 @@ impl FramingWatch {
         {
             self.parses += 1;
         }
-        let mut storage = [httparse::EMPTY_HEADER; 64];
-        let mut many;
-        let mut req = httparse::Request::new(&mut storage);
-        let mut parsed = req.parse(buf);
-        if matches!(parsed, Err(httparse::Error::TooManyHeaders)) {
-            many = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
-            req = httparse::Request::new(&mut many);
-            parsed = req.parse(buf);
-        }
-        match parsed {
-            Ok(httparse::Status::Complete(len)) => {
+        match weir_http1::parse_request(buf, &self.limits, |h| (h.len, h.body)) {
+            Ok(Some((len, body))) => {
                 self.requests += 1;
-                let (mut cl, mut te, mut chunked, mut length) = (false, false, false, 0u64);
-                for h in req.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        cl = true;
-                        length = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        te = true;
-                        chunked =
-                            h.value.rsplit(|b| *b == b',').next().is_some_and(|last| {
-                                last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-                            });
-                    }
-                }
                 let used = if in_place {
                     len
                 } else {
@@ -165,24 +167,18 @@ impl FramingWatch {
                     self.head.clear();
                     len - before
                 };
-                self.state = match (cl, te) {
-                    (true, true) => {
-                        self.state = State::Off;
-                        return (data.len(), Some(self.requests));
-                    }
-                    (_, true) if chunked => State::ChunkSize {
-                        size: 0,
-                        digits: 0,
-                        ext: false,
-                    },
-                    // Not chunked as the final coding: hyper refuses it.
-                    (_, true) => State::Off,
-                    (true, false) if length > 0 => State::Body(length),
-                    _ => State::Head,
+                self.state = match body {
+                    BodyLength::Empty => State::Head,
+                    BodyLength::Length(n) => State::Body(n),
+                    BodyLength::Chunked => State::Chunked(chunked::Decoder::new(chunked::Limits {
+                        max_line: MAX_CHUNK_LINE,
+                        max_trailer_bytes: self.limits.max_head_bytes,
+                        max_trailer_fields: MAX_HEADERS,
+                    })),
                 };
                 (used, None)
             }
-            Ok(httparse::Status::Partial) => {
+            Ok(None) => {
                 // Empty lines before a request line are skipped (by
                 // httparse too): a stray CRLF after a body starts no head.
                 if in_place && !data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
@@ -190,76 +186,32 @@ impl FramingWatch {
                 }
                 (data.len(), self.partial())
             }
+            Err(why) if why.is_framing() => {
+                self.requests += 1;
+                self.stop();
+                let ordinal = self.requests;
+                (data.len(), Some(Refused { ordinal, why }))
+            }
+            // hyper refuses these itself.
             Err(_) => {
-                self.state = State::Off;
-                self.head = Vec::new();
+                self.stop();
                 (data.len(), None)
             }
         }
     }
 
-    /// After a read that left the head incomplete: stops watching a head
-    /// that grew past its bound (hyper answers that itself).
-    fn partial(&mut self) -> Option<u64> {
-        if self.head.len() > self.max_head {
-            self.state = State::Off;
-            self.head = Vec::new();
-        }
-        None
+    fn stop(&mut self) {
+        self.state = State::Off;
+        self.head = Vec::new();
     }
 
-    fn chunk_byte(&mut self, b: u8) {
-        self.state = match std::mem::replace(&mut self.state, State::Off) {
-            State::ChunkSize { size, digits, ext } => match b {
-                b'\n' if digits == 0 => State::Off,
-                b'\n' if size == 0 => State::Trailers {
-                    line_has_content: false,
-                },
-                b'\n' => State::ChunkData(size),
-                b'\r' => State::ChunkSize { size, digits, ext },
-                _ if ext => State::ChunkSize { size, digits, ext },
-                b';' | b' ' | b'\t' => State::ChunkSize {
-                    size,
-                    digits,
-                    ext: true,
-                },
-                // Any number of digits, as hyper takes them (leading zeros
-                // too), up to the overflow hyper refuses as well: giving up
-                // on a size hyper accepts would leave the rest of the
-                // connection without a header clock.
-                _ => match (b as char)
-                    .to_digit(16)
-                    .and_then(|d| size.checked_mul(16)?.checked_add(u64::from(d)))
-                {
-                    Some(size) => State::ChunkSize {
-                        size,
-                        digits: digits.saturating_add(1),
-                        ext,
-                    },
-                    None => State::Off,
-                },
-            },
-            State::ChunkEnd => match b {
-                b'\r' => State::ChunkEnd,
-                b'\n' => State::ChunkSize {
-                    size: 0,
-                    digits: 0,
-                    ext: false,
-                },
-                _ => State::Off,
-            },
-            State::Trailers { line_has_content } => match b {
-                b'\r' => State::Trailers { line_has_content },
-                b'\n' if !line_has_content => State::Head,
-                b'\n' => State::Trailers {
-                    line_has_content: false,
-                },
-                _ => State::Trailers {
-                    line_has_content: true,
-                },
-            },
-            other => other,
-        };
+    /// After a read that left the head incomplete: stops watching a head
+    /// that grew past its bound (hyper answers that itself).
+    fn partial(&mut self) -> Option<Refused> {
+        if self.head.len() > self.limits.max_head_bytes {
+            self.stop();
+        }
+        None
     }
 }
 
@@ -305,9 +257,10 @@ pub fn is_framing_lookalike(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The ordinal of the request refused, if any.
     fn feed_all(chunks: &[&[u8]]) -> Option<u64> {
         let mut w = FramingWatch::new(8192);
-        chunks.iter().find_map(|c| w.feed(c))
+        chunks.iter().find_map(|c| w.feed(c)).map(|r| r.ordinal)
     }
 
     #[test]
@@ -371,7 +324,7 @@ mod tests {
         let mut verdict = None;
         for b in head.chunks(1) {
             if let Some(v) = w.feed(b) {
-                verdict = Some(v);
+                verdict = Some(v.ordinal);
             }
             if verdict.is_none() {
                 assert!(w.in_partial_head() || w.head.is_empty());
@@ -402,6 +355,37 @@ mod tests {
         assert!(!w.in_partial_head(), "a CRLF alone holds the header clock");
         assert_eq!(w.feed(b"GET / HTTP/1.1\r\n\r\n"), None);
         assert!(!w.in_partial_head());
+    }
+
+    #[test]
+    fn refuses_what_hyper_would_settle_and_says_why() {
+        let cases: &[(&[u8], HeadError)] = &[
+            (
+                b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+                HeadError::RepeatedContentLength,
+            ),
+            (
+                b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\nHost: a\r\n\r\n",
+                HeadError::BareLf,
+            ),
+            (
+                b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                HeadError::TransferEncodingHttp10,
+            ),
+        ];
+        for (bytes, why) in cases {
+            let mut w = FramingWatch::new(8192);
+            let refused = w.feed(bytes).expect("refused");
+            assert_eq!(
+                refused,
+                Refused {
+                    ordinal: 2,
+                    why: *why
+                }
+            );
+            assert_eq!(Refused::unpack(refused.pack()), Some(refused));
+        }
+        assert_eq!(Refused::unpack(0), None);
     }
 
     #[test]

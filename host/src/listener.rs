@@ -489,8 +489,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
             self.cx.watchdog.touch();
             if buf.filled().len() > before {
                 let this = &mut *self;
-                if let Some(n) = this.framing.feed(&buf.filled()[before..]) {
-                    this.cx.smuggled.store(n, Ordering::Relaxed);
+                if let Some(refused) = this.framing.feed(&buf.filled()[before..]) {
+                    this.cx
+                        .framing_refused
+                        .store(refused.pack(), Ordering::Relaxed);
                 }
                 this.cx.watchdog.read(this.framing.in_partial_head());
             }

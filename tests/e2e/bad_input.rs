@@ -120,6 +120,27 @@ async fn bad_input_table() {
             true,
         ),
         (
+            // hyper takes equal values; a next hop reading only one of
+            // two fields, or a list, could frame it otherwise.
+            "repeated equal content-length",
+            b"POST /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+            400,
+            true,
+        ),
+        (
+            "content-length list",
+            b"POST /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 2, 2\r\n\r\nok".to_vec(),
+            400,
+            true,
+        ),
+        (
+            "a header line ended by a bare LF",
+            b"GET /ok HTTP/1.1\r\nHost: t\nX-A: 1\r\n\r\n".to_vec(),
+            400,
+            true,
+        ),
+        (
             "content-length and transfer-encoding",
             b"POST /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
             400,

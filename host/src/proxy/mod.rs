@@ -40,6 +40,7 @@ use hyper::body::Incoming;
 
 use crate::body::RequestBody;
 pub use crate::conn::ConnContext;
+use crate::framing::Refused;
 use crate::metrics::MethodClass;
 use crate::router::{self, HostSource, Route};
 pub use error::{ErrorSource, ProxyError};
@@ -352,14 +353,14 @@ fn answer(resp: Response<ResponseBody>, grpc: bool) -> Response<ResponseBody> {
 fn check_framing(parts: &mut Parts, cx: &ConnContext) -> Result<(), ProxyError> {
     if parts.version < Version::HTTP_2 {
         let ordinal = cx.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        // RFC 9112 6.1: a message with both may be an attempt at request
-        // smuggling; hyper already dropped Content-Length, so the framing
-        // watcher tells us. Refuse rather than guess which one the next
-        // hop would believe.
-        if cx.smuggled.load(Ordering::Relaxed) == ordinal {
-            return Err(ProxyError::BadFraming(
-                "both Content-Length and Transfer-Encoding",
-            ));
+        // Framing hyper settled but a proxy must refuse (both framing
+        // headers, a repeated length, a bare LF: RFC 9112 6.1 and 2.2),
+        // which the framing watcher tells us: refuse rather than guess
+        // which reading the next hop would make.
+        if let Some(refused) = Refused::unpack(cx.framing_refused.load(Ordering::Relaxed))
+            && refused.ordinal == ordinal
+        {
+            return Err(ProxyError::BadFraming(refused.why.reason()));
         }
     }
     let listener = &cx.listener;
