@@ -33,13 +33,13 @@ pub struct BodyTooLarge {
 /// before `Content-Length` bytes). It marks the upstream send's error as
 /// the client's fault, not the endpoint's.
 #[derive(Debug)]
-pub struct ClientBodyError(hyper::Error);
+pub struct ClientBodyError(BoxError);
 
 impl std::fmt::Display for ClientBodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // hyper's own message leaves out its cause, which says what broke.
         write!(f, "{}", self.0)?;
-        if let Some(cause) = std::error::Error::source(&self.0) {
+        if let Some(cause) = self.0.source() {
             write!(f, ": {cause}")?;
         }
         Ok(())
@@ -48,7 +48,106 @@ impl std::fmt::Display for ClientBodyError {
 
 impl std::error::Error for ClientBodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        Some(&*self.0)
+    }
+}
+
+/// A request body as the client connection delivers it: from hyper (an
+/// HTTP/2 stream) or from Weir's own HTTP/1.1 connection ([`H1Body`]).
+#[derive(Debug)]
+pub enum ClientBody {
+    Hyper(Incoming),
+    H1(H1Body),
+}
+
+/// What an HTTP/1.1 connection reads a request's body from: the
+/// connection itself, shared between its task and the body, which may be
+/// polled from another task (an upstream connection's).
+pub trait H1Source: Send {
+    /// The next piece of the body: data, the trailers, the end, or why it
+    /// broke.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+}
+
+/// The body of a request on Weir's own HTTP/1.1 path: read from the
+/// client connection as it is polled, never ahead of that.
+pub struct H1Body {
+    source: Arc<std::sync::Mutex<dyn H1Source>>,
+    hint: SizeHint,
+    ended: bool,
+}
+
+impl std::fmt::Debug for H1Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Body")
+            .field("hint", &self.hint)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl H1Body {
+    /// A body of `length` bytes (`None`: chunked) from `source`.
+    pub fn new(source: Arc<std::sync::Mutex<dyn H1Source>>, length: Option<u64>) -> H1Body {
+        let hint = match length {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::new(),
+        };
+        H1Body {
+            source,
+            hint,
+            ended: length == Some(0),
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            ClientBody::H1(b) => {
+                if b.ended {
+                    return Poll::Ready(None);
+                }
+                let polled = b
+                    .source
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .poll_body(cx);
+                if let Poll::Ready(r) = &polled {
+                    match r {
+                        Some(Ok(frame)) => {
+                            if let (Some(d), Some(upper)) = (frame.data_ref(), b.hint.upper()) {
+                                let left = upper.saturating_sub(d.len() as u64);
+                                b.hint = SizeHint::with_exact(left);
+                            }
+                        }
+                        _ => b.ended = true,
+                    }
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H1(b) => b.ended,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H1(b) => b.hint,
+        }
     }
 }
 
@@ -84,7 +183,7 @@ pub enum RequestBody {
     /// A body buffered for request-body plugins, sent whole.
     Full(Option<Bytes>),
     Stream {
-        inner: Incoming,
+        inner: ClientBody,
         seen: u64,
         limit: u64,
         stalled: Arc<Stalled>,
@@ -98,7 +197,7 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    pub fn limited(inner: Incoming, limit: u64) -> RequestBody {
+    pub fn limited(inner: ClientBody, limit: u64) -> RequestBody {
         if inner.is_end_stream() {
             RequestBody::Empty
         } else {

@@ -1,12 +1,18 @@
 //! What one client connection's task (`listener`) and its requests
 //! (`proxy`) share: who the client is (and, over TLS, what its handshake
-//! settled), the route table, the counts the framing checks and the drain
-//! read, and the [`Watchdog`]'s clocks. It sits below both, so neither
+//! settled), the route table, the count the drain reads, the
+//! [`Watchdog`]'s clocks, and the socket an HTTP/1.1 connection hands to
+//! an upgrade's tunnel ([`Upgraded`]). It sits below both, so neither
 //! imports the other for it.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -31,11 +37,6 @@ pub struct ConnContext {
     pub watchdog: Watchdog,
     /// Requests whose response head has not been produced yet.
     pub in_flight: AtomicUsize,
-    /// HTTP/1 requests seen on this connection so far.
-    pub requests: AtomicU64,
-    /// The request whose framing Weir refuses though hyper takes it
-    /// ([`crate::framing::Refused`], packed; 0: none).
-    pub framing_refused: AtomicU64,
     /// The tunnel of an upgraded connection (WebSocket). The connection's
     /// task waits for it after hyper lets the connection go, so a tunnel
     /// keeps holding its `max_connections` permit, counts as open for the
@@ -94,8 +95,6 @@ impl ConnContext {
             router,
             observe,
             in_flight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            framing_refused: AtomicU64::new(0),
             tunnel: std::sync::Mutex::new(None),
             tls,
             stats,
@@ -223,5 +222,76 @@ impl Watchdog {
             self.write_blocked
                 .store(worker::now_ms().max(1), Ordering::Relaxed);
         }
+    }
+}
+
+/// What a client socket must be to be handed to a tunnel.
+pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
+
+/// An HTTP/1.1 client connection handed over after its 101 was written:
+/// the socket, and the bytes the client sent after the request that the
+/// connection had already read.
+pub struct Upgraded {
+    pub io: Box<dyn ClientIo>,
+    pub leftover: Bytes,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("leftover", &self.leftover.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request extension on Weir's own HTTP/1.1 path: where the connection
+/// comes once the upstream's 101 has been written to the client. (Shared
+/// and taken once: `http`'s extensions must be cloneable.)
+#[derive(Debug, Clone)]
+pub struct PendingUpgrade(Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<Upgraded>>>>);
+
+impl PendingUpgrade {
+    pub fn new(rx: tokio::sync::oneshot::Receiver<Upgraded>) -> PendingUpgrade {
+        PendingUpgrade(Arc::new(std::sync::Mutex::new(Some(rx))))
+    }
+
+    /// The receiver, the first time.
+    pub fn take(&self) -> Option<tokio::sync::oneshot::Receiver<Upgraded>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.leftover.is_empty() {
+            let n = self.leftover.len().min(buf.remaining());
+            buf.put_slice(&self.leftover.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -2,12 +2,13 @@
 //! worker and listener, the accept loop with the listener's connection
 //! limit (and, on a TLS listener, its bound on handshakes under way), and
 //! each connection's life: the TLS handshake (`tls::accept`) on a TLS
-//! listener, then HTTP/1.1 or HTTP/2 (ALPN `h2`, or h2c prior knowledge)
-//! through hyper, the header read and idle timeouts, and graceful drain on
-//! shutdown; and what the listener's metrics count of all that (accepts,
-//! waits at the connection limit, timeouts, the requests hyper refuses
-//! before Weir sees them) and read from it ([`ListenerProbe`]). What
-//! happens to a request is `proxy`'s job.
+//! listener, then HTTP/2 through hyper (ALPN `h2`, or the h2c preface) or
+//! HTTP/1.1 through Weir's own connection ([`h1`]), the header read and
+//! idle timeouts, and graceful drain on shutdown; and what the listener's
+//! metrics count of all that (accepts, waits at the connection limit,
+//! timeouts, the heads refused before a request reaches the pipeline) and
+//! read from it ([`ListenerProbe`]). What happens to a request is
+//! `proxy`'s job.
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,14 +29,15 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::ListenerConfig;
 use crate::conn::{ConnContext, TlsConn};
-use crate::framing::FramingWatch;
 use crate::metrics::ListenerStats;
-use crate::metrics::listener::{ClientError, ListenerProbe, Timeout, TlsHandshakes};
+use crate::metrics::listener::{ListenerProbe, Timeout, TlsHandshakes};
 use crate::proxy::stall::StreamExec;
 use crate::proxy::{self, Counted};
 use crate::router::Router;
 use crate::tls::{self, TlsListener};
 use crate::worker;
+
+mod h1;
 
 /// HTTP/2 streams one client connection may have open at once.
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
@@ -175,11 +177,40 @@ pub async fn accept_loop(
         let open = Counted::enter(shared.open.clone());
         tokio::spawn(async move {
             match &shared.tls {
-                None => serve(stream, peer, None, &shared, &builder, shutdown, stats).await,
+                None => {
+                    let mut watch = shutdown.clone();
+                    let timeout = shared.config.header_read_timeout;
+                    let h2 = tokio::select! {
+                        r = tokio::time::timeout(timeout, opens_with_h2_preface(&stream)) => match r {
+                            Ok(Ok(h2)) => Some(h2),
+                            Ok(Err(_)) => None,
+                            Err(_) => {
+                                stats.timed_out(Timeout::HeaderRead);
+                                None
+                            }
+                        },
+                        _ = watch.changed() => None,
+                    };
+                    if let Some(h2) = h2 {
+                        let conn = Accepted {
+                            stream,
+                            peer,
+                            tls: None,
+                            h2,
+                        };
+                        serve(conn, &shared, &builder, shutdown, stats).await;
+                    }
+                }
                 Some(tls) => {
                     if let Some((stream, conn)) = handshake(stream, peer, tls, handshake_slot).await
                     {
-                        serve(stream, peer, Some(conn), &shared, &builder, shutdown, stats).await;
+                        let conn = Accepted {
+                            stream,
+                            peer,
+                            h2: conn.session.h2,
+                            tls: Some(conn),
+                        };
+                        serve(conn, &shared, &builder, shutdown, stats).await;
                     }
                 }
             }
@@ -220,16 +251,28 @@ async fn handshake(
     }
 }
 
-async fn serve<S>(
+/// A client connection as accepted: its socket (after the TLS handshake
+/// on a TLS listener), who it is, and whether it speaks HTTP/2.
+struct Accepted<S> {
     stream: S,
     peer: SocketAddr,
     tls: Option<TlsConn>,
+    h2: bool,
+}
+
+async fn serve<S>(
+    Accepted {
+        stream,
+        peer,
+        tls,
+        h2,
+    }: Accepted<S>,
     shared: &Shared,
     builder: &auto::Builder<StreamExec>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     stats: Arc<ListenerStats>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + h1::ReadReady + Unpin + Send + 'static,
 {
     let cx = Arc::new(ConnContext::new(
         peer,
@@ -240,39 +283,91 @@ async fn serve<S>(
         tls.map(Box::new),
         stats,
     ));
-    let io = TokioIo::new(ActivityIo {
+    let io = ActivityIo {
         inner: stream,
         cx: cx.clone(),
-        framing: FramingWatch::new(shared.config.max_header_bytes),
-    });
-    let svc_cx = cx.clone();
-    let svc = service_fn(move |req| proxy::handle(svc_cx.clone(), req));
-    let conn = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(conn);
+        h2,
+    };
+    let ended = if h2 {
+        let svc_cx = cx.clone();
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            proxy::handle(svc_cx.clone(), req.map(crate::body::ClientBody::Hyper))
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        supervise(conn, &cx, shutdown, |c| {
+            c.graceful_shutdown();
+            false
+        })
+        .await
+    } else {
+        let control = Arc::new(h1::Control::default());
+        let conn = h1::serve(io, cx.clone(), control.clone());
+        tokio::pin!(conn);
+        supervise(conn, &cx, shutdown, |_| {
+            control.drain();
+            control.is_idle()
+        })
+        .await
+    };
+    if ended {
+        let tunnel = cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tunnel) = tunnel {
+            watch_tunnel(tunnel, &cx, peer).await;
+        }
+    }
+}
 
+/// Whether a plain connection opens with the HTTP/2 preface (h2c by prior
+/// knowledge): HTTP/2 goes to hyper, HTTP/1.1 to Weir's own connection
+/// (`h1`). The first bytes are peeked at, not read; a client that sends
+/// the preface in pieces is looked at again a few milliseconds later.
+async fn opens_with_h2_preface(stream: &tokio::net::TcpStream) -> io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut first = [0u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 || first[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Drives a client connection until it ends (true) or the watchdog or a
+/// drain closes it (false). `drain` starts a graceful shutdown and says
+/// whether the connection can close at once.
+async fn supervise<C>(
+    mut conn: Pin<&mut C>,
+    cx: &ConnContext,
+    mut shutdown: watch::Receiver<bool>,
+    mut drain: impl FnMut(Pin<&mut C>) -> bool,
+) -> bool
+where
+    C: Future<Output = Result<(), crate::body::BoxError>>,
+{
     let dog = &cx.watchdog;
+    let peer = cx.peer;
     let mut draining = *shutdown.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
+    if draining && drain(conn.as_mut()) {
+        return false;
     }
     loop {
-        match next_wake(conn.as_mut(), &cx, &shutdown, draining).await {
+        match next_wake(conn.as_mut(), cx, &shutdown, draining).await {
             Wake::Ended(r) => {
                 if let Err(e) = r {
-                    if let Some(reason) = refused_by_hyper(&*e) {
-                        cx.stats.client_error(reason);
-                    }
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
-                let tunnel = cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(tunnel) = tunnel {
-                    watch_tunnel(tunnel, &cx, peer).await;
-                }
-                return;
+                return true;
             }
             Wake::Shutdown => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                if drain(conn.as_mut()) {
+                    return false;
+                }
                 // Marks the change seen, so the next wait does not wake
                 // for it again.
                 let _ = shutdown.borrow_and_update();
@@ -282,12 +377,12 @@ async fn serve<S>(
                 if now >= dog.quiet_deadline() && !cx.busy() {
                     tracing::debug!(%peer, "closing quiet client connection");
                     cx.stats.timed_out(dog.quiet_timeout());
-                    return;
+                    return false;
                 }
                 if dog.send_stall().is_some_and(|stall| now >= stall) {
                     tracing::debug!(%peer, "closing client connection: it read nothing for send_timeout");
                     cx.stats.timed_out(Timeout::Send);
-                    return;
+                    return false;
                 }
             }
         }
@@ -409,28 +504,6 @@ fn wait_until(at: u64) -> Duration {
     Duration::from_millis(at.saturating_sub(worker::now_ms()).max(1))
 }
 
-/// The refusal hyper answered itself before the request reached Weir,
-/// from the error that then ended the connection: a request head it
-/// could not parse (400) or one over the listener's size limits (431, or
-/// 414 for a target over hyper's own 64 KiB cap). HTTP/1 only; `None`
-/// for every other ending.
-fn refused_by_hyper(e: &(dyn std::error::Error + 'static)) -> Option<ClientError> {
-    let e = e.downcast_ref::<hyper::Error>()?;
-    if !e.is_parse() || e.is_parse_version_h2() {
-        return None;
-    }
-    Some(if e.is_parse_too_large() {
-        // hyper tells its two "too large" kinds apart only in its message.
-        if e.to_string().starts_with("URI too long") {
-            ClientError::UriTooLong
-        } else {
-            ClientError::HeadersTooLarge
-        }
-    } else {
-        ClientError::Malformed
-    })
-}
-
 /// What a scrape reads from a listener: its `max_connections` slots in
 /// use, and a TLS listener's handshake counts (the ones `/admin/tls`
 /// shows).
@@ -469,12 +542,14 @@ enum Wake<E> {
 }
 
 /// The client socket, stamping the connection's last activity on every
-/// successful read or write so the idle timeout sees real traffic, and
-/// showing every byte read to the framing watcher.
+/// successful read or write so the idle timeout sees real traffic. On an
+/// HTTP/2 connection every read also counts as speaking outside a head
+/// (HTTP/2 heads have no clock of their own); Weir's HTTP/1.1 connection
+/// (`h1`) tells the watchdog itself when a head is under way.
 struct ActivityIo<S> {
     inner: S,
     cx: Arc<ConnContext>,
-    framing: FramingWatch,
+    h2: bool,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
@@ -487,17 +562,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_ready() {
             self.cx.watchdog.touch();
-            if buf.filled().len() > before {
-                let this = &mut *self;
-                if let Some(refused) = this.framing.feed(&buf.filled()[before..]) {
-                    this.cx
-                        .framing_refused
-                        .store(refused.pack(), Ordering::Relaxed);
-                }
-                this.cx.watchdog.read(this.framing.in_partial_head());
+            if self.h2 && buf.filled().len() > before {
+                self.cx.watchdog.read(false);
             }
         }
         r
+    }
+}
+
+impl<S: h1::ReadReady> h1::ReadReady for ActivityIo<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
     }
 }
 

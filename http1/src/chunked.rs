@@ -7,7 +7,8 @@
 //! zeros taken, a value past 64 bits refused), and what follows the size is
 //! optional whitespace and extensions made of visible characters,
 //! whitespace and `;`. Bounded: a size line with its extensions at most
-//! [`Limits::max_line`] bytes, the trailer section at most
+//! [`Limits::max_line`] bytes, all extensions of the body at most
+//! [`Limits::max_extensions`] bytes, the trailer section at most
 //! [`Limits::max_trailer_bytes`] (kept, for the caller to forward) and
 //! [`Limits::max_trailer_fields`] fields, which must parse as fields.
 
@@ -17,6 +18,10 @@ pub struct Limits {
     /// Bytes of a chunk-size line: the size, whitespace and extensions,
     /// without its CRLF.
     pub max_line: usize,
+    /// Bytes of chunk extensions over the whole body: one-byte chunks
+    /// with long extensions would otherwise cost a reader unbounded work
+    /// for little data.
+    pub max_extensions: usize,
     /// Bytes of the trailer section, its final empty line included.
     pub max_trailer_bytes: usize,
     /// Fields in the trailer section.
@@ -31,7 +36,8 @@ pub enum ChunkError {
     BadSize,
     /// A line ended in LF without CR, or a CR not followed by LF.
     BadLineEnd,
-    /// A size line over [`Limits::max_line`].
+    /// A size line over [`Limits::max_line`], or the body's extensions
+    /// over [`Limits::max_extensions`].
     LineTooLong,
     /// Chunk data not followed by CRLF.
     BadDataEnd,
@@ -101,6 +107,8 @@ pub struct Decoder {
     limits: Limits,
     /// Bytes of the current size line.
     line: usize,
+    /// Bytes of extensions so far.
+    extensions: usize,
     trailers: Vec<u8>,
 }
 
@@ -123,6 +131,7 @@ impl Decoder {
             state: State::Size { size: 0, digits: 0 },
             limits,
             line: 0,
+            extensions: 0,
             trailers: Vec::new(),
         }
     }
@@ -132,11 +141,29 @@ impl Decoder {
         self.state == State::Done
     }
 
-    /// The trailer section as received, field lines with their CRLFs and
-    /// without the final empty line; empty when there were none.
+    /// Once the body is done, the trailer section as received: field
+    /// lines with their CRLFs, without the final empty line; empty when
+    /// there were none. (Before that, part of a section still arriving.)
     pub fn trailers(&self) -> &[u8] {
         let n = self.trailers.len().saturating_sub(2);
         &self.trailers[..n]
+    }
+
+    /// Once the body is done, calls `f` with each trailer field's name
+    /// and value, in order.
+    pub fn for_each_trailer(&self, mut f: impl FnMut(&str, &[u8])) {
+        if !self.is_done() || self.trailers.len() <= 2 {
+            return;
+        }
+        let lines = self.trailers.iter().filter(|&&b| b == b'\n').count() - 1;
+        let mut fields = vec![httparse::EMPTY_HEADER; lines];
+        if let Ok(httparse::Status::Complete((_, fields))) =
+            httparse::parse_headers(&self.trailers, &mut fields)
+        {
+            for h in fields {
+                f(h.name, h.value);
+            }
+        }
     }
 
     /// Reads framing from `input` up to and including at most one run of
@@ -213,7 +240,13 @@ impl Decoder {
             (State::Size { .. } | State::SizeWs { .. }, _) => return Err(ChunkError::BadSize),
             // Extensions: visible characters (quoted strings included),
             // whitespace; no controls.
-            (State::Ext { size }, _) if b == b'\t' || b >= b' ' && b != 0x7f => State::Ext { size },
+            (State::Ext { size }, _) if b == b'\t' || b >= b' ' && b != 0x7f => {
+                self.extensions += 1;
+                if self.extensions > self.limits.max_extensions {
+                    return Err(ChunkError::LineTooLong);
+                }
+                State::Ext { size }
+            }
             (State::Ext { .. }, _) => return Err(ChunkError::BadSize),
             (State::SizeLf { size }, b'\n') => {
                 self.line = 0;

@@ -218,7 +218,9 @@ pub fn parse_request<R>(
 ) -> Result<Option<R>, HeadError> {
     let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
     let mut heap;
-    let mut req = httparse::Request::new(&mut inline);
+    // Storage for at most the limit, so that a partial head past it is
+    // refused as soon as httparse sees one field too many.
+    let mut req = httparse::Request::new(&mut inline[..limits.max_headers.min(INLINE_HEADERS)]);
     let mut parsed = req.parse(buf);
     if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && limits.max_headers > INLINE_HEADERS
     {
@@ -283,7 +285,9 @@ pub fn parse_response<R>(
 ) -> Result<Option<R>, HeadError> {
     let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
     let mut heap;
-    let mut resp = httparse::Response::new(&mut inline);
+    // Storage for at most the limit, so that a partial head past it is
+    // refused as soon as httparse sees one field too many.
+    let mut resp = httparse::Response::new(&mut inline[..limits.max_headers.min(INLINE_HEADERS)]);
     let mut parsed = resp.parse(buf);
     if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && limits.max_headers > INLINE_HEADERS
     {
@@ -298,7 +302,8 @@ pub fn parse_response<R>(
     if resp.headers.len() > limits.max_headers {
         return Err(HeadError::TooManyHeaders);
     }
-    let (Some(status), Some(v)) = (resp.code, resp.version) else {
+    // Three digits, 100 to 999 (RFC 9110 section 15): httparse takes 000.
+    let (Some(status @ 100..), Some(v)) = (resp.code, resp.version) else {
         return Err(HeadError::Syntax);
     };
     let version = if v == 0 {
@@ -497,6 +502,11 @@ impl Codings {
                 return Err(HeadError::BadTransferEncoding);
             }
             self.last_chunked = name.eq_ignore_ascii_case(b"chunked");
+            // `chunked` takes no parameters (RFC 9112 section 7): one
+            // with them is a disguise a next hop may not see through.
+            if self.last_chunked && name.len() != element.len() {
+                return Err(HeadError::BadTransferEncoding);
+            }
             self.chunked += u32::from(self.last_chunked);
         }
         Ok(())

@@ -17,6 +17,7 @@ mod forwarding;
 mod grpc;
 mod h2_upstream;
 mod hot_deploy;
+mod http1;
 mod metrics_plugins;
 mod metrics_upstreams;
 mod observability_example;

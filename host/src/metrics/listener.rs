@@ -61,7 +61,7 @@ pub enum ClientError {
     BodyTimeout,
     /// The body broke off or had bad chunked framing (400).
     BodyBroken,
-    /// hyper could not parse the request head (400).
+    /// The request head did not parse (400).
     Malformed,
     /// The request head is over `max_header_bytes` or `max_headers` (431).
     HeadersTooLarge,

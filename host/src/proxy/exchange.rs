@@ -124,7 +124,7 @@ pub struct LogInfo {
 impl LogInfo {
     pub fn of(
         cx: &Arc<ConnContext>,
-        req: &http::Request<hyper::body::Incoming>,
+        req: &http::Request<crate::body::ClientBody>,
         id: &HeaderValue,
     ) -> LogInfo {
         // Two header look-ups a line need not pay for when it shows

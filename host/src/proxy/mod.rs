@@ -36,11 +36,9 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 
-use crate::body::RequestBody;
+use crate::body::{ClientBody, RequestBody};
 pub use crate::conn::ConnContext;
-use crate::framing::Refused;
 use crate::metrics::MethodClass;
 use crate::router::{self, HostSource, Route};
 pub use error::{ErrorSource, ProxyError};
@@ -51,7 +49,7 @@ use response::{Lease, ResponseBody};
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(
     cx: Arc<ConnContext>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let in_flight = Counted::enter(&cx.in_flight);
     let id = headers::request_id(req.headers());
@@ -200,7 +198,7 @@ impl<R: Deref<Target = AtomicUsize>> Drop for Counted<R> {
 /// and a plugin's refusal is answered as a gRPC status).
 async fn phases(
     cx: &ConnContext,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     id: &HeaderValue,
     plugins: &mut plugins::Scope,
     grpc: bool,
@@ -351,18 +349,6 @@ fn answer(resp: Response<ResponseBody>, grpc: bool) -> Response<ResponseBody> {
 /// header names the listener does not forward are dropped here, before
 /// routing, so no route or plugin sees what the upstream will not.
 fn check_framing(parts: &mut Parts, cx: &ConnContext) -> Result<(), ProxyError> {
-    if parts.version < Version::HTTP_2 {
-        let ordinal = cx.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        // Framing hyper settled but a proxy must refuse (both framing
-        // headers, a repeated length, a bare LF: RFC 9112 6.1 and 2.2),
-        // which the framing watcher tells us: refuse rather than guess
-        // which reading the next hop would make.
-        if let Some(refused) = Refused::unpack(cx.framing_refused.load(Ordering::Relaxed))
-            && refused.ordinal == ordinal
-        {
-            return Err(ProxyError::BadFraming(refused.why.reason()));
-        }
-    }
     let listener = &cx.listener;
     let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
         + parts.uri.authority().map_or(0, |a| a.as_str().len());

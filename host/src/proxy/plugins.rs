@@ -43,11 +43,10 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Response, response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::error::ProxyError;
 use super::response::ResponseBody;
-use crate::body::RequestBody;
+use crate::body::{ClientBody, RequestBody};
 use crate::config::FailurePolicy;
 use crate::plugin::fleet::{FleetDone, FleetError, FleetOp};
 use crate::plugin::{
@@ -471,7 +470,7 @@ impl Scope {
     pub async fn on_request_body(
         &mut self,
         parts: &mut Parts,
-        body: Incoming,
+        body: ClientBody,
         (route, router): (&Route, &Router),
         cap: usize,
     ) -> Result<Result<RequestBody, Response<ResponseBody>>, ProxyError> {

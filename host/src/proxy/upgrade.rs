@@ -21,14 +21,22 @@ use hyper_util::rt::TokioIo;
 use super::error::ProxyError;
 use super::headers;
 use super::response::ResponseBody;
-use crate::conn::ConnContext;
+use crate::conn::{ConnContext, PendingUpgrade};
 
 /// A client's protocol-upgrade request, taken out of the request.
 pub(super) struct Upgrade {
     /// The `Upgrade` value sent upstream: the client's offers the route
     /// allows, in the client's order.
     pub protocol: HeaderValue,
-    client: OnUpgrade,
+    client: ClientSide,
+}
+
+/// Where the client's connection comes from once the 101 is out: Weir's
+/// own HTTP/1.1 connection hands it over (`listener::h1`), hyper's
+/// serves it through its upgrade future.
+enum ClientSide {
+    Owned(PendingUpgrade),
+    Hyper(OnUpgrade),
 }
 
 /// Takes the client's upgrade out of the request when it offers a
@@ -39,7 +47,10 @@ pub(super) fn take(parts: &mut Parts, allowed: &[String]) -> Option<Upgrade> {
         return None;
     }
     let protocol = allowed_offer(&parts.headers, allowed)?;
-    let client = parts.extensions.remove::<OnUpgrade>()?;
+    let client = match parts.extensions.remove::<PendingUpgrade>() {
+        Some(owned) => ClientSide::Owned(owned),
+        None => ClientSide::Hyper(parts.extensions.remove::<OnUpgrade>()?),
+    };
     Some(Upgrade { protocol, client })
 }
 
@@ -124,17 +135,37 @@ pub(super) fn switch(
 
 /// Copies bytes both ways between an upgraded client and upstream until
 /// either side closes.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+async fn tunnel(client: ClientSide, upstream: OnUpgrade) {
+    let upstream = match upstream.await {
+        Ok(u) => u,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
-    let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let copied = match client {
+        ClientSide::Owned(pending) => {
+            let Some(Ok(mut client)) = (match pending.take() {
+                Some(rx) => Some(rx.await),
+                None => None,
+            }) else {
+                tracing::debug!("upgrade failed: the client connection was not handed over");
+                return;
+            };
+            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+        }
+        ClientSide::Hyper(on) => match on.await {
+            Ok(client) => {
+                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut upstream).await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        },
+    };
+    if let Err(e) = copied {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
 }

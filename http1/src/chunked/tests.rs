@@ -2,6 +2,7 @@ use super::*;
 
 const LIMITS: Limits = Limits {
     max_line: 64,
+    max_extensions: 200,
     max_trailer_bytes: 256,
     max_trailer_fields: 4,
 };
@@ -104,4 +105,32 @@ fn a_size_near_the_limit_is_taken_and_data_counted_down() {
     let got = d.decode(b"ffffffffffffffff\r\nab").unwrap();
     assert_eq!(got.data, b"ab");
     assert_eq!(d.state, State::Data(u64::MAX - 2));
+}
+
+#[test]
+fn trailer_fields_are_read_once_the_body_is_done() {
+    let mut d = Decoder::new(LIMITS);
+    let mut seen = Vec::new();
+    d.decode(b"0\r\nX-Sum: 1\r\nX-B:  two \r\n").unwrap();
+    d.for_each_trailer(|n, v| seen.push((n.to_owned(), v.to_vec())));
+    assert!(seen.is_empty(), "not done yet");
+    assert!(d.decode(b"\r\n").unwrap().done);
+    d.for_each_trailer(|n, v| seen.push((n.to_owned(), v.to_vec())));
+    assert_eq!(
+        seen,
+        [
+            ("X-Sum".to_owned(), b"1".to_vec()),
+            ("X-B".to_owned(), b"two".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn extensions_are_bounded_over_the_whole_body() {
+    // Each line is within its bound; together they are not.
+    let one = format!("1;{}\r\na\r\n", "e".repeat(50));
+    let three = format!("{}0\r\n\r\n", one.repeat(3));
+    assert!(decode_in(three.as_bytes(), 11).is_ok());
+    let five = format!("{}0\r\n\r\n", one.repeat(5));
+    assert_eq!(decode_in(five.as_bytes(), 11), Err(ChunkError::LineTooLong));
 }

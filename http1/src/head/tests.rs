@@ -91,6 +91,14 @@ fn refuses_every_framing_ambiguity() {
             HeadError::BadTransferEncoding,
         ),
         (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked;q=1\r\n\r\n",
+            HeadError::BadTransferEncoding,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked ; x=y\r\n\r\n",
+            HeadError::BadTransferEncoding,
+        ),
+        (
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             HeadError::BadTransferEncoding,
         ),
@@ -289,5 +297,22 @@ fn error_codes_round_trip() {
     assert_eq!(
         HeadError::from_code(HeadError::BareLf.code()),
         Some(HeadError::BareLf)
+    );
+}
+
+#[test]
+fn a_partial_head_past_a_small_field_limit_is_refused_early_and_statuses_start_at_100() {
+    let small = Limits {
+        max_headers: 4,
+        ..LIMITS
+    };
+    let partial = b"GET / HTTP/1.1\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\nF: 1\r\n";
+    assert_eq!(
+        parse_request(partial, &small, |_| ()),
+        Err(HeadError::TooManyHeaders)
+    );
+    assert_eq!(
+        response(b"HTTP/1.1 099 Low\r\n\r\n", Answering::default()),
+        Err(HeadError::Syntax)
     );
 }

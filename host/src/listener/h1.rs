@@ -1,0 +1,764 @@
+//! Weir's own HTTP/1.1 server connection: request heads read and framed
+//! with `weir_http1` (the one reading of each message's length), bodies
+//! read from the connection as the pipeline polls them, responses written
+//! from the pipeline's head and body; HTTP/2 stays on hyper.
+//!
+//! Why not hyper here: hyper's connection keeps an 8 KiB read buffer and
+//! its write buffer for the connection's whole life, so an idle keep-alive
+//! connection costs tens of KiB; it settles framing ambiguities a proxy
+//! must refuse, which took a second parser to catch; and its request state
+//! lives in the connection's future even while idle. Here an idle
+//! connection holds no buffer: it waits for readability, reads into a
+//! buffer made then, and drops it once every byte is used and the
+//! response is out.
+//!
+//! What a connection does, in order, per request:
+//! - reads a head (bounded by the listener's `max_header_bytes` and
+//!   `max_headers`, and a 65,534-byte target as hyper had); a refused head
+//!   is answered 400, 414 or 431 with `Connection: close` and never
+//!   reaches the pipeline;
+//! - hands the request to `proxy::handle`, with a body that reads the
+//!   connection when polled and answers `Expect: 100-continue` first;
+//! - while the pipeline runs and the body is read, watches the socket:
+//!   the client closing it drops the request (logged as 499), and bytes
+//!   of a pipelined request are kept, up to `max_header_bytes`;
+//! - writes the response: `Content-Length` from an exact body, chunked
+//!   (with trailers) for HTTP/1.1 otherwise, until close for HTTP/1.0;
+//!   no body for `HEAD`, 1xx, 204 and 304; a `Date` field;
+//! - keeps the connection when both sides allow it and the request's body
+//!   was read to its end, else closes it; a 101 hands the socket to the
+//!   upgrade's tunnel (`conn::PendingUpgrade`).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame};
+use tokio::io::{AsyncRead, AsyncWrite};
+use weir_http1::{BodyLength, HeadError, chunked};
+
+use crate::body::{BoxError, ClientBody, H1Body, H1Source};
+use crate::conn::{ClientIo, ConnContext, PendingUpgrade, Upgraded};
+use crate::metrics::listener::ClientError;
+use crate::proxy;
+use crate::proxy::response::ResponseBody;
+
+/// Bytes a read asks for when the buffer has less room than
+/// [`MIN_ROOM`].
+const READ_SIZE: usize = 8 * 1024;
+const MIN_ROOM: usize = 1024;
+/// hyper's cap on a request target, kept: longer is 414 whatever the
+/// listener's `max_uri_bytes` (which the pipeline checks) says.
+const MAX_TARGET: usize = 65_534;
+/// A chunk-size line with its extensions.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Chunk extensions over a whole body, as hyper bounded them.
+const MAX_EXTENSIONS: usize = 16 * 1024 - 1;
+/// Response bytes queued before the body is polled again.
+const MAX_QUEUED: usize = 64 * 1024;
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A client socket that can say it is readable without being read, so an
+/// idle connection waits holding no buffer.
+pub(super) trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ReadReady for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    /// rustls may hold decrypted bytes the socket no longer shows, so a
+    /// TLS connection reads at once (its idle cost is rustls's buffers).
+    fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What the listener's task tells the connection, and reads from it.
+#[derive(Debug, Default)]
+pub(super) struct Control {
+    /// Shutdown began: close once the request under way is answered.
+    draining: AtomicBool,
+    /// Between requests with nothing buffered: safe to close at once.
+    idle: AtomicBool,
+}
+
+impl Control {
+    pub(super) fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_idle(&self) -> bool {
+        self.idle.load(Ordering::Relaxed)
+    }
+}
+
+/// How much of the current request's body is still to be read.
+enum BodyState {
+    Done,
+    Length(u64),
+    Chunked(Box<chunked::Decoder>),
+    /// It broke (bad framing, the client closed): the connection cannot
+    /// carry another request.
+    Broken,
+}
+
+/// The connection's socket and read buffer, shared between its task and
+/// the body of the request under way.
+struct Shared<S> {
+    /// `None` once handed to an upgrade.
+    io: Option<S>,
+    /// Bytes read and not yet used; empty with no capacity while idle.
+    buf: BytesMut,
+    body: BodyState,
+    /// Bytes of `100 Continue` still to write before the body is read.
+    continue_left: usize,
+    /// The client closed its side (or the socket failed).
+    eof: bool,
+    max_trailer_bytes: usize,
+    max_trailer_fields: usize,
+}
+
+type Lock<S> = Arc<Mutex<Shared<S>>>;
+
+fn lock<S>(shared: &Mutex<Shared<S>>) -> MutexGuard<'_, Shared<S>> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection handed over")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
+    /// Reads more into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let io = self.io.as_mut().ok_or_else(gone)?;
+        if self.buf.capacity() - self.buf.len() < MIN_ROOM {
+            self.buf.reserve(READ_SIZE);
+        }
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(io),
+            cx,
+            &mut self.buf
+        ))?;
+        if n == 0 {
+            self.eof = true;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes what is left of `100 Continue`.
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.continue_left > 0 {
+            let io = self.io.as_mut().ok_or_else(gone)?;
+            let from = CONTINUE.len() - self.continue_left;
+            let n = ready!(Pin::new(io).poll_write(cx, &CONTINUE[from..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.continue_left -= n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn broken(&mut self, why: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.body = BodyState::Broken;
+        Poll::Ready(Some(Err(why.into())))
+    }
+}
+
+/// The body ended before its length or its last chunk.
+#[derive(Debug, thiserror::Error)]
+#[error("the client closed the connection before the request body's end")]
+struct BodyCutShort;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> H1Source for Shared<S> {
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Err(e) = ready!(self.poll_continue(cx)) {
+            return self.broken(e);
+        }
+        loop {
+            match &mut self.body {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Broken => return Poll::Ready(Some(Err(BodyCutShort.into()))),
+                BodyState::Length(left) if !self.buf.is_empty() => {
+                    let n = (*left).min(self.buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.body = BodyState::Done;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(self.buf.split_to(n).freeze()))));
+                }
+                BodyState::Chunked(decoder) if decoder.is_done() => {
+                    let mut trailers = HeaderMap::new();
+                    decoder.for_each_trailer(|name, value| {
+                        if let (Ok(n), Ok(v)) = (
+                            HeaderName::from_bytes(name.as_bytes()),
+                            HeaderValue::from_bytes(value),
+                        ) {
+                            trailers.append(n, v);
+                        }
+                    });
+                    self.body = BodyState::Done;
+                    if !trailers.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    return Poll::Ready(None);
+                }
+                BodyState::Chunked(decoder) if !self.buf.is_empty() => {
+                    let step = match decoder.decode(&self.buf) {
+                        Ok(step) => step,
+                        Err(e) => return self.broken(e),
+                    };
+                    let (used, data) = (step.used, step.data.len());
+                    self.buf.advance(used - data);
+                    if data > 0 {
+                        let data = self.buf.split_to(data).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                BodyState::Length(_) | BodyState::Chunked(_) => match ready!(self.poll_fill(cx)) {
+                    Ok(0) => return self.broken(BodyCutShort),
+                    Ok(_) => {}
+                    Err(e) => return self.broken(e),
+                },
+            }
+        }
+    }
+}
+
+/// A request head as parsed: offsets into the bytes it was read from.
+struct Parsed {
+    len: usize,
+    method: Method,
+    target: (usize, usize),
+    version: Version,
+    fields: Vec<(HeaderName, usize, usize)>,
+    body: BodyLength,
+    keep_alive: bool,
+    expect_continue: bool,
+    upgrade: bool,
+}
+
+/// Why a connection stops before a request reaches the pipeline.
+enum HeadEnd {
+    /// Closed between requests, or shutdown began while idle.
+    Closed,
+    /// A head Weir refuses, with the status to answer.
+    Refused(StatusCode, ClientError),
+    Io(io::Error),
+}
+
+fn parse(buf: &[u8], limits: &weir_http1::Limits) -> Result<Option<Parsed>, HeadError> {
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        (
+            s.as_ptr() as usize - base,
+            s.as_ptr() as usize - base + s.len(),
+        )
+    };
+    let parsed = weir_http1::parse_request(buf, limits, |h| {
+        let mut fields = Vec::with_capacity(h.headers.len());
+        for f in h.headers {
+            let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::Syntax)?;
+            let (a, b) = at(f.value);
+            fields.push((name, a, b));
+        }
+        Ok(Parsed {
+            len: h.len,
+            method: Method::from_bytes(h.method.as_bytes()).map_err(|_| HeadError::Syntax)?,
+            target: at(h.target.as_bytes()),
+            version: match h.version {
+                weir_http1::Version::Http10 => Version::HTTP_10,
+                weir_http1::Version::Http11 => Version::HTTP_11,
+            },
+            fields,
+            body: h.body,
+            keep_alive: h.keep_alive,
+            expect_continue: h.expect_continue,
+            upgrade: h.upgrade,
+        })
+    })?;
+    parsed.transpose()
+}
+
+fn refusal(e: HeadError) -> HeadEnd {
+    let reason = match e.status() {
+        431 => ClientError::HeadersTooLarge,
+        414 => ClientError::UriTooLong,
+        _ if e.is_framing() => ClientError::BadFraming,
+        _ => ClientError::Malformed,
+    };
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    HeadEnd::Refused(status, reason)
+}
+
+impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
+    /// Reads until a whole head is buffered (or the connection ends). An
+    /// empty buffer is dropped first, so a connection waiting for its next
+    /// request holds none.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        limits: &weir_http1::Limits,
+        conn: &ConnContext,
+        control: &Control,
+    ) -> Poll<Result<Parsed, HeadEnd>> {
+        loop {
+            if !self.buf.is_empty() {
+                match parse(&self.buf, limits) {
+                    Ok(Some(p)) => {
+                        control.idle.store(false, Ordering::Relaxed);
+                        conn.watchdog.read(false);
+                        return Poll::Ready(Ok(p));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(refusal(e))),
+                }
+            }
+            if self.eof {
+                return Poll::Ready(Err(HeadEnd::Closed));
+            }
+            if self.buf.is_empty() {
+                self.buf = BytesMut::new();
+                control.idle.store(true, Ordering::Relaxed);
+                if control.draining.load(Ordering::Relaxed) {
+                    return Poll::Ready(Err(HeadEnd::Closed));
+                }
+                let io = self.io.as_ref().ok_or_else(gone).map_err(HeadEnd::Io)?;
+                ready!(io.poll_read_ready(cx)).map_err(HeadEnd::Io)?;
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) => return Poll::Ready(Err(HeadEnd::Closed)),
+                Ok(_) => {
+                    // Empty lines before a request line start no head.
+                    let partial = !self.buf.iter().all(|b| matches!(b, b'\r' | b'\n'));
+                    control.idle.store(false, Ordering::Relaxed);
+                    conn.watchdog.read(partial);
+                }
+                Err(e) => return Poll::Ready(Err(HeadEnd::Io(e))),
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 requests on `io` until either side closes, the
+/// connection is upgraded, or a drain finds it between requests.
+pub(super) async fn serve<S>(
+    io: S,
+    cx: Arc<ConnContext>,
+    control: Arc<Control>,
+) -> Result<(), BoxError>
+where
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let listener = &cx.listener;
+    let limits = weir_http1::Limits {
+        max_head_bytes: listener.max_header_bytes,
+        max_headers: listener.max_headers,
+        max_target_bytes: MAX_TARGET,
+    };
+    let shared: Lock<S> = Arc::new(Mutex::new(Shared {
+        io: Some(io),
+        buf: BytesMut::new(),
+        body: BodyState::Done,
+        continue_left: 0,
+        eof: false,
+        max_trailer_bytes: listener.max_header_bytes,
+        max_trailer_fields: listener.max_headers,
+    }));
+    loop {
+        let head = poll_fn(|t| lock(&shared).poll_head(t, &limits, &cx, &control)).await;
+        let parsed = match head {
+            Ok(p) => p,
+            Err(HeadEnd::Closed) => return Ok(()),
+            Err(HeadEnd::Io(e)) => return Err(e.into()),
+            Err(HeadEnd::Refused(status, reason)) => {
+                cx.stats.client_error(reason);
+                return refuse(&shared, status).await;
+            }
+        };
+        let (req, upgrade) = match request(&shared, parsed) {
+            Ok(r) => r,
+            Err(status) => {
+                cx.stats.client_error(ClientError::Malformed);
+                return refuse(&shared, status).await;
+            }
+        };
+        let (method, version, client_keeps) = (req.method().clone(), req.version(), upgrade.1);
+        let Some(resp) = run(
+            &shared,
+            proxy::handle(cx.clone(), req),
+            limits.max_head_bytes,
+        )
+        .await
+        else {
+            // The client left before its answer: the request was dropped.
+            return Ok(());
+        };
+        let status = resp.status();
+        let body_read = matches!(lock(&shared).body, BodyState::Done);
+        let keep = client_keeps
+            && body_read
+            && !control.draining.load(Ordering::Relaxed)
+            && !crate::proxy::headers::connection_has(resp.headers(), "close");
+        let kept = respond(&shared, resp, &method, version, keep).await?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(tx) = upgrade.0 {
+                let mut s = lock(&shared);
+                let leftover = s.buf.split().freeze();
+                if let Some(io) = s.io.take() {
+                    let _ = tx.send(Upgraded {
+                        io: Box::new(io) as Box<dyn ClientIo>,
+                        leftover,
+                    });
+                }
+            }
+            return Ok(());
+        }
+        if !kept {
+            shutdown(&shared).await;
+            return Ok(());
+        }
+    }
+}
+
+/// The request for the pipeline from a parsed head, and its upgrade's
+/// sender (when it asks for one) with whether the client keeps the
+/// connection; `Err`: the target or a value http will not hold (400).
+#[allow(clippy::type_complexity)]
+fn request<S>(
+    shared: &Lock<S>,
+    p: Parsed,
+) -> Result<
+    (
+        Request<ClientBody>,
+        (Option<tokio::sync::oneshot::Sender<Upgraded>>, bool),
+    ),
+    StatusCode,
+>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut s = lock(shared);
+    let head = s.buf.split_to(p.len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(p.target.0..p.target.1))
+        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    let mut headers = HeaderMap::with_capacity(p.fields.len());
+    for (name, a, b) in p.fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(a..b))
+            .map_err(|_| StatusCode::BAD_REQUEST)?;
+        headers.append(name, value);
+    }
+    let length = match p.body {
+        BodyLength::Empty => {
+            s.body = BodyState::Done;
+            Some(0)
+        }
+        BodyLength::Length(n) => {
+            s.body = BodyState::Length(n);
+            Some(n)
+        }
+        BodyLength::Chunked => {
+            s.body = BodyState::Chunked(Box::new(chunked::Decoder::new(chunked::Limits {
+                max_line: MAX_CHUNK_LINE,
+                max_extensions: MAX_EXTENSIONS,
+                max_trailer_bytes: s.max_trailer_bytes,
+                max_trailer_fields: s.max_trailer_fields,
+            })));
+            None
+        }
+    };
+    s.continue_left = if p.expect_continue && length != Some(0) {
+        CONTINUE.len()
+    } else {
+        0
+    };
+    drop(s);
+    let source: Arc<Mutex<dyn H1Source>> = shared.clone();
+    let mut req = Request::new(ClientBody::H1(H1Body::new(source, length)));
+    *req.method_mut() = p.method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = p.version;
+    *req.headers_mut() = headers;
+    let upgrade = p.upgrade.then(|| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        req.extensions_mut().insert(PendingUpgrade::new(rx));
+        tx
+    });
+    Ok((req, (upgrade, p.keep_alive)))
+}
+
+/// Runs the pipeline for one request; `None` when the client closed the
+/// connection first (the request's future is dropped, which logs it as
+/// 499). Once the request's body is read, the socket is watched for the
+/// close, and what a pipelining client sends meanwhile is kept, up to
+/// `max_buffered` bytes.
+async fn run<S, F>(
+    shared: &Lock<S>,
+    handler: F,
+    max_buffered: usize,
+) -> Option<Response<ResponseBody>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>>,
+{
+    let mut handler = pin!(handler);
+    poll_fn(|t| {
+        if let Poll::Ready(Ok(resp)) = handler.as_mut().poll(t) {
+            return Poll::Ready(Some(resp));
+        }
+        let mut s = lock(shared);
+        while matches!(s.body, BodyState::Done) && !s.eof && s.buf.len() < max_buffered {
+            match s.poll_fill(t) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    s.eof = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Answers a refused head with `status` and no body, and closes.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Lock<S>,
+    status: StatusCode,
+) -> Result<(), BoxError> {
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = status;
+    let _ = respond(shared, resp, &Method::GET, Version::HTTP_11, false).await;
+    shutdown(shared).await;
+    Ok(())
+}
+
+/// Ends the connection: its write side shut, so the client reads the
+/// end of what was sent.
+async fn shutdown<S: AsyncRead + AsyncWrite + Unpin>(shared: &Lock<S>) {
+    let _ = poll_fn(|t| match lock(shared).io.as_mut() {
+        Some(io) => Pin::new(io).poll_shutdown(t),
+        None => Poll::Ready(Ok(())),
+    })
+    .await;
+}
+
+/// How the response's body is framed on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length,
+    Chunked,
+    UntilClose,
+}
+
+/// Writes the response; returns whether the connection may carry another
+/// request (`keep`, unless the framing needs the close).
+async fn respond<S>(
+    shared: &Lock<S>,
+    resp: Response<ResponseBody>,
+    method: &Method,
+    version: Version,
+    keep: bool,
+) -> Result<bool, BoxError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut parts, body) = resp.into_parts();
+    let status = parts.status;
+    let h = &mut parts.headers;
+    let bodiless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::None
+    } else if h.contains_key(header::CONTENT_LENGTH) {
+        Framing::Length
+    } else if let Some(n) = body.size_hint().exact() {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        Framing::Length
+    } else if version == Version::HTTP_11 {
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        Framing::Chunked
+    } else {
+        Framing::UntilClose
+    };
+    let keep = keep && framing != Framing::UntilClose;
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        if !keep {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        } else if version == Version::HTTP_10 {
+            h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        }
+    }
+    if !h.contains_key(header::DATE) {
+        h.insert(header::DATE, date());
+    }
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in h.iter() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let mut out = Out {
+        queue: VecDeque::with_capacity(4),
+        queued: 0,
+        terminated: false,
+    };
+    out.push(Bytes::from(head));
+    let mut body = pin!(body);
+    let mut ended = framing == Framing::None;
+    poll_fn(|t| {
+        loop {
+            if !ended && out.queued < MAX_QUEUED {
+                match body.as_mut().poll_frame(t) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        out.frame(frame, framing);
+                        continue;
+                    }
+                    Poll::Ready(None) => {
+                        if framing == Framing::Chunked && !out.terminated {
+                            out.push(Bytes::from_static(b"0\r\n\r\n"));
+                        }
+                        ended = true;
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            let mut s = lock(shared);
+            let io = s.io.as_mut().ok_or_else(gone)?;
+            if out.queue.is_empty() {
+                if ended {
+                    return Pin::new(io).poll_flush(t).map_err(BoxError::from);
+                }
+                return Poll::Pending;
+            }
+            let slices: Vec<io::IoSlice<'_>> = out
+                .queue
+                .iter()
+                .take(64)
+                .map(|b| io::IoSlice::new(b))
+                .collect();
+            let n = ready!(Pin::new(io).poll_write_vectored(t, &slices))?;
+            drop(slices);
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+            }
+            out.advance(n);
+        }
+    })
+    .await?;
+    Ok(keep)
+}
+
+/// Response bytes waiting for the socket.
+struct Out {
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    /// A chunked body's last chunk (with its trailers) is queued.
+    terminated: bool,
+}
+
+impl Out {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.queued += b.len();
+            self.queue.push_back(b);
+        }
+    }
+
+    /// Queues one body frame as `framing` puts it on the wire.
+    fn frame(&mut self, frame: Frame<Bytes>, framing: Framing) {
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => {}
+            Ok(data) if framing == Framing::Chunked => {
+                self.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                self.push(data);
+                self.push(Bytes::from_static(b"\r\n"));
+            }
+            Ok(data) => self.push(data),
+            Err(frame) => {
+                // Trailers go only in a chunked body; elsewhere they are
+                // dropped, as HTTP/1.1 has nowhere to put them.
+                if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), framing) {
+                    let mut t = Vec::from(&b"0\r\n"[..]);
+                    for (name, value) in &trailers {
+                        t.extend_from_slice(name.as_str().as_bytes());
+                        t.extend_from_slice(b": ");
+                        t.extend_from_slice(value.as_bytes());
+                        t.extend_from_slice(b"\r\n");
+                    }
+                    t.extend_from_slice(b"\r\n");
+                    self.push(Bytes::from(t));
+                    self.terminated = true;
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let front = self.queue.front_mut().expect("written bytes were queued");
+            if n >= front.len() {
+                n -= front.len();
+                self.queue.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+/// The `Date` field for now, made once a second per thread.
+fn date() -> HeaderValue {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, HeaderValue)> =
+            const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            d.1 = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
+            d.0 = secs;
+        }
+        d.1.clone()
+    })
+}
