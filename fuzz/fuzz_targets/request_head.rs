@@ -29,7 +29,7 @@ mod common;
 
 use std::ops::Range;
 
-use common::{Fields, check_head_bytes, cuts, span};
+use common::{Fields, check_head_bytes, check_limits, check_prefixes, span};
 use libfuzzer_sys::fuzz_target;
 use weir_http1::{BodyLength, HeadError, Limits, Version, parse_request};
 
@@ -177,49 +177,19 @@ fuzz_target!(|input: &[u8]| {
         check_fields(buf, head);
     }
 
-    // Incremental reading: every prefix agrees with the whole.
-    let near = match &whole {
-        Ok(Some(head)) => vec![head.len, limits.max_head_bytes],
-        _ => vec![limits.max_head_bytes],
-    };
-    for k in cuts(buf.len(), &near) {
-        let part = parse(&buf[..k], &limits);
-        match (&whole, &part) {
-            (Ok(Some(head)), _) if k < head.len => {
-                assert_eq!(
-                    part,
-                    Ok(None),
-                    "a prefix of {k} bytes of a {}-byte head",
-                    head.len
-                );
-            }
-            (Ok(Some(_)), _) => assert_eq!(&part, &whole, "a prefix of {k} bytes holding the head"),
-            (Ok(None), _) => assert_eq!(
-                part,
-                Ok(None),
-                "a prefix of {k} bytes of an incomplete head"
-            ),
-            (Err(e), Ok(Some(_))) => {
-                panic!("a prefix of {k} bytes accepted, the whole refused ({e:?})")
-            }
-            (Err(_), _) => {}
-        }
-    }
-
-    // Limits only add size refusals.
-    let generous = Limits {
-        max_head_bytes: usize::MAX,
-        max_headers: limits.max_headers.max(buf.len() / 2 + 1),
-        max_target_bytes: usize::MAX,
-    };
-    let free = parse(buf, &generous);
-    match &whole {
-        Ok(Some(_)) => assert_eq!(free, whole, "accepted within limits, not without"),
-        Ok(None) => assert_eq!(free, whole, "incomplete within limits, not without"),
-        Err(HeadError::TooLarge | HeadError::TooManyHeaders | HeadError::TargetTooLong) => {}
-        Err(_) => assert_eq!(
-            free, whole,
-            "a refusal that is not about size changed with the limits"
-        ),
-    }
+    check_prefixes(
+        buf,
+        &whole,
+        limits.max_head_bytes,
+        |h| h.len,
+        |b| parse(b, &limits),
+    );
+    check_limits(
+        &whole,
+        &limits,
+        buf.len(),
+        "accepted within limits, not without",
+        "incomplete within limits, not without",
+        |generous| parse(buf, &generous),
+    );
 });

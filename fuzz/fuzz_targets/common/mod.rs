@@ -1,14 +1,17 @@
 //! What the two head targets (`request_head`, `response_head`) check the
-//! same way: where a parsed part lies in the input, which prefixes of the
-//! input to parse again, and an independent reading of the fields that
-//! frame a body or keep a connection open, to hold the parser's reading
-//! against.
+//! same way: where a parsed part lies in the input, that every prefix of
+//! the input reads as the whole does, that limits only add size refusals,
+//! and an independent reading of the fields that frame a body or keep a
+//! connection open, to hold the parser's reading against.
 //!
 //! The reading here follows the rules `weir_http1::head` documents, written
 //! again over the header spans the parser returned, so that a slip in one
 //! of the two shows as a difference.
 
+use std::fmt::Debug;
 use std::ops::Range;
+
+use weir_http1::{HeadError, Limits};
 
 /// Where `part` lies in `buf`, asserting that it lies inside the head
 /// (`buf[..len]`). An empty part may be a constant rather than a slice of
@@ -44,6 +47,79 @@ pub fn cuts(n: usize, near: &[usize]) -> Vec<usize> {
     at.sort_unstable();
     at.dedup();
     at
+}
+
+/// Incremental reading: every prefix of `buf` agrees with `whole`, what
+/// `parse` made of all of it. A prefix shorter than an accepted head
+/// (`head_len`) is incomplete, and a prefix holding it parses to the very
+/// same head; a prefix is never accepted when the whole is refused or
+/// incomplete, and never refused when the whole is incomplete. The
+/// prefixes are those of [`cuts`], near the head's end and
+/// `max_head_bytes`.
+pub fn check_prefixes<H: PartialEq + Debug>(
+    buf: &[u8],
+    whole: &Result<Option<H>, HeadError>,
+    max_head_bytes: usize,
+    head_len: impl Fn(&H) -> usize,
+    parse: impl Fn(&[u8]) -> Result<Option<H>, HeadError>,
+) {
+    let near = match whole {
+        Ok(Some(head)) => vec![head_len(head), max_head_bytes],
+        _ => vec![max_head_bytes],
+    };
+    for k in cuts(buf.len(), &near) {
+        let part = parse(&buf[..k]);
+        match (whole, &part) {
+            (Ok(Some(head)), _) if k < head_len(head) => {
+                assert_eq!(
+                    part,
+                    Ok(None),
+                    "a prefix of {k} bytes of a {}-byte head",
+                    head_len(head)
+                );
+            }
+            (Ok(Some(_)), _) => assert_eq!(&part, whole, "a prefix of {k} bytes holding the head"),
+            (Ok(None), _) => assert_eq!(
+                part,
+                Ok(None),
+                "a prefix of {k} bytes of an incomplete head"
+            ),
+            (Err(e), Ok(Some(_))) => {
+                panic!("a prefix of {k} bytes accepted, the whole refused ({e:?})")
+            }
+            (Err(_), _) => {}
+        }
+    }
+}
+
+/// Limits only ever add size refusals (431, and 414 for a request's
+/// target): `whole`, an `n`-byte input parsed within `limits`, against
+/// what `parse_with` makes of the same input within limits it cannot
+/// reach. A head accepted (`accepted` says how it differed) or incomplete
+/// (`incomplete`) is the same either way, and so is any refusal that is
+/// not about size.
+pub fn check_limits<H: PartialEq + Debug>(
+    whole: &Result<Option<H>, HeadError>,
+    limits: &Limits,
+    n: usize,
+    accepted: &str,
+    incomplete: &str,
+    parse_with: impl FnOnce(Limits) -> Result<Option<H>, HeadError>,
+) {
+    let free = parse_with(Limits {
+        max_head_bytes: usize::MAX,
+        max_headers: limits.max_headers.max(n / 2 + 1),
+        max_target_bytes: usize::MAX,
+    });
+    match whole {
+        Ok(Some(_)) => assert_eq!(&free, whole, "{accepted}"),
+        Ok(None) => assert_eq!(&free, whole, "{incomplete}"),
+        Err(HeadError::TooLarge | HeadError::TooManyHeaders | HeadError::TargetTooLong) => {}
+        Err(_) => assert_eq!(
+            &free, whole,
+            "a refusal that is not about size changed with the limits"
+        ),
+    }
 }
 
 /// Whether a line in `bytes` ends in LF without CR.

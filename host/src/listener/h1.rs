@@ -561,7 +561,8 @@ async fn shutdown<S: AsyncRead + AsyncWrite + Unpin>(shared: &Lock<S>) {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Framing {
     None,
-    Length,
+    /// `Content-Length`: the body must be exactly this long.
+    Length(u64),
     Chunked,
     UntilClose,
 }
@@ -585,23 +586,32 @@ where
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    // The framing is Weir's to choose: a transfer coding the response
+    // carried is not passed on beside it.
+    h.remove(header::TRANSFER_ENCODING);
+    let declared = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let framing = if bodiless {
         Framing::None
-    } else if h.contains_key(header::CONTENT_LENGTH) {
-        Framing::Length
-    } else if let Some(n) = body.size_hint().exact() {
+    } else if let Some(n) = declared.or(body.size_hint().exact()) {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        Framing::Length
+        Framing::Length(n)
     } else if version == Version::HTTP_11 {
+        h.remove(header::CONTENT_LENGTH);
         h.insert(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
         Framing::Chunked
     } else {
+        h.remove(header::CONTENT_LENGTH);
         Framing::UntilClose
     };
     let keep = keep && framing != Framing::UntilClose;
+    // The final answer makes a `100 Continue` not yet sent moot (RFC 9110
+    // section 10.1.1); one written later would land inside this response.
+    lock(shared).continue_left = 0;
     if status != StatusCode::SWITCHING_PROTOCOLS {
         if !keep {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -633,19 +643,36 @@ where
         queue: VecDeque::with_capacity(4),
         queued: 0,
         terminated: false,
+        left: match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        },
     };
     out.push(Bytes::from(head));
     let mut body = pin!(body);
     let mut ended = framing == Framing::None;
+    if ended {
+        // Nothing of it is sent, but a body already at its end is read
+        // to it, so an upstream connection behind it goes back to its
+        // pool.
+        poll_fn(|t| {
+            while let Poll::Ready(Some(Ok(_))) = body.as_mut().poll_frame(t) {}
+            Poll::Ready(())
+        })
+        .await;
+    }
     poll_fn(|t| {
         loop {
             if !ended && out.queued < MAX_QUEUED {
                 match body.as_mut().poll_frame(t) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        out.frame(frame, framing);
+                        out.frame(frame, framing)?;
                         continue;
                     }
                     Poll::Ready(None) => {
+                        if out.left != 0 && matches!(framing, Framing::Length(_)) {
+                            return Poll::Ready(Err(LengthMismatch("ended short of").into()));
+                        }
                         if framing == Framing::Chunked && !out.terminated {
                             out.push(Bytes::from_static(b"0\r\n\r\n"));
                         }
@@ -688,7 +715,16 @@ struct Out {
     queued: usize,
     /// A chunked body's last chunk (with its trailers) is queued.
     terminated: bool,
+    /// Bytes a body framed by `Content-Length` still owes.
+    left: u64,
 }
+
+/// A response body that did not match its `Content-Length`: the
+/// connection is closed rather than leave the client reading a message
+/// that is not the one announced.
+#[derive(Debug, thiserror::Error)]
+#[error("the response body {0} its Content-Length")]
+struct LengthMismatch(&'static str);
 
 impl Out {
     fn push(&mut self, b: Bytes) {
@@ -699,9 +735,16 @@ impl Out {
     }
 
     /// Queues one body frame as `framing` puts it on the wire.
-    fn frame(&mut self, frame: Frame<Bytes>, framing: Framing) {
+    fn frame(&mut self, frame: Frame<Bytes>, framing: Framing) -> Result<(), BoxError> {
         match frame.into_data() {
             Ok(data) if data.is_empty() => {}
+            Ok(data) if matches!(framing, Framing::Length(_)) => {
+                self.left = self
+                    .left
+                    .checked_sub(data.len() as u64)
+                    .ok_or(LengthMismatch("ran past"))?;
+                self.push(data);
+            }
             Ok(data) if framing == Framing::Chunked => {
                 self.push(Bytes::from(format!("{:x}\r\n", data.len())));
                 self.push(data);
@@ -725,6 +768,7 @@ impl Out {
                 }
             }
         }
+        Ok(())
     }
 
     fn advance(&mut self, mut n: usize) {
