@@ -9,8 +9,9 @@
 //! must refuse, which took a second parser to catch; and its request state
 //! lives in the connection's future even while idle. Here an idle
 //! connection holds no buffer: it waits for readability, reads into a
-//! buffer made then, and drops it once every byte is used and the
-//! response is out.
+//! buffer taken then from its worker's pool, and gives it back once every
+//! byte is used and the response is out (the pool keeps at most 64 per
+//! worker; a buffer some piece of which is still held is freed instead).
 //!
 //! What a connection does, in order, per request:
 //! - reads a head (bounded by the listener's `max_header_bytes` and
@@ -54,6 +55,42 @@ use crate::proxy::response::ResponseBody;
 /// [`MIN_ROOM`].
 const READ_SIZE: usize = 8 * 1024;
 const MIN_ROOM: usize = 1024;
+/// Read buffers a worker keeps for its connections' next requests
+/// (512 KiB at most); beyond, a buffer given back is freed.
+const POOL_MAX: usize = 64;
+/// A buffer that grew past this (a large head) is freed, not kept.
+const POOL_MAX_CAPACITY: usize = 4 * READ_SIZE;
+
+thread_local! {
+    /// This worker's read buffers, empty and unshared, waiting for a
+    /// connection that has something to read.
+    static POOL: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A read buffer from this worker's pool, or a new one.
+fn take_buffer() -> BytesMut {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
+}
+
+/// Gives an emptied buffer back to this worker's pool when no piece of
+/// it is still held elsewhere (a request's head fields, a body piece not
+/// yet sent) and the pool has room; otherwise it is freed.
+fn give_back(mut buf: BytesMut) {
+    if buf.capacity() == 0
+        || !buf.is_empty()
+        || buf.capacity() > POOL_MAX_CAPACITY
+        || !buf.try_reclaim(READ_SIZE)
+    {
+        return;
+    }
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    });
+}
 /// hyper's cap on a request target, kept: longer is 414 whatever the
 /// listener's `max_uri_bytes` (which the pipeline checks) says.
 const MAX_TARGET: usize = 65_534;
@@ -144,7 +181,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     /// Reads more into the buffer; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let io = self.io.as_mut().ok_or_else(gone)?;
-        if self.buf.capacity() - self.buf.len() < MIN_ROOM {
+        if self.buf.capacity() == 0 {
+            self.buf = take_buffer();
+        } else if self.buf.capacity() - self.buf.len() < MIN_ROOM {
             self.buf.reserve(READ_SIZE);
         }
         let n = ready!(tokio_util::io::poll_read_buf(
@@ -331,7 +370,7 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
                 return Poll::Ready(Err(HeadEnd::Closed));
             }
             if self.buf.is_empty() {
-                self.buf = BytesMut::new();
+                give_back(std::mem::take(&mut self.buf));
                 control.idle.store(true, Ordering::Relaxed);
                 if control.draining.load(Ordering::Relaxed) {
                     return Poll::Ready(Err(HeadEnd::Closed));
