@@ -175,7 +175,7 @@ pub async fn accept_loop(
         // Counted before the task starts, so a drain that begins now waits
         // for it; given back when the task ends, even by unwinding.
         let open = Counted::enter(shared.open.clone());
-        tokio::spawn(async move {
+        let task = async move {
             match &shared.tls {
                 None => {
                     let mut watch = shutdown.clone();
@@ -202,8 +202,11 @@ pub async fn accept_loop(
                     }
                 }
                 Some(tls) => {
-                    if let Some((stream, conn)) = handshake(stream, peer, tls, handshake_slot).await
-                    {
+                    // Boxed, as HTTP/2's connection below: inline, the
+                    // handshake's state would size every connection's
+                    // task, plain and idle ones included.
+                    let shake = Box::pin(handshake(stream, peer, tls, handshake_slot));
+                    if let Some((stream, conn)) = shake.await {
                         let conn = Accepted {
                             stream,
                             peer,
@@ -216,7 +219,8 @@ pub async fn accept_loop(
             }
             drop(open);
             drop(permit);
-        });
+        };
+        tokio::spawn(task);
     }
 }
 
@@ -293,12 +297,11 @@ async fn serve<S>(
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             proxy::handle(svc_cx.clone(), req.map(crate::body::ClientBody::Hyper))
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-        tokio::pin!(conn);
-        supervise(conn, &cx, shutdown, |c| {
+        let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
+        Box::pin(supervise(conn.as_mut(), &cx, shutdown, |c| {
             c.graceful_shutdown();
             false
-        })
+        }))
         .await
     } else {
         let control = Arc::new(h1::Control::default());

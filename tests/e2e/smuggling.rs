@@ -6,6 +6,8 @@
 //! upstream), or that it received nothing: a request sent after the
 //! refused ones is then the first thing the upstream saw.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -183,7 +185,14 @@ async fn an_upstream_that_switches_to_a_protocol_not_offered_gets_no_tunnel() {
             &format!("GET /chat HTTP/1.1\r\nhost: x\r\nx-request-id: s\r\n{WEIRS}{forwarded}\r\n");
         rec.expect(want.as_bytes()).await;
     }
-    assert!(gw.logs().iter().any(|l| l.contains("switched protocols")));
+    // The log line is read off the gateway's output, which may come a
+    // little after the answer.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            gw.logs().iter().any(|l| l.contains("switched protocols"))
+        })
+        .await
+    );
 }
 
 #[tokio::test]

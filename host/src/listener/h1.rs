@@ -30,9 +30,8 @@
 //!   was read to its end, else closes it; a 101 hands the socket to the
 //!   upgrade's tunnel (`conn::PendingUpgrade`).
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +41,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite};
 use weir_http1::{BodyLength, HeadError, chunked};
 
@@ -65,6 +65,14 @@ thread_local! {
     /// This worker's read buffers, empty and unshared, waiting for a
     /// connection that has something to read.
     static POOL: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// A request head's fields as parsed, before they go in its map: one
+    /// list per worker, reused.
+    static FIELDS: std::cell::RefCell<Vec<(HeaderName, usize, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Response-head buffers, kept per worker like the read buffers.
+    static HEADS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A read buffer from this worker's pool, or a new one.
@@ -308,7 +316,8 @@ fn parse(buf: &[u8], limits: &weir_http1::Limits) -> Result<Option<Parsed>, Head
         )
     };
     let parsed = weir_http1::parse_request(buf, limits, |h| {
-        let mut fields = Vec::with_capacity(h.headers.len());
+        let mut fields = FIELDS.with(|f| std::mem::take(&mut *f.borrow_mut()));
+        fields.clear();
         for f in h.headers {
             let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::Syntax)?;
             let (a, b) = at(f.value);
@@ -428,49 +437,73 @@ where
                 return refuse(&shared, status).await;
             }
         };
-        let (req, upgrade) = match request(&shared, parsed) {
-            Ok(r) => r,
-            Err(status) => {
-                cx.stats.client_error(ClientError::Malformed);
-                return refuse(&shared, status).await;
-            }
-        };
-        let (method, version, client_keeps) = (req.method().clone(), req.version(), upgrade.1);
-        let Some(resp) = run(
+        // Boxed: a request's state (the pipeline's future, the response
+        // being written) is most of a connection's, and inline it would
+        // size every connection's task for its whole life, idle ones
+        // included.
+        let next = Box::pin(exchange(
             &shared,
-            proxy::handle(cx.clone(), req),
+            &cx,
+            &control,
+            parsed,
             limits.max_head_bytes,
-        )
-        .await
-        else {
-            // The client left before its answer: the request was dropped.
-            return Ok(());
-        };
-        let status = resp.status();
-        let body_read = matches!(lock(&shared).body, BodyState::Done);
-        let keep = client_keeps
-            && body_read
-            && !control.draining.load(Ordering::Relaxed)
-            && !crate::proxy::headers::connection_has(resp.headers(), "close");
-        let kept = respond(&shared, resp, &method, version, keep).await?;
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(tx) = upgrade.0 {
-                let mut s = lock(&shared);
-                let leftover = s.buf.split().freeze();
-                if let Some(io) = s.io.take() {
-                    let _ = tx.send(Upgraded {
-                        io: Box::new(io) as Box<dyn ClientIo>,
-                        leftover,
-                    });
-                }
-            }
-            return Ok(());
-        }
-        if !kept {
-            shutdown(&shared).await;
+        ))
+        .await?;
+        if !next {
             return Ok(());
         }
     }
+}
+
+/// One request on the connection, from its parsed head to its response's
+/// last byte; `Ok(true)` when the connection may carry another.
+async fn exchange<S>(
+    shared: &Lock<S>,
+    cx: &Arc<ConnContext>,
+    control: &Control,
+    parsed: Parsed,
+    max_buffered: usize,
+) -> Result<bool, BoxError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (req, upgrade) = match request(shared, parsed) {
+        Ok(r) => r,
+        Err(status) => {
+            cx.stats.client_error(ClientError::Malformed);
+            refuse(shared, status).await?;
+            return Ok(false);
+        }
+    };
+    let (method, version, client_keeps) = (req.method().clone(), req.version(), upgrade.1);
+    let Some(resp) = run(shared, proxy::handle(cx.clone(), req), max_buffered).await else {
+        // The client left before its answer: the request was dropped.
+        return Ok(false);
+    };
+    let status = resp.status();
+    let body_read = matches!(lock(shared).body, BodyState::Done);
+    let keep = client_keeps
+        && body_read
+        && !control.draining.load(Ordering::Relaxed)
+        && !crate::proxy::headers::connection_has(resp.headers(), "close");
+    let kept = respond(shared, resp, &method, version, keep).await?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(tx) = upgrade.0 {
+            let mut s = lock(shared);
+            let leftover = s.buf.split().freeze();
+            if let Some(io) = s.io.take() {
+                let _ = tx.send(Upgraded {
+                    io: Box::new(io) as Box<dyn ClientIo>,
+                    leftover,
+                });
+            }
+        }
+        return Ok(false);
+    }
+    if !kept {
+        shutdown(shared).await;
+    }
+    Ok(kept)
 }
 
 /// The request for the pipeline from a parsed head, and its upgrade's
@@ -494,12 +527,16 @@ where
     let head = s.buf.split_to(p.len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(p.target.0..p.target.1))
         .map_err(|_| StatusCode::BAD_REQUEST)?;
-    let mut headers = HeaderMap::with_capacity(p.fields.len());
-    for (name, a, b) in p.fields {
+    // Room for the fields the pipeline adds (forwarding, `Via`, the
+    // request id), so the map is made once.
+    let mut headers = HeaderMap::with_capacity(p.fields.len() + 8);
+    let mut fields = p.fields;
+    for (name, a, b) in fields.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(a..b))
             .map_err(|_| StatusCode::BAD_REQUEST)?;
         headers.append(name, value);
     }
+    FIELDS.with(|f| *f.borrow_mut() = fields);
     let length = match p.body {
         BodyLength::Empty => {
             s.body = BodyState::Done;
@@ -626,42 +663,38 @@ where
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     // The framing is Weir's to choose: a transfer coding the response
-    // carried is not passed on beside it.
+    // carried is not passed on beside it. The fields Weir decides are
+    // written straight into the head, not inserted in the map first.
     h.remove(header::TRANSFER_ENCODING);
     let declared = h
-        .get(header::CONTENT_LENGTH)
+        .remove(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let framing = if bodiless {
         Framing::None
     } else if let Some(n) = declared.or(body.size_hint().exact()) {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         Framing::Length(n)
     } else if version == Version::HTTP_11 {
-        h.remove(header::CONTENT_LENGTH);
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
         Framing::Chunked
     } else {
-        h.remove(header::CONTENT_LENGTH);
         Framing::UntilClose
     };
     let keep = keep && framing != Framing::UntilClose;
     // The final answer makes a `100 Continue` not yet sent moot (RFC 9110
     // section 10.1.1); one written later would land inside this response.
     lock(shared).continue_left = 0;
-    if status != StatusCode::SWITCHING_PROTOCOLS {
-        if !keep {
-            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        } else if version == Version::HTTP_10 {
-            h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        }
-    }
-    if !h.contains_key(header::DATE) {
-        h.insert(header::DATE, date());
-    }
-    let mut head = Vec::with_capacity(256);
+    let connection: &[u8] = if status == StatusCode::SWITCHING_PROTOCOLS {
+        b""
+    } else if !keep {
+        h.remove(header::CONNECTION);
+        b"connection: close\r\n"
+    } else if version == Version::HTTP_10 {
+        h.remove(header::CONNECTION);
+        b"connection: keep-alive\r\n"
+    } else {
+        b""
+    };
+    let mut head = HEADS.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    head.clear();
     head.extend_from_slice(if version == Version::HTTP_10 {
         b"HTTP/1.0 "
     } else {
@@ -677,9 +710,31 @@ where
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
+    match framing {
+        // A HEAD's answer and a 304 keep the length they announce.
+        Framing::None if *method == Method::HEAD || status == StatusCode::NOT_MODIFIED => {
+            if let Some(n) = declared {
+                let _ = write!(head, "content-length: {n}\r\n");
+            }
+        }
+        Framing::Length(n) => {
+            let _ = write!(head, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {}
+    }
+    head.extend_from_slice(connection);
+    if !h.contains_key(header::DATE) {
+        head.extend_from_slice(b"date: ");
+        date(&mut head);
+        head.extend_from_slice(b"\r\n");
+    }
     head.extend_from_slice(b"\r\n");
     let mut out = Out {
-        queue: VecDeque::with_capacity(4),
+        head,
+        head_sent: 0,
+        queue: SmallVec::new(),
+        front: 0,
         queued: 0,
         terminated: false,
         left: match framing {
@@ -687,7 +742,7 @@ where
             _ => u64::MAX,
         },
     };
-    out.push(Bytes::from(head));
+    out.queued = out.head.len();
     let mut body = pin!(body);
     let mut ended = framing == Framing::None;
     if ended {
@@ -724,18 +779,22 @@ where
             }
             let mut s = lock(shared);
             let io = s.io.as_mut().ok_or_else(gone)?;
-            if out.queue.is_empty() {
+            if out.queued == 0 {
                 if ended {
                     return Pin::new(io).poll_flush(t).map_err(BoxError::from);
                 }
                 return Poll::Pending;
             }
-            let slices: Vec<io::IoSlice<'_>> = out
-                .queue
-                .iter()
-                .take(64)
-                .map(|b| io::IoSlice::new(b))
-                .collect();
+            let mut slices: SmallVec<[io::IoSlice<'_>; 16]> = SmallVec::new();
+            if out.head_sent < out.head.len() {
+                slices.push(io::IoSlice::new(&out.head[out.head_sent..]));
+            }
+            slices.extend(
+                out.queue[out.front..]
+                    .iter()
+                    .take(15)
+                    .map(|b| io::IoSlice::new(b)),
+            );
             let n = ready!(Pin::new(io).poll_write_vectored(t, &slices))?;
             drop(slices);
             if n == 0 {
@@ -745,12 +804,24 @@ where
         }
     })
     .await?;
+    HEADS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX && out.head.capacity() <= POOL_MAX_CAPACITY {
+            p.push(std::mem::take(&mut out.head));
+        }
+    });
     Ok(keep)
 }
 
-/// Response bytes waiting for the socket.
+/// Response bytes waiting for the socket: the head (a buffer from the
+/// worker's pool), then body pieces.
 struct Out {
-    queue: VecDeque<Bytes>,
+    head: Vec<u8>,
+    head_sent: usize,
+    queue: SmallVec<[Bytes; 8]>,
+    /// Pieces before this one are written.
+    front: usize,
+    /// Bytes not yet written, head included.
     queued: usize,
     /// A chunked body's last chunk (with its trailers) is queued.
     terminated: bool,
@@ -768,8 +839,12 @@ struct LengthMismatch(&'static str);
 impl Out {
     fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
+            if self.front == self.queue.len() {
+                self.queue.clear();
+                self.front = 0;
+            }
             self.queued += b.len();
-            self.queue.push_back(b);
+            self.queue.push(b);
         }
     }
 
@@ -812,11 +887,15 @@ impl Out {
 
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
+        let head_left = self.head.len() - self.head_sent;
+        let from_head = n.min(head_left);
+        self.head_sent += from_head;
+        n -= from_head;
         while n > 0 {
-            let front = self.queue.front_mut().expect("written bytes were queued");
+            let front = &mut self.queue[self.front];
             if n >= front.len() {
                 n -= front.len();
-                self.queue.pop_front();
+                self.front += 1;
             } else {
                 front.advance(n);
                 n = 0;
@@ -825,11 +904,11 @@ impl Out {
     }
 }
 
-/// The `Date` field for now, made once a second per thread.
-fn date() -> HeaderValue {
+/// Appends the `Date` field's value for now, made once a second per
+/// thread.
+fn date(head: &mut Vec<u8>) {
     thread_local! {
-        static DATE: std::cell::RefCell<(u64, HeaderValue)> =
-            const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
+        static DATE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((0, [0; 29])) };
     }
     let now = std::time::SystemTime::now();
     let secs = now
@@ -839,9 +918,11 @@ fn date() -> HeaderValue {
         let mut d = d.borrow_mut();
         if d.0 != secs {
             let text = httpdate::fmt_http_date(now);
-            d.1 = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
+            if text.len() == 29 {
+                d.1.copy_from_slice(text.as_bytes());
+            }
             d.0 = secs;
         }
-        d.1.clone()
-    })
+        head.extend_from_slice(&d.1);
+    });
 }
