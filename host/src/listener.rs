@@ -178,28 +178,13 @@ pub async fn accept_loop(
         let task = async move {
             match &shared.tls {
                 None => {
-                    let mut watch = shutdown.clone();
-                    let timeout = shared.config.header_read_timeout;
-                    let h2 = tokio::select! {
-                        r = tokio::time::timeout(timeout, opens_with_h2_preface(&stream)) => match r {
-                            Ok(Ok(h2)) => Some(h2),
-                            Ok(Err(_)) => None,
-                            Err(_) => {
-                                stats.timed_out(Timeout::HeaderRead);
-                                None
-                            }
-                        },
-                        _ = watch.changed() => None,
+                    let conn = Accepted {
+                        stream,
+                        peer,
+                        tls: None,
+                        h2: false,
                     };
-                    if let Some(h2) = h2 {
-                        let conn = Accepted {
-                            stream,
-                            peer,
-                            tls: None,
-                            h2,
-                        };
-                        serve(conn, &shared, &builder, shutdown, stats).await;
-                    }
+                    serve(conn, &shared, &builder, shutdown, stats).await;
                 }
                 Some(tls) => {
                     // Boxed, as HTTP/2's connection below: inline, the
@@ -293,25 +278,21 @@ async fn serve<S>(
         h2,
     };
     let ended = if h2 {
-        let svc_cx = cx.clone();
-        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            proxy::handle(svc_cx.clone(), req.map(crate::body::ClientBody::Hyper))
-        });
-        let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
-        Box::pin(supervise(conn.as_mut(), &cx, shutdown, |c| {
-            c.graceful_shutdown();
-            false
-        }))
-        .await
+        serve_h2(io, &cx, builder, shutdown).await
     } else {
         let control = Arc::new(h1::Control::default());
         let conn = h1::serve(io, cx.clone(), control.clone());
         tokio::pin!(conn);
-        supervise(conn, &cx, shutdown, |_| {
+        let ended = supervise(conn, &cx, shutdown.clone(), |_| {
             control.drain();
             control.is_idle()
         })
-        .await
+        .await;
+        // A plain connection that opened with HTTP/2's preface.
+        match control.take_h2() {
+            Some(h2c) if ended => serve_h2(h2c, &cx, builder, shutdown).await,
+            _ => ended,
+        }
     };
     if ended {
         let tunnel = cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -321,23 +302,28 @@ async fn serve<S>(
     }
 }
 
-/// Whether a plain connection opens with the HTTP/2 preface (h2c by prior
-/// knowledge): HTTP/2 goes to hyper, HTTP/1.1 to Weir's own connection
-/// (`h1`). The first bytes are peeked at, not read; a client that sends
-/// the preface in pieces is looked at again a few milliseconds later.
-async fn opens_with_h2_preface(stream: &tokio::net::TcpStream) -> io::Result<bool> {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let mut first = [0u8; PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut first).await?;
-        if n == 0 || first[..n] != PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == PREFACE.len() {
-            return Ok(true);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Serves HTTP/2 on `io` with hyper until the connection ends (true) or
+/// the watchdog or a drain closes it. Boxed: hyper's connection is large,
+/// and only HTTP/2 connections should carry it.
+async fn serve_h2<I>(
+    io: I,
+    cx: &Arc<ConnContext>,
+    builder: &auto::Builder<StreamExec>,
+    shutdown: watch::Receiver<bool>,
+) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_cx = cx.clone();
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        proxy::handle(svc_cx.clone(), req.map(crate::body::ClientBody::Hyper))
+    });
+    let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
+    Box::pin(supervise(conn.as_mut(), cx, shutdown, |c| {
+        c.graceful_shutdown();
+        false
+    }))
+    .await
 }
 
 /// Drives a client connection until it ends (true) or the watchdog or a
@@ -576,6 +562,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
 impl<S: h1::ReadReady> h1::ReadReady for ActivityIo<S> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_read_ready(cx)
+    }
+
+    fn now_http2(&mut self) {
+        self.h2 = true;
     }
 }
 

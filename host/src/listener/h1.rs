@@ -114,6 +114,9 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// idle connection waits holding no buffer.
 pub(super) trait ReadReady {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The connection turned out to speak HTTP/2 (its preface came first).
+    fn now_http2(&mut self) {}
 }
 
 impl ReadReady for tokio::net::TcpStream {
@@ -137,6 +140,9 @@ pub(super) struct Control {
     draining: AtomicBool,
     /// Between requests with nothing buffered: safe to close at once.
     idle: AtomicBool,
+    /// The connection opened with the HTTP/2 preface (h2c by prior
+    /// knowledge): its socket and the bytes read, for hyper.
+    h2: Mutex<Option<Upgraded>>,
 }
 
 impl Control {
@@ -147,7 +153,15 @@ impl Control {
     pub(super) fn is_idle(&self) -> bool {
         self.idle.load(Ordering::Relaxed)
     }
+
+    /// The connection, when it turned out to speak HTTP/2.
+    pub(super) fn take_h2(&self) -> Option<Upgraded> {
+        self.h2.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
+
+/// What a client that speaks HTTP/2 by prior knowledge sends first.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How much of the current request's body is still to be read.
 enum BodyState {
@@ -171,6 +185,8 @@ struct Shared<S> {
     continue_left: usize,
     /// The client closed its side (or the socket failed).
     eof: bool,
+    /// No request has been read yet (the HTTP/2 preface may come instead).
+    first: bool,
     max_trailer_bytes: usize,
     max_trailer_fields: usize,
 }
@@ -304,6 +320,8 @@ enum HeadEnd {
     Closed,
     /// A head Weir refuses, with the status to answer.
     Refused(StatusCode, ClientError),
+    /// The HTTP/2 preface: the connection goes to hyper.
+    Http2,
     Io(io::Error),
 }
 
@@ -364,9 +382,15 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
         control: &Control,
     ) -> Poll<Result<Parsed, HeadEnd>> {
         loop {
-            if !self.buf.is_empty() {
+            let preface =
+                self.first && PREFACE.starts_with(&self.buf[..self.buf.len().min(PREFACE.len())]);
+            if preface && self.buf.len() >= PREFACE.len() {
+                return Poll::Ready(Err(HeadEnd::Http2));
+            }
+            if !self.buf.is_empty() && !preface {
                 match parse(&self.buf, limits) {
                     Ok(Some(p)) => {
+                        self.first = false;
                         control.idle.store(false, Ordering::Relaxed);
                         conn.watchdog.read(false);
                         return Poll::Ready(Ok(p));
@@ -423,6 +447,7 @@ where
         body: BodyState::Done,
         continue_left: 0,
         eof: false,
+        first: true,
         max_trailer_bytes: listener.max_header_bytes,
         max_trailer_fields: listener.max_headers,
     }));
@@ -432,6 +457,18 @@ where
             Ok(p) => p,
             Err(HeadEnd::Closed) => return Ok(()),
             Err(HeadEnd::Io(e)) => return Err(e.into()),
+            Err(HeadEnd::Http2) => {
+                let mut s = lock(&shared);
+                let leftover = s.buf.split().freeze();
+                if let Some(mut io) = s.io.take() {
+                    io.now_http2();
+                    *control.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(Upgraded {
+                        io: Box::new(io),
+                        leftover,
+                    });
+                }
+                return Ok(());
+            }
             Err(HeadEnd::Refused(status, reason)) => {
                 cx.stats.client_error(reason);
                 return refuse(&shared, status).await;
