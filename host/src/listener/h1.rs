@@ -126,10 +126,15 @@ impl ReadReady for tokio::net::TcpStream {
 }
 
 impl ReadReady for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
-    /// rustls may hold decrypted bytes the socket no longer shows, so a
-    /// TLS connection reads at once (its idle cost is rustls's buffers).
-    fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    /// The socket's readiness, unless rustls holds decrypted bytes (or the
+    /// client's close) the socket no longer shows: then at once.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, tls) = self.get_ref();
+        if tls.wants_read() {
+            tcp.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 }
 
@@ -411,7 +416,19 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
                 let io = self.io.as_ref().ok_or_else(gone).map_err(HeadEnd::Io)?;
                 ready!(io.poll_read_ready(cx)).map_err(HeadEnd::Io)?;
             }
-            match ready!(self.poll_fill(cx)) {
+            let filled = match self.poll_fill(cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => {
+                    // Readiness can be stale (the last read did not drain
+                    // the socket): the read that found nothing must not
+                    // leave an idle connection holding a buffer.
+                    if self.buf.is_empty() {
+                        give_back(std::mem::take(&mut self.buf));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match filled {
                 Ok(0) => return Poll::Ready(Err(HeadEnd::Closed)),
                 Ok(_) => {
                     // Empty lines before a request line start no head.
