@@ -175,7 +175,7 @@ pub async fn accept_loop(
         // Counted before the task starts, so a drain that begins now waits
         // for it; given back when the task ends, even by unwinding.
         let open = Counted::enter(shared.open.clone());
-        let task = async move {
+        tokio::spawn(async move {
             match &shared.tls {
                 None => {
                     let conn = Accepted {
@@ -187,25 +187,28 @@ pub async fn accept_loop(
                     serve(conn, &shared, &builder, shutdown, stats).await;
                 }
                 Some(tls) => {
-                    // Boxed, as HTTP/2's connection below: inline, the
-                    // handshake's state would size every connection's
-                    // task, plain and idle ones included.
-                    let shake = Box::pin(handshake(stream, peer, tls, handshake_slot));
-                    if let Some((stream, conn)) = shake.await {
-                        let conn = Accepted {
-                            stream,
-                            peer,
-                            h2: conn.session.h2,
-                            tls: Some(conn),
-                        };
-                        serve(conn, &shared, &builder, shutdown, stats).await;
-                    }
+                    // Boxed: a TLS connection's state (the handshake, the
+                    // rustls stream its futures hold) is several KiB, and
+                    // inline it would size every connection's task, plain
+                    // ones included, for their whole life.
+                    Box::pin(async {
+                        let shake = handshake(stream, peer, tls, handshake_slot);
+                        if let Some((stream, conn)) = Box::pin(shake).await {
+                            let conn = Accepted {
+                                stream,
+                                peer,
+                                h2: conn.session.h2,
+                                tls: Some(conn),
+                            };
+                            serve(conn, &shared, &builder, shutdown, stats).await;
+                        }
+                    })
+                    .await;
                 }
             }
             drop(open);
             drop(permit);
-        };
-        tokio::spawn(task);
+        });
     }
 }
 

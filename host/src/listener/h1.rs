@@ -488,7 +488,9 @@ where
             }
             Err(HeadEnd::Refused(status, reason)) => {
                 cx.stats.client_error(reason);
-                return refuse(&shared, status).await;
+                // Boxed: rare, and its response future would otherwise
+                // size every connection.
+                return Box::pin(refuse(&shared, status)).await;
             }
         };
         // Boxed: a request's state (the pipeline's future, the response
