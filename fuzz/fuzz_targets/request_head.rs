@@ -29,7 +29,7 @@ mod common;
 
 use std::ops::Range;
 
-use common::{Fields, check_head_bytes, check_limits, check_prefixes, span};
+use common::{Fields, check_head_bytes, check_limits, check_prefixes, field_spans, span};
 use libfuzzer_sys::fuzz_target;
 use weir_http1::{BodyLength, HeadError, Limits, Version, parse_request};
 
@@ -92,16 +92,7 @@ fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HeadError> {
             h.target.len() <= limits.max_target_bytes,
             "a target over its bound"
         );
-        let headers: Vec<_> = h
-            .headers
-            .iter()
-            .map(|f| {
-                (
-                    span(buf, f.name.as_bytes(), h.len),
-                    span(buf, f.value, h.len),
-                )
-            })
-            .collect();
+        let headers = field_spans(buf, h.headers.iter().map(|f| (f.name, f.value)), h.len);
         Head {
             len: h.len,
             method: span(buf, h.method.as_bytes(), h.len),
@@ -120,10 +111,8 @@ fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HeadError> {
             "{e:?} answered with {}",
             e.status()
         );
-        assert_eq!(HeadError::from_code(e.code()), Some(e));
         assert_eq!(e.to_string(), e.reason());
         assert!(!e.reason().is_empty());
-        assert_ne!(e.code(), 0);
     }
     result
 }

@@ -230,9 +230,10 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
 
-/// An HTTP/1.1 client connection handed over after its 101 was written:
-/// the socket, and the bytes the client sent after the request that the
-/// connection had already read.
+/// A client connection Weir's HTTP/1.1 connection hands over: to an
+/// upgrade's tunnel once its 101 is written, or to hyper when it opened
+/// with HTTP/2's preface. The socket, and the bytes already read from it
+/// that the new owner reads first.
 pub struct Upgraded {
     pub io: Box<dyn ClientIo>,
     pub leftover: Bytes,

@@ -76,10 +76,9 @@ pub enum ResponseBody {
 
 /// Why a head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum HeadError {
     /// httparse refused it: a bad token, target, version, or field line.
-    Syntax = 1,
+    Syntax,
     /// A line ended in LF without CR.
     BareLf,
     /// Over [`Limits::max_head_bytes`].
@@ -137,28 +136,6 @@ impl HeadError {
                 | HeadError::TooManyHeaders
                 | HeadError::TargetTooLong
         )
-    }
-
-    /// The error from [`HeadError::code`]'s value; `None` for any other.
-    pub fn from_code(code: u8) -> Option<HeadError> {
-        const ALL: [HeadError; 10] = [
-            HeadError::Syntax,
-            HeadError::BareLf,
-            HeadError::TooLarge,
-            HeadError::TooManyHeaders,
-            HeadError::TargetTooLong,
-            HeadError::BadContentLength,
-            HeadError::RepeatedContentLength,
-            HeadError::LengthAndChunked,
-            HeadError::TransferEncodingHttp10,
-            HeadError::BadTransferEncoding,
-        ];
-        ALL.into_iter().find(|e| e.code() == code)
-    }
-
-    /// A nonzero byte naming the error, to keep it in an atomic.
-    pub fn code(self) -> u8 {
-        self as u8
     }
 }
 

@@ -1,16 +1,16 @@
-//! Differential test of weir-http1 against the path it replaces.
+//! Differential test of weir-http1 against hyper's HTTP/1.1 server plus
+//! the CL+TE check the gateway ran beside it.
 //!
 //! The same client byte stream is given to:
 //!
-//! - the old path: a real hyper 1.x HTTP/1.1 server
+//! - hyper: a real hyper 1.x HTTP/1.1 server
 //!   (`hyper::server::conn::http1`, with the gateway's settings) over an
 //!   in-memory duplex pipe, whose service reads every request's whole
-//!   body, plus the gateway's old check that refused the first request
-//!   whose head carries both `Content-Length` and `Transfer-Encoding`
-//!   (hyper drops the length and frames by the coding); the check is a
-//!   port of the old framing watcher, which followed the connection's
-//!   framing on the raw bytes with httparse;
-//! - the new path: a reference reader built on weir-http1 alone
+//!   body, plus a check that refuses the first request whose head
+//!   carries both `Content-Length` and `Transfer-Encoding` (hyper drops
+//!   the length and frames by the coding), on the raw bytes with
+//!   httparse;
+//! - weir-http1: a reference reader built on it alone
 //!   ([`parse_request`] and [`chunked::Decoder`]), reading request after
 //!   request until a refusal, an incomplete message at the end of the
 //!   stream, or a request that closes the connection.

@@ -29,6 +29,17 @@ pub fn span(buf: &[u8], part: &[u8], len: usize) -> Range<usize> {
     start..start + part.len()
 }
 
+/// Where each field's name and value lie in the head (see [`span`]).
+pub fn field_spans<'a>(
+    buf: &[u8],
+    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+    len: usize,
+) -> Vec<(Range<usize>, Range<usize>)> {
+    fields
+        .map(|(name, value)| (span(buf, name.as_bytes(), len), span(buf, value, len)))
+        .collect()
+}
+
 /// The prefix lengths of an `n`-byte input to parse again: all of them
 /// for a short input, else an even spread of about 64 and the few around
 /// each of `near` (a head's end, a limit), so that the cost per input

@@ -99,12 +99,14 @@ fn give_back(mut buf: BytesMut) {
         }
     });
 }
-/// hyper's cap on a request target, kept: longer is 414 whatever the
-/// listener's `max_uri_bytes` (which the pipeline checks) says.
+/// The longest request target read (hyper's bound too, so HTTP/2 and
+/// HTTP/1.1 agree): longer is 414 whatever the listener's
+/// `max_uri_bytes` (which the pipeline checks) says.
 const MAX_TARGET: usize = 65_534;
 /// A chunk-size line with its extensions.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
-/// Chunk extensions over a whole body, as hyper bounded them.
+/// Chunk extensions over a whole body (hyper's bound, one byte under
+/// 16 KiB).
 const MAX_EXTENSIONS: usize = 16 * 1024 - 1;
 /// Response bytes queued before the body is polled again.
 const MAX_QUEUED: usize = 64 * 1024;
@@ -523,7 +525,11 @@ async fn exchange<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (req, upgrade) = match request(shared, parsed) {
+    let Prepared {
+        req,
+        upgrade,
+        keep_alive,
+    } = match request(shared, parsed) {
         Ok(r) => r,
         Err(status) => {
             cx.stats.client_error(ClientError::Malformed);
@@ -531,20 +537,20 @@ where
             return Ok(false);
         }
     };
-    let (method, version, client_keeps) = (req.method().clone(), req.version(), upgrade.1);
+    let (method, version) = (req.method().clone(), req.version());
     let Some(resp) = run(shared, proxy::handle(cx.clone(), req), max_buffered).await else {
         // The client left before its answer: the request was dropped.
         return Ok(false);
     };
     let status = resp.status();
     let body_read = matches!(lock(shared).body, BodyState::Done);
-    let keep = client_keeps
+    let keep = keep_alive
         && body_read
         && !control.draining.load(Ordering::Relaxed)
         && !crate::proxy::headers::connection_has(resp.headers(), "close");
     let kept = respond(shared, resp, &method, version, keep).await?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(tx) = upgrade.0 {
+        if let Some(tx) = upgrade {
             let mut s = lock(shared);
             let leftover = s.buf.split().freeze();
             if let Some(io) = s.io.take() {
@@ -562,20 +568,18 @@ where
     Ok(kept)
 }
 
-/// The request for the pipeline from a parsed head, and its upgrade's
-/// sender (when it asks for one) with whether the client keeps the
-/// connection; `Err`: the target or a value http will not hold (400).
-#[allow(clippy::type_complexity)]
-fn request<S>(
-    shared: &Lock<S>,
-    p: Parsed,
-) -> Result<
-    (
-        Request<ClientBody>,
-        (Option<tokio::sync::oneshot::Sender<Upgraded>>, bool),
-    ),
-    StatusCode,
->
+/// A request made from its parsed head, ready for the pipeline.
+struct Prepared {
+    req: Request<ClientBody>,
+    /// Where the socket goes if the request upgrades (it asked to).
+    upgrade: Option<tokio::sync::oneshot::Sender<Upgraded>>,
+    /// Whether the client lets the connection carry another request.
+    keep_alive: bool,
+}
+
+/// The request for the pipeline from a parsed head; `Err`: the target or
+/// a value `http` will not hold (400).
+fn request<S>(shared: &Lock<S>, p: Parsed) -> Result<Prepared, StatusCode>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -629,7 +633,11 @@ where
         req.extensions_mut().insert(PendingUpgrade::new(rx));
         tx
     });
-    Ok((req, (upgrade, p.keep_alive)))
+    Ok(Prepared {
+        req,
+        upgrade,
+        keep_alive: p.keep_alive,
+    })
 }
 
 /// Runs the pipeline for one request; `None` when the client closed the
@@ -760,12 +768,7 @@ where
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in h.iter() {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    write_fields(&mut head, h);
     match framing {
         // A HEAD's answer and a 304 keep the length they announce.
         Framing::None if *method == Method::HEAD || status == StatusCode::NOT_MODIFIED => {
@@ -869,6 +872,16 @@ where
     Ok(keep)
 }
 
+/// Appends each field as a `name: value` line.
+fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Response bytes waiting for the socket: the head (a buffer from the
 /// worker's pool), then body pieces.
 struct Out {
@@ -926,12 +939,7 @@ impl Out {
                 // dropped, as HTTP/1.1 has nowhere to put them.
                 if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), framing) {
                     let mut t = Vec::from(&b"0\r\n"[..]);
-                    for (name, value) in &trailers {
-                        t.extend_from_slice(name.as_str().as_bytes());
-                        t.extend_from_slice(b": ");
-                        t.extend_from_slice(value.as_bytes());
-                        t.extend_from_slice(b"\r\n");
-                    }
+                    write_fields(&mut t, &trailers);
                     t.extend_from_slice(b"\r\n");
                     self.push(Bytes::from(t));
                     self.terminated = true;
