@@ -25,4 +25,5 @@ pub mod server;
 pub mod tls;
 pub mod trace;
 pub mod upstream;
+pub(crate) mod wire;
 pub mod worker;

@@ -37,79 +37,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
-use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite};
-use weir_http1::{BodyLength, HeadError, chunked};
+use weir_http1::{BodyLength, HeadError};
 
 use crate::body::{BoxError, ClientBody, H1Body, H1Source};
 use crate::conn::{ClientIo, ConnContext, PendingUpgrade, Upgraded};
 use crate::metrics::listener::ClientError;
 use crate::proxy;
 use crate::proxy::response::ResponseBody;
+use crate::wire::{self, BodyState, Framing, MAX_QUEUED, Next, Out};
 
-/// Bytes a read asks for when the buffer has less room than
-/// [`MIN_ROOM`].
-const READ_SIZE: usize = 8 * 1024;
-const MIN_ROOM: usize = 1024;
-/// Read buffers a worker keeps for its connections' next requests
-/// (512 KiB at most); beyond, a buffer given back is freed.
-const POOL_MAX: usize = 64;
-/// A buffer that grew past this (a large head) is freed, not kept.
-const POOL_MAX_CAPACITY: usize = 4 * READ_SIZE;
-
-thread_local! {
-    /// This worker's read buffers, empty and unshared, waiting for a
-    /// connection that has something to read.
-    static POOL: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-thread_local! {
-    /// A request head's fields as parsed, before they go in its map: one
-    /// list per worker, reused.
-    static FIELDS: std::cell::RefCell<Vec<(HeaderName, usize, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Response-head buffers, kept per worker like the read buffers.
-    static HEADS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A read buffer from this worker's pool, or a new one.
-fn take_buffer() -> BytesMut {
-    POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
-}
-
-/// Gives an emptied buffer back to this worker's pool when no piece of
-/// it is still held elsewhere (a request's head fields, a body piece not
-/// yet sent) and the pool has room; otherwise it is freed.
-fn give_back(mut buf: BytesMut) {
-    if buf.capacity() == 0
-        || !buf.is_empty()
-        || buf.capacity() > POOL_MAX_CAPACITY
-        || !buf.try_reclaim(READ_SIZE)
-    {
-        return;
-    }
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_MAX {
-            p.push(buf);
-        }
-    });
-}
 /// The longest request target read (hyper's bound too, so HTTP/2 and
 /// HTTP/1.1 agree): longer is 414 whatever the listener's
 /// `max_uri_bytes` (which the pipeline checks) says.
 const MAX_TARGET: usize = 65_534;
-/// A chunk-size line with its extensions.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-/// Chunk extensions over a whole body (hyper's bound, one byte under
-/// 16 KiB).
-const MAX_EXTENSIONS: usize = 16 * 1024 - 1;
-/// Response bytes queued before the body is polled again.
-const MAX_QUEUED: usize = 64 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A client socket that can say it is readable without being read, so an
@@ -170,16 +115,6 @@ impl Control {
 /// What a client that speaks HTTP/2 by prior knowledge sends first.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How much of the current request's body is still to be read.
-enum BodyState {
-    Done,
-    Length(u64),
-    Chunked(Box<chunked::Decoder>),
-    /// It broke (bad framing, the client closed): the connection cannot
-    /// carry another request.
-    Broken,
-}
-
 /// The connection's socket and read buffer, shared between its task and
 /// the body of the request under way.
 struct Shared<S> {
@@ -212,16 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     /// Reads more into the buffer; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let io = self.io.as_mut().ok_or_else(gone)?;
-        if self.buf.capacity() == 0 {
-            self.buf = take_buffer();
-        } else if self.buf.capacity() - self.buf.len() < MIN_ROOM {
-            self.buf.reserve(READ_SIZE);
-        }
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(io),
-            cx,
-            &mut self.buf
-        ))?;
+        let n = ready!(wire::poll_fill(io, &mut self.buf, cx))?;
         if n == 0 {
             self.eof = true;
         }
@@ -248,62 +174,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 }
 
-/// The body ended before its length or its last chunk.
-#[derive(Debug, thiserror::Error)]
-#[error("the client closed the connection before the request body's end")]
-struct BodyCutShort;
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> H1Source for Shared<S> {
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Err(e) = ready!(self.poll_continue(cx)) {
             return self.broken(e);
         }
         loop {
-            match &mut self.body {
-                BodyState::Done => return Poll::Ready(None),
-                BodyState::Broken => return Poll::Ready(Some(Err(BodyCutShort.into()))),
-                BodyState::Length(left) if !self.buf.is_empty() => {
-                    let n = (*left).min(self.buf.len() as u64) as usize;
-                    *left -= n as u64;
-                    if *left == 0 {
-                        self.body = BodyState::Done;
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(self.buf.split_to(n).freeze()))));
-                }
-                BodyState::Chunked(decoder) if decoder.is_done() => {
-                    let mut trailers = HeaderMap::new();
-                    decoder.for_each_trailer(|name, value| {
-                        if let (Ok(n), Ok(v)) = (
-                            HeaderName::from_bytes(name.as_bytes()),
-                            HeaderValue::from_bytes(value),
-                        ) {
-                            trailers.append(n, v);
-                        }
-                    });
-                    self.body = BodyState::Done;
-                    if !trailers.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                    return Poll::Ready(None);
-                }
-                BodyState::Chunked(decoder) if !self.buf.is_empty() => {
-                    let step = match decoder.decode(&self.buf) {
-                        Ok(step) => step,
-                        Err(e) => return self.broken(e),
-                    };
-                    let (used, data) = (step.used, step.data.len());
-                    self.buf.advance(used - data);
-                    if data > 0 {
-                        let data = self.buf.split_to(data).freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                BodyState::Length(_) | BodyState::Chunked(_) => match ready!(self.poll_fill(cx)) {
-                    Ok(0) => return self.broken(BodyCutShort),
-                    Ok(_) => {}
+            let next = match self.body.next(&mut self.buf) {
+                Next::Read => match ready!(self.poll_fill(cx)) {
+                    Ok(0) => self.body.at_eof(),
+                    Ok(_) => continue,
                     Err(e) => return self.broken(e),
                 },
-            }
+                next => next,
+            };
+            return match next {
+                Next::Frame(frame) => Poll::Ready(Some(Ok(frame))),
+                Next::End => Poll::Ready(None),
+                Next::Bad(e) => self.broken(e),
+                Next::Read => continue,
+            };
         }
     }
 }
@@ -341,8 +231,7 @@ fn parse(buf: &[u8], limits: &weir_http1::Limits) -> Result<Option<Parsed>, Head
         )
     };
     let parsed = weir_http1::parse_request(buf, limits, |h| {
-        let mut fields = FIELDS.with(|f| std::mem::take(&mut *f.borrow_mut()));
-        fields.clear();
+        let mut fields = wire::take_fields();
         for f in h.headers {
             let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::Syntax)?;
             let (a, b) = at(f.value);
@@ -410,7 +299,7 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
                 return Poll::Ready(Err(HeadEnd::Closed));
             }
             if self.buf.is_empty() {
-                give_back(std::mem::take(&mut self.buf));
+                wire::give_back(std::mem::take(&mut self.buf));
                 control.idle.store(true, Ordering::Relaxed);
                 if control.draining.load(Ordering::Relaxed) {
                     return Poll::Ready(Err(HeadEnd::Closed));
@@ -425,7 +314,7 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
                     // the socket): the read that found nothing must not
                     // leave an idle connection holding a buffer.
                     if self.buf.is_empty() {
-                        give_back(std::mem::take(&mut self.buf));
+                        wire::give_back(std::mem::take(&mut self.buf));
                     }
                     return Poll::Pending;
                 }
@@ -596,7 +485,7 @@ where
             .map_err(|_| StatusCode::BAD_REQUEST)?;
         headers.append(name, value);
     }
-    FIELDS.with(|f| *f.borrow_mut() = fields);
+    wire::give_fields(fields);
     let length = match p.body {
         BodyLength::Empty => {
             s.body = BodyState::Done;
@@ -607,12 +496,7 @@ where
             Some(n)
         }
         BodyLength::Chunked => {
-            s.body = BodyState::Chunked(Box::new(chunked::Decoder::new(chunked::Limits {
-                max_line: MAX_CHUNK_LINE,
-                max_extensions: MAX_EXTENSIONS,
-                max_trailer_bytes: s.max_trailer_bytes,
-                max_trailer_fields: s.max_trailer_fields,
-            })));
+            s.body = BodyState::chunked(s.max_trailer_bytes, s.max_trailer_fields);
             None
         }
     };
@@ -697,16 +581,6 @@ async fn shutdown<S: AsyncRead + AsyncWrite + Unpin>(shared: &Lock<S>) {
     .await;
 }
 
-/// How the response's body is framed on the wire.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    None,
-    /// `Content-Length`: the body must be exactly this long.
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
 /// Writes the response; returns whether the connection may carry another
 /// request (`keep`, unless the framing needs the close).
 async fn respond<S>(
@@ -757,8 +631,9 @@ where
     } else {
         b""
     };
-    let mut head = HEADS.with(|p| p.borrow_mut().pop()).unwrap_or_default();
-    head.clear();
+    let mut out = Out::default();
+    out.head = wire::take_head();
+    let head = &mut out.head;
     head.extend_from_slice(if version == Version::HTTP_10 {
         b"HTTP/1.0 "
     } else {
@@ -768,7 +643,7 @@ where
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    write_fields(&mut head, h);
+    wire::write_fields(head, h);
     match framing {
         // A HEAD's answer and a 304 keep the length they announce.
         Framing::None if *method == Method::HEAD || status == StatusCode::NOT_MODIFIED => {
@@ -785,23 +660,14 @@ where
     head.extend_from_slice(connection);
     if !h.contains_key(header::DATE) {
         head.extend_from_slice(b"date: ");
-        date(&mut head);
+        date(head);
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    let mut out = Out {
-        head,
-        head_sent: 0,
-        queue: SmallVec::new(),
-        front: 0,
-        queued: 0,
-        terminated: false,
-        left: match framing {
-            Framing::Length(n) => n,
-            _ => u64::MAX,
-        },
-    };
-    out.queued = out.head.len();
+    // The head is written out: its fields (pieces of an upstream's read
+    // buffer) are let go, so that buffer is free for its pool sooner.
+    drop(parts);
+    out.start(framing);
     let mut body = pin!(body);
     let mut ended = framing == Framing::None;
     if ended {
@@ -816,24 +682,18 @@ where
     }
     poll_fn(|t| {
         loop {
-            if !ended && out.queued < MAX_QUEUED {
+            // The body is polled with the connection unlocked: it may read
+            // this connection's request body (an upstream connection
+            // sends it as the response comes).
+            while !ended && out.queued < MAX_QUEUED {
                 match body.as_mut().poll_frame(t) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        out.frame(frame, framing)?;
-                        continue;
-                    }
+                    Poll::Ready(Some(Ok(frame))) => out.frame(frame)?,
                     Poll::Ready(None) => {
-                        if out.left != 0 && matches!(framing, Framing::Length(_)) {
-                            return Poll::Ready(Err(LengthMismatch("ended short of").into()));
-                        }
-                        if framing == Framing::Chunked && !out.terminated {
-                            out.push(Bytes::from_static(b"0\r\n\r\n"));
-                        }
+                        out.end()?;
                         ended = true;
-                        continue;
                     }
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
+                    Poll::Pending => break,
                 }
             }
             let mut s = lock(shared);
@@ -844,128 +704,12 @@ where
                 }
                 return Poll::Pending;
             }
-            let mut slices: SmallVec<[io::IoSlice<'_>; 16]> = SmallVec::new();
-            if out.head_sent < out.head.len() {
-                slices.push(io::IoSlice::new(&out.head[out.head_sent..]));
-            }
-            slices.extend(
-                out.queue[out.front..]
-                    .iter()
-                    .take(15)
-                    .map(|b| io::IoSlice::new(b)),
-            );
-            let n = ready!(Pin::new(io).poll_write_vectored(t, &slices))?;
-            drop(slices);
-            if n == 0 {
-                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-            }
-            out.advance(n);
+            ready!(out.poll_write(io, t))?;
         }
     })
     .await?;
-    HEADS.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_MAX && out.head.capacity() <= POOL_MAX_CAPACITY {
-            p.push(std::mem::take(&mut out.head));
-        }
-    });
+    wire::give_head(std::mem::take(&mut out.head));
     Ok(keep)
-}
-
-/// Appends each field as a `name: value` line.
-fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
-    for (name, value) in fields {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Response bytes waiting for the socket: the head (a buffer from the
-/// worker's pool), then body pieces.
-struct Out {
-    head: Vec<u8>,
-    head_sent: usize,
-    queue: SmallVec<[Bytes; 8]>,
-    /// Pieces before this one are written.
-    front: usize,
-    /// Bytes not yet written, head included.
-    queued: usize,
-    /// A chunked body's last chunk (with its trailers) is queued.
-    terminated: bool,
-    /// Bytes a body framed by `Content-Length` still owes.
-    left: u64,
-}
-
-/// A response body that did not match its `Content-Length`: the
-/// connection is closed rather than leave the client reading a message
-/// that is not the one announced.
-#[derive(Debug, thiserror::Error)]
-#[error("the response body {0} its Content-Length")]
-struct LengthMismatch(&'static str);
-
-impl Out {
-    fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            if self.front == self.queue.len() {
-                self.queue.clear();
-                self.front = 0;
-            }
-            self.queued += b.len();
-            self.queue.push(b);
-        }
-    }
-
-    /// Queues one body frame as `framing` puts it on the wire.
-    fn frame(&mut self, frame: Frame<Bytes>, framing: Framing) -> Result<(), BoxError> {
-        match frame.into_data() {
-            Ok(data) if data.is_empty() => {}
-            Ok(data) if matches!(framing, Framing::Length(_)) => {
-                self.left = self
-                    .left
-                    .checked_sub(data.len() as u64)
-                    .ok_or(LengthMismatch("ran past"))?;
-                self.push(data);
-            }
-            Ok(data) if framing == Framing::Chunked => {
-                self.push(Bytes::from(format!("{:x}\r\n", data.len())));
-                self.push(data);
-                self.push(Bytes::from_static(b"\r\n"));
-            }
-            Ok(data) => self.push(data),
-            Err(frame) => {
-                // Trailers go only in a chunked body; elsewhere they are
-                // dropped, as HTTP/1.1 has nowhere to put them.
-                if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), framing) {
-                    let mut t = Vec::from(&b"0\r\n"[..]);
-                    write_fields(&mut t, &trailers);
-                    t.extend_from_slice(b"\r\n");
-                    self.push(Bytes::from(t));
-                    self.terminated = true;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        self.queued -= n;
-        let head_left = self.head.len() - self.head_sent;
-        let from_head = n.min(head_left);
-        self.head_sent += from_head;
-        n -= from_head;
-        while n > 0 {
-            let front = &mut self.queue[self.front];
-            if n >= front.len() {
-                n -= front.len();
-                self.front += 1;
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
-    }
 }
 
 /// Appends the `Date` field's value for now, made once a second per

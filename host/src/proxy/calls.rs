@@ -176,7 +176,7 @@ async fn answer(
         let (head, body) = sent.resp.into_parts();
         let body = ResponseBody::upstream(
             body,
-            Lease::new(sent.endpoint, sent.conn),
+            Lease::new(sent.endpoint),
             upstream.config.read_timeout,
         );
         let body = match Limited::new(body, max_body).collect().await {

@@ -48,7 +48,7 @@ pub enum ProxyError {
     #[error("{endpoint} failed: {source}")]
     Upstream {
         endpoint: String,
-        source: hyper::Error,
+        source: crate::upstream::H1Error,
     },
     #[error("{endpoint} failed over HTTP/2: {source}")]
     Http2 {

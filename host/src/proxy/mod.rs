@@ -35,7 +35,6 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
 
 use crate::body::{ClientBody, RequestBody};
 pub use crate::conn::ConnContext;
@@ -280,29 +279,13 @@ async fn phases(
         }
     };
 
-    if body.size_hint().exact().is_none() {
-        // A body of unknown length (chunked, or HTTP/2 DATA without
-        // `content-length`) goes upstream chunked, and says so: without
-        // the header, hyper's client sends such a body on a GET, HEAD or
-        // CONNECT as no body at all, and the upstream would answer a
-        // request the client did not send (RFC 9110 section 9.3.1 gives a
-        // GET body no meaning, not permission to drop it).
-        parts.headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-    }
     if cx.observe.any() {
         trail.body.note(&body);
     }
     let upstream = steered.as_ref().unwrap_or(&route.upstream);
     // Calls a plugin waited on spent part of the deadline.
     let timeout = plugins.remaining(timeout);
-    let send::Sent {
-        resp,
-        endpoint,
-        conn,
-    } = send::send(
+    let send::Sent { resp, endpoint } = send::send(
         &send::Bounds::of(route),
         upstream,
         cx.peer,
@@ -322,7 +305,7 @@ async fn phases(
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
     headers::append_via(&mut rparts.headers, rparts.version);
-    let lease = Lease::new(endpoint, conn);
+    let lease = Lease::new(endpoint);
     let resp = Response::from_parts(
         rparts,
         ResponseBody::upstream(rbody, lease, route.read_timeout),

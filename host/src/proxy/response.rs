@@ -1,6 +1,7 @@
 //! The body the client receives: a small answer of our own, or the
 //! upstream's body streamed through. When the upstream body ends cleanly
-//! it hands its connection back to the pool ([`Lease`]); when the upstream
+//! its HTTP/1.1 connection goes back to the endpoint's pool ([`Lease`]);
+//! when the upstream
 //! sends nothing for the route's `read_timeout` while the client waits for
 //! more, it fails (the client's connection or stream is cut, the upstream
 //! connection dropped). It never buffers a whole body.
@@ -15,23 +16,24 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::exchange::Exchange;
 use crate::body::BoxError;
-use crate::upstream::{Connection, Endpoint, Received};
+use crate::upstream::{Endpoint, Received};
 
-/// Where a response body comes from: its endpoint, and the HTTP/1.1
-/// connection waiting for the body to end before it can be reused (an
-/// HTTP/2 stream gives its place back itself).
+/// Where a response body comes from: the endpoint whose pool its HTTP/1.1
+/// connection goes back to once the body has ended (an HTTP/2 stream
+/// gives its place back itself).
 pub struct Lease {
     endpoint: Arc<Endpoint>,
-    conn: Option<Connection>,
 }
 
 impl Lease {
-    pub fn new(endpoint: Arc<Endpoint>, conn: Option<Connection>) -> Lease {
-        Lease { endpoint, conn }
+    pub fn new(endpoint: Arc<Endpoint>) -> Lease {
+        Lease { endpoint }
     }
 
-    fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
+    /// Gives the body's connection back, when it may carry another
+    /// request.
+    fn release(&self, body: &mut Received) {
+        if let Some(conn) = body.reusable() {
             self.endpoint.give_back(conn);
         }
     }
@@ -99,9 +101,9 @@ impl ResponseBody {
 
     /// Streams `inner`; the connection goes back to the pool once it ends.
     /// `read_timeout` bounds each wait for the upstream's next bytes.
-    pub fn upstream(inner: Received, mut lease: Lease, read_timeout: Duration) -> ResponseBody {
+    pub fn upstream(mut inner: Received, lease: Lease, read_timeout: Duration) -> ResponseBody {
         if inner.is_end_stream() {
-            lease.release();
+            lease.release(&mut inner);
         }
         ResponseBody::of(Kind::Upstream(UpstreamBody {
             inner,
@@ -122,9 +124,9 @@ impl UpstreamBody {
         self.waiting = false;
         match &frame {
             Some(Ok(_)) if !self.inner.is_end_stream() => {}
-            Some(Ok(_)) | None => self.lease.release(),
-            // A broken body means a broken connection: drop it.
-            Some(Err(_)) => drop(self.lease.conn.take()),
+            Some(Ok(_)) | None => self.lease.release(&mut self.inner),
+            // A broken body has dropped its connection.
+            Some(Err(_)) => {}
         }
         Poll::Ready(frame)
     }
@@ -146,8 +148,7 @@ impl UpstreamBody {
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        // The connection is in the middle of a body: never reuse it.
-        drop(self.lease.conn.take());
+        // The connection, in the middle of a body, goes with the body.
         let err = UpstreamBodyStalled {
             endpoint: self.lease.endpoint.addr.to_string(),
             after: self.read_timeout,

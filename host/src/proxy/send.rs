@@ -40,7 +40,7 @@ use crate::metrics::upstream::{LimitKind, TryOutcome};
 use crate::trace::Trace;
 use crate::upstream::http2::{self, H2Failure};
 use crate::upstream::{
-    Checkout, ConnectError, Connection, Endpoint, Limit, Outcome, Outstanding, Received, Tried,
+    Checkout, ConnectError, Endpoint, Limit, Outcome, Outstanding, Received, SendError, Tried,
     Upstream,
 };
 use crate::worker;
@@ -67,12 +67,11 @@ impl Bounds {
     }
 }
 
-/// A response head from the upstream, with the HTTP/1.1 connection it
-/// came on (an HTTP/2 stream's place goes with its body).
+/// A response head from the upstream (its body holds the HTTP/1.1
+/// connection or HTTP/2 stream it came on), and its endpoint.
 pub(super) struct Sent {
     pub resp: Response<Received>,
     pub endpoint: Arc<Endpoint>,
-    pub conn: Option<Connection>,
 }
 
 /// How one try ended.
@@ -378,7 +377,7 @@ async fn attempt(
         }
         Ok(Ok(c)) => c,
     };
-    let mut conn = match conn {
+    let conn = match conn {
         Checkout::H1(c) => c,
         Checkout::H2(stream) => {
             // Boxed: an HTTP/2 try holds its stream, the kept head and the
@@ -399,21 +398,24 @@ async fn attempt(
     };
     // Kept to tell, at the deadline, a stalled upload from a slow upstream.
     let stalled = req.body().stalled().cloned();
-    match tokio::time::timeout_at(deadline, conn.sender.try_send_request(req)).await {
+    match tokio::time::timeout_at(deadline, conn.send(req)).await {
         Err(_) => past_deadline(upstream, ep, stalled.as_deref(), started, timeout),
-        Ok(Err(mut e)) => {
-            if let Some(req) = e.take_message() {
-                return Attempt::NotSent {
-                    req,
-                    error: ProxyError::Upstream {
-                        endpoint: ep.label.clone(),
-                        source: e.into_error(),
-                    },
-                    stale: true,
-                    routine: false,
-                };
-            }
-            let source = e.into_error();
+        Ok(Err(SendError {
+            req: Some(req),
+            error,
+        })) => Attempt::NotSent {
+            req,
+            error: ProxyError::Upstream {
+                endpoint: ep.label.clone(),
+                source: error,
+            },
+            stale: true,
+            routine: false,
+        },
+        Ok(Err(SendError {
+            req: None,
+            error: source,
+        })) => {
             if let Some(e) = client_body_failure(&source, route.max_body_bytes) {
                 return Attempt::Final(e);
             }
@@ -426,9 +428,8 @@ async fn attempt(
         Ok(Ok(resp)) => {
             upstream.record(ep, Outcome::Status(resp.status().as_u16()), started);
             Attempt::Answered(Sent {
-                resp: resp.map(Received::H1),
+                resp,
                 endpoint: ep.clone(),
-                conn: Some(conn),
             })
         }
     }
@@ -463,7 +464,6 @@ async fn attempt_h2(
             Attempt::Answered(Sent {
                 resp: resp.map(Received::H2),
                 endpoint: ep.clone(),
-                conn: None,
             })
         }
         Ok(Err(H2Failure::Unprocessed {

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use super::error::ProxyError;
 use super::headers;
 use super::response::ResponseBody;
-use crate::conn::{ConnContext, PendingUpgrade};
+use crate::conn::{ConnContext, PendingUpgrade, Upgraded};
 
 /// A client's protocol-upgrade request, taken out of the request.
 pub(super) struct Upgrade {
@@ -106,20 +106,21 @@ fn switched_as_offered(resp: &HeaderMap, offered: &HeaderValue) -> bool {
 pub(super) fn switch(
     cx: &ConnContext,
     upgrade: Option<Upgrade>,
-    mut resp: Response<crate::upstream::Received>,
+    resp: Response<crate::upstream::Received>,
     endpoint: &str,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let Some(up) = upgrade.filter(|up| switched_as_offered(resp.headers(), &up.protocol)) else {
-        return Err(ProxyError::BadSwitch {
-            endpoint: endpoint.to_owned(),
-        });
+    let bad = || ProxyError::BadSwitch {
+        endpoint: endpoint.to_owned(),
     };
-    let upstream_side = hyper::upgrade::on(&mut resp);
+    let Some(up) = upgrade.filter(|up| switched_as_offered(resp.headers(), &up.protocol)) else {
+        return Err(bad());
+    };
+    let (mut rparts, body) = resp.into_parts();
+    let upstream_side = body.into_upgraded().ok_or_else(bad)?;
     // The connection's task waits for the tunnel (see
     // `ConnContext::tunnel`), so it stays counted and watched.
     let handle = tokio::spawn(tunnel(up.client, upstream_side));
     *cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
-    let (mut rparts, _) = resp.into_parts();
     // The 101 must keep Upgrade and Connection: they are the handshake.
     let keep_upgrade = rparts.headers.remove(header::UPGRADE);
     headers::strip_hop_by_hop(&mut rparts.headers);
@@ -135,15 +136,7 @@ pub(super) fn switch(
 
 /// Copies bytes both ways between an upgraded client and upstream until
 /// either side closes.
-async fn tunnel(client: ClientSide, upstream: OnUpgrade) {
-    let upstream = match upstream.await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut upstream = TokioIo::new(upstream);
+async fn tunnel(client: ClientSide, mut upstream: Upgraded) {
     let copied = match client {
         ClientSide::Owned(pending) => {
             let Some(Ok(mut client)) = (match pending.take() {

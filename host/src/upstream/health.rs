@@ -88,13 +88,13 @@ async fn ask(ep: &Endpoint, cfg: &HealthCheckConfig) -> Option<bool> {
             .ok()?,
     };
     let resp: Response<Received> = match conn {
-        Checkout::H1(mut c) => {
+        Checkout::H1(c) => {
             let mut req = req;
             req.headers_mut().insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),
             );
-            c.sender.send_request(req).await.ok()?.map(Received::H1)
+            c.send(req).await.ok()?
         }
         Checkout::H2(s) => http2::send(s, req, ep.scheme(), &ep.label, false)
             .await

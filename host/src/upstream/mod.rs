@@ -19,10 +19,10 @@ mod budget;
 pub mod discovery;
 mod endpoint;
 mod gauges;
+mod h1;
 mod health;
 pub mod http2;
 mod pool;
-mod received;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,8 +39,8 @@ use balancer::{MAGLEV_SIZE, maglev, p2c, smooth_schedule, stable_hash};
 pub use balancer::{MAX_TRIES, Tried};
 pub use budget::RetryBudget;
 pub use endpoint::{Endpoint, Outcome, Outstanding};
-pub use pool::{Checkout, ConnectError, Connection};
-pub use received::Received;
+pub use h1::{Connection, Error as H1Error, H1Received, Received, SendError};
+pub use pool::{Checkout, ConnectError};
 
 /// A named group of endpoints with its balancing state.
 #[derive(Debug)]

@@ -4,8 +4,8 @@
 //! uses it. Connections are opened with a connect timeout and TCP_NODELAY,
 //! over TLS when the upstream has it (the handshake within the same
 //! timeout, the request never sent to an endpoint whose certificate does
-//! not verify). An HTTP/1.1 connection (hyper's client connection) carries
-//! one request at a time and waits in the idle list between them; HTTP/2
+//! not verify). An HTTP/1.1 connection (Weir's own, `h1.rs`) carries one
+//! request at a time and waits in the idle list between them; HTTP/2
 //! connections are shared by many streams (`http2.rs`). With `protocol =
 //! "auto"` the first connection's ALPN decides which the endpoint gets,
 //! and a later one that negotiates otherwise switches it. Every open
@@ -13,17 +13,17 @@
 //! upstream's `max_connections` bounds pooled and busy ones together, and
 //! one of its endpoint's open count, which the metrics read.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::h1::{Connection, Io};
 use super::http2::{self, H2Conn, H2Pool};
-use crate::body::RequestBody;
 use crate::config::{Http2Config, PoolConfig, Protocol};
 use crate::metrics::EndpointStats;
 use crate::worker;
@@ -42,13 +42,6 @@ enum Opened {
     H2(H2Conn),
 }
 
-/// An HTTP/1.1 connection ready to carry one request.
-pub struct Connection {
-    pub sender: http1::SendRequest<RequestBody>,
-    idle_since: Instant,
-    _slot: Option<ConnSlot>,
-}
-
 /// Open connections of one upstream, against its limit.
 #[derive(Debug, Clone)]
 pub struct ConnCounter {
@@ -59,7 +52,7 @@ pub struct ConnCounter {
 /// One unit of a [`ConnCounter`] and of its endpoint's open count, given
 /// back when the connection drops.
 #[derive(Debug)]
-struct ConnSlot {
+pub(super) struct ConnSlot {
     upstream: Arc<AtomicUsize>,
     endpoint: Arc<AtomicUsize>,
 }
@@ -94,12 +87,6 @@ impl ConnCounter {
     }
 }
 
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").finish_non_exhaustive()
-    }
-}
-
 /// TLS to one endpoint: the upstream's client settings and the name it
 /// sends and verifies (none when the endpoint's host is not a valid name).
 #[derive(Debug, Clone)]
@@ -122,8 +109,6 @@ pub enum ConnectError {
     /// protocol or cipher in common, the endpoint closed.
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
-    #[error("HTTP handshake failed: {0}")]
-    Handshake(#[from] hyper::Error),
     #[error("HTTP/2 handshake failed: {0}")]
     Http2(#[from] h2::Error),
     /// `protocol = "h2"` and the endpoint's ALPN did not pick `h2`.
@@ -145,7 +130,7 @@ const LEARNT_H2: u8 = 2;
 
 #[derive(Debug)]
 pub(super) struct EndpointPool {
-    idle: Box<[Mutex<Vec<Connection>>]>,
+    idle: Box<[Arc<Mutex<IdleList>>]>,
     cfg: PoolConfig,
     counter: ConnCounter,
     tls: Option<EndpointTls>,
@@ -174,7 +159,13 @@ impl EndpointPool {
         stats: Arc<EndpointStats>,
     ) -> EndpointPool {
         let lists = (0..workers.max(1))
-            .map(|_| Mutex::new(Vec::with_capacity(cfg.max_idle.min(64))))
+            .map(|_| {
+                Arc::new(Mutex::new(IdleList {
+                    conns: Vec::with_capacity(cfg.max_idle.min(64)),
+                    watcher: None,
+                    spawned: false,
+                }))
+            })
             .collect();
         EndpointPool {
             idle: lists,
@@ -206,7 +197,7 @@ impl EndpointPool {
         let h1: usize = self
             .idle
             .iter()
-            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).conns.len())
             .sum();
         h1 + self.h2.as_ref().map_or(0, H2Pool::idle)
     }
@@ -344,7 +335,7 @@ impl EndpointPool {
         }
     }
 
-    fn list(&self) -> &Mutex<Vec<Connection>> {
+    fn list(&self) -> &Mutex<IdleList> {
         &self.idle[worker::id() % self.idle.len()]
     }
 
@@ -358,14 +349,16 @@ impl EndpointPool {
         loop {
             // Most recently used first: it is the least likely to have been
             // closed by the upstream's own idle timeout.
-            let conn = self.list().lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = self
+                .list()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .conns
+                .pop();
             let Some(mut conn) = conn else { break };
-            if conn.sender.is_closed()
-                || now.saturating_duration_since(conn.idle_since) >= cfg.idle_timeout
+            if now.saturating_duration_since(conn.idle_since()) < cfg.idle_timeout
+                && conn.is_reusable()
             {
-                continue;
-            }
-            if conn.sender.ready().await.is_ok() {
                 return Ok(conn);
             }
         }
@@ -407,23 +400,85 @@ impl EndpointPool {
 
     pub(super) fn put(&self, mut conn: Connection) {
         let cfg = &self.cfg;
-        if conn.sender.is_closed() {
-            return;
-        }
         let now = Instant::now();
-        conn.idle_since = now;
-        let mut list = self.list().lock().unwrap_or_else(|e| e.into_inner());
-        if list.len() < cfg.max_idle {
-            list.push(conn);
+        conn.set_idle(now);
+        let shared = &self.idle[worker::id() % self.idle.len()];
+        let mut list = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if list.conns.len() < cfg.max_idle {
+            match &list.watcher {
+                // Watched from now on; one the endpoint has just closed is
+                // dropped here.
+                Some(w) => {
+                    if conn.watch(w) {
+                        list.conns.push(conn);
+                    }
+                }
+                None => {
+                    list.conns.push(conn);
+                    if !list.spawned {
+                        list.spawned = true;
+                        tokio::spawn(watch(Arc::downgrade(shared)));
+                    }
+                }
+            }
         }
         // Expire from the cold end so a burst does not leave sockets open
         // past the idle timeout for ever.
         let expired =
-            |c: &Connection| now.saturating_duration_since(c.idle_since) >= cfg.idle_timeout;
-        if list.first().is_some_and(expired) {
-            list.retain(|c| !expired(c));
+            |c: &Connection| now.saturating_duration_since(c.idle_since()) >= cfg.idle_timeout;
+        if list.conns.first().is_some_and(expired) {
+            list.conns.retain(|c| !expired(c));
         }
     }
+}
+
+impl Drop for EndpointPool {
+    /// Lets each list's watcher see the pool is gone, and end.
+    fn drop(&mut self) {
+        for list in &self.idle {
+            let watcher = list
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .watcher
+                .take();
+            if let Some(w) = watcher {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// One worker's idle HTTP/1.1 connections to an endpoint.
+#[derive(Debug)]
+struct IdleList {
+    /// Most recently used last.
+    conns: Vec<Connection>,
+    /// Wakes the list's watcher: registered on each idle connection's
+    /// socket, so an endpoint closing one (or sending bytes nobody asked
+    /// for) is seen while it sits here.
+    watcher: Option<Waker>,
+    /// The watcher task has been started (it lives as long as the pool).
+    spawned: bool,
+}
+
+/// Watches a worker's idle connections to an endpoint and drops those the
+/// endpoint closes, so they close on Weir's side too rather than wait,
+/// half closed, for their next use or their idle timeout. One task per
+/// endpoint and worker, woken only when an idle socket becomes readable
+/// (or its pool is dropped, which ends it).
+async fn watch(list: std::sync::Weak<Mutex<IdleList>>) {
+    poll_fn(|cx| {
+        let Some(list) = list.upgrade() else {
+            return Poll::Ready(());
+        };
+        let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
+        if !l.watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            l.watcher = Some(cx.waker().clone());
+        }
+        l.conns.retain_mut(|c| c.watch(cx.waker()));
+        Poll::Pending
+    })
+    .await
 }
 
 /// Which protocol a new connection is to speak.
@@ -455,7 +510,7 @@ async fn connect(
         .map_err(|_| ConnectError::Timeout(timeout))??;
     stream.set_nodelay(true)?;
     let Some(tls) = tls else {
-        return tokio::time::timeout_at(deadline, over(stream, mode, false, slot, label))
+        return tokio::time::timeout_at(deadline, over(Io::Tcp(stream), mode, false, slot, label))
             .await
             .map_err(|_| ConnectError::Timeout(timeout))?;
     };
@@ -484,60 +539,25 @@ async fn connect(
         };
         return Err(ConnectError::NoH2(offered));
     }
-    tokio::time::timeout_at(deadline, over(stream, mode, alpn_h2, slot, label))
+    let io = Io::Tls(Box::new(stream));
+    tokio::time::timeout_at(deadline, over(io, mode, alpn_h2, slot, label))
         .await
         .map_err(|_| ConnectError::Timeout(timeout))?
 }
 
 /// The HTTP handshake on an open stream: HTTP/2 for `H2`, or for `Auto`
-/// when ALPN picked `h2`; HTTP/1.1 otherwise.
-async fn over<T>(
-    io: T,
+/// when ALPN picked `h2`; HTTP/1.1 (which has none) otherwise.
+async fn over(
+    io: Io,
     mode: Mode<'_>,
     alpn_h2: bool,
     slot: Option<ConnSlot>,
     label: &str,
-) -> Result<Opened, ConnectError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<Opened, ConnectError> {
     match mode {
         Mode::H2(cfg) => Ok(Opened::H2(http2::handshake(io, cfg, label, slot).await?)),
         Mode::Auto(cfg) if alpn_h2 => Ok(Opened::H2(http2::handshake(io, cfg, label, slot).await?)),
-        Mode::H1 { upgrades } => h1(io, upgrades, slot).await,
-        Mode::Auto(_) => h1(io, false, slot).await,
-    }
-}
-
-async fn h1<T>(io: T, upgrades: bool, slot: Option<ConnSlot>) -> Result<Opened, ConnectError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
-    drive(conn, upgrades);
-    Ok(Opened::H1(Connection {
-        sender,
-        idle_since: Instant::now(),
-        _slot: slot,
-    }))
-}
-
-/// Spawns the task that drives a client connection on this thread.
-fn drive<T>(conn: http1::Connection<T, RequestBody>, upgrades: bool)
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    if upgrades {
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-    } else {
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
+        Mode::H1 { upgrades } => Ok(Opened::H1(Connection::new(io, upgrades, slot))),
+        Mode::Auto(_) => Ok(Opened::H1(Connection::new(io, false, slot))),
     }
 }

@@ -1,0 +1,439 @@
+//! HTTP/1.1 bytes on a socket, shared by Weir's two HTTP/1.1 connections:
+//! the client's (`listener::h1`) and an upstream's (`upstream::h1`). Both
+//! read into buffers from one per-worker pool, read bodies framed by
+//! length, by chunks or by the close out of those buffers ([`BodyState`]),
+//! and write a head and a body's frames as one queue of slices ([`Out`]).
+//!
+//! Written here rather than taken from a library: hyper frames messages
+//! only inside its own connection types, whose buffers live as long as
+//! the connection (see `listener::h1` for why that does not suit), and
+//! the framing rules themselves are `weir_http1`'s. What is left is this
+//! glue between those rules, a socket and the `http_body` frames the
+//! pipeline moves.
+//!
+//! Bounds: a read asks for at most [`READ_SIZE`] bytes when the buffer is
+//! short of room; a worker keeps at most [`POOL_MAX`] buffers of at most
+//! [`POOL_MAX_CAPACITY`] bytes; [`Out`] queues at most [`MAX_QUEUED`]
+//! bytes of a body before it is written; a chunked body's trailers are
+//! bounded by the caller's [`chunked::Limits`].
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http_body::Frame;
+use smallvec::SmallVec;
+use tokio::io::{AsyncRead, AsyncWrite};
+use weir_http1::chunked;
+
+use crate::body::BoxError;
+
+/// Bytes a read asks for when the buffer has less room than
+/// [`MIN_ROOM`].
+pub(crate) const READ_SIZE: usize = 8 * 1024;
+const MIN_ROOM: usize = 1024;
+/// Read buffers a worker keeps for its connections' next reads (512 KiB
+/// at most); beyond, a buffer given back is freed.
+const POOL_MAX: usize = 64;
+/// A buffer that grew past this (a large head) is freed, not kept.
+pub(crate) const POOL_MAX_CAPACITY: usize = 4 * READ_SIZE;
+/// Body bytes queued before the body is polled again.
+pub(crate) const MAX_QUEUED: usize = 64 * 1024;
+/// A chunk-size line with its extensions.
+pub(crate) const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Chunk extensions over a whole body (hyper's bound, one byte under
+/// 16 KiB).
+pub(crate) const MAX_EXTENSIONS: usize = 16 * 1024 - 1;
+
+thread_local! {
+    /// This worker's read buffers, empty and unshared, waiting for a
+    /// connection that has something to read.
+    static POOL: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Head buffers (a response's on the client side), kept the same way.
+    static HEADS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A head's fields as parsed (name, and where the value lies in the
+    /// bytes read), before they go in its map: one list per worker.
+    static FIELDS: std::cell::RefCell<Vec<(HeaderName, usize, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This worker's list for a head's fields, empty.
+pub(crate) fn take_fields() -> Vec<(HeaderName, usize, usize)> {
+    let mut f = FIELDS.with(|f| std::mem::take(&mut *f.borrow_mut()));
+    f.clear();
+    f
+}
+
+/// Gives the list back for the next head.
+pub(crate) fn give_fields(mut fields: Vec<(HeaderName, usize, usize)>) {
+    fields.clear();
+    FIELDS.with(|f| *f.borrow_mut() = fields);
+}
+
+/// A read buffer from this worker's pool, or a new one.
+pub(crate) fn take_buffer() -> BytesMut {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
+}
+
+/// Gives an emptied buffer back to this worker's pool when no piece of
+/// it is still held elsewhere (a head's fields, a body piece not yet
+/// sent) and the pool has room; otherwise it is freed.
+pub(crate) fn give_back(mut buf: BytesMut) {
+    if buf.capacity() == 0
+        || !buf.is_empty()
+        || buf.capacity() > POOL_MAX_CAPACITY
+        || !buf.try_reclaim(READ_SIZE)
+    {
+        return;
+    }
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    });
+}
+
+/// Gives `buf` back to this worker's pool when it is empty and no piece
+/// of it is held elsewhere; otherwise leaves it where it is.
+pub(crate) fn give_back_unshared(buf: &mut BytesMut) {
+    if buf.capacity() > 0
+        && buf.is_empty()
+        && buf.capacity() <= POOL_MAX_CAPACITY
+        && buf.try_reclaim(READ_SIZE)
+    {
+        give_back(std::mem::take(buf));
+    }
+}
+
+/// A head buffer from this worker's pool, empty.
+pub(crate) fn take_head() -> Vec<u8> {
+    let mut head = HEADS.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    head.clear();
+    head
+}
+
+/// Gives a head buffer back to this worker's pool.
+pub(crate) fn give_head(head: Vec<u8>) {
+    if head.capacity() == 0 || head.capacity() > POOL_MAX_CAPACITY {
+        return;
+    }
+    HEADS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(head);
+        }
+    });
+}
+
+/// Reads more of `io` into `buf` (taken from the pool when it has none);
+/// `Ok(0)` at the end of the stream.
+pub(crate) fn poll_fill<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() == 0 {
+        *buf = take_buffer();
+    } else if buf.capacity() - buf.len() < MIN_ROOM {
+        buf.reserve(READ_SIZE);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Appends each field as a `name: value` line.
+pub(crate) fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// How much of a message's body is still to be read.
+pub(crate) enum BodyState {
+    Done,
+    Length(u64),
+    Chunked(Box<chunked::Decoder>),
+    /// Until the peer closes (a response without length or chunks).
+    UntilClose,
+    /// It broke (bad framing, the peer closed early): the connection
+    /// cannot carry another message.
+    Broken,
+}
+
+/// What [`BodyState::next`] found in the buffer.
+pub(crate) enum Next {
+    Frame(Frame<Bytes>),
+    /// The body's end (after its last data or trailers frame).
+    End,
+    /// Nothing whole in the buffer: read more.
+    Read,
+    Bad(BoxError),
+}
+
+/// The body ended before its length or its last chunk.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection closed before the body's end")]
+pub(crate) struct BodyCutShort;
+
+impl BodyState {
+    /// A chunked body's state, with trailers bounded as given.
+    pub(crate) fn chunked(max_trailer_bytes: usize, max_trailer_fields: usize) -> BodyState {
+        BodyState::Chunked(Box::new(chunked::Decoder::new(chunked::Limits {
+            max_line: MAX_CHUNK_LINE,
+            max_extensions: MAX_EXTENSIONS,
+            max_trailer_bytes,
+            max_trailer_fields,
+        })))
+    }
+
+    /// The next piece of the body from what `buf` holds, never reading.
+    /// Data comes as slices of `buf`, which is advanced past them.
+    pub(crate) fn next(&mut self, buf: &mut BytesMut) -> Next {
+        loop {
+            match self {
+                BodyState::Done => return Next::End,
+                BodyState::Broken => return Next::Bad(BodyCutShort.into()),
+                _ if buf.is_empty() && !self.chunk_done() => return Next::Read,
+                BodyState::Length(left) => {
+                    let n = (*left).min(buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        *self = BodyState::Done;
+                    }
+                    return Next::Frame(Frame::data(buf.split_to(n).freeze()));
+                }
+                BodyState::UntilClose => return Next::Frame(Frame::data(buf.split().freeze())),
+                BodyState::Chunked(decoder) if decoder.is_done() => {
+                    let mut trailers = HeaderMap::new();
+                    decoder.for_each_trailer(|name, value| {
+                        if let (Ok(n), Ok(v)) = (
+                            HeaderName::from_bytes(name.as_bytes()),
+                            HeaderValue::from_bytes(value),
+                        ) {
+                            trailers.append(n, v);
+                        }
+                    });
+                    *self = BodyState::Done;
+                    if trailers.is_empty() {
+                        return Next::End;
+                    }
+                    return Next::Frame(Frame::trailers(trailers));
+                }
+                BodyState::Chunked(decoder) => {
+                    let step = match decoder.decode(buf) {
+                        Ok(step) => step,
+                        Err(e) => {
+                            *self = BodyState::Broken;
+                            return Next::Bad(e.into());
+                        }
+                    };
+                    let (used, data) = (step.used, step.data.len());
+                    buf.advance(used - data);
+                    if data > 0 {
+                        return Next::Frame(Frame::data(buf.split_to(data).freeze()));
+                    }
+                    if buf.is_empty() && !decoder.is_done() {
+                        return Next::Read;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer closed: the end of a body read until the close, else the
+    /// body is cut short.
+    pub(crate) fn at_eof(&mut self) -> Next {
+        match self {
+            BodyState::Done => Next::End,
+            BodyState::UntilClose => {
+                *self = BodyState::Done;
+                Next::End
+            }
+            _ => {
+                *self = BodyState::Broken;
+                Next::Bad(BodyCutShort.into())
+            }
+        }
+    }
+
+    fn chunk_done(&self) -> bool {
+        matches!(self, BodyState::Chunked(d) if d.is_done())
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self, BodyState::Done)
+    }
+}
+
+/// How a body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    None,
+    /// `Content-Length`: the body must be exactly this long.
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// A body that did not match its `Content-Length`: the connection is
+/// closed rather than leave the peer reading a message that is not the
+/// one announced.
+#[derive(Debug, thiserror::Error)]
+#[error("the body {0} its Content-Length")]
+pub(crate) struct LengthMismatch(pub &'static str);
+
+/// Bytes waiting for the socket: a head, then body pieces as their
+/// framing puts them on the wire.
+#[derive(Default)]
+pub(crate) struct Out {
+    pub head: Vec<u8>,
+    head_sent: usize,
+    queue: SmallVec<[Bytes; 8]>,
+    /// Pieces before this one are written.
+    front: usize,
+    /// Bytes not yet written, head included.
+    pub queued: usize,
+    /// A chunked body's last chunk (with its trailers) is queued.
+    terminated: bool,
+    /// Bytes a body framed by `Content-Length` still owes.
+    left: u64,
+    framing: Option<Framing>,
+}
+
+impl Out {
+    /// Starts a message whose head is in [`Out::head`], framed by
+    /// `framing`.
+    pub(crate) fn start(&mut self, framing: Framing) {
+        self.head_sent = 0;
+        self.queue.clear();
+        self.front = 0;
+        self.queued = self.head.len();
+        self.terminated = false;
+        self.left = match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        self.framing = Some(framing);
+    }
+
+    fn framing(&self) -> Framing {
+        self.framing.unwrap_or(Framing::None)
+    }
+
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            if self.front == self.queue.len() {
+                self.queue.clear();
+                self.front = 0;
+            }
+            self.queued += b.len();
+            self.queue.push(b);
+        }
+    }
+
+    /// Queues one body frame as the framing puts it on the wire.
+    pub(crate) fn frame(&mut self, frame: Frame<Bytes>) -> Result<(), BoxError> {
+        let framing = self.framing();
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => {}
+            Ok(data) if matches!(framing, Framing::Length(_)) => {
+                self.left = self
+                    .left
+                    .checked_sub(data.len() as u64)
+                    .ok_or(LengthMismatch("ran past"))?;
+                self.push(data);
+            }
+            Ok(data) if framing == Framing::Chunked => {
+                self.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                self.push(data);
+                self.push(Bytes::from_static(b"\r\n"));
+            }
+            Ok(_) if framing == Framing::None => {
+                return Err(LengthMismatch("ran past").into());
+            }
+            Ok(data) => self.push(data),
+            Err(frame) => {
+                // Trailers go only in a chunked body; elsewhere they are
+                // dropped, as HTTP/1.1 has nowhere to put them.
+                if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), framing) {
+                    let mut t = Vec::from(&b"0\r\n"[..]);
+                    write_fields(&mut t, &trailers);
+                    t.extend_from_slice(b"\r\n");
+                    self.push(Bytes::from(t));
+                    self.terminated = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The body ended: a length it fell short of is an error, a chunked
+    /// body gets its last chunk.
+    pub(crate) fn end(&mut self) -> Result<(), BoxError> {
+        match self.framing() {
+            Framing::Length(_) if self.left != 0 => Err(LengthMismatch("ended short of").into()),
+            Framing::Chunked if !self.terminated => {
+                self.push(Bytes::from_static(b"0\r\n\r\n"));
+                self.terminated = true;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes what is queued, in one vectored write per call, until
+    /// nothing is left (not flushed) or the socket is full.
+    pub(crate) fn poll_write<S: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.queued > 0 {
+            let mut slices: SmallVec<[io::IoSlice<'_>; 16]> = SmallVec::new();
+            if self.head_sent < self.head.len() {
+                slices.push(io::IoSlice::new(&self.head[self.head_sent..]));
+            }
+            slices.extend(
+                self.queue[self.front..]
+                    .iter()
+                    .take(15)
+                    .map(|b| io::IoSlice::new(b)),
+            );
+            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?;
+            drop(slices);
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether any byte of the head has been written.
+    pub(crate) fn head_started(&self) -> bool {
+        self.head_sent > 0
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        let head_left = self.head.len() - self.head_sent;
+        let from_head = n.min(head_left);
+        self.head_sent += from_head;
+        n -= from_head;
+        while n > 0 {
+            let front = &mut self.queue[self.front];
+            if n >= front.len() {
+                n -= front.len();
+                self.front += 1;
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+}
