@@ -36,3 +36,4 @@ mod timeouts;
 mod tls;
 mod tls_upstream;
 mod trace_context;
+mod upstream_h1;

@@ -5,7 +5,8 @@
 //! over TLS when the upstream has it (the handshake within the same
 //! timeout, the request never sent to an endpoint whose certificate does
 //! not verify). An HTTP/1.1 connection (Weir's own, `h1.rs`) carries one
-//! request at a time and waits in the idle list between them; HTTP/2
+//! request at a time and waits in the idle list between them, watched
+//! there ([`watch`]) so a close by the endpoint closes it at once; HTTP/2
 //! connections are shared by many streams (`http2.rs`). With `protocol =
 //! "auto"` the first connection's ALPN decides which the endpoint gets,
 //! and a later one that negotiates otherwise switches it. Every open
