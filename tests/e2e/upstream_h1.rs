@@ -30,6 +30,10 @@ fn gateway(upstream: std::net::SocketAddr) -> Gateway {
 /// `Content-Length` or chunks), keeps its bytes, and writes what
 /// `answer` gives for the n-th request it read (counting over all
 /// connections); closes after an answer when `close` says so.
+/// What a scripted endpoint writes for its n-th request, and whether it
+/// closes after.
+type Answer = fn(usize) -> (Vec<u8>, bool);
+
 struct Scripted {
     addr: std::net::SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -37,7 +41,7 @@ struct Scripted {
 }
 
 impl Scripted {
-    async fn start(answer: fn(usize) -> (Vec<u8>, bool)) -> Scripted {
+    async fn start(answer: Answer) -> Scripted {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -167,7 +171,7 @@ async fn informational_answers_are_read_past_and_the_final_one_is_forwarded() {
 
 #[tokio::test]
 async fn ambiguous_or_oversized_response_heads_are_refused_with_502() {
-    let answers: [fn(usize) -> (Vec<u8>, bool); 5] = [
+    let answers: [Answer; 5] = [
         // Content-Length beside chunked: which one frames it?
         |_| {
             (
