@@ -71,6 +71,53 @@ pub(crate) fn give_fields(mut fields: Vec<(HeaderName, usize, usize)>) {
     FIELDS.with(|f| *f.borrow_mut() = fields);
 }
 
+/// A parsed head's fields (in this worker's list): each name, and where
+/// its value lies in `buf`, the bytes the head was parsed from.
+pub(crate) fn field_spans(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+) -> Result<Vec<(HeaderName, usize, usize)>, weir_http1::HeadError> {
+    let base = buf.as_ptr() as usize;
+    let mut fields = take_fields();
+    for f in headers {
+        let name =
+            HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| weir_http1::HeadError::Syntax)?;
+        let at = f.value.as_ptr() as usize - base;
+        fields.push((name, at, at + f.value.len()));
+    }
+    Ok(fields)
+}
+
+/// The fields [`field_spans`] found, as a map whose values are slices of
+/// `head` (no copies), with room for `room` more; the list goes back to
+/// the worker. `None`: a value `http` will not hold.
+pub(crate) fn field_map(
+    head: &Bytes,
+    mut fields: Vec<(HeaderName, usize, usize)>,
+    room: usize,
+) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(fields.len() + room);
+    let mut ok = true;
+    for (name, a, b) in fields.drain(..) {
+        match HeaderValue::from_maybe_shared(head.slice(a..b)) {
+            Ok(v) => {
+                map.append(name, v);
+            }
+            Err(_) => ok = false,
+        }
+    }
+    give_fields(fields);
+    ok.then_some(map)
+}
+
+/// `http`'s version for one `weir_http1` read.
+pub(crate) fn version(v: weir_http1::Version) -> http::Version {
+    match v {
+        weir_http1::Version::Http10 => http::Version::HTTP_10,
+        weir_http1::Version::Http11 => http::Version::HTTP_11,
+    }
+}
+
 /// A read buffer from this worker's pool, or a new one.
 pub(crate) fn take_buffer() -> BytesMut {
     POOL.with(|p| p.borrow_mut().pop())

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -231,21 +231,12 @@ fn parse(buf: &[u8], limits: &weir_http1::Limits) -> Result<Option<Parsed>, Head
         )
     };
     let parsed = weir_http1::parse_request(buf, limits, |h| {
-        let mut fields = wire::take_fields();
-        for f in h.headers {
-            let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::Syntax)?;
-            let (a, b) = at(f.value);
-            fields.push((name, a, b));
-        }
         Ok(Parsed {
             len: h.len,
             method: Method::from_bytes(h.method.as_bytes()).map_err(|_| HeadError::Syntax)?,
             target: at(h.target.as_bytes()),
-            version: match h.version {
-                weir_http1::Version::Http10 => Version::HTTP_10,
-                weir_http1::Version::Http11 => Version::HTTP_11,
-            },
-            fields,
+            version: wire::version(h.version),
+            fields: wire::field_spans(buf, h.headers)?,
             body: h.body,
             keep_alive: h.keep_alive,
             expect_continue: h.expect_continue,
@@ -478,14 +469,7 @@ where
         .map_err(|_| StatusCode::BAD_REQUEST)?;
     // Room for the fields the pipeline adds (forwarding, `Via`, the
     // request id), so the map is made once.
-    let mut headers = HeaderMap::with_capacity(p.fields.len() + 8);
-    let mut fields = p.fields;
-    for (name, a, b) in fields.drain(..) {
-        let value = HeaderValue::from_maybe_shared(head.slice(a..b))
-            .map_err(|_| StatusCode::BAD_REQUEST)?;
-        headers.append(name, value);
-    }
-    wire::give_fields(fields);
+    let headers = wire::field_map(&head, p.fields, 8).ok_or(StatusCode::BAD_REQUEST)?;
     let length = match p.body {
         BodyLength::Empty => {
             s.body = BodyState::Done;

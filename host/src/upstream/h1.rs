@@ -39,7 +39,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -395,15 +395,8 @@ impl Exchange {
             None => unreachable!("the connection stays with the exchange until its response"),
         };
         let bytes = c.buf.split_to(head.len).freeze();
-        let mut headers = HeaderMap::with_capacity(head.fields.len() + 4);
-        let mut fields = head.fields;
-        for (name, a, b) in fields.drain(..) {
-            // A value httparse took is one `http` takes.
-            if let Ok(v) = HeaderValue::from_maybe_shared(bytes.slice(a..b)) {
-                headers.append(name, v);
-            }
-        }
-        wire::give_fields(fields);
+        // A value httparse took is one `http` takes.
+        let headers = wire::field_map(&bytes, head.fields, 4).unwrap_or_default();
         let switched = head.status == StatusCode::SWITCHING_PROTOCOLS;
         let body = match head.body {
             _ if switched => BodyState::Done,
@@ -440,22 +433,12 @@ impl Exchange {
 
 /// Parses the response head at the start of `buf`.
 fn parse(buf: &[u8], answering: Answering) -> Result<Option<Head>, HeadError> {
-    let base = buf.as_ptr() as usize;
     let parsed = weir_http1::parse_response(buf, &LIMITS, answering, |h| {
-        let mut fields = wire::take_fields();
-        for f in h.headers {
-            let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::Syntax)?;
-            let at = f.value.as_ptr() as usize - base;
-            fields.push((name, at, at + f.value.len()));
-        }
         Ok(Head {
             len: h.len,
             status: StatusCode::from_u16(h.status).map_err(|_| HeadError::Syntax)?,
-            version: match h.version {
-                weir_http1::Version::Http10 => Version::HTTP_10,
-                weir_http1::Version::Http11 => Version::HTTP_11,
-            },
-            fields,
+            version: wire::version(h.version),
+            fields: wire::field_spans(buf, h.headers)?,
             body: h.body,
             keep_alive: h.keep_alive,
         })
