@@ -296,9 +296,14 @@ struct Exchange {
     /// All of the request is written.
     sent: bool,
     answering: Answering,
-    /// The request asked to close the connection after the response.
+    /// The request asked to close the connection after the response, or
+    /// its sending failed part way.
     close: bool,
     informational: usize,
+    /// Why writing the request failed part way: the endpoint may have
+    /// answered already (and closed), so its answer is still read, and
+    /// this is the error when there is none.
+    write_failed: Option<io::Error>,
 }
 
 impl Exchange {
@@ -320,6 +325,7 @@ impl Exchange {
             polled: false,
             sent: false,
             informational: 0,
+            write_failed: None,
         }
     }
 
@@ -344,6 +350,12 @@ impl Exchange {
             }
             match sending {
                 Poll::Ready(Ok(())) => self.sent = true,
+                Poll::Ready(Err(Error::Io(e))) if started => {
+                    self.write_failed = Some(e);
+                    self.body = None;
+                    self.sent = true;
+                    self.close = true;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {}
             }
@@ -367,11 +379,12 @@ impl Exchange {
                     Err(e) => return Poll::Ready(Err(Error::Head(e))),
                 }
             }
-            match ready!(wire::poll_fill(&mut c.io, &mut c.buf, cx)) {
-                Ok(0) => return Poll::Ready(Err(Error::Closed)),
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Err(Error::Io(e))),
-            }
+            let failed = match ready!(wire::poll_fill(&mut c.io, &mut c.buf, cx)) {
+                Ok(0) => Error::Closed,
+                Ok(_) => continue,
+                Err(e) => Error::Io(e),
+            };
+            return Poll::Ready(Err(self.write_failed.take().map_or(failed, Error::Io)));
         }
     }
 
@@ -567,11 +580,17 @@ impl Body for H1Received {
         };
         let c = &mut *conn.0;
         // The rest of the request's body goes out as the response comes
-        // in, without waiting for either.
+        // in, without waiting for either. If that fails (the endpoint
+        // answered and stopped reading, the client's upload broke off),
+        // the answer is still read; only the connection is not kept.
         if let Some(sending) = &mut this.sending {
             match c.poll_send(sending, cx) {
                 Poll::Ready(Ok(())) => this.sending = None,
-                Poll::Ready(Err(e)) => return this.broken(Box::new(e)),
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "the request's body stopped after the response's head");
+                    this.sending = None;
+                    this.keep = false;
+                }
                 Poll::Pending => {}
             }
         }
