@@ -386,15 +386,7 @@ fn request_line_over(buf: &[u8], max: usize) -> bool {
 
 /// Whether any LF in `bytes` lacks the CR before it.
 fn has_bare_lf(bytes: &[u8]) -> bool {
-    let mut at = 0;
-    while let Some(i) = bytes[at..].iter().position(|&b| b == b'\n') {
-        let i = at + i;
-        if i == 0 || bytes[i - 1] != b'\r' {
-            return true;
-        }
-        at = i + 1;
-    }
-    false
+    memchr::memchr_iter(b'\n', bytes).any(|i| i == 0 || bytes[i - 1] != b'\r')
 }
 
 /// What a head's fields say about framing and the connection.

@@ -14,7 +14,7 @@
 //! framing rules are written here, on httparse, and refuse every
 //! ambiguity.
 //!
-//! A crate of its own, depending on httparse alone, so that its fuzz
+//! A crate of its own, depending on httparse and memchr alone, so that its fuzz
 //! targets (`fuzz/`) build in seconds rather than with the gateway.
 //!
 //! Every bound comes from the caller ([`head::Limits`],

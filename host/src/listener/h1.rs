@@ -418,7 +418,14 @@ where
         }
     };
     let (method, version) = (req.method().clone(), req.version());
-    let Some(resp) = run(shared, proxy::handle(cx.clone(), req), max_buffered).await else {
+    // The pipeline's future is pinned here, in this request's box, and
+    // `run` only borrows it: taken by value, it would sit in `run`'s
+    // future twice (the argument and the pinned local), doubling the box.
+    let resp = {
+        let handler = pin!(proxy::handle(cx.clone(), req));
+        run(shared, handler, max_buffered).await
+    };
+    let Some(resp) = resp else {
         // The client left before its answer: the request was dropped.
         return Ok(false);
     };
@@ -515,14 +522,13 @@ where
 /// `max_buffered` bytes.
 async fn run<S, F>(
     shared: &Lock<S>,
-    handler: F,
+    mut handler: Pin<&mut F>,
     max_buffered: usize,
 ) -> Option<Response<ResponseBody>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>>,
 {
-    let mut handler = pin!(handler);
     poll_fn(|t| {
         if let Poll::Ready(Ok(resp)) = handler.as_mut().poll(t) {
             return Poll::Ready(Some(resp));
