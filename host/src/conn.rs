@@ -46,6 +46,38 @@ pub struct ConnContext {
     pub tls: Option<Box<TlsConn>>,
     /// The listener's counts in `/metrics` (refusals, timeouts).
     pub stats: Arc<ListenerStats>,
+    /// Between the listener's task and Weir's HTTP/1.1 connection (kept
+    /// here, in the allocation the connection has anyway, rather than in
+    /// one more of its own).
+    pub h1: H1Control,
+}
+
+/// What the listener's task tells Weir's HTTP/1.1 connection
+/// (`listener::h1`), and reads from it.
+#[derive(Debug, Default)]
+pub struct H1Control {
+    /// Shutdown began: close once the request under way is answered.
+    pub draining: AtomicBool,
+    /// Between requests with nothing buffered: safe to close at once.
+    pub idle: AtomicBool,
+    /// The connection opened with the HTTP/2 preface (h2c by prior
+    /// knowledge): its socket and the bytes read, for hyper.
+    pub h2: std::sync::Mutex<Option<Upgraded>>,
+}
+
+impl H1Control {
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    /// The connection, when it turned out to speak HTTP/2.
+    pub fn take_h2(&self) -> Option<Upgraded> {
+        self.h2.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// What every request of a listener leaves behind when it ends, fixed at
@@ -98,6 +130,7 @@ impl ConnContext {
             tunnel: std::sync::Mutex::new(None),
             tls,
             stats,
+            h1: H1Control::default(),
         }
     }
 

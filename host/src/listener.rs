@@ -283,16 +283,15 @@ async fn serve<S>(
     let ended = if h2 {
         serve_h2(io, &cx, builder, shutdown).await
     } else {
-        let control = Arc::new(h1::Control::default());
-        let conn = h1::serve(io, cx.clone(), control.clone());
+        let conn = h1::serve(io, cx.clone());
         tokio::pin!(conn);
         let ended = supervise(conn, &cx, shutdown.clone(), |_| {
-            control.drain();
-            control.is_idle()
+            cx.h1.drain();
+            cx.h1.is_idle()
         })
         .await;
         // A plain connection that opened with HTTP/2's preface.
-        match control.take_h2() {
+        match cx.h1.take_h2() {
             Some(h2c) if ended => serve_h2(h2c, &cx, builder, shutdown).await,
             _ => ended,
         }

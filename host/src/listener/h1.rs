@@ -33,7 +33,7 @@
 use std::future::poll_fn;
 use std::io::{self, Write as _};
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
@@ -82,33 +82,6 @@ impl ReadReady for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
         } else {
             Poll::Ready(Ok(()))
         }
-    }
-}
-
-/// What the listener's task tells the connection, and reads from it.
-#[derive(Debug, Default)]
-pub(super) struct Control {
-    /// Shutdown began: close once the request under way is answered.
-    draining: AtomicBool,
-    /// Between requests with nothing buffered: safe to close at once.
-    idle: AtomicBool,
-    /// The connection opened with the HTTP/2 preface (h2c by prior
-    /// knowledge): its socket and the bytes read, for hyper.
-    h2: Mutex<Option<Upgraded>>,
-}
-
-impl Control {
-    pub(super) fn drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    pub(super) fn is_idle(&self) -> bool {
-        self.idle.load(Ordering::Relaxed)
-    }
-
-    /// The connection, when it turned out to speak HTTP/2.
-    pub(super) fn take_h2(&self) -> Option<Upgraded> {
-        self.h2.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -266,8 +239,8 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
         cx: &mut Context<'_>,
         limits: &weir_http1::Limits,
         conn: &ConnContext,
-        control: &Control,
     ) -> Poll<Result<Parsed, HeadEnd>> {
+        let control = &conn.h1;
         loop {
             let preface =
                 self.first && PREFACE.starts_with(&self.buf[..self.buf.len().min(PREFACE.len())]);
@@ -326,11 +299,7 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
 
 /// Serves HTTP/1.1 requests on `io` until either side closes, the
 /// connection is upgraded, or a drain finds it between requests.
-pub(super) async fn serve<S>(
-    io: S,
-    cx: Arc<ConnContext>,
-    control: Arc<Control>,
-) -> Result<(), BoxError>
+pub(super) async fn serve<S>(io: S, cx: Arc<ConnContext>) -> Result<(), BoxError>
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
@@ -351,7 +320,7 @@ where
         max_trailer_fields: listener.max_headers,
     }));
     loop {
-        let head = poll_fn(|t| lock(&shared).poll_head(t, &limits, &cx, &control)).await;
+        let head = poll_fn(|t| lock(&shared).poll_head(t, &limits, &cx)).await;
         let parsed = match head {
             Ok(p) => p,
             Err(HeadEnd::Closed) => return Ok(()),
@@ -361,7 +330,7 @@ where
                 let leftover = s.buf.split().freeze();
                 if let Some(mut io) = s.io.take() {
                     io.now_http2();
-                    *control.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(Upgraded {
+                    *cx.h1.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(Upgraded {
                         io: Box::new(io),
                         leftover,
                     });
@@ -379,14 +348,7 @@ where
         // being written) is most of a connection's, and inline it would
         // size every connection's task for its whole life, idle ones
         // included.
-        let next = Box::pin(exchange(
-            &shared,
-            &cx,
-            &control,
-            parsed,
-            limits.max_head_bytes,
-        ))
-        .await?;
+        let next = Box::pin(exchange(&shared, &cx, parsed, limits.max_head_bytes)).await?;
         if !next {
             return Ok(());
         }
@@ -398,7 +360,6 @@ where
 async fn exchange<S>(
     shared: &Lock<S>,
     cx: &Arc<ConnContext>,
-    control: &Control,
     parsed: Parsed,
     max_buffered: usize,
 ) -> Result<bool, BoxError>
@@ -433,7 +394,7 @@ where
     let body_read = matches!(lock(shared).body, BodyState::Done);
     let keep = keep_alive
         && body_read
-        && !control.draining.load(Ordering::Relaxed)
+        && !cx.h1.draining.load(Ordering::Relaxed)
         && !crate::proxy::headers::connection_has(resp.headers(), "close");
     let kept = respond(shared, resp, &method, version, keep).await?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
