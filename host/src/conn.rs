@@ -6,13 +6,8 @@
 //! imports the other for it.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -22,6 +17,8 @@ use crate::metrics::ListenerStats;
 use crate::metrics::listener::Timeout;
 use crate::router::Router;
 use crate::worker;
+
+pub use crate::wire::{ClientIo, Upgraded};
 
 /// What every request on one client connection shares.
 #[derive(Debug)]
@@ -258,28 +255,6 @@ impl Watchdog {
     }
 }
 
-/// What a client socket must be to be handed to a tunnel.
-pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
-
-/// A client connection Weir's HTTP/1.1 connection hands over: to an
-/// upgrade's tunnel once its 101 is written, or to hyper when it opened
-/// with HTTP/2's preface. The socket, and the bytes already read from it
-/// that the new owner reads first.
-pub struct Upgraded {
-    pub io: Box<dyn ClientIo>,
-    pub leftover: Bytes,
-}
-
-impl std::fmt::Debug for Upgraded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upgraded")
-            .field("leftover", &self.leftover.len())
-            .finish_non_exhaustive()
-    }
-}
-
 /// A request extension on Weir's own HTTP/1.1 path: where the connection
 /// comes once the upstream's 101 has been written to the client. (Shared
 /// and taken once: `http`'s extensions must be cloneable.)
@@ -294,38 +269,5 @@ impl PendingUpgrade {
     /// The receiver, the first time.
     pub fn take(&self) -> Option<tokio::sync::oneshot::Receiver<Upgraded>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.leftover.is_empty() {
-            let n = self.leftover.len().min(buf.remaining());
-            buf.put_slice(&self.leftover.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -25,7 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Frame;
 use smallvec::SmallVec;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use weir_http1::chunked;
 
 use crate::body::BoxError;
@@ -482,5 +482,62 @@ impl Out {
                 n = 0;
             }
         }
+    }
+}
+
+/// What a socket must be to be handed to a tunnel (the client's, or an
+/// upstream's after its 101).
+pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
+
+/// A socket one of Weir's HTTP/1.1 connections hands over, with the
+/// bytes already read from it that the new owner reads first: the
+/// client's, to an upgrade's tunnel once its 101 is written or to hyper
+/// when it opened with HTTP/2's preface; an upstream's, to the tunnel
+/// after its 101.
+pub struct Upgraded {
+    pub io: Box<dyn ClientIo>,
+    pub leftover: Bytes,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("leftover", &self.leftover.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.leftover.is_empty() {
+            let n = self.leftover.len().min(buf.remaining());
+            buf.put_slice(&self.leftover.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::balancer::stable_hash;
-use super::h1::Connection;
 #[cfg(test)]
-use super::pool::ConnCounter;
+use super::counter::ConnCounter;
+use super::h1::Connection;
 use super::pool::{Checkout, ConnectError, EndpointPool};
 use crate::config::OutlierConfig;
 use crate::metrics::EndpointStats;

@@ -48,10 +48,9 @@ use tokio::net::TcpStream;
 use weir_http1::HeadError;
 use weir_http1::head::Answering;
 
-use super::pool::ConnSlot;
+use super::counter::ConnSlot;
 use crate::body::{BoxError, RequestBody};
-use crate::conn::Upgraded;
-use crate::wire::{self, BodyState, Framing, MAX_QUEUED, Next, Out};
+use crate::wire::{self, BodyState, Framing, MAX_QUEUED, Next, Out, Upgraded};
 
 /// Bytes of a response head, status line to the empty line, and of a
 /// chunked response's trailers.

@@ -273,7 +273,7 @@ mod tests {
             pool::EndpointPool::new(
                 1,
                 &pool,
-                pool::ConnCounter::new(1),
+                crate::upstream::counter::ConnCounter::new(1),
                 crate::config::Protocol::Http1,
                 &Arc::default(),
                 "x:1",

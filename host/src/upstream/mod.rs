@@ -16,6 +16,7 @@
 
 mod balancer;
 mod budget;
+mod counter;
 pub mod discovery;
 mod endpoint;
 mod gauges;
@@ -47,7 +48,7 @@ pub use pool::{Checkout, ConnectError};
 pub struct Upstream {
     pub config: UpstreamConfig,
     workers: usize,
-    connections: pool::ConnCounter,
+    connections: counter::ConnCounter,
     live: ArcSwap<LiveSet>,
     /// Serialises rebuilds of `live`; never taken by a pick.
     rebuild: Mutex<()>,
@@ -146,7 +147,7 @@ impl Upstream {
         workers: usize,
         tls: Option<Arc<crate::tls::ClientTls>>,
     ) -> Upstream {
-        let connections = pool::ConnCounter::new(config.max_connections);
+        let connections = counter::ConnCounter::new(config.max_connections);
         let tls_http1 = tls.as_ref().map(|t| {
             if t.config.alpn_protocols == [b"http/1.1".to_vec()] {
                 t.config.clone()

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use super::counter::{ConnCounter, ConnSlot, LimitReached};
 use super::h1::{Connection, Io};
 use super::http2::{self, H2Conn, H2Pool};
 use crate::config::{Http2Config, PoolConfig, Protocol};
@@ -41,51 +42,6 @@ pub enum Checkout {
 enum Opened {
     H1(Connection),
     H2(H2Conn),
-}
-
-/// Open connections of one upstream, against its limit.
-#[derive(Debug, Clone)]
-pub struct ConnCounter {
-    open: Arc<AtomicUsize>,
-    limit: usize,
-}
-
-/// One unit of a [`ConnCounter`] and of its endpoint's open count, given
-/// back when the connection drops.
-#[derive(Debug)]
-pub(super) struct ConnSlot {
-    upstream: Arc<AtomicUsize>,
-    endpoint: Arc<AtomicUsize>,
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.upstream.fetch_sub(1, Ordering::Relaxed);
-        self.endpoint.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl ConnCounter {
-    pub fn new(limit: usize) -> ConnCounter {
-        ConnCounter {
-            open: Arc::new(AtomicUsize::new(0)),
-            limit,
-        }
-    }
-
-    /// A unit for a connection to the endpoint whose open count is
-    /// `endpoint`, or the limit's refusal.
-    fn acquire(&self, endpoint: &Arc<AtomicUsize>) -> Result<ConnSlot, ConnectError> {
-        if self.open.fetch_add(1, Ordering::Relaxed) >= self.limit {
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            return Err(ConnectError::LimitReached { limit: self.limit });
-        }
-        endpoint.fetch_add(1, Ordering::Relaxed);
-        Ok(ConnSlot {
-            upstream: self.open.clone(),
-            endpoint: endpoint.clone(),
-        })
-    }
 }
 
 /// TLS to one endpoint: the upstream's client settings and the name it
@@ -122,6 +78,12 @@ pub enum ConnectError {
     /// are all open.
     #[error("the upstream's limit of {limit} open connections is reached")]
     LimitReached { limit: usize },
+}
+
+impl From<LimitReached> for ConnectError {
+    fn from(e: LimitReached) -> ConnectError {
+        ConnectError::LimitReached { limit: e.limit }
+    }
 }
 
 /// What `auto` learnt of an endpoint from its last connection's ALPN.
@@ -275,7 +237,7 @@ impl EndpointPool {
         let slot = match self.counter.acquire(&self.open) {
             Ok(slot) => slot,
             // At the upstream's limit: queue on a busy connection if any.
-            Err(e) => return h2.take(true).map(Checkout::H2).ok_or(e),
+            Err(e) => return h2.take(true).map(Checkout::H2).ok_or(e.into()),
         };
         let opened = self
             .open(addr, connect_timeout, self.h2_mode(h2), Some(slot))
