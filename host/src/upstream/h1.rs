@@ -144,8 +144,8 @@ struct Conn {
     /// The request being written; its head buffer is kept for the next.
     out: Out,
     idle_since: Instant,
-    /// A 101 hands the socket to a tunnel (only on a connection opened
-    /// for an upgrade, which is never pooled).
+    /// Opened for an upgrade: a 101 hands the socket to a tunnel, and the
+    /// connection is never pooled.
     upgrades: bool,
     _slot: Option<ConnSlot>,
 }
@@ -419,8 +419,13 @@ impl Exchange {
                 BodyState::UntilClose
             }
         };
-        let keep =
-            head.keep_alive && !self.close && !switched && !matches!(body, BodyState::UntilClose);
+        // A connection opened for an upgrade is never pooled, switched or
+        // not.
+        let keep = head.keep_alive
+            && !self.close
+            && !switched
+            && !c.upgrades
+            && !matches!(body, BodyState::UntilClose);
         let hint = match body {
             BodyState::Done => SizeHint::with_exact(0),
             BodyState::Length(n) => SizeHint::with_exact(n),
