@@ -23,7 +23,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http_body::Frame;
+use http_body::{Body, Frame};
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use weir_http1::chunked;
@@ -128,6 +128,13 @@ pub(crate) fn take_buffer() -> BytesMut {
 /// it is still held elsewhere (a head's fields, a body piece not yet
 /// sent) and the pool has room; otherwise it is freed.
 pub(crate) fn give_back(mut buf: BytesMut) {
+    give_back_unshared(&mut buf);
+}
+
+/// Gives `buf` back to this worker's pool (or frees it when the pool is
+/// full) when it is empty and no piece of it is held elsewhere; otherwise
+/// leaves it where it is.
+pub(crate) fn give_back_unshared(buf: &mut BytesMut) {
     if buf.capacity() == 0
         || !buf.is_empty()
         || buf.capacity() > POOL_MAX_CAPACITY
@@ -135,24 +142,13 @@ pub(crate) fn give_back(mut buf: BytesMut) {
     {
         return;
     }
+    let buf = std::mem::take(buf);
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_MAX {
             p.push(buf);
         }
     });
-}
-
-/// Gives `buf` back to this worker's pool when it is empty and no piece
-/// of it is held elsewhere; otherwise leaves it where it is.
-pub(crate) fn give_back_unshared(buf: &mut BytesMut) {
-    if buf.capacity() > 0
-        && buf.is_empty()
-        && buf.capacity() <= POOL_MAX_CAPACITY
-        && buf.try_reclaim(READ_SIZE)
-    {
-        give_back(std::mem::take(buf));
-    }
 }
 
 /// A head buffer from this worker's pool, empty.
@@ -193,11 +189,24 @@ pub(crate) fn poll_fill<S: AsyncRead + Unpin>(
 /// Appends each field as a `name: value` line.
 pub(crate) fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
     for (name, value) in fields {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name, value);
     }
+}
+
+/// [`write_fields`], leaving out the fields named `skip`.
+pub(crate) fn write_fields_but(out: &mut Vec<u8>, fields: &HeaderMap, skip: &HeaderName) {
+    for (name, value) in fields {
+        if name != skip {
+            write_field(out, name, value);
+        }
+    }
+}
+
+fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How much of a message's body is still to be read.
@@ -213,7 +222,7 @@ pub(crate) enum BodyState {
 }
 
 /// What [`BodyState::next`] found in the buffer.
-pub(crate) enum Next {
+enum Next {
     Frame(Frame<Bytes>),
     /// The body's end (after its last data or trailers frame).
     End,
@@ -240,7 +249,7 @@ impl BodyState {
 
     /// The next piece of the body from what `buf` holds, never reading.
     /// Data comes as slices of `buf`, which is advanced past them.
-    pub(crate) fn next(&mut self, buf: &mut BytesMut) -> Next {
+    fn next(&mut self, buf: &mut BytesMut) -> Next {
         loop {
             match self {
                 BodyState::Done => return Next::End,
@@ -292,18 +301,45 @@ impl BodyState {
         }
     }
 
+    /// The next piece of the body: from `buf`, reading more with `fill`
+    /// (`Ok(0)` at the end of the stream) while it holds nothing whole.
+    /// After an error the body is broken.
+    pub(crate) fn poll_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+        mut fill: impl FnMut(&mut BytesMut, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match self.next(buf) {
+                Next::Frame(frame) => return Poll::Ready(Some(Ok(frame))),
+                Next::End => return Poll::Ready(None),
+                Next::Bad(e) => return Poll::Ready(Some(Err(e))),
+                Next::Read => {}
+            }
+            match ready!(fill(buf, cx)) {
+                Ok(0) => return Poll::Ready(self.at_eof().err().map(Err)),
+                Ok(_) => {}
+                Err(e) => {
+                    *self = BodyState::Broken;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
     /// The peer closed: the end of a body read until the close, else the
     /// body is cut short.
-    pub(crate) fn at_eof(&mut self) -> Next {
+    fn at_eof(&mut self) -> Result<(), BoxError> {
         match self {
-            BodyState::Done => Next::End,
+            BodyState::Done => Ok(()),
             BodyState::UntilClose => {
                 *self = BodyState::Done;
-                Next::End
+                Ok(())
             }
             _ => {
                 *self = BodyState::Broken;
-                Next::Bad(BodyCutShort.into())
+                Err(BodyCutShort.into())
             }
         }
     }
@@ -419,9 +455,34 @@ impl Out {
         Ok(())
     }
 
+    /// Queues the body's frames while they come at once and the queue has
+    /// room for more; `Ok(true)` once the body has ended (and its end is
+    /// queued).
+    pub(crate) fn fill<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Result<bool, BoxError>
+    where
+        B: Body<Data = Bytes, Error = BoxError> + ?Sized,
+    {
+        while self.queued < MAX_QUEUED {
+            match body.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => self.frame(frame)?,
+                Poll::Ready(Some(Err(e))) => return Err(e),
+                Poll::Ready(None) => {
+                    self.end()?;
+                    return Ok(true);
+                }
+                Poll::Pending => break,
+            }
+        }
+        Ok(false)
+    }
+
     /// The body ended: a length it fell short of is an error, a chunked
     /// body gets its last chunk.
-    pub(crate) fn end(&mut self) -> Result<(), BoxError> {
+    fn end(&mut self) -> Result<(), BoxError> {
         match self.framing() {
             Framing::Length(_) if self.left != 0 => Err(LengthMismatch("ended short of").into()),
             Framing::Chunked if !self.terminated => {

@@ -49,7 +49,7 @@ use crate::conn::{ClientIo, ConnContext, PendingUpgrade, Upgraded};
 use crate::metrics::listener::ClientError;
 use crate::proxy;
 use crate::proxy::response::ResponseBody;
-use crate::wire::{self, BodyState, Framing, MAX_QUEUED, Next, Out};
+use crate::wire::{self, BodyState, Framing, Out};
 
 /// The longest request target read (hyper's bound too, so HTTP/2 and
 /// HTTP/1.1 agree): longer is 414 whatever the listener's
@@ -119,12 +119,7 @@ fn gone() -> io::Error {
 impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     /// Reads more into the buffer; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let io = self.io.as_mut().ok_or_else(gone)?;
-        let n = ready!(wire::poll_fill(io, &mut self.buf, cx))?;
-        if n == 0 {
-            self.eof = true;
-        }
-        Poll::Ready(Ok(n))
+        fill(&mut self.io, &mut self.buf, &mut self.eof, cx)
     }
 
     /// Writes what is left of `100 Continue`.
@@ -152,23 +147,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> H1Source for Shared<S> {
         if let Err(e) = ready!(self.poll_continue(cx)) {
             return self.broken(e);
         }
-        loop {
-            let next = match self.body.next(&mut self.buf) {
-                Next::Read => match ready!(self.poll_fill(cx)) {
-                    Ok(0) => self.body.at_eof(),
-                    Ok(_) => continue,
-                    Err(e) => return self.broken(e),
-                },
-                next => next,
-            };
-            return match next {
-                Next::Frame(frame) => Poll::Ready(Some(Ok(frame))),
-                Next::End => Poll::Ready(None),
-                Next::Bad(e) => self.broken(e),
-                Next::Read => continue,
-            };
-        }
+        let Shared {
+            io, buf, body, eof, ..
+        } = self;
+        body.poll_frame(buf, cx, |buf, cx| fill(io, buf, eof, cx))
     }
+}
+
+/// Reads more of `io` into `buf`; `Ok(0)`, and `eof` set, at the end of
+/// the stream.
+fn fill<S: AsyncRead + Unpin>(
+    io: &mut Option<S>,
+    buf: &mut BytesMut,
+    eof: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let io = io.as_mut().ok_or_else(gone)?;
+    let n = ready!(wire::poll_fill(io, buf, cx))?;
+    if n == 0 {
+        *eof = true;
+    }
+    Poll::Ready(Ok(n))
 }
 
 /// A request head as parsed: offsets into the bytes it was read from.
@@ -636,16 +635,8 @@ where
             // The body is polled with the connection unlocked: it may read
             // this connection's request body (an upstream connection
             // sends it as the response comes).
-            while !ended && out.queued < MAX_QUEUED {
-                match body.as_mut().poll_frame(t) {
-                    Poll::Ready(Some(Ok(frame))) => out.frame(frame)?,
-                    Poll::Ready(None) => {
-                        out.end()?;
-                        ended = true;
-                    }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
-                }
+            if !ended {
+                ended = out.fill(body.as_mut(), t)?;
             }
             let mut s = lock(shared);
             let io = s.io.as_mut().ok_or_else(gone)?;

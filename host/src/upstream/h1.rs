@@ -45,12 +45,13 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use weir_http1::HeadError;
 use weir_http1::head::Answering;
 
 use super::counter::ConnSlot;
 use crate::body::{BoxError, RequestBody};
-use crate::wire::{self, BodyState, Framing, MAX_QUEUED, Next, Out, Upgraded};
+use crate::wire::{self, BodyState, Framing, Out, Upgraded};
 
 /// Bytes of a response head, status line to the empty line, and of a
 /// chunked response's trailers.
@@ -68,68 +69,7 @@ const LIMITS: weir_http1::Limits = weir_http1::Limits {
 };
 
 /// The socket under a connection: plain TCP, or TLS over it.
-pub enum Io {
-    Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Tcp(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+pub type Io = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// An HTTP/1.1 connection to an endpoint, ready to carry one request.
 /// Boxed once when opened, so the pool and a request move a pointer.
@@ -247,18 +187,10 @@ impl Conn {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
         loop {
-            while self.out.queued < MAX_QUEUED
-                && let Some(b) = body
+            if let Some(b) = body
+                && self.out.fill(Pin::new(b), cx).map_err(Error::Body)?
             {
-                match Pin::new(b).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => self.out.frame(frame).map_err(Error::Body)?,
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::Body(e))),
-                    Poll::Ready(None) => {
-                        self.out.end().map_err(Error::Body)?;
-                        *body = None;
-                    }
-                    Poll::Pending => break,
-                }
+                *body = None;
             }
             if self.out.queued == 0 {
                 if body.is_some() {
@@ -410,8 +342,8 @@ impl Exchange {
         // A value httparse took is one `http` takes.
         let headers = wire::field_map(&bytes, head.fields, 4).unwrap_or_default();
         let switched = head.status == StatusCode::SWITCHING_PROTOCOLS;
+        // A 101, like every 1xx, has no body (`weir_http1` frames it so).
         let body = match head.body {
-            _ if switched => BodyState::Done,
             weir_http1::ResponseBody::Empty => BodyState::Done,
             weir_http1::ResponseBody::Length(n) => BodyState::Length(n),
             weir_http1::ResponseBody::Chunked => BodyState::chunked(MAX_HEAD_BYTES, MAX_HEADERS),
@@ -482,19 +414,11 @@ fn write_head(head: &mut Vec<u8>, parts: &Parts, body: &RequestBody) -> Framing 
     } else {
         b" HTTP/1.1\r\n"
     });
-    let mut declared = None;
-    for (name, value) in &parts.headers {
-        if name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        if name == header::CONTENT_LENGTH {
-            declared = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    wire::write_fields_but(head, &parts.headers, &header::TRANSFER_ENCODING);
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let framing = if let Some(n) = declared {
         Framing::Length(n)
     } else if body.is_end_stream() {
@@ -598,26 +522,19 @@ impl Body for H1Received {
                 Poll::Pending => {}
             }
         }
-        loop {
-            let next = match this.body.next(&mut c.buf) {
-                Next::Read => match ready!(wire::poll_fill(&mut c.io, &mut c.buf, cx)) {
-                    Ok(0) => this.body.at_eof(),
-                    Ok(_) => continue,
-                    Err(e) => Next::Bad(e.into()),
-                },
-                next => next,
-            };
-            return match next {
-                Next::Frame(frame) => {
-                    if let (Some(d), Some(upper)) = (frame.data_ref(), this.hint.upper()) {
-                        this.hint = SizeHint::with_exact(upper.saturating_sub(d.len() as u64));
-                    }
-                    Poll::Ready(Some(Ok(frame)))
+        let io = &mut c.io;
+        match ready!(
+            this.body
+                .poll_frame(&mut c.buf, cx, |buf, cx| wire::poll_fill(io, buf, cx))
+        ) {
+            Some(Ok(frame)) => {
+                if let (Some(d), Some(upper)) = (frame.data_ref(), this.hint.upper()) {
+                    this.hint = SizeHint::with_exact(upper.saturating_sub(d.len() as u64));
                 }
-                Next::End => Poll::Ready(None),
-                Next::Bad(e) => this.broken(e),
-                Next::Read => continue,
-            };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => this.broken(e),
+            None => Poll::Ready(None),
         }
     }
 

@@ -22,6 +22,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::counter::{ConnCounter, ConnSlot, LimitReached};
 use super::h1::{Connection, Io};
@@ -298,7 +299,7 @@ impl EndpointPool {
         }
     }
 
-    fn list(&self) -> &Mutex<IdleList> {
+    fn list(&self) -> &Arc<Mutex<IdleList>> {
         &self.idle[worker::id() % self.idle.len()]
     }
 
@@ -365,7 +366,7 @@ impl EndpointPool {
         let cfg = &self.cfg;
         let now = Instant::now();
         conn.set_idle(now);
-        let shared = &self.idle[worker::id() % self.idle.len()];
+        let shared = self.list();
         let mut list = shared.lock().unwrap_or_else(|e| e.into_inner());
         if list.conns.len() < cfg.max_idle {
             match &list.watcher {
@@ -473,9 +474,12 @@ async fn connect(
         .map_err(|_| ConnectError::Timeout(timeout))??;
     stream.set_nodelay(true)?;
     let Some(tls) = tls else {
-        return tokio::time::timeout_at(deadline, over(Io::Tcp(stream), mode, false, slot, label))
-            .await
-            .map_err(|_| ConnectError::Timeout(timeout))?;
+        return tokio::time::timeout_at(
+            deadline,
+            over(Either::Left(stream), mode, false, slot, label),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))?;
     };
     let name = tls.name.clone().ok_or_else(|| {
         ConnectError::Tls(std::io::Error::other(
@@ -502,7 +506,7 @@ async fn connect(
         };
         return Err(ConnectError::NoH2(offered));
     }
-    let io = Io::Tls(Box::new(stream));
+    let io = Either::Right(Box::new(stream));
     tokio::time::timeout_at(deadline, over(io, mode, alpn_h2, slot, label))
         .await
         .map_err(|_| ConnectError::Timeout(timeout))?
