@@ -1,13 +1,15 @@
 //! What one client connection's task (`listener`) and its requests
 //! (`proxy`) share: who the client is (and, over TLS, what its handshake
-//! settled), the route table, the count the drain reads, the
-//! [`Watchdog`]'s clocks, and the socket an HTTP/1.1 connection hands to
-//! an upgrade's tunnel ([`Upgraded`]). It sits below both, so neither
-//! imports the other for it.
+//! settled), the route table, the count the drain reads, the shutdown's
+//! word to drain ([`DrainSignal`]), the [`Watchdog`]'s clocks, and the
+//! socket an HTTP/1.1 connection hands to an upgrade's tunnel
+//! ([`Upgraded`]). It sits below both, so neither imports the other for
+//! it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Waker};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -47,6 +49,48 @@ pub struct ConnContext {
     /// here, in the allocation the connection has anyway, rather than in
     /// one more of its own).
     pub h1: H1Control,
+    /// Set by the accept loop when shutdown begins.
+    pub drain: DrainSignal,
+}
+
+/// Shutdown's word to one connection: set once, by its accept loop, which
+/// then wakes the connection's task. One flag and one waker per
+/// connection, where a future waiting on the shutdown channel would be
+/// 120 bytes of every connection's task.
+#[derive(Debug, Default)]
+pub struct DrainSignal {
+    asked: AtomicBool,
+    waker: std::sync::Mutex<Option<Waker>>,
+}
+
+impl DrainSignal {
+    /// Asks the connection to drain and wakes its task.
+    pub fn ask(&self) {
+        self.asked.store(true, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether a drain was asked for. Until it is, the first call with
+    /// `registered` false leaves `task`'s waker to be woken by [`ask`]
+    /// (and sets `registered`): the caller is a connection's task, whose
+    /// waker stays the same for its life.
+    ///
+    /// [`ask`]: DrainSignal::ask
+    pub fn poll_asked(&self, registered: &mut bool, task: &Context<'_>) -> bool {
+        if self.asked.load(Ordering::Acquire) {
+            return true;
+        }
+        if !*registered {
+            *registered = true;
+            *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.waker().clone());
+            // Asked between the first look and the registration.
+            return self.asked.load(Ordering::Acquire);
+        }
+        false
+    }
 }
 
 /// What the listener's task tells Weir's HTTP/1.1 connection
@@ -128,6 +172,7 @@ impl ConnContext {
             tls,
             stats,
             h1: H1Control::default(),
+            drain: DrainSignal::default(),
         }
     }
 

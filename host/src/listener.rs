@@ -127,6 +127,7 @@ pub async fn accept_loop(
         }
     };
     let builder = Arc::new(http_builder(&shared.config));
+    let drains = Arc::new(Drains::default());
     let stats = crate::metrics::global().listener(&shared.config.name);
     stats.show(Arc::<Shared>::downgrade(&shared));
     loop {
@@ -168,47 +169,159 @@ pub async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let shutdown = shutdown.clone();
-        let stats = stats.clone();
         // Counted before the task starts, so a drain that begins now waits
         // for it; given back when the task ends, even by unwinding.
         let open = Counted::enter(shared.open.clone());
-        tokio::spawn(async move {
-            match &shared.tls {
-                None => {
-                    let conn = Accepted {
-                        stream,
-                        peer,
-                        tls: None,
-                        h2: false,
-                    };
-                    serve(conn, &shared, &builder, shutdown, stats).await;
-                }
-                Some(tls) => {
-                    // Boxed: a TLS connection's state (the handshake, the
-                    // rustls stream its futures hold) is several KiB, and
-                    // inline it would size every connection's task, plain
-                    // ones included, for their whole life.
-                    Box::pin(async {
-                        let shake = handshake(stream, peer, tls, handshake_slot);
-                        if let Some((stream, conn)) = Box::pin(shake).await {
-                            let conn = Accepted {
-                                stream,
-                                peer,
-                                h2: conn.session.h2,
-                                tls: Some(conn),
-                            };
-                            serve(conn, &shared, &builder, shutdown, stats).await;
-                        }
-                    })
-                    .await;
-                }
-            }
-            drop(open);
-            drop(permit);
-        });
+        if shared.tls.is_none() {
+            // Everything the connection's task needs is made here, so the
+            // task holds each once: what a task is spawned with stays in
+            // it for its whole life, beside whatever is made of it.
+            let cx = context(&shared, peer, None, stats.clone());
+            let enrolled = drains.enroll(&cx);
+            let io = ActivityIo {
+                inner: stream,
+                cx: cx.clone(),
+                h2: false,
+            };
+            let conn = h1::conn(io, &cx);
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                serve_h1(&conn, &cx, &builder).await;
+                drop((enrolled, open, permit));
+            });
+        } else {
+            let (shared, builder, stats, drains) = (
+                shared.clone(),
+                builder.clone(),
+                stats.clone(),
+                drains.clone(),
+            );
+            tokio::spawn(async move {
+                // Boxed: a TLS connection's state (the handshake, the
+                // rustls stream its futures hold) is several KiB, and
+                // inline it would size every connection's task, plain
+                // ones included, for their whole life.
+                let tls = serve_tls(
+                    stream,
+                    peer,
+                    &shared,
+                    &builder,
+                    stats,
+                    &drains,
+                    handshake_slot,
+                );
+                Box::pin(tls).await;
+                drop((open, permit));
+            });
+        }
+    }
+    // Connections started from here are asked to finish the request under
+    // way and close.
+    drains.start();
+}
+
+/// A new connection's context: who it is, and what its listener shares.
+fn context(
+    shared: &Shared,
+    peer: SocketAddr,
+    tls: Option<TlsConn>,
+    stats: Arc<ListenerStats>,
+) -> Arc<ConnContext> {
+    Arc::new(ConnContext::new(
+        peer,
+        crate::proxy::headers::peer_value(peer.ip()),
+        shared.config.clone(),
+        shared.router.clone(),
+        shared.observe.clone(),
+        tls.map(Box::new),
+        stats,
+    ))
+}
+
+/// The connections one accept loop started that are still open, so that
+/// shutdown can ask each to drain ([`crate::conn::DrainSignal`]).
+#[derive(Default)]
+struct Drains(std::sync::Mutex<DrainList>);
+
+#[derive(Default)]
+struct DrainList {
+    conns: slab::Slab<Arc<ConnContext>>,
+    /// Shutdown began: a connection enrolled now is asked at once.
+    started: bool,
+}
+
+impl Drains {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DrainList> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a connection; it leaves the list when the guard drops.
+    fn enroll(self: &Arc<Self>, cx: &Arc<ConnContext>) -> Enrolled {
+        let mut list = self.lock();
+        if list.started {
+            cx.drain.ask();
+        }
+        let key = list.conns.insert(cx.clone());
+        Enrolled {
+            drains: self.clone(),
+            key,
+        }
+    }
+
+    /// Shutdown began: asks every open connection to drain.
+    fn start(&self) {
+        let mut list = self.lock();
+        list.started = true;
+        for (_, cx) in &list.conns {
+            cx.drain.ask();
+        }
+    }
+}
+
+/// A connection's place in its accept loop's [`Drains`].
+struct Enrolled {
+    drains: Arc<Drains>,
+    key: usize,
+}
+
+impl Drop for Enrolled {
+    fn drop(&mut self) {
+        self.drains.lock().conns.try_remove(self.key);
+    }
+}
+
+/// A connection on a TLS listener: the handshake (which gives the
+/// handshake slot back when it ends), then HTTP/2 if ALPN chose it, else
+/// HTTP/1.1.
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    builder: &auto::Builder<StreamExec>,
+    stats: Arc<ListenerStats>,
+    drains: &Arc<Drains>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let Some(tls) = &shared.tls else {
+        return;
+    };
+    // Boxed apart: the handshake's state is not kept beside the
+    // connection's once it is done.
+    let Some((stream, conn)) = Box::pin(handshake(stream, peer, tls, slot)).await else {
+        return;
+    };
+    let h2 = conn.session.h2;
+    let cx = context(shared, peer, Some(conn), stats);
+    let _enrolled = drains.enroll(&cx);
+    let io = ActivityIo {
+        inner: stream,
+        cx: cx.clone(),
+        h2,
+    };
+    if h2 {
+        serve_h2(io, &cx, builder).await;
+    } else {
+        serve_h1(&h1::conn(io, &cx), &cx, builder).await;
     }
 }
 
@@ -243,76 +356,37 @@ async fn handshake(
     }
 }
 
-/// A client connection as accepted: its socket (after the TLS handshake
-/// on a TLS listener), who it is, and whether it speaks HTTP/2.
-struct Accepted<S> {
-    stream: S,
-    peer: SocketAddr,
-    tls: Option<TlsConn>,
-    h2: bool,
-}
-
-async fn serve<S>(
-    Accepted {
-        stream,
-        peer,
-        tls,
-        h2,
-    }: Accepted<S>,
-    shared: &Shared,
-    builder: &auto::Builder<StreamExec>,
-    shutdown: watch::Receiver<bool>,
-    stats: Arc<ListenerStats>,
-) where
+/// Serves HTTP/1.1 on `conn` (Weir's own connection, [`h1`]) until it
+/// ends or the watchdog or a drain closes it; then HTTP/2 through hyper if
+/// it opened with HTTP/2's preface, or the tunnel of an upgrade.
+async fn serve_h1<S>(conn: &h1::Lock<S>, cx: &Arc<ConnContext>, builder: &auto::Builder<StreamExec>)
+where
     S: AsyncRead + AsyncWrite + h1::ReadReady + Unpin + Send + 'static,
 {
-    let cx = Arc::new(ConnContext::new(
-        peer,
-        crate::proxy::headers::peer_value(peer.ip()),
-        shared.config.clone(),
-        shared.router.clone(),
-        shared.observe.clone(),
-        tls.map(Box::new),
-        stats,
-    ));
-    let io = ActivityIo {
-        inner: stream,
-        cx: cx.clone(),
-        h2,
-    };
-    let ended = if h2 {
-        serve_h2(io, &cx, builder, shutdown).await
-    } else {
-        let conn = h1::serve(io, cx.clone());
-        tokio::pin!(conn);
-        let ended = supervise(conn, &cx, shutdown.clone(), |_| {
-            cx.h1.drain();
-            cx.h1.is_idle()
-        })
-        .await;
-        // A plain connection that opened with HTTP/2's preface.
-        match cx.h1.take_h2() {
-            Some(h2c) if ended => serve_h2(h2c, &cx, builder, shutdown).await,
-            _ => ended,
-        }
+    let ended = Supervise::new(h1::serve(conn, cx), cx, |_, cx| {
+        cx.h1.drain();
+        cx.h1.is_idle()
+    })
+    .await;
+    // A plain connection that opened with HTTP/2's preface. This and the
+    // tunnel are boxed: rare, and inline they would size every
+    // connection's task.
+    let ended = match cx.h1.take_h2() {
+        Some(h2c) if ended => Box::pin(serve_h2(h2c, cx, builder)).await,
+        _ => ended,
     };
     if ended {
         let tunnel = cx.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tunnel) = tunnel {
-            watch_tunnel(tunnel, &cx, peer).await;
+            Box::pin(watch_tunnel(tunnel, cx, cx.peer)).await;
         }
     }
 }
 
 /// Serves HTTP/2 on `io` with hyper until the connection ends (true) or
-/// the watchdog or a drain closes it. Boxed: hyper's connection is large,
-/// and only HTTP/2 connections should carry it.
-async fn serve_h2<I>(
-    io: I,
-    cx: &Arc<ConnContext>,
-    builder: &auto::Builder<StreamExec>,
-    shutdown: watch::Receiver<bool>,
-) -> bool
+/// the watchdog or a drain closes it. hyper's connection is boxed: it is
+/// large, and only HTTP/2 connections should carry it.
+async fn serve_h2<I>(io: I, cx: &Arc<ConnContext>, builder: &auto::Builder<StreamExec>) -> bool
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -320,85 +394,71 @@ where
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         proxy::handle(svc_cx.clone(), req.map(crate::body::ClientBody::Hyper))
     });
-    let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
-    Box::pin(supervise(conn.as_mut(), cx, shutdown, |c| {
-        c.graceful_shutdown();
+    let conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
+    Supervise::new(conn, cx, |c, _| {
+        c.get_mut().as_mut().graceful_shutdown();
         false
-    }))
+    })
     .await
 }
 
-/// Drives a client connection until it ends (true) or the watchdog or a
-/// drain closes it (false). `drain` starts a graceful shutdown and says
-/// whether the connection can close at once.
-async fn supervise<C>(
-    mut conn: Pin<&mut C>,
-    cx: &ConnContext,
-    mut shutdown: watch::Receiver<bool>,
-    mut drain: impl FnMut(Pin<&mut C>) -> bool,
-) -> bool
-where
-    C: Future<Output = Result<(), crate::body::BoxError>>,
-{
-    let dog = &cx.watchdog;
-    let peer = cx.peer;
-    let mut draining = *shutdown.borrow();
-    if draining && drain(conn.as_mut()) {
-        return false;
+pin_project_lite::pin_project! {
+    /// Drives a client connection until it ends (`true`) or the watchdog
+    /// or a drain closes it (`false`). `drain` starts the connection's
+    /// graceful shutdown and says whether it can close at once.
+    ///
+    /// Written by hand rather than as an `async fn`: it is most of an idle
+    /// connection's task, and holds only the connection, one timer and a
+    /// few clocks. The timer and the drain signal wake the task when they
+    /// fire; polling them on every other wake (every read and response)
+    /// would only register the same waker again. So each is polled once,
+    /// which registers it, and after that only when its state says it
+    /// fired. (A timer poll made without coop budget left registers
+    /// nothing, so it does not count.)
+    struct Supervise<'a, C, D> {
+        #[pin]
+        conn: C,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        cx: &'a ConnContext,
+        drain: D,
+        // The quiet deadline last seen (`Watchdog::quiet_deadline`), and
+        // when the timer is set to fire.
+        due: u64,
+        armed: u64,
+        sleep_armed: bool,
+        draining: bool,
+        drain_registered: bool,
     }
-    loop {
-        match next_wake(conn.as_mut(), cx, &shutdown, draining).await {
-            Wake::Ended(r) => {
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                }
-                return true;
-            }
-            Wake::Shutdown => {
-                draining = true;
-                if drain(conn.as_mut()) {
-                    return false;
-                }
-                // Marks the change seen, so the next wait does not wake
-                // for it again.
-                let _ = shutdown.borrow_and_update();
-            }
-            Wake::Timer => {
-                let now = worker::now_ms();
-                if now >= dog.quiet_deadline() && !cx.busy() {
-                    tracing::debug!(%peer, "closing quiet client connection");
-                    cx.stats.timed_out(dog.quiet_timeout());
-                    return false;
-                }
-                if dog.send_stall().is_some_and(|stall| now >= stall) {
-                    tracing::debug!(%peer, "closing client connection: it read nothing for send_timeout");
-                    cx.stats.timed_out(Timeout::Send);
-                    return false;
-                }
-            }
+}
+
+impl<'a, C, D, E> Supervise<'a, C, D>
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+    D: FnMut(Pin<&mut C>, &ConnContext) -> bool,
+{
+    fn new(conn: C, cx: &'a ConnContext, drain: D) -> Self {
+        let (due, armed) = plan(cx);
+        Supervise {
+            conn,
+            sleep: tokio::time::sleep(wait_until(armed)),
+            cx,
+            drain,
+            due,
+            armed,
+            sleep_armed: false,
+            draining: false,
+            drain_registered: false,
         }
     }
 }
 
-/// Drives the connection until it ends, shutdown begins (unless already
-/// `draining`), or the watchdog's timer fires (see [`crate::conn::Watchdog`]).
-async fn next_wake<C, E>(
-    mut conn: Pin<&mut C>,
-    cx: &ConnContext,
-    shutdown: &watch::Receiver<bool>,
-    draining: bool,
-) -> Wake<E>
-where
-    C: Future<Output = Result<(), E>>,
-{
+/// When the connection counts as quiet enough to close, and when to look
+/// next (see [`crate::conn::Watchdog`]).
+fn plan(cx: &ConnContext) -> (u64, u64) {
     let dog = &cx.watchdog;
-    // The deadline can also move closer while the timer waits: a request
-    // head starts on a quiet keep-alive connection (its clock is the
-    // shorter header timeout), or a new connection's first answer goes out
-    // and `idle_timeout` is shorter than `header_read_timeout`. Both
-    // happen inside the connection's poll below, which then moves the
-    // timer up.
-    let mut due = dog.quiet_deadline();
+    let due = dog.quiet_deadline();
     let now = worker::now_ms();
     let mut armed = due;
     if due <= now && cx.busy() {
@@ -410,58 +470,89 @@ where
     if let Some(stall) = dog.send_stall() {
         armed = armed.min(stall);
     }
-    let sleep = tokio::time::sleep(wait_until(armed));
-    // The watchdog timer and the shutdown watch wake this task when they
-    // fire; polling them on every other wake (every read and response)
-    // would only register the same waker again. So each is polled once,
-    // which registers it, and after that only when its state says it
-    // fired. A poll made without coop budget left registers nothing, so it
-    // does not count.
-    tokio::pin!(sleep);
-    let mut rx = shutdown.clone();
-    let probe = shutdown.clone();
-    let changed = rx.changed();
-    tokio::pin!(changed);
-    let (mut sleep_armed, mut changed_armed) = (false, false);
-    std::future::poll_fn(|task| {
-        // The connection first: it is what wakes this task nearly every
-        // time.
-        if let Poll::Ready(r) = conn.as_mut().poll(task) {
-            return Poll::Ready(Wake::Ended(r));
-        }
-        // Compared with the deadline last seen, not with the timer: a
-        // timer set later than a deadline already past stays so.
-        let now_due = dog.quiet_deadline();
-        let mut closer = armed;
-        if now_due < due {
-            due = now_due;
-            closer = due;
-        }
-        if let Some(stall) = dog.send_stall() {
-            closer = closer.min(stall);
-        }
-        if closer < armed {
-            armed = closer;
-            sleep
+    (due, armed)
+}
+
+impl<C, D, E> Future for Supervise<'_, C, D>
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+    D: FnMut(Pin<&mut C>, &ConnContext) -> bool,
+{
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<bool> {
+        let mut this = self.project();
+        let cx = *this.cx;
+        let dog = &cx.watchdog;
+        loop {
+            // The connection first: it is what wakes this task nearly
+            // every time.
+            if let Poll::Ready(r) = this.conn.as_mut().poll(task) {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %cx.peer, error = %e, "client connection ended with an error");
+                }
+                return Poll::Ready(true);
+            }
+            if !*this.draining && cx.drain.poll_asked(this.drain_registered, task) {
+                *this.draining = true;
+                if (this.drain)(this.conn.as_mut(), cx) {
+                    return Poll::Ready(false);
+                }
+                // The connection is polled again: draining may end it.
+                continue;
+            }
+            // The deadline can move closer while the timer waits: a
+            // request head starts on a quiet keep-alive connection (its
+            // clock is the shorter header timeout), or a new connection's
+            // first answer goes out and `idle_timeout` is shorter than
+            // `header_read_timeout`. Both happen inside the connection's
+            // poll above. Compared with the deadline last seen, not with
+            // the timer: a timer set later than a deadline already past
+            // stays so.
+            let now_due = dog.quiet_deadline();
+            let mut closer = *this.armed;
+            if now_due < *this.due {
+                *this.due = now_due;
+                closer = now_due;
+            }
+            if let Some(stall) = dog.send_stall() {
+                closer = closer.min(stall);
+            }
+            if closer < *this.armed {
+                *this.armed = closer;
+                this.sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + wait_until(closer));
+                *this.sleep_armed = false;
+            }
+            if *this.sleep_armed && !this.sleep.is_elapsed() {
+                return Poll::Pending;
+            }
+            *this.sleep_armed = tokio::task::coop::has_budget_remaining();
+            if this.sleep.as_mut().poll(task).is_pending() {
+                return Poll::Pending;
+            }
+            let now = worker::now_ms();
+            if now >= dog.quiet_deadline() && !cx.busy() {
+                tracing::debug!(peer = %cx.peer, "closing quiet client connection");
+                cx.stats.timed_out(dog.quiet_timeout());
+                return Poll::Ready(false);
+            }
+            if dog.send_stall().is_some_and(|stall| now >= stall) {
+                tracing::debug!(peer = %cx.peer, "closing client connection: it read nothing for send_timeout");
+                cx.stats.timed_out(Timeout::Send);
+                return Poll::Ready(false);
+            }
+            let (due, armed) = plan(cx);
+            *this.due = due;
+            *this.armed = armed;
+            this.sleep
                 .as_mut()
                 .reset(tokio::time::Instant::now() + wait_until(armed));
-            sleep_armed = false;
+            *this.sleep_armed = false;
         }
-        if !draining && (!changed_armed || probe.has_changed().unwrap_or(true)) {
-            changed_armed = tokio::task::coop::has_budget_remaining();
-            if changed.as_mut().poll(task).is_ready() {
-                return Poll::Ready(Wake::Shutdown);
-            }
-        }
-        if !sleep_armed || sleep.is_elapsed() {
-            sleep_armed = tokio::task::coop::has_budget_remaining();
-            if sleep.as_mut().poll(task).is_ready() {
-                return Poll::Ready(Wake::Timer);
-            }
-        }
-        Poll::Pending
-    })
-    .await
+    }
 }
 
 /// Waits for an upgraded connection's tunnel to end, and ends it at the
@@ -523,13 +614,6 @@ impl ListenerProbe for Shared {
             ],
         })
     }
-}
-
-/// What woke a connection's task in [`serve`].
-enum Wake<E> {
-    Ended(Result<(), E>),
-    Shutdown,
-    Timer,
 }
 
 /// The client socket, stamping the connection's last activity on every

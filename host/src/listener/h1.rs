@@ -90,7 +90,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The connection's socket and read buffer, shared between its task and
 /// the body of the request under way.
-struct Shared<S> {
+pub(super) struct Shared<S> {
     /// `None` once handed to an upgrade.
     io: Option<S>,
     /// Bytes read and not yet used; empty with no capacity while idle.
@@ -106,7 +106,9 @@ struct Shared<S> {
     max_trailer_fields: usize,
 }
 
-type Lock<S> = Arc<Mutex<Shared<S>>>;
+/// A connection's socket and buffer, as its task and its request's body
+/// share them.
+pub(super) type Lock<S> = Arc<Mutex<Shared<S>>>;
 
 fn lock<S>(shared: &Mutex<Shared<S>>) -> MutexGuard<'_, Shared<S>> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
@@ -236,7 +238,6 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
     fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
-        limits: &weir_http1::Limits,
         conn: &ConnContext,
     ) -> Poll<Result<Parsed, HeadEnd>> {
         let control = &conn.h1;
@@ -247,7 +248,7 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
                 return Poll::Ready(Err(HeadEnd::Http2));
             }
             if !self.buf.is_empty() && !preface {
-                match parse(&self.buf, limits) {
+                match parse(&self.buf, &limits(conn)) {
                     Ok(Some(p)) => {
                         self.first = false;
                         control.idle.store(false, Ordering::Relaxed);
@@ -296,60 +297,89 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
     }
 }
 
-/// Serves HTTP/1.1 requests on `io` until either side closes, the
-/// connection is upgraded, or a drain finds it between requests.
-pub(super) async fn serve<S>(io: S, cx: Arc<ConnContext>) -> Result<(), BoxError>
+/// A new connection's socket and (empty) read buffer, for [`serve`].
+pub(super) fn conn<S>(io: S, cx: &ConnContext) -> Lock<S>
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
-    let listener = &cx.listener;
-    let limits = weir_http1::Limits {
-        max_head_bytes: listener.max_header_bytes,
-        max_headers: listener.max_headers,
-        max_target_bytes: MAX_TARGET,
-    };
-    let shared: Lock<S> = Arc::new(Mutex::new(Shared {
+    Arc::new(Mutex::new(Shared {
         io: Some(io),
         buf: BytesMut::new(),
         body: BodyState::Done,
         continue_left: 0,
         eof: false,
         first: true,
-        max_trailer_bytes: listener.max_header_bytes,
-        max_trailer_fields: listener.max_headers,
-    }));
-    loop {
-        let head = poll_fn(|t| lock(&shared).poll_head(t, &limits, &cx)).await;
-        let parsed = match head {
+        max_trailer_bytes: cx.listener.max_header_bytes,
+        max_trailer_fields: cx.listener.max_headers,
+    }))
+}
+
+/// The bounds of a request head, from the listener's settings.
+fn limits(cx: &ConnContext) -> weir_http1::Limits {
+    weir_http1::Limits {
+        max_head_bytes: cx.listener.max_header_bytes,
+        max_headers: cx.listener.max_headers,
+        max_target_bytes: MAX_TARGET,
+    }
+}
+
+/// Serves HTTP/1.1 requests on `shared`'s socket until either side
+/// closes, the connection is upgraded, or a drain finds it between
+/// requests.
+///
+/// It borrows what it works on: this future is most of an idle
+/// connection's task, and an `async fn` keeps every argument for its whole
+/// life, so a socket passed by value would be kept twice.
+pub(super) async fn serve<S>(shared: &Lock<S>, cx: &Arc<ConnContext>) -> Result<(), BoxError>
+where
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let end = loop {
+        // Matched as it comes: a local that an arm moves out of would
+        // keep its room in this future across the request's await.
+        let parsed = match poll_fn(|t| lock(shared).poll_head(t, cx)).await {
             Ok(p) => p,
-            Err(HeadEnd::Closed) => return Ok(()),
-            Err(HeadEnd::Io(e)) => return Err(e.into()),
-            Err(HeadEnd::Http2) => {
-                let mut s = lock(&shared);
-                let leftover = s.buf.split().freeze();
-                if let Some(mut io) = s.io.take() {
-                    io.now_http2();
-                    *cx.h1.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(Upgraded {
-                        io: Box::new(io),
-                        leftover,
-                    });
-                }
-                return Ok(());
-            }
-            Err(HeadEnd::Refused(status, reason)) => {
-                cx.stats.client_error(reason);
-                // Boxed: rare, and its response future would otherwise
-                // size every connection.
-                return Box::pin(refuse(&shared, status)).await;
-            }
+            Err(end) => break end,
         };
         // Boxed: a request's state (the pipeline's future, the response
         // being written) is most of a connection's, and inline it would
         // size every connection's task for its whole life, idle ones
         // included.
-        let next = Box::pin(exchange(&shared, &cx, parsed, limits.max_head_bytes)).await?;
+        let max_buffered = cx.listener.max_header_bytes;
+        let next = Box::pin(exchange(shared, cx, parsed, max_buffered)).await?;
         if !next {
             return Ok(());
+        }
+    };
+    Box::pin(before_request(shared, cx, end)).await
+}
+
+/// How a connection ends when no request reached the pipeline: closed,
+/// refused (answered first), or handed to HTTP/2. Boxed by its caller:
+/// rare, and the refusal's response future would otherwise size every
+/// connection.
+async fn before_request<S>(shared: &Lock<S>, cx: &ConnContext, end: HeadEnd) -> Result<(), BoxError>
+where
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    match end {
+        HeadEnd::Closed => Ok(()),
+        HeadEnd::Io(e) => Err(e.into()),
+        HeadEnd::Http2 => {
+            let mut s = lock(shared);
+            let leftover = s.buf.split().freeze();
+            if let Some(mut io) = s.io.take() {
+                io.now_http2();
+                *cx.h1.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(Upgraded {
+                    io: Box::new(io),
+                    leftover,
+                });
+            }
+            Ok(())
+        }
+        HeadEnd::Refused(status, reason) => {
+            cx.stats.client_error(reason);
+            refuse(shared, status).await
         }
     }
 }
