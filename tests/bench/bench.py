@@ -4398,6 +4398,10 @@ def goals(summary):
             lambda a, b: fmt_ir_delta(a, b, "Weir", "nginx"))
 
     idle = {r["target"]: r for r in summary["idle"]}
+    per_conn = idle["weir"]["bytes_per_conn"]
+    goal("10,000 idle connections: Weir RSS growth <= 2 KB per connection",
+         per_conn["median"] if per_conn else None, lambda v: v <= 2048,
+         lambda v: f"Weir {v:,.0f} B per connection", "idle runs failed")
     w, n = idle["weir"]["growth_kib"], idle["nginx"]["growth_kib"]
     goal("10,000 idle connections: Weir RSS growth <= nginx",
          (w["median"], n["median"]) if w and n else None, lambda v: v[0] <= v[1],

@@ -1,5 +1,5 @@
-//! Graceful shutdown: on SIGTERM the gateway stops accepting, lets the
-//! request in flight finish, and exits 0.
+//! Graceful shutdown: on SIGTERM the gateway stops accepting, closes its
+//! idle connections, lets the request in flight finish, and exits 0.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,19 +10,40 @@ use http::Response;
 use crate::support::upstream::full;
 use crate::support::*;
 
-#[tokio::test]
-async fn sigterm_drains_a_slow_in_flight_request_then_exits_zero() {
+/// An upstream that answers `/slow` after 1.5 s and anything else at
+/// once, and counts the slow requests it began.
+async fn slow_upstream() -> (Upstream, Arc<AtomicUsize>) {
     let started = Arc::new(AtomicUsize::new(0));
     let s = started.clone();
-    let up = Upstream::start(move |_req| {
+    let up = Upstream::start(move |req| {
         let s = s.clone();
         async move {
-            s.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            Response::new(full("slow done"))
+            if req.uri().path() == "/slow" {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                return Response::new(full("slow done"));
+            }
+            Response::new(full("fast"))
         }
     })
     .await;
+    (up, started)
+}
+
+/// Waits until the upstream began its slow request.
+async fn until_started(started: &AtomicUsize) {
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            started.load(Ordering::SeqCst) == 1
+        })
+        .await,
+        "request never reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_slow_in_flight_request_then_exits_zero() {
+    let (up, started) = slow_upstream().await;
     let mut gw = Gateway::with_config(config(
         "",
         &[("slow", up.addr)],
@@ -32,13 +53,7 @@ async fn sigterm_drains_a_slow_in_flight_request_then_exits_zero() {
     let addr = gw.addr();
     let url = gw.url("/slow");
     let in_flight = tokio::spawn(async move { get(&client(), &url, &[]).await });
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            started.load(Ordering::SeqCst) == 1
-        })
-        .await,
-        "request never reached the upstream"
-    );
+    until_started(&started).await;
 
     gw.sigterm();
     // New connections are refused once the listeners close.
@@ -77,20 +92,7 @@ async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> Optio
 #[tokio::test]
 async fn sigterm_closes_idle_connections_at_once_and_a_busy_one_after_its_answer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let started = Arc::new(AtomicUsize::new(0));
-    let s = started.clone();
-    let up = Upstream::start(move |req| {
-        let s = s.clone();
-        async move {
-            if req.uri().path() == "/slow" {
-                s.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                return Response::new(full("slow done"));
-            }
-            Response::new(full("fast"))
-        }
-    })
-    .await;
+    let (up, started) = slow_upstream().await;
     // A drain timeout far longer than the test may take: the gateway
     // exits early only if it closes its idle connections itself.
     let cfg = config("", &[("up", up.addr)], "[[route]]\nupstream = \"up\"\n")
@@ -126,13 +128,7 @@ async fn sigterm_closes_idle_connections_at_once_and_a_busy_one_after_its_answer
     busy.write_all(b"GET /slow HTTP/1.1\r\nHost: gw\r\n\r\n")
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            started.load(Ordering::SeqCst) == 1
-        })
-        .await,
-        "request never reached the upstream"
-    );
+    until_started(&started).await;
 
     gw.sigterm();
     for s in silent.iter_mut().chain(kept.iter_mut()) {
