@@ -401,19 +401,30 @@ struct Fields {
 }
 
 impl Fields {
+    /// Framing and connection options, in one pass over the fields. Names
+    /// are told apart by length first: most fields are none of these, and
+    /// that costs them one comparison.
     fn read(headers: &[httparse::Header<'_>], version: Version) -> Result<Fields, HeadError> {
-        let mut fields = Fields::read_connection(headers, version);
+        let mut options = Options::default();
+        let mut length = None;
         let mut codings: Option<Codings> = None;
         for h in headers {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                if fields.length.is_some() {
-                    return Err(HeadError::RepeatedContentLength);
+            let name = h.name.as_bytes();
+            match name.len() {
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    if length.is_some() {
+                        return Err(HeadError::RepeatedContentLength);
+                    }
+                    length = Some(content_length(h.value)?);
                 }
-                fields.length = Some(content_length(h.value)?);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                codings.get_or_insert_with(Codings::default).add(h.value)?;
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    codings.get_or_insert_with(Codings::default).add(h.value)?;
+                }
+                _ => options.field(name, h.value),
             }
         }
+        let mut fields = options.fields(version);
+        fields.length = length;
         if let Some(c) = codings {
             if version == Version::Http10 {
                 return Err(HeadError::TransferEncodingHttp10);
@@ -425,27 +436,50 @@ impl Fields {
 
     /// The connection options only (`Connection`, `Upgrade`, `Expect`).
     fn read_connection(headers: &[httparse::Header<'_>], version: Version) -> Fields {
-        let (mut close, mut keep, mut upgrade_option, mut upgrade_field, mut expect) =
-            (false, false, false, false, false);
+        let mut options = Options::default();
         for h in headers {
-            if h.name.eq_ignore_ascii_case("connection") {
-                for option in list(h.value) {
-                    close |= option.eq_ignore_ascii_case(b"close");
-                    keep |= option.eq_ignore_ascii_case(b"keep-alive");
-                    upgrade_option |= option.eq_ignore_ascii_case(b"upgrade");
-                }
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade_field = true;
-            } else if h.name.eq_ignore_ascii_case("expect") {
-                expect |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-            }
+            options.field(h.name.as_bytes(), h.value);
         }
+        options.fields(version)
+    }
+}
+
+/// The connection options, as the fields are read.
+#[derive(Default)]
+struct Options {
+    close: bool,
+    keep: bool,
+    upgrade_option: bool,
+    upgrade_field: bool,
+    expect: bool,
+}
+
+impl Options {
+    /// Reads one field, if it is `Connection`, `Upgrade` or `Expect`.
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        match name.len() {
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for option in list(value) {
+                    self.close |= option.eq_ignore_ascii_case(b"close");
+                    self.keep |= option.eq_ignore_ascii_case(b"keep-alive");
+                    self.upgrade_option |= option.eq_ignore_ascii_case(b"upgrade");
+                }
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade_field = true,
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                self.expect |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
+        }
+    }
+
+    fn fields(self, version: Version) -> Fields {
         Fields {
             length: None,
             chunked: None,
-            keep_alive: !close && (version == Version::Http11 || keep),
-            expect_continue: expect,
-            upgrade: upgrade_option && upgrade_field,
+            keep_alive: !self.close && (version == Version::Http11 || self.keep),
+            expect_continue: self.expect,
+            upgrade: self.upgrade_option && self.upgrade_field,
         }
     }
 }
