@@ -392,7 +392,15 @@ where
 {
     let svc_cx = cx.clone();
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        proxy::handle(svc_cx.clone(), req.map(crate::body::ClientBody::Hyper))
+        let handled = proxy::handle(svc_cx.clone(), req.map(crate::body::ClientBody::Hyper));
+        async move {
+            let mut resp = handled.await?;
+            if let Some(id) = resp.body_mut().take_id() {
+                resp.headers_mut()
+                    .insert(proxy::headers::X_REQUEST_ID.clone(), id);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
     Supervise::new(conn, cx, |c, _| {

@@ -13,9 +13,10 @@
 //!
 //! Bounds: a read asks for at most [`READ_SIZE`] bytes when the buffer is
 //! short of room; a worker keeps at most [`POOL_MAX`] buffers of at most
-//! [`POOL_MAX_CAPACITY`] bytes; [`Out`] queues at most [`MAX_QUEUED`]
-//! bytes of a body before it is written; a chunked body's trailers are
-//! bounded by the caller's [`chunked::Limits`].
+//! [`POOL_MAX_CAPACITY`] bytes, and at most [`MAPS_MAX`] header maps of
+//! at most [`MAP_MAX_CAPACITY`] fields; [`Out`] queues at most
+//! [`MAX_QUEUED`] bytes of a body before it is written; a chunked body's
+//! trailers are bounded by the caller's [`chunked::Limits`].
 
 use std::io;
 use std::pin::Pin;
@@ -39,6 +40,14 @@ const MIN_ROOM: usize = 1024;
 const POOL_MAX: usize = 64;
 /// A buffer that grew past this (a large head) is freed, not kept.
 pub(crate) const POOL_MAX_CAPACITY: usize = 4 * READ_SIZE;
+/// Header maps a worker keeps for the next heads. A request's map and its
+/// response's are each made and dropped once per request, and a new map
+/// is two allocations, one of them (about 1.2 KiB of entries) too large
+/// for the allocator's per-thread cache.
+const MAPS_MAX: usize = 16;
+/// A map that grew to hold more fields than this is freed, not kept (a
+/// kept map is about 5 KiB at most).
+const MAP_MAX_CAPACITY: usize = 48;
 /// Body bytes queued before the body is polled again.
 pub(crate) const MAX_QUEUED: usize = 64 * 1024;
 /// A chunk-size line with its extensions.
@@ -56,6 +65,37 @@ thread_local! {
     /// A head's fields as parsed (name, and where the value lies in the
     /// bytes read), before they go in its map: one list per worker.
     static FIELDS: std::cell::RefCell<Vec<(HeaderName, usize, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Emptied header maps, with their room.
+    static MAPS: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty header map with room for `fields`, from this worker's pool
+/// when it has one.
+pub(crate) fn take_map(fields: usize) -> HeaderMap {
+    match MAPS.with(|m| m.borrow_mut().pop()) {
+        Some(mut map) => {
+            map.reserve(fields);
+            map
+        }
+        None => HeaderMap::with_capacity(fields),
+    }
+}
+
+/// Gives a head's map back once its fields are written: emptied at once
+/// (its values may be slices of a read buffer, which is then free for its
+/// own pool), and kept for the next head unless it grew large or the pool
+/// is full.
+pub(crate) fn give_map(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > MAP_MAX_CAPACITY {
+        return;
+    }
+    map.clear();
+    MAPS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < MAPS_MAX {
+            m.push(map);
+        }
+    });
 }
 
 /// This worker's list for a head's fields, empty.
@@ -96,7 +136,7 @@ pub(crate) fn field_map(
     mut fields: Vec<(HeaderName, usize, usize)>,
     room: usize,
 ) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(fields.len() + room);
+    let mut map = take_map(fields.len() + room);
     let mut ok = true;
     for (name, a, b) in fields.drain(..) {
         match HeaderValue::from_maybe_shared(head.slice(a..b)) {
@@ -193,16 +233,29 @@ pub(crate) fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
     }
 }
 
-/// [`write_fields`], leaving out the fields named `skip`.
-pub(crate) fn write_fields_but(out: &mut Vec<u8>, fields: &HeaderMap, skip: &HeaderName) {
+/// [`write_fields`], leaving out the fields `skip` names: one pass over
+/// the map, where removing each first would hash its name to find it.
+pub(crate) fn write_fields_except(
+    out: &mut Vec<u8>,
+    fields: &HeaderMap,
+    skip: impl Fn(&HeaderName) -> bool,
+) {
     for (name, value) in fields {
-        if name != skip {
+        if !skip(name) {
             write_field(out, name, value);
         }
     }
 }
 
-fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+/// A `Content-Length` field line.
+pub(crate) fn write_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One field line.
+pub(crate) fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
@@ -600,5 +653,40 @@ impl AsyncWrite for Upgraded {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_given_back_lets_its_values_go_and_comes_out_empty_with_its_room() {
+        let read = Bytes::from(b"text/plain".to_vec());
+        let mut map = take_map(4);
+        let value = HeaderValue::from_maybe_shared(read.slice(..)).unwrap();
+        map.insert(http::header::CONTENT_TYPE, value);
+        assert!(!read.is_unique());
+        let room = map.capacity();
+        give_map(map);
+        assert!(
+            read.is_unique(),
+            "a kept map still holds a piece of the read buffer"
+        );
+        let again = take_map(2);
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), room);
+        // The pool is empty again: the next map is a new one.
+        assert_eq!(take_map(0).capacity(), 0);
+    }
+
+    #[test]
+    fn large_maps_are_freed_and_the_pool_is_bounded() {
+        give_map(HeaderMap::with_capacity(4 * MAP_MAX_CAPACITY));
+        assert_eq!(MAPS.with(|m| m.borrow().len()), 0);
+        for _ in 0..2 * MAPS_MAX {
+            give_map(HeaderMap::with_capacity(8));
+        }
+        assert_eq!(MAPS.with(|m| m.borrow().len()), MAPS_MAX);
     }
 }

@@ -59,10 +59,21 @@ fn is_fixed_hop_by_hop_token(t: &str) -> bool {
     .any(|n| t.eq_ignore_ascii_case(n))
 }
 
+/// What [`strip_hop_by_hop`] took away that its caller may still need.
+#[derive(Debug, Default)]
+pub struct Stripped {
+    /// A field went only because `Connection` named it (so any field may
+    /// be gone).
+    pub named: bool,
+    /// `TE` listed `trailers` ([`accepts_trailers`]).
+    pub te_trailers: bool,
+}
+
 /// Removes every hop-by-hop header, including those `Connection` names.
 /// One pass over the names finds them; most requests carry none besides
-/// `Connection`, so usually nothing else is touched.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+/// `Connection`, so usually nothing else is touched, and nothing is looked
+/// up that the pass did not find.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) -> Stripped {
     let mut found: [Option<HeaderName>; 4] = Default::default();
     let mut more: Vec<HeaderName> = Vec::new();
     for name in h.keys() {
@@ -74,29 +85,43 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         }
     }
     if found[0].is_none() {
-        return;
+        return Stripped::default();
     }
-    if h.contains_key(header::CONNECTION) {
+    let seen = |name: HeaderName| found.iter().flatten().chain(&more).any(|n| *n == name);
+    let te_trailers = seen(header::TE) && accepts_trailers(h);
+    let mut named = false;
+    // The pass above saw whether `Connection` is there: no lookup for
+    // that, and one to take all its values out.
+    if seen(header::CONNECTION)
+        && let header::Entry::Occupied(e) = h.entry(header::CONNECTION)
+    {
         // Tokens naming a fixed hop-by-hop header (`keep-alive`, the usual
         // one) are removed below anyway: no name is parsed for them and
         // the list stays unallocated.
         // Split on the raw bytes: a value with one non-ASCII byte still
         // names the headers it lists (skipping it whole would forward them).
-        let listed: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| std::str::from_utf8(t).map_or(true, |t| !is_fixed_hop_by_hop_token(t)))
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .collect();
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for v in e.remove_entry_mult().1 {
+            listed.extend(
+                v.as_bytes()
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| {
+                        std::str::from_utf8(t).map_or(true, |t| !is_fixed_hop_by_hop_token(t))
+                    })
+                    .filter_map(|t| HeaderName::from_bytes(t).ok()),
+            );
+        }
         for name in listed {
-            h.remove(name);
+            named |= h.remove(name).is_some();
         }
     }
     for name in found.into_iter().flatten().chain(more) {
-        h.remove(name);
+        if name != header::CONNECTION {
+            h.remove(name);
+        }
     }
+    Stripped { named, te_trailers }
 }
 
 /// Whether the request's transfer coding is one `Transfer-Encoding` field
@@ -158,24 +183,38 @@ pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// (case-insensitive; with `params`, what follows a member's `;` is
 /// ignored).
 fn lists(h: &HeaderMap, name: HeaderName, token: &str, params: bool) -> bool {
-    h.get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| {
-            let t = match (params, t.iter().position(|b| *b == b';')) {
-                (true, Some(i)) => &t[..i],
-                _ => t,
-            };
-            t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())
-        })
+    h.get_all(name).iter().any(|v| has_member(v, token, params))
 }
 
-fn via_value(version: Version) -> &'static str {
+/// Whether the comma-separated list in one field value has `token`
+/// (case-insensitive), as [`connection_has`] reads each `Connection`
+/// field.
+pub fn value_lists(v: &HeaderValue, token: &str) -> bool {
+    has_member(v, token, false)
+}
+
+fn has_member(v: &HeaderValue, token: &str, params: bool) -> bool {
+    v.as_bytes().split(|b| *b == b',').any(|t| {
+        let t = match (params, t.iter().position(|b| *b == b';')) {
+            (true, Some(i)) => &t[..i],
+            _ => t,
+        };
+        t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())
+    })
+}
+
+/// This hop's `Via` value for a message of `version` (made at compile
+/// time: `from_static` checks its bytes when it runs).
+fn via_value(version: Version) -> HeaderValue {
+    const V10: HeaderValue = HeaderValue::from_static("1.0 weir");
+    const V11: HeaderValue = HeaderValue::from_static("1.1 weir");
+    const V2: HeaderValue = HeaderValue::from_static("2 weir");
+    const V3: HeaderValue = HeaderValue::from_static("3 weir");
     match version {
-        Version::HTTP_10 => "1.0 weir",
-        Version::HTTP_2 => "2 weir",
-        Version::HTTP_3 => "3 weir",
-        _ => "1.1 weir",
+        Version::HTTP_10 => V10,
+        Version::HTTP_2 => V2,
+        Version::HTTP_3 => V3,
+        _ => V11,
     }
 }
 
@@ -185,16 +224,16 @@ pub fn append_via(h: &mut HeaderMap, version: Version) {
     // One lookup: most messages carry no `Via` yet.
     match h.entry(header::VIA) {
         header::Entry::Vacant(e) => {
-            e.insert(HeaderValue::from_static(ours));
+            e.insert(ours);
         }
         header::Entry::Occupied(mut e) => {
-            let value = match e.get().to_str() {
-                Ok(prev) if !prev.is_empty() => {
+            let value = match (e.get().to_str(), ours.to_str()) {
+                (Ok(prev), Ok(ours)) if !prev.is_empty() => {
                     HeaderValue::from_str(&format!("{prev}, {ours}")).ok()
                 }
                 _ => None,
             };
-            e.insert(value.unwrap_or(HeaderValue::from_static(ours)));
+            e.insert(value.unwrap_or(ours));
         }
     }
 }

@@ -103,8 +103,8 @@ pub async fn handle(
             }
         }
     };
-    resp.headers_mut()
-        .insert(X_REQUEST_ID.clone(), headers::request_id_field(&id));
+    // The client's connection writes it (`ResponseBody::take_id`).
+    resp.body_mut().carry_id(headers::request_id_field(&id));
     let status = resp.status().as_u16();
     if let Some(record) = run.finish(status) {
         resp.body_mut().keep(record);
@@ -386,12 +386,12 @@ fn prepare_upstream_request(
     id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
 ) -> Result<(), ProxyError> {
-    let host = forwarded_host(parts);
+    let (host, host_field) = forwarded_host(parts);
     let client_version = parts.version;
     // `TE: trailers` says the client takes trailers; Weir carries them, so
     // the upstream is told the same (gRPC servers require it).
-    let trailers = headers::accepts_trailers(&parts.headers);
-    headers::strip_hop_by_hop(&mut parts.headers);
+    let stripped = headers::strip_hop_by_hop(&mut parts.headers);
+    let trailers = stripped.te_trailers;
     // Weir answers `100-continue` itself (hyper sends the 100 once the
     // body is first read, that is once the request is on its way
     // upstream); forwarded, it would ask the upstream for a second one.
@@ -423,12 +423,18 @@ fn prepare_upstream_request(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), headers::request_id_field(id));
-    // Set again even when unchanged: a client's `Connection: host` has
-    // just stripped it, and a target's authority replaces the client's.
+    // The routed host is the `Host` field still in place, unless the
+    // target's authority replaces it or a client's `Connection: host`
+    // just stripped it: only then is it set.
     match host {
-        Some(h) => parts.headers.insert(header::HOST, h),
-        None => parts.headers.remove(header::HOST),
-    };
+        Some(_) if host_field && !stripped.named => {}
+        Some(h) => {
+            parts.headers.insert(header::HOST, h);
+        }
+        None => {
+            parts.headers.remove(header::HOST);
+        }
+    }
     if let Some(protocol) = upgrade {
         parts.headers.insert(header::UPGRADE, protocol.clone());
         parts
@@ -465,16 +471,20 @@ fn prepare_upstream_request(
 /// ([`router::host_source`]), so that a client cannot be routed by one
 /// host while the upstream serves another. That is the target's authority
 /// for absolute-form and HTTP/2 requests (RFC 9112 3.2.2), else the one
-/// `Host` header ([`router::check_host`] refused more than one). Copies
-/// nothing but a reference count unless the authority has to be made a
-/// header value.
-fn forwarded_host(parts: &Parts) -> Option<HeaderValue> {
-    match router::host_source(parts)? {
-        HostSource::Header(h) => Some(h.clone()),
-        HostSource::Target(a) => match parts.headers.get(header::HOST) {
-            Some(h) if h.as_bytes() == a.as_str().as_bytes() => Some(h.clone()),
-            _ => HeaderValue::from_str(a.as_str()).ok(),
-        },
+/// `Host` header ([`router::check_host`] refused more than one), and
+/// whether it is that header. Copies nothing but a reference count unless
+/// the authority has to be made a header value.
+fn forwarded_host(parts: &Parts) -> (Option<HeaderValue>, bool) {
+    match router::host_source(parts) {
+        None => (None, false),
+        Some(HostSource::Header(h)) => (Some(h.clone()), true),
+        Some(HostSource::Target(a)) => (
+            match parts.headers.get(header::HOST) {
+                Some(h) if h.as_bytes() == a.as_str().as_bytes() => Some(h.clone()),
+                _ => HeaderValue::from_str(a.as_str()).ok(),
+            },
+            false,
+        ),
     }
 }
 

@@ -65,6 +65,11 @@ pub struct UpstreamBody {
 pub struct ResponseBody {
     kind: Kind,
     record: Option<Box<Exchange>>,
+    /// The request id, for the client's connection to write as
+    /// `X-Request-Id` ([`ResponseBody::take_id`]): written straight into
+    /// the head, it costs no insertion in the map (replacing any the
+    /// upstream sent).
+    request_id: Option<http::HeaderValue>,
 }
 
 enum Kind {
@@ -82,7 +87,11 @@ impl ResponseBody {
     }
 
     fn of(kind: Kind) -> ResponseBody {
-        ResponseBody { kind, record: None }
+        ResponseBody {
+            kind,
+            record: None,
+            request_id: None,
+        }
     }
 
     /// The whole body, when it is one of Weir's own answers.
@@ -97,6 +106,17 @@ impl ResponseBody {
     /// and finishes the record when dropped.
     pub fn keep(&mut self, record: Box<Exchange>) {
         self.record = Some(record);
+    }
+
+    /// Gives the response its request id, which the client's connection
+    /// sends as `X-Request-Id` in place of any the fields hold.
+    pub fn carry_id(&mut self, id: http::HeaderValue) {
+        self.request_id = Some(id);
+    }
+
+    /// The request id [`ResponseBody::carry_id`] gave, once.
+    pub fn take_id(&mut self) -> Option<http::HeaderValue> {
+        self.request_id.take()
     }
 
     /// Streams `inner`; the connection goes back to the pool once it ends.

@@ -241,7 +241,7 @@ impl Exchange {
     fn start(conn: Connection, parts: Parts, body: RequestBody) -> Exchange {
         let mut conn = conn;
         let c = &mut *conn.0;
-        let framing = write_head(&mut c.out.head, &parts, &body);
+        let (framing, close) = write_head(&mut c.out.head, &parts, &body);
         c.out.start(framing);
         let empty = body.is_end_stream();
         Exchange {
@@ -250,7 +250,7 @@ impl Exchange {
                 head: parts.method == http::Method::HEAD,
                 connect: parts.method == http::Method::CONNECT,
             },
-            close: crate::proxy::headers::connection_has(&parts.headers, "close"),
+            close,
             parts: Some(parts),
             body: (!empty).then_some(body),
             polled: false,
@@ -276,8 +276,9 @@ impl Exchange {
             let sending = c.poll_send(&mut body, cx);
             let started = c.out.head_started();
             self.body = body;
-            if started {
-                self.parts = None;
+            if started && let Some(parts) = self.parts.take() {
+                // The head is on its way: its map goes back to the worker.
+                wire::give_map(parts.headers);
             }
             match sending {
                 Poll::Ready(Ok(())) => self.sent = true,
@@ -397,9 +398,11 @@ fn parse(buf: &[u8], answering: Answering) -> Result<Option<Head>, HeadError> {
 
 /// Writes the request's head into `head` and says how its body goes:
 /// by the `Content-Length` the request has, else by the body's exact
-/// length, else chunked. A `Transfer-Encoding` in the fields is not
-/// copied: the framing written is the one chosen here.
-fn write_head(head: &mut Vec<u8>, parts: &Parts, body: &RequestBody) -> Framing {
+/// length, else chunked; and whether it asks to close the connection
+/// after the response (its `Connection` lists `close`). A
+/// `Transfer-Encoding` in the fields is not copied: the framing written
+/// is the one chosen here.
+fn write_head(head: &mut Vec<u8>, parts: &Parts, body: &RequestBody) -> (Framing, bool) {
     head.clear();
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.push(b' ');
@@ -414,25 +417,34 @@ fn write_head(head: &mut Vec<u8>, parts: &Parts, body: &RequestBody) -> Framing 
     } else {
         b" HTTP/1.1\r\n"
     });
-    wire::write_fields_but(head, &parts.headers, &header::TRANSFER_ENCODING);
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // One pass writes the fields and notes what the connection reads
+    // itself (rather than a lookup for each).
+    let (mut length, mut close) = (None, false);
+    for (name, value) in &parts.headers {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            length = length.or(Some(value));
+        } else if name == header::CONNECTION {
+            close |= crate::proxy::headers::value_lists(value, "close");
+        }
+        wire::write_field(head, name, value);
+    }
+    let declared = length.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let framing = if let Some(n) = declared {
         Framing::Length(n)
     } else if body.is_end_stream() {
         Framing::None
     } else if let Some(n) = body.size_hint().exact() {
-        use std::io::Write as _;
-        let _ = write!(head, "content-length: {n}\r\n");
+        wire::write_length(head, n);
         Framing::Length(n)
     } else {
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
         Framing::Chunked
     };
     head.extend_from_slice(b"\r\n");
-    framing
+    (framing, close)
 }
 
 /// The body of a response read from an HTTP/1.1 connection, which it
