@@ -360,7 +360,7 @@ where
 /// state can then be written straight into the box. `Box::pin(future)`
 /// makes it on the stack and copies all of it into the box, and a
 /// request's future is about 7.6 KB, nearly all of it room for later
-/// states (the copy was 768 instructions of every request).
+/// states (copying it would be about 770 instructions per request).
 #[inline(always)]
 fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
