@@ -187,6 +187,9 @@ pub async fn accept_loop(
             let builder = builder.clone();
             tokio::spawn(async move {
                 serve_h1(&conn, &cx, &builder).await;
+                // The socket closes before the connection's slot and
+                // count are given back.
+                drop(conn);
                 drop((enrolled, open, permit));
             });
         } else {
