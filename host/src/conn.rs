@@ -73,6 +73,12 @@ impl DrainSignal {
         }
     }
 
+    /// Whether a drain was asked for: an HTTP/1.1 connection then closes
+    /// once the request under way is answered.
+    pub fn is_asked(&self) -> bool {
+        self.asked.load(Ordering::Acquire)
+    }
+
     /// Whether a drain was asked for. Until it is, the first call with
     /// `registered` false leaves `task`'s waker to be woken by [`ask`]
     /// (and sets `registered`): the caller is a connection's task, whose
@@ -93,12 +99,12 @@ impl DrainSignal {
     }
 }
 
-/// What the listener's task tells Weir's HTTP/1.1 connection
-/// (`listener::h1`), and reads from it.
+/// What Weir's HTTP/1.1 connection (`listener::h1`) tells the listener's
+/// task: whether it can close at once, and the socket when it turned out
+/// to speak HTTP/2. (Shutdown's word goes the other way through
+/// [`DrainSignal`].)
 #[derive(Debug, Default)]
 pub struct H1Control {
-    /// Shutdown began: close once the request under way is answered.
-    pub draining: AtomicBool,
     /// Between requests with nothing buffered: safe to close at once.
     pub idle: AtomicBool,
     /// The connection opened with the HTTP/2 preface (h2c by prior
@@ -107,10 +113,6 @@ pub struct H1Control {
 }
 
 impl H1Control {
-    pub fn drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
     pub fn is_idle(&self) -> bool {
         self.idle.load(Ordering::Relaxed)
     }

@@ -366,11 +366,9 @@ async fn serve_h1<S>(conn: &h1::Lock<S>, cx: &Arc<ConnContext>, builder: &auto::
 where
     S: AsyncRead + AsyncWrite + h1::ReadReady + Unpin + Send + 'static,
 {
-    let ended = Supervise::new(h1::serve(conn, cx), cx, |_, cx| {
-        cx.h1.drain();
-        cx.h1.is_idle()
-    })
-    .await;
+    // The connection reads the drain signal itself (it closes once the
+    // request under way is answered); between requests it closes at once.
+    let ended = Supervise::new(h1::serve(conn, cx), cx, |_, cx| cx.h1.is_idle()).await;
     // A plain connection that opened with HTTP/2's preface. This and the
     // tunnel are boxed: rare, and inline they would size every
     // connection's task.

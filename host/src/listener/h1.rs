@@ -267,7 +267,7 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Shared<S> {
             if self.buf.is_empty() {
                 wire::give_back(std::mem::take(&mut self.buf));
                 control.idle.store(true, Ordering::Relaxed);
-                if control.draining.load(Ordering::Relaxed) {
+                if conn.drain.is_asked() {
                     return Poll::Ready(Err(HeadEnd::Closed));
                 }
                 let io = self.io.as_ref().ok_or_else(gone).map_err(HeadEnd::Io)?;
@@ -434,7 +434,7 @@ where
     let status = resp.status();
     let body_read = matches!(lock(shared).body, BodyState::Done);
     // (A `Connection: close` in the response is read as it is written.)
-    let keep = keep_alive && body_read && !cx.h1.draining.load(Ordering::Relaxed);
+    let keep = keep_alive && body_read && !cx.drain.is_asked();
     let kept = respond(shared, resp, &method, version, keep).await?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(tx) = upgrade {
