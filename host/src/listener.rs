@@ -396,6 +396,11 @@ where
         let handled = proxy::handle(svc_cx.clone(), req.map(crate::body::ClientBody::Hyper));
         async move {
             let mut resp = handled.await?;
+            // hyper writes the map (no response for it keeps its fields
+            // as received, but one that did would lose none).
+            if let Some(raw) = resp.body_mut().take_raw_head() {
+                raw.into_map(resp.headers_mut());
+            }
             if let Some(id) = resp.body_mut().take_id() {
                 resp.headers_mut()
                     .insert(proxy::headers::X_REQUEST_ID.clone(), id);

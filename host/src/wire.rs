@@ -3,6 +3,8 @@
 //! read into buffers from one per-worker pool, read bodies framed by
 //! length, by chunks or by the close out of those buffers ([`BodyState`]),
 //! and write a head and a body's frames as one queue of slices ([`Out`]).
+//! A response head that needs only this hop's edits keeps its field
+//! lines as received ([`RawHead`]) instead of becoming a header map.
 //!
 //! Written here rather than taken from a library: hyper frames messages
 //! only inside its own connection types, whose buffers live as long as
@@ -16,7 +18,9 @@
 //! [`POOL_MAX_CAPACITY`] bytes, and at most [`MAPS_MAX`] header maps of
 //! at most [`MAP_MAX_CAPACITY`] fields; [`Out`] queues at most
 //! [`MAX_QUEUED`] bytes of a body before it is written; a chunked body's
-//! trailers are bounded by the caller's [`chunked::Limits`].
+//! trailers are bounded by the caller's [`chunked::Limits`]; a
+//! [`RawHead`]'s lines by the head they were read from (the upstream's
+//! head limit) plus the fields appended.
 
 use std::io;
 use std::pin::Pin;
@@ -148,6 +152,176 @@ pub(crate) fn field_map(
     }
     give_fields(fields);
     ok.then_some(map)
+}
+
+/// A response head's fields as an HTTP/1.1 upstream sent them, for the
+/// client's HTTP/1.1 connection to write without making them a map: the
+/// field lines in their order and case, less the hop-by-hop fields and
+/// the framing the writer decides (`Content-Length`,
+/// `Transfer-Encoding`), with the fields this hop adds appended
+/// ([`RawHead::append`]). Made only for a head whose edits are exactly
+/// those ([`RawHead::of`]); any other (a `Via` to extend, an
+/// `X-Request-Id` to replace, a `Connection` naming other fields, a field
+/// named `close`) goes through a map. Its lines are no longer than the head they came from
+/// (at most the upstream's head limit) plus the appended fields.
+pub(crate) struct RawHead {
+    /// `name: value\r\n` lines, in a buffer from this worker's pool.
+    lines: Vec<u8>,
+    /// The first `Content-Length` as sent (a `HEAD` or `304` answer
+    /// repeats it).
+    length: Option<u64>,
+    /// A `Date` was among the fields.
+    dated: bool,
+}
+
+/// Hop-by-hop fields by definition (RFC 9110 section 7.6.1, and the
+/// legacy ones proxies still see), lower case: `proxy::headers` removes
+/// the same from a map.
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "http2-settings",
+];
+
+impl RawHead {
+    /// The fields of a parsed head, `None` when writing them as received
+    /// would differ from the map's edits (see [`RawHead`]).
+    pub(crate) fn of(headers: &[httparse::Header<'_>]) -> Option<RawHead> {
+        let mut raw = RawHead {
+            lines: take_head(),
+            length: None,
+            dated: false,
+        };
+        for f in headers {
+            match field_kind(f.name.as_bytes()) {
+                FieldKind::Kept => {}
+                FieldKind::Date => raw.dated = true,
+                FieldKind::Length => {
+                    if raw.length.is_none() {
+                        raw.length = std::str::from_utf8(f.value)
+                            .ok()
+                            .and_then(|v| v.parse().ok());
+                    }
+                    continue;
+                }
+                FieldKind::HopByHop => continue,
+                FieldKind::Connection if lists_only_hop_by_hop(f.value) => continue,
+                FieldKind::Connection | FieldKind::Edited => {
+                    raw.give_back();
+                    return None;
+                }
+            }
+            raw.push(f.name.as_bytes(), f.value);
+        }
+        Some(raw)
+    }
+
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.lines.extend_from_slice(name);
+        self.lines.extend_from_slice(b": ");
+        self.lines.extend_from_slice(value);
+        self.lines.extend_from_slice(b"\r\n");
+    }
+
+    /// Adds a field after those received.
+    pub(crate) fn append(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.push(name.as_str().as_bytes(), value.as_bytes());
+    }
+
+    /// The field lines, each ending in CRLF.
+    pub(crate) fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// The first `Content-Length` received, when it was a number.
+    pub(crate) fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    pub(crate) fn dated(&self) -> bool {
+        self.dated
+    }
+
+    /// The fields into `map` (appended), for a writer that takes a map.
+    pub(crate) fn into_map(self, map: &mut HeaderMap) {
+        for line in self.lines.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                continue;
+            };
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&line[..colon]),
+                HeaderValue::from_bytes(line[colon + 1..].trim_ascii_start()),
+            ) {
+                map.append(name, value);
+            }
+        }
+        self.give_back();
+    }
+
+    /// Gives the lines' buffer back to this worker's pool.
+    pub(crate) fn give_back(self) {
+        give_head(self.lines);
+    }
+}
+
+/// What [`RawHead::of`] does with a field, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldKind {
+    Kept,
+    /// Kept, and noted.
+    Date,
+    /// Left to the writer's framing, its value noted.
+    Length,
+    /// Left out: one of [`HOP_BY_HOP`] (`Transfer-Encoding` with them).
+    HopByHop,
+    /// Left out when it names no other field.
+    Connection,
+    /// A field the map path edits (`Via`, `X-Request-Id`), or one a
+    /// `Connection: close` beside it would name: the head needs a map.
+    Edited,
+}
+
+/// A field's [`FieldKind`]: names are told apart by length first, so most
+/// are compared with one name at most.
+fn field_kind(name: &[u8]) -> FieldKind {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is(b"te") => FieldKind::HopByHop,
+        3 if is(b"via") => FieldKind::Edited,
+        4 if is(b"date") => FieldKind::Date,
+        5 if is(b"close") => FieldKind::Edited,
+        7 if is(b"upgrade") => FieldKind::HopByHop,
+        10 if is(b"connection") => FieldKind::Connection,
+        10 if is(b"keep-alive") => FieldKind::HopByHop,
+        12 if is(b"x-request-id") => FieldKind::Edited,
+        14 if is(b"content-length") => FieldKind::Length,
+        14 if is(b"http2-settings") => FieldKind::HopByHop,
+        16 if is(b"proxy-connection") => FieldKind::HopByHop,
+        17 if is(b"transfer-encoding") => FieldKind::HopByHop,
+        18 if is(b"proxy-authenticate") => FieldKind::HopByHop,
+        19 if is(b"proxy-authorization") => FieldKind::HopByHop,
+        _ => FieldKind::Kept,
+    }
+}
+
+/// Whether every token a `Connection` value lists names a field
+/// [`HOP_BY_HOP`] already removes (`keep-alive`, usually), or is `close`.
+fn lists_only_hop_by_hop(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.is_empty()
+            || t.eq_ignore_ascii_case(b"close")
+            || HOP_BY_HOP
+                .iter()
+                .any(|h| t.eq_ignore_ascii_case(h.as_bytes()))
+    })
 }
 
 /// `http`'s version for one `weir_http1` read.
@@ -678,6 +852,86 @@ mod tests {
         assert_eq!(again.capacity(), room);
         // The pool is empty again: the next map is a new one.
         assert_eq!(take_map(0).capacity(), 0);
+    }
+
+    /// The fields of a response head as `RawHead` keeps them, or `None`
+    /// when it sends the head through a map; and as the map path keeps
+    /// them (hop-by-hop fields stripped, the framing left to the writer).
+    fn both_ways(head: &[u8]) -> (Option<HeaderMap>, HeaderMap) {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Response::new(&mut fields);
+        assert!(parsed.parse(head).unwrap().is_complete());
+        let spans = field_spans(head, parsed.headers).unwrap();
+        let mut map = field_map(&Bytes::copy_from_slice(head), spans, 0).unwrap();
+        crate::proxy::headers::strip_hop_by_hop(&mut map);
+        map.remove(http::header::CONTENT_LENGTH);
+        map.remove(http::header::TRANSFER_ENCODING);
+        let raw = RawHead::of(parsed.headers).map(|raw| {
+            let mut kept = HeaderMap::new();
+            raw.into_map(&mut kept);
+            kept
+        });
+        (raw, map)
+    }
+
+    #[test]
+    fn a_raw_head_keeps_exactly_what_a_stripped_map_keeps_or_declines() {
+        let kept: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: x\r\nContent-Type: text/plain\r\n\
+              Content-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\n\
+              TE: trailers\r\nUpgrade: h2c\r\nTrailer: x-t\r\nHTTP2-Settings: AAAA\r\n\
+              Proxy-Connection: close\r\nProxy-Authorization: x\r\n\
+              Connection: Keep-Alive, close, TE\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Mixed: Yes\r\nset-cookie: b=2\r\n\
+              X-Empty:\r\nX-Spaced:  v  w \r\n\r\n",
+        ];
+        for head in kept {
+            let (raw, map) = both_ways(head);
+            let text = String::from_utf8_lossy(head);
+            assert_eq!(raw.as_ref(), Some(&map), "{text}");
+        }
+        let declined: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nVia: 1.0 other\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-Request-Id: up\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nClose: 1\r\n\r\n",
+        ];
+        for head in declined {
+            let (raw, _) = both_ways(head);
+            assert!(raw.is_none(), "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_is_left_out_of_a_raw_head_in_any_case() {
+        for name in HOP_BY_HOP {
+            let upper = name.to_ascii_uppercase();
+            for n in [name, upper.as_str()] {
+                let kind = field_kind(n.as_bytes());
+                let want = match name {
+                    "connection" => FieldKind::Connection,
+                    _ => FieldKind::HopByHop,
+                };
+                assert_eq!(kind, want, "{n}");
+            }
+        }
+        assert_eq!(field_kind(b"x-te"), FieldKind::Kept);
+        assert_eq!(field_kind(b"Content-Type"), FieldKind::Kept);
+    }
+
+    #[test]
+    fn a_raw_head_notes_its_length_and_date_and_takes_added_fields_last() {
+        let head = b"HTTP/1.1 200 OK\r\nDATE: x\r\nContent-Length: 12\r\nA: 1\r\n\r\n";
+        let mut fields = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Response::new(&mut fields);
+        parsed.parse(head).unwrap();
+        let mut raw = RawHead::of(parsed.headers).unwrap();
+        assert_eq!(raw.length(), Some(12));
+        assert!(raw.dated());
+        raw.append(&http::header::VIA, &HeaderValue::from_static("1.1 weir"));
+        assert_eq!(raw.lines(), b"DATE: x\r\nA: 1\r\nvia: 1.1 weir\r\n");
+        raw.give_back();
     }
 
     #[test]

@@ -2,14 +2,17 @@
 """Profiles Weir's request path with callgrind (perf is not available on
 the development machine):
 
-    python3 tests/bench/profile.py [--seconds 20] [--conns 10]
+    python3 tests/bench/profile.py [--seconds 20] [--conns 10] [--plugin ID]
 
 Starts the benchmark's upstream nginx and the release `weir` under
 `valgrind --tool=callgrind`, warms it up, zeroes the counters
 (`callgrind_control -z`), runs wrk with keep-alive requests, dumps the
 profile of just that run (`callgrind_control -d`), stops Weir, and prints
 the top of `callgrind_annotate` by inclusive and by self cost, with the
-number of requests so costs can be read per request. Needs valgrind
+number of requests so costs can be read per request. With `--plugin`,
+Weir runs one of the benchmark's plugin scenarios (configs.plugin_scenarios:
+noop, header-rewrite, api-key, ...) as the deterministic runs do, with
+`max_instances = 1` and under no_auxv.py. Needs valgrind
 (`apt-get install -y valgrind`) and what run.sh installs and builds.
 """
 
@@ -58,6 +61,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=20, help="measured wrk run")
     ap.add_argument("--conns", type=int, default=10, help="wrk connections")
     ap.add_argument("--top", type=int, default=25, help="functions to show")
+    ap.add_argument("--plugin", help="a plugin scenario's id (configs.plugin_scenarios)")
     ap.add_argument("--out", default=os.path.join(bench.HERE, "results", "callgrind.out"))
     args = ap.parse_args()
 
@@ -70,18 +74,30 @@ def main():
         b.start_upstream()
         port = bench.free_port()
         d = b.dir("weir")
-        conf = configs.weir_plain(port, b.upstream.port)
+        headers = ()
+        if args.plugin:
+            sc = next((s for s in configs.plugin_scenarios() if s["id"] == args.plugin), None)
+            wasm = sc and configs.find_plugin(bench.REPO, sc["files"])
+            if wasm is None:
+                sys.exit(f"no plugin scenario {args.plugin!r} with a built .wasm")
+            plugin_dir = bench.plugin_folder(b, "weir", sc["id"], wasm)
+            conf = configs.weir_plugin_config(port, b.upstream.port, plugin_dir, sc["id"],
+                                              sc["config"], max_instances=1)
+            headers = tuple(sc["headers"])
+        else:
+            conf = configs.weir_plain(port, b.upstream.port)
         bench.weir_check(d, conf)
         # The same start and dump as the benchmark's observe phase.
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         try:
-            srv = bench.callgrind_start(b, "weir", conf, port, args.out)
+            srv = bench.callgrind_start(b, "weir", conf, port, args.out, headers,
+                                        plugins=bool(args.plugin))
         except bench.BenchError as e:
             sys.exit(str(e))
         proc = srv.proc
-        b.wrk(port, 3)  # warm-up: pool filled, code paths touched
+        b.wrk(port, 3, headers)  # warm-up: pool filled, code paths touched
         bench.callgrind_control(proc, "-z")
-        w = b.wrk(port, args.seconds)
+        w = b.wrk(port, args.seconds, headers)
         bench.callgrind_control(proc, "-d")
         procs.stop(proc, grace=60)
         dumps = bench.callgrind_dumps(args.out)
@@ -89,7 +105,7 @@ def main():
             sys.exit(f"no callgrind dump next to {args.out}")
         profile = dumps[0]
         n = w["requests"]
-        print(f"profiled {n} keep-alive requests through weir ({args.conns} connections, "
+        print(f"profiled {n} keep-alive requests through weir{'+' + args.plugin if args.plugin else ''} ({args.conns} connections, "
               f"{w['non2xx']} non-2xx, errors {w['errors']}); profile in {profile}\n")
         n = max(n, 1)
         total = None

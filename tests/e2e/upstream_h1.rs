@@ -377,3 +377,82 @@ async fn an_endpoint_that_answers_before_the_upload_ends_is_heard_at_once() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
 }
+
+/// Where `needle` starts in `head`, which must hold it exactly once.
+fn once(head: &str, needle: &str) -> usize {
+    assert_eq!(head.matches(needle).count(), 1, "{needle:?} once in {head}");
+    head.find(needle).unwrap()
+}
+
+#[tokio::test]
+async fn a_response_head_goes_out_as_received_less_its_hop_by_hop_fields() {
+    let up = Scripted::start(|n| {
+        let answer: &[u8] = match n {
+            // Fields kept as received: their case and order, repeated
+            // names apart; hop-by-hop ones and the framing left out.
+            0 => {
+                b"HTTP/1.1 200 OK\r\nServer: Scripted\r\nSet-Cookie: a=1\r\n\
+                   Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Mixed-Case: Yes\r\n\
+                   Transfer-Encoding: chunked\r\nSet-Cookie: b=2\r\n\
+                   Proxy-Authenticate: Basic\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\
+                   Trailer: x-t\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+            }
+            // A HEAD's answer keeps the length it announces.
+            1 => b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-A: 1\r\n\r\n",
+            // A `Via` is extended and a field `Connection` names removed:
+            // the head goes through a map.
+            _ => {
+                b"HTTP/1.1 200 OK\r\nVia: 1.0 other\r\nConnection: x-secret\r\n\
+                   X-Secret: 1\r\nX-B: 2\r\nContent-Length: 2\r\n\r\nok"
+            }
+        };
+        (answer.to_vec(), false)
+    })
+    .await;
+    let gw = gateway(up.addr);
+
+    let text = exchange(&gw, GET).await;
+    let end = text.find("\r\n\r\n").unwrap();
+    let (head, body) = (&text[..end + 2], &text[end + 4..]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let order = [
+        "\r\nServer: Scripted\r\n",
+        "\r\nSet-Cookie: a=1\r\n",
+        "\r\nX-Mixed-Case: Yes\r\n",
+        "\r\nSet-Cookie: b=2\r\n",
+        "\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n",
+        "\r\nTrailer: x-t\r\n",
+        "\r\nvia: 1.1 weir\r\n",
+    ]
+    .map(|f| once(head, f));
+    assert!(order.is_sorted(), "fields out of order: {head}");
+    let lower = head.to_ascii_lowercase();
+    for gone in ["keep-alive", "proxy-authenticate", "content-length"] {
+        assert!(!lower.contains(gone), "{gone} in {head}");
+    }
+    once(&lower, "\r\ndate: ");
+    once(&lower, "\r\ntransfer-encoding: chunked\r\n");
+    once(&lower, "\r\nconnection: close\r\n");
+    once(&lower, "\r\nx-request-id: ");
+    assert_eq!(body, "2\r\nok\r\n0\r\n\r\n", "{text}");
+
+    let text = exchange(
+        &gw,
+        b"HEAD /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    once(&text, "\r\ncontent-length: 1234\r\n");
+    once(&text, "\r\nX-A: 1\r\n");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "no body after a HEAD's head: {text}"
+    );
+
+    let text = exchange(&gw, GET).await;
+    let lower = text.to_ascii_lowercase();
+    once(&lower, "\r\nvia: 1.0 other, 1.1 weir\r\n");
+    once(&lower, "\r\nx-b: 2\r\n");
+    assert!(!lower.contains("x-secret"), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+}

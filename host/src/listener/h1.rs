@@ -587,6 +587,9 @@ where
     let (mut parts, mut body) = resp.into_parts();
     let status = parts.status;
     let id = body.take_id();
+    // An upstream's fields kept as received are written as they are, and
+    // the map holds only what was added beside them.
+    let raw = body.take_raw_head();
     let h = &parts.headers;
     let bodiless = *method == Method::HEAD
         || status.is_informational()
@@ -606,7 +609,11 @@ where
             close |= crate::proxy::headers::value_lists(value, "close");
         }
     }
-    let declared = length.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut declared = length.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(raw) = &raw {
+        declared = declared.or(raw.length());
+        dated |= raw.dated();
+    }
     let framing = if bodiless {
         Framing::None
     } else if let Some(n) = declared.or(body.size_hint().exact()) {
@@ -642,6 +649,10 @@ where
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
+    if let Some(raw) = raw {
+        head.extend_from_slice(raw.lines());
+        raw.give_back();
+    }
     wire::write_fields_except(head, h, |name| {
         name == header::TRANSFER_ENCODING
             || name == header::CONTENT_LENGTH

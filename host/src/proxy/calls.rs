@@ -159,6 +159,7 @@ async fn answer(
             retry_attempts: upstream.config.retry.attempts,
             connect_timeout: upstream.config.connect_timeout.min(time),
             max_body_bytes: u64::MAX,
+            raw_head: false,
         };
         let (parts, body) = req.into_parts();
         let mut tries = Tries::default();

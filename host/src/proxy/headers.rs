@@ -44,19 +44,9 @@ fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
 /// Whether a `Connection` token names a header [`is_fixed_hop_by_hop`]
 /// already covers (header names compare case-insensitively).
 fn is_fixed_hop_by_hop_token(t: &str) -> bool {
-    [
-        "keep-alive",
-        "connection",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "http2-settings",
-    ]
-    .iter()
-    .any(|n| t.eq_ignore_ascii_case(n))
+    crate::wire::HOP_BY_HOP
+        .iter()
+        .any(|n| t.eq_ignore_ascii_case(n))
 }
 
 /// What [`strip_hop_by_hop`] took away that its caller may still need.
@@ -205,7 +195,7 @@ fn has_member(v: &HeaderValue, token: &str, params: bool) -> bool {
 
 /// This hop's `Via` value for a message of `version` (made at compile
 /// time: `from_static` checks its bytes when it runs).
-fn via_value(version: Version) -> HeaderValue {
+pub fn via_value(version: Version) -> HeaderValue {
     const V10: HeaderValue = HeaderValue::from_static("1.0 weir");
     const V11: HeaderValue = HeaderValue::from_static("1.1 weir");
     const V2: HeaderValue = HeaderValue::from_static("2 weir");

@@ -204,6 +204,7 @@ async fn phases(
     trail: &mut Trail,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
+    let h1_client = matches!(parts.version, Version::HTTP_10 | Version::HTTP_11);
     check_framing(&mut parts, cx)?;
     if let Some(r) = cx.listener.https_redirect {
         return redirect::answer(&parts, r);
@@ -285,8 +286,14 @@ async fn phases(
     let upstream = steered.as_ref().unwrap_or(&route.upstream);
     // Calls a plugin waited on spent part of the deadline.
     let timeout = plugins.remaining(timeout);
+    // A response that only this hop's edits touch, going to an HTTP/1.1
+    // client, may keep an HTTP/1.1 upstream's fields as received.
+    let bounds = send::Bounds {
+        raw_head: plain && h1_client && !grpc && upgrade.is_none(),
+        ..send::Bounds::of(route)
+    };
     let send::Sent { resp, endpoint } = send::send(
-        &send::Bounds::of(route),
+        &bounds,
         upstream,
         cx.peer,
         parts,
@@ -302,9 +309,15 @@ async fn phases(
         return upgrade::switch(cx, upgrade, resp, &endpoint.label);
     }
 
-    let (mut rparts, rbody) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut rparts.headers);
-    headers::append_via(&mut rparts.headers, rparts.version);
+    let (mut rparts, mut rbody) = resp.into_parts();
+    match rbody.raw_head_mut() {
+        // Its hop-by-hop fields were left out as it was kept.
+        Some(raw) => raw.append(&header::VIA, &headers::via_value(rparts.version)),
+        None => {
+            headers::strip_hop_by_hop(&mut rparts.headers);
+            headers::append_via(&mut rparts.headers, rparts.version);
+        }
+    }
     let lease = Lease::new(endpoint);
     let resp = Response::from_parts(
         rparts,

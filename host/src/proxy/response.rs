@@ -114,6 +114,16 @@ impl ResponseBody {
         self.request_id = Some(id);
     }
 
+    /// The head's fields as an HTTP/1.1 upstream sent them, once, when
+    /// they were kept so (`upstream::h1::Connection::send`): the response's
+    /// map then holds none of them.
+    pub(crate) fn take_raw_head(&mut self) -> Option<crate::wire::RawHead> {
+        match &mut self.kind {
+            Kind::Upstream(u) => u.inner.take_raw_head(),
+            Kind::Full(_) => None,
+        }
+    }
+
     /// The request id [`ResponseBody::carry_id`] gave, once.
     pub fn take_id(&mut self) -> Option<http::HeaderValue> {
         self.request_id.take()

@@ -55,6 +55,10 @@ pub(super) struct Bounds {
     /// The request body's limit, to tell a client's oversized upload from
     /// an endpoint's failure.
     pub max_body_bytes: u64,
+    /// The response goes to an HTTP/1.1 client with no edits but this
+    /// hop's: an HTTP/1.1 upstream's fields may be kept as received
+    /// (`upstream::h1::Connection::send`).
+    pub raw_head: bool,
 }
 
 impl Bounds {
@@ -63,6 +67,7 @@ impl Bounds {
             retry_attempts: route.retry_attempts,
             connect_timeout: route.connect_timeout,
             max_body_bytes: route.max_body_bytes,
+            raw_head: false,
         }
     }
 }
@@ -398,7 +403,7 @@ async fn attempt(
     };
     // Kept to tell, at the deadline, a stalled upload from a slow upstream.
     let stalled = req.body().stalled().cloned();
-    match tokio::time::timeout_at(deadline, conn.send(req)).await {
+    match tokio::time::timeout_at(deadline, conn.send(req, route.raw_head)).await {
         Err(_) => past_deadline(upstream, ep, stalled.as_deref(), started, timeout),
         Ok(Err(SendError {
             req: Some(req),

@@ -163,10 +163,17 @@ impl Connection {
     }
 
     /// Sends `req` and reads its response's head; the response's body
-    /// reads the rest from this connection.
-    pub async fn send(self, req: Request<RequestBody>) -> Result<Response<Received>, SendError> {
+    /// reads the rest from this connection. With `raw`, the caller writes
+    /// the response to an HTTP/1.1 client with no edits but this hop's:
+    /// a final head's fields are then kept as received where that is
+    /// exact ([`H1Received::take_raw_head`]), and its map left empty.
+    pub async fn send(
+        self,
+        req: Request<RequestBody>,
+        raw: bool,
+    ) -> Result<Response<Received>, SendError> {
         let (parts, body) = req.into_parts();
-        let mut x = Exchange::start(self, parts, body);
+        let mut x = Exchange::start(self, parts, body, raw);
         let head = poll_fn(|cx| x.poll_head(cx)).await;
         match head {
             Ok(head) => Ok(x.response(head)),
@@ -209,9 +216,26 @@ struct Head {
     len: usize,
     status: StatusCode,
     version: Version,
-    fields: Vec<(HeaderName, usize, usize)>,
+    fields: Fields,
     body: weir_http1::ResponseBody,
     keep_alive: bool,
+}
+
+/// A parsed head's fields: names and where their values lie, for a map;
+/// or kept as received.
+enum Fields {
+    Spans(Vec<(HeaderName, usize, usize)>),
+    Raw(wire::RawHead),
+}
+
+impl Fields {
+    /// Gives the lists back to the worker, for a head that is dropped.
+    fn release(self) {
+        match self {
+            Fields::Spans(f) => wire::give_fields(f),
+            Fields::Raw(r) => r.give_back(),
+        }
+    }
 }
 
 /// One request on its way: written, and its response's head awaited.
@@ -235,10 +259,13 @@ struct Exchange {
     /// answered already (and closed), so its answer is still read, and
     /// this is the error when there is none.
     write_failed: Option<io::Error>,
+    /// A final head's fields may be kept as received
+    /// ([`Connection::send`]).
+    raw: bool,
 }
 
 impl Exchange {
-    fn start(conn: Connection, parts: Parts, body: RequestBody) -> Exchange {
+    fn start(conn: Connection, parts: Parts, body: RequestBody, raw: bool) -> Exchange {
         let mut conn = conn;
         let c = &mut *conn.0;
         let (framing, close) = write_head(&mut c.out.head, &parts, &body);
@@ -257,6 +284,7 @@ impl Exchange {
             sent: false,
             informational: 0,
             write_failed: None,
+            raw,
         }
     }
 
@@ -292,18 +320,18 @@ impl Exchange {
                 Poll::Pending => {}
             }
         }
-        let answering = self.answering;
+        let (answering, raw) = (self.answering, self.raw);
         loop {
             let c = self.conn();
             if !c.buf.is_empty() {
-                match parse(&c.buf, answering) {
+                match parse(&c.buf, answering, raw) {
                     Ok(Some(head)) if head.status.is_informational() && head.status != 101 => {
                         c.buf.advance(head.len);
                         self.informational += 1;
                         if self.informational > MAX_INFORMATIONAL {
                             return Poll::Ready(Err(Error::TooManyInformational));
                         }
-                        wire::give_fields(head.fields);
+                        head.fields.release();
                         continue;
                     }
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
@@ -340,8 +368,11 @@ impl Exchange {
             None => unreachable!("the connection stays with the exchange until its response"),
         };
         let bytes = c.buf.split_to(head.len).freeze();
-        // A value httparse took is one `http` takes.
-        let headers = wire::field_map(&bytes, head.fields, 4).unwrap_or_default();
+        let (headers, raw) = match head.fields {
+            // A value httparse took is one `http` takes.
+            Fields::Spans(f) => (wire::field_map(&bytes, f, 4).unwrap_or_default(), None),
+            Fields::Raw(r) => (http::HeaderMap::new(), Some(r)),
+        };
         let switched = head.status == StatusCode::SWITCHING_PROTOCOLS;
         // A 101, like every 1xx, has no body (`weir_http1` frames it so).
         let body = match head.body {
@@ -373,6 +404,7 @@ impl Exchange {
             keep,
             upgraded,
             hint,
+            raw,
         }));
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
@@ -381,14 +413,23 @@ impl Exchange {
     }
 }
 
-/// Parses the response head at the start of `buf`.
-fn parse(buf: &[u8], answering: Answering) -> Result<Option<Head>, HeadError> {
+/// Parses the response head at the start of `buf`; with `raw`, a final
+/// head's fields are kept as received where [`wire::RawHead::of`] allows
+/// (a 1xx, and a 101 above all, goes through a map).
+fn parse(buf: &[u8], answering: Answering, raw: bool) -> Result<Option<Head>, HeadError> {
     let parsed = weir_http1::parse_response(buf, &LIMITS, answering, |h| {
+        let raw = match raw && h.status >= 200 {
+            true => wire::RawHead::of(h.headers),
+            false => None,
+        };
         Ok(Head {
             len: h.len,
             status: StatusCode::from_u16(h.status).map_err(|_| HeadError::Syntax)?,
             version: wire::version(h.version),
-            fields: wire::field_spans(buf, h.headers)?,
+            fields: match raw {
+                Some(r) => Fields::Raw(r),
+                None => Fields::Spans(wire::field_spans(buf, h.headers)?),
+            },
             body: h.body,
             keep_alive: h.keep_alive,
         })
@@ -460,6 +501,9 @@ pub struct H1Received {
     /// the tunnel ([`H1Received::into_upgraded`]).
     upgraded: bool,
     hint: SizeHint,
+    /// The head's fields as received, when they were kept so (the map is
+    /// then empty).
+    raw: Option<wire::RawHead>,
 }
 
 impl std::fmt::Debug for H1Received {
@@ -471,6 +515,17 @@ impl std::fmt::Debug for H1Received {
 }
 
 impl H1Received {
+    /// The response head's fields as received, once, when they were kept
+    /// so ([`Connection::send`]).
+    pub(crate) fn take_raw_head(&mut self) -> Option<wire::RawHead> {
+        self.raw.take()
+    }
+
+    /// The kept fields, to add this hop's.
+    pub(crate) fn raw_head_mut(&mut self) -> Option<&mut wire::RawHead> {
+        self.raw.as_mut()
+    }
+
     /// The connection, once the response and the request have both
     /// ended and it may carry another request.
     pub fn reusable(&mut self) -> Option<Connection> {
@@ -573,6 +628,23 @@ impl Received {
     pub fn into_upgraded(self) -> Option<Upgraded> {
         match self {
             Received::H1(b) => b.into_upgraded(),
+            Received::H2(_) => None,
+        }
+    }
+
+    /// The head's fields as an HTTP/1.1 upstream sent them, once, when
+    /// they were kept so ([`Connection::send`]).
+    pub(crate) fn take_raw_head(&mut self) -> Option<wire::RawHead> {
+        match self {
+            Received::H1(b) => b.take_raw_head(),
+            Received::H2(_) => None,
+        }
+    }
+
+    /// The kept fields, to add this hop's.
+    pub(crate) fn raw_head_mut(&mut self) -> Option<&mut wire::RawHead> {
+        match self {
+            Received::H1(b) => b.raw_head_mut(),
             Received::H2(_) => None,
         }
     }

@@ -94,7 +94,7 @@ async fn ask(ep: &Endpoint, cfg: &HealthCheckConfig) -> Option<bool> {
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),
             );
-            c.send(req).await.ok()?
+            c.send(req, false).await.ok()?
         }
         Checkout::H2(s) => http2::send(s, req, ep.scheme(), &ep.label, false)
             .await
