@@ -2,7 +2,7 @@
 """Profiles Weir's request path with callgrind (perf is not available on
 the development machine):
 
-    python3 tests/bench/profile.py [--seconds 20] [--conns 10] [--plugin ID]
+    python3 tests/bench/profile.py [--seconds 20] [--conns 10] [--plugin ID] [--close]
 
 Starts the benchmark's upstream nginx and the release `weir` under
 `valgrind --tool=callgrind`, warms it up, zeroes the counters
@@ -12,7 +12,9 @@ the top of `callgrind_annotate` by inclusive and by self cost, with the
 number of requests so costs can be read per request. With `--plugin`,
 Weir runs one of the benchmark's plugin scenarios (configs.plugin_scenarios:
 noop, header-rewrite, api-key, ...) as the deterministic runs do, with
-`max_instances = 1` and under no_auxv.py. Needs valgrind
+`max_instances = 1` and under no_auxv.py. With `--close`, every request
+says `Connection: close` (a connection per request, as the benchmark's
+close rows). Needs valgrind
 (`apt-get install -y valgrind`) and what run.sh installs and builds.
 """
 
@@ -61,6 +63,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=20, help="measured wrk run")
     ap.add_argument("--conns", type=int, default=10, help="wrk connections")
     ap.add_argument("--top", type=int, default=25, help="functions to show")
+    ap.add_argument("--close", action="store_true", help="a connection per request")
     ap.add_argument("--plugin", help="a plugin scenario's id (configs.plugin_scenarios)")
     ap.add_argument("--out", default=os.path.join(bench.HERE, "results", "callgrind.out"))
     args = ap.parse_args()
@@ -95,9 +98,9 @@ def main():
         except bench.BenchError as e:
             sys.exit(str(e))
         proc = srv.proc
-        b.wrk(port, 3, headers)  # warm-up: pool filled, code paths touched
+        b.wrk(port, 3, headers, close=args.close)  # warm-up: pool filled, code paths touched
         bench.callgrind_control(proc, "-z")
-        w = b.wrk(port, args.seconds, headers)
+        w = b.wrk(port, args.seconds, headers, close=args.close)
         bench.callgrind_control(proc, "-d")
         procs.stop(proc, grace=60)
         dumps = bench.callgrind_dumps(args.out)
@@ -105,7 +108,8 @@ def main():
             sys.exit(f"no callgrind dump next to {args.out}")
         profile = dumps[0]
         n = w["requests"]
-        print(f"profiled {n} keep-alive requests through weir{'+' + args.plugin if args.plugin else ''} ({args.conns} connections, "
+        kind = "Connection: close" if args.close else "keep-alive"
+        print(f"profiled {n} {kind} requests through weir{'+' + args.plugin if args.plugin else ''} ({args.conns} connections, "
               f"{w['non2xx']} non-2xx, errors {w['errors']}); profile in {profile}\n")
         n = max(n, 1)
         total = None

@@ -277,3 +277,79 @@ plugins = [
     assert_eq!(header_of(&seen, "x-env").as_deref(), Some("bench"));
     assert!(header_of(&seen, "cookie").is_none(), "{seen}");
 }
+
+/// A raw endpoint that answers every request (bodiless, read to its
+/// blank line) with `answer`, keeping the connection.
+async fn canned(answer: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_phase_plugin_leaves_the_response_head_as_received() {
+    let up = canned(
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Mid: 1\r\nSet-Cookie: b=2\r\n\
+          Keep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let routes = r#"
+[[route]]
+upstream = "app"
+path_prefix = "/request-phase"
+plugins = [{ name = "noop" }]
+
+[[route]]
+upstream = "app"
+path_prefix = "/response-phase"
+plugins = [{ name = "transform", config = { response_headers = { add = { "x-transformed" = "1" } } } }]
+"#;
+    let gw = start(config("", &[("app", up)], routes), &["noop", "transform"]);
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    let wait = std::time::Duration::from_secs(5);
+
+    // noop takes only the request phase: the fields go out as received,
+    // in their order and case, less the hop-by-hop one.
+    let text = raw(gw.addr(), &get("/request-phase"), wait).await;
+    assert_eq!(raw_status(&text), Some(200), "{text}");
+    assert!(
+        text.contains("\r\nSet-Cookie: a=1\r\nX-Mid: 1\r\nSet-Cookie: b=2\r\n"),
+        "{text}"
+    );
+    assert!(!text.to_ascii_lowercase().contains("keep-alive"), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+
+    // transform takes the response phase: it sees (and edits) a map of
+    // the same fields.
+    let text = raw(gw.addr(), &get("/response-phase"), wait).await;
+    assert_eq!(raw_status(&text), Some(200), "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.contains("\r\nx-transformed: 1\r\n"), "{text}");
+    assert!(lower.contains("\r\nset-cookie: a=1\r\n"), "{text}");
+    assert!(lower.contains("\r\nset-cookie: b=2\r\n"), "{text}");
+    assert!(lower.contains("\r\nx-mid: 1\r\n"), "{text}");
+    assert!(!lower.contains("keep-alive"), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+}

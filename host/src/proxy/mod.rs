@@ -286,10 +286,12 @@ async fn phases(
     let upstream = steered.as_ref().unwrap_or(&route.upstream);
     // Calls a plugin waited on spent part of the deadline.
     let timeout = plugins.remaining(timeout);
-    // A response that only this hop's edits touch, going to an HTTP/1.1
-    // client, may keep an HTTP/1.1 upstream's fields as received.
+    // A response that only this hop's edits touch (no plugin of the route
+    // takes the response phase), going to an HTTP/1.1 client, may keep an
+    // HTTP/1.1 upstream's fields as received.
+    let untouched = !route.plugins.response && !route.plugins.response_body;
     let bounds = send::Bounds {
-        raw_head: plain && h1_client && !grpc && upgrade.is_none(),
+        raw_head: untouched && h1_client && !grpc && upgrade.is_none(),
         ..send::Bounds::of(route)
     };
     let send::Sent { resp, endpoint } = send::send(
