@@ -1027,6 +1027,7 @@ def throughput_phase(bench, results, log):
             bench.procs.stop(s.proc)
 
     plain_deterministic(bench, results, log)
+    close_deterministic(bench, results, log)
     plugin_deterministic(bench, results, log,
                          [(name, det_conf, headers) for name, _, _, headers, _, det_conf in ready
                           if not any(r["target"] == name for r in results["skipped"])],
@@ -1249,6 +1250,33 @@ def plain_deterministic(bench, results, log):
                                             prefix="plain")
         det_row(bench, rec, target, conf_fn, requests, warmup)
         det_log(log, rec, t0)
+
+
+def close_deterministic(bench, results, log):
+    """Instructions (callgrind) per request of Connection: close proxying,
+    a client connection per request (its accept, set-up and close with
+    the request), for Weir and nginx, each in a fresh proxy under
+    callgrind. Only the instructions: the system calls of a connection
+    are the kernel's, counted in the CPU rows."""
+    warmup, requests = CALLGRIND_REQUESTS[bench.mode["name"]]
+    out = results.setdefault("close_deterministic", [])
+    for target in ("weir", "nginx"):
+        rec = {"target": target}
+        out.append(rec)
+        t0 = time.monotonic()
+
+        def conf_fn(port, name, target=target):
+            conf = bench.proxy_conf(target, port, name=name)
+            if target == "weir":
+                weir_check(bench.dir(name), conf)
+            return conf
+        cg = det_callgrind(bench, target, target, conf_fn, requests, warmup,
+                           headers=("Connection: close",), prefix="close")
+        rec["instructions"] = cg
+        log(f"  deterministic close {target:<6} "
+            + (f"{cg['ir_per_req']:,.0f} instructions/req" if cg["status"] == "ok"
+               else f"callgrind {cg['status'][:200]}")
+            + f"  ({time.monotonic() - t0:.1f}s)")
 
 
 def nginx_callgrind_start(bench, name, conf, port, out_file, headers=(), kind="nginx"):
@@ -4050,7 +4078,7 @@ def summarize(results):
                     out.append(op(r[f], b[f]))
             return spread(out)
 
-        for f in ("rps", "proxy_cpu_us_per_req"):
+        for f in ("rps", "proxy_cpu_us_per_req", "p99_us"):
             row[f"{f}_vs_nginx"] = paired(BASELINE[group], f)
         # Cost of a plugin over plain Weir in the same round.
         if group == "plugin" and target.startswith("weir+"):
@@ -4271,6 +4299,7 @@ def summarize(results):
     results["summary"] = {"throughput": rows,
                           "plain_deterministic": results.get("plain_deterministic", []),
                           "plugin_deterministic": results.get("plugin_deterministic", []),
+                          "close_deterministic": results.get("close_deterministic", []),
                           "idle": idle, "startup": startup,
                           "observe": observe, "auth": auth, "fleet": fleet,
                           "attack": attack, "tls_idle": idle_summary(results["tls_idle"]),
@@ -4331,6 +4360,16 @@ def goals(summary):
                     lambda v: f"median ratio {v:.2f}x", "no successful plain runs")
     paired_goal("plain proxying: Weir req/s >= nginx", weir, "rps_vs_nginx", lambda v: v >= 1.0,
                 lambda v: f"median ratio {v:.2f}x", "no successful plain runs")
+    # Issue 23's goals on the CPU rows: requests per second, p99 at the
+    # phase's connection count, and Connection: close.
+    paired_goal("plain proxying: Weir req/s >= 1.1x nginx", weir, "rps_vs_nginx",
+                lambda v: v >= 1.1, lambda v: f"median ratio {v:.2f}x", "no successful plain runs")
+    paired_goal("plain proxying: Weir p99 latency <= nginx's (50 connections)", weir,
+                "p99_us_vs_nginx", lambda v: v <= 1.0, lambda v: f"median ratio {v:.2f}x",
+                "no successful plain runs")
+    paired_goal("Connection: close: Weir CPU/request <= 1.0x nginx", rows.get(("close", "weir")),
+                "proxy_cpu_us_per_req_vs_nginx", lambda v: v <= 1.0,
+                lambda v: f"median ratio {v:.2f}x", "no successful close runs")
 
     def plugin_goal(pid, limit):
         row = rows.get(("plugin", f"weir+{pid}"))
@@ -4356,7 +4395,9 @@ def goals(summary):
     # fixed request count (plain_deterministic, plugin_deterministic).
     ir = {}
     ir_why = {}
-    for r in summary.get("plain_deterministic", []) + summary.get("plugin_deterministic", []):
+    for r in (summary.get("plain_deterministic", []) + summary.get("plugin_deterministic", [])
+              + [dict(r, target=f"close {r['target']}")
+                 for r in summary.get("close_deterministic", [])]):
         cg = r.get("instructions") or {}
         if cg.get("status") == "ok" and cg.get("ir_per_req"):
             ir[r["target"]] = cg["ir_per_req"]
@@ -4395,6 +4436,9 @@ def goals(summary):
                                 f"Weir's delta minus nginx's {(a - b) - (c - d):+,.0f}"))
     ir_goal("plain keep-alive: Weir instructions/request <= nginx (callgrind)",
             ("weir", "nginx"), lambda a, b: a <= b,
+            lambda a, b: fmt_ir_delta(a, b, "Weir", "nginx"))
+    ir_goal("Connection: close: Weir instructions/request <= nginx (callgrind)",
+            ("close weir", "close nginx"), lambda a, b: a <= b,
             lambda a, b: fmt_ir_delta(a, b, "Weir", "nginx"))
 
     idle = {r["target"]: r for r in summary["idle"]}
@@ -5490,6 +5534,7 @@ def main():
             "status": "running",
         },
         "runs": [], "skipped": [], "plain_deterministic": [], "plugin_deterministic": [],
+        "close_deterministic": [],
         "idle": [], "startup": [],
         "hot_deploy": {"swap": [], "load": None, "startup": []},
         "attack": [], "tls_checks": [], "tls_idle": [], "h2_checks": [],
