@@ -357,7 +357,9 @@ pub(crate) fn give_back_unshared(buf: &mut BytesMut) {
         return;
     }
     let buf = std::mem::take(buf);
-    POOL.with(|p| {
+    // `try_with`: a connection dropped as its thread ends finds the pool
+    // gone, and its buffer is freed.
+    let _ = POOL.try_with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_MAX {
             p.push(buf);

@@ -108,6 +108,16 @@ pub(super) struct Shared<S> {
     max_trailer_fields: usize,
 }
 
+/// A connection that ends gives its read buffer back to the worker's pool
+/// when nothing holds a piece of it, as an idle one does: a client that
+/// closes after each request would otherwise cost a buffer's allocation
+/// and free per connection.
+impl<S> Drop for Shared<S> {
+    fn drop(&mut self) {
+        wire::give_back_unshared(&mut self.buf);
+    }
+}
+
 /// A connection's socket and buffer, as its task and its request's body
 /// share them.
 pub(super) type Lock<S> = Arc<Mutex<Shared<S>>>;

@@ -403,7 +403,10 @@ async fn attempt(
     };
     // Kept to tell, at the deadline, a stalled upload from a slow upstream.
     let stalled = req.body().stalled().cloned();
-    match tokio::time::timeout_at(deadline, conn.send(req, route.raw_head)).await {
+    // Pinned where it is made: the timeout then holds a reference, not a
+    // second copy of the send's future.
+    let send = std::pin::pin!(conn.send(req, route.raw_head));
+    match tokio::time::timeout_at(deadline, send).await {
         Err(_) => past_deadline(upstream, ep, stalled.as_deref(), started, timeout),
         Ok(Err(SendError {
             req: Some(req),
