@@ -162,8 +162,9 @@ pub(crate) fn field_map(
 /// ([`RawHead::append`]). Made only for a head whose edits are exactly
 /// those ([`RawHead::of`]); any other (a `Via` to extend, an
 /// `X-Request-Id` to replace, a `Connection` naming other fields, a field
-/// named `close`) goes through a map. Its lines are no longer than the head they came from
-/// (at most the upstream's head limit) plus the appended fields.
+/// named `close`) goes through a map. Its lines are no longer than the
+/// head they came from (at most the upstream's head limit) plus the
+/// appended fields.
 pub(crate) struct RawHead {
     /// `name: value\r\n` lines, in a buffer from this worker's pool.
     lines: Vec<u8>,
