@@ -1229,6 +1229,18 @@ def det_log(log, rec, t0, width=8):
         + f"  ({time.monotonic() - t0:.1f}s)")
 
 
+def fresh_conf(bench, target):
+    """The configuration function of a deterministic row's fresh proxy
+    (`conf_fn(port, name)`): the proxy's plain configuration, Weir's
+    checked by `weir check` first."""
+    def conf_fn(port, name):
+        conf = bench.proxy_conf(target, port, name=name)
+        if target == "weir":
+            weir_check(bench.dir(name), conf)
+        return conf
+    return conf_fn
+
+
 def plain_deterministic(bench, results, log):
     """Instructions (callgrind), system calls and heap allocations per
     request of plain keep-alive proxying, for Weir (no plugin), nginx
@@ -1240,12 +1252,7 @@ def plain_deterministic(bench, results, log):
         rec = {"target": target}
         out.append(rec)
         t0 = time.monotonic()
-
-        def conf_fn(port, name, target=target):
-            conf = bench.proxy_conf(target, port, name=name)
-            if target == "weir":
-                weir_check(bench.dir(name), conf)
-            return conf
+        conf_fn = fresh_conf(bench, target)
         rec["instructions"] = det_callgrind(bench, target, target, conf_fn, requests, warmup,
                                             prefix="plain")
         det_row(bench, rec, target, conf_fn, requests, warmup)
@@ -1264,12 +1271,7 @@ def close_deterministic(bench, results, log):
         rec = {"target": target}
         out.append(rec)
         t0 = time.monotonic()
-
-        def conf_fn(port, name, target=target):
-            conf = bench.proxy_conf(target, port, name=name)
-            if target == "weir":
-                weir_check(bench.dir(name), conf)
-            return conf
+        conf_fn = fresh_conf(bench, target)
         cg = det_callgrind(bench, target, target, conf_fn, requests, warmup,
                            headers=("Connection: close",), prefix="close")
         rec["instructions"] = cg
