@@ -190,6 +190,14 @@ pub(crate) const HOP_BY_HOP: [&str; 9] = [
     "http2-settings",
 ];
 
+/// Whether `name` (a field name, or a token of `Connection`) is one of
+/// [`HOP_BY_HOP`]; names compare case-insensitively.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
 impl RawHead {
     /// The fields of a parsed head, `None` when writing them as received
     /// would differ from the map's edits (see [`RawHead`]).
@@ -317,11 +325,7 @@ fn field_kind(name: &[u8]) -> FieldKind {
 fn lists_only_hop_by_hop(value: &[u8]) -> bool {
     value.split(|b| *b == b',').all(|t| {
         let t = t.trim_ascii();
-        t.is_empty()
-            || t.eq_ignore_ascii_case(b"close")
-            || HOP_BY_HOP
-                .iter()
-                .any(|h| t.eq_ignore_ascii_case(h.as_bytes()))
+        t.is_empty() || t.eq_ignore_ascii_case(b"close") || is_hop_by_hop(t)
     })
 }
 

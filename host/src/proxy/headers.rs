@@ -43,14 +43,6 @@ fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
         || name == HTTP2_SETTINGS
 }
 
-/// Whether a `Connection` token names a header [`is_fixed_hop_by_hop`]
-/// already covers (header names compare case-insensitively).
-fn is_fixed_hop_by_hop_token(t: &str) -> bool {
-    crate::wire::HOP_BY_HOP
-        .iter()
-        .any(|n| t.eq_ignore_ascii_case(n))
-}
-
 /// What [`strip_hop_by_hop`] took away that its caller may still need.
 #[derive(Debug, Default)]
 pub struct Stripped {
@@ -99,9 +91,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) -> Stripped {
                 v.as_bytes()
                     .split(|b| *b == b',')
                     .map(<[u8]>::trim_ascii)
-                    .filter(|t| {
-                        std::str::from_utf8(t).map_or(true, |t| !is_fixed_hop_by_hop_token(t))
-                    })
+                    .filter(|t| !crate::wire::is_hop_by_hop(t))
                     .filter_map(|t| match t.eq_ignore_ascii_case(b"close") {
                         true => Some(CLOSE.clone()),
                         false => HeaderName::from_bytes(t).ok(),
